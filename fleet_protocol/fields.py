@@ -1,0 +1,70 @@
+"""Small typed accessors for validating untrusted dicts, raising one error type.
+
+Every schema in this package reads its input through these, so a malformed
+document always fails with a message that names the offending field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .errors import BadDataError, MessageError
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def field(
+    doc: dict,
+    key: str,
+    kind: type | tuple[type, ...],
+    *,
+    where: str,
+    optional: bool = False,
+    default: Any = None,
+    error: type[BadDataError] = MessageError,
+) -> Any:
+    """Return ``doc[key]`` checked against ``kind``; bools are never ints."""
+    if key not in doc or doc[key] is None:
+        if optional:
+            return default
+        raise error(f"{where}: missing field '{key}'")
+    value = doc[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        raise error(f"{where}: field '{key}' must be {_names(kinds)}, got bool")
+    if not isinstance(value, kinds):
+        raise error(f"{where}: field '{key}' must be {_names(kinds)}, got {type(value).__name__}")
+    return value
+
+
+def name_field(doc: dict, key: str, *, where: str, error: type[BadDataError] = MessageError) -> str:
+    """A lowercase identifier safe in MQTT topics and file names."""
+    value = field(doc, key, str, where=where, error=error)
+    if not NAME.match(value):
+        raise error(f"{where}: field '{key}' must match {NAME.pattern}, got {value!r}")
+    return value
+
+
+def digest_field(doc: dict, key: str, *, where: str, error: type[BadDataError] = MessageError) -> str:
+    value = field(doc, key, str, where=where, error=error)
+    if not HEX64.match(value):
+        raise error(f"{where}: field '{key}' must be a lowercase hex SHA-256")
+    return value
+
+
+def count_field(doc: dict, key: str, *, where: str, minimum: int = 0, optional: bool = False,
+                default: int | None = None, error: type[BadDataError] = MessageError) -> int:
+    value = field(doc, key, int, where=where, optional=optional, default=default, error=error)
+    if value is not None and value < minimum:
+        raise error(f"{where}: field '{key}' must be >= {minimum}, got {value}")
+    return value
+
+
+def is_valid_name(value: str) -> bool:
+    return bool(NAME.match(value))
+
+
+def _names(kinds: tuple[type, ...]) -> str:
+    return " or ".join(k.__name__ for k in kinds)

@@ -1,0 +1,205 @@
+"""Bundle manifests: what a module bundle holds, how to split it, and its digest.
+
+A manifest lists every file with its SHA-256, size and chunks. It is signed
+(see :mod:`fleet_protocol.signing`) and its digest, the SHA-256 of the
+canonical JSON of the manifest, names the bundle: a bundle is content
+addressed. Parsing validates every field and refuses paths that could escape
+the bundle's directory. No I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field as dc_field
+
+from .canonical import canonical_json, sha256_hex
+from .errors import ManifestError, UnsafePathError
+from .fields import count_field, digest_field, field, name_field
+
+MANIFEST_TYPE = "bundle-manifest"
+RUNTIMES = ("onnx", "tflite")
+DEFAULT_CHUNK_SIZE_BYTES = 262_144
+MAX_CHUNK_SIZE_BYTES = 4 * 1024 * 1024
+MAX_FILES = 1_000
+MAX_BUNDLE_BYTES = 2 * 1024**3
+MAX_PATH_CHARS = 255
+_SEGMENT = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]*$")
+
+
+def check_relative_path(path: str) -> str:
+    """Return ``path`` if it stays inside its directory, else raise :class:`UnsafePathError`."""
+    if not isinstance(path, str) or not path:
+        raise UnsafePathError("empty file path in bundle")
+    if len(path) > MAX_PATH_CHARS:
+        raise UnsafePathError(f"file path longer than {MAX_PATH_CHARS} characters")
+    if path.startswith("/") or "\\" in path or "\x00" in path:
+        raise UnsafePathError(f"unsafe file path {path!r}: absolute or with a backslash or NUL")
+    for segment in path.split("/"):
+        if segment in ("", ".", "..") or not _SEGMENT.match(segment):
+            raise UnsafePathError(f"unsafe file path {path!r}: segment {segment!r} is not allowed")
+    return path
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    sha256: str
+    size: int
+    chunks: tuple[ChunkRef, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "chunks": [{"sha256": c.sha256, "size": c.size} for c in self.chunks],
+        }
+
+
+def split_into_chunks(data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE_BYTES) -> tuple[ChunkRef, ...]:
+    """Fixed-size chunking; an empty file has no chunks."""
+    return tuple(
+        ChunkRef(sha256_hex(data[i : i + chunk_size]), len(data[i : i + chunk_size]))
+        for i in range(0, len(data), chunk_size)
+    )
+
+
+def file_entry(path: str, data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE_BYTES) -> FileEntry:
+    return FileEntry(check_relative_path(path), sha256_hex(data), len(data), split_into_chunks(data, chunk_size))
+
+
+@dataclass(frozen=True)
+class BundleManifest:
+    module: str
+    version: int
+    runtime: str
+    model: str
+    files: tuple[FileEntry, ...]
+    created: str
+    entry: str | None = None
+    sample: str | None = None
+    chunk_size: int = DEFAULT_CHUNK_SIZE_BYTES
+    target_profiles: tuple[str, ...] = ()
+    model_ref: str | None = None
+    expires: str | None = None
+    description: str = ""
+    config: dict = dc_field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "type": MANIFEST_TYPE,
+            "module": self.module,
+            "version": self.version,
+            "runtime": self.runtime,
+            "model": self.model,
+            "entry": self.entry,
+            "sample": self.sample,
+            "files": [f.to_dict() for f in self.files],
+            "chunk_size": self.chunk_size,
+            "target_profiles": list(self.target_profiles),
+            "model_ref": self.model_ref,
+            "created": self.created,
+            "expires": self.expires,
+            "description": self.description,
+            "config": self.config,
+        }
+
+    @property
+    def digest(self) -> str:
+        """The bundle's content address: SHA-256 of the canonical manifest."""
+        return sha256_hex(canonical_json(self.to_dict()))
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def file(self, path: str) -> FileEntry:
+        for entry in self.files:
+            if entry.path == path:
+                return entry
+        raise ManifestError(f"manifest of {self.module} v{self.version} has no file {path!r}")
+
+    def chunk_sizes(self) -> dict[str, int]:
+        """Every distinct chunk digest in the bundle with its size."""
+        return {c.sha256: c.size for f in self.files for c in f.chunks}
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "BundleManifest":
+        """Validate an untrusted manifest dict; raise :class:`ManifestError` naming the field."""
+        where = "manifest"
+        err = ManifestError
+        if not isinstance(doc, dict):
+            raise ManifestError("manifest must be a JSON object")
+        if doc.get("type") != MANIFEST_TYPE:
+            raise ManifestError(f"manifest: field 'type' must be {MANIFEST_TYPE!r}")
+        runtime = field(doc, "runtime", str, where=where, error=err)
+        if runtime not in RUNTIMES:
+            raise ManifestError(f"manifest: runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
+        chunk_size = count_field(doc, "chunk_size", where=where, minimum=1, error=err)
+        if chunk_size > MAX_CHUNK_SIZE_BYTES:
+            raise ManifestError(f"manifest: chunk_size {chunk_size} exceeds {MAX_CHUNK_SIZE_BYTES}")
+        raw_files = field(doc, "files", list, where=where, error=err)
+        if not raw_files or len(raw_files) > MAX_FILES:
+            raise ManifestError(f"manifest: must list between 1 and {MAX_FILES} files")
+        files = tuple(_parse_file(raw, chunk_size) for raw in raw_files)
+        paths = [f.path for f in files]
+        if len(set(paths)) != len(paths):
+            raise ManifestError("manifest: a file path is listed twice")
+        if sum(f.size for f in files) > MAX_BUNDLE_BYTES:
+            raise ManifestError(f"manifest: bundle larger than {MAX_BUNDLE_BYTES} bytes")
+        manifest = cls(
+            module=name_field(doc, "module", where=where, error=err),
+            version=count_field(doc, "version", where=where, minimum=1, error=err),
+            runtime=runtime,
+            model=check_relative_path(field(doc, "model", str, where=where, error=err)),
+            files=files,
+            created=field(doc, "created", str, where=where, error=err),
+            entry=_optional_path(doc, "entry"),
+            sample=_optional_path(doc, "sample"),
+            chunk_size=chunk_size,
+            target_profiles=tuple(_string_list(doc, "target_profiles")),
+            model_ref=field(doc, "model_ref", str, where=where, optional=True, error=err),
+            expires=field(doc, "expires", str, where=where, optional=True, error=err),
+            description=field(doc, "description", str, where=where, optional=True, default="", error=err),
+            config=field(doc, "config", dict, where=where, optional=True, default={}, error=err),
+        )
+        for path in filter(None, (manifest.model, manifest.entry, manifest.sample)):
+            manifest.file(path)
+        return manifest
+
+
+def _parse_file(raw: object, chunk_size: int) -> FileEntry:
+    if not isinstance(raw, dict):
+        raise ManifestError("manifest: each file must be an object")
+    where, err = "manifest file", ManifestError
+    path = check_relative_path(field(raw, "path", str, where=where, error=err))
+    size = count_field(raw, "size", where=f"{where} {path}", error=err)
+    chunks = []
+    for c in field(raw, "chunks", list, where=f"{where} {path}", error=err):
+        if not isinstance(c, dict):
+            raise ManifestError(f"manifest file {path}: malformed chunk")
+        c_size = count_field(c, "size", where=f"chunk of {path}", minimum=1, error=err)
+        if c_size > chunk_size:
+            raise ManifestError(f"manifest file {path}: chunk larger than chunk_size")
+        chunks.append(ChunkRef(digest_field(c, "sha256", where=f"chunk of {path}", error=err), c_size))
+    if sum(c.size for c in chunks) != size:
+        raise ManifestError(f"manifest file {path}: chunk sizes do not add up to the file size")
+    return FileEntry(path, digest_field(raw, "sha256", where=f"{where} {path}", error=err), size, tuple(chunks))
+
+
+def _optional_path(doc: dict, key: str) -> str | None:
+    value = field(doc, key, str, where="manifest", optional=True, error=ManifestError)
+    return None if value is None else check_relative_path(value)
+
+
+def _string_list(doc: dict, key: str) -> list[str]:
+    values = field(doc, key, list, where="manifest", optional=True, default=[], error=ManifestError)
+    if not all(isinstance(v, str) for v in values):
+        raise ManifestError(f"manifest: field '{key}' must be a list of strings")
+    return values

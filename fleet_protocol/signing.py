@@ -1,0 +1,117 @@
+"""Ed25519 keys and signed envelopes (from the ``cryptography`` package).
+
+An envelope is ``{"signed": {...}, "signatures": [{"keyid": hex, "sig": hex}]}``;
+the signature covers the canonical JSON of ``signed``. A key id is the SHA-256
+of the raw 32-byte public key. Reading and writing key files is the caller's
+job (with mode 0600); this module only turns bytes into keys and back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .canonical import canonical_json, sha256_hex
+from .errors import SignatureError
+from .fields import field
+
+_RAW = serialization.Encoding.Raw
+_RAW_PUB = serialization.PublicFormat.Raw
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """An Ed25519 public key that verifies signatures."""
+
+    key: Ed25519PublicKey
+
+    @classmethod
+    def from_hex(cls, value: str) -> "PublicKey":
+        try:
+            return cls(Ed25519PublicKey.from_public_bytes(bytes.fromhex(value)))
+        except ValueError as exc:
+            raise SignatureError(f"not an Ed25519 public key: {exc}") from None
+
+    def to_hex(self) -> str:
+        return self.key.public_bytes(_RAW, _RAW_PUB).hex()
+
+    @property
+    def keyid(self) -> str:
+        return sha256_hex(self.key.public_bytes(_RAW, _RAW_PUB))
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        try:
+            self.key.verify(signature, data)
+        except InvalidSignature:
+            raise SignatureError(f"signature by key {self.keyid[:12]} does not verify") from None
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An Ed25519 private key; never logged, never sent."""
+
+    key: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> "SigningKey":
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_pem(cls, data: bytes) -> "SigningKey":
+        key = serialization.load_pem_private_key(data, password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise SignatureError("signing key file does not hold an Ed25519 private key")
+        return cls(key)
+
+    def to_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    @property
+    def public_key(self) -> PublicKey:
+        return PublicKey(self.key.public_key())
+
+    def __repr__(self) -> str:  # keep the key out of logs and tracebacks
+        return f"SigningKey(keyid={self.public_key.keyid[:12]}…)"
+
+
+def sign_envelope(signed: dict, key: SigningKey) -> dict:
+    """Wrap ``signed`` in an envelope signed by ``key``."""
+    signature = key.key.sign(canonical_json(signed))
+    return {"signed": signed, "signatures": [{"keyid": key.public_key.keyid, "sig": signature.hex()}]}
+
+
+def verify_envelope(envelope: dict, trusted: dict[str, PublicKey], *, threshold: int = 1, what: str) -> dict:
+    """Return ``envelope["signed"]`` if at least ``threshold`` trusted keys signed it."""
+    if not isinstance(envelope, dict):
+        raise SignatureError(f"{what}: not a signed envelope")
+    signed = field(envelope, "signed", dict, where=what, error=SignatureError)
+    signatures = field(envelope, "signatures", list, where=what, error=SignatureError)
+    if not signatures:
+        raise SignatureError(f"{what} is unsigned")
+    data = canonical_json(signed)
+    good: set[str] = set()
+    unknown: list[str] = []
+    for entry in signatures:
+        if not isinstance(entry, dict):
+            raise SignatureError(f"{what}: malformed signature entry")
+        keyid = field(entry, "keyid", str, where=what, error=SignatureError)
+        sig_hex = field(entry, "sig", str, where=what, error=SignatureError)
+        key = trusted.get(keyid)
+        if key is None:
+            unknown.append(keyid[:12])
+            continue
+        try:
+            key.verify(bytes.fromhex(sig_hex), data)
+        except ValueError:
+            raise SignatureError(f"{what}: signature is not hex") from None
+        good.add(keyid)
+    if len(good) < threshold:
+        if unknown and not good:
+            raise SignatureError(f"{what} is signed by an untrusted key ({', '.join(unknown)})")
+        raise SignatureError(f"{what} has {len(good)} valid signature(s), {threshold} required")
+    return signed

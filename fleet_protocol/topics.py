@@ -1,0 +1,48 @@
+"""MQTT topic names, the only place they are spelled.
+
+    edgefleet/v1/devices/<id>/desired    server → device, retained, QoS 1: signed desired state
+    edgefleet/v1/devices/<id>/reported   device → server, retained, QoS 1: what the device runs
+    edgefleet/v1/devices/<id>/status     device → server, retained, QoS 1: online, or offline (last will)
+    edgefleet/v1/devices/<id>/telemetry  device → server, QoS 1: telemetry batches from the outbox
+    edgefleet/v1/devices/<id>/fetch      device → server, QoS 1: request for bundle chunks
+    edgefleet/v1/bundles/<digest>/chunks server → devices, QoS 1: chunk payloads, shared so the
+                                          broker fans one publish out to every device fetching it
+
+Device ids are lowercase names (see :data:`fleet_protocol.fields.NAME`), so they
+never contain MQTT wildcards or separators.
+"""
+
+from __future__ import annotations
+
+from .errors import MessageError
+from .fields import HEX64, is_valid_name
+
+PREFIX = "edgefleet/v1"
+DEVICE_KINDS = ("desired", "reported", "status", "telemetry", "fetch")
+
+
+def device_topic(device_id: str, kind: str) -> str:
+    if kind not in DEVICE_KINDS:
+        raise ValueError(f"unknown device topic kind {kind!r}")
+    if not is_valid_name(device_id):
+        raise MessageError(f"invalid device id {device_id!r}")
+    return f"{PREFIX}/devices/{device_id}/{kind}"
+
+
+def bundle_chunks_topic(bundle_digest: str) -> str:
+    if not HEX64.match(bundle_digest):
+        raise MessageError(f"invalid bundle digest {bundle_digest!r}")
+    return f"{PREFIX}/bundles/{bundle_digest}/chunks"
+
+
+SERVER_SUBSCRIPTIONS = tuple(f"{PREFIX}/devices/+/{kind}" for kind in ("reported", "status", "telemetry", "fetch"))
+
+
+def parse_device_topic(topic: str) -> tuple[str, str]:
+    """Split ``edgefleet/v1/devices/<id>/<kind>`` into ``(id, kind)``."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != f"{PREFIX}/devices" or parts[4] not in DEVICE_KINDS:
+        raise MessageError(f"not a device topic: {topic!r}")
+    if not is_valid_name(parts[3]):
+        raise MessageError(f"invalid device id in topic {topic!r}")
+    return parts[3], parts[4]
