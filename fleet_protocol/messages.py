@@ -235,11 +235,14 @@ class TelemetryRecord:
 
 @dataclass(frozen=True)
 class TelemetryBatch:
+    """Records from one device outbox; ``(device_id, outbox_id, seq)`` identifies a record."""
+
     device_id: str
+    outbox_id: str  # random id of the device's outbox, so a wiped device never collides with its past
     records: tuple[TelemetryRecord, ...]
 
     def to_dict(self) -> dict:
-        return {"type": "telemetry-batch", "device_id": self.device_id,
+        return {"type": "telemetry-batch", "device_id": self.device_id, "outbox_id": self.outbox_id,
                 "records": [r.to_dict() for r in self.records]}
 
 
@@ -259,7 +262,8 @@ def parse_telemetry_batch(payload: bytes) -> TelemetryBatch:
             kind=name_field(raw, "kind", where=f"{where} record"),
             data=field(raw, "data", dict, where=f"{where} record"),
         ))
-    return TelemetryBatch(device_id=name_field(doc, "device_id", where=where), records=tuple(records))
+    return TelemetryBatch(device_id=name_field(doc, "device_id", where=where),
+                          outbox_id=name_field(doc, "outbox_id", where=where), records=tuple(records))
 
 
 # --- bundle fetch --------------------------------------------------------------------------------
