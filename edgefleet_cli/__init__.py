@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The ``edgefleet`` command line: one command, a subcommand per noun."""

@@ -1,0 +1,27 @@
+# edgefleet: `make demo` runs the whole system, `make test` runs every test.
+VENV ?= .venv
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?= -n 2
+
+.PHONY: demo test bench system-deps clean
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/edgefleet demo
+
+test: $(VENV)/.installed system-deps
+	$(VENV)/bin/pytest $(PYTEST_ARGS) -m "not slow"
+
+# Mosquitto (the real broker the tests run) from the system's packages, when missing.
+system-deps:
+	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
+	  ( $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto )
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache

@@ -1,0 +1,48 @@
+"""Entry point of the ``edgefleet`` command; failures print one line and exit non-zero."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from fleet_protocol.errors import EdgefleetError
+
+from .commands import agent, bundle, demo, deploy, device, model, module, server
+from .errors import CliError
+from .output import err_console
+
+app = typer.Typer(
+    help="edgefleet: push ML models to a fleet of devices and score them on the device.\n\n"
+         "Server commands read --server/EDGEFLEET_SERVER and --token/EDGEFLEET_TOKEN.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+app.add_typer(server.app, name="server")
+app.add_typer(agent.app, name="agent")
+app.add_typer(model.app, name="model")
+app.add_typer(module.app, name="module")
+app.add_typer(bundle.app, name="bundle")
+app.add_typer(deploy.app, name="deploy")
+app.add_typer(device.app, name="device")
+app.command(name="demo")(demo.demo)
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("EDGEFLEET_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except CliError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except EdgefleetError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Real server and agent processes for end-to-end tests, started through the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from .net import free_port, wait_for
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+
+
+def cli(*args: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "EDGEFLEET_ADMIN_TOKEN": ADMIN_TOKEN}
+    return subprocess.Popen([sys.executable, "-m", "edgefleet_cli.main", *args], stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, env=env)
+
+
+def run_cli(*args: str, server: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EDGEFLEET_SERVER": server, "EDGEFLEET_TOKEN": ADMIN_TOKEN, "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-m", "edgefleet_cli.main", *args], capture_output=True, text=True,
+                            env=env, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"edgefleet {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@dataclass
+class ServerProcess(Process):
+    url: str = ""
+    data_dir: Path = Path()
+    port: int = 0
+    broker_url: str = ""
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
+
+    def signing_key_hex(self) -> str:
+        with self.api() as api:
+            return api.get("/api/keys").json()["signing_keys"][0]["public_key"]
+
+    def restart(self) -> None:
+        self.stop()
+        self.popen = _server_popen(self.data_dir, self.port, self.broker_url, self.log)
+        _wait_healthy(self)
+
+
+def _server_popen(data_dir: Path, port: int, broker_url: str, log: Path) -> subprocess.Popen:
+    return cli("server", "run", "--data-dir", str(data_dir), "--port", str(port), "--broker", broker_url, log=log)
+
+
+def _wait_healthy(server: ServerProcess) -> None:
+    def healthy() -> bool:
+        if server.popen.poll() is not None:
+            raise AssertionError(f"server exited ({server.popen.returncode}):\n{server.tail()}")
+        return httpx.get(f"{server.url}/api/health", timeout=2).json().get("broker") == "connected"
+
+    wait_for(healthy, timeout=30, what="the fleet server to answer and connect to the broker")
+
+
+def start_server(workdir: Path, broker_url: str) -> ServerProcess:
+    port = free_port()
+    data_dir, log = workdir / "server", workdir / "server.log"
+    server = ServerProcess("server", _server_popen(data_dir, port, broker_url, log), log,
+                           url=f"http://127.0.0.1:{port}", data_dir=data_dir, port=port, broker_url=broker_url)
+    _wait_healthy(server)
+    return server
+
+
+@dataclass
+class AgentProcess(Process):
+    device_id: str = ""
+    config: Path = Path()
+    scoring_url: str = ""
+    state_dir: Path = Path()
+    extra: dict = field(default_factory=dict)
+
+    def restart(self) -> None:
+        self.stop()
+        self.popen = cli("agent", "run", "--config", str(self.config), log=self.log)
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            if self.popen.poll() is not None:
+                raise AssertionError(f"agent {self.device_id} exited ({self.popen.returncode}):\n{self.tail()}")
+            return httpx.get(f"{self.scoring_url}/v2/health/live", timeout=2).status_code == 200
+
+        wait_for(ready, timeout=30, what=f"agent {self.device_id} to serve")
+
+
+def start_agent(workdir: Path, device_id: str, *, broker_url: str, key_hex: str, profile: str = "generic-cpu",
+                tags: dict[str, str] | None = None, **settings: object) -> AgentProcess:
+    device_dir = workdir / device_id
+    device_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    options = {"heartbeat_interval_s": 1, "telemetry_flush_interval_s": 0.5, "fetch_timeout_s": 3, **settings}
+    config = device_dir / "agent.toml"
+    config.write_text(
+        f'device_id = "{device_id}"\nstate_dir = "state"\nbroker_url = "{broker_url}"\n'
+        f'trusted_keys = ["{key_hex}"]\nprofile = "{profile}"\nscoring_port = {port}\n'
+        + "".join(f"{k} = {v!r}\n" if not isinstance(v, str) else f'{k} = "{v}"\n' for k, v in options.items())
+        + "[tags]\n" + "".join(f'{k} = "{v}"\n' for k, v in (tags or {}).items()))
+    log = device_dir / "agent.log"
+    agent = AgentProcess(device_id, cli("agent", "run", "--config", str(config), log=log), log,
+                         device_id=device_id, config=config, scoring_url=f"http://127.0.0.1:{port}",
+                         state_dir=device_dir / "state")
+    agent.wait_ready()
+    return agent
