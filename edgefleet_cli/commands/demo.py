@@ -10,18 +10,18 @@ device. Its state lives in ``--workdir``, wiped at each start.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import httpx
 import typer
+
+from simulators.devices import DeviceSpec, spawn_agent, write_agent_config
 
 from ..client import ApiClient
 from ..errors import CliError
@@ -116,17 +116,10 @@ def _free_port() -> int:
 
 def _start_agent(workdir: Path, device_id: str, profile: str, tags: str, server) -> subprocess.Popen:
     device_dir = workdir / "devices" / device_id
-    device_dir.mkdir(parents=True)
     tag_pairs = dict(pair.split("=", 1) for pair in tags.split(",")) | {"demo": "true"}
-    config = device_dir / "agent.toml"
-    config.write_text(
-        f'device_id = "{device_id}"\nstate_dir = "state"\nbroker_url = "{server.broker_url}"\n'
-        f'trusted_keys = ["{server.signing_public_key_hex}"]\nprofile = "{profile}"\n'
-        f"scoring_port = {_free_port()}\nheartbeat_interval_s = 10\ntelemetry_flush_interval_s = 2\n"
-        "[tags]\n" + "".join(f'{k} = "{v}"\n' for k, v in tag_pairs.items()))
-    log = (device_dir / "agent.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "edgefleet_cli.main", "agent", "run", "--config", str(config)],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    spec = DeviceSpec(device_id, server.broker_url, [server.signing_public_key_hex], _free_port(), profile,
+                      tag_pairs, {"heartbeat_interval_s": 10, "telemetry_flush_interval_s": 2})
+    return spawn_agent(write_agent_config(device_dir, spec), device_dir / "agent.log")
 
 
 def _wait(check, timeout: float, what: str, agents: list[subprocess.Popen]) -> None:

@@ -6,10 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from simulators.devices import DeviceSpec, spawn_agent, write_agent_config
 
 from .net import free_port, wait_for
 
@@ -102,11 +104,10 @@ class AgentProcess(Process):
     config: Path = Path()
     scoring_url: str = ""
     state_dir: Path = Path()
-    extra: dict = field(default_factory=dict)
 
     def restart(self) -> None:
         self.stop()
-        self.popen = cli("agent", "run", "--config", str(self.config), log=self.log)
+        self.popen = spawn_agent(self.config, self.log)
 
     def wait_ready(self) -> None:
         def ready() -> bool:
@@ -119,19 +120,13 @@ class AgentProcess(Process):
 
 def start_agent(workdir: Path, device_id: str, *, broker_url: str, key_hex: str, profile: str = "generic-cpu",
                 tags: dict[str, str] | None = None, **settings: object) -> AgentProcess:
-    device_dir = workdir / device_id
-    device_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    options = {"heartbeat_interval_s": 1, "telemetry_flush_interval_s": 0.5, "fetch_timeout_s": 3, **settings}
-    config = device_dir / "agent.toml"
-    config.write_text(
-        f'device_id = "{device_id}"\nstate_dir = "state"\nbroker_url = "{broker_url}"\n'
-        f'trusted_keys = ["{key_hex}"]\nprofile = "{profile}"\nscoring_port = {port}\n'
-        + "".join(f"{k} = {v!r}\n" if not isinstance(v, str) else f'{k} = "{v}"\n' for k, v in options.items())
-        + "[tags]\n" + "".join(f'{k} = "{v}"\n' for k, v in (tags or {}).items()))
+    spec = DeviceSpec(device_id, broker_url, [key_hex], port, profile, tags or {},
+                      {"heartbeat_interval_s": 1, "telemetry_flush_interval_s": 0.5, "fetch_timeout_s": 3, **settings})
+    device_dir = workdir / device_id
+    config = write_agent_config(device_dir, spec)
     log = device_dir / "agent.log"
-    agent = AgentProcess(device_id, cli("agent", "run", "--config", str(config), log=log), log,
-                         device_id=device_id, config=config, scoring_url=f"http://127.0.0.1:{port}",
-                         state_dir=device_dir / "state")
+    agent = AgentProcess(device_id, spawn_agent(config, log), log, device_id=device_id, config=config,
+                         scoring_url=f"http://127.0.0.1:{port}", state_dir=device_dir / "state")
     agent.wait_ready()
     return agent
