@@ -78,6 +78,9 @@ class ExecutionProvider:
     name: str
     options: dict = dc_field(default_factory=dict)
 
+    def __hash__(self) -> int:  # options is a dict; its values are str, int or bool
+        return hash((self.name, tuple(sorted(self.options.items()))))
+
     def ort_options(self) -> dict[str, str]:
         """The options as ONNX Runtime takes them: every key and value a string."""
         return {str(k): str(v) for k, v in self.options.items()}
@@ -93,6 +96,9 @@ class Delegate:
     name: str
     library: str | None = None
     options: dict = dc_field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.library, tuple(sorted(self.options.items()))))
 
     @property
     def builtin(self) -> bool:
