@@ -10,7 +10,7 @@ import typer
 
 from fleet_protocol.errors import EdgefleetError
 
-from .commands import agent, bundle, demo, deploy, device, model, module, server
+from .commands import agent, bundle, demo, deploy, device, model, module, profile, server
 from .errors import CliError
 from .output import err_console
 
@@ -26,6 +26,7 @@ app.add_typer(module.app, name="module")
 app.add_typer(bundle.app, name="bundle")
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(device.app, name="device")
+app.add_typer(profile.app, name="profile")
 app.command(name="demo")(demo.demo)
 
 

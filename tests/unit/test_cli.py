@@ -99,3 +99,17 @@ def test_errors_are_one_line_on_stderr_with_a_non_zero_exit():
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot reach the fleet server")
     assert "Traceback" not in result.stderr
+
+
+def test_profile_validate_names_the_missing_field(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n')
+    result = runner.invoke(app, ["profile", "validate", str(bad)])
+    assert result.exit_code != 0
+    assert "missing field 'arch'" in str(result.exception)
+
+
+def test_profile_list_shows_every_shipped_profile_as_json():
+    result = runner.invoke(app, ["profile", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    assert {"generic-cpu", "jetson-orin-nano", "coral-dev-board"} <= {p["name"] for p in json.loads(result.stdout)}
