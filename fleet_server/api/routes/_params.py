@@ -1,0 +1,44 @@
+"""Query and form values shared by several routes, parsed into clear 400s."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import UploadFile
+
+from fleet_protocol.errors import BadDataError
+
+from ...errors import TooLargeError
+
+
+def parse_tag_filters(values: list[str] | None) -> dict[str, str]:
+    """``["site=lab", "tier=a"]`` → ``{"site": "lab", "tier": "a"}``."""
+    tags = {}
+    for value in values or []:
+        key, sep, tag_value = value.partition("=")
+        if not sep or not key:
+            raise BadDataError(f"tag filter {value!r} must look like key=value")
+        tags[key] = tag_value
+    return tags
+
+
+def parse_json_form(value: str | None, *, what: str, strings_only: bool = False) -> dict[str, Any]:
+    if value is None or value == "":
+        return {}
+    try:
+        doc = json.loads(value)
+    except ValueError as exc:
+        raise BadDataError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadDataError(f"{what} must be a JSON object")
+    if strings_only and not all(isinstance(v, str) for v in doc.values()):
+        raise BadDataError(f"{what} must map strings to strings")
+    return doc
+
+
+def read_upload(upload: UploadFile, *, limit_bytes: int) -> bytes:
+    data = upload.file.read(limit_bytes + 1)
+    if len(data) > limit_bytes:
+        raise TooLargeError(f"the upload is larger than the server's limit of {limit_bytes} bytes")
+    return data

@@ -1,0 +1,49 @@
+"""Signed module bundles: ``/api/bundles``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Response, UploadFile, status
+
+from ... import bundler
+from ...store import bundles as bundle_store
+from ..deps import FleetDep
+from ..schemas import BundleDetail, BundleFromModelCreate, BundlePublic
+from ._params import read_upload
+
+router = APIRouter(prefix="/bundles", tags=["bundles"])
+
+
+@router.post("/from-module", response_model=BundlePublic, status_code=status.HTTP_201_CREATED)
+def from_module(fleet: FleetDep,
+                file: Annotated[UploadFile, File(description=".tar.gz of a module folder with module.json")]) -> dict:
+    """Build, sign and store the next version of the module; registers its model if the registry lacks it."""
+    return bundler.build_from_module(fleet, read_upload(file, limit_bytes=fleet.config.max_upload_bytes))
+
+
+@router.post("/from-model", response_model=BundlePublic, status_code=status.HTTP_201_CREATED)
+def from_model(fleet: FleetDep, body: BundleFromModelCreate) -> dict:
+    """Wrap a registered model version (default: newest) in a signed bundle."""
+    return bundler.build_from_model(fleet, model=body.model, version=body.version, module=body.module,
+                                    entry_script=body.entry_script, sample=body.sample, config=body.config)
+
+
+@router.get("", response_model=list[BundlePublic])
+def list_bundles(fleet: FleetDep, module: str | None = None) -> list[dict]:
+    return bundle_store.list_bundles(db=fleet.db, module=module)
+
+
+@router.get("/{digest}", response_model=BundleDetail)
+def get_bundle(fleet: FleetDep, digest: str) -> dict:
+    bundle = bundler.get_bundle(fleet, digest)
+    return {**bundle, "manifest": bundle["envelope"]}
+
+
+@router.get("/{digest}/file", response_class=Response, responses={200: {"content": {"application/x-tar": {}}}})
+def download(fleet: FleetDep, digest: str) -> Response:
+    """The bundle as an ``.efb`` file (signed manifest + files), verifiable with ``bundle verify``."""
+    bundle = bundler.get_bundle(fleet, digest)
+    return Response(bundler.bundle_file_bytes(fleet, digest), media_type="application/x-tar",
+                    headers={"Content-Disposition": f'attachment; filename="{bundle["module"]}-'
+                                                    f'{bundle["version"]}.efb"'})

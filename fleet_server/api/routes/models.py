@@ -1,0 +1,71 @@
+"""The model registry: ``/api/models``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+
+from ... import registry
+from ...errors import NotFoundError
+from ...store import models as model_store
+from ..deps import FleetDep
+from ..schemas import ModelVersionPublic, ModelVersionUpdate
+from ._params import parse_json_form, parse_tag_filters, read_upload
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+@router.post("/{name}", response_model=ModelVersionPublic, status_code=status.HTTP_201_CREATED)
+def register(fleet: FleetDep, name: str, file: Annotated[UploadFile, File(description="ONNX or TFLite model")],
+             tags: Annotated[str | None, Form(description="JSON object of string to string")] = None,
+             properties: Annotated[str | None, Form(description="JSON object")] = None) -> dict:
+    """Register the next version of ``name``; the runtime, inputs and outputs are read from the file."""
+    parsed_tags = parse_json_form(tags, what="tags", strings_only=True)
+    parsed_properties = parse_json_form(properties, what="properties")
+    data = read_upload(file, limit_bytes=fleet.config.max_upload_bytes)
+    return registry.register_model(fleet, name=name, data=data, tags=parsed_tags, properties=parsed_properties)
+
+
+@router.get("", response_model=list[ModelVersionPublic])
+def search(fleet: FleetDep, name: str | None = None,
+           q: Annotated[str | None, Query(description="Substring of the name")] = None,
+           tag: Annotated[list[str] | None, Query(description="key=value, repeatable")] = None) -> list[dict]:
+    """The newest version of each model name among the versions matching every filter."""
+    return model_store.search_latest(db=fleet.db, name=name, q=q, tags=parse_tag_filters(tag))
+
+
+@router.get("/{name}", response_model=list[ModelVersionPublic])
+def versions(fleet: FleetDep, name: str) -> list[dict]:
+    records = model_store.list_versions(db=fleet.db, name=name)
+    if not records:
+        raise NotFoundError(f"there is no model named {name!r}")
+    return records
+
+
+@router.get("/{name}/versions/{version}", response_model=ModelVersionPublic)
+def get_version(fleet: FleetDep, name: str, version: int) -> dict:
+    return registry.get_model_version(fleet, name=name, version=version)
+
+
+@router.patch("/{name}/versions/{version}", response_model=ModelVersionPublic)
+def update_version(fleet: FleetDep, name: str, version: int, body: ModelVersionUpdate) -> dict:
+    registry.get_model_version(fleet, name=name, version=version)
+    return model_store.update_version(db=fleet.db, name=name, version=version, tags=body.tags,
+                                      properties=body.properties)
+
+
+@router.get("/{name}/versions/{version}/file", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}}})
+def download(fleet: FleetDep, name: str, version: int) -> Response:
+    record = registry.get_model_version(fleet, name=name, version=version)
+    extension = "onnx" if record["runtime"] == "onnx" else "tflite"
+    return Response(fleet.blobs.get(record["sha256"]), media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{name}-{version}.{extension}"'})
+
+
+@router.delete("/{name}/versions/{version}", status_code=status.HTTP_204_NO_CONTENT)
+def delete(fleet: FleetDep, name: str, version: int) -> Response:
+    """Refused with 409 while a deployment uses a bundle built from this version."""
+    registry.delete_model_version(fleet, name=name, version=version)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

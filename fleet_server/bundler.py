@@ -1,0 +1,154 @@
+"""Building, signing and packing module bundles.
+
+A bundle is built from a module archive (``module.json`` + files) or from a
+registered model version; either way the manifest is made with
+:func:`fleet_protocol.bundle_file.build_manifest`, its chunks are stored
+content-addressed, the next version of the module is allocated and the
+manifest signed inside one database transaction, and the model is linked
+(``model_ref = name:version``), registering it first when a module brings
+bytes the registry has not seen. The ``.efb`` file is packed from the stored
+envelope, so downloading a bundle never re-signs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import tarfile
+import threading
+
+from fleet_protocol import bundle_file, oip
+from fleet_protocol.errors import BadDataError
+from fleet_protocol.fields import NAME
+from fleet_protocol.manifest import BundleManifest
+from fleet_protocol.signing import sign_envelope
+from fleet_protocol.timestamps import to_iso, utc_now
+
+from . import registry
+from .errors import ConflictError, NotFoundError
+from .modelinfo import inspect_model
+from .module_archive import read_module_archive
+from .store import bundles as bundle_store
+from .store import models as model_store
+
+MODEL_FILES = {"onnx": "model.onnx", "tflite": "model.tflite"}
+
+
+def build_from_module(fleet, archive: bytes) -> dict:
+    """``POST /api/bundles/from-module``: build the next version of the module in ``archive``."""
+    spec, files = read_module_archive(archive, max_total_bytes=fleet.config.max_upload_bytes)
+    model_bytes = files[spec.model]
+    info = inspect_model(model_bytes)
+    if info.runtime != spec.runtime:
+        raise BadDataError(f"module.json says runtime {spec.runtime!r} but {spec.model} is a {info.runtime} model",
+                           code="bad_module")
+    draft = _draft(fleet, module=spec.name, runtime=spec.runtime, model=spec.model, files=files, entry=spec.entry,
+                   sample=spec.sample, description=spec.description, target_profiles=spec.target_profiles,
+                   config=spec.config)
+    model_sha = fleet.blobs.put(model_bytes)
+    with fleet.db.transaction():
+        record = model_store.find_by_sha256(db=fleet.db, sha256=model_sha, prefer_name=spec.name)
+        if record is None:
+            record = registry.insert_model_record(fleet, name=spec.name, info=info, sha256=model_sha,
+                                                  size=len(model_bytes), tags={},
+                                                  properties={"registered_by": "module build"})
+        return _commit(fleet, draft, model_name=record["name"], model_version=record["version"])
+
+
+def build_from_model(fleet, *, model: str, version: int | None, module: str | None, entry_script: str | None,
+                     sample: dict | None, config: dict | None) -> dict:
+    """``POST /api/bundles/from-model``: wrap a registered model version in a module bundle."""
+    record = registry.get_model_version(fleet, name=model, version=version)
+    module = module or model
+    if not NAME.match(module):
+        raise BadDataError(f"module name {module!r} must be lowercase letters, digits, '.', '_' or '-'")
+    model_file = MODEL_FILES[record["runtime"]]
+    files = {model_file: fleet.blobs.get(record["sha256"])}
+    if entry_script is not None:
+        files["main.py"] = entry_script.encode("utf-8")
+    if sample is not None:
+        oip.decode_request(sample)  # a sample must be a valid inference request
+        files["sample.json"] = json.dumps(sample, indent=1, sort_keys=True).encode("utf-8")
+    draft = _draft(fleet, module=module, runtime=record["runtime"], model=model_file, files=files,
+                   entry="main.py" if entry_script is not None else None,
+                   sample="sample.json" if sample is not None else None, config=config or {})
+    with fleet.db.transaction():
+        if model_store.get_version(db=fleet.db, name=record["name"], version=record["version"]) is None:
+            raise ConflictError(f"model {record['name']}:{record['version']} was deleted while the bundle was built")
+        return _commit(fleet, draft, model_name=record["name"], model_version=record["version"])
+
+
+def get_bundle(fleet, digest: str) -> dict:
+    bundle = bundle_store.get_bundle(db=fleet.db, digest=digest)
+    if bundle is None:
+        raise NotFoundError(f"there is no bundle with digest {digest}")
+    return bundle
+
+
+def bundle_file_bytes(fleet, digest: str) -> bytes:
+    """The ``.efb`` of a stored bundle: its envelope as signed, then its files, as ``pack_bundle`` lays them out."""
+    bundle = get_bundle(fleet, digest)
+    manifest = BundleManifest.from_dict(bundle["envelope"]["signed"])
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add(tar, bundle_file.MANIFEST_MEMBER, json.dumps(bundle["envelope"], indent=1, sort_keys=True).encode())
+        for entry in manifest.files:
+            content = b"".join(fleet.chunks.get(chunk.sha256) for chunk in entry.chunks)
+            _add(tar, bundle_file.FILES_PREFIX + entry.path, content)
+    return buffer.getvalue()
+
+
+class ChunkIndex:
+    """Which chunks belong to which bundle (bundles never change, so answers are cached)."""
+
+    def __init__(self, fleet, *, max_entries: int = 512):
+        self._fleet = fleet
+        self._cache: dict[str, frozenset[str]] = {}
+        self._lock = threading.Lock()
+        self._max = max_entries
+
+    def chunks_of(self, digest: str) -> frozenset[str] | None:
+        with self._lock:
+            if digest in self._cache:
+                return self._cache[digest]
+        bundle = bundle_store.get_bundle(db=self._fleet.db, digest=digest)
+        if bundle is None:
+            return None
+        chunks = frozenset(BundleManifest.from_dict(bundle["envelope"]["signed"]).chunk_sizes())
+        with self._lock:
+            if len(self._cache) >= self._max:
+                self._cache.clear()
+            self._cache[digest] = chunks
+        return chunks
+
+
+def _draft(fleet, *, module: str, runtime: str, model: str, files: dict[str, bytes], **extra) -> BundleManifest:
+    """The manifest without its final version (hashing is done here, outside the write lock); chunks stored."""
+    manifest = bundle_file.build_manifest(module=module, version=1, runtime=runtime, model=model, files=files,
+                                          created=to_iso(utc_now()), chunk_size=fleet.config.chunk_size_bytes,
+                                          **extra)
+    for entry in manifest.files:
+        data, offset = files[entry.path], 0
+        for chunk in entry.chunks:
+            fleet.chunks.put(data[offset:offset + chunk.size], chunk.sha256)
+            offset += chunk.size
+    return manifest
+
+
+def _commit(fleet, draft: BundleManifest, *, model_name: str, model_version: int) -> dict:
+    """Inside the caller's transaction: take the next version, sign, store."""
+    version = bundle_store.next_version(db=fleet.db, module=draft.module)
+    manifest = BundleManifest.from_dict(dataclasses.replace(
+        draft, version=version, model_ref=f"{model_name}:{model_version}", created=to_iso(utc_now())).to_dict())
+    envelope = sign_envelope(manifest.to_dict(), fleet.signing_key)
+    return bundle_store.insert_bundle(db=fleet.db, digest=manifest.digest, module=manifest.module,
+                                      version=manifest.version, model_name=model_name, model_version=model_version,
+                                      size=manifest.total_size, envelope=envelope, created=manifest.created)
+
+
+def _add(tar: tarfile.TarFile, name: str, content: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(content)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(content))

@@ -1,0 +1,46 @@
+"""The fleet server's settings, with units in the names; no I/O."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    broker_url: str | None = None  # None: start the embedded broker
+    embedded_broker_port: int = 1883
+    public_broker_url: str | None = None  # what agents should use; default derived
+    chunk_size_bytes: int = 262_144
+    max_upload_bytes: int = 512 * 1024**2
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        if self.broker_url is not None:
+            parse_broker_url(self.broker_url)  # fail early on a typo
+
+    def derived_public_broker_url(self, embedded_port: int | None = None) -> str:
+        """The broker URL agents should use: explicit, else the external broker, else the embedded one."""
+        if self.public_broker_url:
+            return self.public_broker_url
+        if self.broker_url:
+            return self.broker_url
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"mqtt://{host}:{embedded_port or self.embedded_broker_port}"
+
+
+def parse_broker_url(url: str) -> tuple[str, int]:
+    """``mqtt://host:port`` → ``(host, port)``; the port defaults to 1883."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+        raise ValueError(f"broker URL {url!r} must look like mqtt://host:port")
+    try:
+        port = parts.port or 1883
+    except ValueError:
+        raise ValueError(f"broker URL {url!r} has an invalid port") from None
+    return parts.hostname, port

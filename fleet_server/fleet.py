@@ -1,0 +1,80 @@
+"""The server's core: storage, keys, desired state and the MQTT side, without HTTP.
+
+:class:`Fleet` opens (or at first start creates) a data dir: the SQLite
+database, the model blob and chunk stores, the signing key and the admin
+token. :meth:`Fleet.start_mqtt` starts the embedded broker when no external
+one is configured and connects the MQTT link. The HTTP app
+(:func:`fleet_server.api.app.create_app`) and the runner sit on top.
+"""
+
+from __future__ import annotations
+
+from .broker import EmbeddedBroker
+from .bundler import ChunkIndex
+from .config import ServerConfig
+from .desired import DesiredStates
+from .handlers import MessageHandlers
+from .keys import ensure_admin_token, load_or_create_signing_key, signing_key_path
+from .mqtt_link import MqttLink
+from .store import BlobStore, Database
+
+
+
+class Fleet:
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        if not config.data_dir.exists():
+            config.data_dir.mkdir(parents=True, mode=0o700)
+        self.db = Database(config.data_dir / "fleet.db")
+        self.blobs = BlobStore(config.data_dir / "blobs")
+        self.chunks = BlobStore(config.data_dir / "chunks")
+        self.signing_key, self.signing_key_created = load_or_create_signing_key(config.data_dir)
+        self.signing_key_path = signing_key_path(config.data_dir)
+        self.created_admin_token = ensure_admin_token(self.db)  # plaintext only when created now
+        self.chunk_index = ChunkIndex(self)
+        self.desired = DesiredStates(db=self.db, key=self.signing_key, publish=self.publish)
+        self.handlers = MessageHandlers(self)
+        self.broker: EmbeddedBroker | None = None
+        self.link: MqttLink | None = None
+
+    @property
+    def broker_connected(self) -> bool:
+        return self.link is not None and self.link.connected
+
+    @property
+    def broker_url(self) -> str | None:
+        """The broker the server's link uses."""
+        return self.link.broker_url if self.link is not None else self.config.broker_url
+
+    @property
+    def public_broker_url(self) -> str:
+        """The broker URL agents should use."""
+        return self.config.derived_public_broker_url(self.broker.port if self.broker else None)
+
+    def start_mqtt(self) -> None:
+        """Start the embedded broker (unless an external one is configured) and connect; does not wait."""
+        url = self.config.broker_url
+        if url is None:
+            self.broker = EmbeddedBroker(host=self.config.host, port=self.config.embedded_broker_port)
+            try:
+                self.broker.start()
+            except OSError as exc:
+                self.broker = None
+                raise RuntimeError(f"the embedded MQTT broker cannot listen on {self.config.host}:"
+                                   f"{self.config.embedded_broker_port} ({exc.strerror or exc}); pick another "
+                                   "port or use an external broker") from None
+            url = self.broker.url
+        self.link = MqttLink(url, on_message=self.handlers.handle, on_connected=self.desired.republish_all)
+        self.link.start()
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
+        """Publish through the link; False when there is no connected link (the DB stays the truth)."""
+        return self.link is not None and self.link.publish(topic, payload, qos=qos, retain=retain)
+
+    def close(self) -> None:
+        if self.link is not None:
+            self.link.stop()
+        self.handlers.stop()
+        if self.broker is not None:
+            self.broker.stop()
+        self.db.close()

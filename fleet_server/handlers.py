@@ -1,0 +1,207 @@
+"""What the server does with each message devices send.
+
+    .../status     upsert the device: online/offline (offline is the agent's last will), profile, tags
+    .../reported   store the device's reported state
+    .../telemetry  store the batch's records once each, in one transaction
+    .../fetch      publish the requested chunks of a bundle on its shared chunks topic
+
+The device id inside a payload must equal the one in the topic. A malformed
+payload is counted and logged (at most one line per topic every few
+seconds) and changes nothing; a handler never raises into the network
+thread. Chunk publishing runs on its own thread, so a large fetch never
+delays status or telemetry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+
+from fleet_protocol import messages, topics
+from fleet_protocol.errors import BadDataError, MessageError
+from fleet_protocol.timestamps import from_iso, to_iso, utc_now
+
+from .store import devices as device_store
+from .store import telemetry as telemetry_store
+
+log = logging.getLogger(__name__)
+
+
+class MalformedCounter:
+    """Counts refused messages by topic kind; logs at most once per topic per ``log_every_s``."""
+
+    def __init__(self, *, log_every_s: float = 10.0, max_topics: int = 10_000):
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._last_log: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+        self._log_every_s = log_every_s
+        self._max_topics = max_topics
+
+    def add(self, topic: str, kind: str, reason: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._counts[kind] += 1
+            last = self._last_log.get(topic)
+            if last is not None and now - last < self._log_every_s:
+                self._suppressed[topic] += 1
+                return
+            if len(self._last_log) >= self._max_topics:
+                self._last_log.clear()
+            self._last_log[topic] = now
+            suppressed = self._suppressed.pop(topic, 0)
+        log.warning("refused a message on %s: %s%s", topic, reason,
+                    f" ({suppressed} more since the last report)" if suppressed else "")
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+    def by_kind(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+class ChunkSender:
+    """Publishes requested chunks from one worker thread; a chunk already queued is not queued twice.
+
+    Dropping only chunks still waiting in the queue is safe: their publish is
+    still to come, after the later requester subscribed.
+    """
+
+    def __init__(self, fleet):
+        self._fleet = fleet
+        self._queue: deque[tuple[str, str]] = deque()
+        self._pending: set[tuple[str, str]] = set()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="edgefleet-chunks", daemon=True)
+        self._thread.start()
+
+    def request(self, bundle_digest: str, chunk_digests: list[str]) -> int:
+        queued = 0
+        with self._cond:
+            for chunk in chunk_digests:
+                job = (bundle_digest, chunk)
+                if job not in self._pending:
+                    self._pending.add(job)
+                    self._queue.append(job)
+                    queued += 1
+            self._cond.notify()
+        return queued
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                job = self._queue.popleft()
+                self._pending.discard(job)
+            bundle_digest, chunk = job
+            try:
+                payload = messages.encode_chunk(self._fleet.chunks.get(chunk))
+                if not self._fleet.publish(topics.bundle_chunks_topic(bundle_digest), payload, qos=1):
+                    log.info("chunk %s of bundle %s not sent: the broker link is down", chunk[:12], bundle_digest[:12])
+            except FileNotFoundError:
+                log.error("chunk %s of bundle %s is missing from the chunk store", chunk[:12], bundle_digest[:12])
+            except Exception:  # noqa: BLE001 - the worker must outlive any one chunk
+                log.exception("sending chunk %s of bundle %s", chunk[:12], bundle_digest[:12])
+
+
+class MessageHandlers:
+    def __init__(self, fleet):
+        self._fleet = fleet
+        self._db = fleet.db
+        self.malformed = MalformedCounter()
+        self.chunk_sender = ChunkSender(fleet)
+        self._by_kind = {"status": self._status, "reported": self._reported, "telemetry": self._telemetry,
+                         "fetch": self._fetch}
+
+    def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
+        """Entry point for every message; never raises."""
+        try:
+            device_id, kind = topics.parse_device_topic(topic)
+        except MessageError as exc:
+            self.malformed.add(topic, "topic", str(exc))
+            return
+        handler = self._by_kind.get(kind)
+        if handler is None:
+            return  # e.g. a desired state of ours, echoed by a broker
+        try:
+            handler(device_id, payload, retained)
+        except BadDataError as exc:
+            self.malformed.add(topic, kind, str(exc))
+        except Exception:  # noqa: BLE001 - a bug here must not stop message handling
+            log.exception("handling a %s message from %s", kind, device_id)
+
+    def stop(self) -> None:
+        self.chunk_sender.stop()
+
+    def _status(self, device_id: str, payload: bytes, retained: bool) -> None:
+        status = messages.parse_device_status(payload)
+        _same_device(device_id, status.device_id)
+        now = to_iso(utc_now())
+        seen = None if status.state == "offline" else (_parsed_ts(status.ts) if retained else now)
+        changed = device_store.record_status(
+            db=self._db, device_id=device_id, status=status.state, seen=seen, profile=status.profile,
+            agent_version=status.agent_version, scoring_url=status.scoring_url, device_tags=status.tags, created=now)
+        if changed:
+            self._fleet.desired.recompute([device_id])
+
+    def _reported(self, device_id: str, payload: bytes, retained: bool) -> None:
+        reported = messages.parse_reported_state(payload)
+        _same_device(device_id, reported.device_id)
+        now = to_iso(utc_now())
+        new = device_store.record_reported(db=self._db, device_id=device_id, reported=reported.to_dict(),
+                                           seen=None if retained else now, profile=reported.profile,
+                                           agent_version=reported.agent_version, created=now)
+        if new:
+            self._fleet.desired.recompute([device_id])
+
+    def _telemetry(self, device_id: str, payload: bytes, retained: bool) -> None:
+        batch = messages.parse_telemetry_batch(payload)
+        _same_device(device_id, batch.device_id)
+        now = to_iso(utc_now())
+        telemetry_store.insert_records(db=self._db, device_id=device_id, outbox_id=batch.outbox_id,
+                                       records=[r.to_dict() for r in batch.records], received=now)
+        if not retained:
+            device_store.touch(db=self._db, device_id=device_id, seen=now)
+
+    def _fetch(self, device_id: str, payload: bytes, retained: bool) -> None:
+        if retained:
+            return  # a fetch request is a one-off; a retained copy is stale by definition
+        request = messages.parse_fetch_request(payload)
+        _same_device(device_id, request.device_id)
+        chunks = self._fleet.chunk_index.chunks_of(request.bundle_digest)
+        if chunks is None:
+            raise MessageError(f"fetch request for unknown bundle {request.bundle_digest[:12]}")
+        foreign = [c for c in request.chunks if c not in chunks]
+        self.chunk_sender.request(request.bundle_digest, [c for c in request.chunks if c in chunks])
+        if foreign:
+            raise MessageError(f"fetch request asks for {len(foreign)} chunk(s) that are not part of bundle "
+                               f"{request.bundle_digest[:12]} (first {foreign[0][:12]})")
+
+
+def _same_device(topic_id: str, payload_id: str) -> None:
+    if topic_id != payload_id:
+        raise MessageError(f"payload is from device {payload_id!r} but the topic names {topic_id!r}")
+
+
+def _parsed_ts(ts: str | None) -> str | None:
+    if ts is None:
+        return None
+    try:
+        return to_iso(from_iso(ts))
+    except MessageError:
+        return None

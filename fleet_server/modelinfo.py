@@ -1,0 +1,116 @@
+"""What a model file is: runtime sniffed from its bytes, inputs and outputs read by loading it.
+
+ONNX is parsed with ``onnx`` and loaded with onnxruntime (CPU); TFLite is
+loaded with the LiteRT interpreter. A file that neither runtime can load is
+refused with :class:`BadModelError` naming the reason. The file name never
+matters. Tensor types are reported as Open Inference Protocol datatypes and
+unknown dimensions as -1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fleet_protocol.errors import BadDataError
+from fleet_protocol.oip import DATATYPES
+
+TFLITE_IDENTIFIER = b"TFL3"
+_ORT_TYPES = {
+    "tensor(bool)": "BOOL", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16", "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64", "tensor(int8)": "INT8", "tensor(int16)": "INT16", "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64", "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
+    "tensor(bfloat16)": "BF16", "tensor(string)": "BYTES",
+}
+_NUMPY_TYPES = {np.dtype(np.uint16): "UINT16", np.dtype(np.uint32): "UINT32", np.dtype(np.uint64): "UINT64",
+                **{dtype: name for name, dtype in DATATYPES.items()}}
+
+
+class BadModelError(BadDataError):
+    code = "bad_model"
+    category = "load"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    runtime: str
+    inputs: list[dict]
+    outputs: list[dict]
+
+
+def sniff_runtime(data: bytes) -> str | None:
+    """``"tflite"`` for a TFLite flatbuffer, ``"onnx"`` for an ONNX protobuf, else None. Content only."""
+    if len(data) >= 8 and data[4:8] == TFLITE_IDENTIFIER:
+        return "tflite"
+    return "onnx" if _parse_onnx(data) is not None else None
+
+
+def inspect_model(data: bytes) -> ModelInfo:
+    """Load the model with its runtime and describe its inputs and outputs."""
+    if not data:
+        raise BadModelError("the model file is empty")
+    runtime = sniff_runtime(data)
+    if runtime == "tflite":
+        return _inspect_tflite(data)
+    if runtime == "onnx":
+        return _inspect_onnx(data)
+    raise BadModelError("the file is neither an ONNX model (not an ONNX protobuf with a graph) nor a TFLite model "
+                        "(no 'TFL3' identifier at bytes 4..8)")
+
+
+def _parse_onnx(data: bytes):
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load_model_from_string(data)
+    except (DecodeError, ValueError, RuntimeError):
+        return None
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.output:
+        return None
+    return model
+
+
+def _inspect_onnx(data: bytes) -> ModelInfo:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        raise BadModelError(f"the ONNX model does not load in onnxruntime: {_first_line(exc)}") from None
+
+    def describe(arg) -> dict:
+        shape = arg.shape if isinstance(arg.shape, list) else []
+        return {"name": arg.name, "datatype": _ORT_TYPES.get(arg.type, arg.type),
+                "shape": [d if isinstance(d, int) and d >= 0 else -1 for d in shape]}
+
+    return ModelInfo("onnx", [describe(a) for a in session.get_inputs()], [describe(a) for a in session.get_outputs()])
+
+
+def _inspect_tflite(data: bytes) -> ModelInfo:
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_content=data)
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    except Exception as exc:  # noqa: BLE001 - the interpreter raises ValueError or RuntimeError
+        raise BadModelError(f"the TFLite model does not load in the LiteRT interpreter: {_first_line(exc)}") from None
+
+    def describe(detail: dict) -> dict:
+        shape = detail.get("shape_signature")
+        if shape is None or len(shape) == 0:
+            shape = detail["shape"]
+        dtype = np.dtype(detail["dtype"])
+        datatype = "BYTES" if dtype.kind in ("O", "S", "U") else _NUMPY_TYPES.get(dtype, str(dtype).upper())
+        return {"name": detail["name"], "datatype": datatype, "shape": [int(d) for d in shape]}
+
+    return ModelInfo("tflite", [describe(d) for d in inputs], [describe(d) for d in outputs])
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,91 @@
+"""The server's one MQTT connection (paho-mqtt 2.x, MQTT 3.1.1).
+
+Client id ``edgefleet-server`` with a persistent session (clean_session
+False), QoS 1 subscriptions to :data:`fleet_protocol.topics.SERVER_SUBSCRIPTIONS`,
+automatic reconnects. Every incoming message goes to one ``on_message``
+callback; an exception there is logged and never stops the network thread.
+``on_connected`` runs after every (re)connect and subscribe, which is where
+the server republishes desired state. Publishing while disconnected is
+refused (returns False) rather than queued: whatever must reach devices is
+in the database and is published again on reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+
+from fleet_protocol import topics
+
+from .config import parse_broker_url
+
+log = logging.getLogger(__name__)
+CLIENT_ID = "edgefleet-server"
+
+
+class MqttLink:
+    def __init__(self, broker_url: str, *, on_message: Callable[[str, bytes, bool], None],
+                 on_connected: Callable[[], None], client_id: str = CLIENT_ID, keepalive_s: int = 30):
+        self.broker_url = broker_url
+        self._host, self._port = parse_broker_url(broker_url)
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self._keepalive_s = keepalive_s
+        self._connected = threading.Event()
+        self._stopping = False
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                                   protocol=mqtt.MQTTv311)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.max_inflight_messages_set(100)
+        self._client.on_connect = self._handle_connect
+        self._client.on_disconnect = self._handle_disconnect
+        self._client.on_message = self._handle_message
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        self._client.connect_async(self._host, self._port, keepalive=self._keepalive_s)
+        self._client.loop_start()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
+        if not self._connected.is_set():
+            return False
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("the broker at %s refused the connection: %s", self.broker_url, reason_code)
+            return
+        client.subscribe([(topic, 1) for topic in topics.SERVER_SUBSCRIPTIONS])
+        self._connected.set()
+        log.info("connected to the broker at %s", self.broker_url)
+        try:
+            self._on_connected()
+        except Exception:  # noqa: BLE001 - never let a callback kill the network thread
+            log.exception("after connecting to the broker")
+
+    def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self._connected.is_set() and not self._stopping:
+            log.warning("lost the broker at %s (%s); reconnecting", self.broker_url, reason_code)
+        self._connected.clear()
+
+    def _handle_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        try:
+            self._on_message(message.topic, message.payload, bool(message.retain))
+        except Exception:  # noqa: BLE001 - never let a handler kill the network thread
+            log.exception("handling a message on %s", message.topic)

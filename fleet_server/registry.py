@@ -1,0 +1,95 @@
+"""The model registry: register, look up, retag and delete model versions.
+
+A registration reads the model with its runtime (see :mod:`.modelinfo`),
+stores the bytes content-addressed and takes the next version of the name.
+A version that a live deployment still uses (through a bundle built from it)
+cannot be deleted.
+"""
+
+from __future__ import annotations
+
+from fleet_protocol.errors import BadDataError
+from fleet_protocol.fields import NAME
+from fleet_protocol.timestamps import to_iso, utc_now
+
+from . import targeting
+from .errors import ConflictError, NotFoundError
+from .modelinfo import ModelInfo, inspect_model
+from .store import bundles as bundle_store
+from .store import deployments as deployment_store
+from .store import devices as device_store
+from .store import models as model_store
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise BadDataError(f"model name {name!r} must be lowercase letters, digits, '.', '_' or '-' "
+                           "(up to 64, starting with a letter or digit)")
+    return name
+
+
+def register_model(fleet, *, name: str, data: bytes, tags: dict[str, str], properties: dict) -> dict:
+    check_name(name)
+    info = inspect_model(data)
+    sha256 = fleet.blobs.put(data)
+    return insert_model_record(fleet, name=name, info=info, sha256=sha256, size=len(data), tags=tags,
+                               properties=properties)
+
+
+def insert_model_record(fleet, *, name: str, info: ModelInfo, sha256: str, size: int, tags: dict,
+                        properties: dict) -> dict:
+    return model_store.insert_version(db=fleet.db, name=name, runtime=info.runtime, sha256=sha256, size=size,
+                                      inputs=info.inputs, outputs=info.outputs, tags=tags, properties=properties,
+                                      created=to_iso(utc_now()))
+
+
+def get_model_version(fleet, *, name: str, version: int | None) -> dict:
+    """Version ``version`` of ``name``, or its newest when ``version`` is None."""
+    if version is None:
+        record = model_store.latest_version(db=fleet.db, name=name)
+        if record is None:
+            raise NotFoundError(f"there is no model named {name!r}")
+        return record
+    record = model_store.get_version(db=fleet.db, name=name, version=version)
+    if record is None:
+        raise NotFoundError(f"model {name!r} has no version {version}")
+    return record
+
+
+def delete_model_version(fleet, *, name: str, version: int) -> None:
+    with fleet.db.transaction():
+        record = get_model_version(fleet, name=name, version=version)
+        users = deployments_using(fleet, name=name, version=version)
+        if users:
+            which = ", ".join(f"deployment {d['id']} ({d['module']} v{d['version']})" for d in users)
+            raise ConflictError(f"model {name}:{version} is in use by {which}; deploy another version of the "
+                                "module first")
+        model_store.delete_version(db=fleet.db, name=name, version=version)
+        orphaned = not model_store.sha256_referenced(db=fleet.db, sha256=record["sha256"])
+    if orphaned:
+        fleet.blobs.delete(record["sha256"])
+
+
+def deployments_using(fleet, *, name: str, version: int) -> list[dict]:
+    """Live deployments of bundles built from this model version.
+
+    A deployment is live while it is what some device should run, or while
+    its tag selector could still pick up devices that appear later (until a
+    newer deployment of the module with the same selector replaces it).
+    """
+    digests = bundle_store.digests_built_from(db=fleet.db, model_name=name, model_version=version)
+    candidates = deployment_store.deployments_of_bundles(db=fleet.db, digests=digests)
+    if not candidates:
+        return []
+    deployments = deployment_store.list_deployments(db=fleet.db)
+    devices = device_store.list_devices(db=fleet.db)
+    effective = {d["id"] for device in devices for d in targeting.effective_deployments(device, deployments).values()}
+    live = []
+    for deployment in candidates:
+        selector = deployment["target"]["selector"]
+        replaced = selector is not None and any(
+            d["id"] > deployment["id"] and d["module"] == deployment["module"] and d["target"]["selector"] == selector
+            for d in deployments)
+        if deployment["id"] in effective or (selector is not None and not replaced):
+            live.append(deployment)
+    return live

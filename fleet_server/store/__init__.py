@@ -1,0 +1,11 @@
+"""Storage: SQLite tables (one module per table) and content-addressed files.
+
+Every function here is keyword-only and takes the :class:`Database`; callers
+never write SQL. Values go in and come out as plain dicts with JSON columns
+already decoded. Nothing here publishes, signs or decides policy.
+"""
+
+from .blobs import BlobStore
+from .db import Database
+
+__all__ = ["BlobStore", "Database"]

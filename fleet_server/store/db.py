@@ -1,0 +1,145 @@
+"""The SQLite database: schema, one connection per thread, serialised writes.
+
+Reads use the calling thread's own connection (WAL lets them run beside a
+writer). Every write goes through :meth:`Database.transaction`, which holds
+one process-wide lock and a ``BEGIN IMMEDIATE`` transaction, so the paho
+callback thread and FastAPI's worker threads never interleave half-done
+writes and "next version" numbers are allocated atomically. JSON columns
+are stored as text and decoded by the table modules, never here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_tokens (
+    token_hash TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_versions (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    runtime TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    inputs TEXT NOT NULL,
+    outputs TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    properties TEXT NOT NULL,
+    created TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE INDEX IF NOT EXISTS model_versions_sha256 ON model_versions (sha256);
+CREATE TABLE IF NOT EXISTS bundles (
+    digest TEXT PRIMARY KEY,
+    module TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    model_name TEXT,
+    model_version INTEGER,
+    size INTEGER NOT NULL,
+    envelope TEXT NOT NULL,
+    created TEXT NOT NULL,
+    UNIQUE (module, version)
+);
+CREATE INDEX IF NOT EXISTS bundles_model ON bundles (model_name, model_version);
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    name TEXT,
+    tags TEXT NOT NULL DEFAULT '{}',
+    profile TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL DEFAULT 'unknown',
+    last_seen TEXT,
+    agent_version TEXT NOT NULL DEFAULT '',
+    scoring_url TEXT,
+    reported TEXT,
+    desired_generation INTEGER NOT NULL DEFAULT 0,
+    desired_key TEXT,
+    desired_envelope TEXT,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    module TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    bundle_digest TEXT NOT NULL REFERENCES bundles (digest),
+    devices TEXT,
+    selector TEXT,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deployments_bundle ON deployments (bundle_digest);
+CREATE TABLE IF NOT EXISTS telemetry (
+    device_id TEXT NOT NULL,
+    outbox_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    received TEXT NOT NULL,
+    PRIMARY KEY (device_id, outbox_id, seq)
+);
+CREATE INDEX IF NOT EXISTS telemetry_received ON telemetry (received);
+CREATE INDEX IF NOT EXISTS telemetry_device_kind ON telemetry (device_id, kind, received);
+"""
+
+
+class Database:
+    """The server's SQLite file, shared safely by every thread of the process."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        db = self.connection()
+        db.enable_wal()
+        db.conn.executescript(SCHEMA)
+
+    def connection(self) -> sqlite_utils.Database:
+        """This thread's connection (opened on first use)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            db = sqlite_utils.Database(conn)
+            self._local.db = db
+            with self._connections_lock:
+                self._connections.append(conn)
+        return db
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """One write transaction; nested calls join the outer one."""
+        db = self.connection()
+        with self._write_lock:
+            if db.conn.in_transaction:
+                with db.atomic():
+                    yield db
+                return
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.rollback()
+                raise
+            db.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._connections.clear()
+        self._local = threading.local()

@@ -1,0 +1,31 @@
+"""Telemetry records; ``(device_id, outbox_id, seq)`` makes a redelivered record a no-op."""
+
+from __future__ import annotations
+
+from ._json import dumps, loads
+from .db import Database
+
+MAX_QUERY_ROWS = 1_000
+
+
+def insert_records(*, db: Database, device_id: str, outbox_id: str, records: list[dict], received: str) -> int:
+    """Insert a batch in one transaction, ignoring records already stored; return how many were new."""
+    rows = [(device_id, outbox_id, r["seq"], r["ts"], r["kind"], dumps(r["data"]), received) for r in records]
+    with db.transaction() as tx:
+        before = tx.conn.total_changes
+        tx.conn.executemany("INSERT OR IGNORE INTO telemetry (device_id, outbox_id, seq, ts, kind, data, received) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        return tx.conn.total_changes - before
+
+
+def query(*, db: Database, device_id: str | None = None, kind: str | None = None, limit: int = 100) -> list[dict]:
+    """Newest first."""
+    clauses, params = [], []
+    for column, value in (("device_id", device_id), ("kind", kind)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    rows = db.connection()["telemetry"].rows_where(" AND ".join(clauses) or None, params,
+                                                    order_by="received DESC, ts DESC, seq DESC",
+                                                    limit=min(max(limit, 1), MAX_QUERY_ROWS))
+    return [{**row, "data": loads(row["data"])} for row in rows]
