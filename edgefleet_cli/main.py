@@ -33,6 +33,7 @@ app.command(name="demo")(demo.demo)
 def main() -> None:
     logging.basicConfig(level=os.environ.get("EDGEFLEET_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise for CLI users
     try:
         app()
     except CliError as exc:

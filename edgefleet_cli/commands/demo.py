@@ -10,6 +10,8 @@ device. Its state lives in ``--workdir``, wiped at each start.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import signal
 import socket
@@ -25,7 +27,7 @@ from simulators.devices import DeviceSpec, spawn_agent, write_agent_config
 
 from ..client import ApiClient
 from ..errors import CliError
-from ..output import console
+from ..output import console, print_table
 from .module import build_module
 
 REPO_MODULES = Path(__file__).resolve().parents[2] / "modules"
@@ -45,6 +47,8 @@ def demo(
     from fleet_server.config import ServerConfig
     from fleet_server.runner import ServerThread
 
+    if "EDGEFLEET_LOG_LEVEL" not in os.environ:
+        logging.getLogger().setLevel(logging.WARNING)  # the demo prints its own progress
     for wanted in (port, broker_port):
         _require_free_port(wanted)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -71,6 +75,10 @@ def demo(
                   agents)
         first_device = DEVICES[0][0]
         prediction = _sample_prediction(client, first_device, modules_dir / module_names[0], module_names[0])
+        print_table("Devices", ["device", "profile", "status", "modules (version, accelerator)"],
+                    [(d["id"], d.get("profile"), d["status"],
+                      ", ".join(f"{m['name']} v{m.get('version')} on {m.get('accelerator')}" for m in d["modules"]))
+                     for d in client.get("/api/devices")])
         console.print(f"\n[bold green]edgefleet demo is running[/bold green]\n"
                       f"  API and dashboard  {server.url}   (OpenAPI: {server.url}/docs)\n"
                       f"  admin token        {server.admin_token}\n"
@@ -150,4 +158,7 @@ def _sample_prediction(client: ApiClient, device_id: str, module_dir: Path, modu
     response = httpx.post(f"{device['scoring_url']}/v2/models/{module}/infer", json=sample, timeout=10)
     if response.status_code != 200:
         raise CliError(f"device {device_id} refused the sample prediction: {response.text}")
-    return json.dumps(response.json(), indent=2)
+    body = response.json()
+    lines = [f"  {o['name']:<14} {o['datatype']:<6} {o['shape']}  {o['data']}" for o in body["outputs"]]
+    return "\n".join([f"  input          {json.dumps(sample['inputs'][0]['data'])}", *lines,
+                      f"  parameters     {json.dumps(body.get('parameters', {}))}"])
