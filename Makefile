@@ -23,5 +23,10 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $@
 
+# On-demand benchmarks: JSON in benchmarks/results/, rows in the README's performance table.
+bench: $(VENV)/.installed
+	$(VENV)/bin/python -m benchmarks.b1_scoring
+	$(VENV)/bin/python -m benchmarks.b5_memory
+
 clean:
 	rm -rf $(VENV) .demo .pytest_cache

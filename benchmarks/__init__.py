@@ -1,0 +1,1 @@
+"""On-demand benchmarks: each measures edgefleet against the bare library in the same run."""
