@@ -12,10 +12,14 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed system-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS) -m "not slow"
 
-# Mosquitto (the real broker the tests run) from the system's packages, when missing.
+# Mosquitto (the real broker the tests run) and Chromium (the dashboard's browser tests) from the
+# system's packages, when missing. Playwright drives that Chromium; `playwright install` is never run.
 system-deps:
-	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
-	  ( $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto )
+	@missing=""; \
+	  { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || missing="$$missing mosquitto"; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  [ -z "$$missing" ] || { $(SUDO) apt-get update -qq && \
+	    $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from fleet_protocol.errors import BadDataError, EdgefleetError
 
 from ..config import ServerConfig
+from ..dashboard import install as install_dashboard
 from ..errors import ConflictError, NotFoundError, TooLargeError
 from ..fleet import Fleet
 from .deps import require_admin
@@ -50,6 +51,7 @@ def create_app(config: ServerConfig, *, fleet: Fleet | None = None) -> FastAPI:
     app.include_router(health.router, prefix="/api")
     for module in (models, bundles, devices, deployments, telemetry):
         app.include_router(module.router, prefix="/api", dependencies=[Depends(require_admin)])
+    install_dashboard(app)  # last: it mounts the dashboard at "/", which catches every path not matched above
     return app
 
 

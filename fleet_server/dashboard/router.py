@@ -1,0 +1,97 @@
+"""The web dashboard: its static files and the live-update stream it listens to.
+
+:func:`install` adds two things to an app built by
+:func:`fleet_server.api.app.create_app`:
+
+- ``GET /api/events?token=…``: server-sent events. ``EventSource`` cannot send
+  headers, so the admin token comes as a query parameter and is checked by the
+  API's own :func:`~fleet_server.api.deps.require_admin`. Once a second the
+  stream reads a cheap fingerprint of the devices, the deployments and the
+  newest telemetry record, and sends ``event: change`` with
+  ``{"version": …, "topics": [...]}`` when it moved (and once at the start, so
+  a page that reconnects can tell whether it missed something). Each stream
+  ends after :data:`STREAM_LIFETIME_S` (the browser reconnects by itself):
+  uvicorn waits for open responses at shutdown, so an endless stream would
+  hold a stopping server. A client that disconnects ends its stream at once.
+- the single-page app under ``/`` (``static/``): plain HTML, CSS and ES
+  modules, no third-party code, so it works air-gapped.
+
+It does not add write operations: operator actions on deployments belong to
+the rollout API and appear on the deployment page once that exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Query
+from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from ..api.deps import FleetDep, require_admin
+from ..fleet import Fleet
+from ..store import deployments as deployment_store
+from ..store import devices as device_store
+from ..store import telemetry as telemetry_store
+
+STATIC_DIR = Path(__file__).parent / "static"
+POLL_INTERVAL_S = 1.0
+STREAM_LIFETIME_S = 10.0
+RECONNECT_DELAY_MS = 500
+TOPICS = ("devices", "deployments", "telemetry")
+
+router = APIRouter(tags=["dashboard"])
+
+
+def install(app: FastAPI) -> None:
+    """Add the event stream and serve the dashboard at ``/``; call it after the API routers are included."""
+    app.include_router(router, prefix="/api")
+    app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="dashboard")
+
+
+@router.get("/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}, 401: {"description": "missing or invalid token"}})
+def events(fleet: FleetDep, token: Annotated[str, Query(description="The admin API token")] = "") -> StreamingResponse:
+    """Server-sent ``change`` events whenever devices, deployments or telemetry change (checked once a second)."""
+    require_admin(fleet, HTTPAuthorizationCredentials(scheme="Bearer", credentials=token) if token else None)
+    return StreamingResponse(_stream(fleet), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _stream(fleet: Fleet) -> AsyncIterator[str]:
+    yield f"retry: {RECONNECT_DELAY_MS}\n\n"
+    last: dict[str, str] = {}
+    ends_at = time.monotonic() + STREAM_LIFETIME_S
+    while True:
+        current = await run_in_threadpool(fingerprints, fleet)
+        changed = [topic for topic in TOPICS if current[topic] != last.get(topic)]
+        if changed:
+            last = current
+            version = hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest()[:16]
+            yield f"event: change\ndata: {json.dumps({'version': version, 'topics': changed})}\n\n"
+        if time.monotonic() >= ends_at:
+            return
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+def fingerprints(fleet: Fleet) -> dict[str, str]:
+    """A short digest per topic; it changes when what the dashboard shows of that topic changes.
+
+    ``last_seen`` is left out of the devices' digest: it moves with every
+    heartbeat, which the telemetry digest already reports.
+    """
+    devices = [{k: v for k, v in d.items() if k not in ("last_seen", "desired_envelope")}
+               for d in device_store.list_devices(db=fleet.db)]
+    deployments = [d["id"] for d in deployment_store.list_deployments(db=fleet.db)]
+    newest = telemetry_store.query(db=fleet.db, limit=1)
+    newest_key = [(r["device_id"], r["outbox_id"], r["seq"], r["received"]) for r in newest]
+    return {topic: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            for topic, value in (("devices", devices), ("deployments", deployments), ("telemetry", newest_key))}

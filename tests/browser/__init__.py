@@ -1,0 +1,1 @@
+"""Dashboard tests: its server side, and the pages in headless Chromium."""
