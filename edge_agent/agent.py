@@ -1,0 +1,210 @@
+"""The agent: wires state, runtime, scoring API, MQTT link, reconciler and telemetry together.
+
+``Agent(config).start()`` returns at once with installed modules loaded and
+served (no broker needed); the link connects in the background.
+``run_forever()`` blocks until SIGINT/SIGTERM, then ``stop()`` publishes the
+offline status, flushes telemetry and closes everything.
+
+:meth:`Agent.infer` is the in-process scoring API: one dict lookup and a
+version check in front of the module's precompiled ``score`` closure.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import numpy as np
+
+from fleet_protocol import messages, topics
+from fleet_protocol.errors import MessageError
+from fleet_protocol.profiles import load_profile
+from fleet_protocol.signing import PublicKey
+from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.trust import TrustedState
+
+from . import __version__
+from .config import AgentConfig
+from .fetcher import Fetcher
+from .installer import Installer
+from .mqtt_link import MqttLink, RateLimitedLog
+from .outbox import Outbox
+from .reconciler import GENERATION_KEY, Reconciler
+from .runtime import ModelNotFound, Runtime, ScoreResult
+from .scoring_api import ScoringServer
+from .telemetry import Telemetry
+
+log = logging.getLogger("edgefleet.agent")
+
+__all__ = ["Agent", "ScoreResult", "ModelNotFound"]
+
+
+class Agent:
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        self.device_id = config.device_id
+        self._table: dict = {}
+        self._scorers: dict = {}
+        self._started = False
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._ratelog = RateLimitedLog(log)
+        self._publish_lock = threading.Lock()
+        self.scoring: ScoringServer | None = None
+        self._scoring_url: str | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open state, load installed modules, start the scoring API and the MQTT link; non-blocking."""
+        if self._started:
+            return
+        config = self.config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.profile = load_profile(config.profile)
+        self.outbox = Outbox(config.state_dir / "agent.db", max_records=config.outbox_max_records)
+        generation = int(self.outbox.get_meta(GENERATION_KEY) or 0)
+        self.trust = TrustedState(self.device_id, [PublicKey.from_hex(k) for k in config.trusted_keys],
+                                  last_generation=generation)
+        self.installer = Installer(config.state_dir)
+        self.installer.collect_garbage()
+        self.runtime = Runtime(self.profile)
+        self._table = self.runtime.table
+        self._scorers = self.runtime.scorers
+        try:
+            self.scoring = ScoringServer(host=config.scoring_host, port=config.scoring_port,
+                                         table=self.runtime.table, ready=self._ready.is_set,
+                                         max_request_bytes=config.max_request_bytes, agent_version=__version__)
+        except OSError as exc:
+            self.outbox.close()
+            raise OSError(f"cannot serve predictions on {config.scoring_host}:{config.scoring_port}: "
+                          f"{exc.strerror or exc} (set scoring_port, or 0 for any free port)") from None
+        host, port = self.scoring.address
+        self._scoring_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+
+        broker_host, broker_port, tls = config.broker_host_port
+        self._status_topic = topics.device_topic(self.device_id, "status")
+        self._reported_topic = topics.device_topic(self.device_id, "reported")
+        self._desired_topic = topics.device_topic(self.device_id, "desired")
+        self.link = MqttLink(client_id=f"edgefleet-agent-{self.device_id}", host=broker_host, port=broker_port,
+                             tls=tls, keepalive_s=config.keepalive_s,
+                             will=(self._status_topic, self._status("offline")),
+                             on_connect=self._on_connect, on_puback=self._on_puback)
+        self.telemetry = Telemetry(outbox=self.outbox, link=self.link, device_id=self.device_id,
+                                   runtime=self.runtime, disk_path=str(config.state_dir),
+                                   heartbeat_interval_s=config.heartbeat_interval_s,
+                                   flush_interval_s=config.telemetry_flush_interval_s)
+        self.fetcher = Fetcher(self.link, self.device_id, self.installer.staging_dir,
+                               window=config.fetch_window_chunks, timeout_s=config.fetch_timeout_s,
+                               on_malformed=self.telemetry.malformed)
+        self.reconciler = Reconciler(trust=self.trust, outbox=self.outbox, installer=self.installer,
+                                     fetcher=self.fetcher, runtime=self.runtime, telemetry=self.telemetry,
+                                     on_change=self.publish_reported)
+        self.reconciler.load_installed()
+        self._ready.set()
+        self.scoring.start()
+        self.link.subscribe(self._desired_topic, self._on_desired, qos=1, wait=False)
+        self.reconciler.start()
+        self.telemetry.start()
+        self.link.start()
+        self._started = True
+        log.info("agent %s started: profile %s, %d module(s) served at %s, broker %s", self.device_id,
+                 self.profile.name, len(self.runtime.table), self.scoring_url, config.broker_url)
+
+    def stop(self) -> None:
+        """Publish the offline status, flush telemetry, close the link, the API and the database."""
+        if not self._started:
+            return
+        self._stopping.set()
+        self._started = False
+        self.reconciler.stop()
+        self.telemetry.stop()
+        self.link.stop(last=(self._status_topic, self._status("offline", ts=True)))
+        if self.scoring is not None:
+            self.scoring.stop()
+        self.outbox.close()
+        log.info("agent %s stopped", self.device_id)
+
+    def run_forever(self) -> None:
+        """start(), block until SIGINT or SIGTERM, then stop()."""
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        done = threading.Event()
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda signum, frame: done.set())
+        try:
+            self.start()
+            while not done.wait(1.0):
+                pass
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @property
+    def scoring_url(self) -> str:
+        """Base URL of the local OIP v2 endpoint (the real port once started, when scoring_port is 0)."""
+        if self._scoring_url is not None:
+            return self._scoring_url
+        return f"http://{self.config.scoring_host}:{self.config.scoring_port}"
+
+    # --- in-process scoring (the hot path) ------------------------------------------------------
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray], version: int | None = None) -> ScoreResult:
+        """Score ``inputs`` on the running version of ``model`` (or exactly ``version``)."""
+        if version is None:
+            score = self._scorers.get(model)
+            if score is not None:
+                return score(inputs)
+        loaded = self._table.get(model)
+        if loaded is None or (version is not None and version != loaded.version):
+            raise ModelNotFound(f"model {model!r}" + (f" version {version}" if version is not None else "")
+                                + " is not loaded")
+        return loaded.score(inputs)
+
+    @property
+    def models(self) -> dict[str, int]:
+        """Served modules and their versions."""
+        return {name: module.version for name, module in self._table.items()}
+
+    # --- messages -------------------------------------------------------------------------------
+
+    def _status(self, state: str, *, ts: bool = False) -> bytes:
+        status = messages.DeviceStatus(self.device_id, state, to_iso(utc_now()) if ts else None, self.profile.name,
+                                       dict(self.config.tags), __version__, self.scoring_url)
+        return messages.encode(status.to_dict())
+
+    def _on_connect(self) -> None:
+        self.link.publish(self._status_topic, self._status("online", ts=True), qos=1, retain=True)
+        self.publish_reported()
+        self.telemetry.on_connect()
+
+    def _on_puback(self, mid: int) -> None:
+        self.telemetry.on_puback(mid)
+
+    def _on_desired(self, topic: str, payload: bytes) -> None:
+        if not payload:
+            return  # a cleared retained message: no desired state to act on
+        try:
+            envelope = messages.parse_desired_envelope(payload)
+        except MessageError as exc:
+            self.telemetry.malformed(topic)
+            self._ratelog.warning(topic, "malformed desired state (%d bytes) ignored: %s", len(payload), exc)
+            return
+        self.reconciler.submit(envelope)
+
+    def reported_state(self) -> messages.ReportedState:
+        return messages.ReportedState(self.device_id, self.reconciler.generation, to_iso(utc_now()),
+                                      tuple(self.reconciler.module_reports()), __version__, self.profile.name,
+                                      self.reconciler.doc_error)
+
+    def publish_reported(self) -> None:
+        """Publish the retained reported state now if connected (it is published again on every connect)."""
+        if not self.link.connected:
+            return
+        with self._publish_lock:
+            payload = messages.encode(self.reported_state().to_dict())
+            self.link.publish(self._reported_topic, payload, qos=1, retain=True)

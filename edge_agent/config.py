@@ -1,0 +1,130 @@
+"""Agent configuration: a typed dataclass read from a TOML file.
+
+Every field has a unit in its name where it has one. Relative paths in the
+file (``state_dir``, a ``profile`` given as a path) are relative to the file.
+A bad value raises :class:`ConfigError` (a ``ValueError``) whose one-line
+message names the field. This module checks shapes and ranges only; it does
+not open the state directory or the profile (the agent does, at start).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fleet_protocol.fields import is_valid_name
+from fleet_protocol.signing import PublicKey
+from fleet_protocol.errors import SignatureError
+
+
+class ConfigError(ValueError):
+    """The agent configuration is missing a field or has a bad value."""
+
+
+@dataclass
+class AgentConfig:
+    device_id: str
+    state_dir: Path
+    broker_url: str = "mqtt://127.0.0.1:1883"
+    trusted_keys: list[str] = field(default_factory=list)  # Ed25519 public keys, hex (GET /api/keys)
+    profile: str = "generic-cpu"  # a firmware profile name, or a path to a profile TOML file
+    tags: dict[str, str] = field(default_factory=dict)
+    scoring_host: str = "127.0.0.1"
+    scoring_port: int = 8181  # 0 picks a free port
+    heartbeat_interval_s: float = 30.0
+    telemetry_flush_interval_s: float = 5.0
+    fetch_window_chunks: int = 16
+    fetch_timeout_s: float = 10.0
+    keepalive_s: int = 30
+    outbox_max_records: int = 100_000
+    max_request_bytes: int = 16_777_216
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)
+        validate(self)
+
+    @property
+    def broker_host_port(self) -> tuple[str, int, bool]:
+        """``(host, port, tls)`` from ``broker_url``."""
+        parts = urlsplit(self.broker_url)
+        tls = parts.scheme == "mqtts"
+        return parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883), tls
+
+
+_REQUIRED = ("device_id", "state_dir")
+_INT_FIELDS = {"scoring_port": (0, 65535), "fetch_window_chunks": (1, 256), "keepalive_s": (5, 3600),
+               "outbox_max_records": (10, 100_000_000), "max_request_bytes": (1024, 2**31)}
+_FLOAT_FIELDS = {"heartbeat_interval_s": 0.05, "telemetry_flush_interval_s": 0.01, "fetch_timeout_s": 0.05}
+
+
+def validate(config: AgentConfig) -> None:
+    """Raise :class:`ConfigError` naming the first bad field."""
+    if not isinstance(config.device_id, str) or not is_valid_name(config.device_id):
+        raise ConfigError(f"device_id must be a lowercase name (a-z, 0-9, '.', '_', '-'), got {config.device_id!r}")
+    url = config.broker_url
+    if not isinstance(url, str):
+        raise ConfigError("broker_url must be a string such as mqtt://host:1883")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(f"broker_url {url!r} is not valid: {exc}") from None
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(f"broker_url must look like mqtt://host:port or mqtts://host:port, got {url!r}")
+    if not isinstance(config.trusted_keys, list) or not config.trusted_keys:
+        raise ConfigError("trusted_keys must be a non-empty list of hex Ed25519 public keys (GET /api/keys)")
+    for i, key in enumerate(config.trusted_keys):
+        if not isinstance(key, str):
+            raise ConfigError(f"trusted_keys[{i}] must be a hex string")
+        try:
+            PublicKey.from_hex(key)
+        except SignatureError:
+            raise ConfigError(f"trusted_keys[{i}] is not a hex Ed25519 public key (64 hex digits)") from None
+    if not isinstance(config.profile, str) or not config.profile:
+        raise ConfigError("profile must be a firmware profile name or a path to a profile .toml file")
+    if not isinstance(config.tags, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in config.tags.items()):
+        raise ConfigError("tags must map strings to strings")
+    if not isinstance(config.scoring_host, str) or not config.scoring_host:
+        raise ConfigError("scoring_host must be a host name or address")
+    for name, (low, high) in _INT_FIELDS.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+    for name, low in _FLOAT_FIELDS.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
+            raise ConfigError(f"{name} must be a number of seconds >= {low}, got {value!r}")
+        setattr(config, name, float(value))
+
+
+def _looks_like_path(profile: str) -> bool:
+    return profile.endswith(".toml") or "/" in profile or "\\" in profile
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read an agent TOML file; raise :class:`ConfigError` (or ``OSError``) with a one-line reason."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text") from None
+    known = {f.name for f in fields(AgentConfig)}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise ConfigError(f"unknown field {unknown[0]!r} (known fields: {', '.join(sorted(known))})")
+    for name in _REQUIRED:
+        if name not in doc:
+            raise ConfigError(f"missing field {name!r}")
+    base = path.resolve().parent
+    if not isinstance(doc["state_dir"], str) or not doc["state_dir"]:
+        raise ConfigError("state_dir must be a directory path")
+    doc["state_dir"] = base / Path(doc["state_dir"]).expanduser()
+    profile = doc.get("profile")
+    if isinstance(profile, str) and _looks_like_path(profile):
+        doc["profile"] = str(base / Path(profile).expanduser())
+    return AgentConfig(**doc)

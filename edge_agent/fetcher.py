@@ -1,0 +1,239 @@
+"""Fetch a bundle's chunks over MQTT into its staging directory, resumably.
+
+For one verified manifest, :meth:`Fetcher.fetch` subscribes to the bundle's
+shared chunk topic (waiting for the SUBACK) *before* it publishes a
+:class:`~fleet_protocol.messages.FetchRequest` on the device's ``fetch``
+topic, keeps at most ``window`` chunks requested at a time, and re-requests
+chunks that did not arrive within ``timeout_s`` with exponential backoff.
+After :data:`STALL_ROUNDS` rounds without progress it reports a ``download``
+error through ``on_problem`` and keeps trying (the server or the link may
+come back). It returns when every chunk is on disk, and unsubscribes.
+
+Each incoming chunk (paho's thread) is decoded with
+:func:`fleet_protocol.messages.decode_chunk`, checked with
+:func:`fleet_protocol.trust.check_chunk` and stored in
+``staging/<digest>/chunks/<sha>`` through a temp file and a rename; chunks
+that fail a check are refused, counted and never written; chunks already on
+disk, or for bundles nobody here fetches, are ignored (the topic is shared
+with other devices). After a restart, chunks already on disk are re-checked
+and only the missing ones are requested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from fleet_protocol import messages, topics
+from fleet_protocol.errors import BadDataError, DigestMismatchError, EdgefleetError, MessageError, TransportError
+from fleet_protocol.manifest import BundleManifest
+from fleet_protocol.trust import check_chunk
+
+from .mqtt_link import MqttLink, RateLimitedLog
+
+log = logging.getLogger("edgefleet.agent.fetch")
+
+STALL_ROUNDS = 3
+MAX_BACKOFF_FACTOR = 8
+
+
+class FetchAborted(Exception):
+    """The fetch was interrupted (newer desired state, agent stopping); chunks on disk are kept."""
+
+
+class _Job:
+    def __init__(self, manifest: BundleManifest, chunks_dir: Path):
+        self.manifest = manifest
+        self.chunks_dir = chunks_dir
+        self.sizes = manifest.chunk_sizes()
+        self.missing: set[str] = set()
+        self.cond = threading.Condition()
+        self.received = 0
+        self.refused = 0
+        self.last_refusal: BadDataError | None = None
+
+
+class Fetcher:
+    def __init__(self, link: MqttLink, device_id: str, staging_dir: Path, *, window: int = 16,
+                 timeout_s: float = 10.0, on_malformed: Callable[[str], None] | None = None):
+        self.link = link
+        self.device_id = device_id
+        self.staging_dir = staging_dir
+        self.window = max(1, min(window, messages.MAX_FETCH_CHUNKS))
+        self.timeout_s = timeout_s
+        self._on_malformed = on_malformed
+        self._jobs: dict[str, _Job] = {}  # bundle digest -> job (read in paho's thread)
+        self._fetch_topic = topics.device_topic(device_id, "fetch")
+        self._ratelog = RateLimitedLog(log)
+        self.chunks_refused = 0
+
+    def chunks_dir(self, digest: str) -> Path:
+        return self.staging_dir / digest / "chunks"
+
+    def missing_chunks(self, manifest: BundleManifest) -> set[str]:
+        """Chunks not yet on disk; a stored chunk that no longer checks out is deleted."""
+        directory = self.chunks_dir(manifest.digest)
+        missing: set[str] = set()
+        for sha, size in manifest.chunk_sizes().items():
+            path = directory / sha
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                missing.add(sha)
+                continue
+            if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+                log.warning("stored chunk %s of %s is damaged; fetching it again", sha[:12], manifest.module)
+                path.unlink(missing_ok=True)
+                missing.add(sha)
+        return missing
+
+    def fetch(self, manifest: BundleManifest, *, should_abort: Callable[[], bool],
+              on_problem: Callable[[EdgefleetError | None], None]) -> None:
+        """Block until every chunk of ``manifest`` is on disk; raise :class:`FetchAborted` if told to stop.
+
+        ``on_problem(error)`` is called when the fetch stalls or refuses a chunk, and
+        with ``None`` when it makes progress again after a reported problem.
+        """
+        digest = manifest.digest
+        job = _Job(manifest, self.chunks_dir(digest))
+        job.chunks_dir.mkdir(parents=True, exist_ok=True)
+        job.missing = self.missing_chunks(manifest)
+        if not job.missing:
+            return
+        topic = topics.bundle_chunks_topic(digest)
+        self._jobs[digest] = job
+        total = len(job.sizes)
+        log.info("fetching %s v%s: %d of %d chunks missing", manifest.module, manifest.version,
+                 len(job.missing), total)
+        try:
+            self._run(job, topic, should_abort, on_problem)
+        finally:
+            self._jobs.pop(digest, None)
+            self.link.unsubscribe(topic)
+
+    def _run(self, job: _Job, topic: str, should_abort: Callable[[], bool],
+             on_problem: Callable[[EdgefleetError | None], None]) -> None:
+        digest = job.manifest.digest
+        subscribed = False
+        requested: dict[str, float] = {}  # sha -> deadline
+        stalls = 0
+        reported = False
+        refused_seen = 0
+        progress_mark = job.received
+        round_deadline = time.monotonic() + self.timeout_s
+        while True:
+            if should_abort():
+                raise FetchAborted()
+            with job.cond:
+                if not job.missing:
+                    return
+                missing = set(job.missing)
+                refused = job.refused
+            for sha in [s for s in requested if s not in missing]:
+                del requested[sha]
+            if refused != refused_seen and job.last_refusal is not None:
+                refused_seen = refused
+                on_problem(job.last_refusal)
+                reported = True
+            if not self.link.connected:
+                subscribed = False
+                requested.clear()
+                self.link.wait_connected(0.5)
+                continue
+            if not subscribed:
+                try:
+                    self.link.subscribe(topic, self._on_chunk, qos=1, timeout_s=self.timeout_s)
+                    subscribed = True
+                except TransportError as exc:
+                    log.info("cannot subscribe to chunks of %s yet: %s", job.manifest.module, exc)
+                    time.sleep(0.5)
+                    continue
+            now = time.monotonic()
+            factor = min(2 ** stalls, MAX_BACKOFF_FACTOR)
+            for sha in [s for s, deadline in requested.items() if deadline <= now]:
+                del requested[sha]  # timed out: ask again
+            wanted = [s for s in sorted(missing) if s not in requested][: max(0, self.window - len(requested))]
+            if wanted:
+                request = messages.FetchRequest(self.device_id, digest, tuple(wanted))
+                try:
+                    mid = self.link.publish(self._fetch_topic, messages.encode(request.to_dict()), qos=1)
+                except TransportError as exc:
+                    log.info("fetch request for %s failed: %s", job.manifest.module, exc)
+                    mid = None
+                if mid is not None:
+                    deadline = now + self.timeout_s * factor
+                    for sha in wanted:
+                        requested[sha] = deadline
+            with job.cond:
+                if job.missing == missing and job.refused == refused:
+                    job.cond.wait(timeout=min(0.5, self.timeout_s))
+            now = time.monotonic()
+            if job.received != progress_mark:
+                progress_mark = job.received
+                stalls = 0
+                round_deadline = now + self.timeout_s
+                if reported and job.refused == refused_seen:
+                    reported = False
+                    on_problem(None)
+            elif now >= round_deadline:
+                stalls += 1
+                round_deadline = now + self.timeout_s * min(2 ** stalls, MAX_BACKOFF_FACTOR)
+                log.info("no chunk of %s v%s for %.1fs (round %d); asking again", job.manifest.module,
+                         job.manifest.version, self.timeout_s, stalls)
+                requested.clear()
+                if stalls >= STALL_ROUNDS and job.refused == refused_seen:
+                    on_problem(TransportError(
+                        f"no chunk of {job.manifest.module} v{job.manifest.version} arrived in {stalls} rounds "
+                        f"({len(missing)} of {len(job.sizes)} chunks missing); still trying",
+                        code="download_stalled"))
+                    reported = True
+
+    # --- paho's thread --------------------------------------------------------------------------
+
+    def _on_chunk(self, topic: str, payload: bytes) -> None:
+        digest = topic.split("/")[-2]
+        job = self._jobs.get(digest)
+        if job is None:
+            return
+        try:
+            sha, data = messages.decode_chunk(payload)
+        except MessageError as exc:
+            if self._on_malformed is not None:
+                self._on_malformed(topic)
+            self._refuse(job, DigestMismatchError(f"corrupted chunk payload for {job.manifest.module}: {exc}"))
+            return
+        with job.cond:
+            if sha not in job.missing and sha in job.sizes:
+                return  # already have it (another device asked for it, or a duplicate)
+        try:
+            check_chunk(job.manifest, sha, data)
+        except BadDataError as exc:
+            self._refuse(job, exc)
+            return
+        path = job.chunks_dir / sha
+        tmp = job.chunks_dir / f".{sha}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("cannot store chunk %s: %s", sha[:12], exc)
+            return
+        with job.cond:
+            job.missing.discard(sha)
+            job.received += 1
+            job.cond.notify_all()
+
+    def _refuse(self, job: _Job, exc: BadDataError) -> None:
+        self.chunks_refused += 1
+        self._ratelog.warning(job.manifest.digest, "refused a chunk of %s v%s: %s", job.manifest.module,
+                              job.manifest.version, exc)
+        with job.cond:
+            job.refused += 1
+            job.last_refusal = exc
+            job.cond.notify_all()

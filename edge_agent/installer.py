@@ -1,0 +1,263 @@
+"""Atomic install of a verified bundle, and the record of what is active.
+
+Layout under ``state_dir``::
+
+    staging/<digest>/chunks/<sha256>      chunks as fetched (each checked on arrival)
+    staging/<digest>/tree/<path>          files assembled from chunks, then checked
+    modules/<name>/<version>-<digest12>/  an installed version (renamed from tree/)
+    modules/<name>/active.json            {name, version, digest, dir, manifest, previous}
+
+Steps of :meth:`Installer.install`: assemble every file into ``tree/`` (paths
+from the manifest, already checked safe, and refused again if they would
+resolve outside the tree), fsync, :func:`fleet_protocol.trust.check_file`
+each file as read back from disk, rename ``tree/`` to its version directory,
+then switch by atomically replacing ``active.json`` (temp file, fsync,
+``os.replace``, fsync of the directory). A crash at any instant leaves
+``active.json`` naming either the old or the new version, and the version it
+names is complete: old version directories are deleted only after the
+switch. The version that was active before stays on disk as ``previous``
+(for rollback); older ones are deleted.
+
+What it does not do: verify signatures (the caller passes a manifest that
+:class:`fleet_protocol.trust.TrustedState` accepted), fetch, or load models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet_protocol.errors import BadDataError, DigestMismatchError, UnsafePathError
+from fleet_protocol.manifest import BundleManifest, check_relative_path
+from fleet_protocol.trust import check_file
+
+log = logging.getLogger("edgefleet.agent.installer")
+
+ACTIVE = "active.json"
+
+
+@dataclass(frozen=True)
+class ActiveRecord:
+    """What ``active.json`` says runs for one module."""
+
+    name: str
+    version: int
+    digest: str
+    dir: Path
+    manifest: dict  # the signed envelope
+    previous: "ActiveRecord | None" = None
+
+    def to_dict(self, *, with_previous: bool = True) -> dict:
+        doc = {"name": self.name, "version": self.version, "digest": self.digest, "dir": self.dir.name,
+               "manifest": self.manifest}
+        if with_previous:
+            doc["previous"] = self.previous.to_dict(with_previous=False) if self.previous else None
+        return doc
+
+    @property
+    def signed(self) -> dict:
+        return self.manifest["signed"]
+
+
+def version_dir_name(version: int, digest: str) -> str:
+    return f"{version}-{digest[:12]}"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with temp file + fsync + os.replace + directory fsync."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+class Installer:
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+        self.modules_dir = state_dir / "modules"
+        self.staging_dir = state_dir / "staging"
+        self.modules_dir.mkdir(parents=True, exist_ok=True)
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def staging(self, digest: str) -> Path:
+        return self.staging_dir / digest
+
+    def active(self, name: str) -> ActiveRecord | None:
+        """The active record of ``name``, or None (missing or unreadable: treated as not installed)."""
+        path = self.modules_dir / name / ACTIVE
+        try:
+            doc = json.loads(path.read_text())
+            return _record(self.modules_dir / name, doc)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("%s is unreadable (%s); treating %s as not installed", path, exc, name)
+            return None
+
+    def installed(self) -> dict[str, ActiveRecord]:
+        out: dict[str, ActiveRecord] = {}
+        for entry in sorted(self.modules_dir.iterdir()) if self.modules_dir.exists() else []:
+            if entry.is_dir():
+                record = self.active(entry.name)
+                if record is not None:
+                    out[entry.name] = record
+        return out
+
+    # --- installing -----------------------------------------------------------------------------
+
+    def install(self, manifest: BundleManifest, envelope: dict) -> ActiveRecord:
+        """Assemble, check, rename into place and switch ``active.json``; return the new record.
+
+        Raises :class:`BadDataError` (nothing switched, staging tree removed)
+        when a file does not match the manifest, and ``OSError`` on disk errors.
+        """
+        name, digest = manifest.module, manifest.digest
+        staging = self.staging(digest)
+        chunks, tree = staging / "chunks", staging / "tree"
+        if tree.exists():
+            shutil.rmtree(tree)
+        tree.mkdir(parents=True)
+        try:
+            for entry in manifest.files:
+                target = _inside(tree, entry.path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "wb") as out:
+                    for chunk in entry.chunks:
+                        try:
+                            out.write((chunks / chunk.sha256).read_bytes())
+                        except FileNotFoundError:
+                            raise DigestMismatchError(f"chunk {chunk.sha256[:12]} of {entry.path} is missing",
+                                                      code="missing_chunk") from None
+                    out.flush()
+                    os.fsync(out.fileno())
+                check_file(entry, target.read_bytes())
+            for directory in sorted({p for p in tree.rglob("*") if p.is_dir()} | {tree}, reverse=True):
+                fsync_dir(directory)
+        except BadDataError:
+            shutil.rmtree(tree, ignore_errors=True)
+            raise
+        module_dir = self.modules_dir / name
+        module_dir.mkdir(parents=True, exist_ok=True)
+        final = module_dir / version_dir_name(manifest.version, digest)
+        current = self.active(name)
+        if final.exists():
+            if current is not None and current.dir == final:  # already active: nothing to switch
+                shutil.rmtree(staging, ignore_errors=True)
+                return current
+            shutil.rmtree(final)  # a leftover from a crash before the switch, or an old rollback target
+        os.rename(tree, final)
+        fsync_dir(module_dir)
+        previous = current.to_dict(with_previous=False) if current is not None else None
+        record = _record(module_dir, {"name": name, "version": manifest.version, "digest": digest,
+                                      "dir": final.name, "manifest": envelope, "previous": previous})
+        self._switch(record)
+        self._collect(module_dir, keep={record.dir.name} | ({record.previous.dir.name} if record.previous else set()))
+        shutil.rmtree(staging, ignore_errors=True)
+        log.info("installed %s v%s (%s)", name, manifest.version, digest[:12])
+        return record
+
+    def rollback(self, name: str) -> ActiveRecord | None:
+        """Make ``previous`` active again (after a failed load); delete the failed version.
+
+        Returns the record now active, or None if there was no previous version
+        (then ``active.json`` and the failed version are removed).
+        """
+        current = self.active(name)
+        if current is None:
+            return None
+        module_dir = self.modules_dir / name
+        if current.previous is None or not current.previous.dir.is_dir():
+            self.remove(name)
+            return None
+        record = ActiveRecord(current.previous.name, current.previous.version, current.previous.digest,
+                              current.previous.dir, current.previous.manifest, None)
+        self._switch(record)
+        self._collect(module_dir, keep={record.dir.name})
+        log.warning("rolled %s back to v%s (%s)", name, record.version, record.digest[:12])
+        return record
+
+    def remove(self, name: str) -> None:
+        """Uninstall ``name``: ``active.json`` goes first (atomic), then the files."""
+        module_dir = self.modules_dir / name
+        active = module_dir / ACTIVE
+        if active.exists():
+            active.unlink()
+            fsync_dir(module_dir)
+        shutil.rmtree(module_dir, ignore_errors=True)
+
+    def drop_staging(self, keep: set[str]) -> None:
+        """Delete staging directories of bundles that are no longer wanted."""
+        for entry in self.staging_dir.iterdir() if self.staging_dir.exists() else []:
+            if entry.name not in keep:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def discard_staging(self, digest: str) -> None:
+        shutil.rmtree(self.staging(digest), ignore_errors=True)
+
+    def collect_garbage(self) -> None:
+        """At start: remove temp files and version directories no ``active.json`` names."""
+        for module_dir in self.modules_dir.iterdir() if self.modules_dir.exists() else []:
+            if not module_dir.is_dir():
+                continue
+            record = self.active(module_dir.name)
+            if record is None:
+                if not (module_dir / ACTIVE).exists():
+                    shutil.rmtree(module_dir, ignore_errors=True)
+                continue
+            keep = {record.dir.name} | ({record.previous.dir.name} if record.previous else set())
+            self._collect(module_dir, keep=keep)
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _switch(self, record: ActiveRecord) -> None:
+        data = json.dumps(record.to_dict(), indent=1, sort_keys=True).encode()
+        write_atomic(self.modules_dir / record.name / ACTIVE, data)
+
+    @staticmethod
+    def _collect(module_dir: Path, *, keep: set[str]) -> None:
+        for entry in module_dir.iterdir():
+            if entry.name == ACTIVE or entry.name in keep:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _inside(tree: Path, relative: str) -> Path:
+    """``tree/relative`` if it stays inside ``tree`` once resolved, else :class:`UnsafePathError`."""
+    check_relative_path(relative)
+    target = (tree / relative).resolve()
+    root = tree.resolve()
+    if target == root or root not in target.parents:
+        raise UnsafePathError(f"file path {relative!r} resolves outside the bundle directory")
+    return tree / relative
+
+
+def _record(module_dir: Path, doc: dict) -> ActiveRecord:
+    previous = doc.get("previous")
+    dir_name = doc["dir"]
+    if not isinstance(dir_name, str) or "/" in dir_name or dir_name in ("", ".", ".."):
+        raise ValueError(f"bad dir {dir_name!r}")
+    return ActiveRecord(
+        name=str(doc["name"]), version=int(doc["version"]), digest=str(doc["digest"]),
+        dir=module_dir / dir_name, manifest=doc["manifest"],
+        previous=_record(module_dir, previous) if isinstance(previous, dict) else None,
+    )

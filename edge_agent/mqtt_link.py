@@ -1,0 +1,230 @@
+"""The agent's one MQTT connection (paho-mqtt 2.x, MQTT 3.1.1), behind a small interface.
+
+What it does: connects with a stable client id and a persistent session
+(``clean_session=False``), reconnects with exponential backoff (paho's
+``reconnect_delay_set`` with its own ``loop_start`` thread: one client per
+process), sets the retained ``offline`` last will, re-subscribes and calls the
+agent's ``on_connect`` hook on every connect, routes each incoming message to
+the handler registered for its topic, and reports PUBACKs to a listener.
+
+What it does not do: parse payloads (handlers do, with the fleet_protocol
+parsers) or retry publishes (the outbox does). paho errors are converted at
+this boundary into :class:`~fleet_protocol.errors.TransportError`; a handler
+that raises is logged and never reaches paho's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+
+from fleet_protocol.errors import TransportError
+
+log = logging.getLogger("edgefleet.agent.mqtt")
+
+Handler = Callable[[str, bytes], None]
+
+
+class MqttLink:
+    def __init__(self, *, client_id: str, host: str, port: int, tls: bool = False, keepalive_s: int = 30,
+                 will: tuple[str, bytes] | None = None, on_connect: Callable[[], None] | None = None,
+                 on_puback: Callable[[int], None] | None = None,
+                 reconnect_min_s: float = 1.0, reconnect_max_s: float = 30.0):
+        self.host, self.port = host, port
+        self._keepalive = keepalive_s
+        self._on_connect_hook = on_connect
+        self._on_puback = on_puback
+        self._handlers: dict[str, Handler] = {}  # exact topic -> handler
+        self._subscriptions: dict[str, int] = {}  # topic -> qos, restored on every connect
+        self._suback: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._started = False
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                             protocol=mqtt.MQTTv311)
+        client.reconnect_delay_set(min_delay=max(1, int(reconnect_min_s)), max_delay=max(1, int(reconnect_max_s)))
+        client.max_inflight_messages_set(64)
+        if tls:
+            client.tls_set()
+        if will is not None:
+            client.will_set(will[0], will[1], qos=1, retain=True)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
+        client.on_publish = self._handle_publish
+        self._client = client
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start connecting in the background; returns at once (the broker may be down)."""
+        try:
+            self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
+        except (OSError, ValueError) as exc:
+            raise TransportError(f"cannot connect to the broker at {self.host}:{self.port}: {exc}") from None
+        self._client.loop_start()
+        self._started = True
+
+    def stop(self, *, last: tuple[str, bytes] | None = None, timeout_s: float = 3.0) -> None:
+        """Publish ``last`` (the offline status) if connected, then disconnect and stop the loop thread."""
+        if not self._started:
+            return
+        if last is not None and self.connected:
+            try:
+                info = self._client.publish(last[0], last[1], qos=1, retain=True)
+                info.wait_for_publish(timeout_s)
+            except (RuntimeError, ValueError, OSError) as exc:
+                log.info("could not publish the offline status: %s", exc)
+        try:
+            self._client.disconnect()
+        finally:
+            self._client.loop_stop()
+            self._started = False
+            self._connected.clear()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    # --- operations -----------------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int | None:
+        """Send now if connected and return the message id; None when offline (nothing is queued)."""
+        if not self.connected:
+            return None
+        try:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        except (ValueError, OSError) as exc:
+            raise TransportError(f"publish on {topic} failed: {exc}") from None
+        if info.rc == mqtt.MQTT_ERR_NO_CONN:
+            return info.mid  # queued by paho for the reconnect; the PUBACK still reports it
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise TransportError(f"publish on {topic} failed: {mqtt.error_string(info.rc)}")
+        return info.mid
+
+    def route(self, topic: str, handler: Handler) -> None:
+        """Deliver messages on ``topic`` (exact name) to ``handler(topic, payload)``."""
+        with self._lock:
+            self._handlers[topic] = handler
+
+    def subscribe(self, topic: str, handler: Handler, *, qos: int = 1, timeout_s: float = 10.0,
+                  wait: bool = True) -> None:
+        """Subscribe (now and on every reconnect) and wait for the SUBACK.
+
+        Raises :class:`TransportError` if offline or refused. With ``wait=False``
+        the subscription is only recorded, and made on the next connect.
+        """
+        with self._lock:
+            self._handlers[topic] = handler
+            self._subscriptions[topic] = qos
+        if not wait:
+            return
+        if not self.connected:
+            raise TransportError(f"not connected to the broker; cannot subscribe to {topic}")
+        event = threading.Event()
+        try:
+            with self._lock:  # the SUBACK may come back before subscribe() returns the mid
+                rc, mid = self._client.subscribe(topic, qos)
+                if rc == mqtt.MQTT_ERR_SUCCESS:
+                    self._suback[mid] = event
+        except (ValueError, OSError) as exc:
+            raise TransportError(f"subscribe to {topic} failed: {exc}") from None
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            raise TransportError(f"subscribe to {topic} failed: {mqtt.error_string(rc)}")
+        if not event.wait(timeout_s):
+            with self._lock:
+                self._suback.pop(mid, None)
+            raise TransportError(f"no SUBACK for {topic} within {timeout_s:g}s")
+
+    def unsubscribe(self, topic: str) -> None:
+        with self._lock:
+            self._handlers.pop(topic, None)
+            self._subscriptions.pop(topic, None)
+        if self.connected:
+            try:
+                self._client.unsubscribe(topic)
+            except (ValueError, OSError) as exc:
+                log.debug("unsubscribe from %s failed: %s", topic, exc)
+
+    # --- paho callbacks (paho's thread) ---------------------------------------------------------
+
+    def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        log.info("connected to the broker at %s:%s (session present: %s)", self.host, self.port,
+                 getattr(flags, "session_present", None))
+        with self._lock:
+            subscriptions = list(self._subscriptions.items())
+        for topic, qos in subscriptions:
+            client.subscribe(topic, qos)
+        self._connected.set()
+        if self._on_connect_hook is not None:
+            # Run outside paho's thread: the hook publishes and may wait for acknowledgements.
+            threading.Thread(target=self._run_hook, name="mqtt-on-connect", daemon=True).start()
+
+    def _run_hook(self) -> None:
+        try:
+            self._on_connect_hook()
+        except Exception:  # noqa: BLE001 - a hook must not kill the link
+            log.exception("on-connect hook failed")
+
+    def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        if was:
+            log.warning("disconnected from the broker (%s); reconnecting with backoff", reason_code)
+
+    def _handle_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        with self._lock:
+            event = self._suback.pop(mid, None)
+        if event is not None:
+            if any(getattr(rc, "is_failure", False) for rc in reason_codes):
+                log.warning("broker refused a subscription (mid %s)", mid)
+            else:
+                event.set()
+
+    def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        if self._on_puback is not None:
+            try:
+                self._on_puback(mid)
+            except Exception:  # noqa: BLE001
+                log.exception("PUBACK listener failed")
+
+    def _handle_message(self, client, userdata, message) -> None:
+        handler = self._handlers.get(message.topic)
+        if handler is None:
+            return  # e.g. a chunk of a bundle we stopped fetching
+        try:
+            handler(message.topic, message.payload)
+        except Exception:  # noqa: BLE001 - never let a payload crash the link
+            log.exception("handler for %s failed", message.topic)
+
+
+class RateLimitedLog:
+    """Log at most once per key per ``interval_s`` (malformed payloads arrive in floods)."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0):
+        self._log = logger
+        self._interval = interval_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, key: str, message: str, *args) -> None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        suffix = f" ({suppressed} similar suppressed)" if suppressed else ""
+        self._log.warning(message + suffix, *args)

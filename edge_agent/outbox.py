@@ -1,0 +1,162 @@
+"""The agent's local SQLite database: durable telemetry outbox and a few persisted values.
+
+``state_dir/agent.db`` in WAL mode with ``synchronous=FULL``: every committed
+record (a heartbeat, an install event, the last accepted desired-state
+generation) survives a power cut, which is the point of a store-and-forward
+outbox. The cost (an fsync of the WAL per commit) is paid a few times a
+second at most: telemetry is written in small batches (heartbeat interval,
+install steps), never per inference request.
+
+Tables:
+
+- ``outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, kind, ts, data)``: records
+  waiting for the broker's PUBACK; ``AUTOINCREMENT`` so a seq is never reused,
+  even after the newest rows were deleted. Rows are deleted only once the
+  broker acknowledged the batch that carried them (see
+  :mod:`edge_agent.telemetry`).
+- ``meta(key PRIMARY KEY, value)``: ``outbox_id`` (random, created once) and
+  ``last_generation`` (the trusted desired-state generation).
+
+Bounded: past ``max_records`` rows, the oldest non-event rows are dropped
+first (heartbeats and model stats age out; install events are kept longest)
+and the number dropped is reported by :meth:`Outbox.take_dropped`.
+
+One connection shared by the agent's threads behind one lock; nothing here
+touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+from pathlib import Path
+
+from fleet_protocol.messages import TelemetryRecord
+from fleet_protocol.timestamps import to_iso, utc_now
+
+EVENT = "event"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class Outbox:
+    """Durable, bounded, ordered telemetry records plus persisted key/values."""
+
+    def __init__(self, path: Path, *, max_records: int = 100_000):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_records = max_records
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        self._dropped = 0
+        outbox_id = self.get_meta("outbox_id")
+        if outbox_id is None:
+            outbox_id = "ob-" + secrets.token_hex(8)
+            self.set_meta("outbox_id", outbox_id)
+        self.outbox_id = outbox_id
+
+    # --- key / values ---------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
+                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # --- records --------------------------------------------------------------------------------
+
+    def add(self, kind: str, data: dict, *, ts: str | None = None) -> int:
+        """Append one record; return its seq. ``data`` must be JSON (no floats on the wire: ints)."""
+        return self.add_many([(kind, data)], ts=ts)[-1]
+
+    def add_many(self, records: list[tuple[str, dict]], *, ts: str | None = None) -> list[int]:
+        ts = ts or to_iso(utc_now())
+        rows = [(kind, ts, json.dumps(data, separators=(",", ":"), sort_keys=True)) for kind, data in records]
+        seqs: list[int] = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for row in rows:
+                    seqs.append(self._db.execute("INSERT INTO outbox(kind, ts, data) VALUES (?, ?, ?)", row).lastrowid)
+                self._count += len(rows)
+                if self._count > self.max_records:
+                    self._trim()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+                raise
+        return seqs
+
+    def _trim(self) -> None:
+        excess = self._count - self.max_records
+        cur = self._db.execute(
+            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE kind != ? ORDER BY seq LIMIT ?)",
+            (EVENT, excess))
+        removed = cur.rowcount
+        if removed < excess:  # nothing but events left: the oldest events go too
+            removed += self._db.execute(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
+                (excess - removed,)).rowcount
+        self._count -= removed
+        self._dropped += removed
+
+    def pending(self, limit: int, *, exclude: set[int] | frozenset[int] = frozenset()) -> list[TelemetryRecord]:
+        """The oldest ``limit`` records in seq order, skipping the seqs in ``exclude`` (in flight)."""
+        out: list[TelemetryRecord] = []
+        after = 0
+        with self._lock:
+            while len(out) < limit:
+                rows = self._db.execute("SELECT seq, ts, kind, data FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                                        (after, limit + len(exclude))).fetchall()
+                if not rows:
+                    break
+                for seq, ts, kind, data in rows:
+                    after = seq
+                    if seq not in exclude:
+                        out.append(TelemetryRecord(seq, ts, kind, json.loads(data)))
+                        if len(out) >= limit:
+                            break
+        return out
+
+    def delete(self, seqs: list[int]) -> None:
+        if not seqs:
+            return
+        with self._lock:
+            removed = 0
+            for start in range(0, len(seqs), 500):
+                part = seqs[start:start + 500]
+                removed += self._db.execute(f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(part))})",
+                                            part).rowcount
+            self._count -= removed
+
+    def count(self) -> int:
+        return self._count
+
+    def take_dropped(self) -> int:
+        """Records dropped by the bound since the last call."""
+        with self._lock:
+            dropped, self._dropped = self._dropped, 0
+        return dropped
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,306 @@
+"""Reconciler: move what the device runs toward the signed desired state, one document at a time.
+
+Desired-state envelopes arrive from the MQTT link (:meth:`Reconciler.submit`)
+and wait in a small queue that drops a queued document as soon as one with a
+newer generation arrives (the newer one also interrupts a fetch in
+progress; chunks already fetched are kept). One worker thread then, per
+document:
+
+1. verifies it with :class:`fleet_protocol.trust.TrustedState` (signature,
+   device, generation, expiry); a refused document changes nothing but the
+   reported ``error``; an accepted generation is persisted;
+2. for each desired module whose bundle digest differs from the installed
+   one: verifies the manifest (rollback refused), fetches the missing chunks
+   (:mod:`edge_agent.fetcher`), installs atomically
+   (:mod:`edge_agent.installer`), loads the new version completely and only
+   then swaps it into the serving table (:mod:`edge_agent.runtime`); a
+   version that fails to load is rolled back to the previous one;
+3. unloads and deletes modules that are no longer desired.
+
+Every step is idempotent: the same document twice is a no-op. Every change
+is published as a retained reported state and written as an event.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+
+from fleet_protocol.canonical import canonical_json, sha256_hex
+from fleet_protocol.errors import BadDataError, EdgefleetError, TransportError
+from fleet_protocol.manifest import BundleManifest
+from fleet_protocol.messages import DesiredModule, DesiredState, ModuleReport
+from fleet_protocol.timestamps import utc_now
+from fleet_protocol.trust import TrustedState
+
+from .fetcher import FetchAborted, Fetcher
+from .installer import ActiveRecord, Installer
+from .outbox import Outbox
+from .runtime import Runtime
+from .telemetry import Telemetry
+
+log = logging.getLogger("edgefleet.agent.reconciler")
+
+GENERATION_KEY = "last_generation"
+
+
+@dataclass
+class ModuleStatus:
+    state: str  # running | installing | failed
+    target_version: int | None = None
+    target_digest: str | None = None
+    error: dict | None = None
+
+
+class Reconciler:
+    def __init__(self, *, trust: TrustedState, outbox: Outbox, installer: Installer, fetcher: Fetcher,
+                 runtime: Runtime, telemetry: Telemetry,
+                 on_change: Callable[[], None], now: Callable[[], datetime] = utc_now):
+        self.trust = trust
+        self.outbox = outbox
+        self.installer = installer
+        self.fetcher = fetcher
+        self.runtime = runtime
+        self.telemetry = telemetry
+        self._on_change = on_change
+        self._now = now
+        self._queue: deque[tuple[int, dict]] = deque()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.statuses: dict[str, ModuleStatus] = {}
+        self.doc_error: dict | None = None
+        self.generation = trust.last_generation
+        self._applied: str | None = None  # digest of the last document fully processed
+        self.idle = threading.Event()
+        self.idle.set()
+
+    # --- queue ----------------------------------------------------------------------------------
+
+    def submit(self, envelope: dict) -> None:
+        """Queue a (still unverified) desired-state envelope; drops queued older generations."""
+        hint = _generation_hint(envelope)
+        with self._cond:
+            while self._queue and self._queue[-1][0] <= hint:
+                self._queue.pop()
+            self._queue.append((hint, envelope))
+            self.idle.clear()
+            self._cond.notify()
+
+    def _newer_than(self, generation: int) -> bool:
+        with self._cond:
+            return any(hint > generation for hint, _ in self._queue)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                while not self._queue and not self._stop.is_set():
+                    self.idle.set()
+                    self._cond.wait()
+                if self._stop.is_set():
+                    return
+                _, envelope = self._queue.popleft()
+            try:
+                self.process(envelope)
+            except FetchAborted:
+                log.info("desired state superseded or agent stopping; moving on")
+            except Exception:  # noqa: BLE001 - the worker must survive anything
+                log.exception("reconciling the desired state failed")
+
+    # --- startup --------------------------------------------------------------------------------
+
+    def load_installed(self) -> None:
+        """At start: load every installed module (rolling back one that fails), no network needed."""
+        for record in self.installer.installed().values():
+            self._load_or_rollback(record, target=None)
+
+    # --- one document ---------------------------------------------------------------------------
+
+    def process(self, envelope: dict) -> None:
+        try:
+            state = self.trust.verify_desired_state(envelope, now=self._now())
+        except (BadDataError, EdgefleetError) as exc:
+            log.warning("refused desired state: %s", exc)
+            self.doc_error = exc.as_report()
+            self.telemetry.event("desired_refused", **exc.as_report())
+            self._changed()
+            return
+        doc_id = sha256_hex(canonical_json(envelope["signed"]))
+        if doc_id == self._applied and self.doc_error is None:
+            return  # the same document again: nothing to do
+        if state.generation > self.trust.last_generation:
+            self.outbox.set_meta(GENERATION_KEY, str(state.generation))
+        self.trust.accept_generation(state.generation)
+        self.generation = state.generation
+        self.doc_error = None
+        log.info("desired state generation %d: %s", state.generation,
+                 ", ".join(f"{m.name} v{m.version}" for m in state.modules) or "no modules")
+        self._apply(state)
+        self._applied = doc_id
+
+    def _apply(self, state: DesiredState) -> None:
+        wanted = {m.name for m in state.modules}
+        for module in state.modules:
+            if self._stop.is_set() or self._newer_than(state.generation):
+                raise FetchAborted()
+            self._reconcile_module(module, state.generation)
+        for name in sorted(set(self.installer.installed()) | set(self.runtime.table)):
+            if name not in wanted:
+                self.runtime.unload(name)
+                self.installer.remove(name)
+                with self._lock:
+                    self.statuses.pop(name, None)
+                self.telemetry.event("module_removed", module=name)
+                log.info("removed %s (no longer desired)", name)
+        with self._lock:
+            for name in [n for n in self.statuses if n not in wanted]:
+                del self.statuses[name]
+        keep = {m.bundle_digest for m in state.modules}
+        self.installer.drop_staging(keep)
+        self._changed()
+
+    def _reconcile_module(self, module: DesiredModule, generation: int) -> None:
+        name = module.name
+        installed = self.installer.active(name)
+        loaded = self.runtime.table.get(name)
+        target = (module.version, module.bundle_digest)
+        if installed is not None and installed.digest == module.bundle_digest:
+            if loaded is None or loaded.digest != installed.digest:
+                self._load_or_rollback(installed, target=target)
+            else:
+                self._set(name, ModuleStatus("running", *target))
+            return
+        try:
+            manifest = self.trust.verify_module(
+                module, installed=(installed.version, installed.digest) if installed else None, now=self._now())
+            self._check_fits(manifest)
+        except EdgefleetError as exc:
+            self._fail(name, target, exc, event="install_refused")
+            return
+        self._set(name, ModuleStatus("installing", *target))
+        self.telemetry.event("install_started", module=name, version=module.version, digest=module.bundle_digest)
+        self._changed()
+
+        def on_problem(error: EdgefleetError | None) -> None:
+            if error is None:
+                self._set(name, ModuleStatus("installing", *target))
+            else:
+                state = "failed" if isinstance(error, BadDataError) else "installing"
+                self._set(name, ModuleStatus(state, *target, error=error.as_report()))
+                self.telemetry.event("download_problem", module=name, version=module.version, **error.as_report())
+            self._changed()
+
+        self.fetcher.fetch(manifest, should_abort=lambda: self._stop.is_set() or self._newer_than(generation),
+                           on_problem=on_problem)
+        try:
+            record = self.installer.install(manifest, module.manifest)
+        except BadDataError as exc:
+            self.installer.discard_staging(manifest.digest)  # its chunks assemble into bad files
+            self._fail(name, target, exc, event="install_refused")
+            return
+        except OSError as exc:
+            self._fail(name, target, TransportError(f"installing {name} failed: {exc}", code="disk_error",
+                                                    category="resources"), event="install_failed")
+            return
+        self._load_or_rollback(record, target=target)
+
+    def _load_or_rollback(self, record: ActiveRecord, *, target: tuple[int, str] | None) -> None:
+        name = record.name
+        target = target or (record.version, record.digest)
+        try:
+            loaded = self.runtime.load(record)
+        except EdgefleetError as exc:
+            log.error("%s v%s failed to load: %s", name, record.version, exc)
+            previous = self.installer.rollback(name)
+            serving = self.runtime.table.get(name)
+            if previous is not None and (serving is None or serving.digest != previous.digest):
+                try:
+                    self.runtime.activate(self.runtime.load(previous))
+                except EdgefleetError as again:
+                    log.error("previous %s v%s does not load either: %s", name, previous.version, again)
+                    self.runtime.unload(name)
+            elif previous is None:
+                self.runtime.unload(name)
+            self._fail(name, target, exc, event="install_failed")
+            return
+        self.runtime.activate(loaded)
+        for note in loaded.notes:
+            log.info("%s v%s: %s", name, loaded.version, note)
+        self._set(name, ModuleStatus("running", *target))
+        self.telemetry.event("install_succeeded", module=name, version=record.version, digest=record.digest,
+                             accelerator=loaded.accelerator, notes=loaded.notes or None)
+        log.info("%s v%s runs on %s", name, record.version, loaded.accelerator)
+        self._changed()
+
+    def _check_fits(self, manifest: BundleManifest) -> None:
+        profile = self.runtime.profile
+        if manifest.target_profiles and profile.name not in manifest.target_profiles:
+            raise EdgefleetError(f"{manifest.module} v{manifest.version} targets "
+                                 f"{', '.join(manifest.target_profiles)}, not {profile.name}",
+                                 code="wrong_profile", category="resources")
+        size = manifest.file(manifest.model).size
+        if size > profile.max_model_bytes:
+            raise EdgefleetError(f"model of {manifest.module} v{manifest.version} is {size} bytes, more than the "
+                                 f"{profile.max_model_bytes} firmware profile {profile.name} allows",
+                                 code="model_too_large", category="resources")
+
+    # --- status ---------------------------------------------------------------------------------
+
+    def _set(self, name: str, status: ModuleStatus) -> None:
+        with self._lock:
+            self.statuses[name] = status
+
+    def _fail(self, name: str, target: tuple[int, str], exc: EdgefleetError, *, event: str) -> None:
+        log.warning("%s v%s: %s", name, target[0], exc)
+        self._set(name, ModuleStatus("failed", *target, error=exc.as_report()))
+        self.telemetry.event(event, module=name, version=target[0], digest=target[1], **exc.as_report())
+        self._changed()
+
+    def _changed(self) -> None:
+        try:
+            self._on_change()
+        except Exception:  # noqa: BLE001
+            log.exception("publishing the reported state failed")
+
+    def module_reports(self) -> list[ModuleReport]:
+        with self._lock:
+            statuses = dict(self.statuses)
+        reports = []
+        for name in sorted(set(statuses) | set(self.runtime.table)):
+            status = statuses.get(name)
+            loaded = self.runtime.table.get(name)
+            reports.append(ModuleReport(
+                name=name,
+                state=status.state if status else "running",
+                version=loaded.version if loaded else None,
+                bundle_digest=loaded.digest if loaded else None,
+                target_version=status.target_version if status else None,
+                target_digest=status.target_digest if status else None,
+                accelerator=loaded.accelerator if loaded else None,
+                error=status.error if status else None,
+            ))
+        return reports
+
+
+def _generation_hint(envelope: dict) -> int:
+    """The generation a (not yet verified) envelope claims, for queue ordering only."""
+    signed = envelope.get("signed") if isinstance(envelope, dict) else None
+    value = signed.get("generation") if isinstance(signed, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+

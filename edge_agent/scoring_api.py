@@ -1,0 +1,258 @@
+"""Local Open Inference Protocol v2 endpoint, standard library only.
+
+``http.server.ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive (every
+response has a Content-Length), bound to ``scoring_host`` (127.0.0.1 by
+default). It reads the runtime's serving table and never touches the
+network beyond its own socket, so it keeps serving with the broker and the
+fleet server down. No web framework: the agent's idle memory stays close to
+that of onnxruntime + paho + numpy alone.
+
+Routes::
+
+    GET  /v2                                     server metadata
+    GET  /v2/health/live | /v2/health/ready
+    GET  /v2/models/{name}[/versions/{v}]         model metadata
+    GET  /v2/models/{name}[/versions/{v}]/ready
+    POST /v2/models/{name}[/versions/{v}]/infer
+
+Errors are ``{"error": "..."}``: 400 malformed body, unknown input, wrong
+shape or dtype; 404 unknown model, version or route; 405 wrong method; 411
+no Content-Length; 413 body over ``max_request_bytes``; 500 a module's own
+failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+import numpy as np
+
+from fleet_protocol import oip
+from fleet_protocol.errors import BadDataError, MessageError
+
+from .runtime import LoadedModule
+
+log = logging.getLogger("edgefleet.agent.scoring")
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+class ScoringServer:
+    def __init__(self, *, host: str, port: int, table: dict[str, LoadedModule], ready: Callable[[], bool],
+                 max_request_bytes: int = 16_777_216, agent_version: str = ""):
+        handler = type("Handler", (_Handler,), {"table": table, "ready": staticmethod(ready),
+                                                 "max_request_bytes": max_request_bytes,
+                                                 "agent_version": agent_version})
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="scoring-http", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "edgefleet-agent"
+    table: dict[str, LoadedModule]
+    ready: Callable[[], bool]
+    max_request_bytes: int
+    agent_version: str
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        log.debug("%s " + format, self.address_string(), *args)
+
+    # --- dispatch -------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._dispatch("PATCH")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._dispatch("HEAD")
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            status, body = self._route(method, self.path.split("?", 1)[0].rstrip("/").split("/"))
+            self._send(status, body)
+        except _HttpError as exc:
+            if exc.status in (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, HTTPStatus.LENGTH_REQUIRED):
+                self.close_connection = True  # the unread body would be parsed as the next request
+            self._send(exc.status, {"error": str(exc)}, exc.headers)
+        except Exception as exc:  # noqa: BLE001 - one request must never take the server down
+            log.exception("scoring request %s %s failed", method, self.path)
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(exc).__name__}"})
+
+    def _route(self, method: str, parts: list[str]) -> tuple[int, dict]:
+        # parts of "/v2/models/x/infer" are ["", "v2", "models", "x", "infer"]
+        if len(parts) < 2 or parts[0] != "" or parts[1] != "v2":
+            raise _HttpError(404, f"no route {self.path}")
+        rest = parts[2:]
+        if not rest:
+            self._only(method, "GET")
+            return 200, {"name": "edgefleet-agent", "version": self.agent_version, "extensions": []}
+        if rest[0] == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
+            self._only(method, "GET")
+            if rest[1] == "live" or self.ready():
+                return 200, {"live": True} if rest[1] == "live" else {"ready": True}
+            raise _HttpError(503, "agent is still loading its modules")
+        if rest[0] != "models" or len(rest) < 2:
+            raise _HttpError(404, f"no route {self.path}")
+        name, tail = rest[1], rest[2:]
+        version: int | None = None
+        if len(tail) >= 2 and tail[0] == "versions":
+            try:
+                version = int(tail[1])
+            except ValueError:
+                raise _HttpError(404, f"model {name!r} has no version {tail[1]!r}") from None
+            tail = tail[2:]
+        if not tail:
+            self._only(method, "GET")
+            return 200, self._metadata(self._module(name, version))
+        if tail == ["ready"]:
+            self._only(method, "GET")
+            self._module(name, version)
+            return 200, {"name": name, "ready": True}
+        if tail == ["infer"]:
+            self._only(method, "POST")
+            body = self._read_json()  # read before looking the model up, so the connection stays usable
+            return 200, self._infer(self._module(name, version), body)
+        raise _HttpError(404, f"no route {self.path}")
+
+    def _only(self, method: str, allowed: str) -> None:
+        if method != allowed:
+            self._drain()
+            raise _HttpError(405, f"{method} is not allowed here; use {allowed}", {"Allow": allowed})
+
+    def _module(self, name: str, version: int | None) -> LoadedModule:
+        module = self.table.get(name)
+        if module is None:
+            raise _HttpError(404, f"unknown model {name!r}")
+        if version is not None and version != module.version:
+            raise _HttpError(404, f"model {name!r} has no version {version} (serving {module.version})")
+        return module
+
+    # --- bodies ---------------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        length = self.headers.get("Content-Length")
+        if length and length.isdigit() and 0 < int(length) <= self.max_request_bytes:
+            self.rfile.read(int(length))
+        elif length and length != "0":
+            self.close_connection = True
+
+    def _read_json(self) -> object:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            raise _HttpError(411, "send the body with a Content-Length (chunked encoding is not supported)")
+        length = self.headers.get("Content-Length")
+        if length is None or not length.strip().isdigit():
+            raise _HttpError(411, "a Content-Length header is required")
+        size = int(length)
+        if size > self.max_request_bytes:
+            raise _HttpError(413, f"request body of {size} bytes is more than the {self.max_request_bytes} allowed")
+        data = self.rfile.read(size)
+        if len(data) != size:
+            self.close_connection = True
+            raise _HttpError(400, "request body ended early")
+        try:
+            return json.loads(data)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise _HttpError(400, f"request body is not valid JSON: {exc}") from None
+
+    def _metadata(self, module: LoadedModule) -> dict:
+        def tensors(specs: list) -> list[dict]:
+            return [{"name": n, "datatype": d, "shape": list(s)} for n, d, s in specs]
+
+        return {"name": module.name, "versions": [str(module.version)], "platform": module.platform,
+                "inputs": tensors(module.inputs), "outputs": tensors(module.outputs),
+                "parameters": {"accelerator": module.accelerator, "bundle_digest": module.digest}}
+
+    def _infer(self, module: LoadedModule, body: object) -> dict:
+        try:
+            request = oip.decode_request(body)
+        except MessageError as exc:
+            raise _HttpError(400, str(exc)) from None
+        if not module.custom_run:
+            _check_inputs(module, request.inputs)
+        try:
+            result = module.score(request.inputs)
+        except BadDataError as exc:
+            raise _HttpError(400, str(exc)) from None
+        outputs = result.outputs
+        if request.outputs is not None:
+            unknown = [n for n in request.outputs if n not in outputs]
+            if unknown:
+                raise _HttpError(400, f"model {module.name!r} has no output {unknown[0]!r}")
+            outputs = {n: outputs[n] for n in request.outputs}
+        try:
+            return oip.encode_response(module.name, str(result.model_version), outputs, id=request.id,
+                                       parameters={"scored_on": "local", "accelerator": result.accelerator,
+                                                   "model_version": str(result.model_version)})
+        except MessageError as exc:
+            raise _HttpError(500, f"model output cannot be encoded: {exc}") from None
+
+    def _send(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+
+def _check_inputs(module: LoadedModule, inputs: dict[str, np.ndarray]) -> None:
+    """Refuse, with the reason, inputs the model would refuse: unknown, missing, wrong dtype or shape."""
+    specs = module.input_specs
+    for name, array in inputs.items():
+        spec = specs.get(name)
+        if spec is None:
+            raise _HttpError(400, f"model {module.name!r} has no input {name!r} (inputs: {', '.join(specs)})")
+        datatype, shape = spec
+        got = oip.datatype_of(array)
+        if got != datatype:
+            raise _HttpError(400, f"input {name!r} must be {datatype}, got {got}")
+        if shape and (len(shape) != array.ndim or any(d not in (-1, g) for d, g in zip(shape, array.shape))):
+            expected = "[" + ", ".join("-1" if d < 0 else str(d) for d in shape) + "]"
+            raise _HttpError(400, f"input {name!r} must have shape {expected}, got {list(array.shape)}")
+    missing = [name for name in specs if name not in inputs]
+    if missing:
+        raise _HttpError(400, f"missing input {missing[0]!r}")

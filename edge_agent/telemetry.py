@@ -1,0 +1,259 @@
+"""Telemetry: heartbeats, model statistics and events into the outbox, and the outbox to the broker.
+
+One background thread does both halves:
+
+- every ``heartbeat_interval_s`` it writes a ``heartbeat`` record (uptime,
+  CPU %, RSS, system memory %, disk free, temperature when psutil has one,
+  malformed-message and dropped-record counts) and one ``model_stats``
+  record per model version that served requests since the last report
+  (requests, errors, latency histogram in µs, p50/p95);
+- every ``telemetry_flush_interval_s``, and at once after a reconnect, it
+  publishes up to 500 outbox records per :class:`TelemetryBatch` (QoS 1) in
+  seq order. A record leaves the outbox only when paho's ``on_publish``
+  reports the broker's PUBACK for the message that carried it; records in
+  flight are not sent again (paho resends them itself after a reconnect).
+
+Values are integers (no floats: messages are canonical JSON). Events
+(install started/succeeded/failed/refused, malformed messages) are written
+by the rest of the agent through :meth:`Telemetry.event`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Callable
+
+import psutil
+
+from fleet_protocol import messages, topics
+
+from .mqtt_link import MqttLink
+from .outbox import Outbox
+from .runtime import LoadedModule, Runtime
+
+log = logging.getLogger("edgefleet.agent.telemetry")
+
+MAX_INFLIGHT_BATCHES = 8
+PENDING_EXPIRY_S = 60.0
+
+
+class Telemetry:
+    def __init__(self, *, outbox: Outbox, link: MqttLink, device_id: str, runtime: Runtime, disk_path: str,
+                 heartbeat_interval_s: float, flush_interval_s: float, clock: Callable[[], float] = time.monotonic):
+        self.outbox = outbox
+        self.link = link
+        self.device_id = device_id
+        self.runtime = runtime
+        self.disk_path = disk_path
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.flush_interval_s = flush_interval_s
+        self._clock = clock
+        self._started_at = clock()
+        self._topic = topics.device_topic(device_id, "telemetry")
+        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._pending: dict[int, tuple[list[int], float]] = {}  # mid -> (seqs, sent at)
+        self._inflight: set[int] = set()
+        self._connected_at = 0.0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._process = psutil.Process(os.getpid())
+        self._process.cpu_percent(None)  # the first call only primes the counter
+        psutil.cpu_percent(None)
+        self._malformed_lock = threading.Lock()
+        self.malformed_total = 0
+        self._malformed_new: dict[str, int] = {}
+        self.batches_sent = 0
+
+    # --- producers ------------------------------------------------------------------------------
+
+    def event(self, name: str, **data: object) -> None:
+        record = {"event": name, **{k: v for k, v in data.items() if v is not None}}
+        try:
+            self.outbox.add("event", record)
+        except Exception:  # noqa: BLE001 - telemetry must never break an install
+            log.exception("cannot write event %s to the outbox", name)
+
+    def malformed(self, topic: str) -> None:
+        kind = topic.rsplit("/", 1)[-1]
+        with self._malformed_lock:
+            self.malformed_total += 1
+            self._malformed_new[kind] = self._malformed_new.get(kind, 0) + 1
+
+    def on_puback(self, mid: int) -> None:
+        """paho's thread: only queue the id (paho holds its own lock while calling this)."""
+        self._acks.put(mid)
+
+    def on_connect(self) -> None:
+        self._connected_at = self._clock()
+        self._wake.set()
+
+    # --- the thread -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="telemetry", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, flush_timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        deadline = self._clock() + flush_timeout_s
+        try:
+            self.heartbeat()
+            self.flush()
+            while self._pending and self._clock() < deadline and self.link.connected:
+                time.sleep(0.05)
+                self._apply_acks()
+        except Exception:  # noqa: BLE001
+            log.exception("final telemetry flush failed")
+
+    def _loop(self) -> None:
+        now = self._clock()
+        next_beat = now + min(self.heartbeat_interval_s, 1.0)
+        next_flush = now
+        while not self._stop.is_set():
+            now = self._clock()
+            try:
+                if now >= next_beat:
+                    self.heartbeat()
+                    next_beat = now + self.heartbeat_interval_s
+                if now >= next_flush or self._wake.is_set():
+                    self._wake.clear()
+                    self.flush()
+                    next_flush = now + self.flush_interval_s
+            except Exception:  # noqa: BLE001 - keep the thread alive; the outbox keeps the records
+                log.exception("telemetry step failed")
+            timeout = max(0.01, min(next_beat, next_flush) - self._clock())
+            self._wake.wait(timeout)
+
+    # --- heartbeat and model stats --------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        records: list[tuple[str, dict]] = [("heartbeat", self._heartbeat_data())]
+        with self._malformed_lock:
+            new, self._malformed_new = self._malformed_new, {}
+        if new:
+            records.append(("event", {"event": "malformed_messages", "count": sum(new.values()), "topics": new}))
+        modules = list(self.runtime.table.values())
+        retired = []
+        while self.runtime.retired:  # pop one at a time: the reconciler may append meanwhile
+            retired.append(self.runtime.retired.pop(0))
+        for module in retired + modules:
+            stats = model_stats(module)
+            if stats is not None:
+                records.append(("model_stats", stats))
+        self.outbox.add_many(records)
+
+    def _heartbeat_data(self) -> dict:
+        data: dict = {"uptime_s": int(self._clock() - self._started_at), "malformed_messages": self.malformed_total,
+                      "dropped_records": self.outbox.take_dropped(), "outbox_records": self.outbox.count(),
+                      "modules": len(self.runtime.table)}
+        try:
+            data["cpu_percent"] = round(psutil.cpu_percent(None))
+            data["agent_cpu_percent"] = round(self._process.cpu_percent(None))
+            data["rss_bytes"] = int(self._process.memory_info().rss)
+            data["memory_percent"] = round(psutil.virtual_memory().percent)
+            data["disk_free_bytes"] = int(psutil.disk_usage(self.disk_path).free)
+        except (psutil.Error, OSError) as exc:
+            log.debug("system metrics unavailable: %s", exc)
+        temperature = _temperature()
+        if temperature is not None:
+            data["temperature_c"] = temperature
+        return data
+
+    # --- flushing -------------------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Publish what the outbox holds (when connected); return the number of records sent."""
+        self._apply_acks()
+        self._expire_pending()
+        sent = 0
+        while self.link.connected and len(self._pending) < MAX_INFLIGHT_BATCHES:
+            records = self.outbox.pending(messages.MAX_TELEMETRY_RECORDS, exclude=self._inflight)
+            if not records:
+                break
+            batch = messages.TelemetryBatch(self.device_id, self.outbox.outbox_id, tuple(records))
+            mid = self.link.publish(self._topic, messages.encode(batch.to_dict()), qos=1)
+            if mid is None:
+                break
+            seqs = [r.seq for r in records]
+            self._pending[mid] = (seqs, self._clock())
+            self._inflight.update(seqs)
+            self.batches_sent += 1
+            sent += len(records)
+            if len(records) < messages.MAX_TELEMETRY_RECORDS:
+                break
+        return sent
+
+    def _apply_acks(self) -> None:
+        done: list[int] = []
+        while True:
+            try:
+                mid = self._acks.get_nowait()
+            except queue.Empty:
+                break
+            entry = self._pending.pop(mid, None)
+            if entry is not None:
+                done.extend(entry[0])
+                self._inflight.difference_update(entry[0])
+        self.outbox.delete(done)
+
+    def _expire_pending(self) -> None:
+        """Safety net: a batch never acknowledged long after a reconnect is sent again (same seqs)."""
+        now = self._clock()
+        if not self.link.connected or now - self._connected_at < PENDING_EXPIRY_S:
+            return
+        for mid, (seqs, sent_at) in list(self._pending.items()):
+            if now - sent_at > PENDING_EXPIRY_S:
+                del self._pending[mid]
+                self._inflight.difference_update(seqs)
+
+
+def model_stats(module: LoadedModule) -> dict | None:
+    buckets, errors = module.stats.take()
+    requests = sum(buckets)
+    if not requests and not errors:
+        return None
+    histogram = [[_upper_us(i), count] for i, count in enumerate(buckets) if count]
+    return {"model": module.name, "version": module.version, "accelerator": module.accelerator,
+            "requests": requests, "errors": errors,
+            "latency_us": {"buckets": histogram, "p50": _quantile(buckets, 0.50), "p95": _quantile(buckets, 0.95)}}
+
+
+def _upper_us(index: int) -> int:
+    """Upper bound in µs (rounded up) of log2 bucket ``index`` (durations with that bit length in ns)."""
+    return max(1, -(-(1 << index) // 1000))
+
+
+def _quantile(buckets: list[int], q: float) -> int:
+    total = sum(buckets)
+    if not total:
+        return 0
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(buckets):
+        seen += count
+        if seen >= rank:
+            return _upper_us(index)
+    return _upper_us(len(buckets) - 1)
+
+
+def _temperature() -> int | None:
+    reader = getattr(psutil, "sensors_temperatures", None)
+    if reader is None:
+        return None
+    try:
+        sensors = reader()
+    except (OSError, RuntimeError, AttributeError):
+        return None
+    for entries in sensors.values():
+        for entry in entries:
+            if entry.current is not None:
+                return round(entry.current)
+    return None

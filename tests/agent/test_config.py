@@ -1,0 +1,60 @@
+"""Agent configuration from TOML: defaults, paths relative to the file, one-line errors naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_agent.config import AgentConfig, ConfigError, load_config
+from fleet_protocol.signing import SigningKey
+
+KEY = SigningKey.generate().public_key.to_hex()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "conf" / "agent.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_paths_relative_to_the_file(tmp_path):
+    config = load_config(write(tmp_path, f'device_id = "gw-1"\nstate_dir = "state"\ntrusted_keys = ["{KEY}"]\n'
+                                         'profile = "profiles/board.toml"\n[tags]\nsite = "berlin"\n'))
+    assert config.state_dir == tmp_path / "conf" / "state"
+    assert config.profile == str(tmp_path / "conf" / "profiles" / "board.toml")
+    assert config.broker_host_port == ("127.0.0.1", 1883, False)
+    assert (config.scoring_port, config.fetch_window_chunks, config.tags) == (8181, 16, {"site": "berlin"})
+    assert isinstance(config.heartbeat_interval_s, float)
+
+
+def test_a_profile_name_is_kept_as_a_name(tmp_path):
+    config = load_config(write(tmp_path, f'device_id = "gw-1"\nstate_dir = "/var/x"\ntrusted_keys = ["{KEY}"]\n'
+                                         'profile = "raspberry-pi-5"\n'))
+    assert (config.profile, config.state_dir) == ("raspberry-pi-5", Path("/var/x"))
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ('state_dir = "s"\ntrusted_keys = [KEY]', "device_id"),
+    ('device_id = "Bad Id"\nstate_dir = "s"\ntrusted_keys = [KEY]', "device_id"),
+    ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = []', "trusted_keys"),
+    ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = ["abcd"]', "trusted_keys[0]"),
+    ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\nscoring_port = 70000', "scoring_port"),
+    ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\nscoring_port = true', "scoring_port"),
+    ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\nbroker_url = "http://x"', "broker_url"),
+    ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\nfetch_timeout_s = -1', "fetch_timeout_s"),
+    ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\nheartbeat = 3', "heartbeat"),
+    ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\n[tags]\nn = 1', "tags"),
+    ('device_id = "a"\nstate_dir = ', "TOML"),
+], ids=lambda v: v if "\n" not in v else None)
+def test_a_bad_config_is_refused_with_one_line_naming_the_field(tmp_path, text, field):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text.replace("[KEY]", f'["{KEY}"]')))
+    assert field in str(caught.value) and "\n" not in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_the_dataclass_validates_too(tmp_path):
+    with pytest.raises(ConfigError, match="fetch_window_chunks"):
+        AgentConfig(device_id="a", state_dir=tmp_path, trusted_keys=[KEY], fetch_window_chunks=0)

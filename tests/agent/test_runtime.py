@@ -1,0 +1,86 @@
+"""Runtime host: the shipped example modules (ONNX and LiteRT, with entry scripts) load and score their samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_agent.installer import Installer
+from edge_agent.runtime import HealthCheckError, InferenceError, LoadError, Runtime
+from fleet_protocol import oip
+from fleet_protocol.bundle_file import build_manifest
+from fleet_protocol.profiles import load_profile
+from fleet_protocol.signing import SigningKey, sign_envelope
+from fleet_protocol.timestamps import to_iso, utc_now
+from tests.agent.helpers import Bundle, make_bundle, stage
+
+MODULES = Path(__file__).resolve().parents[2] / "modules"
+KEY = SigningKey.generate()
+
+
+def module_bundle(folder: Path, version: int = 1) -> Bundle:
+    spec = json.loads((folder / "module.json").read_text())
+    files = {name: (folder / name).read_bytes() for name in spec["files"]}
+    manifest = build_manifest(module=spec["name"], version=version, runtime=spec["runtime"], model=spec["model"],
+                              files=files, created=to_iso(utc_now()), entry=spec.get("entry"),
+                              sample=spec.get("sample"), config=spec.get("config", {}))
+    return Bundle(manifest, sign_envelope(manifest.to_dict(), KEY), files)
+
+
+def load(tmp_path: Path, bundle: Bundle):
+    stage(tmp_path, bundle)
+    record = Installer(tmp_path).install(bundle.manifest, bundle.envelope)
+    runtime = Runtime(load_profile("generic-cpu"))
+    return runtime, runtime.load(record)
+
+
+@pytest.mark.parametrize("name", ["iris-classifier", "sensor-anomaly"])
+def test_each_example_module_loads_and_scores_its_sample(tmp_path, name):
+    folder = MODULES / name
+    runtime, loaded = load(tmp_path, module_bundle(folder))
+    assert name not in runtime.table, "loading alone serves nothing"
+    runtime.activate(loaded)
+    sample = oip.decode_request(json.loads((folder / "sample.json").read_text()))
+    result = runtime.table[name].score(sample.inputs)
+    assert result.outputs and all(isinstance(v, np.ndarray) for v in result.outputs.values())
+    assert result.accelerator in ("CPUExecutionProvider", "xnnpack", "cpu")
+
+
+def test_litert_module_scores_a_batch_through_its_entry_script(tmp_path):
+    runtime, loaded = load(tmp_path, module_bundle(MODULES / "sensor-anomaly"))
+    readings = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    outputs = loaded.score({"sensor_readings": readings}).outputs
+    assert outputs["anomaly_score"].shape == (3, 1) and outputs["is_anomaly"].dtype == np.bool_
+    with pytest.raises(InferenceError, match="shape"):
+        loaded.score({"sensor_readings": np.zeros((2, 5), np.float32)})
+    assert loaded.stats.take()[1] == 1
+
+
+def test_a_model_that_is_not_a_model_fails_to_load_with_category_load(tmp_path):
+    bundle = make_bundle(KEY)
+    bundle.files["model.onnx"] = b"not an onnx model"
+    manifest = build_manifest(module="linear", version=1, runtime="onnx", model="model.onnx", files=bundle.files,
+                              created=to_iso(utc_now()))
+    with pytest.raises(LoadError) as caught:
+        load(tmp_path, Bundle(manifest, sign_envelope(manifest.to_dict(), KEY), bundle.files))
+    assert caught.value.as_report()["category"] == "load"
+
+
+def test_a_module_whose_sample_fails_does_not_pass_its_health_check(tmp_path):
+    bundle = make_bundle(KEY, sample=True, entry="def run(inputs):\n    raise RuntimeError('sensor offline')\n")
+    with pytest.raises(HealthCheckError, match="sensor offline"):
+        load(tmp_path, bundle)
+
+
+def test_in_process_scores_count_requests_and_errors_in_the_stats(tmp_path):
+    runtime, loaded = load(tmp_path, make_bundle(KEY))
+    for _ in range(5):
+        loaded.score({"x": np.ones((1, 4), np.float32)})
+    with pytest.raises(InferenceError):
+        loaded.score({"x": np.ones((1, 5), np.float32)})
+    buckets, errors = loaded.stats.take()
+    assert (sum(buckets), errors) == (5, 1)
+    assert loaded.stats.take() == ([0] * 64, 0)

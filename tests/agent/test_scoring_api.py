@@ -1,0 +1,126 @@
+"""The local Open Inference Protocol v2 endpoint: routes, metadata, and errors with the right status."""
+
+from __future__ import annotations
+
+import http.client
+import json
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edge_agent.installer import Installer
+from edge_agent.runtime import Runtime
+from edge_agent.scoring_api import ScoringServer
+from fleet_protocol.profiles import load_profile
+from fleet_protocol.signing import SigningKey
+from tests.agent.helpers import make_bundle, stage
+
+MAX_BYTES = 4096
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    state = tmp_path_factory.mktemp("state")
+    bundle = make_bundle(SigningKey.generate(), version=3)
+    stage(state, bundle)
+    runtime = Runtime(load_profile("generic-cpu"))
+    runtime.activate(runtime.load(Installer(state).install(bundle.manifest, bundle.envelope)))
+    server = ScoringServer(host="127.0.0.1", port=0, table=runtime.table, ready=lambda: True,
+                           max_request_bytes=MAX_BYTES)
+    server.start()
+    host, port = server.address
+    yield f"http://{host}:{port}", bundle
+    server.stop()
+
+
+def body(x: np.ndarray, datatype: str = "FP32", name: str = "x") -> dict:
+    return {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype, "data": x.ravel().tolist()}]}
+
+
+def test_health_metadata_and_ready_routes(served):
+    url, _ = served
+    assert httpx.get(f"{url}/v2/health/live").status_code == 200
+    assert httpx.get(f"{url}/v2/health/ready").status_code == 200
+    meta = httpx.get(f"{url}/v2/models/linear").json()
+    assert meta["name"] == "linear" and meta["versions"] == ["3"] and meta["platform"] == "onnxruntime_onnx"
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["outputs"] == [{"name": "y", "datatype": "FP32", "shape": [-1, 3]}]
+    assert httpx.get(f"{url}/v2/models/linear/versions/3").json() == meta
+    assert httpx.get(f"{url}/v2/models/linear/ready").status_code == 200
+    assert httpx.get(f"{url}/v2/models/linear/versions/3/ready").status_code == 200
+
+
+def test_infer_returns_what_onnxruntime_returns_with_the_version_as_a_string(served):
+    url, bundle = served
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    for path in ("/v2/models/linear/infer", "/v2/models/linear/versions/3/infer"):
+        response = httpx.post(url + path, json={**body(x), "id": "req-7"})
+        assert response.status_code == 200, response.text
+        got = response.json()
+        assert (got["model_version"], got["id"]) == ("3", "req-7")
+        assert got["parameters"] == {"scored_on": "local", "accelerator": "CPUExecutionProvider", "model_version": "3"}
+        expected = ort.InferenceSession(bundle.files["model.onnx"]).run(None, {"x": x})[0]
+        np.testing.assert_array_equal(np.asarray(got["outputs"][0]["data"], np.float32).reshape(2, 3), expected)
+
+
+@pytest.mark.parametrize(("request_body", "reason"), [
+    (body(np.zeros((2, 5), np.float32)), "shape"),
+    (body(np.zeros((2, 4), np.float64), "FP64"), "must be FP32"),
+    (body(np.zeros((2, 4), np.float32), name="z"), "no input 'z'"),
+    ({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3]}]}, "needs 8 values"),
+    ({"inputs": []}, "empty"),
+    ({"outputs": []}, "inputs"),
+    ([1, 2], "JSON object"),
+])
+def test_a_bad_request_gets_400_with_the_reason(served, request_body, reason):
+    url, _ = served
+    response = httpx.post(f"{url}/v2/models/linear/infer", json=request_body)
+    assert response.status_code == 400
+    assert reason in response.json()["error"]
+
+
+def test_a_body_that_is_not_json_gets_400(served):
+    url, _ = served
+    response = httpx.post(f"{url}/v2/models/linear/infer", content=b"{not json")
+    assert response.status_code == 400 and "JSON" in response.json()["error"]
+
+
+@pytest.mark.parametrize("path", ["/v2/models/nope/infer", "/v2/models/linear/versions/2/infer",
+                                  "/v2/models/linear/versions/x/infer"])
+def test_an_unknown_model_or_version_gets_404(served, path):
+    url, _ = served
+    response = httpx.post(url + path, json=body(np.zeros((1, 4), np.float32)))
+    assert response.status_code == 404 and "error" in response.json()
+    assert httpx.get(f"{url}/v2/models/nope").status_code == 404
+    assert httpx.get(f"{url}/v2/models/nope/ready").status_code == 404
+    assert httpx.get(f"{url}/v3/anything").status_code == 404
+
+
+def test_a_body_over_the_limit_gets_413(served):
+    url, _ = served
+    response = httpx.post(f"{url}/v2/models/linear/infer", content=b" " * (MAX_BYTES + 1))
+    assert response.status_code == 413 and str(MAX_BYTES) in response.json()["error"]
+
+
+def test_a_wrong_method_gets_405(served):
+    url, _ = served
+    assert httpx.get(f"{url}/v2/models/linear/infer").status_code == 405
+    assert httpx.post(f"{url}/v2/models/linear", json={}).status_code == 405
+    assert httpx.delete(f"{url}/v2/health/live").status_code == 405
+
+
+def test_one_keep_alive_connection_serves_many_requests_including_errors(served):
+    url, _ = served
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    payload = json.dumps(body(np.ones((1, 4), np.float32))).encode()
+    for path, expected in [("/v2/models/linear/infer", 200), ("/v2/models/nope/infer", 404),
+                           ("/v2/models/linear/infer", 200)]:
+        connection.request("POST", path, body=payload, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        assert response.status == expected
+        assert response.getheader("Connection") != "close"
+    connection.close()
