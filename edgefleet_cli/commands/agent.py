@@ -26,4 +26,7 @@ def run(
         agent_config = load_config(config)
     except (ValueError, OSError) as exc:
         raise CliError(f"{config}: {exc}") from None
-    Agent(agent_config).run_forever()
+    try:
+        Agent(agent_config).run_forever()
+    except OSError as exc:  # e.g. the scoring port is taken, or the state dir is not writable
+        raise CliError(f"the agent could not start: {exc}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -48,7 +49,11 @@ def start_mosquitto(workdir: Path, *, port: int | None = None, extra_config: str
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     config = workdir / "mosquitto.conf"
+    # As root, Mosquitto drops to the mosquitto user, which cannot write its persistence file into
+    # pytest's private temp folders: sessions would then be forgotten across a broker restart.
+    run_as = "user root\n" if os.geteuid() == 0 else ""
     config.write_text(
+        run_as +
         f"listener {port} 127.0.0.1\n"
         "allow_anonymous true\n"
         "persistence true\n"
