@@ -9,19 +9,12 @@ import pytest
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
 from tests.agent.helpers import FakeServer
-from tests.support.mosquitto import start_mosquitto
 
 
 @pytest.fixture
-def broker(tmp_path):
-    """A real Mosquitto whose persistent sessions survive its restart.
-
-    ``user root``: started as root, Mosquitto would otherwise switch to the ``mosquitto`` user, which
-    cannot write its database into pytest's private temporary folder, and would forget every session.
-    """
-    mosquitto = start_mosquitto(tmp_path / "mosquitto", extra_config="user root\n")
-    yield mosquitto
-    mosquitto.stop()
+def broker(mosquitto):
+    """The suite's real Mosquitto (see tests/conftest.py); its sessions survive a restart."""
+    return mosquitto
 
 
 @pytest.fixture
