@@ -1,0 +1,165 @@
+"""Where a request is scored, on the device or in the cloud: the pure decisions, no I/O, no threads.
+
+A module declares its policy in its manifest ``config["fallback"]``; the
+desired state's ``config["fallback"][<module>]`` overrides single keys::
+
+    {"max_batch": 64, "max_request_bytes": 1048576, "max_queue": 32, "latency_slo_ms": 200,
+     "on_accelerator_failure": true, "target": "iris"}
+
+:meth:`FallbackPolicy.decide` sends a request to the cloud, with the reason,
+when the model is not installed here, when the caller asks
+(``parameters: {"prefer": "cloud"}``), when the request has more rows than
+``max_batch`` or more bytes than ``max_request_bytes``, when more than
+``max_queue`` requests are already being scored locally, when the recent
+local latency (:class:`LatencyAverage`) is over ``latency_slo_ms``, or when
+the model could not run on the accelerator the firmware profile prefers.
+A limit left out never triggers. ``target`` names the model on the cloud
+(default: the registered model the bundle was built from, else the module's
+own name).
+
+:class:`CircuitBreaker` decides whether the cloud may be tried at all: it
+opens after ``failure_threshold`` consecutive failures, lets one trial
+request through after ``cooldown_s`` (half open) and closes on a success.
+Time comes from an injected clock.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields, replace
+from typing import Callable
+
+from fleet_protocol.errors import MessageError
+
+LOCAL, CLOUD = "local", "cloud"
+NOT_INSTALLED = "not_installed"
+CALLER_PREFERS_CLOUD = "caller_prefers_cloud"
+BATCH_TOO_LARGE = "batch_too_large"
+REQUEST_TOO_LARGE = "request_too_large"
+QUEUE_FULL = "queue_full"
+LATENCY_OVER_SLO = "latency_over_slo"
+ACCELERATOR_FAILED = "accelerator_failed"
+
+
+@dataclass(frozen=True)
+class Decision:
+    where: str  # LOCAL or CLOUD
+    reason: str | None = None
+
+
+STAY_LOCAL = Decision(LOCAL)
+
+
+@dataclass(frozen=True)
+class FallbackPolicy:
+    max_batch: int | None = None
+    max_request_bytes: int | None = None
+    max_queue: int | None = None
+    latency_slo_ms: int | None = None
+    on_accelerator_failure: bool = False
+    target: str | None = None
+
+    @classmethod
+    def from_configs(cls, manifest_config: dict, override: dict | None = None) -> "FallbackPolicy":
+        """The manifest's ``fallback`` object with ``override``'s keys on top; MessageError names a bad key."""
+        policy = cls()
+        for where, raw in (("manifest config", manifest_config.get("fallback")), ("desired state", override)):
+            if raw is None:
+                continue
+            if not isinstance(raw, dict):
+                raise MessageError(f"{where}: fallback must be an object")
+            policy = replace(policy, **_checked(raw, where))
+        return policy
+
+    def decide(self, *, installed: bool, prefer: str | None = None, rows: int = 0, request_bytes: int = 0,
+               inflight: int = 0, latency_ms: float | None = None, accelerator_failed: bool = False) -> Decision:
+        if not installed:
+            return Decision(CLOUD, NOT_INSTALLED)
+        if prefer == CLOUD:
+            return Decision(CLOUD, CALLER_PREFERS_CLOUD)
+        if self.max_batch is not None and rows > self.max_batch:
+            return Decision(CLOUD, BATCH_TOO_LARGE)
+        if self.max_request_bytes is not None and request_bytes > self.max_request_bytes:
+            return Decision(CLOUD, REQUEST_TOO_LARGE)
+        if self.max_queue is not None and inflight >= self.max_queue:
+            return Decision(CLOUD, QUEUE_FULL)
+        if self.latency_slo_ms is not None and latency_ms is not None and latency_ms > self.latency_slo_ms:
+            return Decision(CLOUD, LATENCY_OVER_SLO)
+        if self.on_accelerator_failure and accelerator_failed:
+            return Decision(CLOUD, ACCELERATOR_FAILED)
+        return STAY_LOCAL
+
+
+def _checked(raw: dict, where: str) -> dict:
+    known = {f.name for f in fields(FallbackPolicy)}
+    out: dict = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise MessageError(f"{where}: unknown fallback key {key!r} (known: {', '.join(sorted(known))})")
+        if key == "on_accelerator_failure":
+            if not isinstance(value, bool):
+                raise MessageError(f"{where}: fallback.{key} must be true or false")
+        elif key == "target":
+            if value is not None and (not isinstance(value, str) or not value):
+                raise MessageError(f"{where}: fallback.target must be a model name")
+        elif value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise MessageError(f"{where}: fallback.{key} must be a non-negative integer or null")
+        out[key] = value
+    return out
+
+
+class LatencyAverage:
+    """Exponentially weighted average of recent local latencies in ms (no lock: a lost update is harmless)."""
+
+    __slots__ = ("alpha", "value")
+
+    def __init__(self, alpha: float = 0.2):
+        self.alpha = alpha
+        self.value: float | None = None
+
+    def add(self, ms: float) -> None:
+        self.value = ms if self.value is None else self.value + self.alpha * (ms - self.value)
+
+
+class CircuitBreaker:
+    """closed → (``failure_threshold`` failures in a row) → open → (``cooldown_s``) → half open → closed or open."""
+
+    CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+    def __init__(self, *, failure_threshold: int = 5, cooldown_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.failure_threshold = failure_threshold
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self.state = self.CLOSED
+        self.failures = 0
+        self._opened_at = 0.0
+        self._trial_out = False
+
+    def allow(self) -> bool:
+        """Whether a request may go out now; in half open state, only one trial at a time."""
+        if self.state == self.CLOSED:
+            return True
+        if self.state == self.OPEN:
+            if self._clock() - self._opened_at < self.cooldown_s:
+                return False
+            self.state = self.HALF_OPEN
+            self._trial_out = False
+        if self._trial_out:
+            return False
+        self._trial_out = True
+        return True
+
+    def retry_in_s(self) -> float:
+        """Seconds until an open breaker lets a trial through (0 when it would now)."""
+        if self.state != self.OPEN:
+            return 0.0
+        return max(0.0, self.cooldown_s - (self._clock() - self._opened_at))
+
+    def record_success(self) -> None:
+        self.state, self.failures, self._trial_out = self.CLOSED, 0, False
+
+    def record_failure(self) -> None:
+        self.failures += 1
+        if self.state == self.HALF_OPEN or self.failures >= self.failure_threshold:
+            self.state, self._opened_at, self._trial_out = self.OPEN, self._clock(), False

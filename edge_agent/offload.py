@@ -1,0 +1,259 @@
+"""What the local scoring API does besides scoring: cloud fallback, fallback statistics and data capture.
+
+:class:`Offload` is used by :mod:`edge_agent.scoring_api` on the HTTP path
+only; the in-process :meth:`Agent.infer` never goes through it, so local
+scoring costs nothing extra there. Per request it
+
+- asks the module's :class:`~edge_agent.fallback.FallbackPolicy` where to
+  score (rows, body bytes, requests in flight, recent latency, accelerator
+  fallback, the caller's ``parameters.prefer``);
+- sends cloud-bound requests through :class:`~edge_agent.cloud_client.CloudClient`
+  to the registered model the bundle was built from (manifest ``model_ref``,
+  or ``fallback.target``); a model not installed here goes to the cloud under
+  the requested name and version;
+- counts every fallback by model, reason and outcome; :meth:`take_records`
+  turns the counts into ``fallback`` telemetry records at each heartbeat;
+- samples requests for capture (manifest ``config["capture"]``:
+  ``{"fraction_percent": 10, "max_per_minute": 60, "max_bytes": 65536}``;
+  percent because signed documents hold no floats) and writes them to the
+  outbox as ``capture`` records (see :mod:`fleet_protocol.captures`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import numpy as np
+
+from fleet_protocol import captures, oip
+from fleet_protocol.errors import MessageError, TransportError
+from fleet_protocol.profiles import FirmwareProfile
+
+from .cloud_client import CloudClient, CloudRefused
+from .fallback import BATCH_TOO_LARGE, LOCAL, REQUEST_TOO_LARGE, Decision, FallbackPolicy, LatencyAverage
+from .outbox import Outbox
+from .runtime import LoadedModule, ScoreResult
+
+log = logging.getLogger("edgefleet.agent.offload")
+
+MAX_CAPTURE_BYTES = 1024 * 1024  # one capture always fits in one telemetry batch
+
+
+class CaptureSampler:
+    """Takes ``fraction_percent`` of requests, at most ``max_per_minute``, each at most ``max_bytes``.
+
+    No lock: under concurrent requests the per-minute count may be off by one or two, which sampling allows.
+    """
+
+    def __init__(self, config: dict, *, rng: Callable[[], float] = random.random,
+                 clock: Callable[[], float] = time.monotonic):
+        self.percent = _int(config, "fraction_percent", 0, 100, 0)
+        self.max_per_minute = _int(config, "max_per_minute", 0, 1_000_000, 60)
+        self.max_bytes = _int(config, "max_bytes", 1, MAX_CAPTURE_BYTES, 65_536)
+        self._rng, self._clock = rng, clock
+        self._window_start, self._taken = clock(), 0
+
+    def sample(self) -> bool:
+        """Whether this request is captured (its size is checked by :meth:`fits`)."""
+        if not self.percent or self._rng() * 100 >= self.percent:
+            return False
+        now = self._clock()
+        if now - self._window_start >= 60:
+            self._window_start, self._taken = now, 0
+        if self._taken >= self.max_per_minute:
+            return False
+        self._taken += 1
+        return True
+
+    def fits(self, size: int) -> bool:
+        return size <= self.max_bytes
+
+
+class CloudScoreResult(ScoreResult):
+    """A :class:`ScoreResult` made from the cloud's OIP response (``scored_on`` is ``cloud``)."""
+
+    __slots__ = ("scored_on", "fallback_reason")
+
+    def __init__(self, response: dict):
+        parameters = response.get("parameters") or {}
+        version = str(response.get("model_version", ""))
+        super().__init__(oip.decode_response(response), str(response.get("model_name", "")),
+                         int(version) if version.isdigit() else 0, str(parameters.get("accelerator", "")))
+        self.scored_on = "cloud"
+        self.fallback_reason = parameters.get("fallback_reason")
+
+
+class Offload:
+    def __init__(self, *, client: CloudClient | None, outbox: Outbox, profile: FirmwareProfile,
+                 overrides: Callable[[], dict] = dict):
+        self.client = client
+        self.outbox = outbox
+        self._preferred = {"onnx": profile.onnx_providers[0].name if profile.onnx_providers else None,
+                           "tflite": profile.tflite_delegates[0].name if profile.tflite_delegates else None}
+        self._overrides = overrides  # desired state config["fallback"]: {module: {key: value}}
+        self._lock = threading.Lock()
+        self._policies: dict[tuple[str, str], tuple[FallbackPolicy, CaptureSampler | None]] = {}
+        self._inflight: Counter[str] = Counter()
+        self._latency: dict[str, LatencyAverage] = {}
+        self._counts: Counter[tuple[str, str, str]] = Counter()  # (model, reason, outcome)
+
+    # --- deciding and sending -----------------------------------------------------------------------
+
+    def run(self, name: str, version: int | None, module: LoadedModule | None, inputs: dict[str, np.ndarray], *,
+            request_bytes: int, body: Callable[[], bytes], prefer: object = None) -> dict | None:
+        """The cloud's OIP response when the policy sends this request there; None: score it here.
+
+        Raises :class:`CloudRefused` (the cloud answered 4xx) or ``TransportError`` when the request
+        cannot be scored here and the cloud cannot be reached (the message says why). When it could be
+        scored here, an unreachable cloud just means None.
+        """
+        rows = max((a.shape[0] if a.ndim else 1 for a in inputs.values()), default=0)
+        decision = self.decide(name, module, rows, request_bytes, prefer)
+        if decision.where == LOCAL:
+            return None
+        target, target_version = self.cloud_target(name, version, module)
+        try:
+            response = self.client.infer(target, target_version, body())
+        except CloudRefused:
+            self.count(name, decision.reason, "refused")
+            raise
+        except TransportError as exc:
+            if module is None or decision.reason in (BATCH_TOO_LARGE, REQUEST_TOO_LARGE):
+                self.count(name, decision.reason, "refused")
+                raise TransportError(f"model {name!r}: this request must be scored in the cloud ({decision.reason}) "
+                                     f"and cloud scoring is unavailable: {exc}", code=exc.code) from None
+            self.count(name, decision.reason, "local")  # the cloud is down: score here after all
+            return None
+        self.count(name, decision.reason, "cloud")
+        if not isinstance(response.get("parameters"), dict):
+            response["parameters"] = {}
+        response["parameters"]["fallback_reason"] = decision.reason
+        sampler = self._sampled(module) if module is not None else None
+        if sampler is not None:
+            try:
+                outputs = oip.decode_response(response)
+            except MessageError:
+                return response
+            self._write_capture(module, sampler, "cloud", str(response["parameters"].get("accelerator", "")),
+                                inputs, outputs)
+        return response
+
+
+    def decide(self, name: str, module: LoadedModule | None, rows: int, request_bytes: int,
+               prefer: object) -> Decision:
+        if module is None:
+            return FallbackPolicy().decide(installed=False) if self.client is not None else Decision(LOCAL)
+        if self.client is None:
+            return Decision(LOCAL)
+        policy, _ = self._policy(module)
+        latency = self._latency.get(name)
+        return policy.decide(installed=True, prefer=prefer if isinstance(prefer, str) else None, rows=rows,
+                             request_bytes=request_bytes, inflight=self._inflight[name],
+                             latency_ms=None if latency is None else latency.value,
+                             accelerator_failed=module.accelerator != self._preferred.get(module.manifest.runtime))
+
+    def cloud_target(self, name: str, version: int | None, module: LoadedModule | None) -> tuple[str, int | None]:
+        """The model name and version to ask the cloud for."""
+        if module is None:
+            return name, version
+        policy, _ = self._policy(module)
+        if policy.target:
+            return policy.target, None
+        ref = module.manifest.model_ref
+        if ref and ":" in ref:
+            model, _, ref_version = ref.rpartition(":")
+            return model, int(ref_version) if ref_version.isdigit() else None
+        return name, None
+
+    # --- scoring bookkeeping ------------------------------------------------------------------------
+
+    @contextmanager
+    def local(self, name: str) -> Iterator[None]:
+        """Count a local request in flight and feed its latency to the policy's average."""
+        with self._lock:
+            self._inflight[name] += 1
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            with self._lock:
+                self._inflight[name] -= 1
+                self._latency.setdefault(name, LatencyAverage()).add(elapsed_ms)
+
+    def count(self, model: str, reason: str, outcome: str) -> None:
+        """outcome: ``cloud`` (scored there), ``local`` (cloud failed, scored here), ``refused`` (503)."""
+        with self._lock:
+            self._counts[(model, reason, outcome)] += 1
+
+    def take_records(self) -> list[tuple[str, dict]]:
+        """``fallback`` telemetry records for the counts since the last call."""
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+        by_model: dict[str, dict] = {}
+        for (model, reason, outcome), n in sorted(counts.items()):
+            by_model.setdefault(model, {"model": model, "reasons": {}})["reasons"].setdefault(reason, {})[outcome] = n
+        return [("fallback", record) for record in by_model.values()]
+
+    # --- capture ------------------------------------------------------------------------------------
+
+    def capture(self, module: LoadedModule, scored_on: str, accelerator: str, inputs: dict[str, np.ndarray],
+                outputs: dict[str, np.ndarray]) -> None:
+        sampler = self._sampled(module)
+        if sampler is not None:
+            self._write_capture(module, sampler, scored_on, accelerator, inputs, outputs)
+
+    def _sampled(self, module: LoadedModule) -> CaptureSampler | None:
+        """The module's sampler when this request is to be captured, else None."""
+        _, sampler = self._policy(module)
+        return sampler if sampler is not None and sampler.sample() else None
+
+    def _write_capture(self, module: LoadedModule, sampler: CaptureSampler, scored_on: str, accelerator: str,
+                       inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
+        try:
+            data = captures.encode_capture(model=module.name, version=module.version, accelerator=accelerator,
+                                           scored_on=scored_on, inputs=inputs, outputs=outputs)
+        except MessageError:
+            return  # an output the protocol cannot carry: nothing to capture
+        if not sampler.fits(len(json.dumps(data))):
+            return
+        try:
+            self.outbox.add(captures.KIND, data)
+        except Exception:  # noqa: BLE001 - capture must never fail a request
+            log.exception("cannot write a capture of %s to the outbox", module.name)
+
+    def _policy(self, module: LoadedModule) -> tuple[FallbackPolicy, CaptureSampler | None]:
+        override = (self._overrides() or {}).get(module.name)
+        key = (module.digest, json.dumps(override, sort_keys=True))
+        cached = self._policies.get(key)
+        if cached is not None:
+            return cached
+        config = module.manifest.config
+        try:
+            policy = FallbackPolicy.from_configs(config, override)
+        except MessageError as exc:
+            log.warning("%s v%s: fallback policy ignored: %s", module.name, module.version, exc)
+            policy = FallbackPolicy()
+        sampler = None
+        if isinstance(config.get("capture"), dict):
+            try:
+                sampler = CaptureSampler(config["capture"])
+            except MessageError as exc:
+                log.warning("%s v%s: capture config ignored: %s", module.name, module.version, exc)
+        with self._lock:
+            self._policies[key] = (policy, sampler)
+        return policy, sampler
+
+
+def _int(config: dict, key: str, low: int, high: int, default: int) -> int:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise MessageError(f"capture.{key} must be an integer from {low} to {high}, got {value!r}")
+    return value

@@ -1,0 +1,139 @@
+"""Cloud scoring over the Open Inference Protocol v2 (KServe v2 / Triton HTTP): ``/v2/...``.
+
+    GET  /v2                                       server metadata
+    GET  /v2/health/live | /v2/health/ready         no token needed (like GET /api/health)
+    GET  /v2/models/{name}[/versions/{v}]           model metadata (loads the model)
+    GET  /v2/models/{name}[/versions/{v}]/ready
+    POST /v2/models/{name}[/versions/{v}]/infer     ``parameters``: scored_on, accelerator, model_version
+
+Every other route needs ``Authorization: Bearer <token>`` of any role
+(viewer is enough: scoring changes nothing; give devices a viewer token as
+their ``cloud_token``), checked with :mod:`fleet_server.api.deps`. Errors are
+``{"error": "..."}`` (what Triton and KServe clients read), not the
+``{"detail": ...}`` of ``/api``: 400 bad input with the reason, 401 no or bad
+token, 404 unknown model or version, 413 body over ``cloud_max_request_bytes``.
+Scoring runs in the thread pool; the models live in
+:class:`~fleet_server.cloud_scoring.CloudScoring`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+
+from fleet_protocol import oip
+from fleet_protocol.errors import BadDataError, EdgefleetError
+
+from ...cloud_scoring import CloudModel
+from ...errors import NotFoundError, TooLargeError
+from ...tokens import VIEWER
+from ..deps import CredentialsDep, FleetDep, Principal, authenticate, check_role
+
+SERVER_NAME = "edgefleet-server"
+
+
+class OipRoute(APIRoute):
+    """Turns every failure of a ``/v2`` route into ``{"error": "..."}`` with its status."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HTTPException as exc:
+                return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+            except RequestValidationError as exc:
+                return JSONResponse({"error": f"invalid request: {exc.errors()}"}, status_code=400)
+            except (NotFoundError, BadDataError, TooLargeError) as exc:
+                status = 404 if isinstance(exc, NotFoundError) else 413 if isinstance(exc, TooLargeError) else 400
+                return JSONResponse({"error": str(exc)}, status_code=status)
+            except EdgefleetError as exc:  # e.g. a model file no accelerator can load
+                return JSONResponse({"error": f"{exc.code}: {exc}"}, status_code=500)
+
+        return route
+
+
+def require_scoring(request: Request, fleet: FleetDep, credentials: CredentialsDep) -> Principal:
+    """Any known token: scoring reads the registry and changes nothing, so viewer is enough."""
+    principal = authenticate(fleet, credentials)
+    request.state.principal = principal
+    return check_role(principal, VIEWER)
+
+
+public = APIRouter(prefix="/v2", tags=["inference"], route_class=OipRoute)
+router = APIRouter(prefix="/v2", tags=["inference"], route_class=OipRoute, dependencies=[Depends(require_scoring)])
+
+
+@public.get("/health/live")
+def live() -> dict:
+    return {"live": True}
+
+
+@public.get("/health/ready")
+def ready(fleet: FleetDep) -> dict:
+    fleet.db.connection().execute("SELECT 1").fetchone()
+    return {"ready": True}
+
+
+@router.get("")
+def server_metadata(request: Request) -> dict:
+    return {"name": SERVER_NAME, "version": request.app.version, "extensions": []}
+
+
+def _version(version: str | None) -> int | None:
+    if version is None:
+        return None
+    if not version.isdigit():
+        raise NotFoundError(f"model version {version!r} is not a registered version number")
+    return int(version)
+
+
+def _model(fleet, name: str, version: str | None) -> CloudModel:
+    return fleet.cloud.model(name, _version(version))
+
+
+@router.get("/models/{name}")
+@router.get("/models/{name}/versions/{version}")
+def model_metadata(fleet: FleetDep, name: str, version: str | None = None) -> dict:
+    model = _model(fleet, name, version)
+    return model.metadata(fleet.cloud.versions(name))
+
+
+@router.get("/models/{name}/ready")
+@router.get("/models/{name}/versions/{version}/ready")
+def model_ready(fleet: FleetDep, name: str, version: str | None = None) -> dict:
+    model = _model(fleet, name, version)
+    return {"name": model.name, "version": str(model.version), "ready": True}
+
+
+@router.post("/models/{name}/infer")
+@router.post("/models/{name}/versions/{version}/infer")
+async def infer(fleet: FleetDep, request: Request, name: str, version: str | None = None) -> dict:
+    limit = fleet.config.cloud_max_request_bytes
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise TooLargeError(f"request body of {length} bytes is more than the {limit} allowed")
+    body = await request.body()
+    if len(body) > limit:
+        raise TooLargeError(f"request body of {len(body)} bytes is more than the {limit} allowed")
+    return await run_in_threadpool(_score, fleet, name, version, body)
+
+
+def _score(fleet, name: str, version: str | None, body: bytes) -> dict:
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadDataError(f"request body is not valid JSON: {exc}") from None
+    request = oip.decode_request(doc)
+    model = _model(fleet, name, version)
+    outputs = model.score(request.inputs, request.outputs)
+    return oip.encode_response(model.name, str(model.version), outputs, id=request.id,
+                               parameters={"scored_on": "cloud", "accelerator": model.accelerator,
+                                           "model_version": str(model.version)})

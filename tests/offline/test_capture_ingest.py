@@ -1,0 +1,28 @@
+"""The server files capture records apart from telemetry, once each; a malformed one is counted and dropped alone."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fleet_protocol import messages, topics
+from fleet_protocol.captures import encode_capture
+from fleet_server.store import captures as capture_store
+from fleet_server.store import telemetry as telemetry_store
+
+
+def batch(*records: tuple[int, str, dict]) -> bytes:
+    return messages.encode(messages.TelemetryBatch("dev-1", "ob-1", tuple(
+        messages.TelemetryRecord(seq, "2026-01-01T00:00:00Z", kind, data) for seq, kind, data in records)).to_dict())
+
+
+def test_captures_are_stored_once_and_a_bad_one_does_not_cost_the_rest_of_its_batch(fleet):
+    good = encode_capture(model="scaler", version=1, accelerator="cpu", scored_on="local",
+                          inputs={"x": np.ones((1, 4), np.float32)}, outputs={"y": np.ones((1, 4), np.float32)})
+    bad = {**good, "inputs": [{**good["inputs"][0], "b64": "!!"}]}
+    payload = batch((1, "capture", good), (2, "capture", bad), (3, "heartbeat", {"uptime_s": 1}))
+    topic = topics.device_topic("dev-1", "telemetry")
+    fleet.handlers.handle(topic, payload)
+    fleet.handlers.handle(topic, payload)  # redelivered after a reconnect
+    assert [c["seq"] for c in capture_store.list_captures(db=fleet.db)] == [1]
+    assert [r["kind"] for r in telemetry_store.query(db=fleet.db, device_id="dev-1")] == ["heartbeat"]
+    assert fleet.handlers.malformed.by_kind().get("capture") == 2

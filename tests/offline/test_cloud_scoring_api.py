@@ -1,0 +1,78 @@
+"""The fleet server scores every registered model version at the Open Inference Protocol v2 routes."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from fleet_protocol import oip
+from tests.server.builders import tiny_onnx, tiny_tflite
+from tests.server.conftest import register
+
+
+def _infer(api: TestClient, path: str, x: np.ndarray, **kwargs):
+    return api.post(f"/v2/models/{path}/infer", json=oip.encode_request({"x": x}), **kwargs)
+
+
+def test_registered_onnx_model_is_scored_with_where_and_which_version(api):
+    register(api, "scaler", tiny_onnx(2.0))
+    register(api, "scaler", tiny_onnx(3.0))
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    latest = _infer(api, "scaler", x)
+    assert latest.status_code == 200, latest.text
+    body = latest.json()
+    assert np.allclose(oip.decode_response(body)["y"], x * 3)
+    assert body["parameters"] == {"scored_on": "cloud", "accelerator": "CPUExecutionProvider", "model_version": "2"}
+    first = _infer(api, "scaler/versions/1", x).json()
+    assert np.allclose(oip.decode_response(first)["y"], x * 2) and first["model_version"] == "1"
+
+
+def test_tflite_model_is_scored_in_any_batch_size(api):
+    register(api, "adder", tiny_tflite())
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    response = _infer(api, "adder", x)
+    assert response.status_code == 200, response.text
+    assert np.allclose(oip.decode_response(response.json())["y"], x + x)
+
+
+def test_metadata_and_readiness_follow_the_registry(api):
+    register(api, "scaler", tiny_onnx())
+    meta = api.get("/v2/models/scaler").json()
+    assert meta["versions"] == ["1"] and meta["platform"] == "onnxruntime_onnx"
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+    assert api.get("/v2/models/scaler/versions/1/ready").json()["ready"] is True
+    assert api.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_unknown_model_or_version_is_404_with_an_error(api):
+    register(api, "scaler", tiny_onnx())
+    x = np.ones((1, 4), np.float32)
+    for path in ("nothing", "scaler/versions/9", "scaler/versions/abc"):
+        response = _infer(api, path, x)
+        assert response.status_code == 404 and "error" in response.json(), response.text
+
+
+def test_bad_input_is_400_with_the_reason(api):
+    register(api, "scaler", tiny_onnx())
+    wrong_shape = _infer(api, "scaler", np.ones((1, 3), np.float32))
+    assert wrong_shape.status_code == 400 and "shape" in wrong_shape.json()["error"]
+    wrong_type = api.post("/v2/models/scaler/infer", json=oip.encode_request({"x": np.ones((1, 4), np.int64)}))
+    assert wrong_type.status_code == 400 and "FP32" in wrong_type.json()["error"]
+    not_json = api.post("/v2/models/scaler/infer", content=b"{nope")
+    assert not_json.status_code == 400 and "JSON" in not_json.json()["error"]
+
+
+def test_scoring_needs_a_token_and_says_so_as_an_error(api):
+    register(api, "scaler", tiny_onnx())
+    response = _infer(api, "scaler", np.ones((1, 4), np.float32), headers={"Authorization": "Bearer wrong"})
+    assert response.status_code == 401 and "token" in response.json()["error"]
+
+
+def test_loaded_models_are_bounded_least_recently_used_first(api, fleet):
+    fleet.cloud.max_loaded = 2
+    for name in ("a", "b", "c"):
+        register(api, name, tiny_onnx())
+    x = np.ones((1, 4), np.float32)
+    for name in ("a", "b", "a", "c"):
+        assert _infer(api, name, x).status_code == 200
+    assert fleet.cloud.loaded == [("a", 1), ("c", 1)]
