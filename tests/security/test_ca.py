@@ -36,7 +36,8 @@ VQegmdw9MJ1rXMwGGisfc/urG6zSmvicMg==
 -----END CERTIFICATE REQUEST-----
 """  # `openssl req -new -sha1 -subj /CN=dev-1` with an RSA-2048 key; cryptography no longer signs with SHA-1
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+# An hour ahead: a CA made by a fixture later in a slow run must already be valid at NOW.
+NOW = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)
 
 
 @pytest.fixture

@@ -1,0 +1,132 @@
+"""Enrolling a device: key pair made here, CSR and one-time token to the server, a ready-to-run config back.
+
+:func:`enroll` (``edgefleet agent enroll``) takes the server URL and the
+enrollment token an operator made (``<device id>.<secret>``), generates an EC
+P-256 key and a CSR with CN = device id (:func:`fleet_protocol.root.make_device_key_and_csr`),
+and POSTs only the CSR and the token to ``/api/enroll``. The answer: the
+device's client certificate, the fleet CA certificate, the broker URL
+(``mqtts://``) and the server's signing key(s). The private key is written
+only here (``state_dir/identity/device.key``, 0600, folder 0700) and never
+sent. Files are written temp-then-``os.replace``; the agent config last, so a
+failed enrollment leaves no half-usable config. A refused token
+(unknown, used, expired) is :class:`EnrollmentError` with the server's reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from fleet_protocol.errors import EdgefleetError, TransportError
+from fleet_protocol.fields import is_valid_name
+from fleet_protocol.root import load_certificate, make_device_key_and_csr
+
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+class EnrollmentError(EdgefleetError):
+    """The server refused the enrollment (bad, used or expired token; bad CSR) or answered nonsense."""
+
+    code = "enrollment_failed"
+
+
+@dataclass(frozen=True)
+class IdentityFiles:
+    """Where a device's TLS identity lives under its state dir."""
+
+    directory: Path
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> "IdentityFiles":
+        return cls(Path(state_dir) / "identity")
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def cert(self) -> Path:
+        return self.directory / "device.crt"
+
+    @property
+    def key(self) -> Path:
+        return self.directory / "device.key"
+
+
+def device_id_from_token(token: str) -> str:
+    device_id, sep, secret = token.strip().rpartition(".")
+    if not sep or not secret or not is_valid_name(device_id):
+        raise EnrollmentError("this does not look like an enrollment token (`edgefleet device enroll` prints one)")
+    return device_id
+
+
+def enroll(*, server_url: str, token: str, state_dir: Path, config_out: Path, timeout_s: float = 30.0) -> Path:
+    """Enroll this device and write its agent config to ``config_out``; return that path."""
+    device_id = device_id_from_token(token)
+    key_pem, csr_pem = make_device_key_and_csr(device_id)
+    url = server_url.rstrip("/") + "/api/enroll"
+    try:
+        response = httpx.post(url, json={"token": token.strip(), "csr": csr_pem.decode("ascii")}, timeout=timeout_s)
+    except httpx.TransportError as exc:
+        raise TransportError(f"cannot reach the fleet server at {server_url}: {exc}") from None
+    if response.status_code != 200:
+        raise EnrollmentError(f"the server refused the enrollment ({response.status_code}): {_detail(response)}")
+    body = _parse(response)
+    if load_certificate(body["certificate_pem"].encode()).public_key() != _public_key(key_pem):
+        raise EnrollmentError("the server returned a certificate for a different key")
+    files = IdentityFiles.in_state_dir(state_dir)
+    files.directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(Path(state_dir), 0o700)
+    os.chmod(files.directory, 0o700)
+    write_atomic(files.key, key_pem, mode=0o600)
+    write_atomic(files.cert, body["certificate_pem"].encode(), mode=0o644)
+    write_atomic(files.ca, body["ca_certificate_pem"].encode(), mode=0o644)
+    values = {"device_id": device_id, "state_dir": str(Path(state_dir).resolve()), "broker_url": body["broker_url"],
+              "trusted_keys": body["trusted_keys"], "tls_ca": str(files.ca.resolve()),
+              "tls_cert": str(files.cert.resolve()), "tls_key": str(files.key.resolve())}
+    text = "# Written by `edgefleet agent enroll`.\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+    config_out = Path(config_out)
+    config_out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(config_out, text.encode(), mode=0o600)
+    return config_out
+
+
+def _parse(response: httpx.Response) -> dict:
+    if len(response.content) > MAX_RESPONSE_BYTES:
+        raise EnrollmentError("the server's enrollment answer is too large")
+    try:
+        body = response.json()
+    except ValueError:
+        raise EnrollmentError("the server's enrollment answer is not JSON") from None
+    wanted = {"certificate_pem": str, "ca_certificate_pem": str, "broker_url": str, "trusted_keys": list}
+    if not isinstance(body, dict) or any(not isinstance(body.get(k), t) for k, t in wanted.items()):
+        raise EnrollmentError(f"the server's enrollment answer lacks one of {', '.join(wanted)}")
+    return body
+
+
+def _public_key(key_pem: bytes):
+    return load_pem_private_key(key_pem, password=None).public_key()
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return str(detail) if detail else response.text[:300]
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)

@@ -1,0 +1,124 @@
+"""The device's TLS identity: renewing its client certificate over MQTT before it expires.
+
+:class:`CertificateRenewer` checks the certificate at every connect and once
+an hour. Within ``renew_before_s`` of expiry it makes a fresh key pair here
+(the private key never leaves the device), publishes the CSR on the device's
+``renew`` topic and waits for the answer on its ``certificate`` topic (see
+:mod:`fleet_protocol.renewal`; the broker's mutual TLS and ACL authenticate
+both). An answer is taken only if it is for the key it asked with, names
+this device and is issued by the fleet CA; then the new key and certificate
+replace the old ones on disk and the link presents them from its next
+connect. Crash safety: the new key is saved as ``device.key.new`` first, the
+certificate replaced next, the key last; :func:`finish_interrupted_switch`
+(called by the agent before it opens the link) completes or drops a half-done switch. A device offline past expiry
+cannot connect to ask, and must re-enroll with a new token.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from fleet_protocol import renewal, topics
+from fleet_protocol.errors import MessageError
+from fleet_protocol.root import load_certificate, make_device_key_and_csr, needs_renewal
+from fleet_protocol.timestamps import utc_now
+
+from .enroll import write_atomic
+
+log = logging.getLogger("edgefleet.agent.identity")
+CHECK_INTERVAL_S = 3600.0
+
+
+def finish_interrupted_switch(cert: Path, key: Path) -> None:
+    """After a crash mid-renewal: keep ``key.new`` if the certificate on disk is already for it, else drop it."""
+    pending = key.with_name(key.name + ".new")
+    if not pending.exists():
+        return
+    new_public = load_pem_private_key(pending.read_bytes(), password=None).public_key()
+    if load_certificate(cert.read_bytes()).public_key() == new_public:
+        os.replace(pending, key)
+    else:
+        pending.unlink()
+
+
+class CertificateRenewer:
+    def __init__(self, *, device_id: str, files: tuple[Path, Path, Path], link, renew_before_s: float):
+        self._device_id = device_id
+        self._ca_cert, self._cert, self._key = files
+        self._link = link
+        self._renew_before = timedelta(seconds=renew_before_s)
+        self._pending_key: bytes | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.renewed = 0
+        self.topic = topics.device_topic(device_id, "certificate")
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="edgefleet-cert-renewal", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def on_connect(self) -> None:
+        """Ask again at every connect if still due (an answer may have been lost with the old connection)."""
+        with self._lock:
+            self._pending_key = None
+        self.check()
+
+    def check(self) -> bool:
+        """Send a renewal request if the certificate is due and none is outstanding; True when sent."""
+        if not needs_renewal(self._cert.read_bytes(), utc_now(), self._renew_before):
+            return False
+        with self._lock:
+            if self._pending_key is not None or not self._link.connected:
+                return False
+            key_pem, csr_pem = make_device_key_and_csr(self._device_id)
+            self._pending_key = key_pem
+        sent = self._link.publish(topics.device_topic(self._device_id, "renew"), renewal.encode_renew_request(csr_pem),
+                                  qos=1)
+        log.info("certificate expires %s: renewal requested (%s)",
+                 load_certificate(self._cert.read_bytes()).not_valid_after_utc, "sent" if sent else "not sent")
+        return sent is not None
+
+    def on_certificate(self, topic: str, payload: bytes) -> None:
+        try:
+            cert_pem = renewal.parse_certificate(payload)
+            cert = load_certificate(cert_pem)
+            cert.verify_directly_issued_by(load_certificate(self._ca_cert.read_bytes()))
+        except (MessageError, InvalidSignature, ValueError, TypeError) as exc:
+            log.warning("ignored a certificate message that is not a certificate from the fleet CA: %s", exc)
+            return
+        with self._lock:
+            key_pem = self._pending_key
+            if key_pem is None or cert.public_key() != load_pem_private_key(key_pem, password=None).public_key():
+                log.warning("ignored a certificate for a key this device did not ask with")
+                return
+            names = [a.value for a in cert.subject]
+            if names != [self._device_id]:
+                log.warning("ignored a certificate for %r", names)
+                return
+            write_atomic(self._key.with_name(self._key.name + ".new"), key_pem, mode=0o600)
+            write_atomic(self._cert, cert_pem, mode=0o644)
+            os.replace(self._key.with_name(self._key.name + ".new"), self._key)
+            self._pending_key = None
+            self.renewed += 1
+        self._link.reload_client_certificate(self._cert, self._key)
+        log.info("certificate renewed; valid until %s (used from the next connect)", cert.not_valid_after_utc)
+
+    def _run(self) -> None:
+        while not self._stop.wait(CHECK_INTERVAL_S):
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - the renewal thread must outlive one bad check
+                log.exception("checking the client certificate")

@@ -1,0 +1,29 @@
+"""``edgefleet audit``: the server's append-only log of changes (who, what, when, target)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..client import ApiClient
+from ..options import JsonOpt, ServerOpt, TokenOpt
+from ..output import print_json, print_table
+
+app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_entries(
+    actor: Annotated[Optional[str], typer.Option(help="Only changes made with this token name")] = None,
+    after_id: Annotated[int, typer.Option("--after-id", help="Only entries with a larger id")] = 0,
+    limit: Annotated[int, typer.Option(help="At most this many entries")] = 200,
+    server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """List audit entries, oldest first."""
+    entries = ApiClient(server, token).get("/api/audit", actor=actor, after_id=after_id, limit=limit)
+    if json_out:
+        print_json(entries)
+        return
+    print_table("Audit log", ["id", "when", "who", "what", "target", "status"],
+                [(e["id"], e["ts"], e["actor"], e["action"], e["target"], e["status"]) for e in entries])

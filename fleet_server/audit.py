@@ -1,0 +1,89 @@
+"""Who changed what, when: the audit trail of the API, and keeping secrets out of the access log.
+
+:class:`AuditMiddleware` (pure ASGI) records every ``/api`` request that
+changes something (any method but GET, HEAD, OPTIONS) and that an API token
+authorised: who (the token's *name*, never the token), what (method and route
+template, e.g. ``POST /api/devices/{device_id}/revoke``), the concrete target
+path and the response status. Refused requests (4xx) are recorded too, so a
+probing token leaves a trace; requests without a valid token are not (there
+is no one to name). The token's identity and the route template reach the middleware
+through ``scope["state"]``, set by :mod:`fleet_server.api.deps`.
+Changes made without an API token (a device enrolling with its one-time
+token) are recorded by their route through :func:`record`.
+
+:func:`redact_access_log` strips query strings from uvicorn's access log:
+the dashboard's event stream takes its token as ``?token=``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fleet_protocol.timestamps import to_iso, utc_now
+
+from .store import Database
+from .store import audit as audit_store
+
+log = logging.getLogger(__name__)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def record(db: Database, *, actor: str, action: str, target: str, status: int = 200) -> None:
+    audit_store.append(db=db, ts=to_iso(utc_now()), actor=actor, action=action, target=target, status=status)
+
+
+class AuditMiddleware:
+    """Append an audit entry for each authorised change as its response starts (so it is there before the
+    client sees the answer); never alters the response."""
+
+    def __init__(self, app, *, db_of):
+        self.app = app
+        self.db_of = db_of  # () -> Database; the fleet is attached to the app after the middleware is built
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})  # shared with the request's copies of the scope
+        recorded = False
+
+        def note(status_code: int) -> None:
+            nonlocal recorded
+            principal = state.get("principal")
+            if recorded or principal is None:
+                return
+            recorded = True
+            template = state.get("route_template") or scope["path"]
+            try:
+                record(self.db_of(), actor=principal.name, action=f"{scope['method']} {template}",
+                       target=scope["path"], status=status_code)
+            except Exception:  # the change is done; a failed audit write must be loud, not fatal
+                log.exception("could not write the audit entry for %s %s", scope["method"], scope["path"])
+
+        async def send_and_note(message):
+            if message["type"] == "http.response.start":
+                note(message["status"])  # before the client sees the answer
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception:
+            note(500)
+            raise
+
+
+class _RedactQuery(logging.Filter):
+    """uvicorn.access records carry ``(client, method, path with query, http version, status)``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?…", *args[3:])
+        return True
+
+
+def redact_access_log() -> None:
+    """Install the query-string filter on uvicorn's access logger (once)."""
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _RedactQuery) for f in logger.filters):
+        logger.addFilter(_RedactQuery())
