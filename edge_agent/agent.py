@@ -11,13 +11,14 @@ version check in front of the module's precompiled ``score`` closure.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
 
 import numpy as np
 
-from fleet_protocol import messages, topics
+from fleet_protocol import messages, oip, topics
 from fleet_protocol.errors import MessageError
 from fleet_protocol.profiles import load_profile
 from fleet_protocol.signing import PublicKey
@@ -25,10 +26,14 @@ from fleet_protocol.timestamps import to_iso, utc_now
 from fleet_protocol.trust import TrustedState
 
 from . import __version__
+from .cloud_client import CloudClient
 from .config import AgentConfig
+from .fallback import CircuitBreaker
 from .fetcher import Fetcher
+from .identity import CertificateRenewer, finish_interrupted_switch
 from .installer import Installer
 from .mqtt_link import MqttLink, RateLimitedLog
+from .offload import CloudScoreResult, Offload
 from .outbox import Outbox
 from .reconciler import GENERATION_KEY, Reconciler
 from .runtime import ModelNotFound, Runtime, ScoreResult
@@ -63,7 +68,8 @@ class Agent:
         config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.profile = load_profile(config.profile)
-        self.outbox = Outbox(config.state_dir / "agent.db", max_records=config.outbox_max_records)
+        self.outbox = Outbox(config.state_dir / "agent.db", max_records=config.outbox_max_records,
+                             max_bytes=config.outbox_max_bytes)
         generation = int(self.outbox.get_meta(GENERATION_KEY) or 0)
         self.trust = TrustedState(self.device_id, [PublicKey.from_hex(k) for k in config.trusted_keys],
                                   last_generation=generation)
@@ -72,10 +78,20 @@ class Agent:
         self.runtime = Runtime(self.profile)
         self._table = self.runtime.table
         self._scorers = self.runtime.scorers
+        client = None
+        if config.cloud_url:
+            client = CloudClient(config.cloud_url, token=config.cloud_token, timeout_s=config.cloud_timeout_s,
+                                 retries=config.cloud_retries,
+                                 breaker=CircuitBreaker(failure_threshold=config.cloud_breaker_failures,
+                                                        cooldown_s=config.cloud_breaker_cooldown_s))
+        self.offload = Offload(client=client, outbox=self.outbox, profile=self.profile,
+                               overrides=lambda: self.reconciler.desired_config.get("fallback", {}))
         try:
             self.scoring = ScoringServer(host=config.scoring_host, port=config.scoring_port,
                                          table=self.runtime.table, ready=self._ready.is_set,
-                                         max_request_bytes=config.max_request_bytes, agent_version=__version__)
+                                         max_request_bytes=config.max_request_bytes, agent_version=__version__,
+                                         request_timeout_s=config.request_timeout_s,
+                                         offload=self.offload)
         except OSError as exc:
             self.outbox.close()
             raise OSError(f"cannot serve predictions on {config.scoring_host}:{config.scoring_port}: "
@@ -87,14 +103,17 @@ class Agent:
         self._status_topic = topics.device_topic(self.device_id, "status")
         self._reported_topic = topics.device_topic(self.device_id, "reported")
         self._desired_topic = topics.device_topic(self.device_id, "desired")
+        if config.tls_files is not None:
+            finish_interrupted_switch(config.tls_files[1], config.tls_files[2])  # a crash mid-renewal
         self.link = MqttLink(client_id=f"edgefleet-agent-{self.device_id}", host=broker_host, port=broker_port,
-                             tls=tls, keepalive_s=config.keepalive_s,
+                             tls=tls, tls_files=config.tls_files, keepalive_s=config.keepalive_s,
                              will=(self._status_topic, self._status("offline")),
                              on_connect=self._on_connect, on_puback=self._on_puback)
         self.telemetry = Telemetry(outbox=self.outbox, link=self.link, device_id=self.device_id,
                                    runtime=self.runtime, disk_path=str(config.state_dir),
                                    heartbeat_interval_s=config.heartbeat_interval_s,
-                                   flush_interval_s=config.telemetry_flush_interval_s)
+                                   flush_interval_s=config.telemetry_flush_interval_s,
+                                   extra_records=self.offload.take_records)
         self.fetcher = Fetcher(self.link, self.device_id, self.installer.staging_dir,
                                window=config.fetch_window_chunks, timeout_s=config.fetch_timeout_s,
                                on_malformed=self.telemetry.malformed)
@@ -105,6 +124,11 @@ class Agent:
         self._ready.set()
         self.scoring.start()
         self.link.subscribe(self._desired_topic, self._on_desired, qos=1, wait=False)
+        self.renewer = None if config.tls_files is None else CertificateRenewer(
+            device_id=self.device_id, files=config.tls_files, link=self.link, renew_before_s=config.cert_renew_before_s)
+        if self.renewer is not None:
+            self.link.subscribe(self.renewer.topic, self.renewer.on_certificate, qos=1, wait=False)
+            self.renewer.start()
         self.reconciler.start()
         self.telemetry.start()
         self.link.start()
@@ -120,6 +144,8 @@ class Agent:
         self._started = False
         self.reconciler.stop()
         self.telemetry.stop()
+        if self.renewer is not None:
+            self.renewer.stop()
         self.link.stop(last=(self._status_topic, self._status("offline", ts=True)))
         if self.scoring is not None:
             self.scoring.stop()
@@ -160,10 +186,33 @@ class Agent:
             if score is not None:
                 return score(inputs)
         loaded = self._table.get(model)
-        if loaded is None or (version is not None and version != loaded.version):
+        if loaded is not None and version is not None:  # exactly this version, also one of an A/B split
+            loaded = loaded.primary if version == loaded.version else loaded.variants.get(version)
+        if loaded is None:
             raise ModelNotFound(f"model {model!r}" + (f" version {version}" if version is not None else "")
                                 + " is not loaded")
         return loaded.score(inputs)
+
+    def infer_with_fallback(self, model: str, inputs: dict[str, np.ndarray], version: int | None = None, *,
+                            prefer: str | None = None) -> ScoreResult:
+        """:meth:`infer` with the scoring API's cloud fallback (see :mod:`edge_agent.fallback`).
+
+        Opt-in, so that :meth:`infer` stays as fast as a bare onnxruntime call. ``result.scored_on``
+        says where it was scored. Raises ModelNotFound, ``CloudRefused`` (the cloud refused the
+        request) or ``TransportError`` (it must be scored in the cloud, which cannot be reached).
+        """
+        loaded = self._table.get(model)
+        if loaded is not None and version is not None and version != loaded.version:
+            raise ModelNotFound(f"model {model!r} version {version} is not loaded (serving {loaded.version})")
+        response = self.offload.run(model, version, loaded, inputs,
+                                    request_bytes=sum(np.asarray(a).nbytes for a in inputs.values()),
+                                    body=lambda: json.dumps(oip.encode_request(inputs)).encode(), prefer=prefer)
+        if response is not None:
+            return CloudScoreResult(response)
+        if loaded is None:
+            raise ModelNotFound(f"model {model!r} is not loaded")
+        with self.offload.local(model):
+            return loaded.score(inputs)
 
     @property
     def models(self) -> dict[str, int]:
@@ -181,6 +230,8 @@ class Agent:
         self.link.publish(self._status_topic, self._status("online", ts=True), qos=1, retain=True)
         self.publish_reported()
         self.telemetry.on_connect()
+        if self.renewer is not None:
+            self.renewer.on_connect()
 
     def _on_puback(self, mid: int) -> None:
         self.telemetry.on_puback(mid)

@@ -40,10 +40,29 @@ class AgentConfig:
     keepalive_s: int = 30
     outbox_max_records: int = 100_000
     max_request_bytes: int = 16_777_216
+    request_timeout_s: float = 30.0  # a scoring client silent this long mid-request (or idle) is disconnected
+    outbox_max_bytes: int = 64 * 1024**2  # past this, captures go first, then telemetry, events last
+    cloud_url: str | None = None  # fleet server for cloud scoring (OIP v2 at /v2); None: no cloud fallback
+    cloud_token: str | None = None  # bearer token for cloud_url
+    cloud_timeout_s: float = 5.0
+    cloud_retries: int = 1  # extra tries of a failed cloud call, with exponential backoff
+    cloud_breaker_failures: int = 3  # failed cloud calls in a row that open the circuit
+    cloud_breaker_cooldown_s: float = 10.0  # then calls fail at once until one trial after this
+    tls_ca: Path | None = None  # mutual TLS to the broker (mqtts://): the fleet CA certificate,
+    tls_cert: Path | None = None  # this device's client certificate (CN = device_id; `edgefleet agent enroll`)
+    tls_key: Path | None = None  # and its private key (0600; it never leaves the device)
+    cert_renew_before_s: float = 30 * 86400.0  # renew the client certificate this long before it expires
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
         validate(self)
+
+    @property
+    def tls_files(self) -> tuple[Path, Path, Path] | None:
+        """``(CA certificate, client certificate, client key)`` for mutual TLS, or None."""
+        if self.tls_ca is None:
+            return None
+        return Path(self.tls_ca), Path(self.tls_cert), Path(self.tls_key)
 
     @property
     def broker_host_port(self) -> tuple[str, int, bool]:
@@ -55,8 +74,11 @@ class AgentConfig:
 
 _REQUIRED = ("device_id", "state_dir")
 _INT_FIELDS = {"scoring_port": (0, 65535), "fetch_window_chunks": (1, 256), "keepalive_s": (5, 3600),
-               "outbox_max_records": (10, 100_000_000), "max_request_bytes": (1024, 2**31)}
-_FLOAT_FIELDS = {"heartbeat_interval_s": 0.05, "telemetry_flush_interval_s": 0.01, "fetch_timeout_s": 0.05}
+               "outbox_max_records": (10, 100_000_000), "max_request_bytes": (1024, 2**31),
+               "outbox_max_bytes": (65_536, 2**40), "cloud_retries": (0, 10), "cloud_breaker_failures": (1, 1000)}
+_FLOAT_FIELDS = {"heartbeat_interval_s": 0.05, "telemetry_flush_interval_s": 0.01, "fetch_timeout_s": 0.05,
+                 "cloud_timeout_s": 0.05, "cloud_breaker_cooldown_s": 0.01, "cert_renew_before_s": 1.0,
+                 "request_timeout_s": 0.1}
 
 
 def validate(config: AgentConfig) -> None:
@@ -87,6 +109,15 @@ def validate(config: AgentConfig) -> None:
     if not isinstance(config.tags, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in config.tags.items()):
         raise ConfigError("tags must map strings to strings")
+    if config.cloud_url is not None:
+        cloud = urlsplit(config.cloud_url) if isinstance(config.cloud_url, str) else None
+        if cloud is None or cloud.scheme not in ("http", "https") or not cloud.hostname:
+            raise ConfigError(f"cloud_url must look like http(s)://host:port, got {config.cloud_url!r}")
+    if config.cloud_token is not None and not isinstance(config.cloud_token, str):
+        raise ConfigError("cloud_token must be a string")
+    tls = (config.tls_ca, config.tls_cert, config.tls_key)
+    if any(v is not None for v in tls) and not all(isinstance(v, (str, Path)) and str(v) for v in tls):
+        raise ConfigError("tls_ca, tls_cert and tls_key go together: set all three paths or none")
     if not isinstance(config.scoring_host, str) or not config.scoring_host:
         raise ConfigError("scoring_host must be a host name or address")
     for name, (low, high) in _INT_FIELDS.items():
@@ -124,6 +155,9 @@ def load_config(path: Path) -> AgentConfig:
     if not isinstance(doc["state_dir"], str) or not doc["state_dir"]:
         raise ConfigError("state_dir must be a directory path")
     doc["state_dir"] = base / Path(doc["state_dir"]).expanduser()
+    for name in ("tls_ca", "tls_cert", "tls_key"):
+        if isinstance(doc.get(name), str) and doc[name]:
+            doc[name] = base / Path(doc[name]).expanduser()
     profile = doc.get("profile")
     if isinstance(profile, str) and _looks_like_path(profile):
         doc["profile"] = str(base / Path(profile).expanduser())

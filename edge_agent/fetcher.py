@@ -56,6 +56,7 @@ class _Job:
         self.received = 0
         self.refused = 0
         self.last_refusal: BadDataError | None = None
+        self.store_error: OSError | None = None  # the last chunk that could not be written (a full disk)
 
 
 class Fetcher:
@@ -180,13 +181,20 @@ class Fetcher:
                 if reported and job.refused == refused_seen:
                     reported = False
                     on_problem(None)
+            elif job.store_error is not None and not reported:
+                reason = job.store_error.strerror or str(job.store_error)
+                on_problem(TransportError(
+                    f"no space left to store {job.manifest.module} v{job.manifest.version} ({len(missing)} of "
+                    f"{len(job.sizes)} chunks missing): {reason}; the installed version keeps serving and the "
+                    "download resumes when space is freed", code="disk_full", category="resources"))
+                reported = True
             elif now >= round_deadline:
                 stalls += 1
                 round_deadline = now + self.timeout_s * min(2 ** stalls, MAX_BACKOFF_FACTOR)
                 log.info("no chunk of %s v%s for %.1fs (round %d); asking again", job.manifest.module,
                          job.manifest.version, self.timeout_s, stalls)
                 requested.clear()
-                if stalls >= STALL_ROUNDS and job.refused == refused_seen:
+                if stalls >= STALL_ROUNDS and job.refused == refused_seen and job.store_error is None:
                     on_problem(TransportError(
                         f"no chunk of {job.manifest.module} v{job.manifest.version} arrived in {stalls} rounds "
                         f"({len(missing)} of {len(job.sizes)} chunks missing); still trying",
@@ -222,9 +230,15 @@ class Fetcher:
                 fh.write(data)
             os.replace(tmp, path)
         except OSError as exc:
-            log.error("cannot store chunk %s: %s", sha[:12], exc)
+            tmp.unlink(missing_ok=True)
+            self._ratelog.warning(f"store:{job.manifest.digest}", "cannot store a chunk of %s v%s: %s",
+                                  job.manifest.module, job.manifest.version, exc)
+            with job.cond:
+                job.store_error = exc
+                job.cond.notify_all()
             return
         with job.cond:
+            job.store_error = None
             job.missing.discard(sha)
             job.received += 1
             job.cond.notify_all()

@@ -6,6 +6,8 @@ Layout under ``state_dir``::
     staging/<digest>/tree/<path>          files assembled from chunks, then checked
     modules/<name>/<version>-<digest12>/  an installed version (renamed from tree/)
     modules/<name>/active.json            {name, version, digest, dir, manifest, previous}
+    variants/<name>/<version>-<digest12>/ another version served beside the active one (A/B split)
+    variants/<name>/<version>-<digest12>.json   its signed manifest envelope, written after the directory
 
 Steps of :meth:`Installer.install`: assemble every file into ``tree/`` (paths
 from the manifest, already checked safe, and refused again if they would
@@ -24,6 +26,7 @@ What it does not do: verify signatures (the caller passes a manifest that
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -130,6 +133,109 @@ class Installer:
         """
         name, digest = manifest.module, manifest.digest
         staging = self.staging(digest)
+        tree = self._assemble(manifest)
+        module_dir = self.modules_dir / name
+        module_dir.mkdir(parents=True, exist_ok=True)
+        final = module_dir / version_dir_name(manifest.version, digest)
+        current = self.active(name)
+        if final.exists():
+            if current is not None and current.dir == final:  # already active: nothing to switch
+                shutil.rmtree(staging, ignore_errors=True)
+                return current
+            shutil.rmtree(final)  # a leftover from a crash before the switch, or an old rollback target
+        os.rename(tree, final)
+        fsync_dir(module_dir)
+        previous = current.to_dict(with_previous=False) if current is not None else None
+        record = _record(module_dir, {"name": name, "version": manifest.version, "digest": digest,
+                                      "dir": final.name, "manifest": envelope, "previous": previous})
+        self._switch(record)
+        self._collect(module_dir, keep={record.dir.name} | ({record.previous.dir.name} if record.previous else set()))
+        shutil.rmtree(staging, ignore_errors=True)
+        log.info("installed %s v%s (%s)", name, manifest.version, digest[:12])
+        return record
+
+    def install_variant(self, manifest: BundleManifest, envelope: dict) -> ActiveRecord:
+        """Assemble and check a version served beside the active one (A/B); ``active.json`` is not touched."""
+        tree = self._assemble(manifest)
+        variants_dir = self.state_dir / "variants" / manifest.module
+        variants_dir.mkdir(parents=True, exist_ok=True)
+        final = variants_dir / version_dir_name(manifest.version, manifest.digest)
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(tree, final)
+        fsync_dir(variants_dir)
+        record = ActiveRecord(manifest.module, manifest.version, manifest.digest, final, envelope)
+        write_atomic(final.with_name(final.name + ".json"), json.dumps(record.to_dict(with_previous=False)).encode())
+        shutil.rmtree(self.staging(manifest.digest), ignore_errors=True)
+        log.info("installed %s v%s (%s) as an A/B variant", manifest.module, manifest.version, manifest.digest[:12])
+        return record
+
+    def variants(self, name: str) -> dict[str, ActiveRecord]:
+        """The installed A/B variants of ``name`` by bundle digest (complete ones: their record is written last)."""
+        variants_dir = self.state_dir / "variants" / name
+        out = {}
+        for path in sorted(variants_dir.glob("*.json")) if variants_dir.is_dir() else []:
+            try:
+                record = _record(variants_dir, json.loads(path.read_text()))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if record.dir.is_dir():
+                out[record.digest] = record
+        return out
+
+    def drop_variants(self, name: str, keep: set[str]) -> None:
+        """Delete the A/B variants of ``name`` whose digest is not in ``keep``."""
+        for digest, record in self.variants(name).items():
+            if digest not in keep:
+                record.dir.with_name(record.dir.name + ".json").unlink(missing_ok=True)
+                shutil.rmtree(record.dir, ignore_errors=True)
+
+    def seed_chunks(self, manifest: BundleManifest) -> int:
+        """Copy into staging every chunk of ``manifest`` that an installed version already holds; return bytes.
+
+        Content-defined chunking makes versions share most chunks, so these
+        need no download. Each copied chunk is checked against its digest.
+        """
+        wanted = manifest.chunk_sizes()
+        chunks_dir = self.staging(manifest.digest) / "chunks"
+        sources: dict[str, tuple[Path, int, int]] = {}
+        records = list(self.variants(manifest.module).values())
+        active = self.active(manifest.module)
+        if active is not None:
+            records += [active] + ([active.previous] if active.previous else [])
+        for record in records:
+            try:
+                installed = BundleManifest.from_dict(record.signed)
+            except (BadDataError, KeyError, TypeError):
+                continue
+            for entry in installed.files:
+                offset = 0
+                for chunk in entry.chunks:
+                    if chunk.sha256 in wanted and chunk.sha256 not in sources:
+                        sources[chunk.sha256] = (record.dir / entry.path, offset, chunk.size)
+                    offset += chunk.size
+        reused = 0
+        for sha, (path, offset, size) in sources.items():
+            target = chunks_dir / sha
+            if target.exists():
+                continue
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(offset)
+                    data = handle.read(size)
+            except OSError:
+                continue
+            if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+                continue  # an installed file changed on disk: fetch this chunk instead
+            chunks_dir.mkdir(parents=True, exist_ok=True)
+            tmp = chunks_dir / f".{sha}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+            reused += size
+        return reused
+
+    def _assemble(self, manifest: BundleManifest) -> Path:
+        """Write every file from its staged chunks into ``staging/<digest>/tree`` and check it; return the tree."""
+        staging = self.staging(manifest.digest)
         chunks, tree = staging / "chunks", staging / "tree"
         if tree.exists():
             shutil.rmtree(tree)
@@ -153,25 +259,7 @@ class Installer:
         except BadDataError:
             shutil.rmtree(tree, ignore_errors=True)
             raise
-        module_dir = self.modules_dir / name
-        module_dir.mkdir(parents=True, exist_ok=True)
-        final = module_dir / version_dir_name(manifest.version, digest)
-        current = self.active(name)
-        if final.exists():
-            if current is not None and current.dir == final:  # already active: nothing to switch
-                shutil.rmtree(staging, ignore_errors=True)
-                return current
-            shutil.rmtree(final)  # a leftover from a crash before the switch, or an old rollback target
-        os.rename(tree, final)
-        fsync_dir(module_dir)
-        previous = current.to_dict(with_previous=False) if current is not None else None
-        record = _record(module_dir, {"name": name, "version": manifest.version, "digest": digest,
-                                      "dir": final.name, "manifest": envelope, "previous": previous})
-        self._switch(record)
-        self._collect(module_dir, keep={record.dir.name} | ({record.previous.dir.name} if record.previous else set()))
-        shutil.rmtree(staging, ignore_errors=True)
-        log.info("installed %s v%s (%s)", name, manifest.version, digest[:12])
-        return record
+        return tree
 
     def rollback(self, name: str) -> ActiveRecord | None:
         """Make ``previous`` active again (after a failed load); delete the failed version.

@@ -16,8 +16,10 @@ that raises is logged and never reaches paho's thread.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import paho.mqtt.client as mqtt
@@ -30,7 +32,8 @@ Handler = Callable[[str, bytes], None]
 
 
 class MqttLink:
-    def __init__(self, *, client_id: str, host: str, port: int, tls: bool = False, keepalive_s: int = 30,
+    def __init__(self, *, client_id: str, host: str, port: int, tls: bool = False,
+                 tls_files: tuple[Path, Path, Path] | None = None, keepalive_s: int = 30,
                  will: tuple[str, bytes] | None = None, on_connect: Callable[[], None] | None = None,
                  on_puback: Callable[[int], None] | None = None,
                  reconnect_min_s: float = 1.0, reconnect_max_s: float = 30.0):
@@ -48,7 +51,12 @@ class MqttLink:
                              protocol=mqtt.MQTTv311)
         client.reconnect_delay_set(min_delay=max(1, int(reconnect_min_s)), max_delay=max(1, int(reconnect_max_s)))
         client.max_inflight_messages_set(64)
-        if tls:
+        self._tls_context: ssl.SSLContext | None = None
+        if tls_files is not None:  # mutual TLS: (CA certificate, client certificate, client key)
+            self._tls_context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls_files[0]))
+            self._tls_context.load_cert_chain(str(tls_files[1]), str(tls_files[2]))
+            client.tls_set_context(self._tls_context)
+        elif tls:
             client.tls_set()
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
@@ -58,6 +66,12 @@ class MqttLink:
         client.on_subscribe = self._handle_subscribe
         client.on_publish = self._handle_publish
         self._client = client
+
+    def reload_client_certificate(self, cert: Path, key: Path) -> None:
+        """Present a renewed client certificate from the next (re)connect on; the open connection keeps the old."""
+        if self._tls_context is None:
+            raise TransportError("this link does not use a client certificate")
+        self._tls_context.load_cert_chain(str(cert), str(key))
 
     # --- lifecycle ------------------------------------------------------------------------------
 

@@ -17,9 +17,13 @@ Tables:
 - ``meta(key PRIMARY KEY, value)``: ``outbox_id`` (random, created once) and
   ``last_generation`` (the trusted desired-state generation).
 
-Bounded: past ``max_records`` rows, the oldest non-event rows are dropped
-first (heartbeats and model stats age out; install events are kept longest)
-and the number dropped is reported by :meth:`Outbox.take_dropped`.
+Bounded by ``max_records`` rows and ``max_bytes`` of record data: past
+either, records are dropped by priority, oldest first within a class:
+captures (``capture``) go first, then telemetry (heartbeats, model stats,
+fallback counts), and events (installs, refusals) last. The drops are
+counted per class and reported by :meth:`Outbox.take_dropped_by_class`
+(the heartbeat carries them). Records leave in seq order, so each stream
+(kind) is delivered in the order it was written.
 
 One connection shared by the agent's threads behind one lock; nothing here
 touches the network.
@@ -37,6 +41,9 @@ from fleet_protocol.messages import TelemetryRecord
 from fleet_protocol.timestamps import to_iso, utc_now
 
 EVENT = "event"
+CAPTURE = "capture"
+DROP_ORDER = (("capture", "kind = ?", (CAPTURE,)), ("telemetry", "kind NOT IN (?, ?)", (EVENT, CAPTURE)),
+              ("event", "kind = ?", (EVENT,)))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -52,17 +59,18 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 class Outbox:
     """Durable, bounded, ordered telemetry records plus persisted key/values."""
 
-    def __init__(self, path: Path, *, max_records: int = 100_000):
+    def __init__(self, path: Path, *, max_records: int = 100_000, max_bytes: int = 64 * 1024**2):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_records = max_records
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        self._count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-        self._dropped = 0
+        self._count, self._bytes = self._totals()
+        self._dropped: dict[str, int] = {}
         outbox_id = self.get_meta("outbox_id")
         if outbox_id is None:
             outbox_id = "ob-" + secrets.token_hex(8)
@@ -97,31 +105,50 @@ class Outbox:
                 for row in rows:
                     seqs.append(self._db.execute("INSERT INTO outbox(kind, ts, data) VALUES (?, ?, ?)", row).lastrowid)
                 self._count += len(rows)
-                if self._count > self.max_records:
+                self._bytes += sum(len(row[2]) for row in rows)
+                if self._count > self.max_records or self._bytes > self.max_bytes:
                     self._trim()
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
-                self._count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+                self._count, self._bytes = self._totals()
                 raise
         return seqs
 
-    def _trim(self) -> None:
-        excess = self._count - self.max_records
-        cur = self._db.execute(
-            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE kind != ? ORDER BY seq LIMIT ?)",
-            (EVENT, excess))
-        removed = cur.rowcount
-        if removed < excess:  # nothing but events left: the oldest events go too
-            removed += self._db.execute(
-                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
-                (excess - removed,)).rowcount
-        self._count -= removed
-        self._dropped += removed
+    def _totals(self) -> tuple[int, int]:
+        count, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(length(data)), 0) FROM outbox").fetchone()
+        return count, size
 
-    def pending(self, limit: int, *, exclude: set[int] | frozenset[int] = frozenset()) -> list[TelemetryRecord]:
-        """The oldest ``limit`` records in seq order, skipping the seqs in ``exclude`` (in flight)."""
+    def _over(self) -> bool:
+        return self._count > self.max_records or self._bytes > self.max_bytes
+
+    def _trim(self) -> None:
+        """Drop the oldest records of the lowest priority class until both bounds hold (inside a transaction)."""
+        for name, where, params in DROP_ORDER:
+            while self._over():
+                rows = self._db.execute(f"SELECT seq, length(data) FROM outbox WHERE {where} ORDER BY seq LIMIT 256",
+                                        params).fetchall()
+                if not rows:
+                    break
+                victims = []
+                for seq, size in rows:
+                    if not self._over():
+                        break
+                    victims.append(seq)
+                    self._count -= 1
+                    self._bytes -= size
+                self._db.execute(f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(victims))})", victims)
+                self._dropped[name] = self._dropped.get(name, 0) + len(victims)
+
+    def pending(self, limit: int, *, exclude: set[int] | frozenset[int] = frozenset(),
+                max_bytes: int | None = None) -> list[TelemetryRecord]:
+        """The oldest ``limit`` records in seq order, skipping the seqs in ``exclude`` (in flight).
+
+        With ``max_bytes``, stop before the record that would take the data past it (the first record
+        always comes, so one large record is never stuck).
+        """
         out: list[TelemetryRecord] = []
+        total = 0
         after = 0
         with self._lock:
             while len(out) < limit:
@@ -132,6 +159,9 @@ class Outbox:
                 for seq, ts, kind, data in rows:
                     after = seq
                     if seq not in exclude:
+                        total += len(data)
+                        if max_bytes is not None and out and total > max_bytes:
+                            return out
                         out.append(TelemetryRecord(seq, ts, kind, json.loads(data)))
                         if len(out) >= limit:
                             break
@@ -141,20 +171,28 @@ class Outbox:
         if not seqs:
             return
         with self._lock:
-            removed = 0
             for start in range(0, len(seqs), 500):
                 part = seqs[start:start + 500]
-                removed += self._db.execute(f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(part))})",
-                                            part).rowcount
-            self._count -= removed
+                marks = ','.join('?' * len(part))
+                freed = self._db.execute(f"SELECT COALESCE(SUM(length(data)), 0) FROM outbox WHERE seq IN ({marks})",
+                                         part).fetchone()[0]
+                self._count -= self._db.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", part).rowcount
+                self._bytes -= freed
 
     def count(self) -> int:
         return self._count
 
+    def size_bytes(self) -> int:
+        return self._bytes
+
     def take_dropped(self) -> int:
-        """Records dropped by the bound since the last call."""
+        """Records dropped by the bounds since the last call."""
+        return sum(self.take_dropped_by_class().values())
+
+    def take_dropped_by_class(self) -> dict[str, int]:
+        """Records dropped by the bounds since the last call, per class (capture, telemetry, event)."""
         with self._lock:
-            dropped, self._dropped = self._dropped, 0
+            dropped, self._dropped = self._dropped, {}
         return dropped
 
     def close(self) -> None:

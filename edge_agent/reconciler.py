@@ -10,12 +10,22 @@ document:
    device, generation, expiry); a refused document changes nothing but the
    reported ``error``; an accepted generation is persisted;
 2. for each desired module whose bundle digest differs from the installed
-   one: verifies the manifest (rollback refused), fetches the missing chunks
-   (:mod:`edge_agent.fetcher`), installs atomically
+   one: verifies the manifest (rollback refused), copies the chunks an
+   installed version already holds, fetches the rest (:mod:`edge_agent.fetcher`), installs atomically
    (:mod:`edge_agent.installer`), loads the new version completely and only
    then swaps it into the serving table (:mod:`edge_agent.runtime`); a
-   version that fails to load is rolled back to the previous one;
+   version that fails to load or to pass its health check within its
+   window (:mod:`edge_agent.health`) is rolled back to the previous one
+   by the device itself, and reported with an error code and category;
+   a desired version equal to the installed ``previous`` (an operator's
+   rollback) switches back to it without a download;
 3. unloads and deletes modules that are no longer desired.
+
+A served module whose ``run`` crashes ``crash_limit`` times in a row is
+taken out of service and reported ``failed``/``crash_loop``; it is
+restarted after a doubling back-off and, after ``max_restarts`` loops, left
+down (``module_broken``) until a new desired state arrives. The other
+modules keep serving throughout.
 
 Every step is idempotent: the same document twice is a no-op. Every change
 is published as a retained reported state and written as an event.
@@ -38,9 +48,11 @@ from fleet_protocol.timestamps import utc_now
 from fleet_protocol.trust import TrustedState
 
 from .fetcher import FetchAborted, Fetcher
+from .health import restart_delay_s
 from .installer import ActiveRecord, Installer
+from .mqtt_link import RateLimitedLog
 from .outbox import Outbox
-from .runtime import Runtime
+from .runtime import LoadedModule, Runtime
 from .telemetry import Telemetry
 
 log = logging.getLogger("edgefleet.agent.reconciler")
@@ -73,8 +85,12 @@ class Reconciler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._work = threading.RLock()  # one change to installed/served modules at a time (worker, restarts)
+        self._crash_loops: dict[str, int] = {}  # bundle digest -> crash loops so far
         self.statuses: dict[str, ModuleStatus] = {}
         self.doc_error: dict | None = None
+        self._refusal_log = RateLimitedLog(log)  # refused documents can arrive in floods
+        self.desired_config: dict = {}  # the accepted desired state's config (e.g. fallback overrides)
         self.generation = trust.last_generation
         self._applied: str | None = None  # digest of the last document fully processed
         self.idle = threading.Event()
@@ -117,7 +133,8 @@ class Reconciler:
                     return
                 _, envelope = self._queue.popleft()
             try:
-                self.process(envelope)
+                with self._work:
+                    self.process(envelope)
             except FetchAborted:
                 log.info("desired state superseded or agent stopping; moving on")
             except Exception:  # noqa: BLE001 - the worker must survive anything
@@ -136,7 +153,7 @@ class Reconciler:
         try:
             state = self.trust.verify_desired_state(envelope, now=self._now())
         except (BadDataError, EdgefleetError) as exc:
-            log.warning("refused desired state: %s", exc)
+            self._refusal_log.warning("desired", "refused desired state: %s", exc)
             self.doc_error = exc.as_report()
             self.telemetry.event("desired_refused", **exc.as_report())
             self._changed()
@@ -148,6 +165,7 @@ class Reconciler:
             self.outbox.set_meta(GENERATION_KEY, str(state.generation))
         self.trust.accept_generation(state.generation)
         self.generation = state.generation
+        self.desired_config = state.config
         self.doc_error = None
         log.info("desired state generation %d: %s", state.generation,
                  ", ".join(f"{m.name} v{m.version}" for m in state.modules) or "no modules")
@@ -160,10 +178,12 @@ class Reconciler:
             if self._stop.is_set() or self._newer_than(state.generation):
                 raise FetchAborted()
             self._reconcile_module(module, state.generation)
+            self._reconcile_variants(module, state.generation)
         for name in sorted(set(self.installer.installed()) | set(self.runtime.table)):
             if name not in wanted:
                 self.runtime.unload(name)
                 self.installer.remove(name)
+                self.installer.drop_variants(name, set())
                 with self._lock:
                     self.statuses.pop(name, None)
                 self.telemetry.event("module_removed", module=name)
@@ -186,6 +206,18 @@ class Reconciler:
             else:
                 self._set(name, ModuleStatus("running", *target))
             return
+        if installed is not None and installed.previous is not None and \
+                installed.previous.digest == module.bundle_digest:
+            try:  # the operator rolled back: the version kept on disk, signature and pin checked again
+                self.trust.verify_module(module, installed=None, now=self._now())
+            except EdgefleetError as exc:
+                self._fail(name, target, exc, event="install_refused")
+                return
+            record = self.installer.rollback(name)
+            self.telemetry.event("rolled_back_by_server", module=name, version=module.version)
+            if record is not None:
+                self._load_or_rollback(record, target=target)
+            return
         try:
             manifest = self.trust.verify_module(
                 module, installed=(installed.version, installed.digest) if installed else None, now=self._now())
@@ -206,6 +238,9 @@ class Reconciler:
                 self.telemetry.event("download_problem", module=name, version=module.version, **error.as_report())
             self._changed()
 
+        reused = self.installer.seed_chunks(manifest)
+        if reused:
+            self.telemetry.event("chunks_reused", module=name, version=module.version, bytes=reused)
         self.fetcher.fetch(manifest, should_abort=lambda: self._stop.is_set() or self._newer_than(generation),
                            on_problem=on_problem)
         try:
@@ -237,16 +272,84 @@ class Reconciler:
                     self.runtime.unload(name)
             elif previous is None:
                 self.runtime.unload(name)
-            self._fail(name, target, exc, event="install_failed")
+            self._fail(name, target, exc, event="install_failed",
+                       rolled_back_to=previous.version if previous is not None else None)
             return
+        loaded.crashes.on_loop = lambda: self._crash_loop(loaded)
         self.runtime.activate(loaded)
         for note in loaded.notes:
             log.info("%s v%s: %s", name, loaded.version, note)
         self._set(name, ModuleStatus("running", *target))
         self.telemetry.event("install_succeeded", module=name, version=record.version, digest=record.digest,
-                             accelerator=loaded.accelerator, notes=loaded.notes or None)
+                             accelerator=loaded.accelerator, notes=loaded.notes or None,
+                             health_attempts=loaded.health_attempts or None)
         log.info("%s v%s runs on %s", name, record.version, loaded.accelerator)
         self._changed()
+
+    def _reconcile_variants(self, module: DesiredModule, generation: int) -> None:
+        """Serve the module's A/B variants beside its main version (or stop splitting when there are none)."""
+        name = module.name
+        main = self.runtime.table.get(name)
+        if not module.variants or main is None or main.primary.digest != module.bundle_digest:
+            self.runtime.set_split(name, None, [])
+            self.installer.drop_variants(name, set())
+            return
+        chosen = []
+        try:
+            for variant in module.variants:
+                desired = DesiredModule(name, variant.version, variant.bundle_digest, variant.manifest)
+                loaded = self.runtime.variant_of(name, variant.bundle_digest)
+                if loaded is None:
+                    record = self.installer.variants(name).get(variant.bundle_digest)
+                    if record is None:  # signed and pinned like any version; may be older than the main one
+                        manifest = self.trust.verify_module(desired, installed=None, now=self._now())
+                        self._check_fits(manifest)
+                        self.installer.seed_chunks(manifest)
+                        self.fetcher.fetch(manifest, on_problem=lambda error: None,
+                                           should_abort=lambda: self._stop.is_set() or self._newer_than(generation))
+                        record = self.installer.install_variant(manifest, variant.manifest)
+                    loaded = self.runtime.load(record)
+                chosen.append((loaded, variant.weight))
+        except EdgefleetError as exc:
+            self.runtime.set_split(name, None, [])
+            self._fail(name, (module.version, module.bundle_digest), exc, event="variant_failed")
+            return
+        self.runtime.set_split(name, module.weight, chosen)
+        self.installer.drop_variants(name, {v.bundle_digest for v in module.variants})
+        self.telemetry.event("split_set", module=name, weights={str(module.version): module.weight,
+                                                                **{str(l.version): w for l, w in chosen}})
+
+    # --- crash loops ----------------------------------------------------------------------------
+
+    def _crash_loop(self, loaded: LoadedModule) -> None:
+        """Called on the request thread that saw the last crash: take the version out, back off, report."""
+        name = loaded.name
+        if self.runtime.table.get(name) is not loaded:
+            return
+        self.runtime.unload(name)
+        loops = self._crash_loops[loaded.digest] = self._crash_loops.get(loaded.digest, 0) + 1
+        delay = restart_delay_s(loaded.policy, loops)
+        message = (f"{name} v{loaded.version} crashed {loaded.policy.crash_limit} times in a row "
+                   + (f"(crash loop {loops}); restarting in {delay:g}s" if delay is not None
+                      else f"in {loops} crash loops; marked broken until a new desired state"))
+        error = {"code": "crash_loop", "category": "health", "message": message}
+        log.error("%s", message)
+        self._set(name, ModuleStatus("failed", loaded.version, loaded.digest, error=error))
+        self.telemetry.event("crash_loop" if delay is not None else "module_broken", module=name,
+                             version=loaded.version, digest=loaded.digest, loops=loops, **error)
+        self._changed()
+        if delay is not None:
+            timer = threading.Timer(delay, self._restart, args=(name, loaded.digest))
+            timer.daemon = True
+            timer.start()
+
+    def _restart(self, name: str, digest: str) -> None:
+        with self._work:
+            installed = self.installer.active(name)
+            if self._stop.is_set() or installed is None or installed.digest != digest or name in self.runtime.table:
+                return  # stopped, replaced or already serving again
+            log.info("restarting %s v%s after its crash-loop back-off", name, installed.version)
+            self._load_or_rollback(installed, target=None)
 
     def _check_fits(self, manifest: BundleManifest) -> None:
         profile = self.runtime.profile
@@ -266,10 +369,10 @@ class Reconciler:
         with self._lock:
             self.statuses[name] = status
 
-    def _fail(self, name: str, target: tuple[int, str], exc: EdgefleetError, *, event: str) -> None:
+    def _fail(self, name: str, target: tuple[int, str], exc: EdgefleetError, *, event: str, **extra) -> None:
         log.warning("%s v%s: %s", name, target[0], exc)
         self._set(name, ModuleStatus("failed", *target, error=exc.as_report()))
-        self.telemetry.event(event, module=name, version=target[0], digest=target[1], **exc.as_report())
+        self.telemetry.event(event, module=name, version=target[0], digest=target[1], **exc.as_report(), **extra)
         self._changed()
 
     def _changed(self) -> None:

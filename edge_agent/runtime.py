@@ -5,7 +5,9 @@ without touching what is served: the model opens on the best accelerator of
 the firmware profile (:mod:`edge_agent.accelerators`), the entry script is
 imported from the installed directory under a unique module name, its
 ``init(context)`` runs once, and the manifest's sample request (if any) runs
-through the module as a health check. Only then does :meth:`Runtime.activate`
+through the module as a health check, with the manifest's health policy
+(latency budget, the entry script's ``health_check(context)``, a window to
+pass in: :mod:`edge_agent.health`). Only then does :meth:`Runtime.activate`
 put it in the serving table with a single dict assignment, so requests never
 see a half-loaded module and never fail during a switch.
 
@@ -21,8 +23,10 @@ concurrent requests is accepted: they are statistics).
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
+import random
 import logging
 import sys
 import threading
@@ -38,6 +42,7 @@ from fleet_protocol.errors import BadDataError, EdgefleetError
 from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.profiles import FirmwareProfile
 
+from .health import CrashWatch, HealthCheckError, HealthPolicy, check_latency, gate
 from .installer import ActiveRecord
 
 log = logging.getLogger("edgefleet.agent.runtime")
@@ -52,11 +57,6 @@ _ONNX_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float1
 class LoadError(EdgefleetError):
     code = "load_failed"
     category = "load"
-
-
-class HealthCheckError(EdgefleetError):
-    code = "health_check_failed"
-    category = "health"
 
 
 class InferenceError(BadDataError):
@@ -75,6 +75,7 @@ class ScoreResult:
     """Outputs of one prediction, with what produced them."""
 
     __slots__ = ("outputs", "model_name", "model_version", "accelerator")
+    scored_on = "local"  # a class attribute, so the hot path pays nothing (the cloud's results set "cloud")
 
     def __init__(self, outputs: dict[str, np.ndarray], model_name: str, model_version: int, accelerator: str):
         self.outputs = outputs
@@ -167,7 +168,8 @@ class LoadedModule:
     """One loaded version of a module; ``score(inputs) -> ScoreResult`` is the hot path."""
 
     def __init__(self, record: ActiveRecord, manifest: BundleManifest, model: Any, accelerator: str,
-                 notes: list[str], entry_run: Callable | None):
+                 notes: list[str], entry_run: Callable | None, policy: HealthPolicy = HealthPolicy(),
+                 health_check: Callable | None = None, context: "ModuleContext | None" = None):
         self.name = record.name
         self.version = record.version
         self.digest = record.digest
@@ -182,7 +184,21 @@ class LoadedModule:
         self.input_specs = {name: (datatype, shape) for name, datatype, shape in model.inputs}
         self.custom_run = entry_run is not None
         self.stats = Stats()
+        self.policy = policy
+        self.health_check = health_check
+        self.context = context
+        self.health_attempts = 0
+        self.crashes = CrashWatch(policy.crash_limit)  # the reconciler sets on_loop when it serves this version
+        self.primary = self  # with an A/B split, table[name] is a copy of the main version whose score splits
+        self.variants: dict[int, LoadedModule] = {}  # the other versions of an A/B split, by version
+        self.output_counts: dict[str, int] = {}  # answers by class (argmax), counted only under an A/B split
         self.score = self._build_score(entry_run)
+
+    def take_output_counts(self) -> dict[str, int]:
+        """The counts since the last call (emptied in place: the split closure holds this very dict)."""
+        counts = dict(self.output_counts)
+        self.output_counts.clear()
+        return counts
 
     def _build_score(self, entry_run: Callable | None) -> Callable[[dict], ScoreResult]:
         stats, name, version, accelerator = self.stats, self.name, self.version, self.accelerator
@@ -214,6 +230,7 @@ class LoadedModule:
                 return result(dict(zip(names, outs)), name, version, accelerator)
         else:
             call = entry_run if entry_run is not None else self.model.run
+            crashes = self.crashes
 
             def score(inputs: dict) -> ScoreResult:
                 t0 = clock()
@@ -223,7 +240,10 @@ class LoadedModule:
                     stats.errors[0] += 1
                     if isinstance(exc, BadDataError):
                         raise
+                    if entry_run is not None:
+                        crashes.crashed()  # the module's own code failed: counts toward a crash loop
                     raise InferenceError(f"{name} v{version} refused the request: {_reason(exc)}") from exc
+                crashes.streak = 0
                 stats.buckets[(clock() - t0).bit_length()] += 1
                 return result(outs, name, version, accelerator)
         return score
@@ -254,13 +274,16 @@ class Runtime:
             raise LoadError(f"{record.name} v{record.version}: {exc}", code=exc.code) from None
         except Exception as exc:  # noqa: BLE001 - a runtime's native errors have no common base
             raise LoadError(f"{record.name} v{record.version}: cannot load {manifest.model}: {_reason(exc)}") from None
-        entry_run = None
+        policy = HealthPolicy.from_config(manifest.config)
+        entry_run = health_check = context = None
         if manifest.entry:
-            entry_run = self._load_entry(record, manifest, model)
-        loaded = LoadedModule(record, manifest, model, accelerator, list(notes), entry_run)
-        if manifest.sample:
-            self._health_check(loaded)
+            entry_run, health_check, context = self._load_entry(record, manifest, model)
+        loaded = LoadedModule(record, manifest, model, accelerator, list(notes), entry_run, policy, health_check,
+                              context)
+        if manifest.sample or health_check is not None:
+            loaded.health_attempts = gate(lambda: self._health_check(loaded), policy)
             loaded.stats.take()  # the health check is not a request
+            loaded.crashes.streak = 0
         return loaded
 
     def activate(self, loaded: LoadedModule) -> None:
@@ -269,6 +292,31 @@ class Runtime:
         self.scorers[loaded.name] = loaded.score
         if old is not None and old is not loaded:
             self.retired.append(old)
+
+    def set_split(self, name: str, main_weight: int | None, variants: list[tuple[LoadedModule, int]]) -> None:
+        """Serve ``name`` as an A/B split of its main version and ``variants`` by weight; no variants: main alone.
+
+        Every version stays addressable by number; the unversioned name picks
+        one at random by weight. Only split modules pay for the choice.
+        """
+        current = self.table.get(name)
+        if current is None:
+            return
+        main = current.primary
+        if not variants:
+            if current is not main:
+                self.table[name] = main
+                self.scorers[name] = main.score
+            return
+        split = copy.copy(main)
+        split.variants = {loaded.version: loaded for loaded, _ in variants}
+        split.score = _split_score([(main, main_weight or 0)] + variants)
+        self.table[name] = split
+        self.scorers[name] = split.score
+
+    def variant_of(self, name: str, digest: str) -> LoadedModule | None:
+        current = self.table.get(name)
+        return next((v for v in current.variants.values() if v.digest == digest), None) if current else None
 
     def unload(self, name: str) -> None:
         self.scorers.pop(name, None)
@@ -289,7 +337,9 @@ class Runtime:
         interpreter, accelerator, notes = accelerators.create_tflite_interpreter(model_path, self.profile, override)
         return TfliteModel(interpreter), accelerator, notes
 
-    def _load_entry(self, record: ActiveRecord, manifest: BundleManifest, model: Any) -> Callable | None:
+    def _load_entry(self, record: ActiveRecord, manifest: BundleManifest,
+                    model: Any) -> tuple[Callable | None, Callable | None, ModuleContext]:
+        """Import the entry script and run its ``init``; return its ``run``, ``health_check`` and context."""
         path = record.dir / manifest.entry
         safe_name = record.name.replace("-", "_").replace(".", "_")
         unique = f"edgefleet_module_{safe_name}_v{record.version}_{record.digest[:12]}"
@@ -301,9 +351,10 @@ class Runtime:
             module = importlib.util.module_from_spec(spec)
             sys.modules[unique] = module
             spec.loader.exec_module(module)
+            context = ModuleContext(model, model.inputs, model.outputs, record.dir, dict(manifest.config), module_log)
             init = getattr(module, "init", None)
             if callable(init):
-                init(ModuleContext(model, model.inputs, model.outputs, record.dir, dict(manifest.config), module_log))
+                init(context)
         except LoadError:
             raise
         except Exception as exc:  # noqa: BLE001 - module code can raise anything
@@ -313,21 +364,58 @@ class Runtime:
             # Registered only while it executes (for code that looks itself up); its functions keep it alive,
             # so replaced versions do not pile up in sys.modules.
             sys.modules.pop(unique, None)
-        run = getattr(module, "run", None)
-        return run if callable(run) else None
+        run, check = getattr(module, "run", None), getattr(module, "health_check", None)
+        return (run if callable(run) else None), (check if callable(check) else None), context
 
     def _health_check(self, loaded: LoadedModule) -> None:
-        path = loaded.record.dir / loaded.manifest.sample
-        try:
-            request = oip.decode_request(json.loads(path.read_text()))
-            outputs = loaded.score(request.inputs).outputs
-            if not isinstance(outputs, dict) or not outputs:
-                raise ValueError("the module returned no outputs")
-            for array in outputs.values():
-                np.asarray(array)
-        except Exception as exc:  # noqa: BLE001
-            raise HealthCheckError(f"{loaded.name} v{loaded.version} failed its health check on "
-                                   f"{loaded.manifest.sample}: {_reason(exc)}") from None
+        """One check: the sample scores (within the latency budget), then the module's ``health_check`` passes."""
+        what = f"{loaded.name} v{loaded.version}"
+        if loaded.manifest.sample:
+            path = loaded.record.dir / loaded.manifest.sample
+            try:
+                request = oip.decode_request(json.loads(path.read_text()))
+                t0 = perf_counter_ns()
+                outputs = loaded.score(request.inputs).outputs
+                elapsed_ns = perf_counter_ns() - t0
+                if not isinstance(outputs, dict) or not outputs:
+                    raise ValueError("the module returned no outputs")
+                for array in outputs.values():
+                    np.asarray(array)
+            except Exception as exc:  # noqa: BLE001
+                raise HealthCheckError(f"{what} failed its health check on {loaded.manifest.sample}: "
+                                       f"{_reason(exc)}") from None
+            check_latency(loaded.policy, elapsed_ns, what)
+        if loaded.health_check is not None:
+            try:
+                healthy = loaded.health_check(loaded.context)
+            except Exception as exc:  # noqa: BLE001 - module code can raise anything
+                raise HealthCheckError(f"{what}: health_check raised {type(exc).__name__}: {_reason(exc)}") from None
+            if healthy is False:
+                raise HealthCheckError(f"{what}: health_check reported the module unhealthy")
+
+
+def _split_score(entries: list[tuple[LoadedModule, int]]) -> Callable[[dict], ScoreResult]:
+    """A score function that sends each request to one version, at random in proportion to its weight."""
+    total = sum(weight for _, weight in entries) or 1
+    choices, cumulative = [], 0
+    for loaded, weight in entries:
+        cumulative += weight
+        choices.append((cumulative / total, loaded.score, loaded.output_counts))
+    pick = random.random
+
+    def score(inputs: dict) -> ScoreResult:
+        r = pick()
+        for limit, chosen, counts in choices:
+            if r < limit:
+                break
+        result = chosen(inputs)
+        first = next(iter(result.outputs.values()), None)
+        if first is not None and np.size(first):
+            label = str(int(np.argmax(np.asarray(first).reshape(len(first), -1)[0]))) if np.ndim(first) else "0"
+            counts[label] = counts.get(label, 0) + 1
+        return result
+
+    return score
 
 
 def _shape(dims: list) -> list[int]:

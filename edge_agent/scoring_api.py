@@ -18,7 +18,16 @@ Routes::
 Errors are ``{"error": "..."}``: 400 malformed body, unknown input, wrong
 shape or dtype; 404 unknown model, version or route; 405 wrong method; 411
 no Content-Length; 413 body over ``max_request_bytes``; 500 a module's own
-failure.
+failure; 502 the cloud refused the agent (e.g. its token); 503 the request
+needs the cloud and the cloud cannot be reached (with the reason and a
+``Retry-After``).
+
+With an :class:`~edge_agent.offload.Offload` (the agent passes one), each
+inference request may go to the cloud instead (see
+:mod:`edge_agent.fallback` for when), and requests are sampled for data
+capture. Every response says where it was scored in its ``parameters``:
+``scored_on`` (``local`` or ``cloud``), ``accelerator``, ``model_version``,
+and ``fallback_reason`` when it went to the cloud.
 """
 
 from __future__ import annotations
@@ -33,8 +42,10 @@ from typing import Callable
 import numpy as np
 
 from fleet_protocol import oip
-from fleet_protocol.errors import BadDataError, MessageError
+from fleet_protocol.errors import BadDataError, MessageError, TransportError
 
+from .cloud_client import CloudRefused
+from .offload import Offload
 from .runtime import LoadedModule
 
 log = logging.getLogger("edgefleet.agent.scoring")
@@ -49,10 +60,12 @@ class _HttpError(Exception):
 
 class ScoringServer:
     def __init__(self, *, host: str, port: int, table: dict[str, LoadedModule], ready: Callable[[], bool],
-                 max_request_bytes: int = 16_777_216, agent_version: str = ""):
+                 max_request_bytes: int = 16_777_216, agent_version: str = "", offload: Offload | None = None,
+                 request_timeout_s: float = 30.0):
         handler = type("Handler", (_Handler,), {"table": table, "ready": staticmethod(ready),
                                                  "max_request_bytes": max_request_bytes,
-                                                 "agent_version": agent_version})
+                                                 "timeout": request_timeout_s,
+                                                 "agent_version": agent_version, "offload": offload})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -77,10 +90,14 @@ class ScoringServer:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "edgefleet-agent"
+    # Headers and body leave in separate writes: with Nagle on, keep-alive clients wait ~40 ms for each answer.
+    disable_nagle_algorithm = True
+    timeout: float  # seconds a client may stay silent mid-request (or idle on keep-alive) before it is closed
     table: dict[str, LoadedModule]
     ready: Callable[[], bool]
     max_request_bytes: int
     agent_version: str
+    offload: Offload | None
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         log.debug("%s " + format, self.address_string(), *args)
@@ -149,8 +166,10 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, {"name": name, "ready": True}
         if tail == ["infer"]:
             self._only(method, "POST")
-            body = self._read_json()  # read before looking the model up, so the connection stays usable
-            return 200, self._infer(self._module(name, version), body)
+            raw = self._read_body()  # read before looking the model up, so the connection stays usable
+            if self.offload is None:
+                return 200, self._infer(self._module(name, version), _parse_json(raw))
+            return 200, self._infer_or_offload(name, version, raw)
         raise _HttpError(404, f"no route {self.path}")
 
     def _only(self, method: str, allowed: str) -> None:
@@ -163,7 +182,12 @@ class _Handler(BaseHTTPRequestHandler):
         if module is None:
             raise _HttpError(404, f"unknown model {name!r}")
         if version is not None and version != module.version:
-            raise _HttpError(404, f"model {name!r} has no version {version} (serving {module.version})")
+            variant = module.variants.get(version)  # a version served beside the main one (A/B split)
+            if variant is None:
+                raise _HttpError(404, f"model {name!r} has no version {version} (serving {module.version})")
+            return variant
+        if version is not None:
+            return module.primary  # exactly the main version, not the split
         return module
 
     # --- bodies ---------------------------------------------------------------------------------
@@ -175,7 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif length and length != "0":
             self.close_connection = True
 
-    def _read_json(self) -> object:
+    def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             raise _HttpError(411, "send the body with a Content-Length (chunked encoding is not supported)")
         length = self.headers.get("Content-Length")
@@ -188,10 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
         if len(data) != size:
             self.close_connection = True
             raise _HttpError(400, "request body ended early")
-        try:
-            return json.loads(data)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise _HttpError(400, f"request body is not valid JSON: {exc}") from None
+        return data
 
     def _metadata(self, module: LoadedModule) -> dict:
         def tensors(specs: list) -> list[dict]:
@@ -202,10 +223,29 @@ class _Handler(BaseHTTPRequestHandler):
                 "parameters": {"accelerator": module.accelerator, "bundle_digest": module.digest}}
 
     def _infer(self, module: LoadedModule, body: object) -> dict:
+        return self._score(module, _decode_request(body))
+
+    def _infer_or_offload(self, name: str, version: int | None, raw: bytes) -> dict:
+        """Score here or in the cloud, as the module's fallback policy says; see the module docstring."""
+        offload = self.offload
+        request = _decode_request(_parse_json(raw))
+        module = self._module(name, version) if name in self.table else None
         try:
-            request = oip.decode_request(body)
-        except MessageError as exc:
-            raise _HttpError(400, str(exc)) from None
+            response = offload.run(name, version, module, request.inputs, request_bytes=len(raw), body=lambda: raw,
+                                   prefer=request.parameters.get("prefer"))
+        except CloudRefused as exc:
+            raise _HttpError(exc.status if exc.status in (400, 404, 413) else 502, str(exc)) from None
+        except TransportError as exc:
+            retry = max(1, round(offload.client.breaker.retry_in_s())) if offload.client is not None else 1
+            raise _HttpError(503, str(exc), {"Retry-After": str(retry)}) from None
+        if response is not None:
+            return response
+        if module is None:
+            raise _HttpError(404, f"unknown model {name!r}")
+        with offload.local(name):
+            return self._score(module, request)
+
+    def _score(self, module: LoadedModule, request: oip.InferenceRequest) -> dict:
         if not module.custom_run:
             _check_inputs(module, request.inputs)
         try:
@@ -218,10 +258,15 @@ class _Handler(BaseHTTPRequestHandler):
             if unknown:
                 raise _HttpError(400, f"model {module.name!r} has no output {unknown[0]!r}")
             outputs = {n: outputs[n] for n in request.outputs}
+        if self.offload is not None:
+            self.offload.capture(module, "local", result.accelerator, request.inputs, outputs)
         try:
+            parameters = {"scored_on": "local", "accelerator": result.accelerator,
+                          "model_version": str(result.model_version)}
+            if module.variants:  # an A/B split: say which variant answered
+                parameters["variant"] = str(result.model_version)
             return oip.encode_response(module.name, str(result.model_version), outputs, id=request.id,
-                                       parameters={"scored_on": "local", "accelerator": result.accelerator,
-                                                   "model_version": str(result.model_version)})
+                                       parameters=parameters)
         except MessageError as exc:
             raise _HttpError(500, f"model output cannot be encoded: {exc}") from None
 
@@ -237,6 +282,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+
+def _parse_json(data: bytes) -> object:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _HttpError(400, f"request body is not valid JSON: {exc}") from None
+
+
+def _decode_request(body: object) -> oip.InferenceRequest:
+    try:
+        return oip.decode_request(body)
+    except MessageError as exc:
+        raise _HttpError(400, str(exc)) from None
 
 
 def _check_inputs(module: LoadedModule, inputs: dict[str, np.ndarray]) -> None:

@@ -31,19 +31,22 @@ import psutil
 
 from fleet_protocol import messages, topics
 
-from .mqtt_link import MqttLink
+from .mqtt_link import MqttLink, RateLimitedLog
 from .outbox import Outbox
 from .runtime import LoadedModule, Runtime
 
 log = logging.getLogger("edgefleet.agent.telemetry")
 
 MAX_INFLIGHT_BATCHES = 8
+MAX_BATCH_BYTES = messages.MAX_MESSAGE_BYTES // 2  # record data per batch, leaving room for the envelope
 PENDING_EXPIRY_S = 60.0
 
 
 class Telemetry:
     def __init__(self, *, outbox: Outbox, link: MqttLink, device_id: str, runtime: Runtime, disk_path: str,
-                 heartbeat_interval_s: float, flush_interval_s: float, clock: Callable[[], float] = time.monotonic):
+                 heartbeat_interval_s: float, flush_interval_s: float, clock: Callable[[], float] = time.monotonic,
+                 extra_records: Callable[[], list[tuple[str, dict]]] | None = None):
+        self._step_log = RateLimitedLog(log)
         self.outbox = outbox
         self.link = link
         self.device_id = device_id
@@ -52,6 +55,7 @@ class Telemetry:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.flush_interval_s = flush_interval_s
         self._clock = clock
+        self._extra_records = extra_records  # e.g. fallback counts from the scoring API, at each heartbeat
         self._started_at = clock()
         self._topic = topics.device_topic(device_id, "telemetry")
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -119,16 +123,19 @@ class Telemetry:
         next_flush = now
         while not self._stop.is_set():
             now = self._clock()
+            beat_due, flush_due = now >= next_beat, now >= next_flush or self._wake.is_set()
+            if beat_due:  # scheduled before the work, so a failing step (a full disk) cannot spin
+                next_beat = now + self.heartbeat_interval_s
+            if flush_due:
+                self._wake.clear()
+                next_flush = now + self.flush_interval_s
             try:
-                if now >= next_beat:
+                if beat_due:
                     self.heartbeat()
-                    next_beat = now + self.heartbeat_interval_s
-                if now >= next_flush or self._wake.is_set():
-                    self._wake.clear()
+                if flush_due:
                     self.flush()
-                    next_flush = now + self.flush_interval_s
-            except Exception:  # noqa: BLE001 - keep the thread alive; the outbox keeps the records
-                log.exception("telemetry step failed")
+            except Exception as exc:  # noqa: BLE001 - keep the thread alive; the outbox keeps the records
+                self._step_log.warning("step", "telemetry step failed (records stay in the outbox): %r", exc)
             timeout = max(0.01, min(next_beat, next_flush) - self._clock())
             self._wake.wait(timeout)
 
@@ -141,6 +148,7 @@ class Telemetry:
         if new:
             records.append(("event", {"event": "malformed_messages", "count": sum(new.values()), "topics": new}))
         modules = list(self.runtime.table.values())
+        modules += [v for m in modules for v in m.variants.values()]  # the other versions of A/B splits
         retired = []
         while self.runtime.retired:  # pop one at a time: the reconciler may append meanwhile
             retired.append(self.runtime.retired.pop(0))
@@ -148,11 +156,15 @@ class Telemetry:
             stats = model_stats(module)
             if stats is not None:
                 records.append(("model_stats", stats))
+        if self._extra_records is not None:
+            records.extend(self._extra_records())
         self.outbox.add_many(records)
 
     def _heartbeat_data(self) -> dict:
+        dropped = self.outbox.take_dropped_by_class()
         data: dict = {"uptime_s": int(self._clock() - self._started_at), "malformed_messages": self.malformed_total,
-                      "dropped_records": self.outbox.take_dropped(), "outbox_records": self.outbox.count(),
+                      "dropped_records": sum(dropped.values()), "dropped_by_class": dropped,
+                      "outbox_records": self.outbox.count(), "outbox_bytes": self.outbox.size_bytes(),
                       "modules": len(self.runtime.table)}
         try:
             data["cpu_percent"] = round(psutil.cpu_percent(None))
@@ -175,7 +187,8 @@ class Telemetry:
         self._expire_pending()
         sent = 0
         while self.link.connected and len(self._pending) < MAX_INFLIGHT_BATCHES:
-            records = self.outbox.pending(messages.MAX_TELEMETRY_RECORDS, exclude=self._inflight)
+            records = self.outbox.pending(messages.MAX_TELEMETRY_RECORDS, exclude=self._inflight,
+                                          max_bytes=MAX_BATCH_BYTES)
             if not records:
                 break
             batch = messages.TelemetryBatch(self.device_id, self.outbox.outbox_id, tuple(records))
@@ -187,8 +200,6 @@ class Telemetry:
             self._inflight.update(seqs)
             self.batches_sent += 1
             sent += len(records)
-            if len(records) < messages.MAX_TELEMETRY_RECORDS:
-                break
         return sent
 
     def _apply_acks(self) -> None:
@@ -217,13 +228,17 @@ class Telemetry:
 
 def model_stats(module: LoadedModule) -> dict | None:
     buckets, errors = module.stats.take()
+    outputs = module.take_output_counts()  # only A/B splits count answers by class
     requests = sum(buckets)
     if not requests and not errors:
         return None
     histogram = [[_upper_us(i), count] for i, count in enumerate(buckets) if count]
-    return {"model": module.name, "version": module.version, "accelerator": module.accelerator,
-            "requests": requests, "errors": errors,
-            "latency_us": {"buckets": histogram, "p50": _quantile(buckets, 0.50), "p95": _quantile(buckets, 0.95)}}
+    stats = {"model": module.name, "version": module.version, "accelerator": module.accelerator,
+             "requests": requests, "errors": errors,
+             "latency_us": {"buckets": histogram, "p50": _quantile(buckets, 0.50), "p95": _quantile(buckets, 0.95)}}
+    if outputs:
+        stats["outputs"] = outputs
+    return stats
 
 
 def _upper_us(index: int) -> int:

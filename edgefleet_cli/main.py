@@ -10,7 +10,8 @@ import typer
 
 from fleet_protocol.errors import EdgefleetError
 
-from .commands import agent, bundle, demo, deploy, device, model, module, profile, server
+from .commands import agent, bundle, capture, demo, deploy, device, model, module, profile, score, server
+from .commands import audit, token
 from .errors import CliError
 from .output import err_console
 
@@ -27,6 +28,10 @@ app.add_typer(bundle.app, name="bundle")
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(device.app, name="device")
 app.add_typer(profile.app, name="profile")
+app.add_typer(score.app, name="score")
+app.add_typer(capture.app, name="capture")
+app.add_typer(token.app, name="token")
+app.add_typer(audit.app, name="audit")
 app.command(name="demo")(demo.demo)
 
 

@@ -14,7 +14,8 @@ import json
 import tarfile
 
 from .errors import BadDataError, UnsafePathError
-from .manifest import DEFAULT_CHUNK_SIZE_BYTES, BundleManifest, check_relative_path, file_entry
+from .canonical import sha256_hex
+from .manifest import DEFAULT_CHUNK_SIZE_BYTES, BundleManifest, FileEntry, check_relative_path, file_entry
 from .signing import PublicKey, SigningKey, sign_envelope, verify_envelope
 from .trust import check_file
 
@@ -24,9 +25,16 @@ FILES_PREFIX = "files/"
 
 def build_manifest(*, module: str, version: int, runtime: str, model: str, files: dict[str, bytes],
                    created: str, **extra) -> BundleManifest:
-    """Describe ``files`` in a manifest (paths checked, digests and chunks computed)."""
+    """Describe ``files`` in a manifest (paths checked, digests and chunks computed).
+
+    ``chunker(data, chunk_size)`` picks the chunks (fixed-size by default; the
+    server uses :func:`fleet_protocol.chunking.content_defined_chunks`).
+    """
     chunk_size = extra.pop("chunk_size", DEFAULT_CHUNK_SIZE_BYTES)
-    entries = tuple(file_entry(path, files[path], chunk_size) for path in sorted(files))
+    chunker = extra.pop("chunker", None)
+    entries = tuple(file_entry(path, files[path], chunk_size) if chunker is None else
+                    FileEntry(check_relative_path(path), sha256_hex(files[path]), len(files[path]),
+                              chunker(files[path], chunk_size)) for path in sorted(files))
     manifest = BundleManifest(module=module, version=version, runtime=runtime, model=model, files=entries,
                               created=created, chunk_size=chunk_size, **extra)
     return BundleManifest.from_dict(manifest.to_dict())  # the same validation a device applies

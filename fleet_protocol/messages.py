@@ -50,15 +50,35 @@ def parse_error(raw: object, where: str) -> dict | None:
 
 
 @dataclass(frozen=True)
+class DesiredVariant:
+    """A second version of a module served beside the main one, for an A/B split of traffic."""
+
+    version: int
+    bundle_digest: str
+    manifest: dict
+    weight: int
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "bundle_digest": self.bundle_digest, "manifest": self.manifest,
+                "weight": self.weight}
+
+
+@dataclass(frozen=True)
 class DesiredModule:
     name: str
     version: int
     bundle_digest: str
     manifest: dict  # the signed manifest envelope, verified by the agent's trust checks
+    weight: int | None = None  # with variants: the main version's share of the traffic (relative weights)
+    variants: tuple[DesiredVariant, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "version": self.version, "bundle_digest": self.bundle_digest,
-                "manifest": self.manifest}
+        doc = {"name": self.name, "version": self.version, "bundle_digest": self.bundle_digest,
+               "manifest": self.manifest}
+        if self.variants:  # only then, so documents without a split stay byte for byte as before
+            doc["weight"] = self.weight
+            doc["variants"] = [v.to_dict() for v in self.variants]
+        return doc
 
 
 @dataclass(frozen=True)
@@ -89,6 +109,7 @@ class DesiredState:
                 version=count_field(raw, "version", where=f"{where} module", minimum=1),
                 bundle_digest=digest_field(raw, "bundle_digest", where=f"{where} module"),
                 manifest=field(raw, "manifest", dict, where=f"{where} module"),
+                **_variants(raw, f"{where} module"),
             ))
         names = [m.name for m in modules]
         if len(set(names)) != len(names):
@@ -101,6 +122,25 @@ class DesiredState:
             expires=field(doc, "expires", str, where=where, optional=True),
             config=field(doc, "config", dict, where=where, optional=True, default={}),
         )
+
+
+def _variants(raw: dict, where: str) -> dict:
+    """The optional A/B fields of a desired module: ``weight`` and ``variants`` (other versions, weights)."""
+    variants = []
+    for item in field(raw, "variants", list, where=where, optional=True, default=[]):
+        if not isinstance(item, dict):
+            raise MessageError(f"{where}: each variant must be an object")
+        variants.append(DesiredVariant(
+            version=count_field(item, "version", where=f"{where} variant", minimum=1),
+            bundle_digest=digest_field(item, "bundle_digest", where=f"{where} variant"),
+            manifest=field(item, "manifest", dict, where=f"{where} variant"),
+            weight=count_field(item, "weight", where=f"{where} variant")))
+    if not variants:
+        return {}
+    digests = [raw.get("bundle_digest")] + [v.bundle_digest for v in variants]
+    if len(set(digests)) != len(digests):
+        raise MessageError(f"{where}: a variant repeats a bundle")
+    return {"weight": count_field(raw, "weight", where=where), "variants": tuple(variants)}
 
 
 def parse_desired_envelope(payload: bytes) -> dict:

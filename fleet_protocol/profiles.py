@@ -15,6 +15,8 @@ Schema (every field required unless marked optional)::
     accelerators = ["cpu", "gpu"]       # kinds from ACCELERATOR_KINDS
     max_model_bytes = 268435456         # the largest model file accepted
     memory_budget_mb = 4096             # what the agent's models may use, <= memory_mb
+    relative_speed_percent = 40         # optional, default 100: model latency here is the latency
+                                        # measured on the server's CPU x 100 / this (deployment gates)
 
     [[onnx_providers]]                  # optional; tried in order, CPU last
     name = "TensorrtExecutionProvider"
@@ -52,7 +54,7 @@ BUILTIN_DELEGATES = ("xnnpack", "cpu")
 CPU_PROVIDER = "CPUExecutionProvider"
 
 _TOP_LEVEL_KEYS = {"name", "description", "arch", "memory_mb", "accelerators", "onnx_providers",
-                   "tflite_delegates", "max_model_bytes", "memory_budget_mb"}
+                   "tflite_delegates", "max_model_bytes", "memory_budget_mb", "relative_speed_percent"}
 _PROVIDER_KEYS = {"name", "options"}
 _DELEGATE_KEYS = {"name", "library", "options"}
 _BUILTIN_DELEGATE_OPTIONS = {"num_threads"}
@@ -119,6 +121,7 @@ class FirmwareProfile:
     tflite_delegates: tuple[Delegate, ...]
     max_model_bytes: int
     memory_budget_mb: int
+    relative_speed_percent: int = 100
 
     def to_dict(self) -> dict:
         """Plain JSON-able form (no floats), e.g. for the agent's reported state."""
@@ -132,6 +135,7 @@ class FirmwareProfile:
             "tflite_delegates": [d.to_dict() for d in self.tflite_delegates],
             "max_model_bytes": self.max_model_bytes,
             "memory_budget_mb": self.memory_budget_mb,
+            "relative_speed_percent": self.relative_speed_percent,
         }
 
 
@@ -170,6 +174,8 @@ def parse_profile(doc: dict, *, source: str) -> FirmwareProfile:
         tflite_delegates=tuple(_parse_delegate(raw, i, where) for i, raw in enumerate(raw_delegates)),
         max_model_bytes=count_field(doc, "max_model_bytes", where=where, minimum=1, error=err),
         memory_budget_mb=memory_budget_mb,
+        relative_speed_percent=count_field(doc, "relative_speed_percent", where=where, minimum=1, optional=True,
+                                           default=100, error=err),
     )
 
 

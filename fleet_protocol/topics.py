@@ -5,6 +5,10 @@
     edgefleet/v1/devices/<id>/status     device → server, retained, QoS 1: online, or offline (last will)
     edgefleet/v1/devices/<id>/telemetry  device → server, QoS 1: telemetry batches from the outbox
     edgefleet/v1/devices/<id>/fetch      device → server, QoS 1: request for bundle chunks
+    edgefleet/v1/devices/<id>/renew      device → server, QoS 1: CSR for a renewed client certificate
+    edgefleet/v1/devices/<id>/certificate server → device, QoS 1: the renewed certificate
+                                          (both: :mod:`fleet_protocol.renewal`; the broker's mTLS
+                                          identity and ACL are what authenticate a renewal)
     edgefleet/v1/bundles/<digest>/chunks server → devices, QoS 1: chunk payloads, shared so the
                                           broker fans one publish out to every device fetching it
 
@@ -18,7 +22,7 @@ from .errors import MessageError
 from .fields import HEX64, is_valid_name
 
 PREFIX = "edgefleet/v1"
-DEVICE_KINDS = ("desired", "reported", "status", "telemetry", "fetch")
+DEVICE_KINDS = ("desired", "reported", "status", "telemetry", "fetch", "renew", "certificate")
 
 
 def device_topic(device_id: str, kind: str) -> str:
@@ -35,7 +39,8 @@ def bundle_chunks_topic(bundle_digest: str) -> str:
     return f"{PREFIX}/bundles/{bundle_digest}/chunks"
 
 
-SERVER_SUBSCRIPTIONS = tuple(f"{PREFIX}/devices/+/{kind}" for kind in ("reported", "status", "telemetry", "fetch"))
+SERVER_SUBSCRIPTIONS = tuple(f"{PREFIX}/devices/+/{kind}" for kind in ("reported", "status", "telemetry", "fetch",
+                                                                          "renew"))
 
 
 def parse_device_topic(topic: str) -> tuple[str, str]:

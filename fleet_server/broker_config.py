@@ -36,8 +36,8 @@ from fleet_protocol.topics import PREFIX
 
 from .ca import SERVER_IDENTITY, CertificateAuthority, write_atomic
 
-DEVICE_WRITES = ("reported", "status", "telemetry", "fetch")
-DEVICE_READS = ("desired",)
+DEVICE_WRITES = ("reported", "status", "telemetry", "fetch", "renew")
+DEVICE_READS = ("desired", "certificate")
 PACKET_OVERHEAD_BYTES = 64 * 1024  # MQTT fixed header, topic and properties on top of the payload
 MAX_QUEUED_MESSAGES = 1000
 
@@ -56,6 +56,18 @@ class BrokerConfigFiles:
     client_cert: Path
     client_key: Path
 
+    @classmethod
+    def in_directory(cls, out_dir: Path) -> "BrokerConfigFiles":
+        out_dir = Path(out_dir)
+        return cls(directory=out_dir, config=out_dir / "mosquitto.conf", ca_cert=out_dir / "ca.crt",
+                   server_cert=out_dir / "server.crt", server_key=out_dir / "server.key", crl=out_dir / "crl.pem",
+                   acl=out_dir / "acl", client_cert=out_dir / "server-client.crt",
+                   client_key=out_dir / "server-client.key")
+
+    def server_tls(self) -> tuple[Path, Path, Path]:
+        """``(CA certificate, client certificate, client key)`` for the fleet server's MQTT link."""
+        return self.ca_cert, self.client_cert, self.client_key
+
 
 def write_broker_config(out_dir: Path, ca: CertificateAuthority, *, port: int,
                         hostnames: list[str] | None = None, ips: list[str] | None = None,
@@ -71,10 +83,7 @@ def write_broker_config(out_dir: Path, ca: CertificateAuthority, *, port: int,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(out_dir, 0o700)
-    files = BrokerConfigFiles(
-        directory=out_dir, config=out_dir / "mosquitto.conf", ca_cert=out_dir / "ca.crt",
-        server_cert=out_dir / "server.crt", server_key=out_dir / "server.key", crl=out_dir / "crl.pem",
-        acl=out_dir / "acl", client_cert=out_dir / "server-client.crt", client_key=out_dir / "server-client.key")
+    files = BrokerConfigFiles.in_directory(out_dir)
     server_key, server_cert = ca.issue_server_certificate(
         ["localhost"] if hostnames is None else hostnames, ["127.0.0.1"] if ips is None else ips)
     client_key, client_cert = ca.issue_client_identity(SERVER_IDENTITY)

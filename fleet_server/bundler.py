@@ -2,8 +2,9 @@
 
 A bundle is built from a module archive (``module.json`` + files) or from a
 registered model version; either way the manifest is made with
-:func:`fleet_protocol.bundle_file.build_manifest`, its chunks are stored
-content-addressed, the next version of the module is allocated and the
+:func:`fleet_protocol.bundle_file.build_manifest` with content-defined
+chunks (so versions that share bytes share chunks, and devices fetch only
+what changed), its chunks are stored content-addressed, the next version of the module is allocated and the
 manifest signed inside one database transaction, and the model is linked
 (``model_ref = name:version``), registering it first when a module brings
 bytes the registry has not seen. The ``.efb`` file is packed from the stored
@@ -19,6 +20,7 @@ import tarfile
 import threading
 
 from fleet_protocol import bundle_file, oip
+from fleet_protocol.chunking import content_defined_chunks
 from fleet_protocol.errors import BadDataError
 from fleet_protocol.fields import NAME
 from fleet_protocol.manifest import BundleManifest
@@ -100,22 +102,22 @@ def bundle_file_bytes(fleet, digest: str) -> bytes:
 
 
 class ChunkIndex:
-    """Which chunks belong to which bundle (bundles never change, so answers are cached)."""
+    """Which chunks (digest → size) belong to which bundle (bundles never change, so answers are cached)."""
 
     def __init__(self, fleet, *, max_entries: int = 512):
         self._fleet = fleet
-        self._cache: dict[str, frozenset[str]] = {}
+        self._cache: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
         self._max = max_entries
 
-    def chunks_of(self, digest: str) -> frozenset[str] | None:
+    def chunks_of(self, digest: str) -> dict[str, int] | None:
         with self._lock:
             if digest in self._cache:
                 return self._cache[digest]
         bundle = bundle_store.get_bundle(db=self._fleet.db, digest=digest)
         if bundle is None:
             return None
-        chunks = frozenset(BundleManifest.from_dict(bundle["envelope"]["signed"]).chunk_sizes())
+        chunks = BundleManifest.from_dict(bundle["envelope"]["signed"]).chunk_sizes()
         with self._lock:
             if len(self._cache) >= self._max:
                 self._cache.clear()
@@ -127,7 +129,7 @@ def _draft(fleet, *, module: str, runtime: str, model: str, files: dict[str, byt
     """The manifest without its final version (hashing is done here, outside the write lock); chunks stored."""
     manifest = bundle_file.build_manifest(module=module, version=1, runtime=runtime, model=model, files=files,
                                           created=to_iso(utc_now()), chunk_size=fleet.config.chunk_size_bytes,
-                                          **extra)
+                                          chunker=content_defined_chunks, **extra)
     for entry in manifest.files:
         data, offset = files[entry.path], 0
         for chunk in entry.chunks:

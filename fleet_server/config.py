@@ -18,6 +18,14 @@ class ServerConfig:
     public_broker_url: str | None = None  # what agents should use; default derived
     chunk_size_bytes: int = 262_144
     max_upload_bytes: int = 512 * 1024**2
+    rollout_tick_s: float = 1.0  # how often the rollout controller advances running rollouts
+    cloud_profile: str = "generic-cpu"  # firmware profile naming this host's accelerators for cloud scoring
+    cloud_max_loaded_models: int = 8  # model versions kept loaded for /v2 scoring (least recently used go)
+    cloud_max_request_bytes: int = 64 * 1024**2
+    broker_tls_dir: Path | None = None  # `edgefleet server broker-config --out DIR`: the server's mTLS identity, CRL
+    broker_pid_file: Path | None = None  # the broker's pid file: revocations SIGHUP it to reread the CRL
+    enrollment_ttl_s: int = 24 * 3600  # how long a one-time enrollment token stays valid
+    device_cert_valid_days: int = 90
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -35,12 +43,12 @@ class ServerConfig:
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:
-    """``mqtt://host:port`` → ``(host, port)``; the port defaults to 1883."""
+    """``mqtt://host:port`` → ``(host, port)``; the port defaults to 1883 (8883 for ``mqtts://``, TLS)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ValueError(f"broker URL {url!r} must look like mqtt://host:port")
+    if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
+        raise ValueError(f"broker URL {url!r} must look like mqtt://host:port or mqtts://host:port")
     try:
-        port = parts.port or 1883
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
     except ValueError:
         raise ValueError(f"broker URL {url!r} has an invalid port") from None
     return parts.hostname, port

@@ -1,7 +1,8 @@
 """Desired state: compute each device's modules, sign, store, publish retained.
 
-For every module the newest deployment targeting a device wins (see
-:mod:`.targeting`). When that set changes, the device's generation goes up by
+For every module the deployment targeting a device with the highest
+priority, then the newest, wins (see :mod:`.targeting`); an A/B deployment
+adds its other versions with their weights. When that set changes, the device's generation goes up by
 one, a :class:`~fleet_protocol.messages.DesiredState` is signed and stored,
 and published retained at QoS 1 on the device's ``desired`` topic.
 Computation, storing and publishing happen under one lock, so an older
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 from fleet_protocol import messages, topics
 from fleet_protocol.canonical import canonical_json, sha256_hex
-from fleet_protocol.messages import DesiredModule, DesiredState
+from fleet_protocol.messages import DesiredModule, DesiredState, DesiredVariant
 from fleet_protocol.signing import SigningKey, sign_envelope
 from fleet_protocol.timestamps import to_iso, utc_now
 
@@ -60,14 +61,20 @@ class DesiredStates:
         return len(published)
 
     def _update(self, device: dict, deployments: list[dict]) -> bool:
-        chosen = targeting.effective_deployments(device, deployments)
-        key = sha256_hex(canonical_json(sorted([name, d["bundle_digest"]] for name, d in chosen.items())))
+        chosen = {} if device.get("revoked") else targeting.effective_deployments(device, deployments)
+        key = sha256_hex(canonical_json(sorted([name, d["bundle_digest"]] + ([d["split"]] if d.get("split") else [])
+                                               for name, d in chosen.items())))
         if key == device["desired_key"] or (device["desired_key"] is None and not chosen):
             return False
         modules = []
         for name in sorted(chosen):
             bundle = bundle_store.get_bundle(db=self._db, digest=chosen[name]["bundle_digest"])
-            modules.append(DesiredModule(name, bundle["version"], bundle["digest"], bundle["envelope"]))
+            split = chosen[name].get("split")
+            variants = tuple(DesiredVariant(v["version"], v["bundle_digest"],
+                                            bundle_store.get_bundle(db=self._db, digest=v["bundle_digest"])["envelope"],
+                                            v["weight"]) for v in (split or {}).get("variants", ()))
+            modules.append(DesiredModule(name, bundle["version"], bundle["digest"], bundle["envelope"],
+                                         split["weight"] if split else None, variants))
         state = DesiredState(device_id=device["id"], generation=device["desired_generation"] + 1,
                              issued=to_iso(utc_now()), modules=tuple(modules))
         envelope = sign_envelope(state.to_dict(), self._key)

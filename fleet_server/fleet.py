@@ -1,21 +1,28 @@
 """The server's core: storage, keys, desired state and the MQTT side, without HTTP.
 
 :class:`Fleet` opens (or at first start creates) a data dir: the SQLite
-database, the model blob and chunk stores, the signing key and the admin
-token. :meth:`Fleet.start_mqtt` starts the embedded broker when no external
+database, the model blob and chunk stores, the signing key, the admin
+token and the device CA. :meth:`Fleet.start_mqtt` starts the embedded broker when no external
 one is configured and connects the MQTT link. The HTTP app
 (:func:`fleet_server.api.app.create_app`) and the runner sit on top.
 """
 
 from __future__ import annotations
 
+from fleet_protocol.profiles import load_profile
+
 from .broker import EmbeddedBroker
+from .broker_config import BrokerConfigFiles
 from .bundler import ChunkIndex
+from .ca import CertificateAuthority
+from .cloud_scoring import CloudScoring
 from .config import ServerConfig
 from .desired import DesiredStates
 from .handlers import MessageHandlers
 from .keys import ensure_admin_token, load_or_create_signing_key, signing_key_path
 from .mqtt_link import MqttLink
+from .revocation import CrlRefresher
+from .rollouts import RolloutController
 from .store import BlobStore, Database
 
 
@@ -31,9 +38,14 @@ class Fleet:
         self.signing_key, self.signing_key_created = load_or_create_signing_key(config.data_dir)
         self.signing_key_path = signing_key_path(config.data_dir)
         self.created_admin_token = ensure_admin_token(self.db)  # plaintext only when created now
+        self.ca = CertificateAuthority.load_or_create(config.data_dir / "ca")  # device certificates, CRL
+        self.crl_refresher = CrlRefresher(self) if config.broker_tls_dir else None
         self.chunk_index = ChunkIndex(self)
         self.desired = DesiredStates(db=self.db, key=self.signing_key, publish=self.publish)
         self.handlers = MessageHandlers(self)
+        self.cloud = CloudScoring(self, profile=load_profile(config.cloud_profile),
+                                  max_loaded=config.cloud_max_loaded_models)
+        self.rollouts = RolloutController(self, tick_s=config.rollout_tick_s)
         self.broker: EmbeddedBroker | None = None
         self.link: MqttLink | None = None
 
@@ -64,14 +76,22 @@ class Fleet:
                                    f"{self.config.embedded_broker_port} ({exc.strerror or exc}); pick another "
                                    "port or use an external broker") from None
             url = self.broker.url
-        self.link = MqttLink(url, on_message=self.handlers.handle, on_connected=self.desired.republish_all)
+        tls = BrokerConfigFiles.in_directory(self.config.broker_tls_dir).server_tls() if self.config.broker_tls_dir \
+            else None
+        self.link = MqttLink(url, on_message=self.handlers.handle, on_connected=self.desired.republish_all, tls=tls)
         self.link.start()
+        if self.crl_refresher is not None:
+            self.crl_refresher.start()
+        self.rollouts.start()  # resumes rollouts a previous run left running
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
         """Publish through the link; False when there is no connected link (the DB stays the truth)."""
         return self.link is not None and self.link.publish(topic, payload, qos=qos, retain=retain)
 
     def close(self) -> None:
+        if self.crl_refresher is not None:
+            self.crl_refresher.stop()
+        self.rollouts.stop()
         if self.link is not None:
             self.link.stop()
         self.handlers.stop()

@@ -3,6 +3,7 @@
     .../status     upsert the device: online/offline (offline is the agent's last will), profile, tags
     .../reported   store the device's reported state
     .../telemetry  store the batch's records once each, in one transaction
+                   (records of kind ``capture`` go to the captures table instead)
     .../fetch      publish the requested chunks of a bundle on its shared chunks topic
 
 The device id inside a payload must equal the one in the topic. A malformed
@@ -20,9 +21,13 @@ import time
 from collections import Counter, deque
 
 from fleet_protocol import messages, topics
+from fleet_protocol import captures as capture_format
 from fleet_protocol.errors import BadDataError, MessageError
 from fleet_protocol.timestamps import from_iso, to_iso, utc_now
 
+from .renewal import handle_renew
+from .store import captures as capture_store
+from .store import deployments as deployment_store
 from .store import devices as device_store
 from .store import telemetry as telemetry_store
 
@@ -126,7 +131,8 @@ class MessageHandlers:
         self.malformed = MalformedCounter()
         self.chunk_sender = ChunkSender(fleet)
         self._by_kind = {"status": self._status, "reported": self._reported, "telemetry": self._telemetry,
-                         "fetch": self._fetch}
+                         "fetch": self._fetch,
+                         "renew": lambda device_id, payload, retained: handle_renew(fleet, device_id, payload)}
 
     def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """Entry point for every message; never raises."""
@@ -173,10 +179,25 @@ class MessageHandlers:
         batch = messages.parse_telemetry_batch(payload)
         _same_device(device_id, batch.device_id)
         now = to_iso(utc_now())
-        telemetry_store.insert_records(db=self._db, device_id=device_id, outbox_id=batch.outbox_id,
-                                       records=[r.to_dict() for r in batch.records], received=now)
+        captures = [r.to_dict() for r in batch.records if r.kind == capture_format.KIND and self._valid_capture(
+            device_id, r.data)]
+        with self._db.transaction():
+            telemetry_store.insert_records(db=self._db, device_id=device_id, outbox_id=batch.outbox_id,
+                                           records=[r.to_dict() for r in batch.records
+                                                    if r.kind != capture_format.KIND], received=now)
+            capture_store.insert_captures(db=self._db, device_id=device_id, outbox_id=batch.outbox_id,
+                                          records=captures, received=now)
         if not retained:
             device_store.touch(db=self._db, device_id=device_id, seen=now)
+
+    def _valid_capture(self, device_id: str, data: dict) -> bool:
+        """A capture record that does not decode is counted and dropped; the rest of its batch is kept."""
+        try:
+            capture_format.decode_capture(data)
+        except BadDataError as exc:
+            self.malformed.add(topics.device_topic(device_id, "telemetry"), "capture", str(exc))
+            return False
+        return True
 
     def _fetch(self, device_id: str, payload: bytes, retained: bool) -> None:
         if retained:
@@ -187,7 +208,10 @@ class MessageHandlers:
         if chunks is None:
             raise MessageError(f"fetch request for unknown bundle {request.bundle_digest[:12]}")
         foreign = [c for c in request.chunks if c not in chunks]
-        self.chunk_sender.request(request.bundle_digest, [c for c in request.chunks if c in chunks])
+        wanted = [c for c in request.chunks if c in chunks]
+        deployment_store.record_transfer(db=self._db, bundle_digest=request.bundle_digest, device_id=device_id,
+                                         chunks={c: chunks[c] for c in wanted})
+        self.chunk_sender.request(request.bundle_digest, wanted)
         if foreign:
             raise MessageError(f"fetch request asks for {len(foreign)} chunk(s) that are not part of bundle "
                                f"{request.bundle_digest[:12]} (first {foreign[0][:12]})")

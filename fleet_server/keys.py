@@ -20,10 +20,10 @@ from fleet_protocol.timestamps import to_iso, utc_now
 
 from .store import Database
 from .store import tokens as token_store
+from .tokens import ADMIN as ADMIN_ROLE
 
 log = logging.getLogger(__name__)
 ADMIN_TOKEN_ENV = "EDGEFLEET_ADMIN_TOKEN"
-ADMIN_ROLE = "admin"
 
 
 def signing_key_path(data_dir: Path) -> Path:

@@ -2,7 +2,8 @@
 
 Client id ``edgefleet-server`` with a persistent session (clean_session
 False), QoS 1 subscriptions to :data:`fleet_protocol.topics.SERVER_SUBSCRIPTIONS`,
-automatic reconnects. Every incoming message goes to one ``on_message``
+automatic reconnects; mutual TLS when given ``tls`` (CA certificate, client
+certificate, client key: the files ``edgefleet server broker-config`` wrote). Every incoming message goes to one ``on_message``
 callback; an exception there is logged and never stops the network thread.
 ``on_connected`` runs after every (re)connect and subscribe, which is where
 the server republishes desired state. Publishing while disconnected is
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
@@ -28,7 +30,8 @@ CLIENT_ID = "edgefleet-server"
 
 class MqttLink:
     def __init__(self, broker_url: str, *, on_message: Callable[[str, bytes, bool], None],
-                 on_connected: Callable[[], None], client_id: str = CLIENT_ID, keepalive_s: int = 30):
+                 on_connected: Callable[[], None], client_id: str = CLIENT_ID, keepalive_s: int = 30,
+                 tls: tuple[Path, Path, Path] | None = None):
         self.broker_url = broker_url
         self._host, self._port = parse_broker_url(broker_url)
         self._on_message = on_message
@@ -39,6 +42,9 @@ class MqttLink:
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                                    protocol=mqtt.MQTTv311)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        if tls is not None:
+            ca_cert, cert, key = tls
+            self._client.tls_set(ca_certs=str(ca_cert), certfile=str(cert), keyfile=str(key))
         self._client.max_inflight_messages_set(100)
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect

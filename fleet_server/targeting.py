@@ -2,19 +2,43 @@
 
 A deployment targets a device when the device is in its ``devices`` list or
 when every ``key: value`` of its ``selector`` is among the device's tags (an
-empty selector matches every device). For each module, the newest deployment
-targeting a device wins.
+empty selector matches every device), so membership by selector follows the
+device's tags as they change. Two more conditions apply: a withdrawn
+(rolled back) deployment targets nothing, and a deployment driven by a
+staged rollout targets only the devices the rollout has ``admitted`` so far.
+
+Merge rule, when several deployments target one device: per module, the
+deployment with the highest ``priority`` wins; among equal priorities the
+newest (highest id) wins. Modules are independent: deployment A may win
+``detector`` while deployment B wins ``classifier`` on the same device.
+:func:`explain` says, per module, which deployment won and why.
 """
 
 from __future__ import annotations
 
+STATES = ("pending", "installing", "running", "failed", "superseded")
 
-def targets(deployment: dict, device: dict) -> bool:
+
+def matches(deployment: dict, device: dict) -> bool:
+    """The device is in the deployment's target (devices list or selector), admission aside."""
     target = deployment["target"]
     if target["devices"] and device["id"] in target["devices"]:
         return True
     selector = target["selector"]
     return selector is not None and all(device["tags"].get(k) == v for k, v in selector.items())
+
+
+def targets(deployment: dict, device: dict) -> bool:
+    if deployment.get("withdrawn"):
+        return False
+    admitted = deployment.get("admitted")
+    if admitted is not None and device["id"] not in admitted:
+        return False
+    return matches(deployment, device)
+
+
+def _rank(deployment: dict) -> tuple[int, int]:
+    return deployment.get("priority", 0), deployment["id"]
 
 
 def effective_deployments(device: dict, deployments: list[dict]) -> dict[str, dict]:
@@ -23,9 +47,40 @@ def effective_deployments(device: dict, deployments: list[dict]) -> dict[str, di
     for deployment in deployments:
         if targets(deployment, device):
             current = chosen.get(deployment["module"])
-            if current is None or deployment["id"] > current["id"]:
+            if current is None or _rank(deployment) > _rank(current):
                 chosen[deployment["module"]] = deployment
     return chosen
+
+
+def explain(device: dict, deployments: list[dict]) -> list[dict]:
+    """Per module: the winning deployment, the reason, and every other deployment that matched and why it lost."""
+    chosen = effective_deployments(device, deployments)
+    rows = []
+    for module in sorted({d["module"] for d in deployments if matches(d, device)}):
+        winner = chosen.get(module)
+        others = []
+        for d in deployments:
+            if d["module"] != module or not matches(d, device) or d is winner:
+                continue
+            if d.get("withdrawn"):
+                why = "withdrawn (rolled back)"
+            elif not targets(d, device):
+                why = "its staged rollout has not reached this device yet"
+            else:
+                why = ("lower priority" if d.get("priority", 0) < winner.get("priority", 0)
+                       else "older, same priority")
+            others.append({"deployment_id": d["id"], "version": d["version"], "priority": d.get("priority", 0),
+                           "reason": why})
+        row = {"module": module, "deployment_id": None, "version": None, "bundle_digest": None, "priority": None,
+               "reason": "no deployment targets this device for this module now", "overridden": others}
+        if winner is not None:
+            how = (f"device listed in deployment {winner['id']}" if device["id"] in (winner["target"]["devices"] or [])
+                   else "tags match selector " + ",".join(f"{k}={v}" for k, v in sorted(winner["target"]["selector"].items())))
+            row.update(deployment_id=winner["id"], version=winner["version"], bundle_digest=winner["bundle_digest"],
+                       priority=winner.get("priority", 0),
+                       reason=f"{how}; highest priority ({winner.get('priority', 0)}), newest among equals")
+        rows.append(row)
+    return rows
 
 
 def device_state(deployment: dict, device: dict, effective: dict | None) -> dict:
@@ -53,6 +108,3 @@ def device_state(deployment: dict, device: dict, effective: dict | None) -> dict
     if reported.get("error") and reported.get("generation", 0) < device.get("desired_generation", 0):
         row["state"], row["error"] = "failed", reported["error"]
     return row
-
-
-STATES = ("pending", "installing", "running", "failed", "superseded")

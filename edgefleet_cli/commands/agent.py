@@ -1,9 +1,9 @@
-"""``edgefleet agent run``: the device agent daemon."""
+"""``edgefleet agent run``: the device agent daemon; ``edgefleet agent enroll``: its identity."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -30,3 +30,52 @@ def run(
         Agent(agent_config).run_forever()
     except OSError as exc:  # e.g. the scoring port is taken, or the state dir is not writable
         raise CliError(f"the agent could not start: {exc}") from None
+
+
+@app.command()
+def enroll(
+    server: Annotated[str, typer.Option("--server", help="The fleet server's URL, e.g. http://fleet:8080")],
+    token: Annotated[str, typer.Option("--token", help="The one-time token from `edgefleet device enroll`")],
+    state_dir: Annotated[Path, typer.Option("--state-dir", help="The agent's state (its key goes in "
+                                            "identity/, mode 0600)")] = Path("edgefleet-agent"),
+    config: Annotated[Optional[Path], typer.Option("--config", help="Where to write the agent config "
+                                                   "(default STATE_DIR/agent.toml)")] = None,
+) -> None:
+    """Make this device's key pair here, get its certificate with the token, write a ready-to-run config."""
+    from edge_agent.enroll import enroll as enroll_device
+
+    written = enroll_device(server_url=server, token=token, state_dir=state_dir,
+                            config_out=config or state_dir / "agent.toml")
+    typer.echo(f"enrolled; the private key stayed here. Start the agent with:\n  edgefleet agent run --config {written}")
+
+
+@app.command("serve-bundle")
+def serve_bundle(
+    bundle: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A signed bundle file (.efb)")],
+    key: Annotated[str, typer.Option("--key", envvar="EDGEFLEET_BUNDLE_KEY",
+                                     help="The fleet's signing public key (hex) the bundle must verify against")],
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Local Open Inference Protocol port")] = 8181,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a container)")] = "127.0.0.1",
+    state_dir: Annotated[Path, typer.Option("--state-dir", help="Where the bundle is installed")] = Path(
+        "edgefleet-bundle"),
+    profile: Annotated[str, typer.Option(help="Firmware profile name or .toml path")] = "generic-cpu",
+) -> None:
+    """Verify and install one bundle with the agent's installer and serve it; no broker, no server."""
+    import signal
+    import threading
+
+    from edge_agent.standalone import serve_bundle as serve
+    from fleet_protocol.errors import EdgefleetError
+
+    try:
+        server = serve(bundle.read_bytes(), trusted_key_hex=key, state_dir=state_dir, profile=profile, host=host,
+                       port=port)
+    except (EdgefleetError, ValueError, OSError) as exc:
+        raise CliError(f"cannot serve {bundle}: {exc}") from None
+    bound_host, bound_port = server.address
+    typer.echo(f"serving {bundle.name} at http://{bound_host}:{bound_port}/v2/models", err=False)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    server.stop()

@@ -1,22 +1,29 @@
-"""``edgefleet deploy``: put a module version on devices and follow it."""
+"""``edgefleet deploy``: put a module version on devices and follow it; export and import definitions."""
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ..client import ApiClient
 from ..errors import CliError
-from ..options import JsonOpt, ServerOpt, TokenOpt
+from ..options import JsonOpt, MaxMemoryOpt, MaxP95Opt, ServerOpt, TokenOpt, gate_body
 from ..output import console, format_tags, parse_tags, print_json, print_table
+from . import rollout
 from .model import split_ref
 
 app = typer.Typer(help="Deploy module versions to devices (by id or tag selector) and watch their status.",
                   no_args_is_help=True)
 
+app.add_typer(rollout.app, name="rollout")
+
 FINAL_STATES = {"running", "failed", "superseded"}
+EXPORT_FORMAT = "edgefleet-deployments/1"
 
 
 @app.command()
@@ -25,16 +32,25 @@ def create(
     device: Annotated[Optional[list[str]], typer.Option("--device", "-d", help="Device id, repeatable")] = None,
     selector: Annotated[Optional[list[str]], typer.Option("--selector", "-s", help="tag=value[,tag=value]; "
                                                           "every tag must match")] = None,
+    group: Annotated[Optional[str], typer.Option("--group", "-g", help="A device group (edgefleet device group)")] = None,
+    priority: Annotated[int, typer.Option(help="Per module, the highest priority deployment wins, then the "
+                                               "newest")] = 0,
+    split: Annotated[Optional[list[str]], typer.Option("--split", help="A/B: VERSION=WEIGHT, repeatable; include "
+                                                       "the deployed version")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until every device runs it or failed")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to --wait")] = 300.0,
+    max_p95_ms: MaxP95Opt = None, max_memory_mb: MaxMemoryOpt = None,
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
-    """Create a deployment; the devices' desired state is published at once."""
+    """Create a deployment; every device's desired state is published at once (waves: `deploy rollout create`)."""
     module, version = split_ref(ref)
     target = parse_tags(selector)
-    if not device and not target:
-        raise CliError("say where to deploy: --device ID (repeatable) or --selector tag=value", exit_code=2)
-    body = {"module": module, "version": version, "devices": device or None, "selector": target or None}
+    if not device and not target and not group:
+        raise CliError("say where to deploy: --device ID (repeatable), --selector tag=value or --group NAME",
+                       exit_code=2)
+    body = {"module": module, "version": version, "devices": device or None, "selector": target or None,
+            "group": group, "priority": priority, "split": _parse_split(split) or None,
+            "gate": gate_body(max_p95_ms, max_memory_mb)}
     client = ApiClient(server, token)
     deployment = client.post("/api/deployments", json={k: v for k, v in body.items() if v is not None})
     if not json_out:
@@ -72,6 +88,101 @@ def status(
         print_json(deployment)
         return
     _print_status(deployment)
+
+
+@app.command()
+def promote(
+    deployment_id: Annotated[int, typer.Argument(help="The A/B deployment")],
+    version: Annotated[int, typer.Argument(help="The winning version: it gets all the traffic")],
+    server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """End an A/B split: deploy the winner alone to the same target; the unversioned route follows it."""
+    deployment = ApiClient(server, token).post(f"/api/deployments/{deployment_id}/promote", json={"version": version})
+    if json_out:
+        print_json(deployment)
+        return
+    console.print(f"deployment [bold]{deployment['id']}[/bold]: {deployment['module']} v{deployment['version']} "
+                  f"gets all the traffic (replaces the split of deployment {deployment_id})")
+
+
+@app.command()
+def variants(
+    deployment_id: Annotated[int, typer.Argument(help="The A/B deployment")],
+    server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Per version of an A/B deployment: weight, requests, error rate, latency, answers by class."""
+    rows = ApiClient(server, token).get(f"/api/deployments/{deployment_id}/variants")
+    if json_out:
+        print_json(rows)
+        return
+    print_table(f"Deployment {deployment_id} variants", ["version", "weight", "devices", "requests", "error rate",
+                                                         "p50 µs", "p95 µs", "answers by class"],
+                [(r["version"], r["weight"], r["devices"], r["requests"], f"{r['error_rate']:.2%}",
+                  r["latency_p50_us"], r["latency_p95_us"],
+                  " ".join(f"{k}:{v}" for k, v in sorted(r["outputs"].items()))) for r in rows])
+
+
+def _split_of(deployment: dict) -> dict[str, int]:
+    split = deployment["split"]
+    return {str(deployment["version"]): split["weight"], **{str(v["version"]): v["weight"] for v in split["variants"]}}
+
+
+def _parse_split(values: list[str] | None) -> dict[str, int]:
+    split = {}
+    for value in values or ():
+        version, sep, weight = value.partition("=")
+        if not sep or not version.strip().isdigit() or not weight.strip().isdigit():
+            raise CliError(f"--split {value!r} is not VERSION=WEIGHT (whole numbers)", exit_code=2)
+        split[version.strip()] = int(weight)
+    return split
+
+
+@app.command("export")
+def export(
+    file: Annotated[Path, typer.Argument(help="JSON file to write ('-' for stdout)")],
+    server: ServerOpt = None, token: TokenOpt = None,
+) -> None:
+    """Write the definitions of the deployments in force (rolled-back ones left out) as JSON."""
+    client = ApiClient(server, token)
+    plans = {r["deployment_id"]: r["plan"] for r in client.get("/api/rollouts")}
+    definitions = [{"module": d["module"], "version": d["version"], "bundle_digest": d["bundle_digest"],
+                    "devices": d["target"]["devices"], "selector": d["target"]["selector"],
+                    "priority": d.get("priority", 0), **({"plan": plans[d["id"]]} if d["id"] in plans else {}),
+                    **({"split": _split_of(d)} if d.get("split") else {})}
+                   for d in client.get("/api/deployments") if not d.get("withdrawn")]
+    text = json.dumps({"format": EXPORT_FORMAT, "deployments": definitions}, indent=2, sort_keys=True) + "\n"
+    if str(file) == "-":
+        sys.stdout.write(text)
+        return
+    file.write_text(text)
+    console.print(f"wrote {len(definitions)} deployment definition(s) to {file}")
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="JSON file written by `deploy export`")],
+    server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Create the deployments a `deploy export` file defines (those with a plan as staged rollouts), in order."""
+    try:
+        doc = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read {file}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT or not isinstance(doc.get("deployments"), list):
+        raise CliError(f"{file} is not a `deploy export` file (format {EXPORT_FORMAT})")
+    client = ApiClient(server, token)
+    created = []
+    for definition in doc["deployments"]:
+        body = {k: v for k, v in definition.items() if v is not None}
+        if "plan" in body:
+            created.append({"rollout": client.post("/api/rollouts", json=body)["id"]})
+        else:
+            created.append({"deployment": client.post("/api/deployments", json=body)["id"]})
+    if json_out:
+        print_json(created)
+    else:
+        console.print(f"created {len(created)} deployment(s) from {file}: " +
+                      ", ".join(f"{k} {v}" for c in created for k, v in c.items()))
 
 
 def _wait(client: ApiClient, deployment_id: int, timeout: float, *, quiet: bool) -> dict:

@@ -1,4 +1,4 @@
-"""``edgefleet device``: the devices the server knows, with what they run."""
+"""``edgefleet device``: the devices the server knows, what they run and why; device groups."""
 
 from __future__ import annotations
 
@@ -49,3 +49,89 @@ def show(
     print_table("Modules", ["name", "state", "version", "accelerator", "error"],
                 [(m["name"], m["state"], m.get("version"), m.get("accelerator"),
                   (m.get("error") or {}).get("message", "")) for m in device.get("modules") or []])
+
+
+@app.command()
+def explain(
+    device_id: Annotated[str, typer.Argument(help="Device id")],
+    server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Which deployment put each module version on the device, and why (priority, then newest); who lost."""
+    report = ApiClient(server, token).get(f"/api/devices/{device_id}/explain")
+    if json_out:
+        print_json(report)
+        return
+    print_table(f"device {device_id} ({format_tags(report['tags'])})",
+                ["module", "version", "deployment", "priority", "why", "reported", "overridden"],
+                [(m["module"], m["version"], m["deployment_id"], m["priority"], m["reason"],
+                  f"v{m['reported_version']} {m['reported_state']}" if m["reported_state"] else "",
+                  "; ".join(f"#{o['deployment_id']} v{o['version']}: {o['reason']}" for o in m["overridden"]))
+                 for m in report["modules"]])
+
+
+groups = typer.Typer(help="Named device groups: a device list and/or a tag selector, usable as a deployment target.",
+                     no_args_is_help=True)
+app.add_typer(groups, name="group")
+
+
+@groups.command("create")
+def create_group(
+    name: Annotated[str, typer.Argument(help="Group name")],
+    device: Annotated[Optional[list[str]], typer.Option("--device", "-d", help="Device id, repeatable")] = None,
+    selector: Annotated[Optional[list[str]], typer.Option("--selector", "-s", help="tag=value[,tag=value]")] = None,
+    server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Create a group; members by selector follow the devices' tags."""
+    body = {"name": name, "devices": device or None, "selector": parse_tags(selector) or None}
+    group = ApiClient(server, token).post("/api/groups", json=body)
+    if json_out:
+        print_json(group)
+        return
+    print_fields(f"group {name}", group)
+
+
+@groups.command("list")
+def list_groups(server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
+    """Every group with its current members."""
+    records = ApiClient(server, token).get("/api/groups")
+    if json_out:
+        print_json(records)
+        return
+    print_table("Groups", ["name", "devices", "selector", "members"],
+                [(g["name"], ",".join(g["devices"] or []), format_tags(g["selector"]), ",".join(g["members"]))
+                 for g in records])
+
+
+@app.command()
+def enroll(
+    name: Annotated[str, typer.Option("--name", help="The device id it will have (its certificate's CN)")],
+    tag: Annotated[Optional[list[str]], typer.Option("--tags", "--tag", "-t", help="key=value, repeatable")] = None,
+    ttl: Annotated[int, typer.Option("--ttl", help="Seconds the token stays valid")] = 24 * 3600,
+    server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Create a one-time enrollment token for a device; give it to `edgefleet agent enroll` on the device."""
+    client = ApiClient(server, token)
+    created = client.post("/api/enrollments", json={"device_id": name, "tags": parse_tags(tag), "ttl_s": ttl})
+    if json_out:
+        print_json(created)
+        return
+    print_fields(f"enrollment for {created['device_id']} (one use, until {created['expires']})",
+                 {"token": created["token"]})
+    print_fields("on the device", {"run": f"edgefleet agent enroll --server {client.server} --token "
+                                          f"{created['token']}"})
+
+
+@app.command()
+def revoke(
+    device_id: Annotated[str, typer.Argument(help="Device id")],
+    server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Revoke a device: its certificates go into the CRL, the broker reloads, it is given no modules."""
+    result = ApiClient(server, token).post(f"/api/devices/{device_id}/revoke")
+    if json_out:
+        print_json(result)
+        return
+    print_fields(f"device {device_id} revoked", result)
+    if not result["broker_reloaded"]:
+        typer.echo("the server does not know the broker's pid (--broker-pid-file): reload Mosquitto (kill -HUP) "
+                   "for the revocation to take effect", err=True)

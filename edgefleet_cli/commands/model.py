@@ -1,4 +1,4 @@
-"""``edgefleet model``: the model registry (register, list, show, delete)."""
+"""``edgefleet model``: the model registry (register, list, show, delete) and pipeline (optimize, profile)."""
 
 from __future__ import annotations
 
@@ -29,15 +29,21 @@ def split_ref(ref: str) -> tuple[str, int | None]:
 
 @app.command()
 def register(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ONNX (.onnx) or TFLite (.tflite) model")],
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
+                                         help="ONNX (.onnx) or TFLite (.tflite) model; with --convert a pickled "
+                                              "scikit-learn model (.pkl)")],
     name: Annotated[str, typer.Option("--name", "-n", help="Registry name; each registration gets the next version")],
     tag: Annotated[Optional[list[str]], typer.Option("--tag", "-t", help="key=value, repeatable")] = None,
     prop: Annotated[Optional[list[str]], typer.Option("--property", "-p", help="key=value, repeatable")] = None,
+    convert: Annotated[bool, typer.Option("--convert", help="The file is a pickled scikit-learn estimator: the "
+                                                            "server converts it to ONNX (unpickling runs code, so "
+                                                            "this needs an operator token)")] = False,
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Upload a model file; the server reads its runtime, inputs and outputs."""
     fields = {"tags": json.dumps(parse_tags(tag)), "properties": json.dumps(parse_tags(prop))}
-    record = ApiClient(server, token).upload(f"/api/models/{name}", file, fields=fields, label=f"uploading {file.name}")
+    path = f"/api/models/{name}/from-sklearn" if convert else f"/api/models/{name}"
+    record = ApiClient(server, token).upload(path, file, fields=fields, label=f"uploading {file.name}")
     if json_out:
         print_json(record)
         return
@@ -86,6 +92,74 @@ def show(
         print_json(record)
         return
     print_fields(f"{name}:{version}", record)
+    if "profile" in record["properties"]:
+        print_profile(record["properties"]["profile"])
+
+
+def print_profile(profile: dict) -> None:
+    """The stored latency profile as a table, one row per onnxruntime provider (microseconds shown as ms)."""
+    print_table(f"Profile ({profile['runs']} runs, batch {profile['batch']}, {profile['host']}, {profile['measured']})",
+                ["provider", "p50 ms", "p95 ms", "p99 ms", "rows/s", "peak memory MiB"],
+                [(provider, f"{m['p50_us'] / 1000:.3f}", f"{m['p95_us'] / 1000:.3f}", f"{m['p99_us'] / 1000:.3f}",
+                  m["throughput_per_s"], f"{m['peak_memory_kib'] / 1024:.1f}")
+                 for provider, m in profile["providers"].items()])
+
+
+@app.command()
+def optimize(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION to optimise; the result is the next version of NAME")],
+    quantize: Annotated[Optional[str], typer.Option(help="int8: dynamic, or static with --calibration")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False,
+                                                        help=".npy/.npz inputs for static int8 ranges")] = None,
+    sample: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False,
+                                                   help=".npy/.npz inputs to compare old and new outputs on")] = None,
+    level: Annotated[str, typer.Option(help="basic (runs on every provider) or extended (CPU fusions)")] = "basic",
+    server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Graph-optimise (and optionally int8-quantise) a version into a new one; report size and output change."""
+    name, version = _exact(ref)
+    files = {k: (p.name, p.read_bytes()) for k, p in (("calibration", calibration), ("sample", sample)) if p}
+    result = ApiClient(server, token, timeout_s=600).request(
+        "POST", f"/api/models/{name}/versions/{version}/optimize", files=files or None,
+        data={k: v for k, v in {"level": level, "quantize": quantize}.items() if v})
+    if json_out:
+        print_json(result)
+        return
+    model, report = result["model"], result["report"]
+    console.print(f"registered [bold]{model['name']}:{model['version']}[/bold] (optimized_from {name}:{version}, "
+                  f"{model['properties']['optimization']})", highlight=False)
+    console.print(f"  size  {report['size_before']} -> {report['size_after']} bytes ({report['size_ratio']:.1%})",
+                  highlight=False)
+    for output, change in report["outputs"].items():
+        console.print(f"  output {output}: " + ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
+                                                         for k, v in change.items()), highlight=False)
+    for note in report["notes"]:
+        console.print(f"  note: {note}", highlight=False)
+
+
+@app.command()
+def profile(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION")],
+    sample: Annotated[Path, typer.Option(exists=True, dir_okay=False, help=".npy/.npz: the input of one call")],
+    runs: Annotated[int, typer.Option(min=1, max=10_000, help="Timed calls per provider")] = 200,
+    server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Measure latency, throughput and peak memory on each onnxruntime provider of the server; stored with it."""
+    name, version = _exact(ref)
+    record = ApiClient(server, token, timeout_s=600).request(
+        "POST", f"/api/models/{name}/versions/{version}/profile",
+        files={"sample": (sample.name, sample.read_bytes())}, data={"runs": str(runs)})
+    if json_out:
+        print_json(record["properties"]["profile"])
+        return
+    print_profile(record["properties"]["profile"])
+
+
+def _exact(ref: str) -> tuple[str, int]:
+    name, version = split_ref(ref)
+    if version is None:
+        raise CliError(f"give the version as NAME:VERSION, not {ref!r}", exit_code=2)
+    return name, version
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""``edgefleet module build``: turn a module folder into a signed bundle on the server."""
+"""``edgefleet module build``: turn a module folder into a signed bundle on the server (``--image``: and a
+Docker image serving it, see :mod:`fleet_server.container`)."""
 
 from __future__ import annotations
 
@@ -51,15 +52,48 @@ def build_module(client: ApiClient, folder: Path) -> dict:
 def build(
     folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A module folder with module.json")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also save the signed bundle (.efb) here")] = None,
+    image: Annotated[bool, typer.Option("--image", help="Also write a Docker build context serving the bundle, "
+                                                        "and build it when a Docker engine is reachable")] = False,
+    context_out: Annotated[Optional[Path], typer.Option("--context-out", file_okay=False,
+                                                        help="Where to write the build context "
+                                                             "[default: ./MODULE-vVERSION-image]")] = None,
+    tag: Annotated[Optional[str], typer.Option("--tag", help="Image tag [default: edgefleet/MODULE:VERSION]")] = None,
+    key: Annotated[Optional[str], typer.Option("--key", help="Signing public key (hex) the image verifies the "
+                                                             "bundle with [default: the server's, GET /api/keys]")
+                   ] = None,
+    wheel: Annotated[Optional[Path], typer.Option("--wheel", exists=True, dir_okay=False,
+                                                  help="Install edgefleet from this wheel instead of the index")
+                     ] = None,
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Upload the folder; the server assigns the next version, signs the bundle and stores it."""
     client = ApiClient(server, token)
     bundle = build_module(client, folder)
+    data = client.request("GET", f"/api/bundles/{bundle['digest']}/file") if out or image else None
     if out is not None:
-        out.write_bytes(client.request("GET", f"/api/bundles/{bundle['digest']}/file"))
+        out.write_bytes(data)
+    if not json_out:
+        console.print(f"built [bold]{bundle['module']} v{bundle['version']}[/bold] bundle {bundle['digest'][:12]} "
+                      f"({bundle['size']} bytes)" + (f", saved to {out}" if out else ""))
+    if image:
+        bundle["image"] = _package(client, bundle, data, context_out=context_out, tag=tag, key=key, wheel=wheel)
     if json_out:
         print_json(bundle)
-        return
-    console.print(f"built [bold]{bundle['module']} v{bundle['version']}[/bold] bundle {bundle['digest'][:12]} "
-                  f"({bundle['size']} bytes)" + (f", saved to {out}" if out else ""))
+
+
+def _package(client: ApiClient, bundle: dict, data: bytes, *, context_out: Path | None, tag: str | None,
+             key: str | None, wheel: Path | None) -> dict:
+    """Write the Docker build context and build it; a missing engine is an error after the context is written."""
+    from fleet_server.container import EngineUnavailable, build_image, write_build_context
+
+    key = key or client.get("/api/keys")["signing_keys"][0]["public_key"]
+    context = write_build_context(context_out or Path(f"{bundle['module']}-v{bundle['version']}-image"),
+                                  bundle=data, key_hex=key, wheel=wheel)
+    tag = tag or f"edgefleet/{bundle['module']}:{bundle['version']}"
+    console.print(f"build context written to {context}", soft_wrap=True, highlight=False)
+    try:
+        image_id = build_image(context, tag=tag)
+    except EngineUnavailable as exc:
+        raise CliError(str(exc)) from None
+    console.print(f"built image [bold]{tag}[/bold] ({image_id[:19]})")
+    return {"context": str(context), "tag": tag, "id": image_id}

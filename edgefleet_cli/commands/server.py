@@ -1,4 +1,5 @@
-"""``edgefleet server run``: the fleet server (API, dashboard, MQTT link, embedded broker)."""
+"""``edgefleet server run``: the fleet server (API, dashboard, MQTT link, embedded broker); ``broker-config``:
+the Mosquitto TLS configuration for it."""
 
 from __future__ import annotations
 
@@ -19,10 +20,44 @@ def run(
     broker: Annotated[Optional[str], typer.Option(help="External broker, e.g. mqtt://127.0.0.1:1883; "
                                                   "default: start the embedded one")] = None,
     broker_port: Annotated[int, typer.Option(help="Port of the embedded broker")] = 1883,
+    broker_tls_dir: Annotated[Optional[Path], typer.Option(help="The directory `edgefleet server broker-config` "
+                                                           "wrote: the server connects with mutual TLS")] = None,
+    broker_pid_file: Annotated[Optional[Path], typer.Option(help="Mosquitto's pid file: revocations reload it")] = None,
+    public_broker: Annotated[Optional[str], typer.Option(help="Broker URL handed to enrolling devices "
+                                                         "(default: --broker)")] = None,
 ) -> None:
     """Start the server; at the first start of a data dir it prints the admin token once."""
     from fleet_server.config import ServerConfig
     from fleet_server.runner import run_server
 
     run_server(ServerConfig(data_dir=data_dir, host=host, port=port, broker_url=broker,
-                            embedded_broker_port=broker_port))
+                            embedded_broker_port=broker_port, broker_tls_dir=broker_tls_dir,
+                            broker_pid_file=broker_pid_file, public_broker_url=public_broker))
+
+
+@app.command("broker-config")
+def broker_config(
+    out: Annotated[Path, typer.Option("--out", help="Directory for mosquitto.conf, certificates, CRL and ACL")],
+    port: Annotated[int, typer.Option(help="The broker's TLS port")] = 8883,
+    data_dir: Annotated[Path, typer.Option(envvar="EDGEFLEET_DATA_DIR", help="The server's data dir (its CA)")]
+    = Path("edgefleet-data"),
+    hostname: Annotated[Optional[list[str]], typer.Option("--hostname", help="DNS name devices use for the broker, "
+                                                          "repeatable (default localhost)")] = None,
+    ip: Annotated[Optional[list[str]], typer.Option("--ip", help="IP devices use, repeatable (default 127.0.0.1)")]
+    = None,
+    bind: Annotated[str, typer.Option(help="Address the broker listens on")] = "127.0.0.1",
+) -> None:
+    """Write a Mosquitto config (mutual TLS, per-device ACL, CRL) signed by the server's CA; print how to run both."""
+    from fleet_server.broker_config import write_broker_config
+    from fleet_server.ca import CertificateAuthority
+
+    ca = CertificateAuthority.load_or_create(data_dir / "ca")
+    files = write_broker_config(out, ca, port=port, hostnames=hostname, ips=ip, bind=bind)
+    host = (hostname or ip or ["localhost"])[0]
+    typer.echo(f"wrote {files.config} (CA {files.ca_cert}, CRL {files.crl}, ACL {files.acl})\n"
+               f"start Mosquitto:\n  mosquitto -c {files.config} & echo $! > {out}/mosquitto.pid\n"
+               f"start the server against it:\n  edgefleet server run --data-dir {data_dir} "
+               f"--broker mqtts://127.0.0.1:{port} --broker-tls-dir {out} --broker-pid-file {out}/mosquitto.pid "
+               f"--public-broker mqtts://{host}:{port}\n"
+               "revocations rewrite the CRL and SIGHUP the broker: new connections with a revoked certificate are "
+               "refused; open ones stay up until they drop (restart the broker to cut them at once)")

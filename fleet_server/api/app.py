@@ -17,12 +17,14 @@ from fastapi.responses import JSONResponse
 
 from fleet_protocol.errors import BadDataError, EdgefleetError
 
+from ..audit import AuditMiddleware, redact_access_log
 from ..config import ServerConfig
 from ..dashboard import install as install_dashboard
 from ..errors import ConflictError, NotFoundError, TooLargeError
 from ..fleet import Fleet
-from .deps import require_admin
-from .routes import bundles, deployments, devices, health, models, telemetry
+from .deps import authorize, require_admin, require_operator
+from .routes import (audit, bundles, captures, deployments, devices, enroll, health, inference, models, pipeline,
+                     telemetry, tokens)
 
 log = logging.getLogger(__name__)
 _STATUS = ((NotFoundError, 404), (ConflictError, 409), (TooLargeError, 413), (BadDataError, 400))
@@ -44,13 +46,24 @@ def create_app(config: ServerConfig, *, fleet: Fleet | None = None) -> FastAPI:
 
     app = FastAPI(title="edgefleet fleet server", version="0.1.0", lifespan=lifespan,
                   description="Model registry, signed bundles, devices, deployments and telemetry. "
-                              "Every route except GET /api/health needs `Authorization: Bearer <token>`.")
+                              "Every route except GET /api/health needs `Authorization: Bearer <token>`: reads "
+                              "need a viewer token, changes an operator token, keys and tokens an admin token.")
     app.state.fleet = fleet if fleet is not None else Fleet(config)
     app.add_middleware(_BodyLimit, limit_bytes=config.max_upload_bytes + _MULTIPART_OVERHEAD_BYTES)
+    app.add_middleware(AuditMiddleware, db_of=lambda: app.state.fleet.db)
+    redact_access_log()
     _add_error_handlers(app)
     app.include_router(health.router, prefix="/api")
-    for module in (models, bundles, devices, deployments, telemetry):
-        app.include_router(module.router, prefix="/api", dependencies=[Depends(require_admin)])
+    for module in (models, bundles, devices, deployments, telemetry, audit):
+        app.include_router(module.router, prefix="/api", dependencies=[Depends(authorize)])
+    app.include_router(captures.router, prefix="/api", dependencies=[Depends(authorize)])
+    app.include_router(pipeline.router, prefix="/api", dependencies=[Depends(require_operator)])
+    app.include_router(tokens.router, prefix="/api", dependencies=[Depends(require_admin)])
+    app.include_router(enroll.router, prefix="/api", dependencies=[Depends(authorize)])
+    app.include_router(enroll.devices_router, prefix="/api", dependencies=[Depends(authorize)])
+    app.include_router(enroll.public, prefix="/api")  # the one-time enrollment token is its authentication
+    app.include_router(inference.public)  # Open Inference Protocol v2 at /v2 (cloud scoring)
+    app.include_router(inference.router)
     install_dashboard(app)  # last: it mounts the dashboard at "/", which catches every path not matched above
     return app
 
@@ -63,6 +76,11 @@ def _add_error_handlers(app: FastAPI) -> None:
             log.error("unexpected %s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
             return JSONResponse({"detail": "internal error; see the server log"}, status_code=500)
         return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(OverflowError)
+    async def number_out_of_range(request: Request, exc: OverflowError) -> JSONResponse:
+        # SQLite stores 64-bit integers: an id or version beyond that cannot exist.
+        return JSONResponse({"detail": f"not found: a number in {request.url.path} is out of range"}, status_code=404)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

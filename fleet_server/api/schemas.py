@@ -114,6 +114,7 @@ class DevicePublic(BaseModel):
     agent_version: str
     scoring_url: str | None
     modules: list[dict[str, Any]] = Field(description="Modules from the device's reported state")
+    revoked: str | None = Field(default=None, description="When the device's certificates were revoked")
 
 
 class DeviceDetail(DevicePublic):
@@ -131,7 +132,33 @@ class TelemetryPublic(BaseModel):
     received: str
 
 
+class CaptureSummary(BaseModel):
+    id: int
+    device_id: str
+    outbox_id: str
+    seq: int
+    ts: str
+    model: str
+    version: int | None
+    scored_on: str
+    size: int
+    received: str
+
+
+class CapturePublic(CaptureSummary):
+    accelerator: str
+    inputs: list[dict[str, Any]]  # Open Inference Protocol tensors
+    outputs: list[dict[str, Any]]
+
+
 # --- deployments -----------------------------------------------------------------------------
+
+
+class DeploymentGate(_In):
+    p95_ms: float | None = Field(None, gt=0, description="Most p95 latency allowed on each target device: the "
+                                                         "stored profile scaled by its firmware profile's "
+                                                         "relative_speed_percent")
+    memory_mb: float | None = Field(None, gt=0, description="Most peak memory growth allowed (stored profile)")
 
 
 class DeploymentCreate(_In):
@@ -140,6 +167,13 @@ class DeploymentCreate(_In):
     bundle_digest: str | None = None
     devices: list[str] | None = None
     selector: dict[str, str] | None = Field(None, description="Devices whose tags include all of these")
+    group: str | None = Field(None, description="A named device group (POST /api/groups) instead of devices/selector")
+    priority: int = Field(0, description="Per module, the highest priority deployment targeting a device wins; "
+                                         "then the newest")
+    split: dict[int, int] | None = Field(None, description="A/B: {version: weight}, the deployment's version and "
+                                                           "others served side by side")
+    gate: DeploymentGate | None = Field(None, description="Refuse at creation unless the model version's stored "
+                                                          "profile meets these on every targeted device")
 
 
 class DeploymentTarget(BaseModel):
@@ -153,6 +187,10 @@ class DeploymentPublic(BaseModel):
     version: int
     bundle_digest: str
     target: DeploymentTarget
+    priority: int = 0
+    admitted: list[str] | None = Field(None, description="Devices a staged rollout has let in (null: all targeted)")
+    withdrawn: bool = Field(False, description="Rolled back: the deployment targets no device any more")
+    split: dict[str, Any] | None = Field(None, description="A/B: {weight, variants: [{version, bundle_digest, weight}]}")
     created: str
 
 
@@ -166,3 +204,166 @@ class DeploymentDeviceState(BaseModel):
 class DeploymentDetail(DeploymentPublic):
     devices: list[DeploymentDeviceState]
     counts: dict[str, int]
+    bytes_sent: int = Field(description="Chunk bytes the targeted devices asked the server for")
+    bytes_saved: int = Field(description="Bytes the running devices did not download: chunks they already held")
+
+
+# --- rollouts, groups, explain --------------------------------------------------------------
+
+
+class RolloutPlan(_In):
+    canary: int | None = Field(None, ge=1, description="Devices in the canary wave (default 1)")
+    canary_percent: float | None = Field(None, gt=0, le=100)
+    wave_size: int | None = Field(None, ge=1, description="Devices per wave after the canary (default: all the rest)")
+    wave_percent: float | None = Field(None, gt=0, le=100)
+    growth: float = Field(1.0, ge=1, description="Each wave is this many times the previous one")
+    max_devices_per_minute: float | None = Field(None, gt=0, description="Rate limit on letting devices in")
+    success_percent: float = Field(100.0, gt=0, le=100, description="Share of a wave running the version to advance")
+    max_failures: int | None = Field(1, ge=1, description="Failed devices that trip the error threshold")
+    max_failure_percent: float | None = Field(None, gt=0, le=100)
+    on_failure: Literal["pause", "abort"] = "pause"
+    wave_window_s: float = Field(600.0, gt=0, description="Time a wave has to succeed before the rollout pauses")
+
+
+class RolloutCreate(DeploymentCreate):
+    plan: RolloutPlan = Field(default_factory=RolloutPlan)
+
+
+class RolloutDeviceState(DeploymentDeviceState):
+    wave: int | None
+
+
+class RolloutPublic(BaseModel):
+    id: int
+    deployment_id: int
+    deployment: DeploymentPublic
+    plan: dict[str, Any]
+    state: Literal["running", "paused", "completed", "aborted", "rolled_back"]
+    reason: str | None
+    wave: int = Field(description="Index of the current wave (0 = canary, -1 = none yet)")
+    waves: list[list[str]]
+    wave_started: str | None
+    devices: list[RolloutDeviceState]
+    waiting: list[str] = Field(description="Targeted devices no wave has let in yet")
+    counts: dict[str, int]
+    created: str
+    updated: str
+
+
+class RolloutEvent(BaseModel):
+    id: int
+    ts: str
+    kind: str
+    actor: Literal["operator", "controller"]
+    detail: dict[str, Any]
+
+
+class GroupCreate(_In):
+    name: str
+    devices: list[str] | None = None
+    selector: dict[str, str] | None = Field(None, description="Members: devices whose tags include all of these")
+
+
+class GroupPublic(BaseModel):
+    name: str
+    devices: list[str] | None
+    selector: dict[str, str] | None
+    members: list[str] = Field(description="Devices in the group now")
+    created: str
+
+
+class ExplainOverridden(BaseModel):
+    deployment_id: int
+    version: int
+    priority: int
+    reason: str
+
+
+class ExplainModule(BaseModel):
+    module: str
+    deployment_id: int | None
+    version: int | None
+    bundle_digest: str | None
+    priority: int | None
+    reason: str
+    reported_version: int | None
+    reported_state: str | None
+    overridden: list[ExplainOverridden]
+
+
+class DeviceExplain(BaseModel):
+    device_id: str
+    tags: dict[str, str]
+    modules: list[ExplainModule]
+
+
+# --- trust: API tokens, audit log ------------------------------------------------------------
+
+
+class TokenCreate(_In):
+    name: str = Field(description="Unique; names the actor in the audit log")
+    role: Literal["viewer", "operator", "admin"]
+
+
+class TokenPublic(BaseModel):
+    name: str
+    role: str
+    created: str
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="The token itself: shown this once, stored only as a hash")
+
+
+class AuditEntryPublic(BaseModel):
+    id: int
+    ts: str
+    actor: str = Field(description="The API token's name (or 'enrollment:<device>' for a device enrolling)")
+    action: str = Field(description="Method and route, e.g. 'POST /api/deployments'")
+    target: str = Field(description="The path the request changed")
+    status: int
+
+
+# --- trust: device enrollment ----------------------------------------------------------------
+
+
+class EnrollmentCreate(_In):
+    device_id: str
+    tags: dict[str, str] = Field(default_factory=dict)
+    ttl_s: int | None = Field(default=None, ge=1, description="Validity in seconds; default the server's (24 h)")
+
+
+class EnrollmentCreated(BaseModel):
+    device_id: str
+    token: str = Field(description="One-time enrollment token: shown this once, stored only as a hash")
+    expires: str
+
+
+class EnrollmentPublic(BaseModel):
+    device_id: str
+    certificate_pem: str = Field(description="The device's client certificate (CN = device id)")
+    ca_certificate_pem: str
+    broker_url: str
+    trusted_keys: list[str] = Field(description="Ed25519 public keys (hex) bundles and desired state are signed with")
+
+
+class RevocationPublic(BaseModel):
+    device_id: str
+    serials: list[str] = Field(description="Certificate serials now in the CRL (decimal)")
+    broker_reloaded: bool = Field(description="False when the server does not know the broker's pid: reload it")
+
+
+class PromoteRequest(_In):
+    version: int = Field(ge=1, description="The winning version: it gets all the traffic")
+
+
+class VariantStats(BaseModel):
+    version: int
+    weight: int
+    devices: int = Field(description="Devices that reported statistics for this version")
+    requests: int
+    errors: int
+    error_rate: float
+    latency_p50_us: int | None
+    latency_p95_us: int | None
+    outputs: dict[str, int] = Field(description="How often each class (argmax of the first output) was answered")

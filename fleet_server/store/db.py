@@ -25,6 +25,35 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     role TEXT NOT NULL,
     created TEXT NOT NULL
 );
+CREATE UNIQUE INDEX IF NOT EXISTS api_tokens_name ON api_tokens (name);
+CREATE TABLE IF NOT EXISTS audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    status INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS enrollments (
+    token_hash TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    created TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    used TEXT
+);
+CREATE TABLE IF NOT EXISTS device_certificates (
+    serial TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    not_after TEXT NOT NULL,
+    issued TEXT NOT NULL,
+    revoked TEXT
+);
+CREATE INDEX IF NOT EXISTS device_certificates_device ON device_certificates (device_id);
 CREATE TABLE IF NOT EXISTS model_versions (
     name TEXT NOT NULL,
     version INTEGER NOT NULL,
@@ -64,7 +93,8 @@ CREATE TABLE IF NOT EXISTS devices (
     desired_generation INTEGER NOT NULL DEFAULT 0,
     desired_key TEXT,
     desired_envelope TEXT,
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    revoked TEXT
 );
 CREATE TABLE IF NOT EXISTS deployments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -73,9 +103,50 @@ CREATE TABLE IF NOT EXISTS deployments (
     bundle_digest TEXT NOT NULL REFERENCES bundles (digest),
     devices TEXT,
     selector TEXT,
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    admitted TEXT,
+    withdrawn INTEGER NOT NULL DEFAULT 0,
+    split TEXT
 );
 CREATE INDEX IF NOT EXISTS deployments_bundle ON deployments (bundle_digest);
+CREATE TABLE IF NOT EXISTS rollouts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment_id INTEGER NOT NULL UNIQUE REFERENCES deployments (id),
+    plan TEXT NOT NULL,
+    state TEXT NOT NULL,
+    waves TEXT NOT NULL DEFAULT '[]',
+    wave_started TEXT,
+    acknowledged_failures INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollout_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rollout_id INTEGER NOT NULL REFERENCES rollouts (id),
+    ts TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS rollout_events_no_update BEFORE UPDATE ON rollout_events
+BEGIN SELECT RAISE(ABORT, 'rollout history is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS rollout_events_no_delete BEFORE DELETE ON rollout_events
+BEGIN SELECT RAISE(ABORT, 'rollout history is append-only'); END;
+CREATE TABLE IF NOT EXISTS bundle_transfers (
+    bundle_digest TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    chunk TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (bundle_digest, device_id, chunk)
+);
+CREATE TABLE IF NOT EXISTS device_groups (
+    name TEXT PRIMARY KEY,
+    devices TEXT,
+    selector TEXT,
+    created TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS telemetry (
     device_id TEXT NOT NULL,
     outbox_id TEXT NOT NULL,
@@ -88,6 +159,21 @@ CREATE TABLE IF NOT EXISTS telemetry (
 );
 CREATE INDEX IF NOT EXISTS telemetry_received ON telemetry (received);
 CREATE INDEX IF NOT EXISTS telemetry_device_kind ON telemetry (device_id, kind, received);
+CREATE TABLE IF NOT EXISTS captures (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id TEXT NOT NULL,
+    outbox_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts TEXT NOT NULL,
+    model TEXT NOT NULL,
+    version INTEGER,
+    scored_on TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    received TEXT NOT NULL,
+    UNIQUE (device_id, outbox_id, seq)
+);
+CREATE INDEX IF NOT EXISTS captures_model ON captures (model, version, id);
 """
 
 
@@ -102,6 +188,7 @@ class Database:
         self._connections_lock = threading.Lock()
         db = self.connection()
         db.enable_wal()
+        _add_missing_columns(db.conn)
         db.conn.executescript(SCHEMA)
 
     def connection(self) -> sqlite_utils.Database:
@@ -143,3 +230,20 @@ class Database:
                     pass
             self._connections.clear()
         self._local = threading.local()
+
+
+_ADDED_COLUMNS = {"devices": (("revoked", "TEXT"),),
+                  "deployments": (("priority", "INTEGER NOT NULL DEFAULT 0"), ("admitted", "TEXT"),
+                                  ("withdrawn", "INTEGER NOT NULL DEFAULT 0"), ("split", "TEXT"))}
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a data dir made by an older version up to the current schema (columns added since)."""
+    for table, columns in _ADDED_COLUMNS.items():
+        existing = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if not existing:
+            continue  # a new database: SCHEMA creates the table whole
+        for name, decl in columns:
+            if name not in existing:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+    conn.commit()

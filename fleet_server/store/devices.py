@@ -82,6 +82,12 @@ def update_device(*, db: Database, device_id: str, name: str | None = None,
     return get_device(db=db, device_id=device_id)
 
 
+def set_revoked(*, db: Database, device_id: str, revoked: str | None) -> None:
+    """Mark the device revoked (its certificates are in the CRL; it is given no modules) or not."""
+    with db.transaction() as tx:
+        tx.execute("UPDATE devices SET revoked = ? WHERE id = ?", [revoked, device_id])
+
+
 def set_desired(*, db: Database, device_id: str, generation: int, key: str, envelope: dict) -> None:
     with db.transaction() as tx:
         tx.execute("UPDATE devices SET desired_generation = ?, desired_key = ?, desired_envelope = ? WHERE id = ?",

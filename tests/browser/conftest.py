@@ -17,12 +17,14 @@ from fleet_server import runner
 from fleet_server.config import ServerConfig
 
 from .fleet_data import FleetData, populate
+from .rollout_data import RolloutData, populate_rollout
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 ADMIN_TOKEN = "browser-test-admin-token"
 VIEWPORT = {"width": 1280, "height": 800}
+TABLET = {"width": 820, "height": 1180}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 try:
@@ -50,7 +52,8 @@ def pytest_collection_modifyitems(config, items) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[runner.ServerThread]:
     """The whole server (API, dashboard, embedded broker) on free ports, with a known admin token."""
-    config = ServerConfig(data_dir=tmp_path_factory.mktemp("browser") / "server", port=0, embedded_broker_port=0)
+    config = ServerConfig(data_dir=tmp_path_factory.mktemp("browser") / "server", port=0, embedded_broker_port=0,
+                          rollout_tick_s=0.2)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("EDGEFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
         with runner.ServerThread(config) as running:
@@ -60,6 +63,12 @@ def server(tmp_path_factory) -> Iterator[runner.ServerThread]:
 @pytest.fixture(scope="module")
 def fleet_data(server) -> FleetData:
     return populate(server.url, ADMIN_TOKEN, server.broker_url)
+
+
+@pytest.fixture(scope="module")
+def rollout_data(server) -> RolloutData:
+    """A rollout in progress and an A/B split (use in a module of its own: it brings other devices)."""
+    return populate_rollout(server.url, ADMIN_TOKEN, server.broker_url)
 
 
 @pytest.fixture(scope="module")

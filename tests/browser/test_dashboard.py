@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from .conftest import ADMIN_TOKEN, screenshot, sign_in
+from .conftest import ADMIN_TOKEN, TABLET, screenshot, sign_in
 from .fleet_data import publish_status
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -13,7 +13,6 @@ expect = playwright_api.expect
 
 pytestmark = pytest.mark.browser
 LIVE_TIMEOUT_MS = 15_000  # a change must show within this, without a reload
-TABLET = {"width": 820, "height": 1180}
 
 
 def rows(page):
@@ -39,6 +38,8 @@ def test_every_page_loads_without_console_errors(page, fleet_data):
     expect(page.locator(".chart svg")).to_have_count(6)
     expect(page.locator("main")).to_contain_text("install_succeeded")
     expect(page.locator(".facts").first).to_contain_text("jetson-orin-nano")
+    expect(page.get_by_role("region", name="Why these modules")).to_contain_text(
+        f"device listed in deployment {fleet_data.deployment_id}")
     screenshot(page, "device", full_page=True)
 
     page.get_by_role("link", name="Models").click()

@@ -8,6 +8,7 @@ import re
 import httpx
 
 from fleet_server.dashboard import router
+from tests.server.builders import tiny_onnx
 
 from .conftest import ADMIN_TOKEN
 
@@ -45,6 +46,36 @@ def test_event_stream_sends_a_change_when_a_device_is_added(server):
         assert created.status_code == 201, created.text
         second = next(events)
     assert second["topics"] == ["devices"] and second["version"] != first["version"]
+
+
+def test_event_stream_reports_a_new_rollout_under_its_own_topic(server):
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    created = httpx.post(f"{server.url}/api/models/probe", files={"file": ("probe.onnx", tiny_onnx())}, headers=headers)
+    assert created.status_code == 201, created.text
+    bundle = httpx.post(f"{server.url}/api/bundles/from-model", json={"model": "probe"}, headers=headers)
+    assert bundle.status_code == 201, bundle.text
+    with httpx.stream("GET", f"{server.url}/api/events", params={"token": ADMIN_TOKEN}, timeout=30) as response:
+        events = change_events(response)
+        next(events)
+        rollout = httpx.post(f"{server.url}/api/rollouts", json={"module": "probe", "selector": {"ring": "none"}},
+                             headers=headers)
+        assert rollout.status_code == 201, rollout.text
+        seen = set()
+        for event in events:
+            seen.update(event["topics"])
+            if "rollouts" in seen:
+                break
+    assert "rollouts" in seen
+
+
+def test_whoami_names_the_token_and_its_role_but_needs_a_valid_token(server):
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    made = httpx.post(f"{server.url}/api/tokens", json={"name": "whoami-viewer", "role": "viewer"}, headers=headers)
+    assert made.status_code == 201, made.text
+    viewer = httpx.get(f"{server.url}/api/whoami", headers={"Authorization": f"Bearer {made.json()['token']}"})
+    assert viewer.status_code == 200 and viewer.json() == {"name": "whoami-viewer", "role": "viewer"}
+    assert httpx.get(f"{server.url}/api/whoami", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(f"{server.url}/api/whoami").status_code == 401
 
 
 def test_event_stream_ends_by_itself_so_a_stopping_server_is_not_held(server, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,14 +107,17 @@ def test_version_two_replaces_version_one_and_serves_after_restart_without_broke
     assert infer(agent)["model_version"] == str(second["version"])
 
 
-def test_corrupted_chunk_on_the_server_is_refused_and_the_installed_version_keeps_serving(fleet):
+def test_corrupted_chunk_on_the_server_is_refused_and_the_installed_version_keeps_serving(fleet, tmp_path):
     first = fleet.cli_json("module", "build", str(IRIS))
     fleet.deploy_and_wait("iris-classifier")
-    second = fleet.cli_json("module", "build", str(IRIS))
+    edited = tmp_path / "iris-edited"  # a changed entry script: the one chunk the device does not hold yet
+    shutil.copytree(IRIS, edited)
+    (edited / "main.py").write_text((IRIS / "main.py").read_text() + "\n# version two\n")
+    second = fleet.cli_json("module", "build", str(edited))
     with fleet.server.api() as api:
         manifest = api.get(f"/api/bundles/{second['digest']}").json()["manifest"]["signed"]
-    model_chunk = next(f for f in manifest["files"] if f["path"] == manifest["model"])["chunks"][0]["sha256"]
-    chunk_file = fleet.server.data_dir / "chunks" / model_chunk
+    entry_chunk = next(f for f in manifest["files"] if f["path"] == manifest["entry"])["chunks"][0]["sha256"]
+    chunk_file = fleet.server.data_dir / "chunks" / entry_chunk
     chunk_file.write_bytes(b"\0" * chunk_file.stat().st_size)
     fleet.cli("deploy", "create", f"iris-classifier:{second['version']}", "--selector", "site=test")
 

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from fleet_protocol import bundle_file
+from fleet_protocol.chunking import content_defined_chunks
 from fleet_protocol.signing import PublicKey
 
 from .builders import SAMPLE, module_files, tar_gz, tiny_onnx, tiny_tflite
@@ -139,8 +140,11 @@ def test_chunks_are_stored_by_digest_and_shared_between_bundles(api, fleet, conf
     second = api.post("/api/bundles/from-model", json={"model": "scaler", "module": "copy"}).json()
     assert first["digest"] != second["digest"]
     model_file = api.get("/api/models/scaler/versions/1/file").content
-    chunks = [model_file[i:i + 64] for i in range(0, len(model_file), 64)]
-    assert len(chunks) > 1
+    refs, offset, chunks = content_defined_chunks(model_file, 64), 0, []
+    for ref in refs:  # the server cuts by content, never over chunk_size_bytes
+        chunks.append(model_file[offset:offset + ref.size])
+        offset += ref.size
+    assert len(chunks) > 1 and max(len(c) for c in chunks) <= 64
     for bundle in (first, second):
         manifest = api.get(f"/api/bundles/{bundle['digest']}").json()["manifest"]["signed"]
         listed = [c["sha256"] for c in manifest["files"][0]["chunks"]]

@@ -101,7 +101,7 @@ def test_a_busy_port_is_refused_with_a_clear_error():
 
 
 def test_the_server_runs_on_its_embedded_broker(config):
-    weights = os.urandom(700_000)  # three chunks of up to 256 KiB
+    weights = os.urandom(700_000)  # chunks of up to 256 KiB
     files = {**module_files(files=["model.onnx", "main.py", "sample.json", "weights.bin"]), "weights.bin": weights}
     with ServerThread(config) as server:
         assert server.admin_token == ADMIN_TOKEN and server.broker_url.startswith("mqtt://127.0.0.1:")
@@ -126,7 +126,7 @@ def test_the_server_runs_on_its_embedded_broker(config):
             device.wait_message(chunks_topic, count=len(wanted))
             received = dict(messages.decode_chunk(m.payload) for m in device.messages(chunks_topic))
             assert b"".join(received[c] for c in wanted) == weights
-            assert max(len(received[c]) for c in wanted) == 262_144
+            assert len(wanted) > 1 and max(len(received[c]) for c in wanted) <= 262_144  # cut by content
         finally:
             device.close()
     with ServerThread(config) as again:  # a second start of the same data dir creates no new token

@@ -51,7 +51,7 @@ def start_mosquitto(workdir: Path, *, port: int | None = None, extra_config: str
     config = workdir / "mosquitto.conf"
     # As root, Mosquitto drops to the mosquitto user, which cannot write its persistence file into
     # pytest's private temp folders: sessions would then be forgotten across a broker restart.
-    run_as = "user root\n" if os.geteuid() == 0 else ""
+    run_as = "user root\n" if os.geteuid() == 0 and "user " not in extra_config else ""
     config.write_text(
         run_as +
         f"listener {port} 127.0.0.1\n"

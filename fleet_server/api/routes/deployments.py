@@ -1,34 +1,102 @@
-"""Deployments: ``/api/deployments``."""
+"""Deployments, staged rollouts and device groups: ``/api/deployments``, ``/api/rollouts``, ``/api/groups``."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from fastapi import APIRouter, status
 
 from ... import deployments as service
 from ...store import deployments as deployment_store
+from ...store import rollouts as rollout_store
 from ..deps import FleetDep
-from ..schemas import DeploymentCreate, DeploymentDetail, DeploymentPublic
+from ...variants import variant_stats
+from ..schemas import (DeploymentCreate, DeploymentDetail, DeploymentPublic, GroupCreate, GroupPublic, PromoteRequest,
+                       RolloutCreate, RolloutEvent, RolloutPublic, VariantStats)
 
-router = APIRouter(prefix="/deployments", tags=["deployments"])
+router = APIRouter(tags=["deployments"])
 
 
-@router.post("", response_model=DeploymentPublic, status_code=status.HTTP_201_CREATED)
+@router.post("/deployments", response_model=DeploymentPublic, status_code=status.HTTP_201_CREATED)
 def create(fleet: FleetDep, body: DeploymentCreate) -> dict:
-    """Deploy a bundle (newest of the module by default) to devices and/or a tag selector.
+    """Deploy a bundle (newest of the module by default) to devices, a tag selector or a group, at once.
 
     Each affected device whose desired modules change gets a new signed
-    desired state, published retained.
+    desired state, published retained. For waves gated on health, use
+    ``POST /api/rollouts``.
     """
     return service.create_deployment(fleet, module=body.module, version=body.version,
-                                     bundle_digest=body.bundle_digest, devices=body.devices, selector=body.selector)
+                                     bundle_digest=body.bundle_digest, devices=body.devices, selector=body.selector,
+                                     group=body.group, priority=body.priority, split=body.split,
+                                     gate=body.gate.model_dump() if body.gate else None)
 
 
-@router.get("", response_model=list[DeploymentPublic])
+@router.get("/deployments", response_model=list[DeploymentPublic])
 def list_deployments(fleet: FleetDep, module: str | None = None) -> list[dict]:
     return deployment_store.list_deployments(db=fleet.db, module=module)
 
 
-@router.get("/{deployment_id}", response_model=DeploymentDetail)
+@router.get("/deployments/{deployment_id}", response_model=DeploymentDetail)
 def get_deployment(fleet: FleetDep, deployment_id: int) -> dict:
     """The deployment with the state of each targeted device, from what the devices report."""
     return service.deployment_detail(fleet, deployment_id)
+
+
+@router.post("/deployments/{deployment_id}/promote", response_model=DeploymentPublic,
+             status_code=status.HTTP_201_CREATED)
+def promote(fleet: FleetDep, deployment_id: int, body: PromoteRequest) -> dict:
+    """End an A/B split: deploy the winning version alone to the same target (the newest deployment wins)."""
+    return service.promote(fleet, deployment_id, body.version)
+
+
+@router.get("/deployments/{deployment_id}/variants", response_model=list[VariantStats])
+def variants(fleet: FleetDep, deployment_id: int) -> list[dict]:
+    """Per version of an A/B deployment: requests, error rate, latency and output distribution from telemetry."""
+    return variant_stats(fleet, deployment_id)
+
+
+@router.post("/rollouts", response_model=RolloutPublic, status_code=status.HTTP_201_CREATED)
+def create_rollout(fleet: FleetDep, body: RolloutCreate) -> dict:
+    """A deployment let in wave by wave: canary first, each wave gated on its devices running the version."""
+    return fleet.rollouts.create(module=body.module, version=body.version, bundle_digest=body.bundle_digest,
+                                 devices=body.devices, selector=body.selector, group=body.group,
+                                 priority=body.priority, plan=body.plan.model_dump(),
+                                 gate=body.gate.model_dump() if body.gate else None)
+
+
+@router.get("/rollouts", response_model=list[RolloutPublic])
+def list_rollouts(fleet: FleetDep) -> list[dict]:
+    return fleet.rollouts.list()
+
+
+@router.get("/rollouts/{rollout_id}", response_model=RolloutPublic)
+def get_rollout(fleet: FleetDep, rollout_id: int) -> dict:
+    return fleet.rollouts.detail(rollout_id)
+
+
+@router.get("/rollouts/{rollout_id}/history", response_model=list[RolloutEvent])
+def rollout_history(fleet: FleetDep, rollout_id: int) -> list[dict]:
+    """Every creation, wave transition and operator action, oldest first; append-only."""
+    return fleet.rollouts.history(rollout_id)
+
+
+@router.post("/rollouts/{rollout_id}/{action}", response_model=RolloutPublic)
+def rollout_action(fleet: FleetDep, rollout_id: int, action: Literal["pause", "resume", "abort", "rollback"]) -> dict:
+    """pause / resume / abort (stop letting devices in) / rollback (withdraw: devices go back to the previous version)."""
+    return fleet.rollouts.act(rollout_id, action)
+
+
+@router.post("/groups", response_model=GroupPublic, status_code=status.HTTP_201_CREATED)
+def create_group(fleet: FleetDep, body: GroupCreate) -> dict:
+    """A named device group: a list of devices and/or a tag selector (membership follows tag changes)."""
+    return service.create_group(fleet, name=body.name, devices=body.devices, selector=body.selector)
+
+
+@router.get("/groups", response_model=list[GroupPublic])
+def list_groups(fleet: FleetDep) -> list[dict]:
+    return [service.group_detail(fleet, g["name"]) for g in rollout_store.list_groups(db=fleet.db)]
+
+
+@router.get("/groups/{name}", response_model=GroupPublic)
+def get_group(fleet: FleetDep, name: str) -> dict:
+    return service.group_detail(fleet, name)

@@ -10,11 +10,12 @@ from fleet_protocol.errors import BadDataError
 from fleet_protocol.fields import NAME
 from fleet_protocol.timestamps import to_iso, utc_now
 
+from ... import deployments as deployment_service
 from ...errors import ConflictError, NotFoundError
 from ...store import devices as device_store
 from ...store import telemetry as telemetry_store
 from ..deps import FleetDep
-from ..schemas import DeviceCreate, DeviceDetail, DevicePublic, DeviceUpdate, TelemetryPublic
+from ..schemas import DeviceCreate, DeviceDetail, DeviceExplain, DevicePublic, DeviceUpdate, TelemetryPublic
 from ._params import parse_tag_filters
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -64,6 +65,12 @@ def update_device(fleet: FleetDep, device_id: str, body: DeviceUpdate) -> dict:
     if body.tags is not None:
         fleet.desired.recompute([device_id])
     return public(_get(fleet, device_id))
+
+
+@router.get("/{device_id}/explain", response_model=DeviceExplain)
+def explain(fleet: FleetDep, device_id: str) -> dict:
+    """Per module: which deployment put the version there and why (priority, then newest), and who lost."""
+    return deployment_service.explain_device(fleet, device_id)
 
 
 @router.get("/{device_id}/telemetry", response_model=list[TelemetryPublic])

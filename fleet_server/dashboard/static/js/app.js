@@ -1,9 +1,9 @@
-// The dashboard's entry point: login, hash routing, live refresh of the page on screen.
+// The dashboard's entry point: login (any role), hash routing, live refresh of the page on screen.
 //
 // A view is mount(main, params, pathParts) → {topics, refresh}; the app calls refresh() once,
 // then again whenever the server reports a change in one of the view's topics.
 
-import { AuthError, checkToken, clearToken, getToken, setToken } from "./api.js";
+import { AuthError, checkToken, clearToken, getToken, setSession, setToken } from "./api.js";
 import { fill, h } from "./dom.js";
 import { startLive } from "./live.js";
 import * as device from "./views/device.js";
@@ -11,6 +11,7 @@ import * as deployments from "./views/deployments.js";
 import * as devices from "./views/devices.js";
 import * as models from "./views/models.js";
 import * as overview from "./views/overview.js";
+import * as rollouts from "./views/rollouts.js";
 
 const ROUTES = [
   [/^$/, "overview", "Overview", overview.mount],
@@ -20,6 +21,8 @@ const ROUTES = [
   [/^models\/([^/]+)$/, "models", "Model", models.mountModel],
   [/^deployments$/, "deployments", "Deployments", deployments.mountList],
   [/^deployments\/(\d+)$/, "deployments", "Deployment", deployments.mountOne],
+  [/^rollouts$/, "rollouts", "Rollouts", rollouts.mountList],
+  [/^rollouts\/(\d+)$/, "rollouts", "Rollout", rollouts.mountOne],
 ];
 
 const main = document.getElementById("main");
@@ -97,8 +100,13 @@ function setMode(text, mode) {
   live.dataset.mode = mode;
 }
 
-function signIn(token) {
+/** Start a session for a token the server accepted as `who` ({name, role}). */
+function signIn(token, who) {
   setToken(token);
+  setSession(who);
+  const badge = document.getElementById("who");
+  badge.textContent = `${who.name} · ${who.role}`;
+  badge.title = `Signed in with the API token "${who.name}" (role: ${who.role})`;
   document.getElementById("nav").hidden = false;
   document.getElementById("session").hidden = false;
   stopLive = startLive(token, onChange, setMode);
@@ -125,7 +133,8 @@ function showLogin(message) {
     h("h1", { id: "login-title" }, "Sign in to edgefleet"),
     h("div", { class: "field" }, h("label", { for: "token" }, "API token"), input),
     h("p", { id: "token-help", class: "help" },
-      "Paste the admin token the server printed at its first start. It is kept only in this browser tab."),
+      "Paste an API token: the admin token the server printed at its first start, or a viewer or operator "
+      + "token made with `edgefleet token create`. It is kept only in this browser tab."),
     button, status);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -137,11 +146,12 @@ function showLogin(message) {
     button.disabled = true;
     status.textContent = "Checking…";
     try {
-      if (await checkToken(token)) {
+      const who = await checkToken(token);
+      if (who) {
         status.textContent = "";
-        signIn(token);
+        signIn(token, who);
       } else {
-        status.textContent = "This token was refused by the server. Check that you pasted the whole admin token.";
+        status.textContent = "This token was refused by the server. Check that you pasted the whole token.";
         input.select();
       }
     } catch (error) {
@@ -157,5 +167,16 @@ function showLogin(message) {
 document.getElementById("logout").addEventListener("click", () => signOut("You are signed out."));
 window.addEventListener("hashchange", route);
 
-if (getToken()) signIn(getToken());
+/** A tab reloaded with a token: ask the server who it is before showing anything. */
+async function resume(token) {
+  try {
+    const who = await checkToken(token);
+    if (who) signIn(token, who);
+    else signOut("Your API token is no longer accepted. Sign in again.");
+  } catch (error) {
+    showLogin(`The server could not be reached: ${error.message}`);
+  }
+}
+
+if (getToken()) resume(getToken());
 else showLogin();

@@ -1,4 +1,5 @@
-// Small hand-drawn SVG line charts over time: one y axis, any number of series.
+// Small hand-drawn SVG charts: line charts over time (one y axis, any number of series) and
+// horizontal bar charts of counts.
 
 import { h, svg } from "./dom.js";
 
@@ -74,5 +75,45 @@ export function lineChart({ title, series, yMax, format = (v) => String(v) }) {
         h("span", { class: `swatch c${i % COLOURS.length}` }),
         `${s.name}: `, h("strong", {}, format(last)));
     })));
+  return figure;
+}
+
+const BAR_HEIGHT = 18;
+const BAR_GAP = 6;
+const BAR_LABEL_W = 90;
+const BAR_VALUE_W = 70;
+
+/**
+ * A figure with one horizontal bar per entry, longest first; the counts (and shares) are written beside the bars.
+ * entries: [[label, count], ...]; at most `limit` bars, the rest summed as "other".
+ */
+export function barChart({ title, entries, limit = 6, colour = 0 }) {
+  chartCount += 1;
+  const titleId = `chart-${chartCount}`;
+  const figure = h("figure", { class: "chart bar-chart" }, h("figcaption", { id: titleId }, title));
+  const sorted = [...entries].filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1] || String(a[0]).localeCompare(b[0]));
+  if (!sorted.length) {
+    figure.append(h("p", { class: "empty" }, "No answers reported yet."));
+    return figure;
+  }
+  const shown = sorted.length > limit
+    ? [...sorted.slice(0, limit - 1), ["other", sorted.slice(limit - 1).reduce((sum, [, n]) => sum + n, 0)]]
+    : sorted;
+  const total = shown.reduce((sum, [, n]) => sum + n, 0);
+  const most = Math.max(...shown.map(([, n]) => n));
+  const height = shown.length * (BAR_HEIGHT + BAR_GAP) - BAR_GAP;
+  const plotW = WIDTH - BAR_LABEL_W - BAR_VALUE_W;
+  const share = (n) => `${Math.round((n / total) * 100)} %`;
+  const bars = shown.map(([label, n], i) => {
+    const y = i * (BAR_HEIGHT + BAR_GAP);
+    const w = Math.max(2, (n / most) * plotW);
+    return svg("g", {},
+      svg("text", { x: BAR_LABEL_W - 6, y: y + BAR_HEIGHT - 5, "text-anchor": "end" }, String(label).slice(0, 12)),
+      svg("rect", { x: BAR_LABEL_W, y, width: w.toFixed(1), height: BAR_HEIGHT, rx: 3,
+        fill: COLOURS[colour % COLOURS.length] }),
+      svg("text", { x: BAR_LABEL_W + w + 6, y: y + BAR_HEIGHT - 5, "text-anchor": "start" }, `${n} (${share(n)})`));
+  });
+  figure.append(svg("svg", { viewBox: `0 0 ${WIDTH} ${height}`, role: "img", "aria-labelledby": titleId,
+    "aria-description": shown.map(([label, n]) => `${label}: ${n}`).join(", ") }, bars));
   return figure;
 }

@@ -3,7 +3,7 @@
 // reconnects by itself; only a stream that stays closed switches to polling.
 
 const POLL_INTERVAL_MS = 5000;
-const ALL_TOPICS = ["devices", "deployments", "telemetry"];
+const ALL_TOPICS = ["devices", "deployments", "rollouts", "telemetry"];
 
 /**
  * Call onChange(topics) whenever the server reports a change; report the mode with onMode(text).

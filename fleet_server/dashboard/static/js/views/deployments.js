@@ -1,17 +1,17 @@
-// Deployments: the list with per-state counts, and one deployment's devices with errors explained.
-// Operator actions (pause, resume, abort, roll back, promote) come with staged rollouts: they will
-// go in a toolbar above the Summary section of mountOne, fed by the rollout API; until then the
-// page only shows state.
+// Deployments: the list with per-state counts, and one deployment's devices with errors explained,
+// its staged rollout (if any) and, for an A/B split, the comparison per variant with a promote button.
 
-import { apiGet, enc } from "../api.js";
+import { apiGet, apiPost, enc, hasRole } from "../api.js";
 import { errorBlock } from "../alerts.js";
+import { barChart } from "../charts.js";
+import { actionButton } from "../dialog.js";
 import { ago, badge, fill, h, link, section, table } from "../dom.js";
 
-const STATES = ["pending", "installing", "running", "failed", "superseded"];
+export const STATES = ["pending", "installing", "running", "failed", "superseded"];
 const ATTENTION = ["failed", "installing", "pending", "running", "superseded"]; // device rows, most urgent first
 const LISTED_WITH_COUNTS = 50;
 
-function target(t) {
+export function target(t) {
   const parts = [];
   if (t.devices && t.devices.length) parts.push(`devices: ${t.devices.join(", ")}`);
   if (t.selector) {
@@ -21,21 +21,26 @@ function target(t) {
   return parts.join("; ");
 }
 
-function countBadges(counts) {
+export function countBadges(counts) {
   return h("span", { class: "counts" }, STATES.filter((s) => counts[s]).map((s) => badge(`${counts[s]} ${s}`, s)));
 }
 
 /** A bar split by state, with the numbers also as text for screen readers and print. */
-function progress(counts) {
+export function progress(counts, { compact = false } = {}) {
   const total = STATES.reduce((sum, s) => sum + (counts[s] || 0), 0);
-  const bar = h("div", { class: "progress", "aria-hidden": "true" });
+  const bar = h("div", { class: compact ? "progress progress-compact" : "progress", "aria-hidden": "true" });
   for (const state of STATES) {
     if (!counts[state]) continue;
     const part = h("span", { class: `progress-${state}`, title: `${counts[state]} ${state}` });
     part.style.flexGrow = String(counts[state]);
     bar.append(part);
   }
-  return h("div", {}, bar, h("p", { class: "small" }, total ? countBadges(counts) : "No device is targeted."));
+  return h("div", {}, bar, h("p", { class: "small" }, total ? countBadges(counts) : "No device yet."));
+}
+
+function versions(d) {
+  if (!d.split) return `v${d.version}`;
+  return `v${d.version} (A/B with ${d.split.variants.map((v) => `v${v.version}`).join(", ")})`;
 }
 
 export function mountList(main) {
@@ -46,7 +51,8 @@ export function mountList(main) {
     const deployments = (await apiGet("deployments")).reverse();
     const details = await Promise.all(deployments.slice(0, LISTED_WITH_COUNTS).map((d) => apiGet(`deployments/${d.id}`)));
     fill(root, table("Deployments", ["Deployment", "Module", "Version", "Target", "Devices", "Created"],
-      deployments.map((d, i) => [link(`#/deployments/${d.id}`, `#${d.id}`), d.module, `v${d.version}`, target(d.target),
+      deployments.map((d, i) => [link(`#/deployments/${d.id}`, `#${d.id}`), d.module, versions(d),
+        d.withdrawn ? h("span", {}, badge("withdrawn"), " ", target(d.target)) : target(d.target),
         details[i] ? countBadges(details[i].counts) : h("span", { class: "muted" }, "open to see"), ago(d.created)]),
       "No deployments yet: create one with `edgefleet deploy`."));
   }
@@ -54,27 +60,74 @@ export function mountList(main) {
   return { topics: ["devices", "deployments"], refresh };
 }
 
+/** A latency in µs as milliseconds. */
+function millis(us) {
+  return us === null || us === undefined ? "–" : `${(us / 1000).toFixed(us < 10000 ? 2 : 0)} ms`;
+}
+
+/** The A/B comparison: one row per variant, its answers as a bar chart, and (for operators) promote. */
+function comparison(d, variants, status) {
+  const canPromote = hasRole("operator") && !d.withdrawn;
+  const totalWeight = variants.reduce((sum, v) => sum + v.weight, 0) || 1;
+  const promote = (v) => actionButton({
+    label: `Promote v${v.version}`, status,
+    confirmation: {
+      title: `Promote v${v.version} of ${d.module}?`, confirm: `Promote v${v.version}`,
+      message: `A new deployment sends ${d.module} v${v.version} alone to this deployment's target, with the same `
+        + "priority, so the A/B split ends and every targeted device runs this version.",
+    },
+    action: () => apiPost(`deployments/${enc(d.id)}/promote`, { version: v.version }),
+    done: (created) => {
+      location.hash = `#/deployments/${created.id}`;
+      return `Promoted: deployment #${created.id} created.`;
+    },
+  });
+  const headers = ["Variant", "Traffic", "Devices", "Requests", "Errors", "Error rate", "Latency p50", "Latency p95"];
+  const rows = variants.map((v) => [
+    h("strong", {}, `v${v.version}`, v.version === d.version ? " (deployed)" : ""),
+    `${Math.round((v.weight / totalWeight) * 100)} %`, String(v.devices), String(v.requests), String(v.errors),
+    `${(v.error_rate * 100).toFixed(2)} %`, millis(v.latency_p50_us), millis(v.latency_p95_us),
+    ...(canPromote ? [promote(v)] : [])]);
+  return section("A/B comparison",
+    table("A/B comparison per variant", canPromote ? [...headers, "Action"] : headers, rows),
+    h("div", { class: "charts" }, variants.map((v, i) => barChart({
+      title: `v${v.version}: answers by class`, entries: Object.entries(v.outputs), colour: i }))),
+    h("p", { class: "small muted" }, "From the devices' model statistics since this deployment was created. ",
+      "Latency is the upper bound of the histogram bucket holding the quantile."),
+    canPromote ? status : null);
+}
+
 export function mountOne(main, params, [id]) {
-  const root = h("div", {});
+  const root = h("div", { class: "page" });
   const title = h("h1", {}, `Deployment #${id}`);
+  const status = h("p", { class: "action-status", role: "status", "aria-live": "polite" });
   fill(main, h("p", { class: "crumbs" }, h("a", { href: "#/deployments" }, "Deployments"), " / ", `#${id}`), title, root);
 
   async function refresh() {
-    const d = await apiGet(`deployments/${enc(id)}`);
-    title.textContent = `Deployment #${d.id}: ${d.module} v${d.version}`;
+    const [d, rollouts] = await Promise.all([apiGet(`deployments/${enc(id)}`), apiGet("rollouts")]);
+    const variants = d.split ? await apiGet(`deployments/${enc(id)}/variants`) : null;
+    const rollout = rollouts.find((r) => r.deployment_id === d.id);
+    title.replaceChildren(`Deployment #${d.id}: ${d.module} ${versions(d)}`, d.withdrawn ? " " : "",
+      d.withdrawn ? badge("withdrawn") : "");
     const rows = [...d.devices].sort((a, b) => ATTENTION.indexOf(a.state) - ATTENTION.indexOf(b.state)
       || a.device_id.localeCompare(b.device_id));
     fill(root,
       section("Summary", h("dl", { class: "facts" },
         h("div", {}, h("dt", {}, "Bundle"), h("dd", {}, h("code", { title: d.bundle_digest }, `${d.bundle_digest.slice(0, 16)}…`))),
         h("div", {}, h("dt", {}, "Target"), h("dd", {}, target(d.target) || "–")),
+        h("div", {}, h("dt", {}, "Priority"), h("dd", {}, String(d.priority))),
+        rollout ? h("div", {}, h("dt", {}, "Staged rollout"), h("dd", {},
+          link(`#/rollouts/${rollout.id}`, `#${rollout.id}`), " ",
+          badge(rollout.state.replace("_", " "), rollout.state)))
+          : null,
         h("div", {}, h("dt", {}, "Created"), h("dd", {}, ago(d.created)))),
       progress(d.counts)),
+      variants ? comparison(d, variants, status) : null,
       section("Devices", table("Devices in this deployment", ["Device", "State", "Running version", "Error"],
         rows.map((r) => [link(`#/devices/${enc(r.device_id)}`, r.device_id), badge(r.state),
           r.version ? `v${r.version}` : "–", errorBlock(r.error)]),
         "No device matches this deployment's target yet.")));
   }
 
-  return { topics: ["devices", "deployments"], refresh };
+  return { topics: ["devices", "deployments", "rollouts", "telemetry"], refresh };
 }

@@ -1,10 +1,10 @@
-// One device: identity, health, installed modules, charts from telemetry, recent events.
+// One device: identity, health, installed modules and why each is there, charts from telemetry, recent events.
 // Charts read `heartbeat` and `model_stats` records as edge_agent/telemetry.py writes them.
 
 import { apiGet, enc } from "../api.js";
 import { errorBlock } from "../alerts.js";
 import { lineChart } from "../charts.js";
-import { ago, badge, bytes, duration, fill, h, section, table, tagList } from "../dom.js";
+import { ago, badge, bytes, duration, fill, h, link, section, table, tagList } from "../dom.js";
 
 const HEARTBEATS = 120;
 const MODEL_STATS = 400;
@@ -66,6 +66,23 @@ function health(beat, reported) {
       : null);
 }
 
+/** Per module: which deployment put it here and why, what the device reports, and what lost out. */
+function explanation(explain) {
+  return table("Why these modules", ["Module", "Chosen deployment", "Why", "Device reports", "Not chosen"],
+    explain.modules.map((m) => [
+      m.module,
+      m.deployment_id === null ? h("span", { class: "muted" }, "none")
+        : h("span", {}, link(`#/deployments/${m.deployment_id}`, `#${m.deployment_id}`), ` v${m.version}`,
+          h("span", { class: "muted small" }, ` priority ${m.priority}`)),
+      m.reason,
+      m.reported_state ? h("span", {}, m.reported_version ? `v${m.reported_version} ` : "", badge(m.reported_state))
+        : h("span", { class: "muted" }, "nothing yet"),
+      m.overridden.length ? h("ul", { class: "plain" }, m.overridden.map((o) => h("li", {},
+        link(`#/deployments/${o.deployment_id}`, `#${o.deployment_id}`), ` v${o.version}: ${o.reason}`)))
+        : h("span", { class: "muted" }, "–")]),
+    "No deployment targets this device.");
+}
+
 export function mount(main, params, [deviceId]) {
   const root = h("div", { class: "page" });
   const title = h("h1", {}, deviceId);
@@ -73,10 +90,10 @@ export function mount(main, params, [deviceId]) {
 
   async function refresh() {
     const base = `devices/${enc(deviceId)}`;
-    const [device, beats, stats, events] = await Promise.all([
+    const [device, beats, stats, events, explain] = await Promise.all([
       apiGet(base), apiGet(`${base}/telemetry?kind=heartbeat&limit=${HEARTBEATS}`),
       apiGet(`${base}/telemetry?kind=model_stats&limit=${MODEL_STATS}`),
-      apiGet(`${base}/telemetry?kind=event&limit=${EVENTS}`)]);
+      apiGet(`${base}/telemetry?kind=event&limit=${EVENTS}`), apiGet(`${base}/explain`)]);
     title.replaceChildren(device.name || device.id, " ", badge(device.status));
     const reported = device.reported;
     const modules = device.modules || [];
@@ -96,6 +113,7 @@ export function mount(main, params, [deviceId]) {
         modules.map((m) => [m.name, m.version ? `v${m.version}` : "–", badge(m.state), m.accelerator || "–",
           m.target_version && m.target_version !== m.version ? `v${m.target_version}` : "–", errorBlock(m.error)]),
         "The device has not reported any module.")),
+      section("Why these modules", explanation(explain)),
       section("Over time", h("div", { class: "charts" },
         lineChart({ title: "CPU %", yMax: 100, format: (v) => `${Math.round(v)} %`,
           series: [series(beats, "system", (d) => d.cpu_percent), series(beats, "agent", (d) => d.agent_cpu_percent)] }),
@@ -113,5 +131,5 @@ export function mount(main, params, [deviceId]) {
         events.map((e) => [ago(e.ts), e.data.event || "–", eventDetails(e.data)]), "No events reported.")));
   }
 
-  return { topics: ["devices", "telemetry"], refresh };
+  return { topics: ["devices", "deployments", "rollouts", "telemetry"], refresh };
 }

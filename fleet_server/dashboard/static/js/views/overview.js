@@ -1,9 +1,10 @@
-// Fleet overview: status counts (all, by profile, by tag), recent deployments, alerts.
+// Fleet overview: status counts (all, by profile, by tag), active rollouts, recent deployments, alerts.
 
 import { apiGet, enc } from "../api.js";
 import { alertItem, deriveAlerts } from "../alerts.js";
 import { ago, badge, fill, h, link, section, table, tagText } from "../dom.js";
 import { NO_PROFILE } from "./devices.js";
+import { ACTIVE, ROLLOUT_HEADERS, rolloutRow } from "./rollouts.js";
 
 const STATUSES = ["online", "offline", "unknown"];
 const RECENT_DEPLOYMENTS = 5;
@@ -33,7 +34,9 @@ export function mount(main) {
   fill(main, h("h1", {}, "Fleet overview"), root);
 
   async function refresh() {
-    const [devices, deployments] = await Promise.all([apiGet("devices"), apiGet("deployments")]);
+    const [devices, deployments, rollouts] = await Promise.all([apiGet("devices"), apiGet("deployments"),
+      apiGet("rollouts")]);
+    const active = rollouts.filter((r) => ACTIVE.includes(r.state)).reverse();
     const recent = deployments.slice(-RECENT_DEPLOYMENTS).reverse();
     const details = await Promise.all(recent.map((d) => apiGet(`deployments/${d.id}`)));
     const alerts = deriveAlerts(devices);
@@ -53,6 +56,8 @@ export function mount(main) {
 
     fill(root,
       cards,
+      section("Active rollouts", table("Active rollouts", ROLLOUT_HEADERS, active.map(rolloutRow),
+        "No rollout is in progress.")),
       h("div", { class: "columns" },
         section("Alerts", alerts.length
           ? h("ul", { class: "alerts" }, alerts.map(alertItem))
@@ -64,5 +69,5 @@ export function mount(main) {
         breakdown("By tag", countBy(devices, (d) => tagText(d.tags)), "tag")));
   }
 
-  return { topics: ["devices", "deployments"], refresh };
+  return { topics: ["devices", "deployments", "rollouts"], refresh };
 }
