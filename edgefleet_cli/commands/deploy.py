@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,6 +13,7 @@ from ..client import ApiClient
 from ..errors import CliError
 from ..options import JsonOpt, MaxMemoryOpt, MaxP95Opt, ServerOpt, TokenOpt, gate_body
 from ..output import console, format_tags, parse_tags, print_json, print_table
+from ..polling import wait_until
 from . import rollout
 from .model import split_ref
 
@@ -186,23 +186,13 @@ def import_(
 
 
 def _wait(client: ApiClient, deployment_id: int, timeout: float, *, quiet: bool) -> dict:
-    deadline = time.monotonic() + timeout
-    with console.status("waiting for devices…", spinner="dots") as spinner:
-        while True:
-            deployment = client.get(f"/api/deployments/{deployment_id}")
-            counts = deployment.get("counts", {})
-            spinner.update(f"waiting for devices… {_counts(counts)}")
-            devices = deployment.get("devices", [])
-            if devices and all(d["state"] in FINAL_STATES for d in devices):
-                break
-            if time.monotonic() > deadline:
-                if not quiet:
-                    _print_status(deployment)
-                raise CliError(f"deployment {deployment_id} not finished after {timeout:.0f}s: {_counts(counts)}")
-            time.sleep(0.5)
-    if not quiet:
-        _print_status(deployment)
-    return deployment
+    def finished(deployment: dict) -> bool:
+        devices = deployment.get("devices", [])
+        return bool(devices) and all(d["state"] in FINAL_STATES for d in devices)
+
+    return wait_until(lambda: client.get(f"/api/deployments/{deployment_id}"), finished=finished,
+                      describe=lambda d: f"waiting for devices… {_counts(d.get('counts', {}))}",
+                      show=_print_status, timeout=timeout, what=f"deployment {deployment_id}", quiet=quiet)
 
 
 def _print_status(deployment: dict) -> None:

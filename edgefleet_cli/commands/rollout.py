@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Optional
 
 import typer
@@ -11,6 +10,7 @@ from ..client import ApiClient
 from ..errors import CliError
 from ..options import JsonOpt, MaxMemoryOpt, MaxP95Opt, ServerOpt, TokenOpt, gate_body
 from ..output import console, format_tags, parse_tags, print_json, print_table
+from ..polling import wait_until
 from .model import split_ref
 
 app = typer.Typer(help="Staged rollouts: a canary, then waves, each gated on the devices running the new version.",
@@ -121,22 +121,12 @@ _action("rollback", "Withdraw the rollout's deployment: its devices go back to t
 
 
 def _wait(client: ApiClient, rollout_id: int, timeout: float, *, quiet: bool) -> dict:
-    deadline = time.monotonic() + timeout
-    with console.status("rolling out…", spinner="dots") as spinner:
-        while True:
-            rollout = client.get(f"/api/rollouts/{rollout_id}")
-            spinner.update(f"rollout {rollout_id}: {rollout['state']}, wave {rollout['wave']} "
-                           f"{_counts(rollout['counts'])}")
-            if rollout["state"] != "running":
-                break
-            if time.monotonic() > deadline:
-                if not quiet:
-                    print_rollout(rollout)
-                raise CliError(f"rollout {rollout_id} still running after {timeout:.0f}s")
-            time.sleep(0.5)
-    if not quiet:
-        print_rollout(rollout)
-    return rollout
+    def describe(rollout: dict) -> str:
+        return f"rollout {rollout_id}: {rollout['state']}, wave {rollout['wave']} {_counts(rollout['counts'])}"
+
+    return wait_until(lambda: client.get(f"/api/rollouts/{rollout_id}"), finished=lambda r: r["state"] != "running",
+                      describe=describe, show=print_rollout, timeout=timeout, what=f"rollout {rollout_id}",
+                      quiet=quiet)
 
 
 def print_rollout(rollout: dict) -> None:
