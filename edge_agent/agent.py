@@ -2,6 +2,11 @@
 
 ``Agent(config).start()`` returns at once with installed modules loaded and
 served (no broker needed); the link connects in the background.
+An enrolled agent (``trusted_root`` in its config) trusts the signing keys of
+the root it holds and follows key rotations published on the root topic
+(:mod:`.root_keeper`); one configured with fixed ``trusted_keys`` keeps those.
+Its reported state says when the desired state it holds has expired without
+a fresh one (``stale``, :mod:`.freshness`).
 ``run_forever()`` blocks until SIGINT/SIGTERM, then ``stop()`` publishes the
 offline status, flushes telemetry and closes everything.
 
@@ -19,7 +24,7 @@ import threading
 import numpy as np
 
 from fleet_protocol import messages, oip, topics
-from fleet_protocol.errors import MessageError
+from fleet_protocol.errors import EdgefleetError, MessageError
 from fleet_protocol.profiles import load_profile
 from fleet_protocol.signing import PublicKey
 from fleet_protocol.timestamps import to_iso, utc_now
@@ -30,12 +35,14 @@ from .cloud_client import CloudClient
 from .config import AgentConfig
 from .fallback import CircuitBreaker
 from .fetcher import Fetcher
+from .freshness import Freshness
 from .identity import CertificateRenewer, finish_interrupted_switch
 from .installer import Installer
 from .mqtt_link import MqttLink, RateLimitedLog
 from .offload import CloudScoreResult, Offload
 from .outbox import Outbox
 from .reconciler import GENERATION_KEY, Reconciler
+from .root_keeper import RootKeeper
 from .runtime import ModelNotFound, Runtime, ScoreResult
 from .scoring_api import ScoringServer
 from .telemetry import Telemetry
@@ -58,6 +65,7 @@ class Agent:
         self._publish_lock = threading.Lock()
         self.scoring: ScoringServer | None = None
         self._scoring_url: str | None = None
+        self._last_desired: dict | None = None  # resubmitted when a new root makes a refused one acceptable
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -71,8 +79,16 @@ class Agent:
         self.outbox = Outbox(config.state_dir / "agent.db", max_records=config.outbox_max_records,
                              max_bytes=config.outbox_max_bytes)
         generation = int(self.outbox.get_meta(GENERATION_KEY) or 0)
-        self.trust = TrustedState(self.device_id, [PublicKey.from_hex(k) for k in config.trusted_keys],
-                                  last_generation=generation)
+        try:  # with a root (enrolled devices) its signing keys are trusted; else the configured keys, fixed
+            self.root_keeper = None if config.trusted_root is None else \
+                RootKeeper(outbox=self.outbox, enrolled=config.trusted_root)
+        except ValueError:
+            self.outbox.close()
+            raise
+        keys = self.root_keeper.root.signing_keys() if self.root_keeper is not None else \
+            [PublicKey.from_hex(k) for k in config.trusted_keys]
+        self.trust = TrustedState(self.device_id, keys, last_generation=generation)
+        self.freshness = Freshness(outbox=self.outbox, on_change=self._on_freshness)
         self.installer = Installer(config.state_dir)
         self.installer.collect_garbage()
         self.runtime = Runtime(self.profile)
@@ -119,10 +135,13 @@ class Agent:
                                on_malformed=self.telemetry.malformed)
         self.reconciler = Reconciler(trust=self.trust, outbox=self.outbox, installer=self.installer,
                                      fetcher=self.fetcher, runtime=self.runtime, telemetry=self.telemetry,
-                                     on_change=self.publish_reported)
+                                     on_change=self.publish_reported,
+                                     on_accepted=lambda state: self.freshness.accepted(state.expires))
         self.reconciler.load_installed()
         self._ready.set()
         self.scoring.start()
+        if self.root_keeper is not None:  # before the desired topic: a rotation's root comes first
+            self.link.subscribe(topics.ROOT_TOPIC, self._on_root, qos=1, wait=False)
         self.link.subscribe(self._desired_topic, self._on_desired, qos=1, wait=False)
         self.renewer = None if config.tls_files is None else CertificateRenewer(
             device_id=self.device_id, files=config.tls_files, link=self.link, renew_before_s=config.cert_renew_before_s)
@@ -130,6 +149,7 @@ class Agent:
             self.link.subscribe(self.renewer.topic, self.renewer.on_certificate, qos=1, wait=False)
             self.renewer.start()
         self.reconciler.start()
+        self.freshness.start()
         self.telemetry.start()
         self.link.start()
         self._started = True
@@ -143,6 +163,7 @@ class Agent:
         self._stopping.set()
         self._started = False
         self.reconciler.stop()
+        self.freshness.stop()
         self.telemetry.stop()
         if self.renewer is not None:
             self.renewer.stop()
@@ -245,12 +266,38 @@ class Agent:
             self.telemetry.malformed(topic)
             self._ratelog.warning(topic, "malformed desired state (%d bytes) ignored: %s", len(payload), exc)
             return
+        self._last_desired = envelope
         self.reconciler.submit(envelope)
 
+    def _on_root(self, topic: str, payload: bytes) -> None:
+        """A root-chain message: move the root of trust forward, or refuse it with the reason."""
+        if not payload:
+            return
+        try:
+            moved = self.root_keeper.receive(payload)
+        except EdgefleetError as exc:
+            self._ratelog.warning(topic, "refused root document: %s", exc)
+            self.telemetry.event("root_refused", **exc.as_report())
+            self.publish_reported()
+            return
+        if moved:
+            self.trust.set_keys(self.root_keeper.root.signing_keys())  # the rotated-out key is refused from now on
+            self.telemetry.event("root_updated", version=self.root_keeper.version)
+            if self._last_desired is not None and self.reconciler.doc_error is not None:
+                self.reconciler.submit(self._last_desired)  # refused under the old root: try it again
+        self.publish_reported()
+
+    def _on_freshness(self, stale: bool) -> None:
+        self.telemetry.event("desired_stale" if stale else "desired_fresh")
+        self.publish_reported()
+
     def reported_state(self) -> messages.ReportedState:
+        keeper = self.root_keeper
         return messages.ReportedState(self.device_id, self.reconciler.generation, to_iso(utc_now()),
                                       tuple(self.reconciler.module_reports()), __version__, self.profile.name,
-                                      self.reconciler.doc_error)
+                                      self.reconciler.doc_error, stale=self.freshness.stale,
+                                      root_version=keeper.version if keeper is not None else None,
+                                      root_error=keeper.error if keeper is not None else None)
 
     def publish_reported(self) -> None:
         """Publish the retained reported state now if connected (it is published again on every connect)."""

@@ -29,6 +29,8 @@ class AgentConfig:
     state_dir: Path
     broker_url: str = "mqtt://127.0.0.1:1883"
     trusted_keys: list[str] = field(default_factory=list)  # Ed25519 public keys, hex (GET /api/keys)
+    trusted_root: Path | None = None  # the signed root document from enrollment (JSON); when set, the signing
+    # keys come from the root (moved forward by threshold-signed rotations) and trusted_keys is not needed
     profile: str = "generic-cpu"  # a firmware profile name, or a path to a profile TOML file
     tags: dict[str, str] = field(default_factory=dict)
     scoring_host: str = "127.0.0.1"
@@ -56,6 +58,8 @@ class AgentConfig:
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
         validate(self)
+        if self.trusted_root is not None:
+            self.trusted_root = Path(self.trusted_root)
 
     @property
     def tls_files(self) -> tuple[Path, Path, Path] | None:
@@ -95,8 +99,12 @@ def validate(config: AgentConfig) -> None:
         raise ConfigError(f"broker_url {url!r} is not valid: {exc}") from None
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise ConfigError(f"broker_url must look like mqtt://host:port or mqtts://host:port, got {url!r}")
-    if not isinstance(config.trusted_keys, list) or not config.trusted_keys:
-        raise ConfigError("trusted_keys must be a non-empty list of hex Ed25519 public keys (GET /api/keys)")
+    root = config.trusted_root
+    if root is not None and not (isinstance(root, (str, Path)) and str(root)):
+        raise ConfigError("trusted_root must be the path of the root document `edgefleet agent enroll` wrote")
+    if not isinstance(config.trusted_keys, list) or (not config.trusted_keys and root is None):
+        raise ConfigError("trusted_keys must be a non-empty list of hex Ed25519 public keys (GET /api/keys), "
+                          "unless trusted_root is set")
     for i, key in enumerate(config.trusted_keys):
         if not isinstance(key, str):
             raise ConfigError(f"trusted_keys[{i}] must be a hex string")
@@ -155,7 +163,7 @@ def load_config(path: Path) -> AgentConfig:
     if not isinstance(doc["state_dir"], str) or not doc["state_dir"]:
         raise ConfigError("state_dir must be a directory path")
     doc["state_dir"] = base / Path(doc["state_dir"]).expanduser()
-    for name in ("tls_ca", "tls_cert", "tls_key"):
+    for name in ("tls_ca", "tls_cert", "tls_key", "trusted_root"):
         if isinstance(doc.get(name), str) and doc[name]:
             doc[name] = base / Path(doc[name]).expanduser()
     profile = doc.get("profile")

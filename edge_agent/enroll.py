@@ -5,7 +5,10 @@ enrollment token an operator made (``<device id>.<secret>``), generates an EC
 P-256 key and a CSR with CN = device id (:func:`fleet_protocol.root.make_device_key_and_csr`),
 and POSTs only the CSR and the token to ``/api/enroll``. The answer: the
 device's client certificate, the fleet CA certificate, the broker URL
-(``mqtts://``) and the server's signing key(s). The private key is written
+(``mqtts://``) and the server's current signed root document, written to
+``state_dir/identity/root.json`` and named by the config's ``trusted_root``
+(the agent moves it forward only by threshold-signed rotations; see
+:mod:`edge_agent.root_keeper`). The private key is written
 only here (``state_dir/identity/device.key``, 0600, folder 0700) and never
 sent. Files are written temp-then-``os.replace``; the agent config last, so a
 failed enrollment leaves no half-usable config. A refused token
@@ -24,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from fleet_protocol.errors import EdgefleetError, TransportError
 from fleet_protocol.fields import is_valid_name
-from fleet_protocol.root import load_certificate, make_device_key_and_csr
+from fleet_protocol.root import TrustedRoot, load_certificate, make_device_key_and_csr
 
 MAX_RESPONSE_BYTES = 64 * 1024
 
@@ -57,6 +60,10 @@ class IdentityFiles:
     def key(self) -> Path:
         return self.directory / "device.key"
 
+    @property
+    def root(self) -> Path:
+        return self.directory / "root.json"
+
 
 def device_id_from_token(token: str) -> str:
     device_id, sep, secret = token.strip().rpartition(".")
@@ -86,8 +93,9 @@ def enroll(*, server_url: str, token: str, state_dir: Path, config_out: Path, ti
     write_atomic(files.key, key_pem, mode=0o600)
     write_atomic(files.cert, body["certificate_pem"].encode(), mode=0o644)
     write_atomic(files.ca, body["ca_certificate_pem"].encode(), mode=0o644)
+    write_atomic(files.root, json.dumps(body["root"], indent=1).encode(), mode=0o644)
     values = {"device_id": device_id, "state_dir": str(Path(state_dir).resolve()), "broker_url": body["broker_url"],
-              "trusted_keys": body["trusted_keys"], "tls_ca": str(files.ca.resolve()),
+              "trusted_root": str(files.root.resolve()), "tls_ca": str(files.ca.resolve()),
               "tls_cert": str(files.cert.resolve()), "tls_key": str(files.key.resolve())}
     text = "# Written by `edgefleet agent enroll`.\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
     config_out = Path(config_out)
@@ -103,9 +111,13 @@ def _parse(response: httpx.Response) -> dict:
         body = response.json()
     except ValueError:
         raise EnrollmentError("the server's enrollment answer is not JSON") from None
-    wanted = {"certificate_pem": str, "ca_certificate_pem": str, "broker_url": str, "trusted_keys": list}
+    wanted = {"certificate_pem": str, "ca_certificate_pem": str, "broker_url": str, "root": dict}
     if not isinstance(body, dict) or any(not isinstance(body.get(k), t) for k, t in wanted.items()):
         raise EnrollmentError(f"the server's enrollment answer lacks one of {', '.join(wanted)}")
+    try:
+        TrustedRoot.from_envelope(body["root"])
+    except EdgefleetError as exc:
+        raise EnrollmentError(f"the server's root document is not valid: {exc}") from None
     return body
 
 

@@ -42,12 +42,12 @@ from typing import Callable
 
 from fleet_protocol.canonical import canonical_json, sha256_hex
 from fleet_protocol.errors import BadDataError, EdgefleetError, TransportError
-from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.messages import DesiredModule, DesiredState, ModuleReport
 from fleet_protocol.timestamps import utc_now
 from fleet_protocol.trust import TrustedState
 
 from .fetcher import FetchAborted, Fetcher
+from .fit import check_fits
 from .health import restart_delay_s
 from .installer import ActiveRecord, Installer
 from .mqtt_link import RateLimitedLog
@@ -71,7 +71,8 @@ class ModuleStatus:
 class Reconciler:
     def __init__(self, *, trust: TrustedState, outbox: Outbox, installer: Installer, fetcher: Fetcher,
                  runtime: Runtime, telemetry: Telemetry,
-                 on_change: Callable[[], None], now: Callable[[], datetime] = utc_now):
+                 on_change: Callable[[], None], now: Callable[[], datetime] = utc_now,
+                 on_accepted: Callable[[DesiredState], None] | None = None):
         self.trust = trust
         self.outbox = outbox
         self.installer = installer
@@ -79,6 +80,7 @@ class Reconciler:
         self.runtime = runtime
         self.telemetry = telemetry
         self._on_change = on_change
+        self._on_accepted = on_accepted  # every verified document (the agent's freshness watch)
         self._now = now
         self._queue: deque[tuple[int, dict]] = deque()
         self._cond = threading.Condition()
@@ -158,6 +160,8 @@ class Reconciler:
             self.telemetry.event("desired_refused", **exc.as_report())
             self._changed()
             return
+        if self._on_accepted is not None:
+            self._on_accepted(state)
         doc_id = sha256_hex(canonical_json(envelope["signed"]))
         if doc_id == self._applied and self.doc_error is None:
             return  # the same document again: nothing to do
@@ -221,7 +225,7 @@ class Reconciler:
         try:
             manifest = self.trust.verify_module(
                 module, installed=(installed.version, installed.digest) if installed else None, now=self._now())
-            self._check_fits(manifest)
+            check_fits(self.runtime.profile, manifest)
         except EdgefleetError as exc:
             self._fail(name, target, exc, event="install_refused")
             return
@@ -303,7 +307,7 @@ class Reconciler:
                     record = self.installer.variants(name).get(variant.bundle_digest)
                     if record is None:  # signed and pinned like any version; may be older than the main one
                         manifest = self.trust.verify_module(desired, installed=None, now=self._now())
-                        self._check_fits(manifest)
+                        check_fits(self.runtime.profile, manifest)
                         self.installer.seed_chunks(manifest)
                         self.fetcher.fetch(manifest, on_problem=lambda error: None,
                                            should_abort=lambda: self._stop.is_set() or self._newer_than(generation))
@@ -350,18 +354,6 @@ class Reconciler:
                 return  # stopped, replaced or already serving again
             log.info("restarting %s v%s after its crash-loop back-off", name, installed.version)
             self._load_or_rollback(installed, target=None)
-
-    def _check_fits(self, manifest: BundleManifest) -> None:
-        profile = self.runtime.profile
-        if manifest.target_profiles and profile.name not in manifest.target_profiles:
-            raise EdgefleetError(f"{manifest.module} v{manifest.version} targets "
-                                 f"{', '.join(manifest.target_profiles)}, not {profile.name}",
-                                 code="wrong_profile", category="resources")
-        size = manifest.file(manifest.model).size
-        if size > profile.max_model_bytes:
-            raise EdgefleetError(f"model of {manifest.module} v{manifest.version} is {size} bytes, more than the "
-                                 f"{profile.max_model_bytes} firmware profile {profile.name} allows",
-                                 code="model_too_large", category="resources")
 
     # --- status ---------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import typer
 from fleet_protocol.errors import EdgefleetError
 
 from .commands import agent, bundle, capture, demo, deploy, device, model, module, profile, score, server
-from .commands import audit, token
+from .commands import audit, keys, token
 from .errors import CliError
 from .output import err_console
 
@@ -32,6 +32,7 @@ app.add_typer(score.app, name="score")
 app.add_typer(capture.app, name="capture")
 app.add_typer(token.app, name="token")
 app.add_typer(audit.app, name="audit")
+app.add_typer(keys.app, name="keys")
 app.command(name="demo")(demo.demo)
 
 

@@ -151,6 +151,28 @@ def parse_desired_envelope(payload: bytes) -> dict:
     return doc
 
 
+# --- root of trust ---------------------------------------------------------------------------
+
+MAX_ROOTS = 1000
+
+
+def encode_root_chain(roots: list[dict]) -> bytes:
+    """The retained message on :data:`fleet_protocol.topics.ROOT_TOPIC`: every signed root, oldest first."""
+    return encode({"type": "root-chain", "roots": roots})
+
+
+def parse_root_chain(payload: bytes) -> list[dict]:
+    """The (still unverified) root envelopes of a root-chain message; :class:`fleet_protocol.root.TrustedRoot`
+    verifies them."""
+    doc = _load(payload, "root-chain")
+    roots = field(doc, "roots", list, where="root chain")
+    if not roots or len(roots) > MAX_ROOTS:
+        raise MessageError(f"root chain: must hold 1 to {MAX_ROOTS} roots")
+    if not all(isinstance(root, dict) for root in roots):
+        raise MessageError("root chain: each root must be a signed envelope (an object)")
+    return roots
+
+
 # --- reported state ---------------------------------------------------------------------------
 
 
@@ -180,11 +202,21 @@ class ReportedState:
     agent_version: str = ""
     profile: str = ""
     error: dict | None = None  # a refused desired-state document
+    stale: bool = False  # the desired state the device holds has expired (freeze): it serves it anyway
+    root_version: int | None = None  # the root of trust the device holds (None: fixed trusted_keys)
+    root_error: dict | None = None  # a refused root document
 
     def to_dict(self) -> dict:
-        return {"type": "reported-state", "device_id": self.device_id, "generation": self.generation,
-                "ts": self.ts, "agent_version": self.agent_version, "profile": self.profile,
-                "modules": [m.to_dict() for m in self.modules], "error": self.error}
+        doc = {"type": "reported-state", "device_id": self.device_id, "generation": self.generation,
+               "ts": self.ts, "agent_version": self.agent_version, "profile": self.profile,
+               "modules": [m.to_dict() for m in self.modules], "error": self.error}
+        if self.stale:  # the trust fields only when set, so other documents stay byte for byte as before
+            doc["stale"] = True
+        if self.root_version is not None:
+            doc["root_version"] = self.root_version
+        if self.root_error is not None:
+            doc["root_error"] = self.root_error
+        return doc
 
 
 def parse_reported_state(payload: bytes) -> ReportedState:
@@ -215,6 +247,9 @@ def parse_reported_state(payload: bytes) -> ReportedState:
         agent_version=field(doc, "agent_version", str, where=where, optional=True, default=""),
         profile=field(doc, "profile", str, where=where, optional=True, default=""),
         error=parse_error(doc.get("error"), where),
+        stale=field(doc, "stale", bool, where=where, optional=True, default=False),
+        root_version=count_field(doc, "root_version", where=where, minimum=1, optional=True),
+        root_error=parse_error(doc.get("root_error"), where),
     )
 
 

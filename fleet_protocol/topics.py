@@ -11,6 +11,9 @@
                                           identity and ACL are what authenticate a renewal)
     edgefleet/v1/bundles/<digest>/chunks server → devices, QoS 1: chunk payloads, shared so the
                                           broker fans one publish out to every device fetching it
+    edgefleet/v1/root                    server → devices, retained, QoS 1: the chain of signed root
+                                          documents (:mod:`fleet_protocol.root`), oldest first, so a
+                                          device offline through several key rotations can catch up
 
 Device ids are lowercase names (see :data:`fleet_protocol.fields.NAME`), so they
 never contain MQTT wildcards or separators.
@@ -23,6 +26,9 @@ from .fields import HEX64, is_valid_name
 
 PREFIX = "edgefleet/v1"
 DEVICE_KINDS = ("desired", "reported", "status", "telemetry", "fetch", "renew", "certificate")
+
+
+ROOT_TOPIC = f"{PREFIX}/root"
 
 
 def device_topic(device_id: str, kind: str) -> str:

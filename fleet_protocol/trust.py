@@ -30,6 +30,12 @@ class TrustedState:
         self.threshold = threshold
         self.last_generation = last_generation
 
+    def set_keys(self, keys: list[PublicKey]) -> None:
+        """Trust exactly ``keys`` from now on (a rotated root): documents signed by any other key are refused."""
+        if not keys:
+            raise SignatureError("no trusted signing keys configured")
+        self.keys = {k.keyid: k for k in keys}  # one assignment: a verification in progress sees old or new
+
     def verify_desired_state(self, envelope: dict, *, now: datetime) -> DesiredState:
         """Check signature, device binding, generation and expiry of a desired-state envelope."""
         signed = verify_envelope(envelope, self.keys, threshold=self.threshold, what="desired state")

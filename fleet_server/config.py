@@ -26,11 +26,16 @@ class ServerConfig:
     broker_pid_file: Path | None = None  # the broker's pid file: revocations SIGHUP it to reread the CRL
     enrollment_ttl_s: int = 24 * 3600  # how long a one-time enrollment token stays valid
     device_cert_valid_days: int = 90
+    desired_ttl_s: float = 7 * 86400.0  # each signed desired state expires this long after it is issued;
+    # the server re-issues it with half of that left (devices report "stale" past the expiry: freeze)
+    root_valid_days: int = 365  # expiry of each root document the server signs (`edgefleet keys rotate`)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         if self.broker_url is not None:
             parse_broker_url(self.broker_url)  # fail early on a typo
+        if not self.desired_ttl_s > 0:
+            raise ValueError(f"desired_ttl_s must be a positive number of seconds, got {self.desired_ttl_s!r}")
 
     def derived_public_broker_url(self, embedded_port: int | None = None) -> str:
         """The broker URL agents should use: explicit, else the external broker, else the embedded one."""

@@ -1,4 +1,4 @@
-"""Desired state: compute each device's modules, sign, store, publish retained.
+"""Desired state: compute each device's modules, sign, store, publish retained; keep it fresh.
 
 For every module the deployment targeting a device with the highest
 priority, then the newest, wins (see :mod:`.targeting`); an A/B deployment
@@ -7,7 +7,22 @@ one, a :class:`~fleet_protocol.messages.DesiredState` is signed and stored,
 and published retained at QoS 1 on the device's ``desired`` topic.
 Computation, storing and publishing happen under one lock, so an older
 generation can never be published after a newer one; on every (re)connect of
-the MQTT link the stored documents are published again as they are.
+the MQTT link the stored documents are published again.
+
+Freeze: every document carries an expiry ``ttl_s`` after it is issued (7 days
+by default). :meth:`DesiredStates.refresh` re-issues each document with less
+than half its lifetime left: the same modules under the next generation (so
+versions still only go up and an older copy cannot be replayed over it), a new
+expiry, signed again. A background thread (:meth:`start`) calls it every
+quarter lifetime (at most hourly), and every (re)connect calls it before
+republishing, so a server that was down past the expiry sends fresh documents
+at once. A device that stops receiving them reports itself ``stale``.
+
+Key rotation: :meth:`DesiredStates.rotate` swaps the signing key and re-issues
+every stored document with it. Bundle manifests embedded in a document are
+signed again with the current key when another key signed them (the stored
+bundle keeps its original envelope), so a rotated-out key signs nothing a
+device is sent.
 """
 
 from __future__ import annotations
@@ -15,12 +30,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from fleet_protocol import messages, topics
 from fleet_protocol.canonical import canonical_json, sha256_hex
 from fleet_protocol.messages import DesiredModule, DesiredState, DesiredVariant
 from fleet_protocol.signing import SigningKey, sign_envelope
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import from_iso, to_iso, utc_now
 
 from . import targeting
 from .store import Database
@@ -30,14 +47,50 @@ from .store import devices as device_store
 
 log = logging.getLogger(__name__)
 Publish = Callable[..., bool]
+DEFAULT_TTL_S = 7 * 86400.0
+MAX_REFRESH_INTERVAL_S = 3600.0
 
 
 class DesiredStates:
-    def __init__(self, *, db: Database, key: SigningKey, publish: Publish):
+    def __init__(self, *, db: Database, key: SigningKey, publish: Publish, ttl_s: float = DEFAULT_TTL_S):
         self._db = db
         self._key = key
         self._publish = publish
+        self._ttl = timedelta(seconds=ttl_s)
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Refresh documents in the background until :meth:`stop`."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._refresh_loop, name="desired-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+            self._thread = None
+
+    def _refresh_loop(self) -> None:
+        interval = min(self._ttl.total_seconds() / 4, MAX_REFRESH_INTERVAL_S)
+        while not self._stop.wait(interval):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - the refresher must survive a bad row or a closed database
+                log.exception("refreshing desired states failed")
+
+    def refresh(self) -> list[str]:
+        """Re-issue (next generation, new expiry) every document with less than half its lifetime left."""
+        with self._lock:
+            return self._reissue(due=utc_now() + self._ttl / 2)
+
+    def rotate(self, key: SigningKey) -> list[str]:
+        """Sign with ``key`` from now on, and re-issue every stored document with it."""
+        with self._lock:
+            self._key = key
+            return self._reissue(due=None)
 
     def recompute(self, device_ids: Iterable[str] | None = None) -> list[str]:
         """Recompute the named devices (all when None); return the ids whose desired state changed."""
@@ -52,8 +105,9 @@ class DesiredStates:
             return changed
 
     def republish_all(self) -> int:
-        """Publish every stored desired state again, unchanged (after the link (re)connects)."""
+        """Publish every stored desired state again, re-issuing those close to expiry (the link (re)connected)."""
         with self._lock:
+            self._reissue(due=utc_now() + self._ttl / 2, publish=False)
             published = device_store.published_desired(db=self._db)
             for device_id, envelope in published:
                 self._publish(topics.device_topic(device_id, "desired"), messages.encode(envelope), qos=1, retain=True)
@@ -75,12 +129,46 @@ class DesiredStates:
                                             v["weight"]) for v in (split or {}).get("variants", ()))
             modules.append(DesiredModule(name, bundle["version"], bundle["digest"], bundle["envelope"],
                                          split["weight"] if split else None, variants))
-        state = DesiredState(device_id=device["id"], generation=device["desired_generation"] + 1,
-                             issued=to_iso(utc_now()), modules=tuple(modules))
-        envelope = sign_envelope(state.to_dict(), self._key)
-        device_store.set_desired(db=self._db, device_id=device["id"], generation=state.generation, key=key,
-                                 envelope=envelope)
-        self._publish(topics.device_topic(device["id"], "desired"), messages.encode(envelope), qos=1, retain=True)
-        log.info("device %s: desired state generation %d (%s)", device["id"], state.generation,
+        self._store_and_publish(device["id"], key, DesiredState(
+            device_id=device["id"], generation=device["desired_generation"] + 1, issued="", modules=tuple(modules)))
+        log.info("device %s: desired state generation %d (%s)", device["id"], device["desired_generation"] + 1,
                  ", ".join(f"{m.name} v{m.version}" for m in modules) or "no modules")
         return True
+
+    def _reissue(self, *, due: datetime | None, publish: bool = True) -> list[str]:
+        """Re-sign, under the next generation, every stored document expiring before ``due`` (all: None)."""
+        reissued = []
+        for device in device_store.list_devices(db=self._db):
+            envelope = device["desired_envelope"]
+            if envelope is None:
+                continue
+            old = DesiredState.from_dict(envelope["signed"])
+            if due is not None and old.expires is not None and from_iso(old.expires) > due:
+                continue
+            self._store_and_publish(device["id"], device["desired_key"], DesiredState(
+                device_id=old.device_id, generation=device["desired_generation"] + 1, issued="",
+                modules=old.modules, config=old.config), publish=publish)
+            reissued.append(device["id"])
+        if reissued:
+            log.info("re-issued the desired state of %d device(s)", len(reissued))
+        return reissued
+
+    def _store_and_publish(self, device_id: str, key: str, state: DesiredState, *, publish: bool = True) -> None:
+        """Stamp ``state`` (issued now, expiry), re-sign foreign manifests, sign, store, publish retained."""
+        now = utc_now()
+        modules = tuple(replace(m, manifest=self._signed(m.manifest),
+                                variants=tuple(replace(v, manifest=self._signed(v.manifest)) for v in m.variants))
+                        for m in state.modules)
+        state = replace(state, issued=to_iso(now), expires=to_iso(now + self._ttl), modules=modules)
+        envelope = sign_envelope(state.to_dict(), self._key)
+        device_store.set_desired(db=self._db, device_id=device_id, generation=state.generation, key=key,
+                                 envelope=envelope)
+        if publish:
+            self._publish(topics.device_topic(device_id, "desired"), messages.encode(envelope), qos=1, retain=True)
+
+    def _signed(self, manifest: dict) -> dict:
+        """``manifest`` as signed by the current key (itself when it is)."""
+        keyid = self._key.public_key.keyid
+        if [s.get("keyid") for s in manifest.get("signatures", ())] == [keyid]:
+            return manifest
+        return sign_envelope(manifest["signed"], self._key)

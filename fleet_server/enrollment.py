@@ -9,7 +9,9 @@ device generates its key pair itself and sends only a CSR with the token
 expired), has the CA sign the CSR (CN must be the enrolled device id), claims
 the token atomically (one caller wins), records the certificate's serial and
 hands back what the device needs to run: its certificate, the CA certificate,
-the broker URL and the key(s) bundles and desired state are signed with.
+the broker URL, the key(s) bundles and desired state are signed with and the
+current signed root document (the root of trust the device moves forward
+from, see :mod:`fleet_protocol.root`).
 
 :func:`parse_enrollment_request` is the one parser of the request body: a
 JSON object ``{"token": str, "csr": PEM str}``, at most
@@ -59,6 +61,7 @@ class Enrollment:
     ca_certificate_pem: str
     broker_url: str
     trusted_keys: list[str]
+    root: dict  # the current signed root envelope
 
 
 def parse_enrollment_request(raw: bytes) -> EnrollmentRequest:
@@ -106,7 +109,7 @@ def create_enrollment(db: Database, *, device_id: str, tags: dict[str, str], ttl
 
 
 def enroll(db: Database, ca: CertificateAuthority, request: EnrollmentRequest, *, broker_url: str,
-           trusted_keys: list[str], valid_days: int) -> Enrollment:
+           trusted_keys: list[str], root: dict, valid_days: int) -> Enrollment:
     """Sign the device's CSR if its token is good, and use the token up."""
     record = enrollment_store.get_enrollment(db=db, token=request.token)
     now = utc_now()
@@ -127,4 +130,4 @@ def enroll(db: Database, ca: CertificateAuthority, request: EnrollmentRequest, *
     device_store.set_revoked(db=db, device_id=device_id, revoked=None)  # a new token is how a revoked device returns
     return Enrollment(device_id=device_id, certificate_pem=cert_pem.decode("ascii"),
                       ca_certificate_pem=ca.certificate_pem().decode("ascii"), broker_url=broker_url,
-                      trusted_keys=trusted_keys)
+                      trusted_keys=trusted_keys, root=root)

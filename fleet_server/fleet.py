@@ -1,15 +1,22 @@
 """The server's core: storage, keys, desired state and the MQTT side, without HTTP.
 
 :class:`Fleet` opens (or at first start creates) a data dir: the SQLite
-database, the model blob and chunk stores, the signing key, the admin
-token and the device CA. :meth:`Fleet.start_mqtt` starts the embedded broker when no external
-one is configured and connects the MQTT link. The HTTP app
+database, the model blob and chunk stores, the root and signing keys
+(:class:`~fleet_server.keys.KeyRing`), the admin token and the device CA.
+:meth:`Fleet.start_mqtt` starts the embedded broker when no external one is
+configured and connects the MQTT link; on every (re)connect the root chain is
+published retained on :data:`fleet_protocol.topics.ROOT_TOPIC`, then the desired
+states. :meth:`Fleet.rotate_signing_key` is ``edgefleet keys rotate``. The HTTP app
 (:func:`fleet_server.api.app.create_app`) and the runner sit on top.
 """
 
 from __future__ import annotations
 
+import threading
+
+from fleet_protocol import messages, topics
 from fleet_protocol.profiles import load_profile
+from fleet_protocol.signing import SigningKey
 
 from .broker import EmbeddedBroker
 from .broker_config import BrokerConfigFiles
@@ -19,12 +26,11 @@ from .cloud_scoring import CloudScoring
 from .config import ServerConfig
 from .desired import DesiredStates
 from .handlers import MessageHandlers
-from .keys import ensure_admin_token, load_or_create_signing_key, signing_key_path
+from .keys import KeyRing, ensure_admin_token, signing_key_path
 from .mqtt_link import MqttLink
 from .revocation import CrlRefresher
 from .rollouts import RolloutController
 from .store import BlobStore, Database
-
 
 
 class Fleet:
@@ -35,19 +41,43 @@ class Fleet:
         self.db = Database(config.data_dir / "fleet.db")
         self.blobs = BlobStore(config.data_dir / "blobs")
         self.chunks = BlobStore(config.data_dir / "chunks")
-        self.signing_key, self.signing_key_created = load_or_create_signing_key(config.data_dir)
+        self.keys = KeyRing(config.data_dir, root_valid_days=config.root_valid_days)
+        self.signing_key_created = self.keys.signing_key_created
         self.signing_key_path = signing_key_path(config.data_dir)
+        self._rotation = threading.Lock()
         self.created_admin_token = ensure_admin_token(self.db)  # plaintext only when created now
         self.ca = CertificateAuthority.load_or_create(config.data_dir / "ca")  # device certificates, CRL
         self.crl_refresher = CrlRefresher(self) if config.broker_tls_dir else None
         self.chunk_index = ChunkIndex(self)
-        self.desired = DesiredStates(db=self.db, key=self.signing_key, publish=self.publish)
+        self.desired = DesiredStates(db=self.db, key=self.signing_key, publish=self.publish,
+                                     ttl_s=config.desired_ttl_s)
         self.handlers = MessageHandlers(self)
         self.cloud = CloudScoring(self, profile=load_profile(config.cloud_profile),
                                   max_loaded=config.cloud_max_loaded_models)
         self.rollouts = RolloutController(self, tick_s=config.rollout_tick_s)
         self.broker: EmbeddedBroker | None = None
         self.link: MqttLink | None = None
+
+    @property
+    def signing_key(self) -> SigningKey:
+        """The key bundles and desired state are signed with now (it changes on a rotation)."""
+        return self.keys.signing_key
+
+    def rotate_signing_key(self) -> dict:
+        """New signing key and root N+1; publish the root chain, then re-issue every desired state with the key."""
+        with self._rotation:
+            root = self.keys.rotate()
+            self.publish_roots()
+            self.desired.rotate(self.keys.signing_key)
+            return root
+
+    def publish_roots(self) -> bool:
+        """Publish every root (oldest first) retained, so devices at any version can walk to the newest."""
+        return self.publish(topics.ROOT_TOPIC, messages.encode_root_chain(self.keys.roots), qos=1, retain=True)
+
+    def _on_connected(self) -> None:
+        self.publish_roots()  # before the desired states signed under the newest root
+        self.desired.republish_all()
 
     @property
     def broker_connected(self) -> bool:
@@ -78,8 +108,9 @@ class Fleet:
             url = self.broker.url
         tls = BrokerConfigFiles.in_directory(self.config.broker_tls_dir).server_tls() if self.config.broker_tls_dir \
             else None
-        self.link = MqttLink(url, on_message=self.handlers.handle, on_connected=self.desired.republish_all, tls=tls)
+        self.link = MqttLink(url, on_message=self.handlers.handle, on_connected=self._on_connected, tls=tls)
         self.link.start()
+        self.desired.start()
         if self.crl_refresher is not None:
             self.crl_refresher.start()
         self.rollouts.start()  # resumes rollouts a previous run left running
@@ -92,6 +123,7 @@ class Fleet:
         if self.crl_refresher is not None:
             self.crl_refresher.stop()
         self.rollouts.stop()
+        self.desired.stop()
         if self.link is not None:
             self.link.stop()
         self.handlers.stop()

@@ -1,20 +1,36 @@
-"""The server's secrets at first start: the Ed25519 signing key and the admin API token.
+"""The server's secrets at first start: the root and signing keys, the root documents, the admin API token.
 
-The signing key lives in ``data_dir/keys/signing.pem`` (folder 0700, file
-0600) and never leaves the server; only its public half is served. The admin
-token is random (or ``EDGEFLEET_ADMIN_TOKEN`` at first start) and stored only
-as a SHA-256 hash: its plaintext exists once, in the return value of
-:func:`ensure_admin_token`, for the runner to print.
+Keys live in ``data_dir/keys`` (folder 0700, key files 0600) and never leave
+the server; only public halves are served. :class:`KeyRing` holds the root of
+trust (:mod:`fleet_protocol.root`): root key(s) ``root-<n>.pem`` sign root
+documents only, the signing key ``signing.pem`` signs bundles and desired
+state. Root version 1 is created at first start (also for a data dir from
+before roots, around its existing signing key); every root stays in
+``keys/roots/<version>.json`` (public) so a device that was offline through
+several rotations can walk the chain. :meth:`KeyRing.rotate` makes a new
+signing key and root N+1 listing only it, signed by the root keys (a
+threshold of the current root keys, which are also the new root's). Its steps
+are ordered so that a crash leaves either the old state or one a restart
+finishes: the new key goes to ``signing.next.pem``, then the root is written,
+then the key file replaces ``signing.pem``.
+
+The admin token is random (or ``EDGEFLEET_ADMIN_TOKEN`` at first start) and
+stored only as a SHA-256 hash: its plaintext exists once, in the return value
+of :func:`ensure_admin_token`, for the runner to print.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import stat
+import threading
+from datetime import timedelta
 from pathlib import Path
 
+from fleet_protocol.root import RootDocument, TrustedRoot, make_root, sign_root
 from fleet_protocol.signing import SigningKey
 from fleet_protocol.timestamps import to_iso, utc_now
 
@@ -36,20 +52,113 @@ def load_or_create_signing_key(data_dir: Path) -> tuple[SigningKey, bool]:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     if path.exists():
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            log.warning("signing key %s is readable by others (mode %o); setting it to 0600", path, mode)
-            os.chmod(path, 0o600)
-        return SigningKey.from_pem(path.read_bytes()), False
+        return _read_key(path), False
     key = SigningKey.generate()
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    _write_private(path, key.to_pem())
+    return key, True
+
+
+def _read_key(path: Path) -> SigningKey:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.warning("key %s is readable by others (mode %o); setting it to 0600", path, mode)
+        os.chmod(path, 0o600)
+    return SigningKey.from_pem(path.read_bytes())
+
+
+def _write_private(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(key.to_pem())
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+    os.chmod(tmp, mode)
     os.replace(tmp, path)
-    return key, True
+
+
+class KeyRing:
+    """Root keys, the chain of signed root documents and the current signing key of one data dir."""
+
+    def __init__(self, data_dir: Path, *, root_valid_days: int = 365):
+        self._dir = Path(data_dir) / "keys"
+        self._roots_dir = self._dir / "roots"
+        self._valid = timedelta(days=root_valid_days)
+        self._lock = threading.Lock()
+        self.signing_key, self.signing_key_created = load_or_create_signing_key(data_dir)
+        self._root_keys = self._load_or_create_root_keys()
+        self._roots_dir.mkdir(exist_ok=True)
+        self._roots = [json.loads(path.read_text()) for path in
+                       sorted(self._roots_dir.glob("*.json"), key=lambda p: int(p.stem))]
+        if not self._roots:
+            self._save_root(sign_root(self._document(1, self.signing_key), self._root_keys))
+        self._finish_interrupted_rotation()
+        if self.signing_key.public_key.to_hex() not in self.root["signed"]["signing_keys"]:
+            log.error("signing key %s is not listed by root version %d: devices will refuse what it signs",
+                      signing_key_path(data_dir), self.version)
+
+    @property
+    def root(self) -> dict:
+        """The current signed root envelope (what devices enroll with)."""
+        return self._roots[-1]
+
+    @property
+    def roots(self) -> list[dict]:
+        """Every signed root, version 1 first."""
+        return list(self._roots)
+
+    @property
+    def version(self) -> int:
+        return self._roots[-1]["signed"]["version"]
+
+    def rotate(self) -> dict:
+        """Make a new signing key and the root that lists only it; return that root. The old key is gone."""
+        with self._lock:
+            key = SigningKey.generate()
+            _write_private(self._next_path, key.to_pem())
+            envelope = sign_root(self._document(self.version + 1, key), self._root_keys)
+            current = TrustedRoot(RootDocument.from_dict(self.root["signed"]))
+            current.update(envelope, utc_now())  # exactly the checks a device makes
+            self._save_root(envelope)
+            os.replace(self._next_path, signing_key_path(self._dir.parent))
+            self.signing_key = key
+            log.info("signing key rotated: root version %d, signing key %s", self.version,
+                     key.public_key.keyid[:12])
+            return envelope
+
+    @property
+    def _next_path(self) -> Path:
+        return self._dir / "signing.next.pem"
+
+    def _document(self, version: int, signing_key: SigningKey) -> dict:
+        threshold = RootDocument.from_dict(self.root["signed"]).root_threshold if self._roots else 1
+        return make_root(version=version, expires=utc_now() + self._valid,
+                         root_keys=[k.public_key for k in self._root_keys], root_threshold=threshold,
+                         signing_keys=[signing_key.public_key])
+
+    def _load_or_create_root_keys(self) -> list[SigningKey]:
+        paths = sorted(self._dir.glob("root-*.pem"))
+        if paths:
+            return [_read_key(path) for path in paths]
+        key = SigningKey.generate()
+        _write_private(self._dir / "root-1.pem", key.to_pem())
+        return [key]
+
+    def _save_root(self, envelope: dict) -> None:
+        version = envelope["signed"]["version"]
+        _write_private(self._roots_dir / f"{version}.json", json.dumps(envelope, indent=1).encode(), mode=0o644)
+        self._roots.append(envelope)
+
+    def _finish_interrupted_rotation(self) -> None:
+        """A crash mid-:meth:`rotate`: keep the new key if its root was written, else drop it."""
+        if not self._next_path.exists():
+            return
+        listed = self.root["signed"]["signing_keys"]
+        if _read_key(self._next_path).public_key.to_hex() in listed:
+            os.replace(self._next_path, signing_key_path(self._dir.parent))
+            self.signing_key = _read_key(signing_key_path(self._dir.parent))
+        else:
+            self._next_path.unlink()
 
 
 def ensure_admin_token(db: Database) -> str | None:

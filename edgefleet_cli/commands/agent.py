@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from fleet_protocol.errors import EdgefleetError
+
 from ..errors import CliError
 
 app = typer.Typer(help="Run the device agent.", no_args_is_help=True)
@@ -28,7 +30,7 @@ def run(
         raise CliError(f"{config}: {exc}") from None
     try:
         Agent(agent_config).run_forever()
-    except OSError as exc:  # e.g. the scoring port is taken, or the state dir is not writable
+    except (EdgefleetError, ValueError, OSError) as exc:  # e.g. port taken, state dir not writable, bad root file
         raise CliError(f"the agent could not start: {exc}") from None
 
 

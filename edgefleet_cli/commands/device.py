@@ -31,8 +31,14 @@ def list_devices(
         print_json(records)
         return
     print_table("Devices", ["id", "status", "profile", "tags", "modules", "last seen"],
-                [(d["id"], d["status"], d.get("profile"), format_tags(d.get("tags")), _modules(d), d.get("last_seen"))
+                [(d["id"], _status(d), d.get("profile"), format_tags(d.get("tags")), _modules(d), d.get("last_seen"))
                  for d in records])
+
+
+def _status(device: dict) -> str:
+    """The connection status, marked stale when the device's desired state expired unrefreshed (freeze)."""
+    stale = (device.get("reported") or {}).get("stale")
+    return f"{device['status']} (stale)" if stale else device["status"]
 
 
 @app.command()

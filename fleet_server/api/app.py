@@ -23,8 +23,8 @@ from ..dashboard import install as install_dashboard
 from ..errors import ConflictError, NotFoundError, TooLargeError
 from ..fleet import Fleet
 from .deps import authorize, require_admin, require_operator
-from .routes import (audit, bundles, captures, deployments, devices, enroll, health, inference, models, pipeline,
-                     telemetry, tokens)
+from .routes import (audit, bundles, captures, deployments, devices, enroll, health, inference, keys, models,
+                     pipeline, telemetry, tokens)
 
 log = logging.getLogger(__name__)
 _STATUS = ((NotFoundError, 404), (ConflictError, 409), (TooLargeError, 413), (BadDataError, 400))
@@ -59,6 +59,7 @@ def create_app(config: ServerConfig, *, fleet: Fleet | None = None) -> FastAPI:
     app.include_router(captures.router, prefix="/api", dependencies=[Depends(authorize)])
     app.include_router(pipeline.router, prefix="/api", dependencies=[Depends(require_operator)])
     app.include_router(tokens.router, prefix="/api", dependencies=[Depends(require_admin)])
+    app.include_router(keys.router, prefix="/api", dependencies=[Depends(require_admin)])
     app.include_router(enroll.router, prefix="/api", dependencies=[Depends(authorize)])
     app.include_router(enroll.devices_router, prefix="/api", dependencies=[Depends(authorize)])
     app.include_router(enroll.public, prefix="/api")  # the one-time enrollment token is its authentication

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from fleet_protocol.timestamps import utc_now
-from fleet_protocol.topics import DEVICE_KINDS, PREFIX, bundle_chunks_topic, device_topic
+from fleet_protocol.topics import DEVICE_KINDS, PREFIX, ROOT_TOPIC, bundle_chunks_topic, device_topic
 from fleet_server.broker_config import write_broker_config
 from fleet_server.ca import CertificateAuthority, private_key_pem
 from tests.security.tls_mqtt import Identity, TlsBroker
@@ -162,8 +162,8 @@ def test_device_cannot_write_another_devices_topics(tls_broker, connect, kind):
     assert this_tests(server.wait_for_message(control), device_a, device_b) == [(control, b"control")]
 
 
-@pytest.mark.parametrize("topic", ["desired", CHUNKS, f"{PREFIX}/elsewhere"])
-def test_device_cannot_write_its_desired_state_bundle_chunks_or_other_fleet_topics(tls_broker, connect, topic):
+@pytest.mark.parametrize("topic", ["desired", CHUNKS, ROOT_TOPIC, f"{PREFIX}/elsewhere"])
+def test_device_cannot_write_its_desired_state_bundle_chunks_the_root_or_other_fleet_topics(tls_broker, connect, topic):
     device = tls_broker.device()
     topic = device_topic(device.name, topic) if topic == "desired" else topic
     server = connect(tls_broker, tls_broker.server_identity)
@@ -215,13 +215,16 @@ def test_device_wildcard_subscription_sees_only_its_desired_state_and_bundle_chu
     assert link_a.wait_for_message(control) == [(CHUNKS, b"chunk"), (control, b"for a")]
 
 
-def test_device_can_read_its_desired_state_and_bundle_chunks(tls_broker, connect):
+def test_device_can_read_its_desired_state_the_root_of_trust_and_bundle_chunks(tls_broker, connect):
     device = tls_broker.device()
     server = connect(tls_broker, tls_broker.server_identity)
     server.publish(device_topic(device.name, "desired"), b"retained desired", retain=True)
+    server.publish(ROOT_TOPIC, b"retained root chain", retain=True)
     link = connect(tls_broker, device)
-    link.subscribe(device_topic(device.name, "desired"), CHUNKS)
+    link.subscribe(device_topic(device.name, "desired"), ROOT_TOPIC, CHUNKS)
     assert link.wait_for_message(device_topic(device.name, "desired"))[-1][1] == b"retained desired"
+    assert link.wait_for_message(ROOT_TOPIC)[-1] == (ROOT_TOPIC, b"retained root chain")
+    server.publish(ROOT_TOPIC, b"", retain=True)  # the broker is shared: leave no retained root behind
     server.publish(CHUNKS, b"chunk")
     assert link.wait_for_message(CHUNKS)[-1] == (CHUNKS, b"chunk")
 

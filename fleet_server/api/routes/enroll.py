@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Request, status
+from pydantic import Field
 
 from ... import enrollment as enrollment_service
 from ... import revocation
@@ -25,6 +28,10 @@ devices_router = APIRouter(prefix="/devices", tags=["devices"])
 public = APIRouter(tags=["devices"])
 
 
+class EnrollmentWithRoot(EnrollmentPublic):
+    root: dict[str, Any] = Field(description="The current signed root document: the device's root of trust")
+
+
 @router.post("", response_model=EnrollmentCreated, status_code=status.HTTP_201_CREATED)
 def create_enrollment(fleet: FleetDep, body: EnrollmentCreate) -> dict:
     """A one-time enrollment token for a device (registered now if new); shown once."""
@@ -34,7 +41,7 @@ def create_enrollment(fleet: FleetDep, body: EnrollmentCreate) -> dict:
     return {"device_id": body.device_id, "token": token, "expires": expires}
 
 
-@public.post("/enroll", response_model=EnrollmentPublic,
+@public.post("/enroll", response_model=EnrollmentWithRoot,
              responses={400: {"description": "malformed request or CSR"},
                         401: {"description": "unknown, used or expired enrollment token"}})
 async def enroll(fleet: FleetDep, request: Request) -> dict:
@@ -43,7 +50,8 @@ async def enroll(fleet: FleetDep, request: Request) -> dict:
     try:
         result = enrollment_service.enroll(
             fleet.db, fleet.ca, parsed, broker_url=fleet.public_broker_url,
-            trusted_keys=[fleet.signing_key.public_key.to_hex()], valid_days=fleet.config.device_cert_valid_days)
+            trusted_keys=[fleet.signing_key.public_key.to_hex()], root=fleet.keys.root,
+            valid_days=fleet.config.device_cert_valid_days)
     except enrollment_service.EnrollmentRefused as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc)) from None
     fleet.desired.recompute([result.device_id])  # a device re-enrolled after a revocation gets its modules back

@@ -94,7 +94,8 @@ export function mount(main, params, [deviceId]) {
       apiGet(base), apiGet(`${base}/telemetry?kind=heartbeat&limit=${HEARTBEATS}`),
       apiGet(`${base}/telemetry?kind=model_stats&limit=${MODEL_STATS}`),
       apiGet(`${base}/telemetry?kind=event&limit=${EVENTS}`), apiGet(`${base}/explain`)]);
-    title.replaceChildren(device.name || device.id, " ", badge(device.status));
+    title.replaceChildren(device.name || device.id, " ", badge(device.status),
+      ...(device.reported?.stale ? [" ", badge("stale")] : []));
     const reported = device.reported;
     const modules = device.modules || [];
     const ms = (us) => Math.round(us / 100) / 10;

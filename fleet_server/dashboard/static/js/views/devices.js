@@ -93,7 +93,7 @@ export function mount(main, params) {
       shown.map((d) => [
         h("span", { class: "device-cell" }, link(`#/devices/${enc(d.id)}`, d.name || d.id),
           d.name ? h("span", { class: "muted small" }, d.id) : null),
-        badge(d.status), d.profile || h("span", { class: "muted" }, "–"), tagList(d.tags), moduleCell(d.modules),
+        h("span", {}, badge(d.status), d.reported?.stale ? [" ", badge("stale")] : []), d.profile || h("span", { class: "muted" }, "–"), tagList(d.tags), moduleCell(d.modules),
         ago(d.last_seen)]),
       devices.length ? "No device matches these filters." : "No devices yet: register one or start an agent."));
   }
