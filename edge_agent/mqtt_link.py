@@ -1,11 +1,20 @@
 """The agent's one MQTT connection (paho-mqtt 2.x, MQTT 3.1.1), behind a small interface.
 
 What it does: connects with a stable client id and a persistent session
-(``clean_session=False``), reconnects with exponential backoff (paho's
-``reconnect_delay_set`` with its own ``loop_start`` thread: one client per
-process), sets the retained ``offline`` last will, re-subscribes and calls the
-agent's ``on_connect`` hook on every connect, routes each incoming message to
-the handler registered for its topic, and reports PUBACKs to a listener.
+(``clean_session=False``), reconnects with exponential backoff, sets the
+retained ``offline`` last will, re-subscribes and calls the agent's
+``on_connect`` hook on every connect, routes each incoming message to the
+handler registered for its topic, and reports PUBACKs to a listener.
+
+Who drives the socket: by default paho's own ``loop_start`` thread (with
+``reconnect_delay_set``), one thread per link, which is what a device wants.
+Given a ``loop`` (a :class:`LoopLike` such as
+:class:`simulators.mqtt_loop.MqttLoop`, which drives thousands of clients
+from one thread), :meth:`MqttLink.start` attaches the client to it instead
+and :meth:`MqttLink.stop` detaches it; the loop then reconnects, and the
+``on_connect`` hook runs on the loop's thread (so it must not block there).
+An optional ``inbound`` filter sees every incoming message before its
+handler and may deliver it later or never (the simulator's faults).
 
 What it does not do: parse payloads (handlers do, with the fleet_protocol
 parsers) or retry publishes (the outbox does). paho errors are converted at
@@ -16,11 +25,12 @@ that raises is logged and never reaches paho's thread.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import paho.mqtt.client as mqtt
 
@@ -29,6 +39,19 @@ from fleet_protocol.errors import TransportError
 log = logging.getLogger("edgefleet.agent.mqtt")
 
 Handler = Callable[[str, bytes], None]
+# Sees each incoming message first and calls deliver() to pass it on: now, later or never (fault injection).
+Inbound = Callable[[str, bytes, Callable[[], None]], None]
+
+
+class LoopLike(Protocol):
+    """What :class:`MqttLink` needs from a shared event loop (see :mod:`simulators.mqtt_loop`)."""
+
+    def connect(self, client: mqtt.Client, host: str, port: int, keepalive: int = 60, *,
+                reconnect_min_s: float | None = None, reconnect_max_s: float | None = None) -> None: ...
+
+    def detach(self, client: mqtt.Client, *, clean: bool = True) -> threading.Event: ...
+
+    def call_soon(self, fn: Callable[[], object]) -> None: ...
 
 
 class MqttLink:
@@ -36,8 +59,12 @@ class MqttLink:
                  tls_files: tuple[Path, Path, Path] | None = None, keepalive_s: int = 30,
                  will: tuple[str, bytes] | None = None, on_connect: Callable[[], None] | None = None,
                  on_puback: Callable[[int], None] | None = None,
-                 reconnect_min_s: float = 1.0, reconnect_max_s: float = 30.0):
+                 reconnect_min_s: float = 1.0, reconnect_max_s: float = 30.0, loop: LoopLike | None = None,
+                 inbound: Inbound | None = None):
         self.host, self.port = host, port
+        self._inbound = inbound
+        self._loop = loop
+        self._backoff = (reconnect_min_s, reconnect_max_s)
         self._keepalive = keepalive_s
         self._on_connect_hook = on_connect
         self._on_puback = on_puback
@@ -76,17 +103,28 @@ class MqttLink:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start connecting in the background; returns at once (the broker may be down)."""
+        """Start connecting in the background (own thread, or attached to the loop); returns at once."""
         try:
-            self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
+            if self._loop is not None:
+                self._loop.connect(self._client, self.host, self.port, self._keepalive,
+                                   reconnect_min_s=self._backoff[0], reconnect_max_s=self._backoff[1])
+            else:
+                self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
+                self._client.loop_start()
         except (OSError, ValueError) as exc:
             raise TransportError(f"cannot connect to the broker at {self.host}:{self.port}: {exc}") from None
-        self._client.loop_start()
         self._started = True
 
-    def stop(self, *, last: tuple[str, bytes] | None = None, timeout_s: float = 3.0) -> None:
-        """Publish ``last`` (the offline status) if connected, then disconnect and stop the loop thread."""
+    def stop(self, *, last: tuple[str, bytes] | None = None, timeout_s: float = 3.0, abrupt: bool = False) -> None:
+        """Publish ``last`` (the offline status) if connected, then disconnect and stop (or detach from the loop).
+
+        ``abrupt``: close the connection without DISCONNECT and without ``last``, as a
+        crash would (the broker then publishes the last will). Not on the loop's thread.
+        """
         if not self._started:
+            return
+        if abrupt:
+            self._stop_abruptly(timeout_s)
             return
         if last is not None and self.connected:
             try:
@@ -94,12 +132,34 @@ class MqttLink:
                 info.wait_for_publish(timeout_s)
             except (RuntimeError, ValueError, OSError) as exc:
                 log.info("could not publish the offline status: %s", exc)
+        self._connected.clear()  # a disconnect asked for, not a drop to warn about
         try:
             self._client.disconnect()
         finally:
-            self._client.loop_stop()
+            if self._loop is not None:
+                self._loop.detach(self._client).wait(timeout_s)
+            else:
+                self._client.loop_stop()
             self._started = False
             self._connected.clear()
+
+    def _stop_abruptly(self, timeout_s: float) -> None:
+        if self._loop is not None:
+            self._loop.detach(self._client, clean=False).wait(timeout_s)
+        else:
+            self._client.loop_stop()
+            self.drop_connection()
+        self._started = False
+        self._connected.clear()
+
+    def drop_connection(self) -> None:
+        """Cut the open connection at once (no DISCONNECT, no pending acknowledgements); it reconnects as after any drop."""
+        sock = self._client.socket()
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     @property
     def connected(self) -> bool:
@@ -181,8 +241,11 @@ class MqttLink:
         for topic, qos in subscriptions:
             client.subscribe(topic, qos)
         self._connected.set()
-        if self._on_connect_hook is not None:
-            # Run outside paho's thread: the hook publishes and may wait for acknowledgements.
+        if self._on_connect_hook is None:
+            return
+        if self._loop is not None:  # after this callback returns, on the loop's thread
+            self._loop.call_soon(self._run_hook)
+        else:  # outside paho's thread: the hook publishes and may wait for acknowledgements
             threading.Thread(target=self._run_hook, name="mqtt-on-connect", daemon=True).start()
 
     def _run_hook(self) -> None:
@@ -214,13 +277,23 @@ class MqttLink:
                 log.exception("PUBACK listener failed")
 
     def _handle_message(self, client, userdata, message) -> None:
-        handler = self._handlers.get(message.topic)
+        topic, payload = message.topic, message.payload
+        if self._inbound is not None:
+            try:
+                self._inbound(topic, payload, lambda: self._deliver(topic, payload))
+            except Exception:  # noqa: BLE001
+                log.exception("inbound filter failed on %s", topic)
+        else:
+            self._deliver(topic, payload)
+
+    def _deliver(self, topic: str, payload: bytes) -> None:
+        handler = self._handlers.get(topic)
         if handler is None:
             return  # e.g. a chunk of a bundle we stopped fetching
         try:
-            handler(message.topic, message.payload)
+            handler(topic, payload)
         except Exception:  # noqa: BLE001 - never let a payload crash the link
-            log.exception("handler for %s failed", message.topic)
+            log.exception("handler for %s failed", topic)
 
 
 class RateLimitedLog:

@@ -11,7 +11,7 @@ import typer
 from fleet_protocol.errors import EdgefleetError
 
 from .commands import agent, bundle, capture, demo, deploy, device, model, module, profile, score, server
-from .commands import audit, keys, token
+from .commands import audit, keys, simulate, token
 from .errors import CliError
 from .output import err_console
 
@@ -34,6 +34,7 @@ app.add_typer(token.app, name="token")
 app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")
 app.command(name="demo")(demo.demo)
+app.command(name="simulate")(simulate.simulate)
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """Launch simulated devices: a real ``edgefleet agent run`` process per device.
 
 Each device gets a folder with its ``agent.toml``, its state directory and
-its log. Used by ``edgefleet demo`` and by the end-to-end tests; the
-many-devices-per-process simulator for load tests is separate work.
+its log. Used by ``edgefleet demo`` and by the end-to-end tests. For load
+tests with thousands of devices per process (one MQTT loop, no HTTP server
+per device) see :mod:`simulators.fleet` and ``edgefleet simulate``.
 """
 
 from __future__ import annotations
