@@ -129,9 +129,18 @@ class Reconciler:
         while not self._stop.is_set():
             with self._cond:
                 while not self._queue and not self._stop.is_set():
-                    self.idle.set()
                     self._cond.wait()
-                if self._stop.is_set():
+            self.run_pending()
+
+    def run_pending(self) -> None:
+        """Process queued desired states on the caller's thread until none is left, then set ``idle``.
+
+        The agent's reconciler thread calls it; the simulator calls it from a shared worker pool.
+        """
+        while not self._stop.is_set():
+            with self._cond:
+                if not self._queue:
+                    self.idle.set()
                     return
                 _, envelope = self._queue.popleft()
             try:

@@ -45,7 +45,8 @@ PENDING_EXPIRY_S = 60.0
 class Telemetry:
     def __init__(self, *, outbox: Outbox, link: MqttLink, device_id: str, runtime: Runtime, disk_path: str,
                  heartbeat_interval_s: float, flush_interval_s: float, clock: Callable[[], float] = time.monotonic,
-                 extra_records: Callable[[], list[tuple[str, dict]]] | None = None):
+                 extra_records: Callable[[], list[tuple[str, dict]]] | None = None,
+                 first_heartbeat_s: float | None = None):
         self._step_log = RateLimitedLog(log)
         self.outbox = outbox
         self.link = link
@@ -56,6 +57,9 @@ class Telemetry:
         self.flush_interval_s = flush_interval_s
         self._clock = clock
         self._extra_records = extra_records  # e.g. fallback counts from the scoring API, at each heartbeat
+        now = clock()
+        self._next_beat = now + (min(heartbeat_interval_s, 1.0) if first_heartbeat_s is None else first_heartbeat_s)
+        self._next_flush = now
         self._started_at = clock()
         self._topic = topics.device_topic(device_id, "telemetry")
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -72,6 +76,7 @@ class Telemetry:
         self.malformed_total = 0
         self._malformed_new: dict[str, int] = {}
         self.batches_sent = 0
+        self.records_sent = 0
 
     # --- producers ------------------------------------------------------------------------------
 
@@ -118,26 +123,30 @@ class Telemetry:
             log.exception("final telemetry flush failed")
 
     def _loop(self) -> None:
-        now = self._clock()
-        next_beat = now + min(self.heartbeat_interval_s, 1.0)
-        next_flush = now
         while not self._stop.is_set():
-            now = self._clock()
-            beat_due, flush_due = now >= next_beat, now >= next_flush or self._wake.is_set()
-            if beat_due:  # scheduled before the work, so a failing step (a full disk) cannot spin
-                next_beat = now + self.heartbeat_interval_s
+            self._wake.wait(self.step())
+
+    def step(self) -> float:
+        """Heartbeat and/or flush when due; return the seconds until the next step is due.
+
+        The agent's telemetry thread calls it in a loop; the simulator calls it from timers on its
+        shared event loop.
+        """
+        now = self._clock()
+        beat_due, flush_due = now >= self._next_beat, now >= self._next_flush or self._wake.is_set()
+        if beat_due:  # scheduled before the work, so a failing step (a full disk) cannot spin
+            self._next_beat = now + self.heartbeat_interval_s
+        if flush_due:
+            self._wake.clear()
+            self._next_flush = now + self.flush_interval_s
+        try:
+            if beat_due:
+                self.heartbeat()
             if flush_due:
-                self._wake.clear()
-                next_flush = now + self.flush_interval_s
-            try:
-                if beat_due:
-                    self.heartbeat()
-                if flush_due:
-                    self.flush()
-            except Exception as exc:  # noqa: BLE001 - keep the thread alive; the outbox keeps the records
-                self._step_log.warning("step", "telemetry step failed (records stay in the outbox): %r", exc)
-            timeout = max(0.01, min(next_beat, next_flush) - self._clock())
-            self._wake.wait(timeout)
+                self.flush()
+        except Exception as exc:  # noqa: BLE001 - keep stepping; the outbox keeps the records
+            self._step_log.warning("step", "telemetry step failed (records stay in the outbox): %r", exc)
+        return max(0.01, min(self._next_beat, self._next_flush) - self._clock())
 
     # --- heartbeat and model stats --------------------------------------------------------------
 
@@ -200,6 +209,7 @@ class Telemetry:
             self._inflight.update(seqs)
             self.batches_sent += 1
             sent += len(records)
+        self.records_sent += sent
         return sent
 
     def _apply_acks(self) -> None:

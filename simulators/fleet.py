@@ -38,7 +38,7 @@ import psutil
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
-from edge_agent.fetcher import FetchAborted, Fetcher
+from edge_agent.fetcher import Fetcher
 from edge_agent.installer import Installer
 from edge_agent.mqtt_link import MqttLink, RateLimitedLog
 from edge_agent.outbox import Outbox
@@ -74,14 +74,13 @@ class SimulatedDevice:
         self._publish_lock = threading.Lock()
         self._step_lock = threading.Lock()
         self._timer: TimerHandle | None = None
-        self._pending: tuple[int, dict] | None = None  # newest desired envelope not yet reconciled
         self._reconciling = False
         self._reconcile_done = threading.Event()
         self._reconcile_done.set()
-        self._flush_soon = False
+        self._step_again = False
         self._stopped = True
         self._ratelog = RateLimitedLog(log)
-        self.records_sent = 0
+        self._records_before = 0  # sent by this device before a crash and restart
         self.dropped_messages = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -110,7 +109,8 @@ class SimulatedDevice:
         self.telemetry = Telemetry(outbox=self.outbox, link=self.link, device_id=self.device_id,
                                    runtime=self.runtime, disk_path=str(config.state_dir),
                                    heartbeat_interval_s=config.heartbeat_interval_s,
-                                   flush_interval_s=config.telemetry_flush_interval_s)
+                                   flush_interval_s=config.telemetry_flush_interval_s,
+                                   first_heartbeat_s=self._rng.uniform(0.0, min(config.heartbeat_interval_s, 1.0)))
         self.fetcher = Fetcher(self.link, self.device_id, self.installer.staging_dir,
                                window=config.fetch_window_chunks, timeout_s=config.fetch_timeout_s,
                                on_malformed=self.telemetry.malformed)
@@ -120,10 +120,7 @@ class SimulatedDevice:
         self.reconciler.load_installed()
         self.link.subscribe(topics.device_topic(self.device_id, "desired"), self._on_desired, qos=1, wait=False)
         self._stopped = False
-        now = time.monotonic()
-        self._next_beat = now + self._rng.uniform(0.0, min(config.heartbeat_interval_s, 1.0))
-        self._next_flush = now
-        self._schedule_step(self._next_beat - now)
+        self._schedule_step(0.0)
         self.link.start()
 
     def stop(self, timeout_s: float = 3.0) -> None:
@@ -146,7 +143,6 @@ class SimulatedDevice:
             if self._stopped:
                 return False
             self._stopped = True
-            self._pending = None
             if self._timer is not None:
                 self._timer.cancel()
         self.reconciler.stop()  # no thread: only tells a fetch in progress to abort
@@ -199,8 +195,7 @@ class SimulatedDevice:
     def _on_connect(self) -> None:
         self.link.publish(self._status_topic, self._status("online", ts=True), qos=1, retain=True)
         self.publish_reported()
-        self.telemetry.on_connect()
-        self._flush_soon = True
+        self.telemetry.on_connect()  # asks the next step for a flush
         self._schedule_step(0.0)
 
     def _on_puback(self, mid: int) -> None:
@@ -225,15 +220,9 @@ class SimulatedDevice:
             self.telemetry.malformed(topic)
             self._ratelog.warning(topic, "malformed desired state (%d bytes) ignored: %s", len(payload), exc)
             return
-        signed = envelope.get("signed")
-        hint = signed.get("generation") if isinstance(signed, dict) else None
-        hint = hint if isinstance(hint, int) and not isinstance(hint, bool) else 0
-        self.reconciler.submit(envelope)  # lets a fetch in progress for an older document abort
+        self.reconciler.submit(envelope)  # queued; a fetch in progress for an older document aborts
         with self._lock:
-            if self._stopped or (self._pending is not None and self._pending[0] > hint):
-                return
-            self._pending = (hint, envelope)
-            if self._reconciling:
+            if self._stopped or self._reconciling:
                 return
             self._reconciling = True
             self._reconcile_done.clear()
@@ -242,19 +231,14 @@ class SimulatedDevice:
     # --- work on the pools ----------------------------------------------------------------------
 
     def _reconcile(self) -> None:
+        """The reconciler's queue on a pool thread, one worker per device at a time."""
         while True:
-            with self._lock:
-                pending, self._pending = self._pending, None
-                if pending is None or self._stopped:
+            self.reconciler.run_pending()
+            with self._lock:  # a document submitted after run_pending() returned cleared `idle`
+                if self._stopped or self.reconciler.idle.is_set():
                     self._reconciling = False
                     self._reconcile_done.set()
                     return
-            try:
-                self.reconciler.process(pending[1])
-            except FetchAborted:
-                log.info("%s: desired state superseded or device stopping; moving on", self.device_id)
-            except Exception:  # noqa: BLE001 - the worker must survive anything
-                log.exception("%s: reconciling the desired state failed", self.device_id)
 
     def _schedule_step(self, delay_s: float) -> None:
         with self._lock:
@@ -265,31 +249,23 @@ class SimulatedDevice:
             self._timer = self._loop.call_later(delay_s, lambda: self._io.submit(self._telemetry_step))
 
     def _telemetry_step(self) -> None:
-        """Telemetry's own thread loop, one step: heartbeat and/or flush when due, then the next timer."""
+        """One telemetry step on the io pool (the agent's telemetry thread loops over the same), then the next."""
         if not self._step_lock.acquire(blocking=False):
-            self._flush_soon = True  # a step is running; it reschedules at once
+            self._step_again = True  # a step is running; it reschedules at once
             return
         try:
             if self._stopped:
                 return
-            now = time.monotonic()
-            beat_due, flush_due = now >= self._next_beat, now >= self._next_flush or self._flush_soon
-            if beat_due:
-                self._next_beat = now + self.config.heartbeat_interval_s
-            if flush_due:
-                self._flush_soon = False
-                self._next_flush = now + self.config.telemetry_flush_interval_s
-            try:
-                if beat_due:
-                    self.telemetry.heartbeat()
-                if flush_due:
-                    self.records_sent += self.telemetry.flush()
-            except Exception as exc:  # noqa: BLE001 - the outbox keeps the records
-                self._ratelog.warning("step", "telemetry step failed (records stay in the outbox): %r", exc)
+            self._step_again = False
+            delay = self.telemetry.step()
         finally:
             self._step_lock.release()
-        delay = 0.0 if self._flush_soon else max(0.01, min(self._next_beat, self._next_flush) - time.monotonic())
-        self._schedule_step(delay)
+        self._schedule_step(0.0 if self._step_again else delay)
+
+    @property
+    def records_sent(self) -> int:
+        """Telemetry records published by this device, across crashes and restarts."""
+        return self._records_before + self.telemetry.records_sent
 
 
 class SimulatedFleet:
@@ -380,7 +356,7 @@ class SimulatedFleet:
             if not self._running:
                 return
             fresh = self._new_device(device_id)
-            fresh.records_sent, fresh.dropped_messages = crashed.records_sent, crashed.dropped_messages
+            fresh._records_before, fresh.dropped_messages = crashed.records_sent, crashed.dropped_messages
             fresh.start()
             self.devices[device_id] = fresh
 
