@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 
 import httpx
 import numpy as np
@@ -124,3 +125,44 @@ def test_one_keep_alive_connection_serves_many_requests_including_errors(served)
         assert response.status == expected
         assert response.getheader("Connection") != "close"
     connection.close()
+
+
+def _raw(url: str, head: bytes, body: bytes = b"") -> bytes:
+    """Send ``head`` + ``body`` on a fresh socket and return what comes back before the server closes or idles."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(head + body)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("bad_line", [b" folded: continuation\r\n", b"NoColonHere\r\n", b"Spaced : value\r\n",
+                                      b"Content-Length: 7\r\n"])
+def test_a_malformed_or_ambiguous_request_head_gets_400(served, bad_line):
+    url, _ = served
+    payload = json.dumps(body(np.ones((1, 4), np.float32))).encode()
+    head = (b"POST /v2/models/linear/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(payload)).encode() + b"\r\n" + bad_line + b"\r\n")
+    assert _raw(url, head, payload).startswith(b"HTTP/1.1 400 ")
+
+
+def test_a_well_formed_head_in_any_header_case_is_served_in_one_response(served):
+    url, _ = served
+    payload = json.dumps(body(np.ones((1, 4), np.float32))).encode()
+    head = (b"POST /v2/models/linear/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"CONTENT-LENGTH: " + str(len(payload)).encode() + b"\r\nConnection: close\r\n\r\n")
+    response = _raw(url, head, payload)
+    status, _, rest = response.partition(b"\r\n")
+    headers, _, data = rest.partition(b"\r\n\r\n")
+    assert status == b"HTTP/1.1 200 OK"
+    assert b"Connection: close" in headers and b"Date: " in headers
+    assert json.loads(data)["model_name"] == "linear"
+
+
+def test_too_many_header_lines_get_431(served):
+    url, _ = served
+    head = b"GET /v2/health/live HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(101)) + b"\r\n"
+    assert _raw(url, head).startswith(b"HTTP/1.1 431 ")

@@ -1,0 +1,35 @@
+"""B2 (agent REST vs MLServer) and B7 (hot swap under load) at reduced size; no timing is asserted.
+
+Both drive load with ``wrk`` (``make bench-deps``); B2 builds MLServer's own
+venv on first use (a network install), and records why when it cannot.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from benchmarks import b2_serving, b7_hot_swap
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench-deps)")]
+
+
+def test_b2_agent_and_mlserver_give_the_same_prediction_and_answer_every_request(tmp_path):
+    result = b2_serving.run(1, (1, 2), warmup_s=1, workdir=tmp_path, publish=False, parallel_workers=(0,))
+    assert result["prediction"]["same"], result["prediction"]
+    for c in (1, 2):
+        row = result[f"c{c}"]
+        assert row["agent"]["requests"] > 0 and row["agent"]["failed"] == 0, row["agent"]
+        if "mlserver_unavailable" not in result:
+            assert row["mlserver-pw0"]["failed"] == 0, row["mlserver-pw0"]
+            assert row["throughput_ratio"] > 0
+
+
+def test_b7_hot_swap_under_load_fails_no_request(tmp_path):
+    result = b7_hot_swap.run("forest", swaps=1, load_s=0.5, bare_times=2, workdir=tmp_path, publish=False)
+    assert result["failed_requests"] == 0, (result["http"], result["infer"])
+    assert result["versions"] == [1, 2]
+    assert result["infer"]["calls_by_version"].get("2", 0) > 0  # the new version did take over
+    assert len(result["swap_ms"]["installed_to_serving"]) == 1
