@@ -4,13 +4,17 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test bench system-deps clean
+.PHONY: demo test faults bench bench-deps system-deps clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/edgefleet demo
 
 test: $(VENV)/.installed system-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS) -m "not slow"
+
+# The whole fault-injection suite: the CI versions and the long ones (`slow`), seeded by EDGEFLEET_FAULT_SEED.
+faults: $(VENV)/.installed system-deps
+	$(VENV)/bin/pytest $(PYTEST_ARGS) -rP tests/faults
 
 # Mosquitto (the real broker the tests run) and Chromium (the dashboard's browser tests) from the
 # system's packages, when missing. Playwright drives that Chromium; `playwright install` is never run.
@@ -28,9 +32,23 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # On-demand benchmarks: JSON in benchmarks/results/, rows in the README's performance table.
-bench: $(VENV)/.installed
+# B2 builds MLServer's own venv (benchmarks/.venv-mlserver) on its first run and reuses it.
+bench: $(VENV)/.installed bench-deps
 	$(VENV)/bin/python -m benchmarks.b1_scoring
+	$(VENV)/bin/python -m benchmarks.b2_serving
+	$(VENV)/bin/python -m benchmarks.b3_telemetry
 	$(VENV)/bin/python -m benchmarks.b5_memory
+	$(VENV)/bin/python -m benchmarks.b7_hot_swap
+	$(VENV)/bin/python -m benchmarks.b8_backlog
+
+# wrk (B2's and B7's load generator) from the system's packages when missing; the `bench` extra (py-spy).
+bench-deps: $(VENV)/.bench-installed
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	touch $@
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache

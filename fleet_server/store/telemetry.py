@@ -1,16 +1,25 @@
-"""Telemetry records; ``(device_id, outbox_id, seq)`` makes a redelivered record a no-op."""
+"""Telemetry records; ``(device_id, outbox_id, seq)`` makes a redelivered record a no-op.
+
+Ingest is the hot path (B3, B8): a batch is one ``executemany`` in one
+transaction, and each record's data is serialised by one encoder built once
+(``json.dumps`` with options builds a new encoder per call, which costs about
+a fifth of the serialisation); the text is the same as :func:`._json.dumps`.
+"""
 
 from __future__ import annotations
 
-from ._json import dumps, loads
+import json
+
+from ._json import loads
 from .db import Database
 
 MAX_QUERY_ROWS = 1_000
+_encode_data = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
 def insert_records(*, db: Database, device_id: str, outbox_id: str, records: list[dict], received: str) -> int:
     """Insert a batch in one transaction, ignoring records already stored; return how many were new."""
-    rows = [(device_id, outbox_id, r["seq"], r["ts"], r["kind"], dumps(r["data"]), received) for r in records]
+    rows = [(device_id, outbox_id, r["seq"], r["ts"], r["kind"], _encode_data(r["data"]), received) for r in records]
     with db.transaction() as tx:
         before = tx.conn.total_changes
         tx.conn.executemany("INSERT OR IGNORE INTO telemetry (device_id, outbox_id, seq, ts, kind, data, received) "

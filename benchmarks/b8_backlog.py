@@ -1,0 +1,187 @@
+"""B8: backlog drain after a broker outage vs the steady ingest rate of the same run; zero loss.
+
+Simulated devices made of the agent's telemetry parts (see
+:mod:`benchmarks.b3_telemetry`: Outbox, Telemetry, MqttLink on one MqttLoop,
+in a child process) write ``rate`` records per second each into their
+outboxes and flush them every ``telemetry_flush_interval_s`` (the agent's
+default, 5 s) through a real Mosquitto to a real server. The run:
+
+1. warm-up, then the steady ingest rate: rows the server stored per second
+   over a whole number of flush intervals;
+2. Mosquitto stopped for ``outage_min`` minutes; the devices keep writing;
+3. Mosquitto restarted on the same port (its persistence keeps the server's
+   session); the drain rate is the backlog (every record written before the
+   restart and not yet stored) over the time from the restart until each
+   device's part of it is stored, reconnect back-off included (the device
+   loop waits up to 30 s times a jitter of up to 1.5 between attempts, so
+   the last device is often back only 30-45 s after the restart); the peak
+   drain rate over one flush interval shows the capacity once connected;
+4. the devices stop as the agent does (a last heartbeat and flush), and every
+   record any outbox ever held must be a row exactly once.
+
+What bounds the drain: first the reconnect back-off; then a device has at
+most ``MAX_INFLIGHT_BATCHES`` batches of ``MAX_TELEMETRY_RECORDS`` in flight
+and flushes again only at its next flush tick, so it drains at most 8 × 500
+records per flush interval (``flush_cap_records_per_s`` in the result),
+unless the server is slower.
+
+    python -m benchmarks.b8_backlog [--outage-min 10] [--devices 20] [--rate 20] [--steady-s 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.b3_telemetry import DeviceProcess, DeviceSettings, RowCounter, loss_check, start_server
+from benchmarks.report import update_readme_rows, write_result
+from edge_agent.telemetry import MAX_INFLIGHT_BATCHES
+from fleet_protocol.messages import MAX_TELEMETRY_RECORDS
+from tests.support.mosquitto import start_mosquitto
+
+
+class Timeline:
+    """Rows stored over time, sampled from the server's database."""
+
+    def __init__(self, counter: RowCounter, origin: float):
+        self.counter, self.origin = counter, origin
+        self.samples: list[tuple[float, int]] = []
+
+    def sample(self) -> tuple[float, int]:
+        now, rows = time.monotonic(), self.counter.stored()
+        self.samples.append((round(now - self.origin, 3), rows))
+        return now, rows
+
+    def watch(self, seconds: float, every_s: float = 1.0) -> tuple[float, int]:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            time.sleep(min(every_s, max(0.0, end - time.monotonic())))
+            self.sample()
+        return self.sample()
+
+    def until(self, last_seq: dict[str, int], *, timeout_s: float,
+              every_s: float = 0.05) -> tuple[tuple[float, int], float | None]:
+        """Sample until every device's records up to ``last_seq[device]`` are stored.
+
+        Returns that sample and when the first new row was seen. The exact per-device
+        count runs only once the cheap total says it can be reached.
+        """
+        target = sum(last_seq.values())
+        start_rows, first_new = self.counter.stored(), None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            now, stored = self.sample()
+            if first_new is None and stored > start_rows:
+                first_new = now
+            if stored >= target and self.counter.stored_upto(last_seq) >= target:
+                return (now, stored), first_new
+            if now > deadline:
+                raise RuntimeError(f"not drained: {self.counter.stored_upto(last_seq)} of {target} records stored "
+                                   f"after {timeout_s}s")
+            time.sleep(every_s)
+
+    def peak_rate(self, start: float, end: float, window_s: float) -> float:
+        """Highest rows/s over any ``window_s`` between two monotonic times (one flush interval: the capacity)."""
+        points = [(t + self.origin, rows) for t, rows in self.samples if start <= t + self.origin <= end]
+        best, j = 0.0, 0
+        for i, (t_end, rows_end) in enumerate(points):
+            while points[j][0] < t_end - window_s:
+                j += 1
+            if t_end - points[j][0] >= window_s / 2:
+                best = max(best, (rows_end - points[j][1]) / (t_end - points[j][0]))
+        return best
+
+    def thinned(self, step_s: float = 1.0) -> list[tuple[float, int]]:
+        out: list[tuple[float, int]] = []
+        for t, rows in self.samples:
+            if not out or t - out[-1][0] >= step_s:
+                out.append((t, rows))
+        return out
+
+
+def _written(proc: DeviceProcess) -> dict[str, int]:
+    """Each device's highest seq so far: every record it has written."""
+    return {device: r["last_seq"] for device, r in proc.command("report", "report").items()}
+
+
+def run(devices: int = 20, rate: float = 20.0, steady_s: float = 60.0, outage_min: float = 10.0,
+        flush_interval_s: float = 5.0, *, workdir: Path | None = None, publish: bool = True) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = workdir or Path(tmp)
+        broker = start_mosquitto(root / "broker")
+        server = start_server(root / "server", broker)
+        counter = RowCounter(root / "server" / "fleet.db")
+        proc = None
+        try:
+            proc = DeviceProcess(DeviceSettings("edgefleet", broker.host, broker.port, str(root / "devices"), devices,
+                                                0, rate_per_s=rate, flush_interval_s=flush_interval_s))
+            timeline = Timeline(counter, proc.command("go", "started"))
+            timeline.watch(2 * flush_interval_s + 1)  # warm-up: every device flushed twice
+            window = max(1, round(steady_s / flush_interval_s)) * flush_interval_s  # whole flush intervals
+            t0, rows0 = timeline.sample()
+            t1, rows1 = timeline.watch(window)
+            steady = (rows1 - rows0) / (t1 - t0)
+
+            broker.stop()
+            timeline.watch(outage_min * 60)
+            backlog_end = _written(proc)  # every record written before the restart
+            broker.start()
+            up, rows_up = timeline.sample()
+            (drained, _), first_row = timeline.until(backlog_end, timeout_s=max(600.0, outage_min * 60))
+            backlog = sum(backlog_end.values()) - rows_up
+            reconnected = max(r["last_connect"] for r in proc.command("report", "report").values())
+            drain = backlog / (drained - up)
+            peak = timeline.peak_rate(up, drained, flush_interval_s)
+
+            proc.command("halt", "halted")
+            report = proc.command("report", "report")
+            try:
+                timeline.until({device: r["last_seq"] for device, r in report.items()}, timeout_s=120)
+            except RuntimeError:
+                pass  # shows up as missing below
+            checks = loss_check(counter, report)
+        finally:
+            if proc is not None:
+                proc.close()
+            counter.close()
+            server.stop()
+            broker.stop()
+    result = {"devices": devices, "rate_per_device_per_s": rate, "flush_interval_s": flush_interval_s,
+              "outage_min": outage_min, "steady_window_s": window, "load_average_1m": os.getloadavg()[0],
+              "steady_records_per_s": steady, "backlog_records": backlog,
+              "reconnect_s": (first_row or up) - up, "last_device_reconnect_s": reconnected - up,
+              "drain_s": drained - up,
+              "drain_records_per_s": drain, "peak_drain_records_per_s": peak,
+              "ratio": drain / steady, "peak_ratio": peak / steady,
+              "flush_cap_records_per_s": devices * MAX_INFLIGHT_BATCHES * MAX_TELEMETRY_RECORDS / flush_interval_s,
+              **checks, "zero_loss": checks["missing"] == 0 and checks["duplicates"] == 0
+              and checks["dropped_by_outboxes"] == 0 and checks["left_in_outboxes"] == 0,
+              "timeline": timeline.thinned(), "target_ratio": 0.8}
+    if publish:
+        write_result("B8", result)
+        met = result["ratio"] >= 0.8 and result["zero_loss"]
+        update_readme_rows({"B8": (
+            f"| B8 | backlog drain after a {outage_min:g}-min broker outage, {devices} devices, records/s stored "
+            f"({result['backlog_records']:,} backlog, zero loss: {'yes' if result['zero_loss'] else 'NO'}) | "
+            f"{drain:,.0f}/s (peak {peak:,.0f}/s over one flush interval) | {steady:,.0f}/s steady before the outage, "
+            f"same run | {result['ratio']:.1f}x | ≥ 0.8x | {'yes' if met else 'no'} |")})
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--outage-min", type=float, default=10.0, help="minutes the broker stays down")
+    parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=20.0, help="records per second per device")
+    parser.add_argument("--steady-s", type=float, default=60.0, help="seconds of steady state measured before")
+    parser.add_argument("--flush-interval-s", type=float, default=5.0, help="the agents' telemetry flush interval")
+    args = parser.parse_args()
+    out = run(args.devices, args.rate, args.steady_s, args.outage_min, args.flush_interval_s)
+    print(f"steady {out['steady_records_per_s']:,.0f} records/s; drain of {out['backlog_records']:,} records "
+          f"{out['drain_records_per_s']:,.0f}/s in {out['drain_s']:.1f} s (peak {out['peak_drain_records_per_s']:,.0f}/s; "
+          f"first row after {out['reconnect_s']:.1f} s, last device back after {out['last_device_reconnect_s']:.1f} s); ratio {out['ratio']:.1f}x; flush cap "
+          f"{out['flush_cap_records_per_s']:,.0f}/s; zero loss {out['zero_loss']} (missing {out['missing']}, "
+          f"duplicates {out['duplicates']}, dropped {out['dropped_by_outboxes']})")
