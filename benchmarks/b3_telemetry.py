@@ -7,8 +7,9 @@ edgefleet side: each simulated device is the agent's own telemetry code, an
 (:class:`~fleet_server.runner.ServerThread` on the same external Mosquitto)
 stores the batches. The clock runs from the moment the devices start
 flushing until the last preloaded record is a row of the server's SQLite.
-A device sends at most 8 batches of 500 records per flush tick (5 s), so
-``records`` stays at or under 4,000 to measure ingest, not the tick.
+A device keeps at most 8 batches of 500 records in flight; each PUBACK
+wakes its next flush while a backlog remains, so the flush tick (5 s) does
+not pace the drain.
 
 Reference side: bare paho clients publish the very same payloads (the same
 500-record batches, byte for byte, QoS 1) and one bare paho subscriber takes
@@ -28,42 +29,30 @@ zero loss: every record stored (or received) exactly once.
 
     python -m benchmarks.b3_telemetry [--devices 20] [--records 2000] [--rounds 3]
 
-:class:`DeviceProcess`, :class:`RowCounter` and :func:`loss_check` are reused by B8.
+The devices, the server and the row counting are :mod:`benchmarks.telemetry_rig`, shared with B8.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
-import multiprocessing
 import os
 import sqlite3
 import statistics
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psutil
 
 from benchmarks.report import update_readme_rows, write_result
-from edge_agent.mqtt_link import MqttLink
-from edge_agent.outbox import Outbox
-from edge_agent.runtime import Runtime
-from edge_agent.telemetry import Telemetry
-from fleet_protocol import messages, topics
-from fleet_protocol.profiles import load_profile
-from fleet_server.config import ServerConfig
-from fleet_server.runner import ServerThread
-from simulators.mqtt_loop import MqttLoop
+from benchmarks.telemetry_rig import (BARE_TOPIC, KIND, DeviceProcess, DeviceSettings, RowCounter, loss_check,
+                                      start_server)
+from fleet_protocol import messages
 from tests.support.mosquitto import start_mosquitto
 
-KIND = "model_stats"  # the preloaded records; heartbeats (kind ``heartbeat``) come on top
-BARE_TOPIC = "bench/bare/{}/telemetry"
 TELEMETRY_DDL = """
 CREATE TABLE IF NOT EXISTS telemetry (device_id TEXT NOT NULL, outbox_id TEXT NOT NULL, seq INTEGER NOT NULL,
     ts TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL, received TEXT NOT NULL,
@@ -73,252 +62,7 @@ CREATE INDEX IF NOT EXISTS telemetry_device_kind ON telemetry (device_id, kind, 
 """
 
 
-def record_data(i: int) -> dict:
-    """A model-statistics record of the agent's shape (about 200 bytes of JSON)."""
-    return {"model": "bench-model", "version": 3, "accelerator": "cpu", "requests": 100 + i % 900, "errors": i % 7,
-            "latency_us": {"buckets": [[64, 10 + i % 50], [128, 40], [256, 25], [512, 3]], "p50": 128, "p95": 256}}
-
-
-# --- the device side (a child process) --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeviceSettings:
-    mode: str  # "edgefleet" (agent outbox + telemetry + link) or "bare" (paho clients, pre-encoded payloads)
-    host: str
-    port: int
-    workdir: str
-    devices: int
-    records: int  # preloaded per device
-    prefix: str = "dev"
-    rate_per_s: float = 0.0  # records each device adds per second after "go" (B8)
-    flush_interval_s: float = 5.0  # the agent's default telemetry_flush_interval_s
-    heartbeat_interval_s: float = 30.0  # the agent's default
-    bare_to_server: bool = False  # "bare" mode: publish on the devices' telemetry topics, not on BARE_TOPIC
-
-
-class AgentDevice:
-    """One simulated device made of the agent's parts: Outbox, Telemetry, MqttLink."""
-
-    def __init__(self, device_id: str, state_dir: Path, s: DeviceSettings, runtime: Runtime, loop: MqttLoop):
-        self.device_id = device_id
-        self.outbox = Outbox(state_dir / "agent.db")
-        self.link = MqttLink(client_id=f"edgefleet-agent-{device_id}", host=s.host, port=s.port, loop=loop,
-                             on_connect=self._on_connect, on_puback=lambda mid: self.telemetry.on_puback(mid))
-        self.telemetry = Telemetry(outbox=self.outbox, link=self.link, device_id=device_id, runtime=runtime,
-                                   disk_path=str(state_dir), heartbeat_interval_s=s.heartbeat_interval_s,
-                                   flush_interval_s=s.flush_interval_s)
-        self.next_record = 0
-        self.last_connect = 0.0  # time.monotonic() of the latest (re)connect
-
-    def _on_connect(self) -> None:
-        self.last_connect = time.monotonic()
-        self.telemetry.on_connect()
-
-    def add(self, count: int) -> None:
-        records = [(KIND, record_data(self.next_record + i)) for i in range(count)]
-        self.next_record += count
-        self.outbox.add_many(records)
-
-    def report(self) -> dict:
-        """Highest seq ever given out (heartbeats included), records left, drops, batches sent, last connect."""
-        with contextlib.closing(sqlite3.connect(f"file:{self.outbox.path}?mode=ro", uri=True)) as db:
-            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-        return {"last_seq": row[0] if row else 0, "left": self.outbox.count(), "dropped": self.outbox.take_dropped(),
-                "batches_sent": self.telemetry.batches_sent, "last_connect": self.last_connect}
-
-    def start(self) -> None:
-        """Start the agent's telemetry thread: it flushes at once, then every flush interval."""
-        self.telemetry.start()
-
-    def halt(self) -> None:
-        """The agent's own stop: a last heartbeat, a last flush, and the wait for its PUBACKs."""
-        self.telemetry.stop(flush_timeout_s=10)
-
-    def close(self) -> None:
-        self.link.stop()
-        self.outbox.close()
-
-
-class BareDevice:
-    """A bare paho client with the same batches pre-encoded."""
-
-    def __init__(self, device_id: str, s: DeviceSettings, loop: MqttLoop):
-        self.device_id = device_id
-        self.topic = topics.device_topic(device_id, "telemetry") if s.bare_to_server else BARE_TOPIC.format(device_id)
-        ts = "2026-11-23T00:00:00Z"
-        records = [messages.TelemetryRecord(i + 1, ts, KIND, record_data(i)) for i in range(s.records)]
-        size = messages.MAX_TELEMETRY_RECORDS
-        self.payloads = [messages.encode(messages.TelemetryBatch(device_id, f"ob-{device_id}", tuple(
-            records[start:start + size])).to_dict()) for start in range(0, len(records), size)]
-        self.acked = 0
-        self.connected = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bare-{device_id}",
-                                  clean_session=True, protocol=mqtt.MQTTv311)
-        self.client.max_inflight_messages_set(64)  # as the agent's link
-        self.client.on_connect = lambda *a: self.connected.set()
-        self.client.on_publish = self._acked
-        self._loop = loop
-        loop.connect(self.client, s.host, s.port, keepalive=30)
-
-    def _acked(self, *args) -> None:
-        self.acked += 1
-
-    def start(self) -> None:
-        """Hand every payload to paho at once (QoS 1, at most 64 in flight, as the agent's link)."""
-        for payload in self.payloads:
-            self.client.publish(self.topic, payload, qos=1)
-
-    def report(self) -> dict:
-        return {"acked": self.acked, "messages": len(self.payloads)}
-
-    def halt(self) -> None:
-        """Nothing to flush: every payload went to paho at :meth:`start`."""
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self._loop.detach(self.client).wait(5)
-
-
-def _device_main(conn, s: DeviceSettings) -> None:
-    """The child: build the devices, then obey "go", "halt", "report" and "stop" from the parent."""
-    logging.getLogger("edgefleet").setLevel(logging.ERROR)  # 20 links each saying "disconnected" at every stop
-    ids = [f"{s.prefix}-{i:05d}" for i in range(s.devices)]
-    loop = MqttLoop("bench-devices")
-    loop.start()
-    if s.mode == "bare":
-        devices = [BareDevice(d, s, loop) for d in ids]
-        for device in devices:
-            device.connected.wait(30)
-        conn.send(("ready", {"messages": sum(len(d.payloads) for d in devices),
-                             "bytes": sum(len(p) for d in devices for p in d.payloads)}))
-    else:
-        runtime = Runtime(load_profile("generic-cpu"))
-        devices = [AgentDevice(d, Path(s.workdir) / d, s, runtime, loop) for d in ids]
-        for device in devices:
-            device.add(s.records)
-            device.link.start()
-        for device in devices:
-            device.link.wait_connected(30)
-        conn.send(("ready", {"connected": sum(d.link.connected for d in devices)}))
-    generating, generator = threading.Event(), None
-    while True:
-        command = conn.recv()
-        if command == "go":
-            started = time.monotonic()
-            for device in devices:
-                device.start()
-            if s.rate_per_s > 0:
-                generating.set()
-                generator = threading.Thread(target=_generate, args=(devices, s.rate_per_s, generating), daemon=True)
-                generator.start()
-            conn.send(("started", started))
-        elif command == "halt":
-            generating.clear()
-            if generator is not None:
-                generator.join()
-            for device in devices:
-                device.halt()
-            conn.send(("halted", None))
-        elif command == "report":
-            conn.send(("report", {d.device_id: d.report() for d in devices}))
-        elif command == "stop":
-            for device in devices:
-                device.close()
-            loop.stop()
-            conn.send(("stopped", None))
-            return
-
-
-def _generate(devices: list[AgentDevice], rate_per_s: float, on: threading.Event) -> None:
-    """Add records at ``rate_per_s`` per device, in one transaction per device per second."""
-    start, tick = time.monotonic(), 0
-    while on.is_set():
-        tick += 1
-        due = int(rate_per_s * tick) - int(rate_per_s * (tick - 1))
-        for device in devices:
-            device.add(due)
-        time.sleep(max(0.0, start + tick - time.monotonic()))
-
-
-class DeviceProcess:
-    """The devices in a child process, driven through a pipe."""
-
-    def __init__(self, settings: DeviceSettings):
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(target=_device_main, args=(child, settings), daemon=True)
-        self._process.start()
-        self.pid = self._process.pid
-        self.info = self._expect("ready", timeout_s=120)
-
-    def _expect(self, what: str, timeout_s: float = 60):
-        if not self._conn.poll(timeout_s):
-            raise RuntimeError(f"the device process did not answer {what!r} in {timeout_s}s")
-        tag, value = self._conn.recv()
-        if tag != what:
-            raise RuntimeError(f"the device process answered {tag!r}, expected {what!r}")
-        return value
-
-    def command(self, command: str, answer: str, timeout_s: float = 60):
-        self._conn.send(command)
-        return self._expect(answer, timeout_s)
-
-    def close(self) -> None:
-        if self._process.is_alive():
-            try:
-                self.command("stop", "stopped", timeout_s=30)
-            except (RuntimeError, OSError, EOFError):
-                pass
-        self._process.join(timeout=10)
-        if self._process.is_alive():
-            self._process.kill()
-
-
 # --- the receiving side ----------------------------------------------------------------------------
-
-
-class RowCounter:
-    """Read-only view of the server's telemetry table (its own connection, in the server's process)."""
-
-    def __init__(self, db_path: Path):
-        self._conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-
-    def stored(self) -> int:
-        """Rows ever inserted, in O(log n): telemetry rows are never deleted, so the highest rowid is the count."""
-        return self._conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM telemetry").fetchone()[0]
-
-    def count(self, kind: str) -> int:
-        return self._conn.execute("SELECT COUNT(*) FROM telemetry WHERE kind = ?", (kind,)).fetchone()[0]
-
-    def stored_upto(self, last_seq: dict[str, int]) -> int:
-        """Rows of each device whose seq is at most ``last_seq[device]`` (what its outbox held at some moment)."""
-        values = ", ".join("(?, ?)" for _ in last_seq)
-        params = [value for item in last_seq.items() for value in item]
-        return self._conn.execute(f"WITH upto (device_id, top) AS (VALUES {values}) SELECT COUNT(*) FROM telemetry "
-                                  "JOIN upto USING (device_id) WHERE telemetry.seq <= upto.top", params).fetchone()[0]
-
-    def per_device(self) -> dict[str, tuple[int, int, int]]:
-        """device -> (rows, distinct seqs, highest seq)."""
-        rows = self._conn.execute("SELECT device_id, COUNT(*), COUNT(DISTINCT outbox_id || ':' || seq), MAX(seq) "
-                                  "FROM telemetry GROUP BY device_id")
-        return {device: (count, distinct, top) for device, count, distinct, top in rows}
-
-    def wait_for(self, target: int, *, kind: str | None = None, timeout_s: float, poll_s: float = 0.01) -> float:
-        """Poll until ``target`` rows (of ``kind``) are stored; return the monotonic time it was seen.
-
-        The poll is the cheap :meth:`stored`, so that polling takes little from the server's
-        thread; the exact count by kind is taken only once that many rows exist.
-        """
-        deadline = time.monotonic() + timeout_s
-        while self.stored() < target or (kind is not None and self.count(kind) < target):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {self.stored()} of {target} rows stored after {timeout_s}s")
-            time.sleep(poll_s)
-        return time.monotonic()
-
-    def close(self) -> None:
-        self._conn.close()
 
 
 class CpuMeter:
@@ -334,17 +78,6 @@ class CpuMeter:
 
     def read(self) -> dict[str, float]:
         return {name: round(value - self._start[name], 3) for name, value in self._now().items()}
-
-
-def loss_check(counter: RowCounter, report: dict) -> dict:
-    """Every record each outbox ever held is a row, exactly once, and every outbox is empty."""
-    stored = counter.per_device()
-    missing = sum(r["last_seq"] - stored.get(d, (0, 0, 0))[1] for d, r in report.items())
-    duplicates = sum(rows - distinct for rows, distinct, _ in stored.values())
-    return {"records_written": sum(r["last_seq"] for r in report.values()), "rows_stored": sum(
-        v[0] for v in stored.values()), "missing": missing, "duplicates": duplicates,
-        "left_in_outboxes": sum(r["left"] for r in report.values()),
-        "dropped_by_outboxes": sum(r["dropped"] for r in report.values())}
 
 
 class BareSubscriber:
@@ -421,10 +154,6 @@ def measure_bare(broker, workdir: Path, devices: int, records: int, *, store: bo
             "distinct_messages": len(sub.digests), "acked": sum(r["acked"] for r in report.values()), "cpu_s": cpu_s,
             "rows_stored": rows if store else None,
             "zero_loss": len(sub.digests) == sub.expected and (not store or rows == total)}
-
-
-def start_server(workdir: Path, broker) -> ServerThread:
-    return ServerThread(ServerConfig(data_dir=workdir, port=0, broker_url=broker.url)).start()
 
 
 def measure_edgefleet(broker, workdir: Path, devices: int, records: int, *, agents: bool = True) -> dict:

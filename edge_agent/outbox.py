@@ -14,8 +14,15 @@ Tables:
   even after the newest rows were deleted. Rows are deleted only once the
   broker acknowledged the batch that carried them (see
   :mod:`edge_agent.telemetry`).
-- ``meta(key PRIMARY KEY, value)``: ``outbox_id`` (random, created once) and
-  ``last_generation`` (the trusted desired-state generation).
+- ``meta(key PRIMARY KEY, value)``: ``outbox_id`` (random, created once),
+  ``last_generation`` (the trusted desired-state generation) and
+  ``data_form`` (``canonical`` once every row's data is canonical JSON).
+
+Record data is stored as canonical JSON text (:func:`fleet_protocol.canonical.canonical_text`:
+sorted keys, no floats, UTF-8 unescaped), checked once when the record is added, so a
+telemetry batch is assembled from the stored text without decoding and encoding it again
+(:meth:`Outbox.pending_stored`). A database written before that rule is rewritten in the
+canonical form when opened (a record with a float, which could never have been sent, is dropped).
 
 Bounded by ``max_records`` rows and ``max_bytes`` of record data: past
 either, records are dropped by priority, oldest first within a class:
@@ -34,11 +41,17 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import logging
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
+from fleet_protocol.canonical import canonical_text
+from fleet_protocol.errors import MessageError
 from fleet_protocol.messages import TelemetryRecord
 from fleet_protocol.timestamps import to_iso, utc_now
+
+log = logging.getLogger("edgefleet.agent.outbox")
 
 EVENT = "event"
 CAPTURE = "capture"
@@ -56,6 +69,15 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+class StoredRecord(NamedTuple):
+    """A record as stored: its data still canonical JSON text."""
+
+    seq: int
+    ts: str
+    kind: str
+    data_json: str
+
+
 class Outbox:
     """Durable, bounded, ordered telemetry records plus persisted key/values."""
 
@@ -69,8 +91,10 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        self._count, self._bytes = self._totals()
         self._dropped: dict[str, int] = {}
+        if self.get_meta("data_form") != "canonical":
+            self._canonicalise()
+        self._count, self._bytes = self._totals()
         outbox_id = self.get_meta("outbox_id")
         if outbox_id is None:
             outbox_id = "ob-" + secrets.token_hex(8)
@@ -89,15 +113,39 @@ class Outbox:
             self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
+    def _canonicalise(self) -> None:
+        """Rewrite rows from before the canonical-text rule (once per database)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for seq, kind, data in self._db.execute("SELECT seq, kind, data FROM outbox").fetchall():
+                    try:
+                        text = canonical_text(json.loads(data))
+                    except (ValueError, MessageError):
+                        log.warning("outbox record %d (%s) is not canonical JSON; dropped", seq, kind)
+                        self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+                        name = kind if kind in (EVENT, CAPTURE) else "telemetry"  # the DROP_ORDER class names
+                        self._dropped[name] = self._dropped.get(name, 0) + 1
+                        continue
+                    if text != data:
+                        self._db.execute("UPDATE outbox SET data = ? WHERE seq = ?", (text, seq))
+                self._db.execute("INSERT INTO meta(key, value) VALUES ('data_form', 'canonical') "
+                                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     # --- records --------------------------------------------------------------------------------
 
     def add(self, kind: str, data: dict, *, ts: str | None = None) -> int:
-        """Append one record; return its seq. ``data`` must be JSON (no floats on the wire: ints)."""
+        """Append one record; return its seq. ``data`` must be JSON without floats (:class:`MessageError`)."""
         return self.add_many([(kind, data)], ts=ts)[-1]
 
     def add_many(self, records: list[tuple[str, dict]], *, ts: str | None = None) -> list[int]:
+        """Append records in one transaction; a float anywhere refuses them all (:class:`MessageError`)."""
         ts = ts or to_iso(utc_now())
-        rows = [(kind, ts, json.dumps(data, separators=(",", ":"), sort_keys=True)) for kind, data in records]
+        rows = [(kind, ts, canonical_text(data)) for kind, data in records]
         seqs: list[int] = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -140,31 +188,35 @@ class Outbox:
                 self._db.execute(f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(victims))})", victims)
                 self._dropped[name] = self._dropped.get(name, 0) + len(victims)
 
-    def pending(self, limit: int, *, exclude: set[int] | frozenset[int] = frozenset(),
+    def pending(self, limit: int, *, after: int = 0, exclude: set[int] | frozenset[int] = frozenset(),
                 max_bytes: int | None = None) -> list[TelemetryRecord]:
-        """The oldest ``limit`` records in seq order, skipping the seqs in ``exclude`` (in flight).
+        """:meth:`pending_stored` with each record's data decoded."""
+        return [TelemetryRecord(r.seq, r.ts, r.kind, json.loads(r.data_json))
+                for r in self.pending_stored(limit, after=after, exclude=exclude, max_bytes=max_bytes)]
 
-        With ``max_bytes``, stop before the record that would take the data past it (the first record
-        always comes, so one large record is never stuck).
+    def pending_stored(self, limit: int, *, after: int = 0, exclude: set[int] | frozenset[int] = frozenset(),
+                       max_bytes: int | None = None) -> list[StoredRecord]:
+        """The oldest ``limit`` records past seq ``after`` in seq order, skipping the seqs in ``exclude`` (in flight).
+
+        A sender that knows every record up to some seq is in flight passes it as ``after``, so the
+        rows in flight are not read again at every batch. With ``max_bytes``, stop before the record
+        that would take the data past it (the first record always comes, so one large record is never stuck).
         """
-        out: list[TelemetryRecord] = []
+        out: list[StoredRecord] = []
         total = 0
-        after = 0
         with self._lock:
             while len(out) < limit:
                 rows = self._db.execute("SELECT seq, ts, kind, data FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                                        (after, limit + len(exclude))).fetchall()
+                                        (after, limit - len(out))).fetchall()
                 if not rows:
                     break
-                for seq, ts, kind, data in rows:
-                    after = seq
-                    if seq not in exclude:
-                        total += len(data)
+                for row in rows:
+                    after = row[0]
+                    if after not in exclude:
+                        total += len(row[3])
                         if max_bytes is not None and out and total > max_bytes:
                             return out
-                        out.append(TelemetryRecord(seq, ts, kind, json.loads(data)))
-                        if len(out) >= limit:
-                            break
+                        out.append(StoredRecord(*row))
         return out
 
     def delete(self, seqs: list[int]) -> None:

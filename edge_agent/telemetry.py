@@ -9,9 +9,17 @@ One background thread does both halves:
   (requests, errors, latency histogram in µs, p50/p95);
 - every ``telemetry_flush_interval_s``, and at once after a reconnect, it
   publishes up to 500 outbox records per :class:`TelemetryBatch` (QoS 1) in
-  seq order. A record leaves the outbox only when paho's ``on_publish``
-  reports the broker's PUBACK for the message that carried it; records in
-  flight are not sent again (paho resends them itself after a reconnect).
+  seq order, at most 8 batches in flight. A record leaves the outbox only
+  when paho's ``on_publish`` reports the broker's PUBACK for the message that
+  carried it; records in flight are not sent again (paho resends them itself
+  after a reconnect). While a backlog remains (the last flush stopped at the
+  in-flight limit), each PUBACK wakes the next flush at once rather than at
+  the next tick, so a large outbox drains at the broker's pace.
+
+Batches are assembled from the outbox's stored canonical text
+(:func:`encode_batch`), byte for byte what
+``messages.encode(TelemetryBatch(...).to_dict())`` gives, without decoding
+and encoding every record again.
 
 Values are integers (no floats: messages are canonical JSON). Events
 (install started/succeeded/failed/refused, malformed messages) are written
@@ -25,6 +33,7 @@ import os
 import queue
 import threading
 import time
+from json.encoder import encode_basestring
 from typing import Callable
 
 import psutil
@@ -32,7 +41,7 @@ import psutil
 from fleet_protocol import messages, topics
 
 from .mqtt_link import MqttLink, RateLimitedLog
-from .outbox import Outbox
+from .outbox import Outbox, StoredRecord
 from .runtime import LoadedModule, Runtime
 
 log = logging.getLogger("edgefleet.agent.telemetry")
@@ -46,7 +55,9 @@ class Telemetry:
     def __init__(self, *, outbox: Outbox, link: MqttLink, device_id: str, runtime: Runtime, disk_path: str,
                  heartbeat_interval_s: float, flush_interval_s: float, clock: Callable[[], float] = time.monotonic,
                  extra_records: Callable[[], list[tuple[str, dict]]] | None = None,
-                 first_heartbeat_s: float | None = None):
+                 first_heartbeat_s: float | None = None, on_wake: Callable[[], None] | None = None):
+        """``on_wake`` is called (on paho's thread: it must only schedule) when a PUBACK makes a flush due
+        before its tick; the agent's own thread needs none (it waits on an event that is set too)."""
         self._step_log = RateLimitedLog(log)
         self.outbox = outbox
         self.link = link
@@ -65,6 +76,9 @@ class Telemetry:
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._pending: dict[int, tuple[list[int], float]] = {}  # mid -> (seqs, sent at)
         self._inflight: set[int] = set()
+        self._sent_upto = 0  # every outbox record with a seq up to this one is in flight (or gone)
+        self._backlog = False  # the last flush stopped at MAX_INFLIGHT_BATCHES
+        self._on_wake = on_wake
         self._connected_at = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -94,8 +108,12 @@ class Telemetry:
             self._malformed_new[kind] = self._malformed_new.get(kind, 0) + 1
 
     def on_puback(self, mid: int) -> None:
-        """paho's thread: only queue the id (paho holds its own lock while calling this)."""
+        """paho's thread: only queue the id and, with a backlog, wake the next flush (paho holds its lock)."""
         self._acks.put(mid)
+        if self._backlog:
+            self._wake.set()
+            if self._on_wake is not None:
+                self._on_wake()
 
     def on_connect(self) -> None:
         self._connected_at = self._clock()
@@ -146,6 +164,8 @@ class Telemetry:
                 self.flush()
         except Exception as exc:  # noqa: BLE001 - keep stepping; the outbox keeps the records
             self._step_log.warning("step", "telemetry step failed (records stay in the outbox): %r", exc)
+        if self._wake.is_set():  # a PUBACK or a reconnect while this step ran
+            return 0.0
         return max(0.01, min(self._next_beat, self._next_flush) - self._clock())
 
     # --- heartbeat and model stats --------------------------------------------------------------
@@ -194,21 +214,27 @@ class Telemetry:
         """Publish what the outbox holds (when connected); return the number of records sent."""
         self._apply_acks()
         self._expire_pending()
-        sent = 0
-        while self.link.connected and len(self._pending) < MAX_INFLIGHT_BATCHES:
-            records = self.outbox.pending(messages.MAX_TELEMETRY_RECORDS, exclude=self._inflight,
-                                          max_bytes=MAX_BATCH_BYTES)
+        sent, full = 0, False
+        while self.link.connected:
+            if len(self._pending) >= MAX_INFLIGHT_BATCHES:
+                full = True
+                break
+            records = self.outbox.pending_stored(messages.MAX_TELEMETRY_RECORDS, after=self._sent_upto,
+                                                 exclude=self._inflight, max_bytes=MAX_BATCH_BYTES)
             if not records:
                 break
-            batch = messages.TelemetryBatch(self.device_id, self.outbox.outbox_id, tuple(records))
-            mid = self.link.publish(self._topic, messages.encode(batch.to_dict()), qos=1)
+            mid = self.link.publish(self._topic, encode_batch(self.device_id, self.outbox.outbox_id, records), qos=1)
             if mid is None:
                 break
             seqs = [r.seq for r in records]
             self._pending[mid] = (seqs, self._clock())
             self._inflight.update(seqs)
+            self._sent_upto = seqs[-1]  # the records skipped on the way were in flight already
             self.batches_sent += 1
             sent += len(records)
+        self._backlog = full
+        if full and not self._acks.empty():  # acknowledged while this flush ran: the next one is due now
+            self._wake.set()
         self.records_sent += sent
         return sent
 
@@ -234,6 +260,21 @@ class Telemetry:
             if now - sent_at > PENDING_EXPIRY_S:
                 del self._pending[mid]
                 self._inflight.difference_update(seqs)
+                self._sent_upto = min(self._sent_upto, seqs[0] - 1)  # read them again at the next batch
+
+
+def encode_batch(device_id: str, outbox_id: str, records: list[StoredRecord]) -> bytes:
+    """The canonical JSON of a :class:`messages.TelemetryBatch` of ``records``, from their stored text.
+
+    Keys in sorted order at both levels, as :func:`fleet_protocol.canonical.canonical_json` writes
+    them; each record's data is already canonical (the outbox stores nothing else). Strings are
+    quoted by ``json``'s own non-ASCII-preserving quoter, as ``json.dumps(..., ensure_ascii=False)``.
+    """
+    text = encode_basestring
+    body = ",".join(f'{{"data":{r.data_json},"kind":{text(r.kind)},"seq":{r.seq},"ts":{text(r.ts)}}}'
+                    for r in records)
+    return (f'{{"device_id":{text(device_id)},"outbox_id":{text(outbox_id)},"records":[{body}],'
+            f'"type":"telemetry-batch"}}').encode("utf-8")
 
 
 def model_stats(module: LoadedModule) -> dict | None:

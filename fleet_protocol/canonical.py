@@ -13,21 +13,39 @@ from typing import Any
 from .errors import MessageError
 
 
+_LEAVES = frozenset((str, int, bool, type(None)))  # exact types that need no look inside
+
+
 def _reject_floats(value: Any) -> None:
-    if isinstance(value, float):
-        raise MessageError("floats are not allowed in signed documents")
-    if isinstance(value, dict):
-        for item in value.values():
+    """Raise on a float anywhere in ``value`` (dict values and list/tuple items, recursively).
+
+    On the hot path of every message and outbox record: exact-type checks first, so the common
+    leaves (str, int, bool, None) cost one set lookup; subclasses take the ``isinstance`` path.
+    """
+    kind = type(value)
+    if kind is dict:
+        value = value.values()
+    elif kind is not list and kind is not tuple:
+        if isinstance(value, float):
+            raise MessageError("floats are not allowed in signed documents")
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, (list, tuple)):
+            return
+    for item in value:
+        if type(item) not in _LEAVES:
             _reject_floats(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _reject_floats(item)
+
+
+def canonical_text(value: Any) -> str:
+    """Serialise ``value`` to canonical JSON text (what :func:`canonical_json` encodes to UTF-8)."""
+    _reject_floats(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical_json(value: Any) -> bytes:
     """Serialise ``value`` to canonical JSON bytes."""
-    _reject_floats(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return canonical_text(value).encode("utf-8")
 
 
 def sha256_hex(data: bytes) -> str:

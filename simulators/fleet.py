@@ -110,7 +110,8 @@ class SimulatedDevice:
                                    runtime=self.runtime, disk_path=str(config.state_dir),
                                    heartbeat_interval_s=config.heartbeat_interval_s,
                                    flush_interval_s=config.telemetry_flush_interval_s,
-                                   first_heartbeat_s=self._rng.uniform(0.0, min(config.heartbeat_interval_s, 1.0)))
+                                   first_heartbeat_s=self._rng.uniform(0.0, min(config.heartbeat_interval_s, 1.0)),
+                                   on_wake=lambda: self._schedule_step(0.0))  # a PUBACK with a backlog left
         self.fetcher = Fetcher(self.link, self.device_id, self.installer.staging_dir,
                                window=config.fetch_window_chunks, timeout_s=config.fetch_timeout_s,
                                on_malformed=self.telemetry.malformed)
