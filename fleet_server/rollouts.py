@@ -134,25 +134,27 @@ class RolloutController:
     def act(self, rollout_id: int, action: str) -> dict:
         """An operator's ``pause``, ``resume``, ``abort`` or ``rollback``."""
         with self._lock:
-            rollout = self._get(rollout_id)
-            state, now = rollout["state"], to_iso(utc_now())
-            allowed = {"pause": ("running",), "resume": ("paused",), "abort": ACTIVE_STATES,
-                       "rollback": ("running", "paused", "completed", "aborted")}[action]
-            if state not in allowed:
-                raise ConflictError(f"rollout {rollout_id} is {state}; {action} needs it {' or '.join(allowed)}")
-            if action == "pause":
-                self._set(rollout, state="paused", reason="paused by an operator")
-            elif action == "resume":
-                failures = self._summary(rollout)["failed"]
-                self._set(rollout, state="running", reason=None, acknowledged_failures=failures, wave_started=now)
-            elif action == "abort":
-                self._set(rollout, state="aborted", reason="aborted by an operator")
-            else:
-                deployment_store.withdraw(db=self._db, deployment_id=rollout["deployment_id"])
-                self._set(rollout, state="rolled_back", reason="rolled back by an operator")
+            with self._db.transaction():  # the change and its history event commit together
+                rollout = self._get(rollout_id)
+                state, now = rollout["state"], to_iso(utc_now())
+                allowed = {"pause": ("running",), "resume": ("paused",), "abort": ACTIVE_STATES,
+                           "rollback": ("running", "paused", "completed", "aborted")}[action]
+                if state not in allowed:
+                    raise ConflictError(f"rollout {rollout_id} is {state}; {action} needs it {' or '.join(allowed)}")
+                if action == "pause":
+                    self._set(rollout, state="paused", reason="paused by an operator")
+                elif action == "resume":
+                    failures = self._summary(rollout)["failed"]
+                    self._set(rollout, state="running", reason=None, acknowledged_failures=failures, wave_started=now)
+                elif action == "abort":
+                    self._set(rollout, state="aborted", reason="aborted by an operator")
+                else:
+                    deployment_store.withdraw(db=self._db, deployment_id=rollout["deployment_id"])
+                    self._set(rollout, state="rolled_back", reason="rolled back by an operator")
+                self._event(rollout_id, {"pause": "paused", "resume": "resumed", "abort": "aborted",
+                                         "rollback": "rolled_back"}[action], "operator", previous_state=state)
+            if action == "rollback":
                 self._fleet.desired.recompute([d for wave in rollout["waves"] for d in wave] or None)
-            self._event(rollout_id, {"pause": "paused", "resume": "resumed", "abort": "aborted",
-                                     "rollback": "rolled_back"}[action], "operator", previous_state=state)
             if action == "resume":
                 self._step(rollout_id)
         return self.detail(rollout_id)
@@ -216,9 +218,18 @@ class RolloutController:
         return {"devices": rows, "waiting": waiting, "counts": counts, "failed": counts["failed"]}
 
     def _step(self, rollout_id: int) -> None:
+        """One controller step. Its writes (rollout, history events, admitted devices) commit together, so a
+        crash leaves all or none of a transition; the newly admitted devices' desired state goes out after."""
+        with self._db.transaction():
+            admitted = self._transition(rollout_id)
+        if admitted:
+            self._fleet.desired.recompute(admitted)
+
+    def _transition(self, rollout_id: int) -> list[str]:
+        """Pause, abort, admit, advance or complete as the plan says; return the devices admitted now."""
         rollout = self._get(rollout_id)
         if rollout["state"] != "running":
-            return
+            return []
         plan, now = rollout["plan"], utc_now()
         summary = self._summary(rollout)
         new_failures = summary["failed"] - rollout["acknowledged_failures"]
@@ -233,7 +244,7 @@ class RolloutController:
             self._set(rollout, state=state, reason=reason)
             self._event(rollout_id, state, "controller", reason=reason,
                         failures=[{"device_id": r["device_id"], "error": r["error"]} for r in failed])
-            return
+            return []
         deployment = deployment_store.get_deployment(db=self._db, deployment_id=rollout["deployment_id"])
         total = len(summary["devices"]) + len(summary["waiting"])
         waves = [list(w) for w in rollout["waves"]]
@@ -246,8 +257,7 @@ class RolloutController:
         planned = wave_size(plan, index, total)
         waiting = sorted(summary["waiting"])
         if len(current) < planned and waiting:
-            self._admit(rollout, deployment, waves, planned, waiting, now)
-            return
+            return self._admit(rollout, deployment, waves, planned, waiting, now)
         by_device = {r["device_id"]: r for r in summary["devices"]}
         counted = [by_device[d] for d in current if d in by_device and by_device[d]["state"] != "superseded"]
         running = sum(1 for r in counted if r["state"] == "running")
@@ -257,23 +267,23 @@ class RolloutController:
                 deployment_store.set_admitted(db=self._db, deployment_id=deployment["id"], admitted=None)
                 self._set(rollout, state="completed", reason=None)
                 self._event(rollout_id, "completed", "controller", devices=admitted_count)
-                return
+                return []
             waves.append([])
             self._set(rollout, waves=waves, wave_started=to_iso(now))
             self._event(rollout_id, "wave_started", "controller", wave=index + 1,
                         planned=min(wave_size(plan, index + 1, total), len(waiting)))
-            self._admit(rollout, deployment, waves, wave_size(plan, index + 1, total), waiting, now)
-            return
+            return self._admit(rollout, deployment, waves, wave_size(plan, index + 1, total), waiting, now)
         started = from_iso(rollout["wave_started"])
         if now - started > timedelta(seconds=plan["wave_window_s"]):
             reason = (f"wave {index}: only {running} of {len(counted)} device(s) running the version after "
                       f"{plan['wave_window_s']:g}s")
             self._set(rollout, state="paused", reason=reason)
             self._event(rollout_id, "paused", "controller", reason=reason)
+        return []
 
     def _admit(self, rollout: dict, deployment: dict, waves: list[list[str]], planned: int, waiting: list[str],
-               now) -> None:
-        """Let the next devices of the current wave in, within the rate limit, and publish their desired state."""
+               now) -> list[str]:
+        """Let the next devices of the current wave in, within the rate limit; return them."""
         plan, current = rollout["plan"], waves[-1]
         room = planned - len(current)
         rate = plan["max_devices_per_minute"]
@@ -282,10 +292,10 @@ class RolloutController:
             room = min(room, 1 + math.floor(rate * elapsed_s / 60) - len(current))
         new = waiting[:max(0, room)]
         if not new:
-            return
+            return []
         current.extend(new)
         admitted = [d for wave in waves for d in wave]
         deployment_store.set_admitted(db=self._db, deployment_id=deployment["id"], admitted=admitted)
         self._set(rollout, waves=waves)
         self._event(rollout["id"], "devices_admitted", "controller", wave=len(waves) - 1, devices=new)
-        self._fleet.desired.recompute(new)
+        return new

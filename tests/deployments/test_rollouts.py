@@ -111,3 +111,27 @@ def test_rolling_back_a_completed_rollout_returns_every_device_to_the_version_it
     wait_for(lambda: all(m["state"] == "running" and m["error"] is None
                          for a in agents for m in fleet.api.get(f"/api/devices/{a.device_id}").json()["modules"]),
              what="every device to report v1 running")
+
+
+def test_a_crash_between_a_wave_event_and_the_wave_update_leaves_neither(fleet, monkeypatch):
+    """A controller step commits its writes together: a failure halfway (as a kill -9 would) rolls all of them back."""
+    from fleet_server.store import rollouts as rollout_store
+
+    fleet.start_agents(3, tags=FLEET_TAGS)
+    fleet.build()
+    real_update, crashed = rollout_store.update_rollout, []
+
+    def crash_once_when_the_second_wave_opens(**values):
+        if len(values.get("waves", [])) == 2 and not crashed:  # after wave_succeeded(0) was written
+            crashed.append(True)
+            raise RuntimeError("simulated crash between the wave_succeeded event and the wave update")
+        return real_update(**values)
+
+    monkeypatch.setattr(rollout_store, "update_rollout", crash_once_when_the_second_wave_opens)
+    rollout = fleet.post("/api/rollouts", {"module": "scaler", "selector": FLEET_TAGS,
+                                           "plan": {"canary": 1, "wave_size": 2}}, expect=201)
+    fleet.wait_rollout(rollout["id"], lambda r: r["state"] == "completed", what="the rollout to complete")
+    assert crashed
+    history = fleet.api.get(f"/api/rollouts/{rollout['id']}/history").json()
+    wave_events = [(e["kind"], e["detail"].get("wave")) for e in history if e["kind"].startswith("wave_")]
+    assert wave_events == [("wave_started", 0), ("wave_succeeded", 0), ("wave_started", 1), ("wave_succeeded", 1)]

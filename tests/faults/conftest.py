@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 
 import httpx
 import pytest
 
 from tests.agent.helpers import FakeServer
+from tests.support.fleet import AgentProcess, ServerProcess
+from tests.support.net import wait_for
 
 SEED = int(os.environ.get("EDGEFLEET_FAULT_SEED", "8"))
 
@@ -41,3 +44,41 @@ def infer_version(scoring_url: str, module: str = "linear") -> int:
     response = httpx.post(f"{scoring_url}/v2/models/{module}/infer", json=linear_request(), timeout=10)
     assert response.status_code == 200, response.text
     return int(response.json()["model_version"])
+
+
+def outbox_state(agent: AgentProcess) -> tuple[int, int]:
+    """``(records still waiting, highest seq ever issued)`` from the agent's own SQLite outbox."""
+    with sqlite3.connect(f"file:{agent.state_dir / 'agent.db'}?mode=ro", uri=True, timeout=5) as db:
+        waiting = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+    return waiting, row[0] if row else 0
+
+
+def stored_seqs(server: ServerProcess, device_id: str) -> list[int]:
+    """Every stored seq of the device, read from the server's database (the API pages at 1,000 rows)."""
+    with sqlite3.connect(f"file:{server.data_dir / 'fleet.db'}?mode=ro", uri=True, timeout=5) as db:
+        return [row[0] for row in db.execute("SELECT seq FROM telemetry WHERE device_id = ?", (device_id,))]
+
+
+def assert_every_record_arrived_once(server: ServerProcess, agent: AgentProcess, *, timeout: float = 60) -> int:
+    """Wait for the agent's outbox to drain, then check the server holds seqs 1..last exactly once; return last.
+
+    The outbox numbers records 1, 2, 3, ... (``AUTOINCREMENT``, kept across restarts of the agent) and deletes
+    a record only once the broker acknowledged it, so an empty outbox means every issued seq was handed over.
+    """
+    def drained() -> int | None:
+        waiting, last = outbox_state(agent)
+        return last if waiting == 0 and last > 0 else None
+
+    last = wait_for(drained, timeout=timeout, what=f"{agent.device_id}'s outbox to drain")
+
+    def all_stored() -> list[int] | None:
+        seqs = stored_seqs(server, agent.device_id)
+        return seqs if len(set(seqs)) >= last else None
+
+    seqs = wait_for(all_stored, timeout=30, what=f"the server to store seqs 1..{last} of {agent.device_id}")
+    assert len(seqs) == len(set(seqs)), f"a telemetry record of {agent.device_id} was stored twice"
+    missing = sorted(set(range(1, last + 1)) - set(seqs))
+    assert not missing, f"telemetry records of {agent.device_id} lost: seqs {missing}"
+    print(f"{agent.device_id}: {last} records, each stored once")
+    return last

@@ -9,48 +9,16 @@ once its outbox is empty, the server must hold every seq from 1 to the last one 
 from __future__ import annotations
 
 import random
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
 from simulators.faults import LinkProxy
-from tests.support.fleet import AgentProcess, ServerProcess, start_agent, start_server
+from tests.support.fleet import start_agent, start_server
 from tests.support.net import wait_for
 
-
-def outbox_state(agent: AgentProcess) -> tuple[int, int]:
-    """``(records still waiting, highest seq ever issued)`` from the agent's own SQLite outbox."""
-    with sqlite3.connect(f"file:{agent.state_dir / 'agent.db'}?mode=ro", uri=True, timeout=5) as db:
-        waiting = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-    return waiting, row[0] if row else 0
-
-
-def stored_seqs(server: ServerProcess, device_id: str) -> list[int]:
-    """Every stored seq of the device, read from the server's database (the API pages at 1,000 rows)."""
-    with sqlite3.connect(f"file:{server.data_dir / 'fleet.db'}?mode=ro", uri=True, timeout=5) as db:
-        return [row[0] for row in db.execute("SELECT seq FROM telemetry WHERE device_id = ?", (device_id,))]
-
-
-def assert_every_record_arrived_once(server: ServerProcess, agent: AgentProcess) -> int:
-    def drained() -> int | None:
-        waiting, last = outbox_state(agent)
-        return last if waiting == 0 and last > 0 else None
-
-    last = wait_for(drained, timeout=60, what="the agent's outbox to drain")
-
-    def all_stored() -> list[int] | None:
-        seqs = stored_seqs(server, agent.device_id)
-        return seqs if len(set(seqs)) >= last else None
-
-    seqs = wait_for(all_stored, timeout=30, what=f"the server to store seqs 1..{last}")
-    assert len(seqs) == len(set(seqs)), "a telemetry record was stored twice"
-    missing = sorted(set(range(1, last + 1)) - set(seqs))
-    assert not missing, f"telemetry records lost: seqs {missing}"
-    print(f"{last} records, each stored once")
-    return last
+from .conftest import assert_every_record_arrived_once, outbox_state, stored_seqs
 
 
 @pytest.fixture

@@ -120,13 +120,33 @@ class AgentProcess(Process):
 
 def start_agent(workdir: Path, device_id: str, *, broker_url: str, key_hex: str, profile: str = "generic-cpu",
                 tags: dict[str, str] | None = None, **settings: object) -> AgentProcess:
-    port = free_port()
-    spec = DeviceSpec(device_id, broker_url, [key_hex], port, profile, tags or {},
-                      {"heartbeat_interval_s": 1, "telemetry_flush_interval_s": 0.5, "fetch_timeout_s": 3, **settings})
-    device_dir = workdir / device_id
-    config = write_agent_config(device_dir, spec)
-    log = device_dir / "agent.log"
-    agent = AgentProcess(device_id, spawn_agent(config, log), log, device_id=device_id, config=config,
-                         scoring_url=f"http://127.0.0.1:{port}", state_dir=device_dir / "state")
-    agent.wait_ready()
-    return agent
+    return start_agents(workdir, [device_id], broker_url=broker_url, key_hex=key_hex, profile=profile, tags=tags,
+                        **settings)[0]
+
+
+def start_agents(workdir: Path, device_ids: list[str], *, broker_url: str, key_hex: str,
+                 profile: str = "generic-cpu", tags: dict[str, str] | None = None,
+                 **settings: object) -> list[AgentProcess]:
+    """Start one agent process per id, all at once (their imports overlap), then wait until each serves.
+
+    Each device gets ``workdir/<id>/`` (config, ``state/``, ``agent.log``) and its own free scoring port.
+    """
+    agents = []
+    for device_id in device_ids:
+        port = free_port()
+        spec = DeviceSpec(device_id, broker_url, [key_hex], port, profile, dict(tags or {}),
+                          {"heartbeat_interval_s": 1, "telemetry_flush_interval_s": 0.5, "fetch_timeout_s": 3,
+                           **settings})
+        device_dir = workdir / device_id
+        config = write_agent_config(device_dir, spec)
+        log = device_dir / "agent.log"
+        agents.append(AgentProcess(device_id, spawn_agent(config, log), log, device_id=device_id, config=config,
+                                   scoring_url=f"http://127.0.0.1:{port}", state_dir=device_dir / "state"))
+    try:
+        for agent in agents:
+            agent.wait_ready()
+    except BaseException:
+        for agent in agents:
+            agent.kill()
+        raise
+    return agents
