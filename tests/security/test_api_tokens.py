@@ -9,18 +9,13 @@ import sys
 import httpx
 import pytest
 
-from fleet_server.config import ServerConfig
-from fleet_server.runner import ServerThread
 from fleet_server.store import audit as audit_store
 from tests.support.fleet import ADMIN_TOKEN, start_server
 
 
 @pytest.fixture
-def server(tmp_path, mosquitto, monkeypatch):
-    monkeypatch.setenv("EDGEFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
-    config = ServerConfig(data_dir=tmp_path / "server", port=0, broker_url=mosquitto.url)
-    with ServerThread(config) as running:
-        yield running
+def server(server_thread):
+    return server_thread
 
 
 def client(server, token: str | None) -> httpx.Client:

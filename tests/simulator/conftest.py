@@ -8,19 +8,14 @@ import pytest
 
 from edgefleet_cli.client import ApiClient
 from edgefleet_cli.commands.module import build_module
-from fleet_server.config import ServerConfig
-from fleet_server.runner import ServerThread
+from tests.support.fleet import ADMIN_TOKEN
 
 IRIS = Path(__file__).resolve().parents[2] / "modules" / "iris-classifier"
-ADMIN_TOKEN = "simulator-admin-token-0123456789"
 
 
 @pytest.fixture
-def server(tmp_path, mosquitto, monkeypatch):
-    monkeypatch.setenv("EDGEFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
-    config = ServerConfig(data_dir=tmp_path / "server", port=0, broker_url=mosquitto.url)
-    with ServerThread(config) as running:
-        yield running
+def server(server_thread):
+    return server_thread
 
 
 @pytest.fixture
