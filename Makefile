@@ -37,7 +37,9 @@ bench: $(VENV)/.installed bench-deps
 	$(VENV)/bin/python -m benchmarks.b1_scoring
 	$(VENV)/bin/python -m benchmarks.b2_serving
 	$(VENV)/bin/python -m benchmarks.b3_telemetry
+	$(VENV)/bin/python -m benchmarks.b4_fanout
 	$(VENV)/bin/python -m benchmarks.b5_memory
+	$(VENV)/bin/python -m benchmarks.b6_capacity
 	$(VENV)/bin/python -m benchmarks.b7_hot_swap
 	$(VENV)/bin/python -m benchmarks.b8_backlog
 

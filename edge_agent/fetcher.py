@@ -3,15 +3,21 @@
 For one verified manifest, :meth:`Fetcher.fetch` subscribes to the bundle's
 shared chunk topic (waiting for the SUBACK) *before* it publishes a
 :class:`~fleet_protocol.messages.FetchRequest` on the device's ``fetch``
-topic, keeps at most ``window`` chunks requested at a time, and re-requests
-chunks that did not arrive within ``timeout_s`` with exponential backoff.
+topic, keeps at most ``window`` chunks requested at a time, and asks again
+for requested chunks once no chunk of the bundle has arrived for
+:data:`REASK_AFTER_S` (at most ``timeout_s``), doubling that wait on each
+further silence in a row up to :data:`MAX_BACKOFF_FACTOR` times. The topic is shared:
+while chunks of the bundle keep arriving (answers to other devices' requests
+too) nothing is asked again, so a device never asks for a chunk the broker
+may still be fanning out to it.
 After :data:`STALL_ROUNDS` rounds without progress it reports a ``download``
 error through ``on_problem`` and keeps trying (the server or the link may
 come back). It returns when every chunk is on disk, and unsubscribes.
 
-Each incoming chunk (paho's thread) is decoded with
-:func:`fleet_protocol.messages.decode_chunk`, checked with
-:func:`fleet_protocol.trust.check_chunk` and stored in
+Each incoming chunk (paho's thread) is split at its header (the framing of
+:func:`fleet_protocol.messages.encode_chunk`); a chunk already on disk is
+dropped unhashed; the others are checked with
+:func:`fleet_protocol.trust.check_chunk` (the one SHA-256 per chunk) and stored in
 ``staging/<digest>/chunks/<sha>`` through a temp file and a rename; chunks
 that fail a check are refused, counted and never written; chunks already on
 disk, or for bundles nobody here fetches, are ignored (the topic is shared
@@ -30,7 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from fleet_protocol import messages, topics
-from fleet_protocol.errors import BadDataError, DigestMismatchError, EdgefleetError, MessageError, TransportError
+from fleet_protocol.errors import BadDataError, DigestMismatchError, EdgefleetError, TransportError
 from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.trust import check_chunk
 
@@ -40,6 +46,9 @@ log = logging.getLogger("edgefleet.agent.fetch")
 
 STALL_ROUNDS = 3
 MAX_BACKOFF_FACTOR = 8
+REASK_AFTER_S = 5.0
+_CHUNK_MAGIC = messages.encode_chunk(b"")[:4]  # chunk framing: magic, SHA-256 of the data (32 bytes), data
+_HEADER_BYTES = 36
 
 
 class FetchAborted(Exception):
@@ -54,6 +63,8 @@ class _Job:
         self.missing: set[str] = set()
         self.cond = threading.Condition()
         self.received = 0
+        self.arrived = 0  # chunks of this bundle seen on the topic, wanted or not: the broadcast is alive
+        self.last_arrival = 0.0  # monotonic time of the latest one
         self.refused = 0
         self.last_refusal: BadDataError | None = None
         self.store_error: OSError | None = None  # the last chunk that could not be written (a full disk)
@@ -67,6 +78,8 @@ class Fetcher:
         self.staging_dir = staging_dir
         self.window = max(1, min(window, messages.MAX_FETCH_CHUNKS))
         self.timeout_s = timeout_s
+        self._reask_s = min(REASK_AFTER_S, timeout_s)
+        self._wake_every = max(1, self.window // 4)  # stored chunks between wake-ups of the requesting thread
         self._on_malformed = on_malformed
         self._jobs: dict[str, _Job] = {}  # bundle digest -> job (read in paho's thread)
         self._fetch_topic = topics.device_topic(device_id, "fetch")
@@ -123,9 +136,11 @@ class Fetcher:
         subscribed = False
         requested: dict[str, float] = {}  # sha -> deadline
         stalls = 0
+        reasks = 0  # silences in a row that made us ask again: the next wait doubles
         reported = False
         refused_seen = 0
         progress_mark = job.received
+        arrived_mark = job.arrived
         round_deadline = time.monotonic() + self.timeout_s
         while True:
             if should_abort():
@@ -155,10 +170,12 @@ class Fetcher:
                     time.sleep(0.5)
                     continue
             now = time.monotonic()
-            factor = min(2 ** stalls, MAX_BACKOFF_FACTOR)
-            for sha in [s for s, deadline in requested.items() if deadline <= now]:
-                del requested[sha]  # timed out: ask again
-            wanted = [s for s in sorted(missing) if s not in requested][: max(0, self.window - len(requested))]
+            expired = [s for s, deadline in requested.items() if deadline <= now]
+            for sha in expired:
+                del requested[sha]  # silence since we asked: ask again
+            reasks += bool(expired)
+            room = self.window - len(requested)
+            wanted = [s for s in sorted(missing) if s not in requested][:room] if room > 0 else []
             if wanted:
                 request = messages.FetchRequest(self.device_id, digest, tuple(wanted))
                 try:
@@ -167,16 +184,21 @@ class Fetcher:
                     log.info("fetch request for %s failed: %s", job.manifest.module, exc)
                     mid = None
                 if mid is not None:
-                    deadline = now + self.timeout_s * factor
+                    deadline = now + self._reask_s * min(2 ** reasks, MAX_BACKOFF_FACTOR)
                     for sha in wanted:
                         requested[sha] = deadline
             with job.cond:
-                if job.missing == missing and job.refused == refused:
+                if len(job.missing) == len(missing) and job.refused == refused:
                     job.cond.wait(timeout=min(0.5, self.timeout_s))
             now = time.monotonic()
+            if job.arrived != arrived_mark:  # the broadcast is alive: what we asked for may still come
+                arrived_mark = job.arrived
+                reasks = 0
+                requested = dict.fromkeys(requested, job.last_arrival + self._reask_s)
+                round_deadline = max(round_deadline, job.last_arrival + self.timeout_s)
             if job.received != progress_mark:
                 progress_mark = job.received
-                stalls = 0
+                stalls = reasks = 0
                 round_deadline = now + self.timeout_s
                 if reported and job.refused == refused_seen:
                     reported = False
@@ -208,19 +230,23 @@ class Fetcher:
         job = self._jobs.get(digest)
         if job is None:
             return
-        try:
-            sha, data = messages.decode_chunk(payload)
-        except MessageError as exc:
+        if len(payload) < _HEADER_BYTES or payload[:4] != _CHUNK_MAGIC:
             if self._on_malformed is not None:
                 self._on_malformed(topic)
-            self._refuse(job, DigestMismatchError(f"corrupted chunk payload for {job.manifest.module}: {exc}"))
+            self._refuse(job, DigestMismatchError(f"corrupted chunk payload for {job.manifest.module}: "
+                                                  "no EFC1 header"))
             return
-        with job.cond:
+        sha, data = payload[4:_HEADER_BYTES].hex(), payload[_HEADER_BYTES:]
+        with job.cond:  # no wake-up: the requesting thread reads these when it next looks
+            job.arrived += 1
+            job.last_arrival = time.monotonic()
             if sha not in job.missing and sha in job.sizes:
                 return  # already have it (another device asked for it, or a duplicate)
         try:
-            check_chunk(job.manifest, sha, data)
+            check_chunk(job.manifest, sha, data)  # the manifest's digest, so also the header's
         except BadDataError as exc:
+            if self._on_malformed is not None and hashlib.sha256(data).hexdigest() != sha:
+                self._on_malformed(topic)  # bytes that do not match their own header: damaged in transit
             self._refuse(job, exc)
             return
         path = job.chunks_dir / sha
@@ -241,7 +267,8 @@ class Fetcher:
             job.store_error = None
             job.missing.discard(sha)
             job.received += 1
-            job.cond.notify_all()
+            if not job.missing or job.received % self._wake_every == 0:
+                job.cond.notify_all()
 
     def _refuse(self, job: _Job, exc: BadDataError) -> None:
         self.chunks_refused += 1
