@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field as dc_field
+from functools import cached_property
 
 from .canonical import canonical_json, sha256_hex
 from .errors import ManifestError, UnsafePathError
@@ -126,7 +127,11 @@ class BundleManifest:
         raise ManifestError(f"manifest of {self.module} v{self.version} has no file {path!r}")
 
     def chunk_sizes(self) -> dict[str, int]:
-        """Every distinct chunk digest in the bundle with its size."""
+        """Every distinct chunk digest in the bundle with its size (computed once; do not modify it)."""
+        return self._chunk_sizes
+
+    @cached_property
+    def _chunk_sizes(self) -> dict[str, int]:  # every fetched chunk is checked against it: build it once
         return {c.sha256: c.size for f in self.files for c in f.chunks}
 
     @classmethod

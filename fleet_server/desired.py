@@ -96,13 +96,11 @@ class DesiredStates:
         """Recompute the named devices (all when None); return the ids whose desired state changed."""
         with self._lock:
             deployments = deployment_store.list_deployments(db=self._db)
-            wanted = None if device_ids is None else set(device_ids)
-            changed = []
-            for device in device_store.list_devices(db=self._db):
-                if wanted is None or device["id"] in wanted:
-                    if self._update(device, deployments):
-                        changed.append(device["id"])
-            return changed
+            if device_ids is None:
+                devices = device_store.list_devices(db=self._db)
+            else:  # one device connecting must not cost a read of the whole fleet
+                devices = [d for d in (device_store.get_device(db=self._db, device_id=i) for i in set(device_ids)) if d]
+            return [device["id"] for device in devices if self._update(device, deployments)]
 
     def republish_all(self) -> int:
         """Publish every stored desired state again, re-issuing those close to expiry (the link (re)connected)."""
