@@ -11,7 +11,7 @@ faster bare run counts.
   the devices with the real agent parts. The clock starts at
   ``POST /api/deployments`` and stops when every device's fetch has returned
   (every chunk stored and checked against the signed manifest). The server's
-  :class:`~fleet_server.handlers.ChunkSender` counts its chunk publishes:
+  :class:`~fleet_server.chunk_sender.ChunkSender` counts its chunk publishes:
   ``publishes_per_chunk`` is 1.0 when the broker did all the fanning out.
 - **bare**: the same number of paho clients subscribe (QoS 1, SUBACK awaited)
   to one topic; one paho publisher publishes the bundle's chunk payloads,
