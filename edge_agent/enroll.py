@@ -29,6 +29,8 @@ from fleet_protocol.errors import EdgefleetError, TransportError
 from fleet_protocol.fields import is_valid_name
 from fleet_protocol.root import TrustedRoot, load_certificate, make_device_key_and_csr
 
+from .installer import write_atomic
+
 MAX_RESPONSE_BYTES = 64 * 1024
 
 
@@ -131,14 +133,3 @@ def _detail(response: httpx.Response) -> str:
     except (ValueError, AttributeError):
         detail = None
     return str(detail) if detail else response.text[:300]
-
-
-def write_atomic(path: Path, data: bytes, *, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)

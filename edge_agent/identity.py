@@ -30,7 +30,7 @@ from fleet_protocol.errors import MessageError
 from fleet_protocol.root import load_certificate, make_device_key_and_csr, needs_renewal
 from fleet_protocol.timestamps import utc_now
 
-from .enroll import write_atomic
+from .installer import write_atomic
 
 log = logging.getLogger("edgefleet.agent.identity")
 CHECK_INTERVAL_S = 3600.0

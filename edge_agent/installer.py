@@ -78,10 +78,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with temp file + fsync + os.replace + directory fsync."""
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` with ``mode`` via temp file + fsync + os.replace + directory fsync."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as fh:
+        os.fchmod(fh.fileno(), mode)  # the umask never widens a key file, and never narrows a shared one
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())

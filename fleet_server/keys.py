@@ -34,6 +34,7 @@ from fleet_protocol.root import RootDocument, TrustedRoot, make_root, sign_root
 from fleet_protocol.signing import SigningKey
 from fleet_protocol.timestamps import to_iso, utc_now
 
+from .ca import write_atomic
 from .store import Database
 from .store import tokens as token_store
 from .tokens import ADMIN as ADMIN_ROLE
@@ -54,7 +55,7 @@ def load_or_create_signing_key(data_dir: Path) -> tuple[SigningKey, bool]:
     if path.exists():
         return _read_key(path), False
     key = SigningKey.generate()
-    _write_private(path, key.to_pem())
+    write_atomic(path, key.to_pem(), mode=0o600)
     return key, True
 
 
@@ -64,17 +65,6 @@ def _read_key(path: Path) -> SigningKey:
         log.warning("key %s is readable by others (mode %o); setting it to 0600", path, mode)
         os.chmod(path, 0o600)
     return SigningKey.from_pem(path.read_bytes())
-
-
-def _write_private(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 class KeyRing:
@@ -115,7 +105,7 @@ class KeyRing:
         """Make a new signing key and the root that lists only it; return that root. The old key is gone."""
         with self._lock:
             key = SigningKey.generate()
-            _write_private(self._next_path, key.to_pem())
+            write_atomic(self._next_path, key.to_pem(), mode=0o600)
             envelope = sign_root(self._document(self.version + 1, key), self._root_keys)
             current = TrustedRoot(RootDocument.from_dict(self.root["signed"]))
             current.update(envelope, utc_now())  # exactly the checks a device makes
@@ -141,12 +131,12 @@ class KeyRing:
         if paths:
             return [_read_key(path) for path in paths]
         key = SigningKey.generate()
-        _write_private(self._dir / "root-1.pem", key.to_pem())
+        write_atomic(self._dir / "root-1.pem", key.to_pem(), mode=0o600)
         return [key]
 
     def _save_root(self, envelope: dict) -> None:
         version = envelope["signed"]["version"]
-        _write_private(self._roots_dir / f"{version}.json", json.dumps(envelope, indent=1).encode(), mode=0o644)
+        write_atomic(self._roots_dir / f"{version}.json", json.dumps(envelope, indent=1).encode(), mode=0o644)
         self._roots.append(envelope)
 
     def _finish_interrupted_rotation(self) -> None:
