@@ -6,8 +6,9 @@ document always fails with a message that names the offending field.
 
 from __future__ import annotations
 
+import difflib
 import re
-from typing import Any
+from typing import Any, Iterable
 
 from .errors import BadDataError, MessageError
 
@@ -60,6 +61,23 @@ def count_field(doc: dict, key: str, *, where: str, minimum: int = 0, optional: 
     if value is not None and value < minimum:
         raise error(f"{where}: field '{key}' must be >= {minimum}, got {value}")
     return value
+
+
+def refuse_unknown_keys(doc: dict, known: Iterable[str], *, where: str,
+                        error: type[BadDataError] = MessageError) -> None:
+    """Raise ``error`` naming the first unknown key of ``doc`` and the nearest known one.
+
+    One rule for every document a person writes (module.json, module config, agent.toml,
+    firmware profiles): a typo is refused, never silently ignored.
+    """
+    known = sorted(known)
+    unknown = sorted(key for key in doc if key not in known)
+    if not unknown:
+        return
+    key = unknown[0]
+    nearest = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    hint = f"did you mean {nearest[0]!r}? " if nearest else ""
+    raise error(f"{where}: unknown field {key!r} ({hint}known fields: {', '.join(known)})")
 
 
 def is_valid_name(value: str) -> bool:

@@ -43,7 +43,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import BadDataError
-from .fields import NAME, count_field, field, name_field
+from .fields import NAME, count_field, field, name_field, refuse_unknown_keys
 
 PROFILES_PACKAGE = "firmware_profiles"
 DEFAULT_PROFILE = "generic-cpu"
@@ -226,9 +226,7 @@ def _parse_toml(data: bytes, *, source: str) -> FirmwareProfile:
 
 
 def _refuse_unknown(doc: dict, known: set[str], where: str) -> None:
-    unknown = sorted(set(doc) - known)
-    if unknown:
-        raise ProfileError(f"{where}: unknown field {unknown[0]!r} (known fields: {', '.join(sorted(known))})")
+    refuse_unknown_keys(doc, known, where=where, error=ProfileError)
 
 
 def _parse_options(raw: dict, where: str) -> dict:
