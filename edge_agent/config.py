@@ -3,7 +3,8 @@
 Every field has a unit in its name where it has one. Relative paths in the
 file (``state_dir``, a ``profile`` given as a path) are relative to the file.
 A bad value raises :class:`ConfigError` (a ``ValueError``) whose one-line
-message names the field. This module checks shapes and ranges only; it does
+message names the field; an unknown field (a typo) is refused too, naming
+the nearest known one. This module checks shapes and ranges only; it does
 not open the state directory or the profile (the agent does, at start).
 """
 
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from fleet_protocol.fields import is_valid_name
+from fleet_protocol.errors import MessageError, SignatureError
+from fleet_protocol.fields import is_valid_name, refuse_unknown_keys
 from fleet_protocol.signing import PublicKey
-from fleet_protocol.errors import SignatureError
 
 
 class ConfigError(ValueError):
@@ -28,7 +29,7 @@ class AgentConfig:
     device_id: str
     state_dir: Path
     broker_url: str = "mqtt://127.0.0.1:1883"
-    trusted_keys: list[str] = field(default_factory=list)  # Ed25519 public keys, hex (GET /api/keys)
+    trusted_keys: list[str] = field(default_factory=list)  # Ed25519 public keys, hex (`edgefleet keys show`)
     trusted_root: Path | None = None  # the signed root document from enrollment (JSON); when set, the signing
     # keys come from the root (moved forward by threshold-signed rotations) and trusted_keys is not needed
     profile: str = "generic-cpu"  # a firmware profile name, or a path to a profile TOML file
@@ -103,7 +104,7 @@ def validate(config: AgentConfig) -> None:
     if root is not None and not (isinstance(root, (str, Path)) and str(root)):
         raise ConfigError("trusted_root must be the path of the root document `edgefleet agent enroll` wrote")
     if not isinstance(config.trusted_keys, list) or (not config.trusted_keys and root is None):
-        raise ConfigError("trusted_keys must be a non-empty list of hex Ed25519 public keys (GET /api/keys), "
+        raise ConfigError("trusted_keys must be a non-empty list of hex Ed25519 public keys (`edgefleet keys show`), "
                           "unless trusted_root is set")
     for i, key in enumerate(config.trusted_keys):
         if not isinstance(key, str):
@@ -139,7 +140,7 @@ def validate(config: AgentConfig) -> None:
         setattr(config, name, float(value))
 
 
-def _looks_like_path(profile: str) -> bool:
+def looks_like_path(profile: str) -> bool:
     return profile.endswith(".toml") or "/" in profile or "\\" in profile
 
 
@@ -152,10 +153,10 @@ def load_config(path: Path) -> AgentConfig:
         raise ConfigError(f"not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text") from None
-    known = {f.name for f in fields(AgentConfig)}
-    unknown = sorted(set(doc) - known)
-    if unknown:
-        raise ConfigError(f"unknown field {unknown[0]!r} (known fields: {', '.join(sorted(known))})")
+    try:
+        refuse_unknown_keys(doc, (f.name for f in fields(AgentConfig)), where="agent config")
+    except MessageError as exc:
+        raise ConfigError(str(exc)) from None
     for name in _REQUIRED:
         if name not in doc:
             raise ConfigError(f"missing field {name!r}")
@@ -167,6 +168,6 @@ def load_config(path: Path) -> AgentConfig:
         if isinstance(doc.get(name), str) and doc[name]:
             doc[name] = base / Path(doc[name]).expanduser()
     profile = doc.get("profile")
-    if isinstance(profile, str) and _looks_like_path(profile):
+    if isinstance(profile, str) and looks_like_path(profile):
         doc["profile"] = str(base / Path(profile).expanduser())
     return AgentConfig(**doc)

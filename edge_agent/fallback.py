@@ -30,6 +30,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 from fleet_protocol.errors import MessageError
+from fleet_protocol.fields import refuse_unknown_keys
 
 LOCAL, CLOUD = "local", "cloud"
 NOT_INSTALLED = "not_installed"
@@ -91,11 +92,9 @@ class FallbackPolicy:
 
 
 def _checked(raw: dict, where: str) -> dict:
-    known = {f.name for f in fields(FallbackPolicy)}
+    refuse_unknown_keys(raw, (f.name for f in fields(FallbackPolicy)), where=f"{where}: fallback")
     out: dict = {}
     for key, value in raw.items():
-        if key not in known:
-            raise MessageError(f"{where}: unknown fallback key {key!r} (known: {', '.join(sorted(known))})")
         if key == "on_accelerator_failure":
             if not isinstance(value, bool):
                 raise MessageError(f"{where}: fallback.{key} must be true or false")

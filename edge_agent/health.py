@@ -28,7 +28,8 @@ import time
 from dataclasses import dataclass, fields
 from typing import Callable
 
-from fleet_protocol.errors import EdgefleetError
+from fleet_protocol.errors import EdgefleetError, MessageError
+from fleet_protocol.fields import refuse_unknown_keys
 
 _LIMITS = {"latency_budget_ms": (1, 3_600_000), "window_ms": (0, 3_600_000), "interval_ms": (10, 600_000),
            "crash_limit": (1, 1_000_000), "backoff_ms": (0, 3_600_000), "max_restarts": (0, 1000)}
@@ -56,10 +57,10 @@ class HealthPolicy:
             return cls()
         if not isinstance(raw, dict):
             raise HealthCheckError("config.health must be an object", code="bad_health_config")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise HealthCheckError(f"config.health has an unknown field {unknown[0]!r}", code="bad_health_config")
+        try:
+            refuse_unknown_keys(raw, (f.name for f in fields(cls)), where="config.health")
+        except MessageError as exc:
+            raise HealthCheckError(str(exc), code="bad_health_config") from None
         values = {}
         for name, value in raw.items():
             low, high = _LIMITS[name]

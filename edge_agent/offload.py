@@ -34,6 +34,7 @@ import numpy as np
 
 from fleet_protocol import captures, oip
 from fleet_protocol.errors import MessageError, TransportError
+from fleet_protocol.fields import refuse_unknown_keys
 from fleet_protocol.profiles import FirmwareProfile
 
 from .cloud_client import CloudClient, CloudRefused
@@ -54,6 +55,7 @@ class CaptureSampler:
 
     def __init__(self, config: dict, *, rng: Callable[[], float] = random.random,
                  clock: Callable[[], float] = time.monotonic):
+        refuse_unknown_keys(config, ("fraction_percent", "max_per_minute", "max_bytes"), where="config.capture")
         self.percent = _int(config, "fraction_percent", 0, 100, 0)
         self.max_per_minute = _int(config, "max_per_minute", 0, 1_000_000, 60)
         self.max_bytes = _int(config, "max_bytes", 1, MAX_CAPTURE_BYTES, 65_536)

@@ -19,6 +19,7 @@ import json
 import tarfile
 import threading
 
+from edge_agent.module_config import check_module_config
 from fleet_protocol import bundle_file, oip
 from fleet_protocol.chunking import content_defined_chunks
 from fleet_protocol.errors import BadDataError
@@ -65,6 +66,7 @@ def build_from_model(fleet, *, model: str, version: int | None, module: str | No
     module = module or model
     if not NAME.match(module):
         raise BadDataError(f"module name {module!r} must be lowercase letters, digits, '.', '_' or '-'")
+    check_module_config(config or {}, has_entry=entry_script is not None)
     model_file = MODEL_FILES[record["runtime"]]
     files = {model_file: fleet.blobs.get(record["sha256"])}
     if entry_script is not None:

@@ -3,7 +3,10 @@
 Every member name is checked before anything is read: links, devices,
 absolute paths, ``..`` and other unsafe names are refused with
 :class:`~fleet_protocol.errors.UnsafePathError`. Only ``module.json`` and the
-files it lists are read; anything else in the archive is ignored. An archive
+files it lists are read; anything else in the archive is ignored. A key of
+``module.json`` or of its ``config`` that nothing reads (a typo such as
+``entyr``) is refused, naming the nearest valid key
+(:func:`edge_agent.module_config.check_module_config`). An archive
 with a single top-level folder (``tar czf m.tgz iris/``) is read as if that
 folder were the root. Bytes in, values out: no file is written.
 """
@@ -14,14 +17,19 @@ import io
 import json
 import tarfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
+from edge_agent.module_config import check_module_config
 from fleet_protocol.errors import BadDataError, UnsafePathError
-from fleet_protocol.fields import NAME
+from fleet_protocol.fields import NAME, refuse_unknown_keys
 from fleet_protocol.manifest import RUNTIMES, check_relative_path
 
 SPEC_FILE = "module.json"
 MAX_SPEC_BYTES = 1024 * 1024
+
+
+class _BadModule(BadDataError):
+    code = "bad_module"
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,7 @@ def parse_module_spec(raw: bytes) -> ModuleSpec:
         raise BadDataError(f"{SPEC_FILE} is not valid JSON: {exc}", code="bad_module") from None
     if not isinstance(doc, dict):
         raise BadDataError(f"{SPEC_FILE} must be a JSON object", code="bad_module")
+    refuse_unknown_keys(doc, (f.name for f in fields(ModuleSpec)), where=SPEC_FILE, error=_BadModule)
 
     def get(key: str, kind: type, default=None, required: bool = False):
         value = doc.get(key)
@@ -105,6 +114,7 @@ def parse_module_spec(raw: bytes) -> ModuleSpec:
         value = getattr(spec, key)
         if value is not None and value not in spec.files:
             raise BadDataError(f"{SPEC_FILE}: {key} {value!r} is not one of the listed 'files'", code="bad_module")
+    check_module_config(spec.config, has_entry=spec.entry is not None, where=f"{SPEC_FILE}: config")
     return spec
 
 

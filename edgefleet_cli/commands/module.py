@@ -4,13 +4,15 @@ Docker image serving it, see :mod:`fleet_server.container`)."""
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from fleet_protocol.errors import BadDataError
+from fleet_server.module_archive import parse_module_spec
 
 from ..client import ApiClient
 from ..errors import CliError
@@ -22,18 +24,17 @@ app = typer.Typer(help="Build module folders (model + entry script + module.json
 
 
 def pack_module_folder(folder: Path) -> bytes:
-    """A .tar.gz of ``module.json`` and the files it lists; refuses a folder without one."""
+    """A .tar.gz of ``module.json`` and the files it lists; refuses a folder without one, or with a bad one."""
     manifest_path = folder / "module.json"
     if not manifest_path.is_file():
         raise CliError(f"{folder} has no module.json (see modules/iris-classifier for an example)")
-    try:
-        spec = json.loads(manifest_path.read_text())
-        files = list(spec["files"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CliError(f"{manifest_path} is not valid: {exc}") from None
+    try:  # the server's own parser, so a typo is refused before the upload
+        spec = parse_module_spec(manifest_path.read_bytes())
+    except BadDataError as exc:
+        raise CliError(f"{folder}: {exc}") from None
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name in ["module.json", *files]:
+        for name in ["module.json", *spec.files]:
             path = folder / name
             if not path.is_file():
                 raise CliError(f"{manifest_path} lists {name!r}, which is not a file in {folder}")
@@ -59,7 +60,7 @@ def build(
                                                              "[default: ./MODULE-vVERSION-image]")] = None,
     tag: Annotated[Optional[str], typer.Option("--tag", help="Image tag [default: edgefleet/MODULE:VERSION]")] = None,
     key: Annotated[Optional[str], typer.Option("--key", help="Signing public key (hex) the image verifies the "
-                                                             "bundle with [default: the server's, GET /api/keys]")
+                                                             "bundle with [default: the server's, `edgefleet keys show`]")
                    ] = None,
     wheel: Annotated[Optional[Path], typer.Option("--wheel", exists=True, dir_okay=False,
                                                   help="Install edgefleet from this wheel instead of the index")

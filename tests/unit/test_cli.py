@@ -38,8 +38,11 @@ def test_model_reference_with_non_numeric_version_is_refused():
         split_ref("iris:latest")
 
 
+SPEC = {"name": "m", "runtime": "onnx", "model": "model.onnx", "files": ["model.onnx"]}
+
+
 def test_module_folder_packs_module_json_and_only_the_listed_files(tmp_path):
-    (tmp_path / "module.json").write_text(json.dumps({"name": "m", "files": ["model.onnx"]}))
+    (tmp_path / "module.json").write_text(json.dumps(SPEC))
     (tmp_path / "model.onnx").write_bytes(b"onnx")
     (tmp_path / "secret.key").write_text("do not ship")
     with tarfile.open(fileobj=io.BytesIO(pack_module_folder(tmp_path)), mode="r:gz") as tar:
@@ -47,9 +50,16 @@ def test_module_folder_packs_module_json_and_only_the_listed_files(tmp_path):
 
 
 def test_module_folder_listing_a_missing_file_is_refused(tmp_path):
-    (tmp_path / "module.json").write_text(json.dumps({"name": "m", "files": ["model.onnx"]}))
+    (tmp_path / "module.json").write_text(json.dumps(SPEC))
     with pytest.raises(CliError, match="lists 'model.onnx'"):
         pack_module_folder(tmp_path)
+
+
+def test_module_json_typo_is_refused_before_the_upload_naming_the_nearest_key(tmp_path):
+    (tmp_path / "module.json").write_text(json.dumps({**SPEC, "files": ["model.onnx", "main.py"], "entyr": "main.py"}))
+    result = runner.invoke(app, ["module", "build", str(tmp_path), "--server", "http://127.0.0.1:9"])
+    assert result.exit_code == 1 and isinstance(result.exception, CliError)
+    assert "'entyr'" in str(result.exception) and "did you mean 'entry'" in str(result.exception)
 
 
 def _bundle(tmp_path, key: SigningKey, files: dict[str, bytes]):

@@ -16,6 +16,7 @@ from fleet_protocol.canonical import canonical_json
 from fleet_protocol.fields import is_valid_name
 from fleet_protocol.manifest import RUNTIMES, check_relative_path
 from fleet_protocol.signing import SigningKey
+from fleet_server.module_archive import parse_module_spec
 
 MODULES = Path(__file__).resolve().parents[2] / "modules"
 IRIS = MODULES / "iris-classifier"
@@ -86,6 +87,7 @@ def start_entry(folder: Path, model) -> ModuleType:
 def test_module_json_is_valid_and_builds_a_verifiable_bundle(folder: Path):
     spec = spec_of(folder)
     assert set(spec) == REQUIRED_KEYS
+    parse_module_spec((folder / "module.json").read_bytes())  # the build's own checks, typos included
     assert spec["name"] == folder.name and is_valid_name(spec["name"])
     assert spec["runtime"] in RUNTIMES
     assert isinstance(spec["description"], str) and spec["description"]
