@@ -18,7 +18,6 @@ Errors, converted here at the boundary:
 from __future__ import annotations
 
 import http.client
-import json
 import socket
 import ssl
 import threading
@@ -26,7 +25,8 @@ import time
 from typing import Callable
 from urllib.parse import quote, urlsplit
 
-from fleet_protocol.errors import BadDataError, TransportError
+from fleet_protocol.canonical import parse_json_object
+from fleet_protocol.errors import BadDataError, MessageError, TransportError
 
 from .fallback import CircuitBreaker
 
@@ -91,13 +91,9 @@ class CloudClient:
             if status != 200:
                 raise CloudRefused(f"the cloud refused the request ({status}): {_reason(data)}", status)
             try:
-                doc = json.loads(data)
-            except (UnicodeDecodeError, ValueError):
-                raise TransportError("cloud scoring answered with a body that is not JSON",
-                                     code="cloud_bad_response") from None
-            if not isinstance(doc, dict):
-                raise TransportError("cloud scoring answered with JSON that is not an object", code="cloud_bad_response")
-            return doc
+                return parse_json_object(data, what="cloud scoring's answer", max_bytes=self.max_response_bytes)
+            except MessageError as exc:
+                raise TransportError(str(exc), code="cloud_bad_response") from None
         with self._breaker_lock:
             self.breaker.record_failure()
         assert last is not None
@@ -129,9 +125,7 @@ class CloudClient:
 
 def _reason(data: bytes) -> str:
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
+        doc = parse_json_object(data, what="answer", max_bytes=len(data))
+    except MessageError:
         return data[:200].decode("utf-8", "replace") or "no body"
-    if isinstance(doc, dict):
-        return str(doc.get("error") or doc.get("detail") or doc)[:300]
-    return str(doc)[:300]
+    return str(doc.get("error") or doc.get("detail") or doc)[:300]

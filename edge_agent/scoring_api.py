@@ -45,6 +45,7 @@ from typing import Callable
 import numpy as np
 
 from fleet_protocol import oip
+from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, MessageError, TransportError
 
 from .cloud_client import CloudRefused
@@ -368,11 +369,11 @@ def _http_date() -> str:
     return _date_cache[1]
 
 
-def _parse_json(data: bytes) -> object:
+def _parse_json(data: bytes) -> dict:
     try:
-        return json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _HttpError(400, f"request body is not valid JSON: {exc}") from None
+        return parse_json_object(data, what="request body", max_bytes=len(data))  # the size is checked on read
+    except MessageError as exc:
+        raise _HttpError(400, str(exc)) from None
 
 
 def _decode_request(body: object) -> oip.InferenceRequest:

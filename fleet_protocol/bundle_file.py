@@ -13,14 +13,16 @@ import io
 import json
 import tarfile
 
-from .errors import BadDataError, UnsafePathError
-from .canonical import sha256_hex
+from .errors import BadDataError, ManifestError, UnsafePathError
+from .canonical import parse_json_object, sha256_hex
+from .messages import MAX_MESSAGE_BYTES
 from .manifest import DEFAULT_CHUNK_SIZE_BYTES, BundleManifest, FileEntry, check_relative_path, file_entry
 from .signing import PublicKey, SigningKey, sign_envelope, verify_envelope
 from .trust import check_file
 
 MANIFEST_MEMBER = "manifest.json"
 FILES_PREFIX = "files/"
+MAX_MANIFEST_BYTES = MAX_MESSAGE_BYTES  # a signed manifest travels inside a desired-state message
 
 
 def build_manifest(*, module: str, version: int, runtime: str, model: str, files: dict[str, bytes],
@@ -75,10 +77,8 @@ def read_bundle(data: bytes, trusted: list[PublicKey] | None) -> tuple[dict, Bun
         raw[member.name] = tar.extractfile(member).read()
     if MANIFEST_MEMBER not in raw:
         raise BadDataError("bundle has no manifest.json", code="malformed_bundle")
-    try:
-        envelope = json.loads(raw.pop(MANIFEST_MEMBER))
-    except ValueError as exc:
-        raise BadDataError(f"manifest.json is not JSON: {exc}", code="malformed_manifest") from None
+    envelope = parse_json_object(raw.pop(MANIFEST_MEMBER), what="manifest.json", max_bytes=MAX_MANIFEST_BYTES,
+                                 error=ManifestError)
     if trusted is not None:
         signed = verify_envelope(envelope, {k.keyid: k for k in trusted}, what="bundle manifest")
     elif isinstance(envelope, dict) and isinstance(envelope.get("signed"), dict):

@@ -2,6 +2,11 @@
 
 Keys sorted, no insignificant whitespace, UTF-8. Floats are refused so that
 two implementations can never disagree on how a number is written.
+
+:func:`parse_json_object` is the one entry point for untrusted JSON on both
+sides: it bounds size and nesting depth *before* ``json.loads`` runs (whose
+recursion cannot be bounded otherwise: 300,000 nested brackets raise
+``RecursionError``), and refuses anything but UTF-8 text holding an object.
 """
 
 from __future__ import annotations
@@ -10,7 +15,12 @@ import hashlib
 import json
 from typing import Any
 
-from .errors import MessageError
+import numpy as np
+
+from .errors import BadDataError, MessageError
+
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects any edgefleet JSON document may have (a desired state needs ~10)."""
 
 
 _LEAVES = frozenset((str, int, bool, type(None)))  # exact types that need no look inside
@@ -52,14 +62,45 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def parse_json_object(payload: bytes | str, *, what: str, max_bytes: int) -> dict:
-    """Decode untrusted JSON bytes into a dict, or raise :class:`MessageError`."""
+def parse_json_object(payload: bytes | str, *, what: str, max_bytes: int, max_depth: int = MAX_JSON_DEPTH,
+                      error: type[BadDataError] = MessageError) -> dict:
+    """Decode untrusted UTF-8 JSON into a dict, or raise ``error`` (a :class:`MessageError` by default).
+
+    Size and nesting depth are checked on the raw bytes before the JSON parser sees them.
+    """
+    if isinstance(payload, str):
+        try:
+            payload = payload.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise error(f"{what} is not valid text: {exc}") from None
     if len(payload) > max_bytes:
-        raise MessageError(f"{what} is {len(payload)} bytes, more than the {max_bytes} allowed")
+        raise error(f"{what} is {len(payload)} bytes, more than the {max_bytes} allowed")
     try:
-        value = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MessageError(f"{what} is not valid JSON: {exc}") from None
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} is not UTF-8 JSON: {exc}") from None
+    if payload.count(b"[") + payload.count(b"{") > max_depth and (depth := json_depth(payload)) > max_depth:
+        raise error(f"{what} nests arrays and objects {depth} deep, more than the {max_depth} allowed")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise error(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise MessageError(f"{what} must be a JSON object, got {type(value).__name__}")
+        raise error(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def json_depth(data: bytes) -> int:
+    """How deep arrays and objects nest in UTF-8 JSON ``data``, not counting brackets inside strings.
+
+    Linear time, no recursion. Escaped backslashes, then escaped quotes are dropped, so every quote left
+    opens or closes a string; the parts between strings are joined, and a running sum of their opening
+    (+1) and closing (-1) brackets gives the depth at every point. Up to the first error in text that is
+    not valid JSON (where the JSON parser stops) this is exactly the nesting the parser would recurse into.
+    """
+    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside_strings = b"".join(unescaped.split(b'"')[::2])
+    codes = np.frombuffer(outside_strings, dtype=np.uint8)
+    steps = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int32)  # [ {
+    steps -= (codes == 0x5D) | (codes == 0x7D)  # ] }
+    return int(np.cumsum(steps).max(initial=0))

@@ -10,9 +10,7 @@ topic (mutual TLS + ACL), which is what authenticates the request.
 
 from __future__ import annotations
 
-import json
-
-from .canonical import canonical_json
+from .canonical import canonical_json, parse_json_object
 from .errors import MessageError
 
 MAX_PEM_BYTES = 16 * 1024
@@ -37,13 +35,8 @@ def parse_certificate(payload: bytes) -> bytes:
 
 
 def _field(payload: bytes, kind: str, key: str, marker: str) -> bytes:
-    if len(payload) > MAX_PEM_BYTES + 256:
-        raise MessageError(f"{kind} message larger than {MAX_PEM_BYTES + 256} bytes")
-    try:
-        doc = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise MessageError(f"{kind} message is not JSON") from None
-    if not isinstance(doc, dict) or doc.get("type") != kind or set(doc) != {"type", key}:
+    doc = parse_json_object(payload, what=f"{kind} message", max_bytes=MAX_PEM_BYTES + 256)
+    if doc.get("type") != kind or set(doc) != {"type", key}:
         raise MessageError(f"{kind} message must be exactly {{'type': '{kind}', '{key}': PEM}}")
     value = doc[key]
     if not isinstance(value, str) or marker not in value or not value.isascii():

@@ -21,11 +21,11 @@ different exception). Refused tokens are :class:`EnrollmentRefused`.
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, EdgefleetError
 from fleet_protocol.fields import NAME
 from fleet_protocol.root import load_certificate
@@ -66,14 +66,7 @@ class Enrollment:
 
 def parse_enrollment_request(raw: bytes) -> EnrollmentRequest:
     """The request body as an :class:`EnrollmentRequest`, or :class:`BadDataError` saying what is wrong."""
-    if len(raw) > MAX_REQUEST_BYTES:
-        raise BadDataError(f"the enrollment request is larger than {MAX_REQUEST_BYTES} bytes")
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise BadDataError("the enrollment request must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadDataError("the enrollment request must be a JSON object")
+    body = parse_json_object(raw, what="the enrollment request", max_bytes=MAX_REQUEST_BYTES, error=BadDataError)
     unknown = sorted(set(body) - {"token", "csr"})
     if unknown:
         raise BadDataError(f"unknown field(s) in the enrollment request: {', '.join(unknown)}")
@@ -91,7 +84,7 @@ def parse_enrollment_request(raw: bytes) -> EnrollmentRequest:
 
 def create_enrollment(db: Database, *, device_id: str, tags: dict[str, str], ttl_s: int) -> tuple[str, str]:
     """Register the device (if new) and mint its one-time token; ``(token, expires)``."""
-    if not NAME.match(device_id) or device_id in RESERVED_NAMES:
+    if not NAME.fullmatch(device_id) or device_id in RESERVED_NAMES:
         raise BadDataError(f"device id {device_id!r} must be lowercase letters, digits, '.', '_' or '-' "
                            "(up to 64, starting with a letter or digit)")
     if ttl_s < 1:

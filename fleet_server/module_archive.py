@@ -14,12 +14,12 @@ folder were the root. Bytes in, values out: no file is written.
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 import zlib
 from dataclasses import dataclass, field, fields
 
 from edge_agent.module_config import check_module_config
+from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, UnsafePathError
 from fleet_protocol.fields import NAME, refuse_unknown_keys
 from fleet_protocol.manifest import RUNTIMES, check_relative_path
@@ -69,12 +69,7 @@ def read_module_archive(data: bytes, *, max_total_bytes: int) -> tuple[ModuleSpe
 
 
 def parse_module_spec(raw: bytes) -> ModuleSpec:
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadDataError(f"{SPEC_FILE} is not valid JSON: {exc}", code="bad_module") from None
-    if not isinstance(doc, dict):
-        raise BadDataError(f"{SPEC_FILE} must be a JSON object", code="bad_module")
+    doc = parse_json_object(raw, what=SPEC_FILE, max_bytes=MAX_SPEC_BYTES, error=_BadModule)
     refuse_unknown_keys(doc, (f.name for f in fields(ModuleSpec)), where=SPEC_FILE, error=_BadModule)
 
     def get(key: str, kind: type, default=None, required: bool = False):
@@ -88,7 +83,7 @@ def parse_module_spec(raw: bytes) -> ModuleSpec:
         return value
 
     name = get("name", str, required=True)
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise BadDataError(f"{SPEC_FILE}: name {name!r} must be lowercase letters, digits, '.', '_' or '-' "
                            "(up to 64, starting with a letter or digit)", code="bad_module")
     runtime = get("runtime", str, required=True)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import UploadFile
 
+from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError
 
 from ...errors import TooLargeError
@@ -26,12 +26,7 @@ def parse_tag_filters(values: list[str] | None) -> dict[str, str]:
 def parse_json_form(value: str | None, *, what: str, strings_only: bool = False) -> dict[str, Any]:
     if value is None or value == "":
         return {}
-    try:
-        doc = json.loads(value)
-    except ValueError as exc:
-        raise BadDataError(f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise BadDataError(f"{what} must be a JSON object")
+    doc = parse_json_object(value, what=what, max_bytes=1024 * 1024)  # Starlette's own limit on a form field
     if strings_only and not all(isinstance(v, str) for v in doc.values()):
         raise BadDataError(f"{what} must map strings to strings")
     return doc

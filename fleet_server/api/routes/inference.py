@@ -18,7 +18,6 @@ Scoring runs in the thread pool; the models live in
 
 from __future__ import annotations
 
-import json
 from typing import Callable
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -28,6 +27,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from fleet_protocol import oip
+from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, EdgefleetError
 
 from ...cloud_scoring import CloudModel
@@ -127,11 +127,7 @@ async def infer(fleet: FleetDep, request: Request, name: str, version: str | Non
 
 
 def _score(fleet, name: str, version: str | None, body: bytes) -> dict:
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadDataError(f"request body is not valid JSON: {exc}") from None
-    request = oip.decode_request(doc)
+    request = oip.decode_request(parse_json_object(body, what="request body", max_bytes=len(body)))  # size: infer()
     model = _model(fleet, name, version)
     outputs = model.score(request.inputs, request.outputs)
     return oip.encode_response(model.name, str(model.version), outputs, id=request.id,
