@@ -1,7 +1,10 @@
 """Small typed accessors for validating untrusted dicts, raising one error type.
 
 Every schema in this package reads its input through these, so a malformed
-document always fails with a message that names the offending field.
+document always fails with a message that names the offending field. Every
+integer read through :func:`field` lies within ``±MAX_INT`` (the largest
+integer every JSON reader, JavaScript included, holds exactly, and far inside
+SQLite's 64 bits), so no schema can pass a number that overflows downstream.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from typing import Any, Iterable
 
 from .errors import BadDataError, MessageError
 
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
-NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+MAX_INT = 2**53 - 1
+# Match these with ``fullmatch`` only: ``$`` (and ``match``) would also accept a trailing newline or a suffix.
+HEX64 = re.compile(r"[0-9a-f]{64}")
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 def field(
@@ -37,20 +42,23 @@ def field(
         raise error(f"{where}: field '{key}' must be {_names(kinds)}, got bool")
     if not isinstance(value, kinds):
         raise error(f"{where}: field '{key}' must be {_names(kinds)}, got {type(value).__name__}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT <= value <= MAX_INT:
+        shown = value if abs(value) < 10**20 else f"a {len(str(abs(value)))}-digit number"
+        raise error(f"{where}: field '{key}' must be an integer between -{MAX_INT} and {MAX_INT}, got {shown}")
     return value
 
 
 def name_field(doc: dict, key: str, *, where: str, error: type[BadDataError] = MessageError) -> str:
     """A lowercase identifier safe in MQTT topics and file names."""
     value = field(doc, key, str, where=where, error=error)
-    if not NAME.match(value):
+    if not NAME.fullmatch(value):
         raise error(f"{where}: field '{key}' must match {NAME.pattern}, got {value!r}")
     return value
 
 
 def digest_field(doc: dict, key: str, *, where: str, error: type[BadDataError] = MessageError) -> str:
     value = field(doc, key, str, where=where, error=error)
-    if not HEX64.match(value):
+    if not HEX64.fullmatch(value):
         raise error(f"{where}: field '{key}' must be a lowercase hex SHA-256")
     return value
 
@@ -81,7 +89,7 @@ def refuse_unknown_keys(doc: dict, known: Iterable[str], *, where: str,
 
 
 def is_valid_name(value: str) -> bool:
-    return bool(NAME.match(value))
+    return bool(NAME.fullmatch(value))
 
 
 def _names(kinds: tuple[type, ...]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field as dc_field
 from functools import cached_property
+from typing import Iterable
 
 from .canonical import canonical_json, sha256_hex
 from .errors import ManifestError, UnsafePathError
@@ -24,7 +25,7 @@ MAX_CHUNK_SIZE_BYTES = 4 * 1024 * 1024
 MAX_FILES = 1_000
 MAX_BUNDLE_BYTES = 2 * 1024**3
 MAX_PATH_CHARS = 255
-_SEGMENT = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]*$")
+_SEGMENT = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")  # fullmatch only: ``$`` also accepts a trailing newline
 
 
 def check_relative_path(path: str) -> str:
@@ -36,9 +37,35 @@ def check_relative_path(path: str) -> str:
     if path.startswith("/") or "\\" in path or "\x00" in path:
         raise UnsafePathError(f"unsafe file path {path!r}: absolute or with a backslash or NUL")
     for segment in path.split("/"):
-        if segment in ("", ".", "..") or not _SEGMENT.match(segment):
+        if segment in ("", ".", "..") or not _SEGMENT.fullmatch(segment):
             raise UnsafePathError(f"unsafe file path {path!r}: segment {segment!r} is not allowed")
     return path
+
+
+def check_distinct_paths(paths: Iterable[str]) -> None:
+    """Refuse paths that would land on the same file on a case-insensitive file system (``A.txt`` and
+    ``a.txt``, ``Dir/x`` and ``dir/y``: compared with ``str.casefold``, directories included), and a path
+    that is both a file and a directory."""
+    files: dict[str, str] = {}
+    dirs: dict[str, str] = {}
+    for path in paths:
+        seen = files.get(path.casefold())
+        if seen == path:
+            raise ManifestError(f"manifest: file path {path!r} is listed twice")
+        if seen is not None:
+            raise ManifestError(f"manifest: file paths {seen!r} and {path!r} differ only in case "
+                                "(one file on a case-insensitive file system)")
+        files[path.casefold()] = path
+        parts = path.split("/")
+        for end in range(1, len(parts)):
+            directory = "/".join(parts[:end])
+            seen = dirs.setdefault(directory.casefold(), directory)
+            if seen != directory:
+                raise ManifestError(f"manifest: directories {seen!r} and {directory!r} differ only in case "
+                                    "(one directory on a case-insensitive file system)")
+    both = sorted(set(files) & set(dirs))
+    if both:
+        raise ManifestError(f"manifest: {files[both[0]]!r} is both a file and a directory")
 
 
 @dataclass(frozen=True)
@@ -153,9 +180,7 @@ class BundleManifest:
         if not raw_files or len(raw_files) > MAX_FILES:
             raise ManifestError(f"manifest: must list between 1 and {MAX_FILES} files")
         files = tuple(_parse_file(raw, chunk_size) for raw in raw_files)
-        paths = [f.path for f in files]
-        if len(set(paths)) != len(paths):
-            raise ManifestError("manifest: a file path is listed twice")
+        check_distinct_paths(f.path for f in files)
         if sum(f.size for f in files) > MAX_BUNDLE_BYTES:
             raise ManifestError(f"manifest: bundle larger than {MAX_BUNDLE_BYTES} bytes")
         manifest = cls(

@@ -193,7 +193,7 @@ def load_profile(name_or_path: str) -> FirmwareProfile:
         except OSError as exc:
             raise ProfileError(f"firmware profile {path}: cannot be read: {exc.strerror or exc}") from None
         return _parse_toml(data, source=str(path))
-    if not NAME.match(text):
+    if not NAME.fullmatch(text):
         raise ProfileError(f"firmware profile name {text!r} must match {NAME.pattern}")
     resource = resources.files(PROFILES_PACKAGE).joinpath(f"{text}.toml")
     if not resource.is_file():

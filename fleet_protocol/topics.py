@@ -40,7 +40,7 @@ def device_topic(device_id: str, kind: str) -> str:
 
 
 def bundle_chunks_topic(bundle_digest: str) -> str:
-    if not HEX64.match(bundle_digest):
+    if not HEX64.fullmatch(bundle_digest):
         raise MessageError(f"invalid bundle digest {bundle_digest!r}")
     return f"{PREFIX}/bundles/{bundle_digest}/chunks"
 

@@ -64,7 +64,7 @@ def build_from_model(fleet, *, model: str, version: int | None, module: str | No
     """``POST /api/bundles/from-model``: wrap a registered model version in a module bundle."""
     record = registry.get_model_version(fleet, name=model, version=version)
     module = module or model
-    if not NAME.match(module):
+    if not NAME.fullmatch(module):
         raise BadDataError(f"module name {module!r} must be lowercase letters, digits, '.', '_' or '-'")
     check_module_config(config or {}, has_entry=entry_script is not None)
     model_file = MODEL_FILES[record["runtime"]]

@@ -110,7 +110,7 @@ def explain_device(fleet, device_id: str) -> dict:
 
 
 def create_group(fleet, *, name: str, devices: list[str] | None, selector: dict[str, str] | None) -> dict:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise BadDataError(f"group name {name!r} must be a lowercase name (letters, digits, '.', '_', '-')")
     if devices is None and selector is None:
         raise BadDataError("a group needs 'devices', 'selector' or both")
@@ -168,7 +168,7 @@ def deployment_detail(fleet, deployment_id: int) -> dict:
 
 def _pick_bundle(fleet, *, module: str, version: int | None, bundle_digest: str | None) -> dict:
     if bundle_digest is not None:
-        if not HEX64.match(bundle_digest):
+        if not HEX64.fullmatch(bundle_digest):
             raise BadDataError("bundle_digest must be a lowercase hex SHA-256")
         bundle = bundle_store.get_bundle(db=fleet.db, digest=bundle_digest)
         if bundle is None:

@@ -22,7 +22,7 @@ from .store import models as model_store
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise BadDataError(f"model name {name!r} must be lowercase letters, digits, '.', '_' or '-' "
                            "(up to 64, starting with a letter or digit)")
     return name

@@ -36,7 +36,7 @@ def create_token(db: Database, *, name: str, role: str, token: str | None = None
     """Mint and store a token; ``(plaintext, public record)``. Names are unique (they name the actor in the audit log)."""
     if role not in ROLES:
         raise BadDataError(f"role {role!r} is not one of {', '.join(ROLES)}")
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise BadDataError(f"token name {name!r} must be lowercase letters, digits, '.', '_' or '-' "
                            "(up to 64, starting with a letter or digit)")
     plaintext = token or secrets.token_urlsafe(32)

@@ -32,13 +32,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|min)?$")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|min)?")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, None: 1.0}
 
 
 def parse_duration_s(text: str) -> float:
     """``50ms``, ``30s``, ``2m`` or a bare number of seconds."""
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"not a duration: {text!r} (use e.g. 50ms, 30s, 2m)")
     return float(match.group(1)) * _UNIT_S[match.group(2)]

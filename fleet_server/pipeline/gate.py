@@ -31,7 +31,7 @@ REFERENCE_PROVIDER = CPU_PROVIDER
 @lru_cache(maxsize=64)
 def shipped_profile(name: str) -> FirmwareProfile:
     """A profile shipped in :mod:`firmware_profiles`, by the name a device reported (never a path it reported)."""
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise ProfileError(f"{name!r} is not the name of a shipped firmware profile")
     return profiles.load_profile(name)
 

@@ -22,7 +22,7 @@ class BlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
-        if not HEX64.match(sha256):
+        if not HEX64.fullmatch(sha256):
             raise ValueError(f"not a SHA-256 digest: {sha256!r}")
         return self.root / sha256
 

@@ -35,7 +35,7 @@ def _get(fleet, device_id: str) -> dict:
 @router.post("", response_model=DeviceDetail, status_code=status.HTTP_201_CREATED)
 def register(fleet: FleetDep, body: DeviceCreate) -> dict:
     """Register a device ahead of its agent (devices also appear by themselves when their agent connects)."""
-    if not NAME.match(body.id):
+    if not NAME.fullmatch(body.id):
         raise BadDataError(f"device id {body.id!r} must be lowercase letters, digits, '.', '_' or '-' "
                            "(up to 64, starting with a letter or digit)")
     if not device_store.create_device(db=fleet.db, device_id=body.id, name=body.name, tags=body.tags,
