@@ -1,8 +1,9 @@
 """The fleet server's REST API as seen from the CLI.
 
 Converts every transport or HTTP failure into a one-line :class:`CliError`
-(server unreachable, bad token, the server's own ``detail`` message), and
-streams uploads with a progress bar.
+(server unreachable, bad token, the server's own ``detail`` message with the
+status code; the REST route is left out, as the user typed a command, not
+a route), and streams uploads with a progress bar.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class ApiClient:
         if response.status_code == 401:
             raise CliError("the server refused the API token: pass --token or set EDGEFLEET_TOKEN")
         if response.status_code >= 400:
-            raise CliError(f"{method} {path} failed ({response.status_code}): {_detail(response)}")
+            raise CliError(f"{_detail(response)} (the server answered {response.status_code})")
         if response.status_code == 204 or not response.content:
             return None
         if response.headers.get("content-type", "").startswith("application/json"):

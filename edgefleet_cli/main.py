@@ -1,4 +1,9 @@
-"""Entry point of the ``edgefleet`` command; failures print one line and exit non-zero."""
+"""Entry point of the ``edgefleet`` command; failures print one line and exit non-zero.
+
+The line is ``error: <reason>`` on stderr, never wrapped whatever the
+terminal width (:func:`edgefleet_cli.output.print_error`); a missing
+optional dependency names the extra to install.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,8 @@ from fleet_protocol.errors import EdgefleetError
 
 from .commands import agent, bundle, capture, demo, deploy, device, model, module, profile, score, server
 from .commands import audit, keys, simulate, token
-from .errors import CliError
-from .output import err_console
+from .errors import CliError, missing_extra
+from .output import print_error
 
 app = typer.Typer(
     help="edgefleet: push ML models to a fleet of devices and score them on the device.\n\n"
@@ -44,11 +49,17 @@ def main() -> None:
     try:
         app()
     except CliError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        print_error(str(exc))
         sys.exit(exc.exit_code)
     except EdgefleetError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        print_error(str(exc))
         sys.exit(1)
+    except ModuleNotFoundError as exc:
+        error = missing_extra(exc)
+        if error is None:
+            raise
+        print_error(str(error))
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
 

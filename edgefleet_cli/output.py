@@ -8,9 +8,17 @@ from typing import Any, Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def print_error(message: str) -> None:
+    """``error: message`` as exactly one line on stderr: no wrapping at any width, no markup read from it."""
+    text = Text("error:", style="red")
+    text.append(" " + " ".join(message.split()))
+    err_console.print(text, soft_wrap=True, highlight=False)
 
 
 def print_json(value: Any) -> None:

@@ -26,7 +26,7 @@ import typer
 from simulators.devices import DeviceSpec, spawn_agent, write_agent_config
 
 from ..client import ApiClient
-from ..errors import CliError
+from ..errors import CliError, require_extra
 from ..output import console, print_table
 from .module import build_module
 
@@ -44,6 +44,7 @@ def demo(
     once: Annotated[bool, typer.Option("--once", help="Exit after the sample prediction (smoke test)")] = False,
 ) -> None:
     """Run server, broker and simulated devices with the sample models; Ctrl-C stops everything."""
+    require_extra("server")
     from fleet_server.config import ServerConfig
     from fleet_server.runner import ServerThread
 

@@ -17,6 +17,7 @@ def _print(root: dict) -> None:
         ("root keys", ", ".join(k[:16] for k in root["root_keyids"])),
         ("root threshold", str(root["root_threshold"])),
         ("signing keys", ", ".join(k[:16] for k in root["signing_keyids"])),
+        ("signing public keys (hex)", ", ".join(root["signing_keys"])),  # what --trusted-key and --key take
         ("roots published", str(root["chain_length"])),
     ])
 

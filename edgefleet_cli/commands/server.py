@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import require_extra
+
 app = typer.Typer(help="Run the fleet server.", no_args_is_help=True)
 
 
@@ -27,6 +29,7 @@ def run(
                                                          "(default: --broker)")] = None,
 ) -> None:
     """Start the server; at the first start of a data dir it prints the admin token once."""
+    require_extra("server")
     from fleet_server.config import ServerConfig
     from fleet_server.runner import run_server
 

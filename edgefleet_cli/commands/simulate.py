@@ -23,7 +23,7 @@ import typer
 from simulators.faults import FaultPlan
 from simulators.processes import FleetProcesses, FleetSpec, device_ids
 
-from ..errors import CliError
+from ..errors import CliError, require_extra
 from ..output import console, print_fields
 
 
@@ -67,7 +67,7 @@ def simulate(
     devices: Annotated[int, typer.Option("--devices", "-n", min=1, help="How many simulated devices")],
     broker: Annotated[str, typer.Option("--broker", help="Broker URL the devices connect to (mqtt://host:port)")],
     trusted_key: Annotated[list[str], typer.Option("--trusted-key", help="Server signing key, hex "
-                                                   "(GET /api/keys); repeatable")],
+                                                   "(`edgefleet keys show`); repeatable")],
     profiles: Annotated[str, typer.Option(help="Firmware profiles with weights")] = "generic-cpu:1",
     processes: Annotated[Optional[int], typer.Option(min=1, help="Worker processes [default: CPU cores]",
                                                      show_default=False)] = None,
@@ -86,6 +86,7 @@ def simulate(
     = False,
 ) -> None:
     """Run N simulated devices (real agent code, own state each) until --duration or Ctrl-C."""
+    require_extra("agent")
     if "EDGEFLEET_LOG_LEVEL" not in os.environ:
         logging.getLogger().setLevel(logging.WARNING)
     try:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
+from edgefleet_cli.client import ApiClient
 from edgefleet_cli.commands.model import split_ref
 from edgefleet_cli.commands.module import pack_module_folder
 from edgefleet_cli.errors import CliError
@@ -100,15 +105,57 @@ def test_server_commands_say_when_the_server_is_unreachable():
     assert "cannot reach the fleet server" in str(result.exception)
 
 
-def test_errors_are_one_line_on_stderr_with_a_non_zero_exit():
-    import subprocess
-    import sys
+def edgefleet(*args: str, block: str | None = None, **env: str) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process; ``block``: a module made unimportable, as on an install without its extra."""
+    code = (f"import sys; sys.modules[{block!r}] = None; " if block else "import sys; ") + \
+        f"sys.argv = ['edgefleet', *{list(args)!r}]; from edgefleet_cli.main import main; main()"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
 
-    result = subprocess.run([sys.executable, "-m", "edgefleet_cli.main", "device", "list", "--server",
-                             "http://127.0.0.1:9"], capture_output=True, text=True, timeout=60)
+
+def test_errors_are_one_line_on_stderr_with_a_non_zero_exit():
+    result = edgefleet("device", "list", "--server", "http://127.0.0.1:9")
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot reach the fleet server")
     assert "Traceback" not in result.stderr
+
+
+def test_an_error_is_exactly_one_line_whatever_the_terminal_width(tmp_path):
+    """Long messages are not wrapped (at 80 columns when not a terminal) and brackets in them are not markup."""
+    (tmp_path / "module.json").write_text(json.dumps({**SPEC, "[bold]entyr[/bold]": "main.py"}))
+    for width in ("20", "80", "300"):
+        result = edgefleet("module", "build", str(tmp_path), COLUMNS=width)
+        assert result.returncode == 1
+        assert len(result.stderr.splitlines()) == 1 and len(result.stderr) > 100, result.stderr
+        assert result.stderr.startswith("error: ") and "'[bold]entyr[/bold]'" in result.stderr
+
+
+@pytest.mark.parametrize(("block", "args", "extra"), [
+    ("uvicorn", ["server", "run", "--data-dir", "{tmp}/data"], "server"),
+    ("fastapi", ["server", "run", "--data-dir", "{tmp}/data"], "server"),
+    ("sqlite_utils", ["server", "run", "--data-dir", "{tmp}/data"], "server"),
+    ("amqtt", ["server", "run", "--data-dir", "{tmp}/data", "--port", "0", "--broker-port", "0"], "server"),
+    ("fastapi", ["demo", "--workdir", "{tmp}/demo"], "server"),
+    ("paho", ["agent", "run", "--config", "{tmp}/agent.toml"], "agent"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_a_command_whose_extra_is_missing_says_which_to_install_in_one_line(tmp_path, block, args, extra):
+    (tmp_path / "agent.toml").write_text("")
+    result = edgefleet(*(arg.replace("{tmp}", str(tmp_path)) for arg in args), block=block)
+    assert result.returncode == 1
+    command = " ".join(arg for arg in args[:2] if not arg.startswith("-"))
+    assert result.stderr == f"error: `edgefleet {command}` needs the {extra} extra: pip install " \
+                            f"'edgefleet[{extra}]' (the module {block!r} is not installed)\n"
+
+
+def test_server_errors_name_no_rest_route():
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"detail": "model 'iris' has no version 9"})
+
+    client = ApiClient("http://fleet.test")
+    client._http = httpx.Client(base_url=client.server, transport=httpx.MockTransport(answer))
+    with pytest.raises(CliError) as caught:
+        client.get("/api/models/iris/versions/9")
+    assert str(caught.value) == "model 'iris' has no version 9 (the server answered 404)"
 
 
 def test_profile_validate_names_the_missing_field(tmp_path):
