@@ -13,13 +13,20 @@ only here (``state_dir/identity/device.key``, 0600, folder 0700) and never
 sent. Files are written temp-then-``os.replace``; the agent config last, so a
 failed enrollment leaves no half-usable config. A refused token
 (unknown, used, expired) is :class:`EnrollmentError` with the server's reason.
+
+:class:`AgentOptions` (firmware profile, scoring port, cloud URL and token,
+tags) go into the written config, so two agents on one host differ from the
+start; they are checked by the config's own rules before the token is
+spent. The tags also go to the server, which keeps them under the tags the
+operator gave the enrollment (the operator's win).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -27,8 +34,10 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from fleet_protocol.errors import EdgefleetError, TransportError
 from fleet_protocol.fields import is_valid_name
+from fleet_protocol.profiles import list_profiles
 from fleet_protocol.root import TrustedRoot, load_certificate, make_device_key_and_csr
 
+from .config import AgentConfig, ConfigError, looks_like_path
 from .installer import write_atomic
 
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -74,13 +83,49 @@ def device_id_from_token(token: str) -> str:
     return device_id
 
 
-def enroll(*, server_url: str, token: str, state_dir: Path, config_out: Path, timeout_s: float = 30.0) -> Path:
-    """Enroll this device and write its agent config to ``config_out``; return that path."""
+@dataclass(frozen=True)
+class AgentOptions:
+    """What ``edgefleet agent enroll`` writes into the config besides the identity; None keeps the default."""
+
+    profile: str | None = None  # a firmware profile name, or a profile .toml path
+    scoring_port: int | None = None
+    cloud_url: str | None = None
+    cloud_token: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # also sent to the server (see fleet_server.enrollment)
+
+    def values(self) -> dict:
+        """The config fields these options set, checked by :class:`AgentConfig`'s own rules (ConfigError)."""
+        profile = self.profile
+        if profile is not None and looks_like_path(profile):
+            if not Path(profile).expanduser().is_file():
+                raise ConfigError(f"profile {profile!r} is not a file")
+            profile = str(Path(profile).expanduser().resolve())  # the config's relative paths are not the cwd's
+        elif profile is not None and profile not in list_profiles():
+            near = difflib.get_close_matches(profile, list_profiles(), n=1)
+            raise ConfigError(f"unknown firmware profile {profile!r} ({f'did you mean {near[0]!r}? ' if near else ''}"
+                              f"known: {', '.join(list_profiles())})")
+        values = {"profile": profile, "scoring_port": self.scoring_port, "cloud_url": self.cloud_url,
+                  "cloud_token": self.cloud_token, "tags": dict(self.tags) or None}
+        values = {k: v for k, v in values.items() if v is not None}
+        AgentConfig(device_id="enrolling", state_dir=Path("."), trusted_root=Path("pending"), **values)
+        return values
+
+
+def enroll(*, server_url: str, token: str, state_dir: Path, config_out: Path, options: AgentOptions = AgentOptions(),
+           timeout_s: float = 30.0) -> Path:
+    """Enroll this device and write its agent config to ``config_out``; return that path.
+
+    ``options`` are checked before the server is asked, so a typo never uses up the one-time token.
+    """
     device_id = device_id_from_token(token)
+    extra = options.values()
     key_pem, csr_pem = make_device_key_and_csr(device_id)
     url = server_url.rstrip("/") + "/api/enroll"
+    request = {"token": token.strip(), "csr": csr_pem.decode("ascii")}
+    if options.tags:
+        request["tags"] = dict(options.tags)
     try:
-        response = httpx.post(url, json={"token": token.strip(), "csr": csr_pem.decode("ascii")}, timeout=timeout_s)
+        response = httpx.post(url, json=request, timeout=timeout_s)
     except httpx.TransportError as exc:
         raise TransportError(f"cannot reach the fleet server at {server_url}: {exc}") from None
     if response.status_code != 200:
@@ -98,12 +143,25 @@ def enroll(*, server_url: str, token: str, state_dir: Path, config_out: Path, ti
     write_atomic(files.root, json.dumps(body["root"], indent=1).encode(), mode=0o644)
     values = {"device_id": device_id, "state_dir": str(Path(state_dir).resolve()), "broker_url": body["broker_url"],
               "trusted_root": str(files.root.resolve()), "tls_ca": str(files.ca.resolve()),
-              "tls_cert": str(files.cert.resolve()), "tls_key": str(files.key.resolve())}
-    text = "# Written by `edgefleet agent enroll`.\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+              "tls_cert": str(files.cert.resolve()), "tls_key": str(files.key.resolve()), **extra}
     config_out = Path(config_out)
     config_out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(config_out, text.encode(), mode=0o600)
+    write_atomic(config_out, agent_toml(values).encode(), mode=0o600)
     return config_out
+
+
+def agent_toml(values: dict) -> str:
+    """The agent config as TOML: scalars first, then the ``[tags]`` table."""
+    lines = ["# Written by `edgefleet agent enroll`."]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if k != "tags"]
+    if values.get("tags"):
+        lines += ["", "[tags]"] + [f"{_toml_value(k)} = {_toml_value(v)}" for k, v in values["tags"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: str | int) -> str:
+    """A TOML string or integer; JSON's escapes are TOML's, except that TOML wants DEL escaped too."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _parse(response: httpx.Response) -> dict:

@@ -11,10 +11,12 @@ the token atomically (one caller wins), records the certificate's serial and
 hands back what the device needs to run: its certificate, the CA certificate,
 the broker URL, the key(s) bundles and desired state are signed with and the
 current signed root document (the root of trust the device moves forward
-from, see :mod:`fleet_protocol.root`).
+from, see :mod:`fleet_protocol.root`). Tags the device sends
+(``edgefleet agent enroll --tags``) are added under the operator's, by the
+same rule as the tags in its status messages: only until it is first seen.
 
 :func:`parse_enrollment_request` is the one parser of the request body: a
-JSON object ``{"token": str, "csr": PEM str}``, at most
+JSON object ``{"token": str, "csr": PEM str, "tags"?: {str: str}}``, at most
 :data:`MAX_REQUEST_BYTES`; anything else is :class:`BadDataError` (never a
 different exception). Refused tokens are :class:`EnrollmentRefused`.
 """
@@ -22,12 +24,12 @@ different exception). Refused tokens are :class:`EnrollmentRefused`.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, EdgefleetError
-from fleet_protocol.fields import NAME
+from fleet_protocol.fields import NAME, refuse_unknown_keys
 from fleet_protocol.root import load_certificate
 from fleet_protocol.timestamps import from_iso, to_iso, utc_now
 
@@ -38,6 +40,7 @@ from .store import enrollments as enrollment_store
 
 MAX_REQUEST_BYTES = 16 * 1024
 MAX_TOKEN_CHARS = 256
+MAX_TAGS = 32
 
 
 class EnrollmentRefused(EdgefleetError):
@@ -50,6 +53,7 @@ class EnrollmentRefused(EdgefleetError):
 class EnrollmentRequest:
     token: str
     csr_pem: bytes
+    tags: dict[str, str] = field(default_factory=dict)  # the device's own; the operator's tags win
 
 
 @dataclass(frozen=True)
@@ -67,9 +71,7 @@ class Enrollment:
 def parse_enrollment_request(raw: bytes) -> EnrollmentRequest:
     """The request body as an :class:`EnrollmentRequest`, or :class:`BadDataError` saying what is wrong."""
     body = parse_json_object(raw, what="the enrollment request", max_bytes=MAX_REQUEST_BYTES, error=BadDataError)
-    unknown = sorted(set(body) - {"token", "csr"})
-    if unknown:
-        raise BadDataError(f"unknown field(s) in the enrollment request: {', '.join(unknown)}")
+    refuse_unknown_keys(body, ("token", "csr", "tags"), where="the enrollment request", error=BadDataError)
     token, csr = body.get("token"), body.get("csr")
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
         raise BadDataError(f"'token' must be a non-empty string of at most {MAX_TOKEN_CHARS} characters")
@@ -79,7 +81,12 @@ def parse_enrollment_request(raw: bytes) -> EnrollmentRequest:
         csr_pem = csr.encode("ascii")
     except UnicodeEncodeError:
         raise BadDataError("'csr' must be a PEM certificate signing request (ASCII)") from None
-    return EnrollmentRequest(token=token, csr_pem=csr_pem)
+    tags = body.get("tags", {})
+    if not isinstance(tags, dict) or len(tags) > MAX_TAGS or not all(
+            isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 64 and len(v) <= 256 for k, v in tags.items()):
+        raise BadDataError(f"'tags' must map at most {MAX_TAGS} names (1-64 characters) to strings of at most "
+                           "256 characters")
+    return EnrollmentRequest(token=token, csr_pem=csr_pem, tags=tags)
 
 
 def create_enrollment(db: Database, *, device_id: str, tags: dict[str, str], ttl_s: int) -> tuple[str, str]:
@@ -121,6 +128,16 @@ def enroll(db: Database, ca: CertificateAuthority, request: EnrollmentRequest, *
     enrollment_store.add_certificate(db=db, serial=cert.serial_number, device_id=device_id,
                                      not_after=to_iso(cert.not_valid_after_utc), issued=to_iso(now))
     device_store.set_revoked(db=db, device_id=device_id, revoked=None)  # a new token is how a revoked device returns
+    _add_device_tags(db, device_id, request.tags)
     return Enrollment(device_id=device_id, certificate_pem=cert_pem.decode("ascii"),
                       ca_certificate_pem=ca.certificate_pem().decode("ascii"), broker_url=broker_url,
                       trusted_keys=trusted_keys, root=root)
+
+
+def _add_device_tags(db: Database, device_id: str, tags: dict[str, str]) -> None:
+    """The device's own tags, under the operator's, and only before it is first seen (as in its status message)."""
+    device = device_store.get_device(db=db, device_id=device_id)
+    if tags and device is not None and device["last_seen"] is None:
+        merged = {**tags, **device["tags"]}
+        if merged != device["tags"]:
+            device_store.update_device(db=db, device_id=device_id, tags=merged)

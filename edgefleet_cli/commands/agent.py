@@ -9,7 +9,8 @@ import typer
 
 from fleet_protocol.errors import EdgefleetError
 
-from ..errors import CliError
+from ..errors import CliError, require_extra
+from ..output import parse_tags
 
 app = typer.Typer(help="Run the device agent.", no_args_is_help=True)
 
@@ -21,6 +22,7 @@ def run(
                                               "trusted_keys, profile, ...")],
 ) -> None:
     """Connect to the broker, install what the server wants here, and serve predictions locally."""
+    require_extra("agent")
     from edge_agent.agent import Agent
     from edge_agent.config import load_config
 
@@ -42,12 +44,32 @@ def enroll(
                                             "identity/, mode 0600)")] = Path("edgefleet-agent"),
     config: Annotated[Optional[Path], typer.Option("--config", help="Where to write the agent config "
                                                    "(default STATE_DIR/agent.toml)")] = None,
+    profile: Annotated[Optional[str], typer.Option("--profile", help="Firmware profile name (`edgefleet profile "
+                                                   "list`) or .toml path [default: generic-cpu]")] = None,
+    scoring_port: Annotated[Optional[int], typer.Option("--scoring-port", min=0, max=65535,
+                                                        help="Local Open Inference Protocol port; give each agent "
+                                                             "on one host its own (0: any free) [default: 8181]")
+                            ] = None,
+    cloud_url: Annotated[Optional[str], typer.Option("--cloud-url", help="Fleet server that scores what the device "
+                                                     "cannot (OIP v2), e.g. http://fleet:8080 [default: none]")
+                         ] = None,
+    cloud_token: Annotated[Optional[str], typer.Option("--cloud-token", envvar="EDGEFLEET_CLOUD_TOKEN",
+                                                       help="API token for --cloud-url (`edgefleet token create`)",
+                                                       show_default=False)] = None,
+    tags: Annotated[Optional[list[str]], typer.Option("--tags", help="Device tags key=value, repeatable or "
+                                                      "comma-separated; the operator's tags win")] = None,
 ) -> None:
     """Make this device's key pair here, get its certificate with the token, write a ready-to-run config."""
-    from edge_agent.enroll import enroll as enroll_device
+    from edge_agent.config import ConfigError
+    from edge_agent.enroll import AgentOptions, enroll as enroll_device
 
-    written = enroll_device(server_url=server, token=token, state_dir=state_dir,
-                            config_out=config or state_dir / "agent.toml")
+    options = AgentOptions(profile=profile, scoring_port=scoring_port, cloud_url=cloud_url, cloud_token=cloud_token,
+                           tags=parse_tags(tags))
+    try:
+        written = enroll_device(server_url=server, token=token, state_dir=state_dir,
+                                config_out=config or state_dir / "agent.toml", options=options)
+    except ConfigError as exc:
+        raise CliError(f"nothing was enrolled (the token is still good): {exc}", exit_code=2) from None
     typer.echo(f"enrolled; the private key stayed here. Start the agent with:\n  edgefleet agent run --config {written}")
 
 
@@ -63,6 +85,7 @@ def serve_bundle(
     profile: Annotated[str, typer.Option(help="Firmware profile name or .toml path")] = "generic-cpu",
 ) -> None:
     """Verify and install one bundle with the agent's installer and serve it; no broker, no server."""
+    require_extra("agent")
     import signal
     import threading
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.config import AgentConfig, ConfigError, load_config
+from edge_agent.enroll import AgentOptions, agent_toml
 from fleet_protocol.signing import SigningKey
 
 KEY = SigningKey.generate().public_key.to_hex()
@@ -58,3 +59,32 @@ def test_a_bad_config_is_refused_with_one_line_naming_the_field(tmp_path, text, 
 def test_the_dataclass_validates_too(tmp_path):
     with pytest.raises(ConfigError, match="fetch_window_chunks"):
         AgentConfig(device_id="a", state_dir=tmp_path, trusted_keys=[KEY], fetch_window_chunks=0)
+
+
+def test_the_config_enrollment_writes_reads_back_with_its_options_and_any_tag_text(tmp_path):
+    tags = {"site": 'a "quoted" \\ value', "ünï code": "tab\there, DEL\x7f, ctl\x01, 😀", "rack.no": ""}
+    values = {"device_id": "gw-1", "state_dir": str(tmp_path / "state"), "trusted_keys": [KEY],
+              "profile": "raspberry-pi-5", "scoring_port": 8182, "cloud_url": "http://fleet:8080", "tags": tags}
+    path = tmp_path / "agent.toml"
+    path.write_text(agent_toml(values), encoding="utf-8")
+    config = load_config(path)
+    assert (config.profile, config.scoring_port, config.cloud_url, config.tags) == (
+        "raspberry-pi-5", 8182, "http://fleet:8080", tags)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (AgentOptions(cloud_url="ftp://fleet"), "cloud_url"),
+    (AgentOptions(scoring_port=70000), "scoring_port"),
+    (AgentOptions(profile="raspbery-pi-5"), "did you mean 'raspberry-pi-5'"),
+    (AgentOptions(profile="boards/missing.toml"), "not a file"),
+], ids=["cloud_url", "scoring_port", "profile name", "profile path"])
+def test_enroll_options_are_checked_by_the_config_rules_before_enrolling(options, message):
+    with pytest.raises(ConfigError, match=message):
+        options.values()
+
+
+def test_an_enroll_profile_path_is_written_absolute(tmp_path, monkeypatch):
+    (tmp_path / "board.toml").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert AgentOptions(profile="board.toml", tags={"a": "b"}).values() == {
+        "profile": str(tmp_path / "board.toml"), "tags": {"a": "b"}}

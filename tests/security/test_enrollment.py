@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import timedelta
 
 import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge_agent.config import load_config
 from fleet_protocol import topics
 from fleet_protocol.errors import BadDataError
 from fleet_protocol.root import load_certificate, make_device_key_and_csr
@@ -19,7 +22,8 @@ from fleet_server.store import devices as device_store
 from fleet_server.store import enrollments as enrollment_store
 from tests.server.builders import module_files, tar_gz, tiny_onnx
 from tests.security.tls_mqtt import Identity
-from tests.support.net import wait_for
+from simulators.devices import spawn_agent
+from tests.support.net import free_port, wait_for
 
 
 def enroll(fleet, token: str, device_id: str) -> httpx.Response:
@@ -60,6 +64,50 @@ def test_enrolled_certificate_reaches_only_its_own_topics_over_mutual_tls(tls_fl
     device = identity(tmp_path, "cam-1", enroll(tls_fleet, tls_fleet.enrollment_token("cam-1"), "cam-1"))
     probe = connect(tls_fleet.broker, device)
     probe.publish(topics.device_topic("cam-1", "status"), b"{}")
+
+
+def test_two_agents_enrolled_on_one_host_with_their_own_options_both_run(tls_fleet, tmp_path):
+    """--scoring-port, --profile, --cloud-url and --tags go into each agent.toml; the tags reach the server too."""
+    devices = {"cam-1": (free_port(), "raspberry-pi-5", {"site": "berlin"}), "cam-2": (free_port(), "generic-cpu", {})}
+    agents = []
+    try:
+        for device_id, (port, profile, operator_tags) in devices.items():
+            config = tmp_path / device_id / "agent.toml"
+            result = subprocess.run(
+                [sys.executable, "-m", "edgefleet_cli.main", "agent", "enroll", "--server", tls_fleet.server.url,
+                 "--token", tls_fleet.enrollment_token(device_id, tags=operator_tags), "--state-dir",
+                 str(tmp_path / device_id / "state"), "--config", str(config), "--scoring-port", str(port),
+                 "--profile", profile, "--cloud-url", tls_fleet.server.url, "--tags", "site=lab,rack=r7",
+                 "--tags", f"name={device_id}"], capture_output=True, text=True, timeout=120)
+            assert result.returncode == 0, result.stderr
+            loaded = load_config(config)
+            assert (loaded.scoring_port, loaded.profile, loaded.cloud_url) == (port, profile, tls_fleet.server.url)
+            assert loaded.tags == {"site": "lab", "rack": "r7", "name": device_id}
+            with tls_fleet.api() as api:  # tagged at enrollment, before the agent first connects
+                assert api.get(f"/api/devices/{device_id}").json()["tags"] == {**loaded.tags, **operator_tags}
+            agents.append(spawn_agent(config, tmp_path / device_id / "agent.log"))
+        with tls_fleet.api() as api:
+            for device_id, (port, _, operator_tags) in devices.items():
+                wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=5).status_code == 200,
+                         what=f"{device_id} to serve on its own port {port}", timeout=60)
+                wait_for(lambda: api.get(f"/api/devices/{device_id}").json()["status"] == "online",
+                         what=f"{device_id} online")
+                tags = api.get(f"/api/devices/{device_id}").json()["tags"]
+                assert tags == {"site": "lab", "rack": "r7", "name": device_id, **operator_tags}  # the operator's win
+    finally:
+        for agent in agents:
+            agent.terminate()
+            agent.wait(timeout=15)
+
+
+def test_enroll_option_typo_leaves_the_token_unused(tls_fleet, tmp_path):
+    token = tls_fleet.enrollment_token("cam-1")
+    result = subprocess.run([sys.executable, "-m", "edgefleet_cli.main", "agent", "enroll", "--server",
+                             tls_fleet.server.url, "--token", token, "--state-dir", str(tmp_path / "state"),
+                             "--profile", "raspbery-pi-5"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "did you mean 'raspberry-pi-5'" in result.stderr and "token is still good" in result.stderr
+    assert enroll(tls_fleet, token, "cam-1").status_code == 200
 
 
 def test_used_enrollment_token_is_refused(tls_fleet):
