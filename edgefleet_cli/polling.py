@@ -1,4 +1,9 @@
-"""``--wait``/``--watch``: poll the server with a spinner until a state is final, then print it."""
+"""``--wait``/``--watch``: poll the server with a spinner until a state is final, then print it.
+
+:func:`device_problems` turns the devices that did not end up running the
+version into one line for the non-zero exit that follows; the commands
+decide what counts as a failure.
+"""
 
 from __future__ import annotations
 
@@ -30,3 +35,11 @@ def wait_until(fetch: Callable[[], dict], *, finished: Callable[[dict], bool], d
     if not quiet:
         show(value)
     return value
+
+
+def device_problems(devices: list[dict]) -> str:
+    """``dev-01 failed (install/health_check_failed: …); dev-02 refused (fit/gate_refused: …)`` for the
+    failed and refused devices of a deployment or rollout; empty when there are none."""
+    return "; ".join(f"{d['device_id']} {d['state']}" + (
+        f" ({d['error'].get('category')}/{d['error'].get('code')}: {d['error'].get('message')})" if d.get("error")
+        else "") for d in devices if d["state"] in ("failed", "refused"))

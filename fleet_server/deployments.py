@@ -20,18 +20,25 @@ from .store import rollouts as rollout_store
 def create_deployment(fleet, *, module: str, version: int | None, bundle_digest: str | None,
                       devices: list[str] | None, selector: dict[str, str] | None, group: str | None = None,
                       priority: int = 0, admitted: list[str] | None = None,
-                      split: dict[int, int] | None = None, gate: dict | None = None) -> dict:
+                      split: dict[int, int] | None = None, gate: dict | None = None, allow_empty: bool = False,
+                      exempt: frozenset[str] = frozenset()) -> dict:
     """Store a deployment and publish the new desired state of every device it now targets.
 
     ``group`` copies a named group's devices and selector into the target
     (a selector keeps following device tags); ``admitted`` is for staged
     rollouts (see :mod:`.rollouts`), None meaning every targeted device;
-    ``split`` ``{version: weight}`` serves several versions side by side (A/B);
-    ``gate`` ``{"p95_ms", "memory_mb"}`` and every targeted device's firmware
-    profile limits are checked before anything is stored (:mod:`.pipeline.gate`).
+    ``split`` ``{version: weight}`` serves several versions side by side (A/B).
+    A target that matches no device now is refused unless ``allow_empty``.
+    The fit table (``gate`` ``{"p95_ms", "memory_mb"}`` and the firmware
+    profiles' limits, :mod:`.pipeline.gate`) is stored with the deployment, so
+    devices that join later are checked too; any device targeted now that fails
+    it refuses the whole deployment before anything is stored, except the
+    devices in ``exempt``, which are only refused one by one.
     """
+    where = None
     if group is not None:
         devices, selector = _group_target(fleet, group, devices, selector)
+        where = f"group {group}"
     if devices is None and selector is None:
         raise BadDataError("a deployment needs a target: 'devices' (a list of ids), 'selector' (tags), 'group', "
                            "or several")
@@ -41,45 +48,73 @@ def create_deployment(fleet, *, module: str, version: int | None, bundle_digest:
         devices = sorted(set(devices))
         unknown = [d for d in devices if device_store.get_device(db=fleet.db, device_id=d) is None]
         if unknown:
-            raise BadDataError(f"unknown device(s): {', '.join(unknown)} (register them with POST /api/devices "
-                               "or start their agents first)")
-    _check_fit(fleet, [bundle] + [bundle_store.get_bundle(db=fleet.db, digest=v["bundle_digest"])
-                                  for v in (split_doc or {}).get("variants", [])], devices, selector, gate)
+            raise BadDataError(f"unknown device(s): {', '.join(unknown)} (enroll them with `edgefleet device enroll "
+                               "--name ID`, or start their agents first)")
+    probe = {"target": {"devices": devices, "selector": selector}}
+    targeted = [d for d in device_store.list_devices(db=fleet.db) if targeting.matches(probe, d)]
+    if not targeted and not allow_empty:
+        raise BadDataError(f"no device matches {where or describe_target(probe['target'])}, so nothing would be "
+                           "deployed; check the tags with `edgefleet device list`, or pass --allow-empty (API: "
+                           "\"allow_empty\": true) to wait for devices that join later")
+    bundles = [bundle] + [bundle_store.get_bundle(db=fleet.db, digest=v["bundle_digest"])
+                          for v in (split_doc or {}).get("variants", [])]
+    fit = _check_fit(fleet, bundles, targeted, gate, exempt)
     deployment = deployment_store.insert_deployment(
         db=fleet.db, module=bundle["module"], version=bundle["version"], bundle_digest=bundle["digest"],
         devices=devices, selector=selector, created=to_iso(utc_now()), priority=priority, admitted=admitted,
-        split=split_doc)
-    affected = [d["id"] for d in device_store.list_devices(db=fleet.db) if targeting.targets(deployment, d)]
+        split=split_doc, fit=fit)
+    affected = [d["id"] for d in targeted if targeting.targets(deployment, d)]
     if affected:
         fleet.desired.recompute(affected)
     return deployment
 
 
-def _check_fit(fleet, bundles: list[dict], devices: list[str] | None, selector: dict[str, str] | None,
-               gate: dict | None) -> None:
-    """Refuse (400, every device and number listed) when a bundle's model does not fit a targeted device."""
-    probe = {"target": {"devices": devices, "selector": selector}}
-    targeted = [d for d in device_store.list_devices(db=fleet.db) if targeting.matches(probe, d)]
-    problems = []
-    for bundle in bundles:
-        model = (model_store.get_version(db=fleet.db, name=bundle["model_name"], version=bundle["model_version"])
-                 if bundle["model_name"] else None)
-        problems += fit_gate.check(model=model, bundle_label=f"{bundle['module']} v{bundle['version']}",
-                                   devices=targeted, gate=gate)
+def describe_target(target: dict) -> str:
+    """``selector site=lab`` or ``devices d1,d2``, for messages."""
+    parts = []
+    if target.get("devices") is not None:
+        parts.append("devices " + (",".join(target["devices"]) or "(none)"))
+    if target.get("selector") is not None:
+        parts.append("selector " + (",".join(f"{k}={v}" for k, v in sorted(target["selector"].items()))
+                                    or "(empty)"))
+    return " or ".join(parts)
+
+
+def _check_fit(fleet, bundles: list[dict], targeted: list[dict], gate: dict | None,
+               exempt: frozenset[str]) -> dict:
+    """The fit table to store; refuse (400, every device and number listed) when a targeted device fails it."""
+    labelled = [(f"{b['module']} v{b['version']}",
+                 model_store.get_version(db=fleet.db, name=b["model_name"], version=b["model_version"])
+                 if b["model_name"] else None) for b in bundles]
+    problems = fit_gate.model_problems(labelled, gate)
+    fit = fit_gate.fit_table(bundles=labelled, gate=gate)
+    probe = {"fit": fit}
+    for device in targeted:
+        if device["id"] not in exempt:
+            where = f"device {device['id']}" + (f" ({device['profile']})" if device.get("profile") in fit["profiles"]
+                                                 else "")
+            problems += [f"{where}: {p}" for p in targeting.refusal(probe, device)]
     if problems:
         raise BadDataError("deployment refused, nothing was pushed:\n  " + "\n  ".join(problems))
+    return fit
 
 
 def promote(fleet, deployment_id: int, version: int) -> dict:
-    """End an A/B split: a new deployment (same target and priority) of the winning version alone."""
+    """End an A/B split: a new deployment (same target, priority and gate) of the winning version alone.
+
+    The winner is checked against the gate again; devices the split refused stay refused (one by one).
+    """
     deployment = get_deployment(fleet, deployment_id)
     versions = {deployment["version"]} | {v["version"] for v in (deployment.get("split") or {}).get("variants", [])}
     if version not in versions:
         raise BadDataError(f"version {version} is not one of deployment {deployment_id}'s variants "
                            f"({', '.join(map(str, sorted(versions)))})")
     target = deployment["target"]
+    refused = frozenset(d["id"] for d in device_store.list_devices(db=fleet.db)
+                        if targeting.matches(deployment, d) and targeting.refusal(deployment, d))
     return create_deployment(fleet, module=deployment["module"], version=version, bundle_digest=None,
-                             devices=target["devices"], selector=target["selector"], priority=deployment["priority"])
+                             devices=target["devices"], selector=target["selector"], priority=deployment["priority"],
+                             gate=(deployment.get("fit") or {}).get("gate"), allow_empty=True, exempt=refused)
 
 
 def _split(fleet, bundle: dict, split: dict[int, int]) -> dict:
@@ -135,7 +170,7 @@ def _group_target(fleet, group: str, devices: list[str] | None,
         raise BadDataError("give either 'group' or 'devices'/'selector', not both")
     found = rollout_store.get_group(db=fleet.db, name=group)
     if found is None:
-        raise NotFoundError(f"there is no group {group!r} (create it with POST /api/groups)")
+        raise NotFoundError(f"there is no group {group!r} (create it with `edgefleet device group create {group} --selector tag=value`)")
     return found["devices"], found["selector"]
 
 
@@ -147,12 +182,15 @@ def get_deployment(fleet, deployment_id: int) -> dict:
 
 
 def deployment_detail(fleet, deployment_id: int) -> dict:
-    """The deployment with each targeted device's state, from what the devices reported."""
+    """The deployment with each targeted device's state, from what the devices reported; devices in its target
+    that its fit check refuses are listed as ``refused`` with the reason."""
     deployment = get_deployment(fleet, deployment_id)
     deployments = deployment_store.list_deployments(db=fleet.db, module=deployment["module"])
     rows = []
     for device in device_store.list_devices(db=fleet.db):
-        if targeting.targets(deployment, device):
+        if targeting.targets(deployment, device) or (
+                not deployment["withdrawn"] and targeting.matches(deployment, device)
+                and targeting.refusal(deployment, device)):
             effective = targeting.effective_deployments(device, deployments).get(deployment["module"])
             rows.append(targeting.device_state(deployment, device, effective))
     counts = {state: 0 for state in targeting.STATES}
@@ -181,5 +219,5 @@ def _pick_bundle(fleet, *, module: str, version: int | None, bundle_digest: str 
     bundle = bundle_store.get_by_version(db=fleet.db, module=module, version=version)
     if bundle is None:
         raise NotFoundError(f"module {module!r} has no bundle" + (f" version {version}" if version else "") +
-                            " (build one with POST /api/bundles/from-module or /api/bundles/from-model)")
+                            " (build one with `edgefleet module build FOLDER`)")
     return bundle

@@ -19,6 +19,12 @@ each running rollout forward:
    all admitted devices since the last resume; at ``max_failures`` or
    ``max_failure_percent`` the rollout pauses (or aborts, ``on_failure``).
    A wave that runs out of time pauses too.
+4. A rollout whose target matches no device it may run on (created with
+   ``allow_empty``; otherwise creation is refused) stays ``running`` at
+   wave -1 with the reason "waiting for a device…", and starts its canary
+   when the first one appears; it never completes empty. Devices its fit
+   check refuses (:func:`~fleet_server.targeting.refusal`) are listed as
+   ``refused`` and never let in.
 
 States: running → paused ⇄ running → completed | aborted | rolled_back.
 Operators pause, resume, abort (stop letting devices in; what runs stays)
@@ -119,12 +125,12 @@ class RolloutController:
 
     def create(self, *, module: str, version: int | None, bundle_digest: str | None, devices: list[str] | None,
                selector: dict[str, str] | None, group: str | None, priority: int, plan: dict,
-               gate: dict | None = None) -> dict:
+               gate: dict | None = None, allow_empty: bool = False) -> dict:
         plan = normalise_plan(plan)
         with self._lock:
             deployment = deployment_service.create_deployment(
                 self._fleet, module=module, version=version, bundle_digest=bundle_digest, devices=devices,
-                selector=selector, group=group, priority=priority, admitted=[], gate=gate)
+                selector=selector, group=group, priority=priority, admitted=[], gate=gate, allow_empty=allow_empty)
             now = to_iso(utc_now())
             rollout = rollout_store.insert_rollout(db=self._db, deployment_id=deployment["id"], plan=plan, created=now)
             self._event(rollout["id"], "created", "operator", deployment=deployment, plan=plan)
@@ -197,13 +203,16 @@ class RolloutController:
         log.info("rollout %d: %s (%s) %s", rollout_id, kind, actor, detail if kind != "created" else "")
 
     def _summary(self, rollout: dict) -> dict:
-        """Each admitted device's state, the counts, and the devices still waiting for a wave."""
+        """Each admitted (or refused) device's state, the counts, and the devices still waiting for a wave."""
         deployment = deployment_store.get_deployment(db=self._db, deployment_id=rollout["deployment_id"])
         deployments = deployment_store.list_deployments(db=self._db, module=deployment["module"])
         admitted = {d: i for i, wave in enumerate(rollout["waves"]) for d in wave}
         rows, waiting = [], []
         for device in device_store.list_devices(db=self._db):
             if not targeting.matches(deployment, device):
+                continue
+            if targeting.refusal(deployment, device):  # its firmware profile fails the fit check: never let in
+                rows.append({**targeting.device_state(deployment, device, None), "wave": admitted.get(device["id"])})
                 continue
             if device["id"] not in admitted and deployment["admitted"] is not None:
                 waiting.append(device["id"])
@@ -246,11 +255,18 @@ class RolloutController:
                         failures=[{"device_id": r["device_id"], "error": r["error"]} for r in failed])
             return []
         deployment = deployment_store.get_deployment(db=self._db, deployment_id=rollout["deployment_id"])
-        total = len(summary["devices"]) + len(summary["waiting"])
+        total = len(summary["devices"]) + len(summary["waiting"]) - summary["counts"]["refused"]
         waves = [list(w) for w in rollout["waves"]]
+        if not waves and not total:  # created with allow_empty: wait for a device, never claim completion
+            reason = (f"waiting for a device: none that it may run on matches "
+                      f"{deployment_service.describe_target(deployment['target'])} yet")
+            if rollout["reason"] != reason:
+                self._set(rollout, reason=reason)
+                self._event(rollout_id, "waiting", "controller", reason=reason)
+            return []
         if not waves:
             waves.append([])
-            self._set(rollout, waves=waves, wave_started=to_iso(now))
+            self._set(rollout, waves=waves, wave_started=to_iso(now), reason=None)
             self._event(rollout_id, "wave_started", "controller", wave=0,
                         planned=min(wave_size(plan, 0, total), total))
         index, current = len(waves) - 1, waves[-1]
@@ -259,7 +275,8 @@ class RolloutController:
         if len(current) < planned and waiting:
             return self._admit(rollout, deployment, waves, planned, waiting, now)
         by_device = {r["device_id"]: r for r in summary["devices"]}
-        counted = [by_device[d] for d in current if d in by_device and by_device[d]["state"] != "superseded"]
+        counted = [by_device[d] for d in current
+                   if d in by_device and by_device[d]["state"] not in ("superseded", "refused")]
         running = sum(1 for r in counted if r["state"] == "running")
         if running >= math.ceil(plan["success_percent"] * len(counted) / 100) and (counted or not current):
             self._event(rollout_id, "wave_succeeded", "controller", wave=index, running=running, devices=len(current))

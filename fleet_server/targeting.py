@@ -3,9 +3,14 @@
 A deployment targets a device when the device is in its ``devices`` list or
 when every ``key: value`` of its ``selector`` is among the device's tags (an
 empty selector matches every device), so membership by selector follows the
-device's tags as they change. Two more conditions apply: a withdrawn
-(rolled back) deployment targets nothing, and a deployment driven by a
-staged rollout targets only the devices the rollout has ``admitted`` so far.
+device's tags as they change. Three more conditions apply: a withdrawn
+(rolled back) deployment targets nothing, a deployment driven by a staged
+rollout targets only the devices the rollout has ``admitted`` so far, and a
+device whose firmware profile fails the deployment's fit check (its stored
+``fit`` table, see :mod:`.pipeline.gate`) is refused: :func:`refusal` says why.
+Because every path by which a device becomes a target (deployment created,
+device registered, enrolled, retagged, reconnected with another profile,
+A/B promoted) ends in these functions, none of them skips the check.
 
 Merge rule, when several deployments target one device: per module, the
 deployment with the highest ``priority`` wins; among equal priorities the
@@ -16,7 +21,8 @@ newest (highest id) wins. Modules are independent: deployment A may win
 
 from __future__ import annotations
 
-STATES = ("pending", "installing", "running", "failed", "superseded")
+STATES = ("pending", "installing", "running", "failed", "superseded", "refused")
+REFUSED_CODE = "gate_refused"
 
 
 def matches(deployment: dict, device: dict) -> bool:
@@ -28,13 +34,27 @@ def matches(deployment: dict, device: dict) -> bool:
     return selector is not None and all(device["tags"].get(k) == v for k, v in selector.items())
 
 
+def refusal(deployment: dict, device: dict) -> list[str]:
+    """Why the deployment's model does not fit the device's firmware profile (empty: it fits)."""
+    fit = deployment.get("fit") or {}
+    table = fit.get("profiles")
+    if table is None:
+        return []
+    profile = device.get("profile") or ""
+    if profile in table:
+        return table[profile]
+    if fit.get("gate"):
+        return [f"firmware profile {profile or '(none reported)'} is not known, so the gate cannot be checked"]
+    return []
+
+
 def targets(deployment: dict, device: dict) -> bool:
     if deployment.get("withdrawn"):
         return False
     admitted = deployment.get("admitted")
     if admitted is not None and device["id"] not in admitted:
         return False
-    return matches(deployment, device)
+    return matches(deployment, device) and not refusal(deployment, device)
 
 
 def _rank(deployment: dict) -> tuple[int, int]:
@@ -64,6 +84,8 @@ def explain(device: dict, deployments: list[dict]) -> list[dict]:
                 continue
             if d.get("withdrawn"):
                 why = "withdrawn (rolled back)"
+            elif refusal(d, device):
+                why = "refused by its fit check: " + "; ".join(refusal(d, device))
             elif not targets(d, device):
                 why = "its staged rollout has not reached this device yet"
             else:
@@ -84,12 +106,18 @@ def explain(device: dict, deployments: list[dict]) -> list[dict]:
 
 
 def device_state(deployment: dict, device: dict, effective: dict | None) -> dict:
-    """One device's view of a deployment: pending, installing, running, failed or superseded."""
+    """One device's view of a deployment: pending, installing, running, failed, superseded or refused (its
+    firmware profile fails the fit check; the error says why)."""
     row = {"device_id": device["id"], "state": "pending", "version": None, "error": None}
     reported = device.get("reported") or {}
     report = next((m for m in reported.get("modules", []) if m.get("name") == deployment["module"]), None)
     if report is not None:
         row["version"] = report.get("version")
+    problems = refusal(deployment, device)
+    if problems:
+        row["state"], row["error"] = "refused", {"code": REFUSED_CODE, "category": "fit",
+                                                 "message": "; ".join(problems)}
+        return row
     if effective is None or effective["id"] != deployment["id"]:
         row["state"] = "superseded"
         return row

@@ -13,7 +13,7 @@ from ..client import ApiClient
 from ..errors import CliError
 from ..options import JsonOpt, MaxMemoryOpt, MaxP95Opt, ServerOpt, TokenOpt, gate_body
 from ..output import console, format_tags, parse_tags, print_json, print_table
-from ..polling import wait_until
+from ..polling import device_problems, wait_until
 from . import rollout
 from .model import split_ref
 
@@ -22,7 +22,7 @@ app = typer.Typer(help="Deploy module versions to devices (by id or tag selector
 
 app.add_typer(rollout.app, name="rollout")
 
-FINAL_STATES = {"running", "failed", "superseded"}
+FINAL_STATES = {"running", "failed", "superseded", "refused"}
 EXPORT_FORMAT = "edgefleet-deployments/1"
 
 
@@ -37,8 +37,11 @@ def create(
                                                "newest")] = 0,
     split: Annotated[Optional[list[str]], typer.Option("--split", help="A/B: VERSION=WEIGHT, repeatable; include "
                                                        "the deployed version")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until every device runs it or failed")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until every device runs it or failed; exit 1 naming "
+                                                      "the devices that failed or were refused")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to --wait")] = 300.0,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Accept a selector or group that matches no "
+                                                                    "device yet (refused otherwise)")] = False,
     max_p95_ms: MaxP95Opt = None, max_memory_mb: MaxMemoryOpt = None,
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
@@ -50,7 +53,7 @@ def create(
                        exit_code=2)
     body = {"module": module, "version": version, "devices": device or None, "selector": target or None,
             "group": group, "priority": priority, "split": _parse_split(split) or None,
-            "gate": gate_body(max_p95_ms, max_memory_mb)}
+            "gate": gate_body(max_p95_ms, max_memory_mb), "allow_empty": allow_empty or None}
     client = ApiClient(server, token)
     deployment = client.post("/api/deployments", json={k: v for k, v in body.items() if v is not None})
     if not json_out:
@@ -60,6 +63,8 @@ def create(
         deployment = _wait(client, deployment["id"], timeout, quiet=json_out)
     if json_out:
         print_json(deployment)
+    if wait:
+        _exit_unless_running(deployment)
 
 
 @app.command("list")
@@ -80,14 +85,17 @@ def status(
     timeout: Annotated[float, typer.Option(help="Seconds to --watch")] = 300.0,
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
-    """Per-device state of a deployment: pending, installing, running, failed (with the reason) or superseded."""
+    """Per-device state of a deployment: pending, installing, running, failed or refused (with the reason) or
+    superseded. With --watch, exit 1 when a device failed or was refused."""
     client = ApiClient(server, token)
     deployment = _wait(client, deployment_id, timeout, quiet=json_out) if watch else \
         client.get(f"/api/deployments/{deployment_id}")
     if json_out:
         print_json(deployment)
-        return
-    _print_status(deployment)
+    elif not watch:
+        _print_status(deployment)
+    if watch:
+        _exit_unless_running(deployment)
 
 
 @app.command()
@@ -148,6 +156,7 @@ def export(
     definitions = [{"module": d["module"], "version": d["version"], "bundle_digest": d["bundle_digest"],
                     "devices": d["target"]["devices"], "selector": d["target"]["selector"],
                     "priority": d.get("priority", 0), **({"plan": plans[d["id"]]} if d["id"] in plans else {}),
+                    **({"gate": d["fit"]["gate"]} if (d.get("fit") or {}).get("gate") else {}),
                     **({"split": _split_of(d)} if d.get("split") else {})}
                    for d in client.get("/api/deployments") if not d.get("withdrawn")]
     text = json.dumps({"format": EXPORT_FORMAT, "deployments": definitions}, indent=2, sort_keys=True) + "\n"
@@ -161,6 +170,8 @@ def export(
 @app.command("import")
 def import_(
     file: Annotated[Path, typer.Argument(help="JSON file written by `deploy export`")],
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Accept definitions that match no device yet "
+                                                                    "(e.g. a new server before its devices)")] = False,
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Create the deployments a `deploy export` file defines (those with a plan as staged rollouts), in order."""
@@ -174,6 +185,8 @@ def import_(
     created = []
     for definition in doc["deployments"]:
         body = {k: v for k, v in definition.items() if v is not None}
+        if allow_empty:
+            body["allow_empty"] = True
         if "plan" in body:
             created.append({"rollout": client.post("/api/rollouts", json=body)["id"]})
         else:
@@ -183,6 +196,14 @@ def import_(
     else:
         console.print(f"created {len(created)} deployment(s) from {file}: " +
                       ", ".join(f"{k} {v}" for c in created for k, v in c.items()))
+
+
+def _exit_unless_running(deployment: dict) -> None:
+    """After a wait: exit 1 naming each device that failed (error category/code) or that the fit check refused."""
+    problems = device_problems(deployment.get("devices", []))
+    if problems:
+        raise CliError(f"deployment {deployment['id']} ({deployment['module']} v{deployment['version']}) did not "
+                       f"reach every device: {problems}")
 
 
 def _wait(client: ApiClient, deployment_id: int, timeout: float, *, quiet: bool) -> dict:

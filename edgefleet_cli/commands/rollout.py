@@ -10,7 +10,7 @@ from ..client import ApiClient
 from ..errors import CliError
 from ..options import JsonOpt, MaxMemoryOpt, MaxP95Opt, ServerOpt, TokenOpt, gate_body
 from ..output import console, format_tags, parse_tags, print_json, print_table
-from ..polling import wait_until
+from ..polling import device_problems, wait_until
 from .model import split_ref
 
 app = typer.Typer(help="Staged rollouts: a canary, then waves, each gated on the devices running the new version.",
@@ -37,8 +37,11 @@ def create(
     max_failure_percent: Annotated[Optional[float], typer.Option(help="...or this percentage of admitted devices")] = None,
     on_failure: Annotated[str, typer.Option(help="pause or abort when the error threshold is crossed")] = "pause",
     window: Annotated[float, typer.Option(help="Seconds a wave has to succeed before the rollout pauses")] = 600.0,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until the rollout completes, pauses or stops")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the rollout completes, pauses or stops; exit 1 "
+                                                      "with the reason unless it completed")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to --wait")] = 600.0,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Accept a selector or group that matches no "
+                                                                    "device yet: the rollout waits for one")] = False,
     max_p95_ms: MaxP95Opt = None, max_memory_mb: MaxMemoryOpt = None,
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
@@ -53,7 +56,7 @@ def create(
             "wave_window_s": window}
     body = {"module": module, "version": version, "devices": device or None, "selector": target or None,
             "group": group, "priority": priority, "plan": {k: v for k, v in plan.items() if v is not None},
-            "gate": gate_body(max_p95_ms, max_memory_mb)}
+            "gate": gate_body(max_p95_ms, max_memory_mb), "allow_empty": allow_empty or None}
     client = ApiClient(server, token)
     rollout = client.post("/api/rollouts", json={k: v for k, v in body.items() if v is not None})
     if wait:
@@ -62,6 +65,8 @@ def create(
         print_json(rollout)
     elif not wait:
         print_rollout(rollout)
+    if wait:
+        _exit_unless_completed(rollout)
 
 
 @app.command()
@@ -71,13 +76,17 @@ def status(
     timeout: Annotated[float, typer.Option(help="Seconds to --watch")] = 600.0,
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
-    """State, current wave and each device's state (with the error code and category of failures)."""
+    """State, current wave and each device's state (with the error code and category of failures).
+
+    With --watch, exit 1 with the reason unless the rollout completed."""
     client = ApiClient(server, token)
     rollout = _wait(client, rollout_id, timeout, quiet=json_out) if watch else client.get(f"/api/rollouts/{rollout_id}")
     if json_out:
         print_json(rollout)
     elif not watch:
         print_rollout(rollout)
+    if watch:
+        _exit_unless_completed(rollout)
 
 
 @app.command("list")
@@ -118,6 +127,15 @@ _action("pause", "Stop letting devices in and stop advancing (what runs stays)."
 _action("resume", "Continue a paused rollout; failures so far are acknowledged, the wave's window restarts.")
 _action("abort", "End the rollout: no more devices are let in; devices keep what they run.")
 _action("rollback", "Withdraw the rollout's deployment: its devices go back to the version they ran before.")
+
+
+def _exit_unless_completed(rollout: dict) -> None:
+    """After a wait: exit 1 when the rollout paused, aborted or was rolled back, with why and which devices failed."""
+    if rollout["state"] == "completed":
+        return
+    problems = device_problems(rollout["devices"])
+    raise CliError(f"rollout {rollout['id']} {rollout['state']}: {rollout.get('reason') or 'no reason given'}"
+                   + (f"; {problems}" if problems else ""))
 
 
 def _wait(client: ApiClient, rollout_id: int, timeout: float, *, quiet: bool) -> dict:

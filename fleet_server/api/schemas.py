@@ -51,6 +51,8 @@ class ModelVersionPublic(BaseModel):
     tags: dict[str, str]
     properties: dict[str, Any]
     created: str
+    warnings: list[str] = Field(default_factory=list, description="On registration: e.g. the same file is "
+                                                                  "already registered as NAME:VERSION")
 
 
 class ModelVersionUpdate(_In):
@@ -173,7 +175,10 @@ class DeploymentCreate(_In):
     split: dict[int, int] | None = Field(None, description="A/B: {version: weight}, the deployment's version and "
                                                            "others served side by side")
     gate: DeploymentGate | None = Field(None, description="Refuse at creation unless the model version's stored "
-                                                          "profile meets these on every targeted device")
+                                                          "profile meets these on every targeted device; devices "
+                                                          "that join later and fail it are refused one by one")
+    allow_empty: bool = Field(False, description="Accept a target that matches no device now (the deployment "
+                                                 "waits for devices that join later); refused otherwise")
 
 
 class DeploymentTarget(BaseModel):
@@ -191,12 +196,16 @@ class DeploymentPublic(BaseModel):
     admitted: list[str] | None = Field(None, description="Devices a staged rollout has let in (null: all targeted)")
     withdrawn: bool = Field(False, description="Rolled back: the deployment targets no device any more")
     split: dict[str, Any] | None = Field(None, description="A/B: {weight, variants: [{version, bundle_digest, weight}]}")
+    fit: dict[str, Any] | None = Field(None, description="The fit check stored at creation: {gate, profiles: "
+                                                         "{firmware profile: [why the model does not fit]}}")
+    decided: dict[str, Any] | None = Field(None, description="A/B ended by promote: {version, deployment_id, at, "
+                                                             "variants: the comparison frozen then}")
     created: str
 
 
 class DeploymentDeviceState(BaseModel):
     device_id: str
-    state: Literal["pending", "installing", "running", "failed", "superseded"]
+    state: Literal["pending", "installing", "running", "failed", "superseded", "refused"]
     version: int | None
     error: dict[str, Any] | None
 
@@ -361,9 +370,14 @@ class VariantStats(BaseModel):
     version: int
     weight: int
     devices: int = Field(description="Devices that reported statistics for this version")
-    requests: int
+    requests: int = Field(description="Every request this version served, errors included")
+    answered: int = Field(description="Requests answered without an error")
     errors: int
-    error_rate: float
-    latency_p50_us: int | None
-    latency_p95_us: int | None
-    outputs: dict[str, int] = Field(description="How often each class (argmax of the first output) was answered")
+    error_rate: float = Field(description="errors / requests")
+    latency_p50_us: float | None = Field(description="Of answered requests; within 1 % of the true quantile")
+    latency_p95_us: float | None
+    latency_p99_us: float | None
+    outputs: dict[str, int] = Field(description="Answers by class over every row the split routed (the label "
+                                                "output, else the argmax of a score per class)")
+    answer_output: str | None = Field(None, description="The output counted in outputs")
+    unreadable_records: int = Field(0, description="Malformed reports left out")

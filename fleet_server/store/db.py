@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS device_certificates (
     device_id TEXT NOT NULL,
     not_after TEXT NOT NULL,
     issued TEXT NOT NULL,
-    revoked TEXT
+    revoked TEXT,
+    public_key TEXT
 );
 CREATE INDEX IF NOT EXISTS device_certificates_device ON device_certificates (device_id);
 CREATE TABLE IF NOT EXISTS model_versions (
@@ -107,7 +108,9 @@ CREATE TABLE IF NOT EXISTS deployments (
     priority INTEGER NOT NULL DEFAULT 0,
     admitted TEXT,
     withdrawn INTEGER NOT NULL DEFAULT 0,
-    split TEXT
+    split TEXT,
+    fit TEXT,
+    decided TEXT
 );
 CREATE INDEX IF NOT EXISTS deployments_bundle ON deployments (bundle_digest);
 CREATE TABLE IF NOT EXISTS rollouts (
@@ -174,6 +177,11 @@ CREATE TABLE IF NOT EXISTS captures (
     UNIQUE (device_id, outbox_id, seq)
 );
 CREATE INDEX IF NOT EXISTS captures_model ON captures (model, version, id);
+CREATE TABLE IF NOT EXISTS bundle_keys (
+    digest TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    created TEXT NOT NULL
+);
 """
 
 
@@ -232,9 +240,10 @@ class Database:
         self._local = threading.local()
 
 
-_ADDED_COLUMNS = {"devices": (("revoked", "TEXT"),),
+_ADDED_COLUMNS = {"devices": (("revoked", "TEXT"),), "device_certificates": (("public_key", "TEXT"),),
                   "deployments": (("priority", "INTEGER NOT NULL DEFAULT 0"), ("admitted", "TEXT"),
-                                  ("withdrawn", "INTEGER NOT NULL DEFAULT 0"), ("split", "TEXT"))}
+                                  ("withdrawn", "INTEGER NOT NULL DEFAULT 0"), ("split", "TEXT"), ("fit", "TEXT"),
+                                  ("decided", "TEXT"))}
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:

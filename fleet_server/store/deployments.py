@@ -5,6 +5,9 @@ list of devices a staged rollout has let in so far otherwise; ``withdrawn``
 marks a deployment an operator rolled back (it targets nothing any more).
 ``split`` (A/B) is ``{"weight": w, "variants": [{version, bundle_digest,
 weight}]}``: other versions served beside the deployment's own, by weight.
+``fit`` is the fit table computed at creation (:func:`fleet_server.pipeline.gate.fit_table`:
+the gate's limits and, per firmware profile, what stops the model running there).
+``decided`` (A/B) is the comparison frozen at promote (:mod:`fleet_server.variants`).
 """
 
 from __future__ import annotations
@@ -18,15 +21,16 @@ def _decode(row: dict) -> dict:
             "bundle_digest": row["bundle_digest"],
             "target": {"devices": loads(row["devices"]), "selector": loads(row["selector"])},
             "priority": row["priority"], "admitted": loads(row["admitted"]), "withdrawn": bool(row["withdrawn"]),
-            "split": loads(row["split"]), "created": row["created"]}
+            "split": loads(row["split"]), "fit": loads(row.get("fit")), "decided": loads(row.get("decided")),
+            "created": row["created"]}
 
 
 def insert_deployment(*, db: Database, module: str, version: int, bundle_digest: str, devices: list[str] | None,
                       selector: dict[str, str] | None, created: str, priority: int = 0,
-                      admitted: list[str] | None = None, split: dict | None = None) -> dict:
+                      admitted: list[str] | None = None, split: dict | None = None, fit: dict | None = None) -> dict:
     row = {"module": module, "version": version, "bundle_digest": bundle_digest, "devices": dumps(devices),
            "selector": dumps(selector), "created": created, "priority": priority, "admitted": dumps(admitted),
-           "withdrawn": 0, "split": dumps(split)}
+           "withdrawn": 0, "split": dumps(split), "fit": dumps(fit)}
     with db.transaction() as tx:
         row["id"] = tx["deployments"].insert(row).last_pk
     return _decode(row)
@@ -70,6 +74,18 @@ def model_stats_since(*, db: Database, module: str, device_ids: list[str], since
         f"SELECT device_id, data FROM telemetry WHERE kind = 'model_stats' AND received >= ? "
         f"AND device_id IN ({marks}) AND json_extract(data, '$.model') = ?", [since, *device_ids, module]).fetchall()
     return [{"device_id": device_id, **loads(data)} for device_id, data in rows]
+
+
+def claim_decision(*, db: Database, deployment_id: int, decided: dict) -> bool:
+    """Record the end of an A/B comparison unless one is recorded already (then False)."""
+    with db.transaction() as tx:
+        return tx.execute("UPDATE deployments SET decided = ? WHERE id = ? AND decided IS NULL",
+                          [dumps(decided), deployment_id]).rowcount == 1
+
+
+def set_decision(*, db: Database, deployment_id: int, decided: dict | None) -> None:
+    with db.transaction() as tx:
+        tx.execute("UPDATE deployments SET decided = ? WHERE id = ?", [dumps(decided), deployment_id])
 
 
 def record_transfer(*, db: Database, bundle_digest: str, device_id: str, chunks: dict[str, int]) -> None:

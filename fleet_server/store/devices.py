@@ -35,7 +35,8 @@ def create_device(*, db: Database, device_id: str, name: str | None, tags: dict[
 
 def record_status(*, db: Database, device_id: str, status: str, seen: str | None, profile: str,
                   agent_version: str, scoring_url: str | None, device_tags: dict[str, str], created: str) -> bool:
-    """Apply a status message (creating the device); True when the device is new or its tags changed.
+    """Apply a status message (creating the device); True when the device is new or its tags or firmware profile
+    changed (either can change which deployments target it: selectors, fit checks).
 
     The device's own tags count only until it is first seen; after that the
     server's tags (``PATCH /api/devices/{id}``) are the truth. Tags already
@@ -52,19 +53,21 @@ def record_status(*, db: Database, device_id: str, status: str, seen: str | None
             "profile), agent_version = COALESCE(NULLIF(?, ''), agent_version), scoring_url = COALESCE(?, "
             "scoring_url), tags = ? WHERE id = ?",
             [status, seen, profile, agent_version, scoring_url, dumps(tags), device_id])
-    return new or tags != device["tags"]
+    return new or tags != device["tags"] or bool(profile) and profile != device["profile"]
 
 
 def record_reported(*, db: Database, device_id: str, reported: dict, seen: str | None, profile: str,
                     agent_version: str, created: str) -> bool:
-    """Store a device's reported state (creating the device); True when the device is new."""
+    """Store a device's reported state (creating the device); True when the device is new or its firmware profile
+    changed."""
     with db.transaction():
         new = create_device(db=db, device_id=device_id, name=None, tags={}, created=created)
+        before = get_device(db=db, device_id=device_id)["profile"]
         db.connection().execute(
             "UPDATE devices SET reported = ?, last_seen = COALESCE(?, last_seen), profile = COALESCE(NULLIF(?, ''), "
             "profile), agent_version = COALESCE(NULLIF(?, ''), agent_version) WHERE id = ?",
             [dumps(reported), seen, profile, agent_version, device_id])
-    return new
+    return new or bool(profile) and profile != before
 
 
 def touch(*, db: Database, device_id: str, seen: str) -> None:

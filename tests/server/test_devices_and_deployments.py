@@ -108,7 +108,7 @@ def test_generations_only_go_up_so_an_older_document_is_refused(api, fleet):
 def test_retagging_a_device_reevaluates_selector_deployments(api, fleet):
     build(api)
     api.post("/api/devices", json={"id": "cam-1", "tags": {"site": "lab"}})
-    deploy(api, module="scaler", selector={"site": "field"})
+    deploy(api, module="scaler", selector={"site": "field"}, allow_empty=True)
     assert desired(fleet, "cam-1") == (0, None)
     api.patch("/api/devices/cam-1", json={"tags": {"site": "field"}})
     generation, envelope = desired(fleet, "cam-1")
@@ -120,7 +120,7 @@ def test_retagging_a_device_reevaluates_selector_deployments(api, fleet):
 
 def test_a_device_that_appears_later_gets_matching_selector_deployments(api, fleet):
     build(api)
-    deploy(api, module="scaler", selector={"site": "lab"})
+    deploy(api, module="scaler", selector={"site": "lab"}, allow_empty=True)
     feed(fleet, "late-1", "status", msg.status("late-1", tags={"site": "lab"}))
     assert desired(fleet, "late-1")[0] == 1
 
@@ -164,7 +164,8 @@ def test_deployment_status_follows_what_devices_report(api, fleet):
     detail = api.get(f"/api/deployments/{deployment['id']}").json()
     states = {d["device_id"]: d["state"] for d in detail["devices"]}
     assert states == {"cam-1": "running", "cam-2": "failed", "cam-3": "pending"}
-    assert detail["counts"] == {"pending": 1, "installing": 0, "running": 1, "failed": 1, "superseded": 0}
+    assert detail["counts"] == {"pending": 1, "installing": 0, "running": 1, "failed": 1, "superseded": 0,
+                                "refused": 0}
     assert next(d for d in detail["devices"] if d["device_id"] == "cam-2")["error"]["code"] == "load_failed"
     build(api, scale=3.0)
     deploy(api, module="scaler", devices=["cam-3"])
@@ -192,3 +193,35 @@ def test_telemetry_is_queryable_per_device_and_kind(api, fleet):
     assert len(api.get("/api/telemetry", params={"device_id": "cam-1", "limit": 2}).json()) == 2
     assert api.get("/api/telemetry", params={"limit": 0}).status_code == 422
     assert api.get("/api/devices/ghost/telemetry").status_code == 404
+
+
+def test_deployment_to_a_selector_matching_no_device_is_refused_unless_allow_empty(api, fleet):
+    build(api)
+    api.post("/api/devices", json={"id": "cam-1", "tags": {"site": "lab"}})
+    for path in ("/api/deployments", "/api/rollouts"):
+        response = api.post(path, json={"module": "scaler", "selector": {"site": "nowhere"}})
+        assert response.status_code == 400, response.text
+        assert "no device matches selector site=nowhere" in response.json()["detail"]
+        assert "--allow-empty" in response.json()["detail"]
+    api.post("/api/groups", json={"name": "empty", "selector": {"site": "nowhere"}})
+    response = api.post("/api/deployments", json={"module": "scaler", "group": "empty"})
+    assert response.status_code == 400 and "no device matches group empty" in response.json()["detail"]
+    assert api.get("/api/deployments").json() == [] and api.get("/api/rollouts").json() == []
+    deploy(api, module="scaler", selector={"site": "nowhere"}, allow_empty=True)
+
+
+def test_an_allowed_empty_rollout_waits_for_a_device_instead_of_completing(api, fleet):
+    build(api)
+    response = api.post("/api/rollouts", json={"module": "scaler", "selector": {"site": "later"},
+                                               "allow_empty": True})
+    assert response.status_code == 201, response.text
+    rollout_id = response.json()["id"]
+    fleet.rollouts.step_all()
+    waiting = api.get(f"/api/rollouts/{rollout_id}").json()
+    assert (waiting["state"], waiting["wave"], waiting["waves"]) == ("running", -1, [])
+    assert waiting["reason"] == "waiting for a device: none that it may run on matches selector site=later yet"
+    api.post("/api/devices", json={"id": "cam-7", "tags": {"site": "later"}})
+    fleet.rollouts.step_all()
+    admitted = api.get(f"/api/rollouts/{rollout_id}").json()
+    assert (admitted["state"], admitted["waves"], admitted["reason"]) == ("running", [["cam-7"]], None)
+    assert [m["name"] for m in desired(fleet, "cam-7")[1]["signed"]["modules"]] == ["scaler"]

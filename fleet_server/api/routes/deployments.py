@@ -10,7 +10,7 @@ from ... import deployments as service
 from ...store import deployments as deployment_store
 from ...store import rollouts as rollout_store
 from ..deps import FleetDep
-from ...variants import variant_stats
+from ...variants import promote as promote_variant, variant_stats
 from ..schemas import (DeploymentCreate, DeploymentDetail, DeploymentPublic, GroupCreate, GroupPublic, PromoteRequest,
                        RolloutCreate, RolloutEvent, RolloutPublic, VariantStats)
 
@@ -28,7 +28,7 @@ def create(fleet: FleetDep, body: DeploymentCreate) -> dict:
     return service.create_deployment(fleet, module=body.module, version=body.version,
                                      bundle_digest=body.bundle_digest, devices=body.devices, selector=body.selector,
                                      group=body.group, priority=body.priority, split=body.split,
-                                     gate=body.gate.model_dump() if body.gate else None)
+                                     gate=body.gate.model_dump() if body.gate else None, allow_empty=body.allow_empty)
 
 
 @router.get("/deployments", response_model=list[DeploymentPublic])
@@ -45,8 +45,11 @@ def get_deployment(fleet: FleetDep, deployment_id: int) -> dict:
 @router.post("/deployments/{deployment_id}/promote", response_model=DeploymentPublic,
              status_code=status.HTTP_201_CREATED)
 def promote(fleet: FleetDep, deployment_id: int, body: PromoteRequest) -> dict:
-    """End an A/B split: deploy the winning version alone to the same target (the newest deployment wins)."""
-    return service.promote(fleet, deployment_id, body.version)
+    """End an A/B split: deploy the winning version alone to the same target (the newest deployment wins).
+
+    The comparison is frozen as it stands (``decided``); promoting again is refused (409).
+    """
+    return promote_variant(fleet, deployment_id, body.version)
 
 
 @router.get("/deployments/{deployment_id}/variants", response_model=list[VariantStats])
@@ -61,7 +64,7 @@ def create_rollout(fleet: FleetDep, body: RolloutCreate) -> dict:
     return fleet.rollouts.create(module=body.module, version=body.version, bundle_digest=body.bundle_digest,
                                  devices=body.devices, selector=body.selector, group=body.group,
                                  priority=body.priority, plan=body.plan.model_dump(),
-                                 gate=body.gate.model_dump() if body.gate else None)
+                                 gate=body.gate.model_dump() if body.gate else None, allow_empty=body.allow_empty)
 
 
 @router.get("/rollouts", response_model=list[RolloutPublic])
