@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from fleet_protocol import messages
-from fleet_protocol.canonical import canonical_json
+from fleet_protocol.canonical import canonical_json, parse_json_object
 from fleet_protocol.errors import BadDataError, EdgefleetError, MessageError, RollbackError
 from fleet_protocol.root import TrustedRoot
 from fleet_protocol.timestamps import utc_now
@@ -42,7 +42,7 @@ class RootKeeper:
         self._outbox = outbox
         self._now = now
         try:
-            envelope = json.loads(Path(enrolled).read_text(encoding="utf-8"))
+            envelope = _parse_root(Path(enrolled).read_bytes())
             self.root = TrustedRoot.from_envelope(envelope)
             self._held = canonical_json(envelope)  # the trusted root's bytes, to recognise a copy of it
         except (OSError, ValueError, EdgefleetError) as exc:
@@ -50,7 +50,7 @@ class RootKeeper:
         stored = outbox.get_meta(ROOT_KEY)
         if stored is not None:
             try:
-                envelope = json.loads(stored)
+                envelope = _parse_root(stored)
                 persisted = TrustedRoot.from_envelope(envelope)
             except (ValueError, EdgefleetError) as exc:
                 log.error("the stored root of trust is not valid (%s); using the enrollment root", exc)
@@ -98,6 +98,10 @@ def _version_hint(envelope: dict) -> int:
     if not isinstance(version, int) or isinstance(version, bool):
         raise MessageError("root chain: a root has no integer version")
     return version
+
+
+def _parse_root(data: bytes | str) -> dict:
+    return parse_json_object(data, what="root", max_bytes=messages.MAX_MESSAGE_BYTES)
 
 
 def _bytes(envelope: dict) -> bytes | None:
