@@ -6,7 +6,9 @@ An enrolled agent (``trusted_root`` in its config) trusts the signing keys of
 the root it holds and follows key rotations published on the root topic
 (:mod:`.root_keeper`); one configured with fixed ``trusted_keys`` keeps those.
 Its reported state says when the desired state it holds has expired without
-a fresh one (``stale``, :mod:`.freshness`).
+a fresh one (``stale``, :mod:`.freshness`). Desired-state and root messages
+that fail a trust check are refused, counted (a ``refused_messages`` event
+each heartbeat) and reported; they change nothing else.
 ``run_forever()`` blocks until SIGINT/SIGTERM, then ``stop()`` publishes the
 offline status, flushes telemetry and closes everything.
 
@@ -38,7 +40,7 @@ from .fetcher import Fetcher
 from .freshness import Freshness
 from .identity import CertificateRenewer, finish_interrupted_switch
 from .installer import Installer
-from .mqtt_link import MqttLink, RateLimitedLog
+from .mqtt_link import MqttLink, RateLimitedLog, RefusalCount
 from .offload import CloudScoreResult, Offload
 from .outbox import Outbox
 from .reconciler import GENERATION_KEY, Reconciler
@@ -65,7 +67,7 @@ class Agent:
         self._publish_lock = threading.Lock()
         self.scoring: ScoringServer | None = None
         self._scoring_url: str | None = None
-        self._last_desired: dict | None = None  # resubmitted when a new root makes a refused one acceptable
+        self.refusals = RefusalCount()  # messages refused by a trust check, in the telemetry
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -100,7 +102,7 @@ class Agent:
                                  retries=config.cloud_retries,
                                  breaker=CircuitBreaker(failure_threshold=config.cloud_breaker_failures,
                                                         cooldown_s=config.cloud_breaker_cooldown_s))
-        self.offload = Offload(client=client, outbox=self.outbox, profile=self.profile,
+        self.offload = Offload(client=client, outbox=self.outbox,
                                overrides=lambda: self.reconciler.desired_config.get("fallback", {}))
         try:
             self.scoring = ScoringServer(host=config.scoring_host, port=config.scoring_port,
@@ -129,14 +131,15 @@ class Agent:
                                    runtime=self.runtime, disk_path=str(config.state_dir),
                                    heartbeat_interval_s=config.heartbeat_interval_s,
                                    flush_interval_s=config.telemetry_flush_interval_s,
-                                   extra_records=self.offload.take_records)
+                                   extra_records=lambda: self.offload.take_records() + self.refusals.take_records())
         self.fetcher = Fetcher(self.link, self.device_id, self.installer.staging_dir,
                                window=config.fetch_window_chunks, timeout_s=config.fetch_timeout_s,
                                on_malformed=self.telemetry.malformed)
         self.reconciler = Reconciler(trust=self.trust, outbox=self.outbox, installer=self.installer,
                                      fetcher=self.fetcher, runtime=self.runtime, telemetry=self.telemetry,
                                      on_change=self.publish_reported,
-                                     on_accepted=lambda state: self.freshness.accepted(state.expires))
+                                     on_accepted=lambda state: self.freshness.accepted(state.expires),
+                                     refusals=self.refusals)
         self.reconciler.load_installed()
         self._ready.set()
         self.scoring.start()
@@ -266,26 +269,29 @@ class Agent:
             self.telemetry.malformed(topic)
             self._ratelog.warning(topic, "malformed desired state (%d bytes) ignored: %s", len(payload), exc)
             return
-        self._last_desired = envelope
-        self.reconciler.submit(envelope)
+        self.reconciler.submit(envelope)  # verified there before anything acts on it
 
     def _on_root(self, topic: str, payload: bytes) -> None:
         """A root-chain message: move the root of trust forward, or refuse it with the reason."""
         if not payload:
             return
+        before = self.root_keeper.error
         try:
             moved = self.root_keeper.receive(payload)
         except EdgefleetError as exc:
+            self.refusals.add("root", exc.code)
             self._ratelog.warning(topic, "refused root document: %s", exc)
-            self.telemetry.event("root_refused", **exc.as_report())
-            self.publish_reported()
+            if self.root_keeper.error != before:  # a flood of one refusal: one event, one report
+                self.telemetry.event("root_refused", **exc.as_report())
+                self.publish_reported()
             return
         if moved:
             self.trust.set_keys(self.root_keeper.root.signing_keys())  # the rotated-out key is refused from now on
             self.telemetry.event("root_updated", version=self.root_keeper.version)
-            if self._last_desired is not None and self.reconciler.doc_error is not None:
-                self.reconciler.submit(self._last_desired)  # refused under the old root: try it again
-        self.publish_reported()
+            # A desired state signed by the new keys may have come (and been refused) first: ask the broker for
+            # its retained one again rather than keep any unverified document here.
+            self.link.resubscribe(self._desired_topic)
+            self.publish_reported()
 
     def _on_freshness(self, stale: bool) -> None:
         self.telemetry.event("desired_stale" if stale else "desired_fresh")

@@ -20,6 +20,10 @@ What it does not do: parse payloads (handlers do, with the fleet_protocol
 parsers) or retry publishes (the outbox does). paho errors are converted at
 this boundary into :class:`~fleet_protocol.errors.TransportError`; a handler
 that raises is logged and never reaches paho's thread.
+
+Two helpers for floods of bad input sit beside it: :class:`RateLimitedLog`
+(one log line per key and interval) and :class:`RefusalCount` (messages
+refused by a trust check, counted for the telemetry, never one record each).
 """
 
 from __future__ import annotations
@@ -218,6 +222,17 @@ class MqttLink:
                 self._suback.pop(mid, None)
             raise TransportError(f"no SUBACK for {topic} within {timeout_s:g}s")
 
+    def resubscribe(self, topic: str) -> None:
+        """Subscribe again now without waiting (safe on paho's thread): the broker re-sends its retained message."""
+        with self._lock:
+            qos = self._subscriptions.get(topic)
+        if qos is None or not self.connected:
+            return  # not subscribed, or the next connect subscribes (and gets the retained message) anyway
+        try:
+            self._client.subscribe(topic, qos)
+        except (ValueError, OSError) as exc:
+            log.info("subscribing again to %s failed: %s", topic, exc)
+
     def unsubscribe(self, topic: str) -> None:
         with self._lock:
             self._handlers.pop(topic, None)
@@ -315,3 +330,33 @@ class RateLimitedLog:
         suppressed = self._suppressed.pop(key, 0)
         suffix = f" ({suppressed} similar suppressed)" if suppressed else ""
         self._log.warning(message + suffix, *args)
+
+
+class RefusalCount:
+    """Counts messages refused by a trust check (signature, device, version), per topic kind and error code.
+
+    Refusals can arrive in floods, so each is counted rather than written as its own record;
+    :meth:`take_records` gives the telemetry one ``refused_messages`` event per heartbeat with the
+    count since the last one and the running total. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.total = 0
+        self.by_code: dict[str, int] = {}  # "desired/bad_signature" -> count since start
+        self._new: dict[str, int] = {}
+
+    def add(self, kind: str, code: str) -> None:
+        key = f"{kind}/{code}"
+        with self._lock:
+            self.total += 1
+            self.by_code[key] = self.by_code.get(key, 0) + 1
+            self._new[key] = self._new.get(key, 0) + 1
+
+    def take_records(self) -> list[tuple[str, dict]]:
+        with self._lock:
+            new, self._new = self._new, {}
+            total = self.total
+        if not new:
+            return []
+        return [("event", {"event": "refused_messages", "count": sum(new.values()), "total": total, "codes": new})]

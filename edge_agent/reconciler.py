@@ -1,14 +1,17 @@
 """Reconciler: move what the device runs toward the signed desired state, one document at a time.
 
-Desired-state envelopes arrive from the MQTT link (:meth:`Reconciler.submit`)
-and wait in a small queue that drops a queued document as soon as one with a
-newer generation arrives (the newer one also interrupts a fetch in
-progress; chunks already fetched are kept). One worker thread then, per
-document:
+Desired-state envelopes arrive from the MQTT link (:meth:`Reconciler.submit`),
+which verifies each one with :class:`fleet_protocol.trust.TrustedState`
+(signature, device, generation, expiry) before anything else looks at it.
+A refused document is counted (:class:`RefusalCount`) and shown as the
+reported ``error``; it never reaches the queue, so nothing unverified can
+drop a queued document, interrupt a fetch or move the generation. Verified
+documents wait in a small queue that drops a queued one as soon as a newer
+generation arrives (the newer one also interrupts a fetch in progress;
+chunks already fetched are kept). One worker thread then, per document:
 
-1. verifies it with :class:`fleet_protocol.trust.TrustedState` (signature,
-   device, generation, expiry); a refused document changes nothing but the
-   reported ``error``; an accepted generation is persisted;
+1. verifies it again (the keys may have rotated meanwhile); an accepted
+   generation is persisted;
 2. for each desired module whose bundle digest differs from the installed
    one: verifies the manifest (rollback refused), copies the chunks an
    installed version already holds, fetches the rest (:mod:`edge_agent.fetcher`), installs atomically
@@ -27,8 +30,10 @@ restarted after a doubling back-off and, after ``max_restarts`` loops, left
 down (``module_broken``) until a new desired state arrives. The other
 modules keep serving throughout.
 
-Every step is idempotent: the same document twice is a no-op. Every change
-is published as a retained reported state and written as an event.
+Every step is idempotent: the same document twice is a no-op (it does not
+clear a reported refusal either: only a newer verified document does).
+Every change is published as a retained reported state and written as an
+event.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from .fetcher import FetchAborted, Fetcher
 from .fit import check_fits
 from .health import restart_delay_s
 from .installer import ActiveRecord, Installer
-from .mqtt_link import RateLimitedLog
+from .mqtt_link import RateLimitedLog, RefusalCount
 from .outbox import Outbox
 from .runtime import LoadedModule, Runtime
 from .telemetry import Telemetry
@@ -72,7 +77,8 @@ class Reconciler:
     def __init__(self, *, trust: TrustedState, outbox: Outbox, installer: Installer, fetcher: Fetcher,
                  runtime: Runtime, telemetry: Telemetry,
                  on_change: Callable[[], None], now: Callable[[], datetime] = utc_now,
-                 on_accepted: Callable[[DesiredState], None] | None = None):
+                 on_accepted: Callable[[DesiredState], None] | None = None,
+                 refusals: RefusalCount | None = None):
         self.trust = trust
         self.outbox = outbox
         self.installer = installer
@@ -92,6 +98,7 @@ class Reconciler:
         self.statuses: dict[str, ModuleStatus] = {}
         self.doc_error: dict | None = None
         self._refusal_log = RateLimitedLog(log)  # refused documents can arrive in floods
+        self.refusals = refusals if refusals is not None else RefusalCount()
         self.desired_config: dict = {}  # the accepted desired state's config (e.g. fallback overrides)
         self.generation = trust.last_generation
         self._applied: str | None = None  # digest of the last document fully processed
@@ -101,12 +108,22 @@ class Reconciler:
     # --- queue ----------------------------------------------------------------------------------
 
     def submit(self, envelope: dict) -> None:
-        """Queue a (still unverified) desired-state envelope; drops queued older generations."""
-        hint = _generation_hint(envelope)
+        """Verify a desired-state envelope, then queue it: a queued older generation is dropped.
+
+        Only a verified generation orders the queue or interrupts a fetch; a refused envelope is
+        counted and reported, nothing else. One older than a queued document is superseded: left out.
+        """
+        try:
+            state = self.trust.verify_desired_state(envelope, now=self._now())
+        except EdgefleetError as exc:
+            self._refuse(exc)
+            return
         with self._cond:
-            while self._queue and self._queue[-1][0] <= hint:
+            while self._queue and self._queue[-1][0] <= state.generation:
                 self._queue.pop()
-            self._queue.append((hint, envelope))
+            if self._queue:
+                return  # a newer verified document is already waiting
+            self._queue.append((state.generation, envelope))
             self.idle.clear()
             self._cond.notify()
 
@@ -161,19 +178,16 @@ class Reconciler:
     # --- one document ---------------------------------------------------------------------------
 
     def process(self, envelope: dict) -> None:
-        try:
+        try:  # again: the keys may have rotated, or a newer generation been accepted, since submit()
             state = self.trust.verify_desired_state(envelope, now=self._now())
-        except (BadDataError, EdgefleetError) as exc:
-            self._refusal_log.warning("desired", "refused desired state: %s", exc)
-            self.doc_error = exc.as_report()
-            self.telemetry.event("desired_refused", **exc.as_report())
-            self._changed()
+        except EdgefleetError as exc:
+            self._refuse(exc)
             return
         if self._on_accepted is not None:
             self._on_accepted(state)
         doc_id = sha256_hex(canonical_json(envelope["signed"]))
-        if doc_id == self._applied and self.doc_error is None:
-            return  # the same document again: nothing to do
+        if doc_id == self._applied:
+            return  # the same document again (a replay too): nothing to do, a reported refusal stays
         if state.generation > self.trust.last_generation:
             self.outbox.set_meta(GENERATION_KEY, str(state.generation))
         self.trust.accept_generation(state.generation)
@@ -376,6 +390,17 @@ class Reconciler:
         self.telemetry.event(event, module=name, version=target[0], digest=target[1], **exc.as_report(), **extra)
         self._changed()
 
+    def _refuse(self, exc: EdgefleetError) -> None:
+        """Count and report a refused document; a flood of the same refusal writes one event and one report."""
+        self.refusals.add("desired", exc.code)
+        self._refusal_log.warning("desired", "refused desired state: %s", exc)
+        report = exc.as_report()
+        if report == self.doc_error:
+            return
+        self.doc_error = report
+        self.telemetry.event("desired_refused", **report)
+        self._changed()
+
     def _changed(self) -> None:
         try:
             self._on_change()
@@ -400,11 +425,4 @@ class Reconciler:
                 error=status.error if status else None,
             ))
         return reports
-
-
-def _generation_hint(envelope: dict) -> int:
-    """The generation a (not yet verified) envelope claims, for queue ordering only."""
-    signed = envelope.get("signed") if isinstance(envelope, dict) else None
-    value = signed.get("generation") if isinstance(signed, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
