@@ -16,9 +16,11 @@ names) overrides the firmware profile's order for that module.
 
 The hot path (:meth:`LoadedModule.score`, used by ``Agent.infer`` and the
 HTTP API) is a closure built at load time: no locks, logging or dict
-building beyond the outputs dict; per-request statistics are a log2
-latency histogram updated without a lock (a rare lost increment under
-concurrent requests is accepted: they are statistics).
+building beyond the outputs dict; per-request statistics are a latency
+sketch (:mod:`fleet_protocol.sketch`, 1 % relative error) updated without a
+lock (a rare lost increment under concurrent requests is accepted: they are
+statistics). Under an A/B split, answers by class are counted as
+:mod:`edge_agent.answers` says.
 """
 
 from __future__ import annotations
@@ -31,18 +33,23 @@ import logging
 import sys
 import threading
 from dataclasses import dataclass
+from math import ceil
+from math import log as ln
 from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Callable
 
 import numpy as np
 
-from fleet_protocol import oip
-from fleet_protocol.errors import BadDataError, EdgefleetError
+from fleet_protocol import oip, sketch
+from fleet_protocol.errors import BadDataError, EdgefleetError, MessageError, TransportError
 from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.profiles import FirmwareProfile
 
+from .answers import AnswerCounts
+from .fallback import FallbackPolicy
 from .health import CrashWatch, HealthCheckError, HealthPolicy, check_latency, gate
+from .inputs import TensorSpec, mismatch
 from .installer import ActiveRecord
 
 log = logging.getLogger("edgefleet.agent.runtime")
@@ -60,10 +67,21 @@ class LoadError(EdgefleetError):
 
 
 class InferenceError(BadDataError):
-    """A request the model refused (wrong input name, shape or dtype)."""
+    """The client's request does not fit the module (input name, datatype or shape): 400, do not retry."""
 
     code = "bad_request"
     category = "message"
+
+
+class ModuleError(EdgefleetError):
+    """The model or the entry script failed on inputs that fit: our side, 500 (503 when ``temporary``)."""
+
+    code = "module_failed"
+    category = "health"
+
+    def __init__(self, message: str, *, temporary: bool = False):
+        super().__init__(message, code="module_busy" if temporary else None)
+        self.temporary = temporary
 
 
 class ModelNotFound(EdgefleetError):
@@ -88,20 +106,17 @@ class ScoreResult:
                 f"accelerator={self.accelerator!r}, outputs={list(self.outputs)})")
 
 
-TensorSpec = tuple[str, str, list[int]]  # (name, OIP datatype, shape with -1 for dynamic dims)
-
-
 class Stats:
-    """Per-version request counters since the last report (log2 buckets of nanoseconds)."""
+    """Per-version request counters since the last report: latencies by sketch key (ns), and errors."""
 
     __slots__ = ("buckets", "errors")
 
     def __init__(self) -> None:
-        self.buckets = [0] * 64
+        self.buckets = [0] * sketch.KEYS
         self.errors = [0]
 
     def take(self) -> tuple[list[int], int]:
-        buckets, self.buckets = self.buckets, [0] * 64
+        buckets, self.buckets = self.buckets, [0] * sketch.KEYS
         errors, self.errors = self.errors, [0]
         return buckets, errors[0]
 
@@ -183,6 +198,7 @@ class LoadedModule:
         self.outputs: list[TensorSpec] = model.outputs
         self.input_specs = {name: (datatype, shape) for name, datatype, shape in model.inputs}
         self.custom_run = entry_run is not None
+        self.accelerator_failed: list[str] = []  # accelerators present here, wanted first, that failed to load it
         self.stats = Stats()
         self.policy = policy
         self.health_check = health_check
@@ -191,19 +207,32 @@ class LoadedModule:
         self.crashes = CrashWatch(policy.crash_limit)  # the reconciler sets on_loop when it serves this version
         self.primary = self  # with an A/B split, table[name] is a copy of the main version whose score splits
         self.variants: dict[int, LoadedModule] = {}  # the other versions of an A/B split, by version
-        self.output_counts: dict[str, int] = {}  # answers by class (argmax), counted only under an A/B split
+        self.answers = AnswerCounts()  # answers by class, counted only under an A/B split
         self.score = self._build_score(entry_run)
 
-    def take_output_counts(self) -> dict[str, int]:
-        """The counts since the last call (emptied in place: the split closure holds this very dict)."""
-        counts = dict(self.output_counts)
-        self.output_counts.clear()
-        return counts
+    def _failure(self) -> Callable[[BaseException, Any], EdgefleetError]:
+        """What a failed request raises: the client's inputs do not fit (InferenceError), else ModuleError."""
+        what, specs, any_batch = f"{self.name} v{self.version}", self.inputs, self.custom_run
+
+        def failure(exc: BaseException, inputs: Any) -> EdgefleetError:
+            if not isinstance(inputs, dict):
+                return InferenceError(f"{what}: inputs must be a dict of arrays by input name")
+            problem = mismatch(specs, inputs, any_batch=any_batch)
+            if problem is not None:
+                return InferenceError(f"{what}: {problem}")
+            if isinstance(exc, BadDataError):  # the entry script refused the request on purpose
+                return exc
+            return ModuleError(f"{what} failed: {type(exc).__name__}: {_reason(exc)}",
+                               temporary=isinstance(exc, (MemoryError, TransportError)))
+
+        return failure
 
     def _build_score(self, entry_run: Callable | None) -> Callable[[dict], ScoreResult]:
         stats, name, version, accelerator = self.stats, self.name, self.version, self.accelerator
+        failure = self._failure()
         result = ScoreResult
         clock = perf_counter_ns
+        inv = sketch.INV_LOG_GAMMA  # the sketch key of a duration, inline: ceil(ln(ns) * inv)
         if entry_run is None and isinstance(self.model, OnnxModel) and len(self.model.output_names) == 1:
             run, (only,) = self.model.session.run, self.model.output_names
 
@@ -213,8 +242,8 @@ class LoadedModule:
                     outs = run(None, inputs)
                 except Exception as exc:
                     stats.errors[0] += 1
-                    raise InferenceError(f"{name} v{version} refused the request: {_reason(exc)}") from exc
-                stats.buckets[(clock() - t0).bit_length()] += 1
+                    raise failure(exc, inputs) from exc
+                stats.buckets[ceil(ln(clock() - t0 or 1) * inv)] += 1
                 return result({only: outs[0]}, name, version, accelerator)
         elif entry_run is None and isinstance(self.model, OnnxModel):
             run, names = self.model.session.run, self.model.output_names
@@ -225,8 +254,8 @@ class LoadedModule:
                     outs = run(None, inputs)
                 except Exception as exc:
                     stats.errors[0] += 1
-                    raise InferenceError(f"{name} v{version} refused the request: {_reason(exc)}") from exc
-                stats.buckets[(clock() - t0).bit_length()] += 1
+                    raise failure(exc, inputs) from exc
+                stats.buckets[ceil(ln(clock() - t0 or 1) * inv)] += 1
                 return result(dict(zip(names, outs)), name, version, accelerator)
         else:
             call = entry_run if entry_run is not None else self.model.run
@@ -238,13 +267,12 @@ class LoadedModule:
                     outs = call(inputs)
                 except Exception as exc:
                     stats.errors[0] += 1
-                    if isinstance(exc, BadDataError):
-                        raise
-                    if entry_run is not None:
+                    error = failure(exc, inputs)
+                    if entry_run is not None and isinstance(error, ModuleError):
                         crashes.crashed()  # the module's own code failed: counts toward a crash loop
-                    raise InferenceError(f"{name} v{version} refused the request: {_reason(exc)}") from exc
+                    raise error from exc
                 crashes.streak = 0
-                stats.buckets[(clock() - t0).bit_length()] += 1
+                stats.buckets[ceil(ln(clock() - t0 or 1) * inv)] += 1
                 return result(outs, name, version, accelerator)
         return score
 
@@ -275,11 +303,16 @@ class Runtime:
         except Exception as exc:  # noqa: BLE001 - a runtime's native errors have no common base
             raise LoadError(f"{record.name} v{record.version}: cannot load {manifest.model}: {_reason(exc)}") from None
         policy = HealthPolicy.from_config(manifest.config)
+        try:
+            FallbackPolicy.from_configs(manifest.config)
+        except MessageError as exc:  # refused, never ignored: the module would otherwise run without its policy
+            raise LoadError(f"{record.name} v{record.version}: {exc}", code="bad_fallback_policy") from None
         entry_run = health_check = context = None
         if manifest.entry:
             entry_run, health_check, context = self._load_entry(record, manifest, model)
         loaded = LoadedModule(record, manifest, model, accelerator, list(notes), entry_run, policy, health_check,
                               context)
+        loaded.accelerator_failed = list(getattr(notes, "failed", ()))
         if manifest.sample or health_check is not None:
             loaded.health_attempts = gate(lambda: self._health_check(loaded), policy)
             loaded.stats.take()  # the health check is not a request
@@ -400,19 +433,16 @@ def _split_score(entries: list[tuple[LoadedModule, int]]) -> Callable[[dict], Sc
     choices, cumulative = [], 0
     for loaded, weight in entries:
         cumulative += weight
-        choices.append((cumulative / total, loaded.score, loaded.output_counts))
+        choices.append((cumulative / total, loaded.score, loaded.answers.add))
     pick = random.random
 
     def score(inputs: dict) -> ScoreResult:
         r = pick()
-        for limit, chosen, counts in choices:
+        for limit, chosen, count in choices:
             if r < limit:
                 break
         result = chosen(inputs)
-        first = next(iter(result.outputs.values()), None)
-        if first is not None and np.size(first):
-            label = str(int(np.argmax(np.asarray(first).reshape(len(first), -1)[0]))) if np.ndim(first) else "0"
-            counts[label] = counts.get(label, 0) + 1
+        count(result.outputs)
         return result
 
     return score

@@ -6,7 +6,11 @@ One background thread does both halves:
   CPU %, RSS, system memory %, disk free, temperature when psutil has one,
   malformed-message and dropped-record counts) and one ``model_stats``
   record per model version that served requests since the last report
-  (requests, errors, latency histogram in µs, p50/p95);
+  (``requests``: answered without an error, ``errors``, ``latency_sketch``:
+  the answered requests' latencies as a :mod:`fleet_protocol.sketch`
+  (1 % relative error, mergeable across devices), ``latency_us``: its
+  p50/p95/p99, and under an A/B split ``outputs``: answers by class, with
+  ``answer_output`` naming the output counted, see :mod:`edge_agent.answers`);
 - every ``telemetry_flush_interval_s``, and at once after a reconnect, it
   publishes up to 500 outbox records per :class:`TelemetryBatch` (QoS 1) in
   seq order, at most 8 batches in flight. A record leaves the outbox only
@@ -38,7 +42,7 @@ from typing import Callable
 
 import psutil
 
-from fleet_protocol import messages, topics
+from fleet_protocol import messages, sketch, topics
 
 from .mqtt_link import MqttLink, RateLimitedLog
 from .outbox import Outbox, StoredRecord
@@ -279,35 +283,19 @@ def encode_batch(device_id: str, outbox_id: str, records: list[StoredRecord]) ->
 
 def model_stats(module: LoadedModule) -> dict | None:
     buckets, errors = module.stats.take()
-    outputs = module.take_output_counts()  # only A/B splits count answers by class
+    answer_output, outputs = module.answers.take()  # only A/B splits count answers by class
     requests = sum(buckets)
     if not requests and not errors:
         return None
-    histogram = [[_upper_us(i), count] for i, count in enumerate(buckets) if count]
+    latencies = sketch.encode(buckets)
+    local = sketch.Sketch()
+    local.merge(dict(latencies["bins"]))
     stats = {"model": module.name, "version": module.version, "accelerator": module.accelerator,
-             "requests": requests, "errors": errors,
-             "latency_us": {"buckets": histogram, "p50": _quantile(buckets, 0.50), "p95": _quantile(buckets, 0.95)}}
+             "requests": requests, "errors": errors, "latency_sketch": latencies,
+             "latency_us": {f"p{round(q * 100)}": round((local.quantile(q) or 0) / 1000) for q in (0.50, 0.95, 0.99)}}
     if outputs:
-        stats["outputs"] = outputs
+        stats["outputs"], stats["answer_output"] = outputs, answer_output
     return stats
-
-
-def _upper_us(index: int) -> int:
-    """Upper bound in µs (rounded up) of log2 bucket ``index`` (durations with that bit length in ns)."""
-    return max(1, -(-(1 << index) // 1000))
-
-
-def _quantile(buckets: list[int], q: float) -> int:
-    total = sum(buckets)
-    if not total:
-        return 0
-    rank = q * total
-    seen = 0
-    for index, count in enumerate(buckets):
-        seen += count
-        if seen >= rank:
-            return _upper_us(index)
-    return _upper_us(len(buckets) - 1)
 
 
 def _temperature() -> int | None:

@@ -338,7 +338,7 @@ def test_heartbeats_and_model_stats_reach_the_server_and_stop_says_offline(serve
                      what="model stats with the 20 requests")[0].data
     assert (stats["model"], stats["version"], stats["errors"]) == ("linear", 1, 0)
     assert 0 < stats["latency_us"]["p50"] <= stats["latency_us"]["p95"]
-    assert sum(count for _, count in stats["latency_us"]["buckets"]) == stats["requests"]
+    assert sum(count for _, count in stats["latency_sketch"]["bins"]) == stats["requests"]
     beat = server.records("heartbeat")[-1].data
     assert {"uptime_s", "cpu_percent", "rss_bytes", "memory_percent", "disk_free_bytes"} <= set(beat)
     events = [r.data["event"] for r in server.records("event")]

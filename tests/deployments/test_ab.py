@@ -1,10 +1,17 @@
-"""A/B splits on a real agent: traffic by weight, both versions addressable, stats per variant, promote."""
+"""A/B splits on a real agent: traffic by weight, both versions addressable, stats per variant, promote.
+
+The comparison's rules: answers by class count every row of the label output (a converted classifier's label
+comes first), requests include errors, and promote freezes the comparison.
+"""
 
 from __future__ import annotations
 
 import httpx
 import numpy as np
+import pytest
 
+from fleet_protocol.errors import EdgefleetError
+from tests.server.builders import module_files, tar_gz
 from tests.support.net import wait_for
 
 X = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
@@ -52,4 +59,74 @@ def test_split_follows_its_weights_each_answer_names_its_variant_and_promote_mov
     assert {agent.infer("scaler", {"x": X}).model_version for _ in range(200)} == {2}
     response = infer(agent, "").json()
     assert response["model_version"] == "2" and "variant" not in response["parameters"]
-    assert fleet.api.post(f"/api/deployments/{ab['id']}/promote", json={"version": 7}).status_code == 400
+    again = fleet.api.post(f"/api/deployments/{ab['id']}/promote", json={"version": 1})
+    assert again.status_code == 409 and "comparison has ended: v2 was promoted" in again.json()["detail"]
+
+
+def serves(agent, module: str, version: int) -> bool:
+    try:
+        return set(agent.infer(module, {"x": X}, version=version).outputs) == {"label", "probabilities"}
+    except EdgefleetError:
+        return False
+
+
+def label_first_classifier(kind: str) -> bytes:
+    """A binary classifier converted as skl2onnx (and onnxmltools for LightGBM) do: ``label`` [n] first, then
+    ``probabilities`` [n, 2]; class 1 exactly when x[0] > 0."""
+    from skl2onnx import to_onnx
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.random.default_rng(1).normal(size=(400, 4)).astype(np.float32)
+    model = (GradientBoostingClassifier(n_estimators=10, max_depth=2) if kind == "boosting"
+             else LogisticRegression()).fit(x, (x[:, 0] > 0).astype(np.int64))
+    onnx = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
+    onnx.graph.input[0].name = onnx.graph.node[0].input[0] = "x"
+    return onnx.SerializeToString()
+
+
+def test_answers_by_class_count_every_row_of_the_label_output_errors_count_and_promote_freezes_the_comparison(fleet):
+    (agent,) = fleet.start_agents(1)
+    for kind in ("boosting", "logistic"):
+        files = module_files("churn", model=label_first_classifier(kind))
+        assert fleet.api.post("/api/bundles/from-module", files={"file": ("m.tar.gz", tar_gz(files))}).status_code == 201
+    fleet.post("/api/deployments", {"module": "churn", "version": 1, "devices": [agent.device_id]}, expect=201)
+    fleet.wait_models({"churn": 1})
+    ab = fleet.post("/api/deployments", {"module": "churn", "version": 2, "devices": [agent.device_id],
+                                         "split": {"1": 50, "2": 50}}, expect=201)
+    wait_for(lambda: serves(agent, "churn", 1) and serves(agent, "churn", 2), what="the split to be served")
+    batch = np.zeros((10, 4), np.float32)
+    batch[:, 0] = [2, -2, -2, 2, -2, -2, -2, 2, -2, -2]  # 3 rows of class 1, 7 of class 0, in every request
+    for _ in range(200):
+        assert agent.infer("churn", {"x": batch}).outputs["label"].tolist() == [1, 0, 0, 1, 0, 0, 0, 1, 0, 0]
+    for _ in range(6):
+        with pytest.raises(EdgefleetError):
+            agent.infer("churn", {"x": np.zeros((1, 3), np.float32)})
+
+    def stats():
+        rows = fleet.api.get(f"/api/deployments/{ab['id']}/variants").json()
+        done = sum(r["answered"] for r in rows) >= 200 + 1 and sum(r["errors"] for r in rows) >= 6
+        return rows if done else None
+
+    rows = wait_for(stats, what="the split's statistics with its errors")
+    assert sum(r["errors"] for r in rows) == 6 and all(r["requests"] == r["answered"] + r["errors"] for r in rows)
+    for row in rows:
+        routed = row["outputs"]["0"] + row["outputs"]["1"]
+        assert row["answer_output"] == "label" and routed > 0
+        assert (row["outputs"]["0"], row["outputs"]["1"]) == (routed * 7 // 10, routed * 3 // 10), row
+        assert row["latency_p50_us"] <= row["latency_p95_us"] <= row["latency_p99_us"]
+    assert sum(r["outputs"]["1"] for r in rows) == 3 * 200
+
+    promoted = fleet.post(f"/api/deployments/{ab['id']}/promote", {"version": 2}, expect=201)
+    frozen = fleet.api.get(f"/api/deployments/{ab['id']}/variants").json()
+    decided = fleet.api.get(f"/api/deployments/{ab['id']}").json()["decided"]
+    assert (decided["version"], decided["deployment_id"], decided["variants"]) == (2, promoted["id"], frozen)
+    wait_for(lambda: not serves(agent, "churn", 1), what="the split to end")
+    for _ in range(100):
+        agent.infer("churn", {"x": batch})
+    wait_for(lambda: sum(r["answered"] for r in
+                         fleet.api.get(f"/api/deployments/{promoted['id']}/variants").json()) >= 100,
+             what="the promoted version's requests to reach the server")
+    assert fleet.api.get(f"/api/deployments/{ab['id']}/variants").json() == frozen, "a decided comparison is frozen"
+    again = fleet.api.post(f"/api/deployments/{ab['id']}/promote", json={"version": 1})
+    assert again.status_code == 409, again.text

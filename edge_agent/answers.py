@@ -1,0 +1,99 @@
+"""Answers by class for an A/B comparison: which output of a result is the class, counted over every row.
+
+Modules do not declare which output is their answer, so the agent decides
+from the result itself (outputs in the order the model or entry script
+returns them), once per module and again only if that output goes missing:
+
+1. **a label output**: the first output of integers, booleans or strings
+   with one value per row (shape ``[n]``, ``[n, 1]`` or a scalar). Every row
+   counts once under its value. Converted classifiers put their label first
+   or beside a probability output (skl2onnx: ``output_label``,
+   ``output_probability``; onnxmltools for LightGBM: ``label``,
+   ``probabilities``); either way the label is what is counted.
+2. otherwise **a score per class**: the first floating-point output with at
+   least two values per row (probabilities or logits, ``[n, k]``). Every
+   row counts once under the index of its largest value.
+3. otherwise nothing is counted (a regressor with one value per row, a
+   ZipMap dictionary without a label beside it): its answers are not classes.
+
+Only requests an A/B split routed are counted (the split's score function
+calls :meth:`AnswerCounts.add`); requests to ``/versions/{v}`` are not.
+A module that answers free text cannot make this grow: at most
+:data:`MAX_LABELS` classes are kept per report, later ones count under
+``"other"``, and labels are cut at :data:`MAX_LABEL_CHARS`. Counting never
+fails a request: a result it cannot read is not counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+MAX_LABELS = 50
+MAX_LABEL_CHARS = 64
+OTHER = "other"
+_LABEL, _SCORES = "label", "scores"
+
+
+def choose(outputs: dict) -> tuple[str | None, str | None]:
+    """``(output name, "label" | "scores")`` by the rule above, or ``(None, None)``."""
+    scores = None
+    for name, value in outputs.items():
+        array = np.asarray(value)
+        kind = array.dtype.kind
+        one_per_row = array.ndim <= 1 or (array.ndim == 2 and array.shape[1] == 1)
+        if one_per_row and array.size and (kind in "iubSU" or (kind == "O" and isinstance(array.flat[0], (str, bytes)))):
+            return name, _LABEL
+        if scores is None and kind == "f" and array.ndim >= 2 and array.size >= 2 * len(array) > 0:
+            scores = name
+    return (scores, _SCORES) if scores is not None else (None, None)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value)[:MAX_LABEL_CHARS]
+
+
+class AnswerCounts:
+    """Answers by class of one version since the last :meth:`take` (no lock: a rare lost count is accepted)."""
+
+    __slots__ = ("counts", "output", "_mode")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.output: str | None = None  # the output counted, as the rule chose it
+        self._mode: str | None = None
+
+    def add(self, outputs: dict) -> None:
+        try:
+            value = outputs.get(self.output) if self.output is not None else None
+            if value is None:
+                self.output, self._mode = choose(outputs)
+                if self.output is None:
+                    return
+                value = outputs[self.output]
+            array = np.asarray(value)
+            if self._mode == _LABEL:
+                labels = array.reshape(-1)
+            else:
+                labels = array.reshape(len(array), -1).argmax(axis=1)
+            if labels.dtype.kind in "iub" and labels.size > 1:
+                values, numbers = np.unique(labels, return_counts=True)
+                found = zip(values.tolist(), numbers.tolist())
+            else:
+                found = Counter(labels.tolist()).items()
+            counts = self.counts
+            for label, number in found:
+                key = _text(label)
+                if key not in counts and len(counts) >= MAX_LABELS:
+                    key = OTHER
+                counts[key] = counts.get(key, 0) + number
+        except Exception:  # noqa: BLE001 - statistics never fail a request
+            return
+
+    def take(self) -> tuple[str | None, dict[str, int]]:
+        """``(output counted, counts)`` since the last call; the counts start again from empty."""
+        counts, self.counts = self.counts, {}
+        return self.output, counts
