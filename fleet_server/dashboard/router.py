@@ -101,12 +101,13 @@ def fingerprints(fleet: Fleet) -> dict[str, str]:
 
     ``last_seen`` is left out of the devices' digest: it moves with every
     heartbeat, which the telemetry digest already reports. A deployment
-    counts by the devices a rollout has let in and whether it was withdrawn;
+    counts by the devices a rollout has let in, whether it was withdrawn and
+    whether its A/B comparison was decided (promoted);
     a rollout by its state, reason and waves (``updated`` moves with each).
     """
     devices = [{k: v for k, v in d.items() if k not in ("last_seen", "desired_envelope")}
                for d in device_store.list_devices(db=fleet.db)]
-    deployments = [(d["id"], d.get("admitted"), d.get("withdrawn"))
+    deployments = [(d["id"], d.get("admitted"), d.get("withdrawn"), bool(d.get("decided")))
                    for d in deployment_store.list_deployments(db=fleet.db)]
     rollouts = [(r["id"], r["state"], r["reason"], r["waves"], r["updated"])
                 for r in rollout_store.list_rollouts(db=fleet.db)]

@@ -16,6 +16,7 @@ import pytest
 from fleet_server import runner
 from fleet_server.config import ServerConfig
 
+from .ended_data import EndedData, populate_ended
 from .fleet_data import FleetData, populate
 from .rollout_data import RolloutData, populate_rollout
 
@@ -72,6 +73,12 @@ def rollout_data(server) -> RolloutData:
 
 
 @pytest.fixture(scope="module")
+def ended_data(server) -> EndedData:
+    """A completed and an aborted rollout, an A/B split with large counts, a target matching nothing."""
+    return populate_ended(server.url, ADMIN_TOKEN, server.broker_url)
+
+
+@pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
@@ -107,8 +114,11 @@ def sign_in(page, token: str = ADMIN_TOKEN) -> None:
 
 
 def screenshot(page, name: str, *, full_page: bool = False) -> None:
-    """Save ``docs/screenshots/<name>.png`` when ``EDGEFLEET_SCREENSHOTS=1`` (so test runs leave the tree clean)."""
-    if os.environ.get("EDGEFLEET_SCREENSHOTS") != "1":
+    """Save ``docs/screenshots/<name>.png`` when ``EDGEFLEET_SCREENSHOTS=1`` (so test runs leave the tree clean);
+    ``EDGEFLEET_SCREENSHOTS=/some/dir`` saves them there instead."""
+    where = os.environ.get("EDGEFLEET_SCREENSHOTS")
+    if not where:
         return
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+    folder = SCREENSHOTS if where == "1" else Path(where)
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)

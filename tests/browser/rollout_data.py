@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from fleet_protocol import messages, topics
+from fleet_protocol import messages, sketch, topics
 from fleet_protocol.messages import ModuleReport, TelemetryBatch, TelemetryRecord
 from fleet_protocol.timestamps import to_iso, utc_now
 from tests.server.builders import tiny_onnx
@@ -42,11 +42,18 @@ class RolloutData:
     operator_token: str
 
 
-def _stats(device_id: str, version: int, outputs: dict[str, int], *, p50_us: int) -> bytes:
+def model_stats(device_id: str, version: int, outputs: dict[str, int], *, p50_us: int, errors: int | None = None,
+                module: str = "scaler", answer_output: str = "y") -> bytes:
+    """A telemetry batch with one ``model_stats`` record as an agent under an A/B split writes it: half of the
+    answered requests at ``p50_us``, the rest at 4x; ``errors`` defaults to ``version - 1``."""
     requests = sum(outputs.values())
-    data = {"model": "scaler", "version": version, "accelerator": "cpu", "requests": requests, "errors": version - 1,
-            "latency_us": {"buckets": [[p50_us, requests // 2], [p50_us * 4, requests - requests // 2]]},
-            "outputs": outputs}
+    counts = [0] * sketch.KEYS
+    counts[sketch.key_of(p50_us * 1000)] += requests // 2
+    counts[sketch.key_of(p50_us * 4000)] += requests - requests // 2
+    data = {"model": module, "version": version, "accelerator": "cpu", "requests": requests,
+            "errors": version - 1 if errors is None else errors, "latency_sketch": sketch.encode(counts),
+            "latency_us": {"p50": p50_us, "p95": p50_us * 4, "p99": p50_us * 4}, "outputs": outputs,
+            "answer_output": answer_output}
     record = TelemetryRecord(1, to_iso(utc_now()), "model_stats", data)
     return messages.encode(TelemetryBatch(device_id, f"outbox-{device_id}", (record,)).to_dict())
 
@@ -105,9 +112,9 @@ def populate_rollout(url: str, token: str, broker_url: str) -> RolloutData:
             ab = post("/api/deployments", json={"module": "scaler", "version": 1, "selector": {"ring": "ab"},
                                                 "split": {"1": 50, "2": 50}})
             device.publish(topics.device_topic("ab-01", "telemetry"),
-                           _stats("ab-01", 1, {"cat": 61, "dog": 30, "bird": 9}, p50_us=512))
+                           model_stats("ab-01", 1, {"cat": 61, "dog": 30, "bird": 9}, p50_us=512))
             device.publish(topics.device_topic("ab-02", "telemetry"),
-                           _stats("ab-02", 2, {"cat": 70, "dog": 24, "bird": 4, "fox": 2}, p50_us=256))
+                           model_stats("ab-02", 2, {"cat": 70, "dog": 24, "bird": 4, "fox": 2}, p50_us=256))
             wait_for(lambda: all(v["requests"] for v in api.get(f"/api/deployments/{ab['id']}/variants").json()),
                      timeout=30, what="both A/B variants to have statistics")
             viewer = post("/api/tokens", json={"name": "browser-viewer", "role": "viewer"})["token"]

@@ -81,19 +81,20 @@ export function lineChart({ title, series, yMax, format = (v) => String(v) }) {
 const BAR_HEIGHT = 18;
 const BAR_GAP = 6;
 const BAR_LABEL_W = 90;
-const BAR_VALUE_W = 70;
+const CHAR_W = 7.5; // the widest digit at the charts' 12px, with room to spare: the value column is sized from it
 
 /**
- * A figure with one horizontal bar per entry, longest first; the counts (and shares) are written beside the bars.
+ * A figure with one horizontal bar per entry, longest first; the counts (and shares) are written in a column
+ * right of the bars, right-aligned at the chart's edge and as wide as the longest of them, so none is cut off.
  * entries: [[label, count], ...]; at most `limit` bars, the rest summed as "other".
  */
-export function barChart({ title, entries, limit = 6, colour = 0 }) {
+export function barChart({ title, entries, limit = 6, colour = 0, emptyText = "No answers reported yet." }) {
   chartCount += 1;
   const titleId = `chart-${chartCount}`;
   const figure = h("figure", { class: "chart bar-chart" }, h("figcaption", { id: titleId }, title));
   const sorted = [...entries].filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1] || String(a[0]).localeCompare(b[0]));
   if (!sorted.length) {
-    figure.append(h("p", { class: "empty" }, "No answers reported yet."));
+    figure.append(h("p", { class: "empty" }, emptyText));
     return figure;
   }
   const shown = sorted.length > limit
@@ -102,8 +103,10 @@ export function barChart({ title, entries, limit = 6, colour = 0 }) {
   const total = shown.reduce((sum, [, n]) => sum + n, 0);
   const most = Math.max(...shown.map(([, n]) => n));
   const height = shown.length * (BAR_HEIGHT + BAR_GAP) - BAR_GAP;
-  const plotW = WIDTH - BAR_LABEL_W - BAR_VALUE_W;
   const share = (n) => `${Math.round((n / total) * 100)} %`;
+  const values = shown.map(([, n]) => `${n} (${share(n)})`);
+  const valueW = Math.ceil(Math.max(...values.map((v) => v.length)) * CHAR_W) + 8;
+  const plotW = Math.max(40, WIDTH - BAR_LABEL_W - valueW);
   const bars = shown.map(([label, n], i) => {
     const y = i * (BAR_HEIGHT + BAR_GAP);
     const w = Math.max(2, (n / most) * plotW);
@@ -111,7 +114,7 @@ export function barChart({ title, entries, limit = 6, colour = 0 }) {
       svg("text", { x: BAR_LABEL_W - 6, y: y + BAR_HEIGHT - 5, "text-anchor": "end" }, String(label).slice(0, 12)),
       svg("rect", { x: BAR_LABEL_W, y, width: w.toFixed(1), height: BAR_HEIGHT, rx: 3,
         fill: COLOURS[colour % COLOURS.length] }),
-      svg("text", { x: BAR_LABEL_W + w + 6, y: y + BAR_HEIGHT - 5, "text-anchor": "start" }, `${n} (${share(n)})`));
+      svg("text", { x: WIDTH - 2, y: y + BAR_HEIGHT - 5, "text-anchor": "end", class: "bar-value" }, values[i]));
   });
   figure.append(svg("svg", { viewBox: `0 0 ${WIDTH} ${height}`, role: "img", "aria-labelledby": titleId,
     "aria-description": shown.map(([label, n]) => `${label}: ${n}`).join(", ") }, bars));

@@ -1,5 +1,6 @@
 // Deployments: the list with per-state counts, and one deployment's devices with errors explained,
-// its staged rollout (if any) and, for an A/B split, the comparison per variant with a promote button.
+// its staged rollout (if any) and, for an A/B split, the comparison per variant with a promote button
+// (once promoted, the comparison shows as decided, frozen as it stood, without the button).
 
 import { apiGet, apiPost, enc, hasRole } from "../api.js";
 import { errorBlock } from "../alerts.js";
@@ -7,8 +8,8 @@ import { barChart } from "../charts.js";
 import { actionButton } from "../dialog.js";
 import { ago, badge, fill, h, link, section, table } from "../dom.js";
 
-export const STATES = ["pending", "installing", "running", "failed", "superseded"];
-const ATTENTION = ["failed", "installing", "pending", "running", "superseded"]; // device rows, most urgent first
+export const STATES = ["pending", "installing", "running", "failed", "superseded", "refused"];
+const ATTENTION = ["failed", "refused", "installing", "pending", "running", "superseded"]; // device rows, most urgent first
 const LISTED_WITH_COUNTS = 50;
 
 export function target(t) {
@@ -25,6 +26,12 @@ export function countBadges(counts) {
   return h("span", { class: "counts" }, STATES.filter((s) => counts[s]).map((s) => badge(`${counts[s]} ${s}`, s)));
 }
 
+/** A deployment's devices by state, or why it has none (a target that matches no device is not an empty cell). */
+export function deviceCounts(d) {
+  if (Object.values(d.counts).some((n) => n)) return countBadges(d.counts);
+  return h("span", { class: "muted", "data-empty": "devices" }, d.withdrawn ? "none (withdrawn)" : "no devices match");
+}
+
 /** A bar split by state, with the numbers also as text for screen readers and print. */
 export function progress(counts, { compact = false } = {}) {
   const total = STATES.reduce((sum, s) => sum + (counts[s] || 0), 0);
@@ -35,7 +42,7 @@ export function progress(counts, { compact = false } = {}) {
     part.style.flexGrow = String(counts[state]);
     bar.append(part);
   }
-  return h("div", {}, bar, h("p", { class: "small" }, total ? countBadges(counts) : "No device yet."));
+  return h("div", {}, bar, h("p", { class: "small" }, total ? countBadges(counts) : "No device matches the target."));
 }
 
 function versions(d) {
@@ -53,7 +60,7 @@ export function mountList(main) {
     fill(root, table("Deployments", ["Deployment", "Module", "Version", "Target", "Devices", "Created"],
       deployments.map((d, i) => [link(`#/deployments/${d.id}`, `#${d.id}`), d.module, versions(d),
         d.withdrawn ? h("span", {}, badge("withdrawn"), " ", target(d.target)) : target(d.target),
-        details[i] ? countBadges(details[i].counts) : h("span", { class: "muted" }, "open to see"), ago(d.created)]),
+        details[i] ? deviceCounts(details[i]) : h("span", { class: "muted" }, "open to see"), ago(d.created)]),
       "No deployments yet: create one with `edgefleet deploy`."));
   }
 
@@ -65,9 +72,17 @@ function millis(us) {
   return us === null || us === undefined ? "–" : `${(us / 1000).toFixed(us < 10000 ? 2 : 0)} ms`;
 }
 
-/** The A/B comparison: one row per variant, its answers as a bar chart, and (for operators) promote. */
+/** What ended a comparison: the promoted version, when, and the deployment that carries it. */
+function decision(d) {
+  const { version, deployment_id: promoted, at } = d.decided;
+  return h("p", { class: "decided", "data-decided": String(version) }, badge("decided", "running"), " ",
+    `v${version} was promoted `, ago(at), promoted ? h("span", {}, " as deployment ", link(`#/deployments/${promoted}`,
+      `#${promoted}`)) : "", ". The comparison below is frozen as it stood then.");
+}
+
+/** The A/B comparison: one row per variant, its answers as a bar chart, and (for operators, until decided) promote. */
 function comparison(d, variants, status) {
-  const canPromote = hasRole("operator") && !d.withdrawn;
+  const canPromote = hasRole("operator") && !d.withdrawn && !d.decided;
   const totalWeight = variants.reduce((sum, v) => sum + v.weight, 0) || 1;
   const promote = (v) => actionButton({
     label: `Promote v${v.version}`, status,
@@ -82,18 +97,29 @@ function comparison(d, variants, status) {
       return `Promoted: deployment #${created.id} created.`;
     },
   });
-  const headers = ["Variant", "Traffic", "Devices", "Requests", "Errors", "Error rate", "Latency p50", "Latency p95"];
+  const headers = ["Variant", "Traffic", "Devices", "Requests", "Errors", "Error rate", "Latency p50", "Latency p95",
+    "Latency p99"];
+  const winner = d.decided ? d.decided.version : null;
   const rows = variants.map((v) => [
-    h("strong", {}, `v${v.version}`, v.version === d.version ? " (deployed)" : ""),
+    h("strong", {}, `v${v.version}`, v.version === d.version ? " (deployed)" : "", v.version === winner ? " (promoted)" : ""),
     `${Math.round((v.weight / totalWeight) * 100)} %`, String(v.devices), String(v.requests), String(v.errors),
-    `${(v.error_rate * 100).toFixed(2)} %`, millis(v.latency_p50_us), millis(v.latency_p95_us),
+    `${(v.error_rate * 100).toFixed(2)} %`, millis(v.latency_p50_us), millis(v.latency_p95_us), millis(v.latency_p99_us),
     ...(canPromote ? [promote(v)] : [])]);
+  const counted = [...new Set(variants.map((v) => v.answer_output).filter(Boolean))].join(", ");
+  const skipped = variants.reduce((sum, v) => sum + (v.unreadable_records || 0), 0);
   return section("A/B comparison",
+    d.decided ? decision(d) : null,
     table("A/B comparison per variant", canPromote ? [...headers, "Action"] : headers, rows),
     h("div", { class: "charts" }, variants.map((v, i) => barChart({
-      title: `v${v.version}: answers by class`, entries: Object.entries(v.outputs), colour: i }))),
+      title: `v${v.version}: answers by class${v.answer_output ? ` (${v.answer_output})` : ""}`,
+      entries: Object.entries(v.outputs), colour: i,
+      emptyText: "No class answers: the split routed no request yet, or the module has no label or class-score output." }))),
     h("p", { class: "small muted" }, "From the devices' model statistics since this deployment was created. ",
-      "Latency is the upper bound of the histogram bucket holding the quantile."),
+      "Requests count every request the version served, errors included. ",
+      "Latency is of the answered requests, from the devices' latency sketches merged: each quantile is within 1 % ",
+      "of the true one. Answers by class count every row of the requests the split routed, by the module's ",
+      counted ? `${counted} output` : "label output (else the largest class score)", ".",
+      skipped ? ` ${skipped} malformed report(s) left out.` : ""),
     canPromote ? status : null);
 }
 

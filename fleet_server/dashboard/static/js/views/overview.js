@@ -2,8 +2,9 @@
 
 import { apiGet, enc } from "../api.js";
 import { alertItem, deriveAlerts } from "../alerts.js";
-import { ago, badge, fill, h, link, section, table, tagText } from "../dom.js";
+import { ago, fill, h, link, section, table, tagText } from "../dom.js";
 import { NO_PROFILE } from "./devices.js";
+import { deviceCounts } from "./deployments.js";
 import { ACTIVE, ROLLOUT_HEADERS, rolloutRow } from "./rollouts.js";
 
 const STATUSES = ["online", "offline", "unknown"];
@@ -50,8 +51,7 @@ export function mount(main) {
 
     const deploymentRows = details.map((d) => [
       link(`#/deployments/${d.id}`, `#${d.id}`), `${d.module} v${d.version}`,
-      h("span", { class: "counts" }, Object.entries(d.counts).filter(([, n]) => n)
-        .map(([state, n]) => badge(`${n} ${state}`, state))),
+      deviceCounts(d),
       ago(d.created)]);
 
     fill(root,

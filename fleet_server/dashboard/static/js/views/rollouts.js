@@ -9,24 +9,35 @@ import { STATES, progress, target } from "./deployments.js";
 
 export const ACTIVE = ["running", "paused"];
 
-// Which states each action applies to: the same table as RolloutController.act on the server.
+// Which states each action applies to, and why it does not apply in the others. The server
+// (RolloutController.act) also lets an ended rollout (completed or aborted) be rolled back; the dashboard offers
+// Roll back only while the rollout is under way, and says for an ended one how to go back deliberately.
 const ACTIONS = [
   { action: "pause", label: "Pause", allowed: ["running"], danger: false,
-    why: "Only a running rollout can be paused.", confirm: "Pause rollout",
+    why: () => "Only a running rollout can be paused.", confirm: "Pause rollout",
     message: "No further devices are let in until you resume. Devices already updated keep the new version." },
   { action: "resume", label: "Resume", allowed: ["paused"], danger: false,
-    why: "Only a paused rollout can be resumed.", confirm: "Resume rollout",
+    why: () => "Only a paused rollout can be resumed.", confirm: "Resume rollout",
     message: "The current wave continues. Failures seen so far count as acknowledged: "
       + "only new ones can pause it again." },
   { action: "abort", label: "Abort", allowed: ["running", "paused"], danger: true,
-    why: "The rollout has already ended.", confirm: "Abort rollout",
+    why: () => "The rollout has already ended.", confirm: "Abort rollout",
     message: "The rollout stops for good: no more devices are let in. "
       + "Devices already updated keep the new version; roll back to undo that." },
-  { action: "rollback", label: "Roll back", allowed: ["running", "paused", "completed", "aborted"], danger: true,
-    why: "The rollout was already rolled back.", confirm: "Roll back",
+  { action: "rollback", label: "Roll back", allowed: ["running", "paused"], danger: true,
+    why: rollbackWhyNot, confirm: "Roll back",
     message: "The deployment is withdrawn: every device it reached goes back to what the other deployments say, "
       + "normally the previous version." },
 ];
+
+/** Why an ended rollout offers no Roll back, and what to do instead. */
+function rollbackWhyNot(r) {
+  if (r.state === "rolled_back") return "This rollout was already rolled back.";
+  const ended = r.state === "completed" ? "has completed" : "was aborted";
+  return `This rollout ${ended}, so there is nothing in progress to roll back. To go back to the previous version, `
+    + `start a rollout of it (from the CLI, \`edgefleet deploy rollout rollback ${r.id}\` still withdraws `
+    + `deployment #${r.deployment.id} at once).`;
+}
 
 export function waveName(index) {
   return index === 0 ? "Canary" : `Wave ${index}`;
@@ -138,16 +149,24 @@ export function mountOne(main, params, [id]) {
   const buttons = new Map();
   const toolbar = h("div", { class: "toolbar", role: "group", "aria-label": "Rollout actions" });
   const root = h("div", { class: "page" });
-  let state = null;
+  const note = h("p", { class: "small muted action-note", id: `rollout-${id}-actions-note` });
+  let current = null;
 
   function setButtons() {
+    let rollbackNote = "";
     for (const { action, allowed, why } of ACTIONS) {
       const button = buttons.get(action);
       if (!button) continue;
-      const applies = state !== null && allowed.includes(state);
+      const applies = current !== null && allowed.includes(current.state);
       button.disabled = !applies;
-      button.title = applies ? "" : why;
+      button.title = applies || current === null ? "" : why(current);
+      if (action === "rollback" && !applies && current !== null && !ACTIVE.includes(current.state)) {
+        rollbackNote = `Roll back is not offered: ${why(current)}`;
+        button.setAttribute("aria-describedby", note.id);
+      }
     }
+    note.textContent = rollbackNote;
+    note.hidden = !rollbackNote;
   }
 
   if (hasRole("operator")) {
@@ -166,14 +185,15 @@ export function mountOne(main, params, [id]) {
     }
     toolbar.append(status);
   }
+  note.hidden = true;
   fill(main, h("p", { class: "crumbs" }, h("a", { href: "#/rollouts" }, "Rollouts"), " / ", `#${id}`), title,
-    buttons.size ? toolbar : null, root);
+    buttons.size ? toolbar : null, buttons.size ? note : null, root);
 
   let lastHistory = [];
 
   function render(r, history) {
     if (history) lastHistory = history;
-    state = r.state;
+    current = r;
     setButtons();
     const d = r.deployment;
     title.replaceChildren(`Rollout #${r.id}: ${d.module} v${d.version} `, badge(r.state.replace("_", " "), r.state));
