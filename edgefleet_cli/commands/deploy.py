@@ -118,15 +118,16 @@ def variants(
     deployment_id: Annotated[int, typer.Argument(help="The A/B deployment")],
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
-    """Per version of an A/B deployment: weight, requests, error rate, latency, answers by class."""
+    """Per version of an A/B deployment: weight, requests (errors included), errors, latency (within 1 %), answers
+    by class (frozen once a version was promoted)."""
     rows = ApiClient(server, token).get(f"/api/deployments/{deployment_id}/variants")
     if json_out:
         print_json(rows)
         return
-    print_table(f"Deployment {deployment_id} variants", ["version", "weight", "devices", "requests", "error rate",
-                                                         "p50 µs", "p95 µs", "answers by class"],
-                [(r["version"], r["weight"], r["devices"], r["requests"], f"{r['error_rate']:.2%}",
-                  r["latency_p50_us"], r["latency_p95_us"],
+    print_table(f"Deployment {deployment_id} variants", ["version", "weight", "devices", "requests", "errors",
+                                                         "error rate", "p50 µs", "p95 µs", "p99 µs", "answers by class"],
+                [(r["version"], r["weight"], r["devices"], r["requests"], r["errors"], f"{r['error_rate']:.2%}",
+                  r["latency_p50_us"], r["latency_p95_us"], r["latency_p99_us"],
                   " ".join(f"{k}:{v}" for k, v in sorted(r["outputs"].items()))) for r in rows])
 
 
