@@ -3,7 +3,10 @@
 ONNX is parsed with ``onnx`` and loaded with onnxruntime (CPU); TFLite is
 loaded with the LiteRT interpreter. A file that neither runtime can load is
 refused with :class:`BadModelError` naming the reason. The file name never
-matters. Tensor types are reported as Open Inference Protocol datatypes and
+matters. An ONNX classifier converted with ZipMap (an ``ai.onnx.ml`` ZipMap
+node, a sequence-of-maps output) is refused too: its probabilities would
+reach clients as a BYTES string of a dict; the message says how to convert
+without it. Nothing is rewritten here. Tensor types are reported as Open Inference Protocol datatypes and
 unknown dimensions as -1.
 """
 
@@ -41,7 +44,7 @@ class ModelInfo:
 
 def sniff_runtime(data: bytes) -> str | None:
     """``"tflite"`` for a TFLite flatbuffer, ``"onnx"`` for an ONNX protobuf, else None. Content only."""
-    if len(data) >= 8 and data[4:8] == TFLITE_IDENTIFIER:
+    if _is_tflite(data):
         return "tflite"
     return "onnx" if _parse_onnx(data) is not None else None
 
@@ -50,13 +53,18 @@ def inspect_model(data: bytes) -> ModelInfo:
     """Load the model with its runtime and describe its inputs and outputs."""
     if not data:
         raise BadModelError("the model file is empty")
-    runtime = sniff_runtime(data)
-    if runtime == "tflite":
+    if _is_tflite(data):
         return _inspect_tflite(data)
-    if runtime == "onnx":
+    model = _parse_onnx(data)
+    if model is not None:
+        _refuse_zipmap(model)
         return _inspect_onnx(data)
     raise BadModelError("the file is neither an ONNX model (not an ONNX protobuf with a graph) nor a TFLite model "
                         "(no 'TFL3' identifier at bytes 4..8)")
+
+
+def _is_tflite(data: bytes) -> bool:
+    return len(data) >= 8 and data[4:8] == TFLITE_IDENTIFIER
 
 
 def _parse_onnx(data: bytes):
@@ -70,6 +78,21 @@ def _parse_onnx(data: bytes):
     if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.output:
         return None
     return model
+
+
+def _refuse_zipmap(model) -> None:
+    """A ZipMap node or a sequence(map) output: refuse, saying how to convert the classifier without it."""
+    zipmaps = [n for n in model.graph.node if n.op_type == "ZipMap" and n.domain == "ai.onnx.ml"]
+    mapped = [o.name for o in model.graph.output
+              if o.type.HasField("sequence_type") and o.type.sequence_type.elem_type.HasField("map_type")]
+    if not zipmaps and not mapped:
+        return
+    where = f"output {mapped[0]!r}" if mapped else f"node {zipmaps[0].name or 'ZipMap'!r}"
+    raise BadModelError(
+        f"the ONNX model's {where} is a ZipMap (ai.onnx.ml ZipMap, a sequence of maps): devices would return its "
+        "probabilities as a BYTES string of a dict. Convert the classifier without it: skl2onnx "
+        "`to_onnx(clf, X, options={id(clf): {\"zipmap\": False}})`, or register the pickled estimator with "
+        "`edgefleet model register model.pkl --convert` (the server converts with ZipMap off)")
 
 
 def _inspect_onnx(data: bytes) -> ModelInfo:

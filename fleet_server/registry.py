@@ -2,11 +2,19 @@
 
 A registration reads the model with its runtime (see :mod:`.modelinfo`),
 stores the bytes content-addressed and takes the next version of the name.
+Registering bytes that the name already holds (same SHA-256) is refused with
+409 naming that version, unless ``allow_duplicate``: a second version with
+the same bytes is almost always a re-run by mistake, and would churn every
+deployment that follows the newest version for no change. With the flag, or
+when another name holds the bytes, the record carries a ``warnings`` line
+naming the existing version.
 A version that a live deployment still uses (through a bundle built from it)
 cannot be deleted.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from fleet_protocol.errors import BadDataError
 from fleet_protocol.fields import NAME
@@ -28,12 +36,29 @@ def check_name(name: str) -> str:
     return name
 
 
-def register_model(fleet, *, name: str, data: bytes, tags: dict[str, str], properties: dict) -> dict:
+def register_model(fleet, *, name: str, data: bytes, tags: dict[str, str], properties: dict,
+                   allow_duplicate: bool = False) -> dict:
     check_name(name)
     info = inspect_model(data)
-    sha256 = fleet.blobs.put(data)
-    return insert_model_record(fleet, name=name, info=info, sha256=sha256, size=len(data), tags=tags,
-                               properties=properties)
+    sha256 = hashlib.sha256(data).hexdigest()
+    warnings = _duplicate_warnings(fleet, name=name, sha256=sha256, allow_duplicate=allow_duplicate)
+    fleet.blobs.put(data, sha256)
+    record = insert_model_record(fleet, name=name, info=info, sha256=sha256, size=len(data), tags=tags,
+                                 properties=properties)
+    return {**record, "warnings": warnings}
+
+
+def _duplicate_warnings(fleet, *, name: str, sha256: str, allow_duplicate: bool) -> list[str]:
+    """Refuse bytes ``name`` already holds (unless ``allow_duplicate``); a warning line for any existing copy."""
+    existing = model_store.find_by_sha256(db=fleet.db, sha256=sha256, prefer_name=name)
+    if existing is None:
+        return []
+    ref = f"{existing['name']}:{existing['version']}"
+    if existing["name"] == name and not allow_duplicate:
+        raise ConflictError(f"model {ref} already has these exact bytes (sha256 {sha256[:12]}); use {ref}, or pass "
+                            "--allow-duplicate (API: allow_duplicate=true) to register a new version of the same "
+                            "file anyway")
+    return [f"the same file (sha256 {sha256[:12]}) is already registered as {ref}"]
 
 
 def insert_model_record(fleet, *, name: str, info: ModelInfo, sha256: str, size: int, tags: dict,

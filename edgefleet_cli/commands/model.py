@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -38,12 +39,22 @@ def register(
     convert: Annotated[bool, typer.Option("--convert", help="The file is a pickled scikit-learn estimator: the "
                                                             "server converts it to ONNX (unpickling runs code, so "
                                                             "this needs an operator token)")] = False,
+    allow_duplicate: Annotated[bool, typer.Option("--allow-duplicate", help="Register a new version even when the "
+                                                                           "name already holds the same bytes "
+                                                                           "(refused otherwise)")] = False,
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
-    """Upload a model file; the server reads its runtime, inputs and outputs."""
-    fields = {"tags": json.dumps(parse_tags(tag)), "properties": json.dumps(parse_tags(prop))}
+    """Upload a model file; the server reads its runtime, inputs and outputs.
+
+    The same bytes as an existing version of the name are refused unless --allow-duplicate; an ONNX classifier
+    converted with ZipMap is refused (convert with ZipMap off, or use --convert).
+    """
+    fields = {"tags": json.dumps(parse_tags(tag)), "properties": json.dumps(parse_tags(prop)),
+              **({"allow_duplicate": "true"} if allow_duplicate else {})}
     path = f"/api/models/{name}/from-sklearn" if convert else f"/api/models/{name}"
     record = ApiClient(server, token).upload(path, file, fields=fields, label=f"uploading {file.name}")
+    for warning in record.get("warnings", []):
+        typer.echo(f"warning: {warning}", err=True)
     if json_out:
         print_json(record)
         return
@@ -172,6 +183,8 @@ def delete(
     name, version = split_ref(ref)
     if version is None:
         raise CliError("give the version to delete as NAME:VERSION", exit_code=2)
+    if not yes and not sys.stdin.isatty():
+        raise CliError("refusing to delete without confirmation: pass --yes")
     if not yes and not typer.confirm(f"Delete {name}:{version}?"):
         raise CliError("not deleted", exit_code=1)
     ApiClient(server, token).request("DELETE", f"/api/models/{name}/versions/{version}")

@@ -20,12 +20,14 @@ from .profiling import profile_onnx
 from .samples import load_samples
 
 
-def register_converted(fleet, *, name: str, data: bytes, tags: dict[str, str], properties: dict) -> dict:
+def register_converted(fleet, *, name: str, data: bytes, tags: dict[str, str], properties: dict,
+                       allow_duplicate: bool = False) -> dict:
     """Convert a pickled estimator (operator-only: unpickling runs code) and register the ONNX."""
     registry.check_name(name)
     onnx_bytes, estimator = sklearn_to_onnx(data)
     return registry.register_model(fleet, name=name, data=onnx_bytes, tags=tags,
-                                   properties={**properties, "converted_from": f"sklearn:{estimator}"})
+                                   properties={**properties, "converted_from": f"sklearn:{estimator}"},
+                                   allow_duplicate=allow_duplicate)
 
 
 def optimize_version(fleet, *, name: str, version: int, level: str, quantize: str | None,

@@ -141,3 +141,19 @@ def test_concurrent_registrations_never_share_a_version(fleet):
         records = list(pool.map(lambda d: registry.register_model(fleet, name="race", data=d, tags={},
                                                                   properties={}), data))
     assert sorted(r["version"] for r in records) == list(range(1, 13))
+
+
+def test_registering_the_same_file_again_is_refused_naming_the_existing_version(api):
+    data = tiny_onnx()
+    register(api, "scaler", data)
+    response = api.post("/api/models/scaler", files={"file": ("m.onnx", data)})
+    assert response.status_code == 409, response.text
+    assert "model scaler:1 already has these exact bytes" in response.json()["detail"]
+    assert "--allow-duplicate" in response.json()["detail"]
+    assert [r["version"] for r in api.get("/api/models/scaler").json()] == [1]
+    again = register(api, "scaler", data, allow_duplicate="true")
+    assert again["version"] == 2 and again["warnings"] == [
+        f"the same file (sha256 {again['sha256'][:12]}) is already registered as scaler:1"]
+    other = register(api, "copy", data)
+    assert other["version"] == 1 and "already registered as scaler:" in other["warnings"][0]
+    assert register(api, "scaler", tiny_onnx(9.0))["warnings"] == []

@@ -19,12 +19,19 @@ router = APIRouter(prefix="/models", tags=["models"])
 @router.post("/{name}", response_model=ModelVersionPublic, status_code=status.HTTP_201_CREATED)
 def register(fleet: FleetDep, name: str, file: Annotated[UploadFile, File(description="ONNX or TFLite model")],
              tags: Annotated[str | None, Form(description="JSON object of string to string")] = None,
-             properties: Annotated[str | None, Form(description="JSON object")] = None) -> dict:
-    """Register the next version of ``name``; the runtime, inputs and outputs are read from the file."""
+             properties: Annotated[str | None, Form(description="JSON object")] = None,
+             allow_duplicate: Annotated[bool, Form(description="Register even when this name already holds the "
+                                                               "same bytes (409 otherwise)")] = False) -> dict:
+    """Register the next version of ``name``; the runtime, inputs and outputs are read from the file.
+
+    The same bytes as an existing version of ``name`` are refused (409, naming it) unless ``allow_duplicate``;
+    ``warnings`` names any existing copy. An ONNX classifier with a ZipMap output is refused (400).
+    """
     parsed_tags = parse_json_form(tags, what="tags", strings_only=True)
     parsed_properties = parse_json_form(properties, what="properties")
     data = read_upload(file, limit_bytes=fleet.config.max_upload_bytes)
-    return registry.register_model(fleet, name=name, data=data, tags=parsed_tags, properties=parsed_properties)
+    return registry.register_model(fleet, name=name, data=data, tags=parsed_tags, properties=parsed_properties,
+                                   allow_duplicate=allow_duplicate)
 
 
 @router.get("", response_model=list[ModelVersionPublic])

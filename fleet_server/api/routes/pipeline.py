@@ -30,7 +30,9 @@ class OptimizeResult(BaseModel):
 def register_sklearn(fleet: FleetDep, name: str,
                      file: Annotated[UploadFile, File(description="A pickled, fitted scikit-learn estimator")],
                      tags: Annotated[str | None, Form(description="JSON object of string to string")] = None,
-                     properties: Annotated[str | None, Form(description="JSON object")] = None) -> dict:
+                     properties: Annotated[str | None, Form(description="JSON object")] = None,
+                     allow_duplicate: Annotated[bool, Form(description="Register even when this name already "
+                                                                       "holds the same ONNX bytes")] = False) -> dict:
     """Convert a pickled scikit-learn model to ONNX (skl2onnx, ZipMap off) and register it as the next version.
 
     Unpickling runs code: this needs an operator or admin token.
@@ -38,7 +40,8 @@ def register_sklearn(fleet: FleetDep, name: str,
     parsed_tags = parse_json_form(tags, what="tags", strings_only=True)
     parsed_properties = parse_json_form(properties, what="properties")
     data = read_upload(file, limit_bytes=fleet.config.max_upload_bytes)
-    return service.register_converted(fleet, name=name, data=data, tags=parsed_tags, properties=parsed_properties)
+    return service.register_converted(fleet, name=name, data=data, tags=parsed_tags, properties=parsed_properties,
+                                      allow_duplicate=allow_duplicate)
 
 
 @router.post("/{name}/versions/{version}/optimize", response_model=OptimizeResult,
