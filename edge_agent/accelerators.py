@@ -26,7 +26,12 @@ module turns that wish list into a loaded session or interpreter:
 
 Every fallback is recorded in the returned notes and logged on
 ``edgefleet.agent.accelerators``, so a device that silently runs on the CPU
-is visible in its reported state.
+is visible in its reported state. The notes' :attr:`LoadNotes.failed` names
+the accelerators that are present on this device, came before the one in
+use in the wished order (the module's ``config.accelerators`` or the
+profile's), and failed to load or run the model: that, and not a provider
+missing from this onnxruntime build or a delegate library that is not
+installed, is what ``on_accelerator_failure`` sends to the cloud.
 """
 
 from __future__ import annotations
@@ -49,6 +54,14 @@ _DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
 _RECORD_ASSIGNMENT = "session.record_ep_graph_assignment_info"
 XNNPACK = "xnnpack"
 CPU = "cpu"
+
+
+class LoadNotes(list):
+    """The notes (a list of lines, as reported) plus ``failed``: present accelerators that failed, in order."""
+
+    def __init__(self, notes: Sequence[str] = ()):
+        super().__init__(notes)
+        self.failed: list[str] = []
 
 
 class ModelLoadError(EdgefleetError):
@@ -121,11 +134,12 @@ def create_onnx_session(
     """
     import onnxruntime as ort
 
-    chain, notes = choose_onnx_providers(onnx_wish_list(profile, override), ort.get_available_providers())
+    chain, skipped = choose_onnx_providers(onnx_wish_list(profile, override), ort.get_available_providers())
+    notes = LoadNotes(skipped)  # skipped ones are absent from this build: not failures
     for note in notes:
         log.warning("%s: %s", Path(model_path).name, note)
     try:
-        for provider in chain:
+        for index, provider in enumerate(chain):
             attempts = [False] if provider.name == CPU_PROVIDER else [True, False]
             for alone in attempts:
                 label = describe_provider(provider) + (" alone" if alone else " with CPU fallback")
@@ -151,6 +165,7 @@ def create_onnx_session(
                     notes.append(f"{describe_provider(provider)} cannot run every node of the model{share}; "
                                  f"the rest runs on {CPU_PROVIDER}")
                 log.info("%s: loaded on %s", Path(model_path).name, describe_provider(provider))
+                notes.failed = [describe_provider(p) for p in chain[:index]]  # each is in this build, so present
                 return session, actual, notes
     finally:
         if session_options is not None:
@@ -252,20 +267,27 @@ def create_tflite_interpreter(model_path: Path, profile: FirmwareProfile,
     :class:`ModelLoadError` when even the built-in CPU kernels fail.
     """
     interpreter_cls, load_delegate, resolver = _litert()
-    chain, notes = tflite_wish_list(profile, override)
+    chain, skipped = tflite_wish_list(profile, override)
+    notes = LoadNotes(skipped)
     for note in notes:
         log.warning("%s: %s", Path(model_path).name, note)
     for delegate in chain:
         try:
             interpreter = _tflite_interpreter(interpreter_cls, load_delegate, resolver, model_path, delegate)
-        except Exception as exc:  # ValueError, RuntimeError, OSError from the native side
+        except OSError as exc:  # only _check_delegate_library: the library is not installed here (absent)
+            _record(notes, model_path, f"delegate {delegate.name!r} not available on this device: "
+                                       f"{_reason(exc)}; falling back")
+            continue
+        except Exception as exc:  # ValueError, RuntimeError from the native side
             _record(notes, model_path, f"delegate {delegate.name!r} failed: {_reason(exc)}; falling back")
+            notes.failed.append(delegate.name)
             continue
         name = delegate.name
         delegated = _delegated_nodes(interpreter)
         if delegated == 0 and not delegate.builtin:
             _record(notes, model_path, f"delegate {delegate.name!r} loaded but took no operation of this model "
                                        "(is the model compiled for it?); falling back")
+            notes.failed.append(delegate.name)
             continue
         if delegated == 0 and name == XNNPACK:
             _record(notes, model_path, "XNNPACK took no operation of this model; it runs on the built-in CPU kernels")
@@ -296,7 +318,10 @@ def _tflite_interpreter(interpreter_cls: Any, load_delegate: Any, resolver: Any,
 
 
 def _check_delegate_library(library: str) -> None:
-    """Fail cleanly before ``load_delegate``, whose half-built object errors again when collected."""
+    """Fail cleanly before ``load_delegate``, whose half-built object errors again when collected.
+
+    OSError: the library is not installed (absent); ValueError: it is there but is no delegate (failed).
+    """
     try:
         handle = ctypes.CDLL(library)
     except OSError as exc:

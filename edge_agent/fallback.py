@@ -12,10 +12,24 @@ when the model is not installed here, when the caller asks
 ``max_batch`` or more bytes than ``max_request_bytes``, when more than
 ``max_queue`` requests are already being scored locally, when the recent
 local latency (:class:`LatencyAverage`) is over ``latency_slo_ms``, or when
-the model could not run on the accelerator the firmware profile prefers.
-A limit left out never triggers. ``target`` names the model on the cloud
-(default: the registered model the bundle was built from, else the module's
-own name).
+an accelerator that is present on the device and comes first in the
+module's order failed to load the model (``on_accelerator_failure``; a
+provider missing from the onnxruntime build is not a failure: the model
+runs on the CPU, here). A limit left out never triggers. Without
+``target`` the cloud scores the module's own bundle (same entry script,
+same outputs, the module's name); ``target`` names a registered model to
+ask instead.
+
+:meth:`FallbackPolicy.from_configs` is the one parser of a policy (pure):
+an unknown key (named with the nearest valid one) or a value of the wrong
+type is a :class:`MessageError`. The bundle builder calls it so a bad
+policy is never signed; the agent's runtime calls it at load, so a bad
+policy fails the install (``bad_fallback_policy``) instead of being ignored.
+
+While the average is over the SLO, :meth:`LatencyAverage.probe` lets one
+request in ``probe_every``, and one every ``probe_interval_s``, be scored
+here anyway, so the average follows the device when it recovers (as the
+circuit breaker's trial request does for the cloud).
 
 :class:`CircuitBreaker` decides whether the cloud may be tried at all: it
 opens after ``failure_threshold`` consecutive failures, lets one trial
@@ -110,14 +124,34 @@ def _checked(raw: dict, where: str) -> dict:
 class LatencyAverage:
     """Exponentially weighted average of recent local latencies in ms (no lock: a lost update is harmless)."""
 
-    __slots__ = ("alpha", "value")
+    __slots__ = ("alpha", "value", "probe_every", "probe_interval_s", "_clock", "_skipped", "_last_probe")
 
-    def __init__(self, alpha: float = 0.2):
+    def __init__(self, alpha: float = 0.2, *, probe_every: int = 20, probe_interval_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.alpha = alpha
         self.value: float | None = None
+        self.probe_every = probe_every
+        self.probe_interval_s = probe_interval_s
+        self._clock = clock
+        self._skipped = 0
+        self._last_probe = clock()
 
     def add(self, ms: float) -> None:
         self.value = ms if self.value is None else self.value + self.alpha * (ms - self.value)
+
+    def probe(self, slo_ms: int | None) -> float | None:
+        """The average for a decision against ``slo_ms``; None (so: score here) for a probe request."""
+        if slo_ms is None or self.value is None:
+            return self.value
+        now = self._clock()
+        if self.value <= slo_ms:
+            self._skipped, self._last_probe = 0, now
+            return self.value
+        self._skipped += 1
+        if self._skipped >= self.probe_every or now - self._last_probe >= self.probe_interval_s:
+            self._skipped, self._last_probe = 0, now
+            return None
+        return self.value
 
 
 class CircuitBreaker:

@@ -248,7 +248,7 @@ def test_missing_edgetpu_library_falls_back_to_xnnpack_with_a_note():
     interpreter, accelerator, notes = create_tflite_interpreter(SENSOR / "model.tflite", coral)
     assert accelerator == "xnnpack"
     assert len(notes) == 1
-    assert notes[0].startswith("delegate 'edgetpu' failed: ") and "libedgetpu.so.1" in notes[0]
+    assert notes[0].startswith("delegate 'edgetpu' not available on this device: ") and "libedgetpu.so.1" in notes[0]
     assert notes[0].endswith("falling back")
     np.testing.assert_allclose(score(interpreter, READING), sensor_reference(READING), rtol=1e-4, atol=3e-5)
 
@@ -272,7 +272,8 @@ def test_a_delegate_library_that_does_not_exist_falls_back_with_a_note(tmp_path:
     ])
     interpreter, accelerator, notes = create_tflite_interpreter(SENSOR / "model.tflite", profile)
     assert accelerator == "xnnpack"
-    assert len(notes) == 1 and notes[0].startswith("delegate 'gpu' failed: ") and "libno_such_delegate.so" in notes[0]
+    assert len(notes) == 1 and notes[0].startswith("delegate 'gpu' not available on this device: ")
+    assert "libno_such_delegate.so" in notes[0] and notes.failed == [], "absent, not failed"
     np.testing.assert_allclose(score(interpreter, READING), sensor_reference(READING), rtol=1e-4, atol=3e-5)
 
 
@@ -297,3 +298,40 @@ def test_a_tflite_file_nothing_can_load_raises(tmp_path: Path):
     with pytest.raises(ModelLoadError) as caught:
         create_tflite_interpreter(bad, load_profile("generic-cpu"))
     assert [n.split(" failed")[0] for n in caught.value.notes] == ["delegate 'xnnpack'", "delegate 'cpu'"]
+
+
+# --- what counts as an accelerator failure (the cloud fallback's on_accelerator_failure) ------------
+
+
+@pytest.mark.parametrize("board", ["raspberry-pi-5", "jetson-orin-nano"])
+def test_a_preferred_provider_absent_from_the_build_is_not_an_accelerator_failure(tiny_onnx, board):
+    import onnxruntime as ort
+
+    profile = load_profile(board)
+    assert profile.onnx_providers[0].name not in ort.get_available_providers(), "the standard CPU wheel"
+    _, accelerator, notes = create_onnx_session(tiny_onnx, profile)
+    assert accelerator == CPU and "not available on this device" in notes[0]
+    assert notes.failed == [], "absent from the build: the designed CPU fallback, scored here"
+
+
+def test_a_present_provider_that_cannot_run_the_model_is_a_failure_unless_the_module_order_skips_it(tiny_onnx):
+    import onnxruntime as ort
+
+    azure = "AzureExecutionProvider"
+    if azure not in ort.get_available_providers():
+        pytest.skip("no AzureExecutionProvider in this onnxruntime build")
+    profile = profile_with([ep(azure), ep(CPU)])
+    _, accelerator, notes = create_onnx_session(tiny_onnx, profile)
+    assert accelerator == CPU and notes.failed == [azure]
+    _, accelerator, notes = create_onnx_session(tiny_onnx, profile, override=[CPU])
+    assert accelerator == CPU and notes.failed == [], "the module's own order wanted the CPU first"
+
+
+def test_a_delegate_library_that_is_there_but_fails_is_a_failure():
+    try:
+        ctypes.CDLL("libc.so.6")
+    except OSError:
+        pytest.skip("no glibc here")
+    _, accelerator, notes = create_tflite_interpreter(
+        SENSOR / "model.tflite", profile_with(delegates=[Delegate("gpu", "libc.so.6", {})]))
+    assert accelerator == "xnnpack" and notes.failed == ["gpu"]
