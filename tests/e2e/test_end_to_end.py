@@ -72,7 +72,8 @@ def outputs(body: dict) -> dict:
 def test_registered_model_built_deployed_and_scored_on_devices_equals_onnxruntime(fleet):
     record = fleet.cli_json("model", "register", str(IRIS / "model.onnx"), "--name", "iris-raw", "--tag", "team=ml")
     assert (record["name"], record["version"], record["runtime"]) == ("iris-raw", 1, "onnx")
-    assert fleet.cli_json("model", "register", str(IRIS / "model.onnx"), "--name", "iris-raw")["version"] == 2
+    assert fleet.cli_json("model", "register", str(IRIS / "model.onnx"), "--name", "iris-raw",
+                          "--allow-duplicate")["version"] == 2  # the same bytes again: refused without the flag
     bundle = fleet.cli_json("module", "build", str(IRIS))
     fleet.deploy_and_wait("iris-classifier")
 
