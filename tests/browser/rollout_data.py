@@ -43,7 +43,7 @@ class RolloutData:
 
 
 def model_stats(device_id: str, version: int, outputs: dict[str, int], *, p50_us: int, errors: int | None = None,
-                module: str = "scaler", answer_output: str = "y") -> bytes:
+                module: str = "scaler", answer_output: str = "label") -> bytes:
     """A telemetry batch with one ``model_stats`` record as an agent under an A/B split writes it: half of the
     answered requests at ``p50_us``, the rest at 4x; ``errors`` defaults to ``version - 1``."""
     requests = sum(outputs.values())
