@@ -47,7 +47,7 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise for CLI users
     try:
-        app()
+        code = app(standalone_mode=False)  # usage errors come here too, to be printed as one line
     except CliError as exc:
         print_error(str(exc))
         sys.exit(exc.exit_code)
@@ -60,8 +60,23 @@ def main() -> None:
             raise
         print_error(str(error))
         sys.exit(error.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, EOFError):
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - click's own errors, whose classes depend on typer's version
+        kinds = {cls.__name__ for cls in type(exc).__mro__}
+        if "NoArgsIsHelpError" in kinds:  # the help is printed already
+            sys.exit(2)
+        if "UsageError" in kinds and getattr(exc, "ctx", None) is not None:
+            print_error(f"{exc.format_message()} (see `{exc.ctx.command_path} --help`)")
+        elif "ClickException" in kinds:
+            print_error(exc.format_message())
+        elif "Abort" in kinds:
+            print_error("aborted")
+            sys.exit(1)
+        else:
+            raise
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

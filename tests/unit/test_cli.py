@@ -130,6 +130,21 @@ def test_an_error_is_exactly_one_line_whatever_the_terminal_width(tmp_path):
         assert result.stderr.startswith("error: ") and "'[bold]entyr[/bold]'" in result.stderr
 
 
+@pytest.mark.parametrize(("args", "help_of"), [
+    (["model", "shw"], "model"),
+    (["agent", "enroll", "--server", "x", "--token", "a.b", "--scoring-port", "70000"], "agent enroll"),
+], ids=["command", "option"])
+def test_a_usage_error_is_one_line_naming_the_help_to_read(args, help_of):
+    result = edgefleet(*args, COLUMNS="40")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("error: ") and f"(see `edgefleet {help_of} --help`)" in result.stderr
+
+
+def test_no_arguments_shows_the_help():
+    result = edgefleet()
+    assert result.returncode == 2 and "Usage: edgefleet" in result.stdout and result.stderr == ""
+
+
 @pytest.mark.parametrize(("block", "args", "extra"), [
     ("uvicorn", ["server", "run", "--data-dir", "{tmp}/data"], "server"),
     ("fastapi", ["server", "run", "--data-dir", "{tmp}/data"], "server"),
