@@ -14,10 +14,19 @@ After :data:`STALL_ROUNDS` rounds without progress it reports a ``download``
 error through ``on_problem`` and keeps trying (the server or the link may
 come back). It returns when every chunk is on disk, and unsubscribes.
 
-Each incoming chunk (paho's thread) is split at its header (the framing of
-:func:`fleet_protocol.messages.encode_chunk`); a chunk already on disk is
-dropped unhashed; the others are checked with
-:func:`fleet_protocol.trust.check_chunk` (the one SHA-256 per chunk) and stored in
+Chunks are encrypted with the bundle's content key (:mod:`fleet_protocol.bundle_crypto`),
+which the device's signed desired state carries wrapped for its certificate
+key: :meth:`Fetcher.open_key` unwraps it (refusing a wrap that is tampered or
+for another device) before anything is asked for, and every chunk is decrypted
+before its digest is checked. A desired module without a content key (from a
+server older than encryption) is fetched from plaintext chunks
+(:func:`fleet_protocol.messages.encode_chunk`); an encrypted chunk is then
+refused, as a plaintext one is when a key was given.
+
+Each incoming chunk (paho's thread) is split at its header; a chunk already on
+disk is decrypted and checked like the others; only a chunk that passes
+:func:`fleet_protocol.trust.check_chunk` (the one SHA-256 per chunk) counts as the broadcast being
+alive (junk cannot hold back a re-ask), and a missing one is stored in
 ``staging/<digest>/chunks/<sha>`` through a temp file and a rename; chunks
 that fail a check are refused, counted and never written; chunks already on
 disk, or for bundles nobody here fetches, are ignored (the topic is shared
@@ -35,7 +44,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from fleet_protocol import messages, topics
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from fleet_protocol import bundle_crypto, messages, topics
 from fleet_protocol.errors import BadDataError, DigestMismatchError, EdgefleetError, TransportError
 from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.trust import check_chunk
@@ -56,8 +67,9 @@ class FetchAborted(Exception):
 
 
 class _Job:
-    def __init__(self, manifest: BundleManifest, chunks_dir: Path):
+    def __init__(self, manifest: BundleManifest, chunks_dir: Path, content_key: bytes | None):
         self.manifest = manifest
+        self.content_key = content_key  # None: the server sends this bundle's chunks in plaintext
         self.chunks_dir = chunks_dir
         self.sizes = manifest.chunk_sizes()
         self.missing: set[str] = set()
@@ -72,8 +84,10 @@ class _Job:
 
 class Fetcher:
     def __init__(self, link: MqttLink, device_id: str, staging_dir: Path, *, window: int = 16,
-                 timeout_s: float = 10.0, on_malformed: Callable[[str], None] | None = None):
+                 timeout_s: float = 10.0, on_malformed: Callable[[str], None] | None = None,
+                 key_file: Path | None = None):
         self.link = link
+        self.key_file = key_file  # the device's private key (its TLS client key): content keys are wrapped for it
         self.device_id = device_id
         self.staging_dir = staging_dir
         self.window = max(1, min(window, messages.MAX_FETCH_CHUNKS))
@@ -106,15 +120,30 @@ class Fetcher:
                 missing.add(sha)
         return missing
 
+    def open_key(self, manifest: BundleManifest, content_key: dict | None) -> bytes | None:
+        """The bundle's content key from its desired module's ``content_key`` (None: none was sent).
+
+        Raises :class:`fleet_protocol.bundle_crypto.ContentKeyError` when it is not for this
+        device's key or does not open (tampered). The key file is read each time: a renewal replaces it.
+        """
+        if content_key is None:
+            return None
+        private_key = None
+        if self.key_file is not None:
+            private_key = load_pem_private_key(self.key_file.read_bytes(), password=None)
+        return bundle_crypto.open_content_key(content_key, device_id=self.device_id, bundle_digest=manifest.digest,
+                                              private_key=private_key)
+
     def fetch(self, manifest: BundleManifest, *, should_abort: Callable[[], bool],
-              on_problem: Callable[[EdgefleetError | None], None]) -> None:
+              on_problem: Callable[[EdgefleetError | None], None], content_key: bytes | None = None) -> None:
         """Block until every chunk of ``manifest`` is on disk; raise :class:`FetchAborted` if told to stop.
 
-        ``on_problem(error)`` is called when the fetch stalls or refuses a chunk, and
-        with ``None`` when it makes progress again after a reported problem.
+        ``content_key`` (from :meth:`open_key`) decrypts the chunks. ``on_problem(error)`` is called
+        when the fetch stalls or refuses a chunk, and with ``None`` when it makes progress again after a
+        reported problem.
         """
         digest = manifest.digest
-        job = _Job(manifest, self.chunks_dir(digest))
+        job = _Job(manifest, self.chunks_dir(digest), content_key)
         job.chunks_dir.mkdir(parents=True, exist_ok=True)
         job.missing = self.missing_chunks(manifest)
         if not job.missing:
@@ -230,25 +259,28 @@ class Fetcher:
         job = self._jobs.get(digest)
         if job is None:
             return
-        if len(payload) < _HEADER_BYTES or payload[:4] != _CHUNK_MAGIC:
+        magic = bundle_crypto.CHUNK_MAGIC if job.content_key is not None else _CHUNK_MAGIC
+        if len(payload) < _HEADER_BYTES or payload[:4] != magic:
             if self._on_malformed is not None:
                 self._on_malformed(topic)
             self._refuse(job, DigestMismatchError(f"corrupted chunk payload for {job.manifest.module}: "
-                                                  "no EFC1 header"))
+                                                  f"no {magic.decode()} header"))
             return
         sha, data = payload[4:_HEADER_BYTES].hex(), payload[_HEADER_BYTES:]
-        with job.cond:  # no wake-up: the requesting thread reads these when it next looks
-            job.arrived += 1
-            job.last_arrival = time.monotonic()
-            if sha not in job.missing and sha in job.sizes:
-                return  # already have it (another device asked for it, or a duplicate)
         try:
+            if job.content_key is not None:
+                data = bundle_crypto.decrypt_chunk(job.content_key, job.manifest.digest, sha, data)
             check_chunk(job.manifest, sha, data)  # the manifest's digest, so also the header's
         except BadDataError as exc:
             if self._on_malformed is not None and hashlib.sha256(data).hexdigest() != sha:
                 self._on_malformed(topic)  # bytes that do not match their own header: damaged in transit
             self._refuse(job, exc)
             return
+        with job.cond:  # only a verified chunk says the broadcast is alive (no wake-up: read on the next look)
+            job.arrived += 1
+            job.last_arrival = time.monotonic()
+            if sha not in job.missing:
+                return  # already have it (another device asked for it, or a duplicate)
         path = job.chunks_dir / sha
         tmp = job.chunks_dir / f".{sha}.tmp"
         try:
