@@ -23,7 +23,6 @@ operator gave the enrollment (the operator's win).
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from fleet_protocol.errors import EdgefleetError, TransportError
 from fleet_protocol.fields import is_valid_name
-from fleet_protocol.profiles import list_profiles
+from fleet_protocol.profiles import ProfileError, load_profile
 from fleet_protocol.root import TrustedRoot, load_certificate, make_device_key_and_csr
 
 from .config import AgentConfig, ConfigError, looks_like_path
@@ -97,13 +96,12 @@ class AgentOptions:
         """The config fields these options set, checked by :class:`AgentConfig`'s own rules (ConfigError)."""
         profile = self.profile
         if profile is not None and looks_like_path(profile):
-            if not Path(profile).expanduser().is_file():
-                raise ConfigError(f"profile {profile!r} is not a file")
             profile = str(Path(profile).expanduser().resolve())  # the config's relative paths are not the cwd's
-        elif profile is not None and profile not in list_profiles():
-            near = difflib.get_close_matches(profile, list_profiles(), n=1)
-            raise ConfigError(f"unknown firmware profile {profile!r} ({f'did you mean {near[0]!r}? ' if near else ''}"
-                              f"known: {', '.join(list_profiles())})")
+        if profile is not None:
+            try:
+                load_profile(profile)
+            except ProfileError as exc:
+                raise ConfigError(str(exc)) from None
         values = {"profile": profile, "scoring_port": self.scoring_port, "cloud_url": self.cloud_url,
                   "cloud_token": self.cloud_token, "tags": dict(self.tags) or None}
         values = {k: v for k, v in values.items() if v is not None}

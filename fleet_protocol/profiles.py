@@ -37,6 +37,7 @@ Pure: parsing is a function of the document; the only I/O is
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from dataclasses import dataclass, field as dc_field
 from importlib import resources
@@ -197,7 +198,9 @@ def load_profile(name_or_path: str) -> FirmwareProfile:
         raise ProfileError(f"firmware profile name {text!r} must match {NAME.pattern}")
     resource = resources.files(PROFILES_PACKAGE).joinpath(f"{text}.toml")
     if not resource.is_file():
-        raise ProfileError(f"unknown firmware profile {text!r} (known: {', '.join(list_profiles())})")
+        near = difflib.get_close_matches(text, list_profiles(), n=1)
+        raise ProfileError(f"unknown firmware profile {text!r} ({f'did you mean {near[0]!r}? ' if near else ''}"
+                           f"known: {', '.join(list_profiles())})")
     profile = _parse_toml(resource.read_bytes(), source=f"{text}.toml")
     if profile.name != text:
         raise ProfileError(f"firmware profile {text}.toml: field 'name' is {profile.name!r}, expected {text!r}")

@@ -11,6 +11,7 @@ from edge_agent.enroll import AgentOptions, agent_toml
 from fleet_protocol.signing import SigningKey
 
 KEY = SigningKey.generate().public_key.to_hex()
+PROFILES = Path(__file__).resolve().parents[2] / "firmware_profiles"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -76,7 +77,7 @@ def test_the_config_enrollment_writes_reads_back_with_its_options_and_any_tag_te
     (AgentOptions(cloud_url="ftp://fleet"), "cloud_url"),
     (AgentOptions(scoring_port=70000), "scoring_port"),
     (AgentOptions(profile="raspbery-pi-5"), "did you mean 'raspberry-pi-5'"),
-    (AgentOptions(profile="boards/missing.toml"), "not a file"),
+    (AgentOptions(profile="boards/missing.toml"), "cannot be read"),
 ], ids=["cloud_url", "scoring_port", "profile name", "profile path"])
 def test_enroll_options_are_checked_by_the_config_rules_before_enrolling(options, message):
     with pytest.raises(ConfigError, match=message):
@@ -84,7 +85,7 @@ def test_enroll_options_are_checked_by_the_config_rules_before_enrolling(options
 
 
 def test_an_enroll_profile_path_is_written_absolute(tmp_path, monkeypatch):
-    (tmp_path / "board.toml").write_text("")
+    (tmp_path / "board.toml").write_bytes((PROFILES / "generic-cpu.toml").read_bytes())
     monkeypatch.chdir(tmp_path)
     assert AgentOptions(profile="board.toml", tags={"a": "b"}).values() == {
         "profile": str(tmp_path / "board.toml"), "tags": {"a": "b"}}

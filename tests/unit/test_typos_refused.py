@@ -15,7 +15,7 @@ import pytest
 from edge_agent.config import ConfigError, load_config
 from edge_agent.module_config import SECTIONS, check_module_config
 from fleet_protocol.errors import BadDataError
-from fleet_protocol.profiles import ProfileError, parse_profile
+from fleet_protocol.profiles import ProfileError, load_profile, parse_profile
 from fleet_protocol.signing import SigningKey
 from fleet_server.module_archive import parse_module_spec
 
@@ -82,3 +82,8 @@ def test_firmware_profile_typo_is_refused_naming_the_nearest_field():
     doc = {"name": "board", "arch": "arm64", "memory_mb": 512, "max_model_bytes": 1000, "acelerators": ["cpu"]}
     message = refusal(lambda: parse_profile(doc, source="board.toml"))
     assert "'acelerators'" in message and "did you mean 'accelerators'" in message
+
+
+def test_firmware_profile_name_typo_is_refused_naming_the_nearest_profile():
+    message = refusal(lambda: load_profile("raspbery-pi-5"))
+    assert "'raspbery-pi-5'" in message and "did you mean 'raspberry-pi-5'" in message
