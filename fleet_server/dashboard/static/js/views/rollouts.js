@@ -10,8 +10,9 @@ import { STATES, progress, target } from "./deployments.js";
 export const ACTIVE = ["running", "paused"];
 
 // Which states each action applies to, and why it does not apply in the others. The server
-// (RolloutController.act) also lets an ended rollout (completed or aborted) be rolled back; the dashboard offers
-// Roll back only while the rollout is under way, and says for an ended one how to go back deliberately.
+// (RolloutController.act) also lets a completed rollout be rolled back; the dashboard does not offer that (the
+// deployment is finished: going back is a new rollout) and says so. An aborted rollout keeps Roll back: it is
+// how the devices its waves already reached go back (the Abort dialog says so).
 const ACTIONS = [
   { action: "pause", label: "Pause", allowed: ["running"], danger: false,
     why: () => "Only a running rollout can be paused.", confirm: "Pause rollout",
@@ -24,19 +25,18 @@ const ACTIONS = [
     why: () => "The rollout has already ended.", confirm: "Abort rollout",
     message: "The rollout stops for good: no more devices are let in. "
       + "Devices already updated keep the new version; roll back to undo that." },
-  { action: "rollback", label: "Roll back", allowed: ["running", "paused"], danger: true,
+  { action: "rollback", label: "Roll back", allowed: ["running", "paused", "aborted"], danger: true,
     why: rollbackWhyNot, confirm: "Roll back",
     message: "The deployment is withdrawn: every device it reached goes back to what the other deployments say, "
       + "normally the previous version." },
 ];
 
-/** Why an ended rollout offers no Roll back, and what to do instead. */
+/** Why a finished rollout offers no Roll back, and what to do instead. */
 function rollbackWhyNot(r) {
   if (r.state === "rolled_back") return "This rollout was already rolled back.";
-  const ended = r.state === "completed" ? "has completed" : "was aborted";
-  return `This rollout ${ended}, so there is nothing in progress to roll back. To go back to the previous version, `
-    + `start a rollout of it (from the CLI, \`edgefleet deploy rollout rollback ${r.id}\` still withdraws `
-    + `deployment #${r.deployment.id} at once).`;
+  return "This rollout has completed: every targeted device runs its version, so there is nothing in progress to "
+    + "roll back. To go back to the previous version, start a rollout of it (from the CLI, "
+    + `\`edgefleet deploy rollout rollback ${r.id}\` still withdraws deployment #${r.deployment.id} at once).`;
 }
 
 export function waveName(index) {
@@ -160,7 +160,7 @@ export function mountOne(main, params, [id]) {
       const applies = current !== null && allowed.includes(current.state);
       button.disabled = !applies;
       button.title = applies || current === null ? "" : why(current);
-      if (action === "rollback" && !applies && current !== null && !ACTIVE.includes(current.state)) {
+      if (action === "rollback" && !applies && current !== null) {
         rollbackNote = `Roll back is not offered: ${why(current)}`;
         button.setAttribute("aria-describedby", note.id);
       }
