@@ -37,12 +37,12 @@ def _load(payload: bytes, expected_type: str) -> dict:
     return doc
 
 
-def parse_error(raw: object, where: str) -> dict | None:
-    """A ``{code, category, message}`` triple, or None."""
+def parse_error(raw: object, where: str, key: str = "error") -> dict | None:
+    """A ``{code, category, message}`` triple (the value of field ``key``), or None."""
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise MessageError(f"{where}: error must be an object")
+        raise MessageError(f"{where}: field '{key}' must be an object with code, category and message")
     return {k: field(raw, k, str, where=where) for k in ("code", "category", "message")}
 
 
@@ -249,7 +249,7 @@ def parse_reported_state(payload: bytes) -> ReportedState:
         error=parse_error(doc.get("error"), where),
         stale=field(doc, "stale", bool, where=where, optional=True, default=False),
         root_version=count_field(doc, "root_version", where=where, minimum=1, optional=True),
-        root_error=parse_error(doc.get("root_error"), where),
+        root_error=parse_error(doc.get("root_error"), where, "root_error"),
     )
 
 

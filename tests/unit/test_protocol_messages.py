@@ -6,14 +6,32 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from fleet_protocol import messages, oip, topics
-from fleet_protocol.errors import BadDataError, MessageError
-from fleet_protocol.manifest import BundleManifest
+from fleet_protocol.errors import ManifestError, MessageError
+from fleet_protocol.manifest import BundleManifest, file_entry
 
-PARSERS = [messages.parse_reported_state, messages.parse_device_status, messages.parse_telemetry_batch,
-           messages.parse_fetch_request, messages.parse_desired_envelope, messages.decode_chunk]
+TS = "2026-01-01T00:00:00Z"
+ERROR = {"code": "rollback", "category": "verification", "message": "older"}
+VALID = {  # one well-formed message per parser, to mutate one field at a time
+    messages.parse_reported_state: messages.ReportedState(
+        "cam-1", 3, TS, (messages.ModuleReport("iris", "running", 1, "a" * 64),), agent_version="0.1",
+        profile="generic-cpu", error=ERROR, stale=True, root_version=2, root_error=ERROR).to_dict(),
+    messages.parse_device_status: messages.DeviceStatus(
+        "cam-1", "online", TS, "generic-cpu", {"site": "lab"}, "0.1", "http://cam-1:8181").to_dict(),
+    messages.parse_telemetry_batch: messages.TelemetryBatch(
+        "cam-1", "outbox-a", (messages.TelemetryRecord(1, TS, "heartbeat", {"cpu": 3}),)).to_dict(),
+    messages.parse_fetch_request: messages.FetchRequest("cam-1", "a" * 64, ("b" * 64,)).to_dict(),
+}
+REQUIRED = {
+    messages.parse_reported_state: ("device_id", "generation", "ts", "modules"),
+    messages.parse_device_status: ("device_id", "state"),
+    messages.parse_telemetry_batch: ("device_id", "outbox_id", "records"),
+    messages.parse_fetch_request: ("device_id", "bundle_digest", "chunks"),
+}
+TYPED_PARSERS = {**{parse: doc["type"] for parse, doc in VALID.items()}, messages.parse_root_chain: "root-chain"}
+NOT_A_JSON_OBJECT = "is not UTF-8 JSON|is not valid JSON|must be a JSON object|nests arrays and objects"
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -22,46 +40,120 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+def is_json_object(payload: bytes) -> bool:
+    try:
+        return isinstance(json.loads(payload), dict)
+    except ValueError:
+        return False
+
+
+def wrongly_typed(valid: object):
+    """JSON values of another type than ``valid`` (bool and int count as different; never None: that is
+    an absent optional field)."""
+    return json_values.filter(lambda value: value is not None and type(value) is not type(valid))
+
+
+def parser_id(parse) -> str:
+    return parse.__name__
+
+
+@settings(max_examples=150, deadline=None)
 @given(payload=st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()))
-def test_every_message_parser_refuses_garbage_with_a_message_error(payload):
-    for parse in PARSERS:
-        try:
+def test_every_message_parser_refuses_bytes_that_are_not_a_json_object(payload):
+    assume(not is_json_object(payload))
+    for parse in [*TYPED_PARSERS, messages.parse_desired_envelope]:
+        with pytest.raises(MessageError, match=NOT_A_JSON_OBJECT):
             parse(payload)
-        except MessageError:
-            pass
 
 
-@settings(max_examples=200, deadline=None)
-@given(doc=st.dictionaries(st.sampled_from(["type", "records", "device_id", "outbox_id", "chunks", "modules",
-                                            "state", "generation", "ts", "bundle_digest"]),
-                           json_values, max_size=8))
-def test_parsers_refuse_wrongly_typed_fields_with_a_message_error(doc):
-    for kind in ("telemetry-batch", "fetch-request", "reported-state", "device-status"):
-        payload = json.dumps({**doc, "type": kind}).encode()
-        for parse in PARSERS:
-            try:
+@settings(max_examples=100, deadline=None)
+@given(doc=st.dictionaries(st.text(max_size=12), json_values, max_size=6), kind=json_values)
+def test_every_message_parser_refuses_an_object_of_another_type(doc, kind):
+    payload = json.dumps({**doc, "type": kind}).encode()
+    for parse, expected in TYPED_PARSERS.items():
+        if kind != expected:
+            with pytest.raises(MessageError, match=f"expected a {expected} message, got type"):
                 parse(payload)
-            except MessageError:
-                pass
 
 
-@settings(max_examples=200, deadline=None)
-@given(doc=json_values)
-def test_manifest_parser_refuses_garbage_with_a_bad_data_error(doc):
-    try:
+@settings(max_examples=100, deadline=None)
+@given(doc=st.dictionaries(st.text(max_size=12).filter(lambda k: k not in ("signed", "signatures")), json_values,
+                           max_size=6))
+def test_desired_state_parser_refuses_an_object_that_is_not_a_signed_envelope(doc):
+    with pytest.raises(MessageError, match="desired state is not a signed envelope"):
+        messages.parse_desired_envelope(json.dumps(doc).encode())
+
+
+@pytest.mark.parametrize("parse", VALID, ids=parser_id)
+def test_the_valid_examples_parse(parse):
+    assert parse(json.dumps(VALID[parse]).encode()).to_dict() == VALID[parse]
+
+
+@pytest.mark.parametrize("parse", VALID, ids=parser_id)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_parsers_refuse_a_wrongly_typed_field_naming_it(parse, data):
+    valid = VALID[parse]
+    key = data.draw(st.sampled_from(sorted(k for k in valid if k != "type" and valid[k] is not None)))
+    value = data.draw(wrongly_typed(valid[key]))
+    with pytest.raises(MessageError, match=f"field '{key}'"):
+        parse(json.dumps({**valid, key: value}).encode())
+
+
+@pytest.mark.parametrize("parse", REQUIRED, ids=parser_id)
+def test_parsers_refuse_a_missing_required_field_naming_it(parse):
+    for key in REQUIRED[parse]:
+        doc = {k: v for k, v in VALID[parse].items() if k != key}
+        with pytest.raises(MessageError, match=f"missing field '{key}'"):
+            parse(json.dumps(doc).encode())
+
+
+@settings(max_examples=100, deadline=None)
+@given(payload=st.binary(max_size=300) | st.binary(max_size=300).map(lambda data: b"EFC1" + data))
+def test_chunk_decoder_refuses_payloads_without_a_valid_header_and_digest(payload):
+    with pytest.raises(MessageError, match="no EFC1 header|does not match its own digest"):
+        messages.decode_chunk(payload)
+
+
+VALID_MANIFEST = BundleManifest(
+    module="iris", version=1, runtime="onnx", model="model.onnx", created=TS, entry="main.py", sample="main.py",
+    files=(file_entry("main.py", b"def run(x): return x"), file_entry("model.onnx", b"onnx")),
+    target_profiles=("generic-cpu",), model_ref="iris:1", expires=TS, description="d", config={"a": "b"}).to_dict()
+
+
+@settings(max_examples=100, deadline=None)
+@given(doc=json_values | st.dictionaries(st.text(max_size=12).filter(lambda k: k != "type"), json_values,
+                                         max_size=6))
+def test_manifest_parser_refuses_garbage_naming_what_is_wrong(doc):
+    reason = "field 'type' must be 'bundle-manifest'" if isinstance(doc, dict) else "must be a JSON object"
+    with pytest.raises(ManifestError, match=reason):
         BundleManifest.from_dict(doc)
-    except BadDataError:
-        pass
 
 
-@settings(max_examples=200, deadline=None)
-@given(body=json_values)
-def test_oip_decoder_refuses_garbage_with_a_message_error(body):
-    try:
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_manifest_parser_refuses_a_wrongly_typed_field_naming_it(data):
+    assert BundleManifest.from_dict(VALID_MANIFEST).to_dict() == VALID_MANIFEST
+    key = data.draw(st.sampled_from(sorted(k for k in VALID_MANIFEST if k != "type")))
+    value = data.draw(wrongly_typed(VALID_MANIFEST[key]))
+    with pytest.raises(ManifestError, match=f"field '{key}'"):
+        BundleManifest.from_dict({**VALID_MANIFEST, key: value})
+
+
+@settings(max_examples=100, deadline=None)
+@given(body=json_values | st.dictionaries(st.text(max_size=12).filter(lambda k: k != "inputs"), json_values,
+                                          max_size=6))
+def test_oip_decoder_refuses_garbage_naming_what_is_wrong(body):
+    reason = "missing field 'inputs'" if isinstance(body, dict) else "inference request must be a JSON object"
+    with pytest.raises(MessageError, match=reason):
         oip.decode_request(body)
-    except MessageError:
-        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=wrongly_typed([]))
+def test_oip_decoder_refuses_wrongly_typed_inputs_naming_the_field(value):
+    with pytest.raises(MessageError, match="field 'inputs' must be list"):
+        oip.decode_request({"inputs": value})
 
 
 def test_telemetry_batch_round_trips():
