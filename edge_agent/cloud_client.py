@@ -1,7 +1,9 @@
 """The agent's one channel to cloud scoring: Open Inference Protocol v2 over HTTP, standard library only.
 
 :meth:`CloudClient.infer` posts a request body to
-``{cloud_url}/v2/models/{name}[/versions/{v}]/infer`` with the bearer token
+``{cloud_url}/v2/models/{name}[/versions/{v}]/infer`` (a registered model),
+or ``/v2/modules/{name}/versions/{v}/infer`` (a module's bundle, entry script
+and all, as the device runs it) with the bearer token
 and returns the decoded JSON response. Each call tries at most
 ``1 + retries`` times with exponential backoff (``backoff_s``, doubled per
 retry) and a socket timeout of ``timeout_s``; a response over
@@ -62,15 +64,18 @@ class CloudClient:
         self._breaker_lock = threading.Lock()
         self._sleep = sleep
 
-    def infer(self, model: str, version: int | str | None, body: bytes) -> dict:
-        """POST an OIP request body; the decoded response, or TransportError / CloudRefused."""
+    def infer(self, model: str, version: int | str | None, body: bytes, *, module: bool = False) -> dict:
+        """POST an OIP request body to a model (or, with ``module``, a module's bundle); the decoded response.
+
+        Raises TransportError or CloudRefused.
+        """
         with self._breaker_lock:
             allowed = self.breaker.allow()
             retry_in = self.breaker.retry_in_s()
         if not allowed:
             raise TransportError(f"cloud scoring at {self.url} is paused after {self.breaker.failures} failures "
                                  f"in a row (circuit open; next try in {retry_in:.0f}s)", code="cloud_circuit_open")
-        path = f"{self._base}/v2/models/{quote(model, safe='')}"
+        path = f"{self._base}/v2/{'modules' if module else 'models'}/{quote(model, safe='')}"
         if version is not None:
             path += f"/versions/{quote(str(version), safe='')}"
         path += "/infer"

@@ -5,12 +5,15 @@ only; the in-process :meth:`Agent.infer` never goes through it, so local
 scoring costs nothing extra there. Per request it
 
 - asks the module's :class:`~edge_agent.fallback.FallbackPolicy` where to
-  score (rows, body bytes, requests in flight, recent latency, accelerator
-  fallback, the caller's ``parameters.prefer``);
+  score (rows, body bytes, requests in flight, recent latency with a probe
+  request now and then, a present accelerator that failed, the caller's
+  ``parameters.prefer``);
 - sends cloud-bound requests through :class:`~edge_agent.cloud_client.CloudClient`
-  to the registered model the bundle was built from (manifest ``model_ref``,
-  or ``fallback.target``); a model not installed here goes to the cloud under
-  the requested name and version;
+  to the module's own bundle (``/v2/modules/{name}/versions/{v}``: the cloud
+  runs the same entry script, so the answer has the same outputs and the
+  module's name), or to the registered model ``fallback.target`` names; a
+  model not installed here goes to the cloud under the requested name and
+  version;
 - counts every fallback by model, reason and outcome; :meth:`take_records`
   turns the counts into ``fallback`` telemetry records at each heartbeat;
 - samples requests for capture (manifest ``config["capture"]``:
@@ -35,7 +38,6 @@ import numpy as np
 from fleet_protocol import captures, oip
 from fleet_protocol.errors import MessageError, TransportError
 from fleet_protocol.fields import refuse_unknown_keys
-from fleet_protocol.profiles import FirmwareProfile
 
 from .cloud_client import CloudClient, CloudRefused
 from .fallback import BATCH_TOO_LARGE, LOCAL, REQUEST_TOO_LARGE, Decision, FallbackPolicy, LatencyAverage
@@ -93,12 +95,9 @@ class CloudScoreResult(ScoreResult):
 
 
 class Offload:
-    def __init__(self, *, client: CloudClient | None, outbox: Outbox, profile: FirmwareProfile,
-                 overrides: Callable[[], dict] = dict):
+    def __init__(self, *, client: CloudClient | None, outbox: Outbox, overrides: Callable[[], dict] = dict):
         self.client = client
         self.outbox = outbox
-        self._preferred = {"onnx": profile.onnx_providers[0].name if profile.onnx_providers else None,
-                           "tflite": profile.tflite_delegates[0].name if profile.tflite_delegates else None}
         self._overrides = overrides  # desired state config["fallback"]: {module: {key: value}}
         self._lock = threading.Lock()
         self._policies: dict[tuple[str, str], tuple[FallbackPolicy, CaptureSampler | None]] = {}
@@ -120,9 +119,9 @@ class Offload:
         decision = self.decide(name, module, rows, request_bytes, prefer)
         if decision.where == LOCAL:
             return None
-        target, target_version = self.cloud_target(name, version, module)
+        target, target_version, is_module = self.cloud_target(name, version, module)
         try:
-            response = self.client.infer(target, target_version, body())
+            response = self.client.infer(target, target_version, body(), module=is_module)
         except CloudRefused:
             self.count(name, decision.reason, "refused")
             raise
@@ -158,21 +157,18 @@ class Offload:
         latency = self._latency.get(name)
         return policy.decide(installed=True, prefer=prefer if isinstance(prefer, str) else None, rows=rows,
                              request_bytes=request_bytes, inflight=self._inflight[name],
-                             latency_ms=None if latency is None else latency.value,
-                             accelerator_failed=module.accelerator != self._preferred.get(module.manifest.runtime))
+                             latency_ms=None if latency is None else latency.probe(policy.latency_slo_ms),
+                             accelerator_failed=bool(module.accelerator_failed))
 
-    def cloud_target(self, name: str, version: int | None, module: LoadedModule | None) -> tuple[str, int | None]:
-        """The model name and version to ask the cloud for."""
+    def cloud_target(self, name: str, version: int | None,
+                     module: LoadedModule | None) -> tuple[str, int | None, bool]:
+        """``(name, version, is_module)`` to ask the cloud for: this module's bundle, or a registered model."""
         if module is None:
-            return name, version
+            return name, version, False
         policy, _ = self._policy(module)
         if policy.target:
-            return policy.target, None
-        ref = module.manifest.model_ref
-        if ref and ":" in ref:
-            model, _, ref_version = ref.rpartition(":")
-            return model, int(ref_version) if ref_version.isdigit() else None
-        return name, None
+            return policy.target, None, False
+        return module.name, module.version, True
 
     # --- scoring bookkeeping ------------------------------------------------------------------------
 
@@ -240,9 +236,10 @@ class Offload:
         config = module.manifest.config
         try:
             policy = FallbackPolicy.from_configs(config, override)
-        except MessageError as exc:
-            log.warning("%s v%s: fallback policy ignored: %s", module.name, module.version, exc)
-            policy = FallbackPolicy()
+        except MessageError as exc:  # the manifest's own policy was checked at load: the override is bad
+            log.warning("%s v%s: the desired state's fallback override is refused, the module's policy "
+                        "applies: %s", module.name, module.version, exc)
+            policy = FallbackPolicy.from_configs(config)
         sampler = None
         if isinstance(config.get("capture"), dict):
             try:

@@ -15,12 +15,15 @@ Routes::
     GET  /v2/models/{name}[/versions/{v}]/ready
     POST /v2/models/{name}[/versions/{v}]/infer
 
-Errors are ``{"error": "..."}``: 400 malformed body, unknown input, wrong
-shape or dtype; 404 unknown model, version or route; 405 wrong method; 411
-no Content-Length; 413 body over ``max_request_bytes``; 500 a module's own
-failure; 502 the cloud refused the agent (e.g. its token); 503 the request
-needs the cloud and the cloud cannot be reached (with the reason and a
-``Retry-After``).
+Errors are ``{"error": "..."}``: 400 the client's request is wrong
+(malformed body; an input unknown, missing, of the wrong datatype or shape,
+named with what the module expects: ``input 'x': missing; the module
+expects FP32 [-1, 4]``); 404 unknown model, version or route; 405 wrong
+method; 411 no Content-Length; 413 body over ``max_request_bytes``; 500 the
+model or the module's entry script failed on inputs that fit (our side: a
+client may retry); 502 the cloud refused the agent (e.g. its token); 503
+with ``Retry-After`` a temporary failure (out of memory) or a request that
+needs the cloud while the cloud cannot be reached (with the reason).
 
 With an :class:`~edge_agent.offload.Offload` (the agent passes one), each
 inference request may go to the cloud instead (see
@@ -42,15 +45,14 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-import numpy as np
-
 from fleet_protocol import oip
 from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, MessageError, TransportError
 
 from .cloud_client import CloudRefused
+from .inputs import mismatch
 from .offload import Offload
-from .runtime import LoadedModule
+from .runtime import LoadedModule, ModuleError
 
 log = logging.getLogger("edgefleet.agent.scoring")
 
@@ -305,12 +307,18 @@ class _Handler(BaseHTTPRequestHandler):
             return self._score(module, request)
 
     def _score(self, module: LoadedModule, request: oip.InferenceRequest) -> dict:
-        if not module.custom_run:
-            _check_inputs(module, request.inputs)
+        if not module.custom_run:  # an entry script decides what it takes; a failure says whose fault it was
+            problem = mismatch(module.inputs, request.inputs)
+            if problem is not None:
+                raise _HttpError(400, f"{module.name} v{module.version}: {problem}")
         try:
             result = module.score(request.inputs)
         except BadDataError as exc:
             raise _HttpError(400, str(exc)) from None
+        except ModuleError as exc:
+            if exc.temporary:
+                raise _HttpError(503, str(exc), {"Retry-After": "1"}) from None
+            raise _HttpError(500, str(exc)) from None
         outputs = result.outputs
         if request.outputs is not None:
             unknown = [n for n in request.outputs if n not in outputs]
@@ -381,22 +389,3 @@ def _decode_request(body: object) -> oip.InferenceRequest:
         return oip.decode_request(body)
     except MessageError as exc:
         raise _HttpError(400, str(exc)) from None
-
-
-def _check_inputs(module: LoadedModule, inputs: dict[str, np.ndarray]) -> None:
-    """Refuse, with the reason, inputs the model would refuse: unknown, missing, wrong dtype or shape."""
-    specs = module.input_specs
-    for name, array in inputs.items():
-        spec = specs.get(name)
-        if spec is None:
-            raise _HttpError(400, f"model {module.name!r} has no input {name!r} (inputs: {', '.join(specs)})")
-        datatype, shape = spec
-        got = oip.datatype_of(array)
-        if got != datatype:
-            raise _HttpError(400, f"input {name!r} must be {datatype}, got {got}")
-        if shape and (len(shape) != array.ndim or any(d not in (-1, g) for d, g in zip(shape, array.shape))):
-            expected = "[" + ", ".join("-1" if d < 0 else str(d) for d in shape) + "]"
-            raise _HttpError(400, f"input {name!r} must have shape {expected}, got {list(array.shape)}")
-    missing = [name for name in specs if name not in inputs]
-    if missing:
-        raise _HttpError(400, f"missing input {missing[0]!r}")

@@ -10,37 +10,54 @@ finish on it. Thread safe: the cache has one lock, and each version loads
 at most once at a time (its own lock), so a burst of requests for a cold
 model loads it once.
 
-What it scores is the registered model itself (the raw ONNX or TFLite
-file), never a module's entry script: the server does not run module code.
+:meth:`CloudScoring.model` scores a registered model itself (the raw ONNX
+or TFLite file). :meth:`CloudScoring.module` scores one version of a
+module's bundle exactly as an agent runs it: the bundle is rebuilt from the
+chunk store (digests and sizes checked against the stored manifest),
+written to ``data_dir/cloud-modules/``, and loaded by the agent's own
+:class:`edge_agent.runtime.Runtime` (accelerator chain, entry script
+``init``, sample health check), so a device's cloud fallback answers with
+the same outputs and the module's name. That runs the module's entry script
+in the server process: whoever may build a module may run code here.
 It does not speak HTTP (see :mod:`fleet_server.api.routes.inference`).
 
-    CloudScoring.model(name, version) -> CloudModel    NotFoundError: unknown name or version
-    CloudModel.score(request)          -> outputs       BadDataError: inputs the model refuses
+    CloudScoring.model(name, version)  -> CloudModel    NotFoundError: unknown name or version
+    CloudScoring.module(name, version) -> CloudModel    NotFoundError: unknown module or version
+    CloudModel.score(request)          -> outputs       BadDataError: inputs that do not fit (400)
+                                                        ModuleError: the model or script failed (5xx)
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-from fleet_protocol import oip
-from fleet_protocol.errors import BadDataError, MessageError
+from edge_agent.inputs import mismatch
+from edge_agent.runtime import ModuleError
+from fleet_protocol import bundle_file
+from fleet_protocol.errors import EdgefleetError, MessageError
 from fleet_protocol.profiles import FirmwareProfile
 
 from . import registry
 from .errors import NotFoundError
+from .store import bundles as bundle_store
 from .store import models as model_store
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "tflite": "tensorflow_lite"}
+MODULE_KEY = "module:"  # cache keys of modules, apart from models of the same name
 
 
 @dataclass
 class CloudModel:
-    """One loaded model version: ``score(inputs)`` checks the inputs against the registry, then runs."""
+    """One loaded model or module version: ``score(inputs)`` checks the inputs, then runs."""
 
     name: str
     version: int
@@ -48,46 +65,35 @@ class CloudModel:
     accelerator: str
     inputs: list[dict]
     outputs: list[dict]
-    runner: Any  # edge_agent.runtime.OnnxModel or TfliteModel
+    runner: Any  # edge_agent.runtime.OnnxModel or TfliteModel, or a module's LoadedModule
     notes: list[str] = field(default_factory=list)
+    check: bool = True  # False for a module with an entry script: the script decides what it takes
+    module_dir: Any = None  # a module's unpacked bundle, removed when the module leaves the cache
 
     def metadata(self, versions: list[int]) -> dict:
         return {"name": self.name, "versions": [str(v) for v in versions], "platform": PLATFORMS[self.runtime],
                 "inputs": self.inputs, "outputs": self.outputs, "parameters": {"accelerator": self.accelerator}}
 
     def score(self, inputs: dict[str, np.ndarray], wanted: list[str] | None = None) -> dict[str, np.ndarray]:
-        check_inputs(self.name, self.inputs, inputs)
+        what = f"{self.name} v{self.version}"
+        specs = [(s["name"], s["datatype"], s["shape"]) for s in self.inputs]
+        problem = mismatch(specs, inputs, any_batch=True, what="model") if self.check else None
+        if problem is not None:
+            raise MessageError(f"{what}: {problem}")
         try:
-            outputs = self.runner.run(inputs)
-        except BadDataError:
+            outputs = self.runner.score(inputs).outputs if self.module_dir else self.runner.run(inputs)
+        except EdgefleetError:  # a module's LoadedModule already says whose fault it was
             raise
-        except Exception as exc:  # noqa: BLE001 - onnxruntime and LiteRT raise their own untyped errors
+        except Exception as exc:  # noqa: BLE001 - inputs that fit, yet onnxruntime or LiteRT failed: our side
             text = " ".join(str(exc).split())[:300] or type(exc).__name__
-            raise MessageError(f"{self.name} v{self.version} refused the request: {text}") from None
+            raise ModuleError(f"{what} failed: {type(exc).__name__}: {text}",
+                              temporary=isinstance(exc, MemoryError)) from None
         if wanted is None:
             return outputs
         unknown = [n for n in wanted if n not in outputs]
         if unknown:
             raise MessageError(f"model {self.name!r} has no output {unknown[0]!r}")
         return {n: outputs[n] for n in wanted}
-
-
-def check_inputs(model: str, specs: list[dict], inputs: dict[str, np.ndarray]) -> None:
-    """Refuse, with the reason, inputs the model would refuse: unknown, missing, wrong datatype or shape."""
-    by_name = {s["name"]: s for s in specs}
-    for name, array in inputs.items():
-        spec = by_name.get(name)
-        if spec is None:
-            raise MessageError(f"model {model!r} has no input {name!r} (inputs: {', '.join(by_name)})")
-        got = oip.datatype_of(array)
-        if got != spec["datatype"]:
-            raise MessageError(f"input {name!r} must be {spec['datatype']}, got {got}")
-        shape = spec["shape"]  # the leading (batch) dimension is left to the runtime: LiteRT resizes it
-        if shape and (len(shape) != array.ndim or any(d not in (-1, g) for d, g in zip(shape[1:], array.shape[1:]))):
-            raise MessageError(f"input {name!r} must have shape {shape}, got {list(array.shape)}")
-    missing = [name for name in by_name if name not in inputs]
-    if missing:
-        raise MessageError(f"missing input {missing[0]!r}")
 
 
 class CloudScoring:
@@ -107,7 +113,16 @@ class CloudScoring:
     def model(self, name: str, version: int | None = None) -> CloudModel:
         """The loaded ``version`` of ``name`` (its newest when None), loading it on first use."""
         record = registry.get_model_version(self._fleet, name=name, version=version)
-        key = (record["name"], record["version"])
+        return self._cached((record["name"], record["version"]), lambda: self._load(record))
+
+    def module(self, name: str, version: int) -> CloudModel:
+        """Bundle ``version`` of module ``name``, loaded as an agent loads it, on first use."""
+        bundle = bundle_store.get_by_version(db=self._fleet.db, module=name, version=version)
+        if bundle is None:
+            raise NotFoundError(f"module {name!r} has no bundle version {version}")
+        return self._cached((MODULE_KEY + name, version), lambda: self._load_module(bundle))
+
+    def _cached(self, key: tuple[str, int], load: Callable[[], CloudModel]) -> CloudModel:
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
@@ -118,13 +133,15 @@ class CloudScoring:
             with self._lock:
                 cached = self._cache.get(key)
             if cached is None:
-                cached = self._load(record)
+                cached = load()
             with self._lock:
                 self._loading.pop(key, None)
                 self._cache[key] = cached
                 self._cache.move_to_end(key)
-                while len(self._cache) > self.max_loaded:
-                    self._cache.popitem(last=False)
+                dropped = [self._cache.popitem(last=False)[1] for _ in range(len(self._cache) - self.max_loaded)]
+        for old in dropped:
+            if old.module_dir is not None:  # its script and model are in memory: requests holding it finish
+                shutil.rmtree(old.module_dir, ignore_errors=True)
         return cached
 
     @property
@@ -149,3 +166,34 @@ class CloudScoring:
             runner = TfliteModel(interpreter)
         return CloudModel(record["name"], record["version"], record["runtime"], accelerator, record["inputs"],
                           record["outputs"], runner, list(notes))
+
+    def _load_module(self, bundle: dict) -> CloudModel:
+        from edge_agent.installer import ActiveRecord, version_dir_name
+        from edge_agent.runtime import Runtime
+
+        from .bundler import bundle_file_bytes
+
+        # The envelope comes from the database, the bytes from the chunk store: digests and sizes are checked.
+        envelope, manifest, files = bundle_file.read_bundle(bundle_file_bytes(self._fleet, bundle["digest"]), None)
+        root = Path(self._fleet.config.data_dir) / "cloud-modules"
+        target = root / f"{manifest.module}-{version_dir_name(manifest.version, manifest.digest)}"
+        if not target.is_dir():
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=_mkdir(root)))
+            for path, data in files.items():
+                (staging / path).parent.mkdir(parents=True, exist_ok=True)
+                (staging / path).write_bytes(data)
+            try:
+                os.replace(staging, target)
+            except OSError:  # another server thread got there first: same bytes
+                shutil.rmtree(staging, ignore_errors=True)
+        record = ActiveRecord(manifest.module, manifest.version, manifest.digest, target, envelope)
+        loaded = Runtime(self.profile).load(record)
+        specs = [{"name": n, "datatype": d, "shape": list(sh)} for n, d, sh in loaded.inputs]
+        outs = [{"name": n, "datatype": d, "shape": list(sh)} for n, d, sh in loaded.outputs]
+        return CloudModel(manifest.module, manifest.version, manifest.runtime, loaded.accelerator, specs, outs,
+                          loaded, list(loaded.notes), check=not loaded.custom_run, module_dir=target)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

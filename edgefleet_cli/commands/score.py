@@ -10,6 +10,9 @@ continues where it stopped when run again with the same arguments (failed
 chunks are tried again). Only when every chunk is scored is the output
 written (``.csv``: one column per output value; ``.npy``: the first or
 ``--output-name`` output; ``.npz``: every output) and the sidecars removed.
+BYTES outputs (e.g. a class name an entry script adds) are kept as
+fixed-width unicode arrays, never as object arrays, so every file written
+here loads with numpy's default ``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -127,7 +130,7 @@ class Job:
 
     def save_chunk(self, index: int, outputs: dict[str, np.ndarray], rows: int, scored_on: str) -> None:
         tmp = self.parts / f"{index:08d}.tmp.npz"
-        np.savez(tmp, **outputs)
+        np.savez(tmp, **{name: _loadable(array) for name, array in outputs.items()})
         os.replace(tmp, self.parts / f"{index:08d}.npz")
         self.state["done"][str(index)] = {"rows": rows, "scored_on": scored_on}
         self._write()
@@ -237,6 +240,11 @@ def _numeric(row: list[str]) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _loadable(array: np.ndarray) -> np.ndarray:
+    """BYTES (object arrays of str) as fixed-width unicode: ``np.load`` needs no pickle for them."""
+    return array.astype(str) if array.dtype == object else array
 
 
 def _write_csv(path: Path, outputs: dict[str, np.ndarray]) -> None:

@@ -84,3 +84,17 @@ def test_in_process_scores_count_requests_and_errors_in_the_stats(tmp_path):
     buckets, errors = loaded.stats.take()
     assert (sum(buckets), errors) == (5, 1)
     assert loaded.stats.take() == ([0] * len(buckets), 0)
+
+
+def test_a_missing_input_is_refused_naming_the_input_and_what_the_module_expects(tmp_path):
+    _, loaded = load(tmp_path, make_bundle(KEY, module="linear"))
+    with pytest.raises(InferenceError) as refused:
+        loaded.score({})
+    assert str(refused.value) == "linear v1: input 'x': missing; the module expects FP32 [-1, 4]"
+
+
+def test_a_module_whose_fallback_policy_is_misspelt_fails_to_install_with_bad_fallback_policy(tmp_path):
+    with pytest.raises(LoadError) as refused:
+        load(tmp_path, make_bundle(KEY, module="linear", config={"fallback": {"max_bach": 64}}))
+    assert refused.value.code == "bad_fallback_policy"
+    assert "'max_bach'" in str(refused.value) and "'max_batch'" in str(refused.value)

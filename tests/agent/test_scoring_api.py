@@ -67,9 +67,9 @@ def test_infer_returns_what_onnxruntime_returns_with_the_version_as_a_string(ser
 
 
 @pytest.mark.parametrize(("request_body", "reason"), [
-    (body(np.zeros((2, 5), np.float32)), "shape"),
-    (body(np.zeros((2, 4), np.float64), "FP64"), "must be FP32"),
-    (body(np.zeros((2, 4), np.float32), name="z"), "no input 'z'"),
+    (body(np.zeros((2, 5), np.float32)), "input 'x': shape [2, 5]; the module expects FP32 [-1, 4]"),
+    (body(np.zeros((2, 4), np.float64), "FP64"), "input 'x': FP64; the module expects FP32 [-1, 4]"),
+    (body(np.zeros((2, 4), np.float32), name="z"), "input 'z': unknown; the module's inputs are x FP32 [-1, 4]"),
     ({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3]}]}, "needs 8 values"),
     ({"inputs": []}, "empty"),
     ({"outputs": []}, "inputs"),
@@ -166,3 +166,53 @@ def test_too_many_header_lines_get_431(served):
     url, _ = served
     head = b"GET /v2/health/live HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(101)) + b"\r\n"
     assert _raw(url, head).startswith(b"HTTP/1.1 431 ")
+
+
+ENTRY = '''
+_model = None
+
+
+def init(context):
+    global _model
+    _model = context.model
+
+
+def run(inputs):
+    x = inputs["x"]
+    if float(x[0, 0]) == -1:
+        raise RuntimeError("the module's own bug")
+    if float(x[0, 0]) == -2:
+        raise MemoryError("no memory left for now")
+    return _model.run({"x": x})
+'''
+
+
+@pytest.fixture(scope="module")
+def served_entry(tmp_path_factory):
+    state = tmp_path_factory.mktemp("state-entry")
+    bundle = make_bundle(SigningKey.generate(), module="scripted", entry=ENTRY)
+    stage(state, bundle)
+    runtime = Runtime(load_profile("generic-cpu"))
+    runtime.activate(runtime.load(Installer(state).install(bundle.manifest, bundle.envelope)))
+    server = ScoringServer(host="127.0.0.1", port=0, table=runtime.table, ready=lambda: True)
+    server.start()
+    host, port = server.address
+    yield f"http://{host}:{port}/v2/models/scripted/infer"
+    server.stop()
+
+
+def test_a_module_that_fails_on_inputs_that_fit_answers_500_so_clients_retry(served_entry):
+    response = httpx.post(served_entry, json=body(np.full((1, 4), -1, np.float32)))
+    assert response.status_code == 500
+    assert response.json()["error"] == "scripted v1 failed: RuntimeError: the module's own bug"
+    busy = httpx.post(served_entry, json=body(np.full((1, 4), -2, np.float32)))
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1", "temporary: retry soon"
+    assert httpx.post(served_entry, json=body(np.ones((1, 4), np.float32))).status_code == 200
+
+
+def test_a_client_input_an_entry_script_cannot_read_is_400_naming_the_input_and_the_expectation(served_entry):
+    response = httpx.post(served_entry, json=body(np.ones((1, 4), np.float32), name="features"))
+    assert response.status_code == 400
+    assert response.json()["error"] == "scripted v1: input 'features': unknown; the module's inputs are x FP32 [-1, 4]"
+    wrong = httpx.post(served_entry, json=body(np.ones((1, 3), np.float32)))
+    assert wrong.status_code == 400 and "input 'x': shape [1, 3]; the module expects FP32 [-1, 4]" in wrong.text

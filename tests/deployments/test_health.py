@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_agent.health import CrashWatch, HealthCheckError, HealthPolicy, gate, restart_delay_s
-from edge_agent.runtime import InferenceError, ModelNotFound
+from edge_agent.runtime import ModelNotFound, ModuleError
 from tests.server.builders import module_files, tar_gz, tiny_onnx
 from tests.support.net import wait_for
 
@@ -127,7 +127,7 @@ def test_a_crash_looping_module_is_backed_off_then_marked_broken_while_the_other
 
     def crash_loop() -> None:
         for _ in range(3):
-            with pytest.raises(InferenceError):
+            with pytest.raises(ModuleError):
                 agent.infer("crasher", bad)
 
     crash_loop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -12,7 +13,7 @@ from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
 from fleet_server.config import ServerConfig
 from fleet_server.runner import ServerThread
-from tests.server.builders import tiny_onnx
+from tests.server.builders import tar_gz, tiny_onnx
 from tests.support.mosquitto import Mosquitto, start_mosquitto
 from tests.support.net import free_port, wait_for
 
@@ -38,15 +39,28 @@ class Fleet:
         self.agent.start()
         return self.agent
 
-    def deploy(self, model: str, config: dict, *, scale: float = 2.0) -> int:
+    def deploy(self, model: str, config: dict, *, scale: float = 2.0, entry_script: str | None = None) -> int:
         """Register ``model``, wrap it in a bundle with ``config`` and wait until the agent serves it."""
         self.api.post(f"/api/models/{model}", files={"file": ("m.onnx", tiny_onnx(scale))}).raise_for_status()
-        bundle = self.api.post("/api/bundles/from-model", json={"model": model, "config": config})
+        bundle = self.api.post("/api/bundles/from-model", json={"model": model, "config": config,
+                                                                "entry_script": entry_script})
         bundle.raise_for_status()
-        version = bundle.json()["version"]
-        self.api.post("/api/deployments", json={"module": model, "version": version,
+        return self._serve(model, bundle.json()["version"])
+
+    def deploy_module(self, folder: Path, **config) -> int:
+        """Build the module in ``folder`` (``modules/<name>``), its config updated with ``config``; serve it."""
+        spec = json.loads((folder / "module.json").read_text())
+        spec["config"] = {**spec.get("config", {}), **config}
+        files = {"module.json": json.dumps(spec).encode(), **{n: (folder / n).read_bytes() for n in spec["files"]}}
+        bundle = self.api.post("/api/bundles/from-module", files={"file": ("m.tar.gz", tar_gz(files))})
+        bundle.raise_for_status()
+        return self._serve(spec["name"], bundle.json()["version"])
+
+    def _serve(self, module: str, version: int) -> int:
+        self.api.post("/api/deployments", json={"module": module, "version": version,
                                                 "devices": [DEVICE]}).raise_for_status()
-        wait_for(lambda: self.agent.models.get(model) == version, timeout=30, what=f"{model} v{version} on the agent")
+        wait_for(lambda: self.agent.models.get(module) == version, timeout=30,
+                 what=f"{module} v{version} on the agent")
         return version
 
     def stop_server(self) -> None:

@@ -91,3 +91,89 @@ def test_a_success_resets_the_failure_count():
     breaker.record_success()
     breaker.record_failure()
     assert breaker.state == CircuitBreaker.CLOSED
+
+
+def test_a_misspelt_policy_key_is_refused_naming_the_nearest_valid_key():
+    with pytest.raises(MessageError, match="'max_bach'.*'max_batch'"):
+        FallbackPolicy.from_configs({"fallback": {"max_bach": 64}})
+
+
+# --- latency SLO: probes bring requests back once the device is fast again ----------------------------
+
+
+def test_latency_slo_fallback_probes_locally_and_recovers():
+    clock = FakeClock()
+    average = fallback.LatencyAverage(probe_every=5, probe_interval_s=60, clock=clock)
+    policy = FallbackPolicy(latency_slo_ms=100)
+
+    def where() -> str:
+        return policy.decide(installed=True, latency_ms=average.probe(policy.latency_slo_ms)).where
+
+    average.add(500.0)  # the device was slow
+    decisions = [where() for _ in range(10)]
+    assert decisions == [CLOUD] * 4 + [LOCAL] + [CLOUD] * 4 + [LOCAL], "one request in probe_every stays local"
+    for _ in range(60):  # each probe is fast: the average follows
+        if where() == LOCAL:
+            average.add(5.0)
+    assert average.value < 100 and [where() for _ in range(3)] == [LOCAL] * 3, "back to local for good"
+
+
+def test_latency_slo_fallback_probes_after_the_interval_too():
+    clock = FakeClock()
+    average = fallback.LatencyAverage(probe_every=1000, probe_interval_s=2.0, clock=clock)
+    average.add(500.0)
+    assert average.probe(100) == 500.0
+    clock.now = 2.0
+    assert average.probe(100) is None, "a probe once the interval has passed"
+    assert average.probe(100) == 500.0, "then the interval starts again"
+    assert average.probe(None) == 500.0 and average.probe(1000) == 500.0, "no SLO, or under it: never a probe"
+
+
+# --- on_accelerator_failure on the real profiles with the real onnxruntime wheel ----------------------
+
+
+def _offload_decision(tmp_path, profile, config: dict):
+    from edge_agent.cloud_client import CloudClient
+    from edge_agent.installer import Installer
+    from edge_agent.offload import Offload
+    from edge_agent.outbox import Outbox
+    from edge_agent.runtime import Runtime
+    from fleet_protocol.signing import SigningKey
+    from tests.agent.helpers import make_bundle, stage
+
+    bundle = make_bundle(SigningKey.generate(), config=config)
+    stage(tmp_path, bundle)
+    loaded = Runtime(profile).load(Installer(tmp_path).install(bundle.manifest, bundle.envelope))
+    offload = Offload(client=CloudClient("http://127.0.0.1:9", token=None), outbox=Outbox(tmp_path / "outbox.db"))
+    return loaded, offload.decide("linear", loaded, rows=1, request_bytes=100, prefer=None)
+
+
+@pytest.mark.parametrize("board", ["raspberry-pi-5", "jetson-orin-nano"])
+def test_on_accelerator_failure_keeps_requests_local_when_the_preferred_provider_is_not_in_the_build(tmp_path,
+                                                                                                     board):
+    from fleet_protocol.profiles import load_profile
+
+    loaded, decision = _offload_decision(tmp_path, load_profile(board),
+                                         {"fallback": {"on_accelerator_failure": True}})
+    assert loaded.accelerator == "CPUExecutionProvider"
+    assert decision.where == LOCAL, "offline first: a provider missing from the wheel is not a failure"
+
+
+def test_on_accelerator_failure_sends_to_the_cloud_only_for_a_present_provider_that_failed(tmp_path):
+    import dataclasses
+
+    import onnxruntime as ort
+
+    from fleet_protocol.profiles import ExecutionProvider, load_profile
+
+    azure = "AzureExecutionProvider"
+    if azure not in ort.get_available_providers():
+        pytest.skip("no AzureExecutionProvider in this onnxruntime build")
+    profile = dataclasses.replace(load_profile("generic-cpu"), onnx_providers=(
+        ExecutionProvider(azure, {}), ExecutionProvider("CPUExecutionProvider", {})))
+    policy = {"on_accelerator_failure": True}
+    _, decision = _offload_decision(tmp_path / "a", profile, {"fallback": policy})
+    assert (decision.where, decision.reason) == (CLOUD, fallback.ACCELERATOR_FAILED)
+    _, decision = _offload_decision(tmp_path / "b", profile,
+                                    {"fallback": policy, "accelerators": ["CPUExecutionProvider"]})
+    assert decision.where == LOCAL, "the module's own accelerator order is honoured"

@@ -5,13 +5,18 @@
     GET  /v2/models/{name}[/versions/{v}]           model metadata (loads the model)
     GET  /v2/models/{name}[/versions/{v}]/ready
     POST /v2/models/{name}[/versions/{v}]/infer     ``parameters``: scored_on, accelerator, model_version
+    GET  /v2/modules/{name}/versions/{v}             a module's bundle version, as an agent runs it
+    POST /v2/modules/{name}/versions/{v}/infer       (entry script included): a device's cloud fallback
 
 Every other route needs ``Authorization: Bearer <token>`` of any role
 (viewer is enough: scoring changes nothing; give devices a viewer token as
 their ``cloud_token``), checked with :mod:`fleet_server.api.deps`. Errors are
 ``{"error": "..."}`` (what Triton and KServe clients read), not the
-``{"detail": ...}`` of ``/api``: 400 bad input with the reason, 401 no or bad
-token, 404 unknown model or version, 413 body over ``cloud_max_request_bytes``.
+``{"detail": ...}`` of ``/api``: 400 bad input with the reason (the input's
+name and what the model expects), 401 no or bad token, 404 unknown model or
+version, 413 body over ``cloud_max_request_bytes``, 500 the model, the entry
+script or the server failed on inputs that fit (503 with ``Retry-After`` when
+temporary): clients retry those.
 Scoring runs in the thread pool; the models live in
 :class:`~fleet_server.cloud_scoring.CloudScoring`.
 """
@@ -29,6 +34,8 @@ from starlette.concurrency import run_in_threadpool
 from fleet_protocol import oip
 from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, EdgefleetError
+
+from edge_agent.runtime import ModuleError
 
 from ...cloud_scoring import CloudModel
 from ...errors import NotFoundError, TooLargeError
@@ -51,6 +58,10 @@ class OipRoute(APIRoute):
                 return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
             except RequestValidationError as exc:
                 return JSONResponse({"error": f"invalid request: {exc.errors()}"}, status_code=400)
+            except ModuleError as exc:
+                if exc.temporary:
+                    return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+                return JSONResponse({"error": str(exc)}, status_code=500)
             except (NotFoundError, BadDataError, TooLargeError) as exc:
                 status = 404 if isinstance(exc, NotFoundError) else 413 if isinstance(exc, TooLargeError) else 400
                 return JSONResponse({"error": str(exc)}, status_code=status)
@@ -116,6 +127,29 @@ def model_ready(fleet: FleetDep, name: str, version: str | None = None) -> dict:
 @router.post("/models/{name}/infer")
 @router.post("/models/{name}/versions/{version}/infer")
 async def infer(fleet: FleetDep, request: Request, name: str, version: str | None = None) -> dict:
+    body = await _body(fleet, request)
+    return await run_in_threadpool(_score, lambda: _model(fleet, name, version), body)
+
+
+@router.get("/modules/{name}/versions/{version}")
+def module_metadata(fleet: FleetDep, name: str, version: str) -> dict:
+    module = _module(fleet, name, version)
+    return module.metadata([module.version])
+
+
+@router.post("/modules/{name}/versions/{version}/infer")
+async def infer_module(fleet: FleetDep, request: Request, name: str, version: str) -> dict:
+    body = await _body(fleet, request)
+    return await run_in_threadpool(_score, lambda: _module(fleet, name, version), body)
+
+
+def _module(fleet, name: str, version: str) -> CloudModel:
+    if not version.isdigit():
+        raise NotFoundError(f"module version {version!r} is not a bundle version number")
+    return fleet.cloud.module(name, int(version))
+
+
+async def _body(fleet, request: Request) -> bytes:
     limit = fleet.config.cloud_max_request_bytes
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
@@ -123,12 +157,12 @@ async def infer(fleet: FleetDep, request: Request, name: str, version: str | Non
     body = await request.body()
     if len(body) > limit:
         raise TooLargeError(f"request body of {len(body)} bytes is more than the {limit} allowed")
-    return await run_in_threadpool(_score, fleet, name, version, body)
+    return body
 
 
-def _score(fleet, name: str, version: str | None, body: bytes) -> dict:
-    request = oip.decode_request(parse_json_object(body, what="request body", max_bytes=len(body)))  # size: infer()
-    model = _model(fleet, name, version)
+def _score(get_model: Callable[[], CloudModel], body: bytes) -> dict:
+    request = oip.decode_request(parse_json_object(body, what="request body", max_bytes=len(body)))  # size: _body
+    model = get_model()
     outputs = model.score(request.inputs, request.outputs)
     return oip.encode_response(model.name, str(model.version), outputs, id=request.id,
                                parameters={"scored_on": "cloud", "accelerator": model.accelerator,
