@@ -76,3 +76,50 @@ def test_loaded_models_are_bounded_least_recently_used_first(api, fleet):
     for name in ("a", "b", "a", "c"):
         assert _infer(api, name, x).status_code == 200
     assert fleet.cloud.loaded == [("a", 1), ("c", 1)]
+
+
+FAILS_ON_NEGATIVE = '''
+_model = None
+
+
+def init(context):
+    global _model
+    _model = context.model
+
+
+def run(inputs):
+    if float(inputs["x"][0, 0]) < 0:
+        raise RuntimeError("this module cannot score negative readings")
+    outputs = dict(_model.run(inputs))
+    outputs["doubled"] = outputs["y"] * 2
+    return outputs
+'''
+
+
+def test_a_module_bundle_is_scored_with_its_entry_script_and_its_failures_are_500(api, fleet):
+    register(api, "scaler", tiny_onnx(2.0))
+    built = api.post("/api/bundles/from-model", json={"model": "scaler", "module": "scripted",
+                                                      "entry_script": FAILS_ON_NEGATIVE})
+    assert built.status_code in (200, 201), built.text
+    x = np.ones((2, 4), np.float32)
+    scored = api.post("/v2/modules/scripted/versions/1/infer", json=oip.encode_request({"x": x}))
+    assert scored.status_code == 200, scored.text
+    body = scored.json()
+    assert (body["model_name"], body["model_version"], body["parameters"]["scored_on"]) == ("scripted", "1", "cloud")
+    assert np.allclose(oip.decode_response(body)["doubled"], x * 4), "the entry script ran"
+    assert api.get("/v2/modules/scripted/versions/1").json()["inputs"][0]["name"] == "x"
+
+    failed = api.post("/v2/modules/scripted/versions/1/infer", json=oip.encode_request({"x": -x}))
+    assert failed.status_code == 500
+    assert failed.json()["error"] == "scripted v1 failed: RuntimeError: this module cannot score negative readings"
+    refused = api.post("/v2/modules/scripted/versions/1/infer", json=oip.encode_request({"z": x}))
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "scripted v1: input 'z': unknown; the module's inputs are x FP32 [-1, 4]"
+    for path in ("scripted/versions/2", "scripted/versions/x", "nothing/versions/1"):
+        assert api.post(f"/v2/modules/{path}/infer", json=oip.encode_request({"x": x})).status_code == 404
+
+    (unpacked,) = (fleet.config.data_dir / "cloud-modules").iterdir()
+    assert (unpacked / "main.py").is_file()
+    fleet.cloud.max_loaded = 1
+    assert _infer(api, "scaler", x).status_code == 200
+    assert fleet.cloud.loaded == [("scaler", 1)] and not unpacked.exists(), "an evicted module's files go too"
