@@ -42,14 +42,14 @@ from typing import Any, Callable
 import numpy as np
 
 from fleet_protocol import oip, sketch
-from fleet_protocol.errors import BadDataError, EdgefleetError, MessageError, TransportError
+from fleet_protocol.errors import BadDataError, EdgefleetError, MessageError
 from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.profiles import FirmwareProfile
 
 from .answers import AnswerCounts
 from .fallback import FallbackPolicy
 from .health import CrashWatch, HealthCheckError, HealthPolicy, check_latency, gate
-from .inputs import TensorSpec, mismatch
+from .inputs import InferenceError, ModuleError, TensorSpec, failure_of
 from .installer import ActiveRecord
 
 log = logging.getLogger("edgefleet.agent.runtime")
@@ -64,24 +64,6 @@ _ONNX_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float1
 class LoadError(EdgefleetError):
     code = "load_failed"
     category = "load"
-
-
-class InferenceError(BadDataError):
-    """The client's request does not fit the module (input name, datatype or shape): 400, do not retry."""
-
-    code = "bad_request"
-    category = "message"
-
-
-class ModuleError(EdgefleetError):
-    """The model or the entry script failed on inputs that fit: our side, 500 (503 when ``temporary``)."""
-
-    code = "module_failed"
-    category = "health"
-
-    def __init__(self, message: str, *, temporary: bool = False):
-        super().__init__(message, code="module_busy" if temporary else None)
-        self.temporary = temporary
 
 
 class ModelNotFound(EdgefleetError):
@@ -210,26 +192,9 @@ class LoadedModule:
         self.answers = AnswerCounts()  # answers by class, counted only under an A/B split
         self.score = self._build_score(entry_run)
 
-    def _failure(self) -> Callable[[BaseException, Any], EdgefleetError]:
-        """What a failed request raises: the client's inputs do not fit (InferenceError), else ModuleError."""
-        what, specs, any_batch = f"{self.name} v{self.version}", self.inputs, self.custom_run
-
-        def failure(exc: BaseException, inputs: Any) -> EdgefleetError:
-            if not isinstance(inputs, dict):
-                return InferenceError(f"{what}: inputs must be a dict of arrays by input name")
-            problem = mismatch(specs, inputs, any_batch=any_batch)
-            if problem is not None:
-                return InferenceError(f"{what}: {problem}")
-            if isinstance(exc, BadDataError):  # the entry script refused the request on purpose
-                return exc
-            return ModuleError(f"{what} failed: {type(exc).__name__}: {_reason(exc)}",
-                               temporary=isinstance(exc, (MemoryError, TransportError)))
-
-        return failure
-
     def _build_score(self, entry_run: Callable | None) -> Callable[[dict], ScoreResult]:
         stats, name, version, accelerator = self.stats, self.name, self.version, self.accelerator
-        failure = self._failure()
+        failure = failure_of(f"{name} v{version}", self.inputs, any_batch=self.custom_run)
         result = ScoreResult
         clock = perf_counter_ns
         inv = sketch.INV_LOG_GAMMA  # the sketch key of a duration, inline: ceil(ln(ns) * inv)

@@ -50,9 +50,9 @@ from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, MessageError, TransportError
 
 from .cloud_client import CloudRefused
-from .inputs import mismatch
+from .inputs import ModuleError, mismatch
 from .offload import Offload
-from .runtime import LoadedModule, ModuleError
+from .runtime import LoadedModule
 
 log = logging.getLogger("edgefleet.agent.scoring")
 

@@ -40,8 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge_agent.inputs import mismatch
-from edge_agent.runtime import ModuleError
+from edge_agent.inputs import ModuleError, mismatch
 from fleet_protocol import bundle_file
 from fleet_protocol.errors import EdgefleetError, MessageError
 from fleet_protocol.profiles import FirmwareProfile

@@ -35,7 +35,7 @@ from fleet_protocol import oip
 from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, EdgefleetError
 
-from edge_agent.runtime import ModuleError
+from edge_agent.inputs import ModuleError
 
 from ...cloud_scoring import CloudModel
 from ...errors import NotFoundError, TooLargeError
