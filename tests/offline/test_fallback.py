@@ -7,6 +7,7 @@ import pytest
 from edge_agent import fallback
 from edge_agent.fallback import CLOUD, LOCAL, CircuitBreaker, FallbackPolicy
 from fleet_protocol.errors import MessageError
+from fleet_server.keys import new_signing_key
 
 POLICY = FallbackPolicy(max_batch=64, max_request_bytes=1_000, max_queue=4, latency_slo_ms=200,
                         on_accelerator_failure=True)
@@ -132,26 +133,26 @@ def test_latency_slo_fallback_probes_after_the_interval_too():
 # --- on_accelerator_failure on the real profiles with the real onnxruntime wheel ----------------------
 
 
-def _offload_decision(tmp_path, profile, config: dict):
+def _offload_decision(tmp_path, profile, config: dict, *, rows: int = 1, overrides: dict | None = None):
     from edge_agent.cloud_client import CloudClient
     from edge_agent.installer import Installer
     from edge_agent.offload import Offload
     from edge_agent.outbox import Outbox
     from edge_agent.runtime import Runtime
-    from fleet_protocol.signing import SigningKey
     from tests.agent.helpers import make_bundle, stage
 
-    bundle = make_bundle(SigningKey.generate(), config=config)
+    bundle = make_bundle(new_signing_key(), config=config)
     stage(tmp_path, bundle)
     loaded = Runtime(profile).load(Installer(tmp_path).install(bundle.manifest, bundle.envelope))
-    offload = Offload(client=CloudClient("http://127.0.0.1:9", token=None), outbox=Outbox(tmp_path / "outbox.db"))
-    return loaded, offload.decide("linear", loaded, rows=1, request_bytes=100, prefer=None)
+    offload = Offload(client=CloudClient("http://127.0.0.1:9", token=None), outbox=Outbox(tmp_path / "outbox.db"),
+                      overrides=lambda: overrides or {})
+    return loaded, offload.decide("linear", loaded, rows=rows, request_bytes=100, prefer=None)
 
 
 @pytest.mark.parametrize("board", ["raspberry-pi-5", "jetson-orin-nano"])
 def test_on_accelerator_failure_keeps_requests_local_when_the_preferred_provider_is_not_in_the_build(tmp_path,
                                                                                                      board):
-    from fleet_protocol.profiles import load_profile
+    from firmware_profiles import load_profile
 
     loaded, decision = _offload_decision(tmp_path, load_profile(board),
                                          {"fallback": {"on_accelerator_failure": True}})
@@ -164,7 +165,8 @@ def test_on_accelerator_failure_sends_to_the_cloud_only_for_a_present_provider_t
 
     import onnxruntime as ort
 
-    from fleet_protocol.profiles import ExecutionProvider, load_profile
+    from firmware_profiles import load_profile
+    from fleet_protocol.profiles import ExecutionProvider
 
     azure = "AzureExecutionProvider"
     if azure not in ort.get_available_providers():
@@ -177,3 +179,11 @@ def test_on_accelerator_failure_sends_to_the_cloud_only_for_a_present_provider_t
     _, decision = _offload_decision(tmp_path / "b", profile,
                                     {"fallback": policy, "accelerators": ["CPUExecutionProvider"]})
     assert decision.where == LOCAL, "the module's own accelerator order is honoured"
+
+
+def test_a_misspelt_desired_state_override_is_refused_and_the_module_policy_still_applies(tmp_path):
+    from firmware_profiles import load_profile
+
+    _, decision = _offload_decision(tmp_path, load_profile("generic-cpu"), {"fallback": {"max_batch": 2}}, rows=5,
+                                    overrides={"linear": {"max_bach": 8}})
+    assert (decision.where, decision.reason) == (CLOUD, fallback.BATCH_TOO_LARGE)
