@@ -29,7 +29,6 @@ It does not speak HTTP (see :mod:`fleet_server.api.routes.inference`).
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import threading
@@ -105,6 +104,8 @@ class CloudScoring:
         self._cache: OrderedDict[tuple[str, int], CloudModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, int], threading.Lock] = {}
+        self._modules_dir = Path(fleet.config.data_dir) / "cloud-modules"
+        shutil.rmtree(self._modules_dir, ignore_errors=True)  # left by a previous run: nothing is loaded yet
 
     def versions(self, name: str) -> list[int]:
         return [r["version"] for r in model_store.list_versions(db=self._fleet.db, name=name)]
@@ -174,25 +175,21 @@ class CloudScoring:
 
         # The envelope comes from the database, the bytes from the chunk store: digests and sizes are checked.
         envelope, manifest, files = bundle_file.read_bundle(bundle_file_bytes(self._fleet, bundle["digest"]), None)
-        root = Path(self._fleet.config.data_dir) / "cloud-modules"
-        target = root / f"{manifest.module}-{version_dir_name(manifest.version, manifest.digest)}"
-        if not target.is_dir():
-            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=_mkdir(root)))
+        # A folder per load, removed with it: an eviction never pulls files from under a new load of the same bundle.
+        self._modules_dir.mkdir(parents=True, exist_ok=True)
+        prefix = f"{manifest.module}-{version_dir_name(manifest.version, manifest.digest)}-"
+        target = Path(tempfile.mkdtemp(prefix=prefix, dir=self._modules_dir))
+        try:
             for path, data in files.items():
-                (staging / path).parent.mkdir(parents=True, exist_ok=True)
-                (staging / path).write_bytes(data)
-            try:
-                os.replace(staging, target)
-            except OSError:  # another server thread got there first: same bytes
-                shutil.rmtree(staging, ignore_errors=True)
-        record = ActiveRecord(manifest.module, manifest.version, manifest.digest, target, envelope)
-        loaded = Runtime(self.profile).load(record)
+                (target / path).parent.mkdir(parents=True, exist_ok=True)
+                (target / path).write_bytes(data)
+            record = ActiveRecord(manifest.module, manifest.version, manifest.digest, target, envelope)
+            loaded = Runtime(self.profile).load(record)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
         specs = [{"name": n, "datatype": d, "shape": list(sh)} for n, d, sh in loaded.inputs]
         outs = [{"name": n, "datatype": d, "shape": list(sh)} for n, d, sh in loaded.outputs]
         return CloudModel(manifest.module, manifest.version, manifest.runtime, loaded.accelerator, specs, outs,
                           loaded, list(loaded.notes), check=not loaded.custom_run, module_dir=target)
 
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
