@@ -4,7 +4,15 @@
 changes something (any method but GET, HEAD, OPTIONS) and that an API token
 authorised: who (the token's *name*, never the token), what (method and route
 template, e.g. ``POST /api/devices/{device_id}/revoke``), the concrete target
-path and the response status. Refused requests (4xx) are recorded too, so a
+path, the object acted on and the response status.
+
+The object is a small JSON map: the route's path parameters, named for what
+they are (``{"model": "iris", "version": 3}``, ``{"token": "ci"}``,
+``{"device_id": "cam-1"}``, ``{"rollout_id": 4, "action": "pause"}``), plus
+what a route adds with :func:`note` as it learns it: the version a
+registration created, the deployment or rollout id it made, the devices
+it targets, the tags it changed. A refused request keeps what was noted
+before the refusal, so the attempt is named too. Refused requests (4xx) are recorded too, so a
 probing token leaves a trace; requests without a valid token are not (there
 is no one to name). The token's identity and the route template reach the middleware
 through ``scope["state"]``, set by :mod:`fleet_server.api.deps`.
@@ -19,8 +27,9 @@ from __future__ import annotations
 
 import logging
 
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
 
+from .clock import utc_now
 from .store import Database
 from .store import audit as audit_store
 
@@ -28,8 +37,31 @@ log = logging.getLogger(__name__)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def record(db: Database, *, actor: str, action: str, target: str, status: int = 200) -> None:
-    audit_store.append(db=db, ts=to_iso(utc_now()), actor=actor, action=action, target=target, status=status)
+def record(db: Database, *, actor: str, action: str, target: str, status: int = 200,
+           object: dict | None = None) -> None:  # noqa: A002 - the audit entry's field is called object
+    audit_store.append(db=db, ts=to_iso(utc_now()), actor=actor, action=action, target=target, status=status,
+                       object=object or {})
+
+
+def note(request, **fields) -> None:
+    """Add ``fields`` (ids, names, versions; no secrets) to the object of the request's audit entry."""
+    state = request.scope.setdefault("state", {})
+    state.setdefault("audit_object", {}).update({k: v for k, v in fields.items() if v is not None})
+
+
+def path_object(template: str, params: dict[str, str]) -> dict:
+    """The path parameters, ``{name}`` called after its collection: ``/api/tokens/{name}`` → ``{"token": ...}``."""
+    parts = template.split("/")
+    found = {}
+    for key, value in params.items():
+        if key == "name" and "{name}" in parts[1:]:
+            collection = parts[parts.index("{name}") - 1]
+            key = collection[:-1] if collection.endswith("s") else collection
+        found[key] = int(value) if key in _NUMERIC and str(value).isdigit() else value
+    return found
+
+
+_NUMERIC = {"version", "deployment_id", "rollout_id"}
 
 
 class AuditMiddleware:
@@ -56,7 +88,7 @@ class AuditMiddleware:
             template = state.get("route_template") or scope["path"]
             try:
                 record(self.db_of(), actor=principal.name, action=f"{scope['method']} {template}",
-                       target=scope["path"], status=status_code)
+                       target=scope["path"], status=status_code, object=state.get("audit_object"))
             except Exception:  # the change is done; a failed audit write must be loud, not fatal
                 log.exception("could not write the audit entry for %s %s", scope["method"], scope["path"])
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from fleet_protocol.errors import BadDataError
 from fleet_protocol.fields import HEX64, NAME
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
 
 from . import targeting
+from .clock import utc_now
 from .errors import ConflictError, NotFoundError
 from .pipeline import gate as fit_gate
 from .store import bundles as bundle_store
@@ -142,6 +143,29 @@ def explain_device(fleet, device_id: str) -> dict:
         report = reported.get(row["module"], {})
         row["reported_version"], row["reported_state"] = report.get("version"), report.get("state")
     return {"device_id": device_id, "tags": device["tags"], "modules": rows}
+
+
+def retag_device(fleet, device_id: str, *, set_tags: dict[str, str], remove: list[str]) -> dict:
+    """Set and remove tags, recompute the device's desired state (selectors and fit checks re-evaluated) and
+    explain the result per module. Removing a tag the device lacks is refused, naming the tags it has."""
+    device = device_store.get_device(db=fleet.db, device_id=device_id)
+    if device is None:
+        raise NotFoundError(f"there is no device {device_id!r}")
+    if not set_tags and not remove:
+        raise BadDataError("give tags to set (key=value) or to remove")
+    both = sorted(set(set_tags) & set(remove))
+    if both:
+        raise BadDataError(f"tag(s) {', '.join(both)} both set and removed; do one or the other")
+    missing = [key for key in remove if key not in device["tags"]]
+    if missing:
+        raise BadDataError(f"device {device_id} has no tag {', '.join(map(repr, missing))} to remove (its tags: "
+                           f"{', '.join(sorted(device['tags'])) or 'none'})")
+    if any(not key for key in set_tags):
+        raise BadDataError("a tag key cannot be empty")
+    tags = {k: v for k, v in {**device["tags"], **set_tags}.items() if k not in remove}
+    device_store.update_device(db=fleet.db, device_id=device_id, tags=tags)
+    fleet.desired.recompute([device_id])
+    return explain_device(fleet, device_id)
 
 
 def create_group(fleet, *, name: str, devices: list[str] | None, selector: dict[str, str] | None) -> dict:

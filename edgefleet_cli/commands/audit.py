@@ -1,4 +1,4 @@
-"""``edgefleet audit``: the server's append-only log of changes (who, what, when, target)."""
+"""``edgefleet audit``: the server's append-only log of changes (who, what, when, target, the object acted on)."""
 
 from __future__ import annotations
 
@@ -25,5 +25,18 @@ def list_entries(
     if json_out:
         print_json(entries)
         return
-    print_table("Audit log", ["id", "when", "who", "what", "target", "status"],
-                [(e["id"], e["ts"], e["actor"], e["action"], e["target"], e["status"]) for e in entries])
+    print_table("Audit log", ["id", "when", "who", "what", "object", "status"],
+                [(e["id"], e["ts"], e["actor"], e["action"], format_object(e.get("object") or {}), e["status"])
+                 for e in entries])
+
+
+def format_object(obj: dict) -> str:
+    """``model=iris version=3``; lists joined with commas, maps as ``k=v`` pairs."""
+    def value(v) -> str:
+        if isinstance(v, dict):
+            return ",".join(f"{k}:{x}" for k, x in sorted(v.items())) or "{}"
+        if isinstance(v, list):
+            return ",".join(map(str, v)) or "[]"
+        return str(v)
+
+    return " ".join(f"{k}={value(v)}" for k, v in obj.items())

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..client import ApiClient
+from ..errors import CliError
 from ..options import JsonOpt, ServerOpt, TokenOpt
 from ..output import format_tags, parse_tags, print_fields, print_json, print_table
 
@@ -58,6 +59,25 @@ def show(
 
 
 @app.command()
+def tag(
+    device_id: Annotated[str, typer.Argument(help="Device id")],
+    tags: Annotated[Optional[list[str]], typer.Argument(help="key=value to set, several allowed")] = None,
+    remove: Annotated[Optional[list[str]], typer.Option("--remove", "-r", help="Tag key to remove, "
+                                                                               "repeatable")] = None,
+    server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Set or remove a device's tags (admin token); deployments by selector follow at once, fit checks included."""
+    body = {"set": parse_tags(tags), "remove": list(remove or [])}
+    if not body["set"] and not body["remove"]:
+        raise CliError("give tags to set (key=value …) or --remove KEY", exit_code=2)
+    report = ApiClient(server, token).post(f"/api/devices/{device_id}/tags", json=body)
+    if json_out:
+        print_json(report)
+        return
+    print_explain(report)
+
+
+@app.command()
 def explain(
     device_id: Annotated[str, typer.Argument(help="Device id")],
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
@@ -67,7 +87,12 @@ def explain(
     if json_out:
         print_json(report)
         return
-    print_table(f"device {device_id} ({format_tags(report['tags'])})",
+    print_explain(report)
+
+
+def print_explain(report: dict) -> None:
+    """Per module: the winning deployment and why, what the device reports, and every deployment that lost."""
+    print_table(f"device {report['device_id']} ({format_tags(report['tags'])})",
                 ["module", "version", "deployment", "priority", "why", "reported", "overridden"],
                 [(m["module"], m["version"], m["deployment_id"], m["priority"], m["reason"],
                   f"v{m['reported_version']} {m['reported_state']}" if m["reported_state"] else "",

@@ -10,8 +10,9 @@ token whose role is too low is 403. Roles (:mod:`fleet_server.tokens`):
 - :func:`require_operator` / :data:`OperatorDep`: operator for any method;
 - :func:`require_admin` / :data:`AdminDep`: admin (keys, tokens).
 
-Each check puts the caller's :class:`Principal` and the route template in
-``request.state`` for the audit log (:mod:`fleet_server.audit`). Tokens are compared by their
+Each check puts the caller's :class:`Principal`, the route template and the
+path parameters (the start of the entry's object) in ``request.state`` for the
+audit log (:mod:`fleet_server.audit`). Tokens are compared by their
 SHA-256 hash only and never logged.
 """
 
@@ -23,7 +24,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..audit import SAFE_METHODS
+from ..audit import SAFE_METHODS, note, path_object
 from ..fleet import Fleet
 from ..store import tokens as token_store
 from ..tokens import ADMIN, OPERATOR, VIEWER, role_allows
@@ -72,6 +73,7 @@ def _require(request: Request, fleet: Fleet, credentials, needed: str) -> Princi
     principal = authenticate(fleet, credentials)
     request.state.principal = principal
     request.state.route_template = _route_template(request.url.path, request.path_params)
+    note(request, **path_object(request.state.route_template, request.path_params))
     return check_role(principal, needed)
 
 

@@ -20,6 +20,8 @@ class HealthPublic(BaseModel):
     broker: Literal["connected", "disconnected"]
     malformed_messages: int
     malformed_by_kind: dict[str, int]
+    telemetry_records_received: int = 0  # since the server started, redeliveries included (at-least-once)
+    telemetry_records_duplicate: int = 0  # of those, already stored and not stored again (exactly-once storage)
 
 
 class SigningKeyPublic(BaseModel):
@@ -103,7 +105,12 @@ class DeviceCreate(_In):
 
 class DeviceUpdate(_In):
     name: str | None = None
-    tags: dict[str, str] | None = Field(None, description="Replaces all tags of the device")
+    tags: dict[str, str] | None = Field(None, description="Replaces all tags of the device (admin token)")
+
+
+class DeviceTags(_In):
+    set: dict[str, str] = Field(default_factory=dict, description="Tags to add or change")
+    remove: list[str] = Field(default_factory=list, description="Tag keys to remove (each must be present)")
 
 
 class DevicePublic(BaseModel):
@@ -331,6 +338,10 @@ class AuditEntryPublic(BaseModel):
     action: str = Field(description="Method and route, e.g. 'POST /api/deployments'")
     target: str = Field(description="The path the request changed")
     status: int
+    object: dict[str, Any] = Field(default_factory=dict, description="What it acted on: e.g. {model, version}, "
+                                                                     "{deployment_id, module, devices}, "
+                                                                     "{rollout_id, action}, {token}, {device_id, "
+                                                                     "set, removed}")
 
 
 # --- trust: device enrollment ----------------------------------------------------------------

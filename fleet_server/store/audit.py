@@ -1,15 +1,21 @@
-"""The audit log: one row per change made through the API; append-only (SQLite triggers refuse UPDATE and DELETE)."""
+"""The audit log: one row per change made through the API; append-only (SQLite triggers refuse UPDATE and DELETE).
+
+``object`` is a JSON map of what the change acted on (see :mod:`fleet_server.audit`); ``{}`` for rows written
+before the column existed."""
 
 from __future__ import annotations
 
+from ._json import dumps, loads
 from .db import Database
 
-_COLUMNS = ("id", "ts", "actor", "action", "target", "status")
+_COLUMNS = ("id", "ts", "actor", "action", "target", "status", "object")
 
 
-def append(*, db: Database, ts: str, actor: str, action: str, target: str, status: int) -> None:
+def append(*, db: Database, ts: str, actor: str, action: str, target: str, status: int,
+           object: dict | None = None) -> None:  # noqa: A002 - the column is called object
     with db.transaction() as tx:
-        tx["audit_log"].insert({"ts": ts, "actor": actor, "action": action, "target": target, "status": status})
+        tx["audit_log"].insert({"ts": ts, "actor": actor, "action": action, "target": target, "status": status,
+                                "object": dumps(object or {})})
 
 
 def list_entries(*, db: Database, after_id: int = 0, actor: str | None = None, limit: int = 200) -> list[dict]:
@@ -20,4 +26,4 @@ def list_entries(*, db: Database, after_id: int = 0, actor: str | None = None, l
         sql += " AND actor = ?"
         params.append(actor)
     rows = db.connection().execute(sql + " ORDER BY id LIMIT ?", [*params, limit]).fetchall()
-    return [dict(zip(_COLUMNS, row)) for row in rows]
+    return [{**dict(zip(_COLUMNS, row)), "object": loads(row[-1], {})} for row in rows]

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS audit_log (
     actor TEXT NOT NULL,
     action TEXT NOT NULL,
     target TEXT NOT NULL,
-    status INTEGER NOT NULL
+    status INTEGER NOT NULL,
+    object TEXT
 );
 CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
@@ -240,7 +241,7 @@ class Database:
         self._local = threading.local()
 
 
-_ADDED_COLUMNS = {"devices": (("revoked", "TEXT"),), "device_certificates": (("public_key", "TEXT"),),
+_ADDED_COLUMNS = {"devices": (("revoked", "TEXT"),), "audit_log": (("object", "TEXT"),), "device_certificates": (("public_key", "TEXT"),),
                   "deployments": (("priority", "INTEGER NOT NULL DEFAULT 0"), ("admitted", "TEXT"),
                                   ("withdrawn", "INTEGER NOT NULL DEFAULT 0"), ("split", "TEXT"), ("fit", "TEXT"),
                                   ("decided", "TEXT"))}

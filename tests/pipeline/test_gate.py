@@ -5,7 +5,8 @@ from __future__ import annotations
 from fleet_protocol import topics
 from fleet_server.pipeline import gate
 from fleet_server.store import devices as device_store
-from fleet_protocol.profiles import load_profile, parse_profile
+from firmware_profiles import load_profile
+from fleet_protocol.profiles import parse_profile
 
 from tests.server import messages
 
@@ -161,3 +162,16 @@ def test_promoting_an_ab_variant_keeps_the_gate_so_refused_devices_stay_refused(
     rows = {r["device_id"]: r["state"] for r in api.get(f"/api/deployments/{promoted.json()['id']}").json()["devices"]}
     assert rows == {"fast": "pending", "slow": "refused"}
     assert modules_of(fleet, "slow") == [] and modules_of(fleet, "fast") == ["iris-mlp v2"]
+
+
+def test_retagging_a_device_into_a_gated_selector_checks_the_gate_and_says_why_it_was_refused(api, fleet, mlp_pickle,
+                                                                                               iris):
+    profiled_mlp(api, mlp_pickle, iris)
+    api.post("/api/devices", json={"id": "unseen", "tags": {"site": "elsewhere"}})  # its agent never said its profile
+    created = api.post("/api/deployments", json={"module": "iris-mlp", "selector": {"site": "lab"},
+                                                 "gate": {"p95_ms": 1000}, "allow_empty": True})
+    assert created.status_code == 201, created.text
+    report = api.post("/api/devices/unseen/tags", json={"set": {"site": "lab"}}).json()
+    lost = report["modules"][0]["overridden"][0]["reason"]
+    assert "refused by its fit check: firmware profile (none reported) is not known" in lost
+    assert modules_of(fleet, "unseen") == []

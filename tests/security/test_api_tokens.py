@@ -150,3 +150,70 @@ def test_access_log_does_not_record_query_string_tokens(tmp_path, mosquitto):
     log = server.log.read_text()
     assert "GET /api/events?" in log  # the access log is on, just without the query
     assert viewer not in log
+
+
+def test_every_audited_action_names_the_object_it_acted_on(server):
+    from tests.server.builders import tiny_onnx
+
+    with client(server, ADMIN_TOKEN) as admin:
+        model = admin.post("/api/models/scaler", files={"file": ("m.onnx", tiny_onnx())}).json()
+        bundle = admin.post("/api/bundles/from-model", json={"model": "scaler"}).json()
+        admin.post("/api/devices", json={"id": "d1", "tags": {"site": "lab"}})
+        deployment = admin.post("/api/deployments", json={"module": "scaler", "selector": {"site": "lab"}}).json()
+        rollout = admin.post("/api/rollouts", json={"module": "scaler", "devices": ["d1"]}).json()
+        admin.post(f"/api/rollouts/{rollout['id']}/pause")
+        admin.post("/api/tokens", json={"name": "ci", "role": "operator"})
+        admin.delete("/api/tokens/ci")
+        assert admin.delete("/api/models/scaler/versions/1").status_code == 409
+        admin.post("/api/devices/d1/tags", json={"set": {"tier": "a"}, "remove": ["site"]})
+    objects = [(e["action"], e["object"]) for e in audit_store.list_entries(db=server.fleet.db)]
+    assert objects == [
+        ("POST /api/models/{name}", {"model": "scaler", "version": 1, "sha256": model["sha256"]}),
+        ("POST /api/bundles/from-model", {"model": "scaler", "module": "scaler", "version": 1,
+                                          "digest": bundle["digest"]}),
+        ("POST /api/devices", {"device_id": "d1", "tags": {"site": "lab"}}),
+        ("POST /api/deployments", {"module": "scaler", "selector": {"site": "lab"},
+                                   "deployment_id": deployment["id"], "version": 1}),
+        ("POST /api/rollouts", {"module": "scaler", "devices": ["d1"], "rollout_id": rollout["id"],
+                                "deployment_id": rollout["deployment_id"], "version": 1}),
+        ("POST /api/rollouts/{rollout_id}/{action}", {"rollout_id": rollout["id"], "action": "pause"}),
+        ("POST /api/tokens", {"token": "ci", "role": "operator"}),
+        ("DELETE /api/tokens/{name}", {"token": "ci"}),
+        ("DELETE /api/models/{name}/versions/{version}", {"model": "scaler", "version": 1}),
+        ("POST /api/devices/{device_id}/tags", {"device_id": "d1", "set": {"tier": "a"}, "removed": ["site"]}),
+    ]
+    listed = cli("audit", "list", server=server, token=ADMIN_TOKEN)
+    assert f"deployment_id={deployment['id']}" in listed.stdout and "token=ci" in listed.stdout
+    as_json = cli("audit", "list", "--json", server=server, token=ADMIN_TOKEN)
+    assert '"rollout_id": ' in as_json.stdout
+
+
+def test_device_tag_is_admin_only_audited_and_moves_the_device_between_selector_deployments(server):
+    from tests.server.builders import module_files, tar_gz
+
+    with client(server, ADMIN_TOKEN) as admin:
+        admin.post("/api/bundles/from-module", files={"file": ("m.tar.gz", tar_gz(module_files("scaler")))})
+        admin.post("/api/devices", json={"id": "d1", "tags": {"site": "field"}})
+        admin.post("/api/deployments", json={"module": "scaler", "selector": {"site": "lab"}, "allow_empty": True})
+    tagged = cli("device", "tag", "d1", "site=lab", "tier=a", server=server, token=ADMIN_TOKEN)
+    assert tagged.returncode == 0, tagged.stderr
+    assert "tags match selector site=lab" in " ".join(tagged.stdout.split())
+    with client(server, ADMIN_TOKEN) as admin:
+        device = admin.get("/api/devices/d1").json()
+    assert device["tags"] == {"site": "lab", "tier": "a"} and device["desired_generation"] == 1
+    typo = cli("device", "tag", "d1", "--remove", "stie", server=server, token=ADMIN_TOKEN)
+    assert typo.returncode == 1 and "device d1 has no tag 'stie' to remove (its tags: site, tier)" in typo.stderr
+    removed = cli("device", "tag", "d1", "--remove", "site", "--json", server=server, token=ADMIN_TOKEN)
+    assert removed.returncode == 0 and '"modules": []' in removed.stdout
+    with client(server, ADMIN_TOKEN) as admin:
+        device = admin.get("/api/devices/d1").json()
+    assert device["tags"] == {"tier": "a"} and device["desired_generation"] == 2  # an empty desired state
+    operator = make_token(server, "ops", "operator")
+    refused = cli("device", "tag", "d1", "site=lab", server=server, token=operator)
+    assert refused.returncode == 1 and "admin role" in refused.stderr
+    with client(server, operator) as ops:
+        assert ops.patch("/api/devices/d1", json={"tags": {"site": "lab"}}).status_code == 403
+        assert ops.patch("/api/devices/d1", json={"name": "Door"}).status_code == 200
+    assert [(e["actor"], e["status"]) for e in audit_store.list_entries(db=server.fleet.db)
+            if e["action"] == "POST /api/devices/{device_id}/tags"] == [("admin", 200), ("admin", 400),
+                                                                          ("admin", 200), ("ops", 403)]

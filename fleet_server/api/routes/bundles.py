@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Response, UploadFile, status
+from fastapi import APIRouter, File, Request, Response, UploadFile, status
 
 from ... import bundler
+from ...audit import note
 from ...store import bundles as bundle_store
 from ..deps import FleetDep
 from ..schemas import BundleDetail, BundleFromModelCreate, BundlePublic
@@ -16,17 +17,22 @@ router = APIRouter(prefix="/bundles", tags=["bundles"])
 
 
 @router.post("/from-module", response_model=BundlePublic, status_code=status.HTTP_201_CREATED)
-def from_module(fleet: FleetDep,
+def from_module(fleet: FleetDep, request: Request,
                 file: Annotated[UploadFile, File(description=".tar.gz of a module folder with module.json")]) -> dict:
     """Build, sign and store the next version of the module; registers its model if the registry lacks it."""
-    return bundler.build_from_module(fleet, read_upload(file, limit_bytes=fleet.config.max_upload_bytes))
+    bundle = bundler.build_from_module(fleet, read_upload(file, limit_bytes=fleet.config.max_upload_bytes))
+    note(request, module=bundle["module"], version=bundle["version"], digest=bundle["digest"])
+    return bundle
 
 
 @router.post("/from-model", response_model=BundlePublic, status_code=status.HTTP_201_CREATED)
-def from_model(fleet: FleetDep, body: BundleFromModelCreate) -> dict:
+def from_model(fleet: FleetDep, request: Request, body: BundleFromModelCreate) -> dict:
     """Wrap a registered model version (default: newest) in a signed bundle."""
-    return bundler.build_from_model(fleet, model=body.model, version=body.version, module=body.module,
-                                    entry_script=body.entry_script, sample=body.sample, config=body.config)
+    note(request, model=body.model, model_version=body.version)
+    bundle = bundler.build_from_model(fleet, model=body.model, version=body.version, module=body.module,
+                                      entry_script=body.entry_script, sample=body.sample, config=body.config)
+    note(request, module=bundle["module"], version=bundle["version"], digest=bundle["digest"])
+    return bundle
 
 
 @router.get("", response_model=list[BundlePublic])

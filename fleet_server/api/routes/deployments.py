@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from ... import deployments as service
+from ...audit import note
 from ...store import deployments as deployment_store
 from ...store import rollouts as rollout_store
 from ..deps import FleetDep
@@ -18,17 +19,26 @@ router = APIRouter(tags=["deployments"])
 
 
 @router.post("/deployments", response_model=DeploymentPublic, status_code=status.HTTP_201_CREATED)
-def create(fleet: FleetDep, body: DeploymentCreate) -> dict:
+def create(fleet: FleetDep, request: Request, body: DeploymentCreate) -> dict:
     """Deploy a bundle (newest of the module by default) to devices, a tag selector or a group, at once.
 
     Each affected device whose desired modules change gets a new signed
     desired state, published retained. For waves gated on health, use
     ``POST /api/rollouts``.
     """
-    return service.create_deployment(fleet, module=body.module, version=body.version,
-                                     bundle_digest=body.bundle_digest, devices=body.devices, selector=body.selector,
-                                     group=body.group, priority=body.priority, split=body.split,
-                                     gate=body.gate.model_dump() if body.gate else None, allow_empty=body.allow_empty)
+    _note_target(request, body)
+    deployment = service.create_deployment(
+        fleet, module=body.module, version=body.version, bundle_digest=body.bundle_digest, devices=body.devices,
+        selector=body.selector, group=body.group, priority=body.priority, split=body.split,
+        gate=body.gate.model_dump() if body.gate else None, allow_empty=body.allow_empty)
+    note(request, deployment_id=deployment["id"], version=deployment["version"])
+    return deployment
+
+
+def _note_target(request: Request, body: DeploymentCreate) -> None:
+    """What a deployment or rollout request aims at, in its audit entry (refused ones too)."""
+    note(request, module=body.module, version=body.version, devices=body.devices, selector=body.selector,
+         group=body.group)
 
 
 @router.get("/deployments", response_model=list[DeploymentPublic])
@@ -44,12 +54,15 @@ def get_deployment(fleet: FleetDep, deployment_id: int) -> dict:
 
 @router.post("/deployments/{deployment_id}/promote", response_model=DeploymentPublic,
              status_code=status.HTTP_201_CREATED)
-def promote(fleet: FleetDep, deployment_id: int, body: PromoteRequest) -> dict:
+def promote(fleet: FleetDep, request: Request, deployment_id: int, body: PromoteRequest) -> dict:
     """End an A/B split: deploy the winning version alone to the same target (the newest deployment wins).
 
     The comparison is frozen as it stands (``decided``); promoting again is refused (409).
     """
-    return promote_variant(fleet, deployment_id, body.version)
+    note(request, version=body.version)
+    created = promote_variant(fleet, deployment_id, body.version)
+    note(request, new_deployment_id=created["id"])
+    return created
 
 
 @router.get("/deployments/{deployment_id}/variants", response_model=list[VariantStats])
@@ -59,12 +72,16 @@ def variants(fleet: FleetDep, deployment_id: int) -> list[dict]:
 
 
 @router.post("/rollouts", response_model=RolloutPublic, status_code=status.HTTP_201_CREATED)
-def create_rollout(fleet: FleetDep, body: RolloutCreate) -> dict:
+def create_rollout(fleet: FleetDep, request: Request, body: RolloutCreate) -> dict:
     """A deployment let in wave by wave: canary first, each wave gated on its devices running the version."""
-    return fleet.rollouts.create(module=body.module, version=body.version, bundle_digest=body.bundle_digest,
-                                 devices=body.devices, selector=body.selector, group=body.group,
-                                 priority=body.priority, plan=body.plan.model_dump(),
-                                 gate=body.gate.model_dump() if body.gate else None, allow_empty=body.allow_empty)
+    _note_target(request, body)
+    rollout = fleet.rollouts.create(module=body.module, version=body.version, bundle_digest=body.bundle_digest,
+                                    devices=body.devices, selector=body.selector, group=body.group,
+                                    priority=body.priority, plan=body.plan.model_dump(),
+                                    gate=body.gate.model_dump() if body.gate else None, allow_empty=body.allow_empty)
+    note(request, rollout_id=rollout["id"], deployment_id=rollout["deployment_id"],
+         version=rollout["deployment"]["version"])
+    return rollout
 
 
 @router.get("/rollouts", response_model=list[RolloutPublic])
@@ -90,8 +107,9 @@ def rollout_action(fleet: FleetDep, rollout_id: int, action: Literal["pause", "r
 
 
 @router.post("/groups", response_model=GroupPublic, status_code=status.HTTP_201_CREATED)
-def create_group(fleet: FleetDep, body: GroupCreate) -> dict:
+def create_group(fleet: FleetDep, request: Request, body: GroupCreate) -> dict:
     """A named device group: a list of devices and/or a tag selector (membership follows tag changes)."""
+    note(request, group=body.name, devices=body.devices, selector=body.selector)
     return service.create_group(fleet, name=body.name, devices=body.devices, selector=body.selector)
 
 

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from ... import enrollment as enrollment_service
 from ... import revocation
-from ...audit import record
+from ...audit import note, record
 from ..deps import FleetDep
 from ..schemas import EnrollmentCreate, EnrollmentCreated, EnrollmentPublic, RevocationPublic
 
@@ -33,8 +33,9 @@ class EnrollmentWithRoot(EnrollmentPublic):
 
 
 @router.post("", response_model=EnrollmentCreated, status_code=status.HTTP_201_CREATED)
-def create_enrollment(fleet: FleetDep, body: EnrollmentCreate) -> dict:
+def create_enrollment(fleet: FleetDep, request: Request, body: EnrollmentCreate) -> dict:
     """A one-time enrollment token for a device (registered now if new); shown once."""
+    note(request, device_id=body.device_id, tags=body.tags)
     token, expires = enrollment_service.create_enrollment(
         fleet.db, device_id=body.device_id, tags=body.tags,
         ttl_s=body.ttl_s if body.ttl_s is not None else fleet.config.enrollment_ttl_s)
@@ -56,7 +57,7 @@ async def enroll(fleet: FleetDep, request: Request) -> dict:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc)) from None
     fleet.desired.recompute([result.device_id])  # a device re-enrolled after a revocation gets its modules back
     record(fleet.db, actor=f"enrollment:{result.device_id}", action="POST /api/enroll",
-           target=f"/api/devices/{result.device_id}", status=200)
+           target=f"/api/devices/{result.device_id}", status=200, object={"device_id": result.device_id})
     return asdict(result)
 
 

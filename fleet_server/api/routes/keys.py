@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from fleet_protocol.root import RootDocument
 from fleet_protocol.signing import PublicKey
 
+from ...audit import note
 from ...fleet import Fleet
 from ..deps import FleetDep
 
@@ -51,7 +52,9 @@ def root(fleet: FleetDep) -> RootPublic:
 
 
 @router.post("/rotate", response_model=RootPublic)
-def rotate(fleet: FleetDep) -> RootPublic:
+def rotate(fleet: FleetDep, request: Request) -> RootPublic:
     """New signing key under root N+1; from now on bundles and desired state are signed with it."""
     fleet.rotate_signing_key()
-    return _public(fleet)
+    public = _public(fleet)
+    note(request, root_version=public.version, signing_keyids=public.signing_keyids)
+    return public

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 
 from ... import registry
+from ...audit import note
 from ...errors import NotFoundError
 from ...store import models as model_store
 from ..deps import FleetDep
@@ -17,7 +18,8 @@ router = APIRouter(prefix="/models", tags=["models"])
 
 
 @router.post("/{name}", response_model=ModelVersionPublic, status_code=status.HTTP_201_CREATED)
-def register(fleet: FleetDep, name: str, file: Annotated[UploadFile, File(description="ONNX or TFLite model")],
+def register(fleet: FleetDep, request: Request, name: str,
+             file: Annotated[UploadFile, File(description="ONNX or TFLite model")],
              tags: Annotated[str | None, Form(description="JSON object of string to string")] = None,
              properties: Annotated[str | None, Form(description="JSON object")] = None,
              allow_duplicate: Annotated[bool, Form(description="Register even when this name already holds the "
@@ -30,8 +32,10 @@ def register(fleet: FleetDep, name: str, file: Annotated[UploadFile, File(descri
     parsed_tags = parse_json_form(tags, what="tags", strings_only=True)
     parsed_properties = parse_json_form(properties, what="properties")
     data = read_upload(file, limit_bytes=fleet.config.max_upload_bytes)
-    return registry.register_model(fleet, name=name, data=data, tags=parsed_tags, properties=parsed_properties,
-                                   allow_duplicate=allow_duplicate)
+    record = registry.register_model(fleet, name=name, data=data, tags=parsed_tags, properties=parsed_properties,
+                                     allow_duplicate=allow_duplicate)
+    note(request, version=record["version"], sha256=record["sha256"])
+    return record
 
 
 @router.get("", response_model=list[ModelVersionPublic])

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from pydantic import BaseModel
 
+from ...audit import note
 from ...pipeline import service
 from ..deps import FleetDep
 from ..schemas import ModelVersionPublic
@@ -27,7 +28,7 @@ class OptimizeResult(BaseModel):
 
 
 @router.post("/{name}/from-sklearn", response_model=ModelVersionPublic, status_code=status.HTTP_201_CREATED)
-def register_sklearn(fleet: FleetDep, name: str,
+def register_sklearn(fleet: FleetDep, request: Request, name: str,
                      file: Annotated[UploadFile, File(description="A pickled, fitted scikit-learn estimator")],
                      tags: Annotated[str | None, Form(description="JSON object of string to string")] = None,
                      properties: Annotated[str | None, Form(description="JSON object")] = None,
@@ -40,23 +41,27 @@ def register_sklearn(fleet: FleetDep, name: str,
     parsed_tags = parse_json_form(tags, what="tags", strings_only=True)
     parsed_properties = parse_json_form(properties, what="properties")
     data = read_upload(file, limit_bytes=fleet.config.max_upload_bytes)
-    return service.register_converted(fleet, name=name, data=data, tags=parsed_tags, properties=parsed_properties,
-                                      allow_duplicate=allow_duplicate)
+    record = service.register_converted(fleet, name=name, data=data, tags=parsed_tags,
+                                        properties=parsed_properties, allow_duplicate=allow_duplicate)
+    note(request, version=record["version"], sha256=record["sha256"])
+    return record
 
 
 @router.post("/{name}/versions/{version}/optimize", response_model=OptimizeResult,
              status_code=status.HTTP_201_CREATED)
-def optimize(fleet: FleetDep, name: str, version: int,
+def optimize(fleet: FleetDep, request: Request, name: str, version: int,
              level: Annotated[str, Form(description="basic (portable) or extended (CPU fusions)")] = "basic",
              quantize: Annotated[str | None, Form(description="int8")] = None,
              calibration: Annotated[UploadFile | None, File(description=".npy/.npz: static int8")] = None,
              sample: Annotated[UploadFile | None, File(description=".npy/.npz: compare outputs")] = None) -> dict:
     """A new version: graph-optimised, optionally int8-quantised; the report gives sizes and output changes."""
     limit = fleet.config.max_upload_bytes
-    return service.optimize_version(
+    result = service.optimize_version(
         fleet, name=name, version=version, level=level, quantize=quantize or None,
         calibration=read_upload(calibration, limit_bytes=limit) if calibration else None,
         sample=read_upload(sample, limit_bytes=limit) if sample else None)
+    note(request, created_version=result["model"]["version"])
+    return result
 
 
 @router.post("/{name}/versions/{version}/profile", response_model=ModelVersionPublic)

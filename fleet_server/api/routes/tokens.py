@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from ... import tokens as token_service
+from ...audit import note
 from ...store import tokens as token_store
 from ..deps import FleetDep
 from ..schemas import TokenCreate, TokenCreated, TokenPublic
@@ -13,7 +14,8 @@ router = APIRouter(prefix="/tokens", tags=["tokens"])
 
 
 @router.post("", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
-def create_token(fleet: FleetDep, body: TokenCreate) -> dict:
+def create_token(fleet: FleetDep, request: Request, body: TokenCreate) -> dict:
+    note(request, token=body.name, role=body.role)
     plaintext, record = token_service.create_token(fleet.db, name=body.name, role=body.role)
     return {**record, "token": plaintext}
 
