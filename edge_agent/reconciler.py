@@ -249,6 +249,7 @@ class Reconciler:
             manifest = self.trust.verify_module(
                 module, installed=(installed.version, installed.digest) if installed else None, now=self._now())
             check_fits(self.runtime.profile, manifest)
+            content_key = self.fetcher.open_key(manifest, module.content_key)  # for this device, or refused
         except EdgefleetError as exc:
             self._fail(name, target, exc, event="install_refused")
             return
@@ -269,7 +270,7 @@ class Reconciler:
         if reused:
             self.telemetry.event("chunks_reused", module=name, version=module.version, bytes=reused)
         self.fetcher.fetch(manifest, should_abort=lambda: self._stop.is_set() or self._newer_than(generation),
-                           on_problem=on_problem)
+                           on_problem=on_problem, content_key=content_key)
         try:
             record = self.installer.install(manifest, module.manifest)
         except BadDataError as exc:
@@ -331,8 +332,9 @@ class Reconciler:
                     if record is None:  # signed and pinned like any version; may be older than the main one
                         manifest = self.trust.verify_module(desired, installed=None, now=self._now())
                         check_fits(self.runtime.profile, manifest)
+                        content_key = self.fetcher.open_key(manifest, variant.content_key)
                         self.installer.seed_chunks(manifest)
-                        self.fetcher.fetch(manifest, on_problem=lambda error: None,
+                        self.fetcher.fetch(manifest, on_problem=lambda error: None, content_key=content_key,
                                            should_abort=lambda: self._stop.is_set() or self._newer_than(generation))
                         record = self.installer.install_variant(manifest, variant.manifest)
                     loaded = self.runtime.load(record)

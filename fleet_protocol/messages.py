@@ -57,10 +57,14 @@ class DesiredVariant:
     bundle_digest: str
     manifest: dict
     weight: int
+    content_key: dict | None = None  # the bundle's chunk key for this device (:mod:`fleet_protocol.bundle_crypto`)
 
     def to_dict(self) -> dict:
-        return {"version": self.version, "bundle_digest": self.bundle_digest, "manifest": self.manifest,
-                "weight": self.weight}
+        doc = {"version": self.version, "bundle_digest": self.bundle_digest, "manifest": self.manifest,
+               "weight": self.weight}
+        if self.content_key is not None:
+            doc["content_key"] = self.content_key
+        return doc
 
 
 @dataclass(frozen=True)
@@ -71,10 +75,13 @@ class DesiredModule:
     manifest: dict  # the signed manifest envelope, verified by the agent's trust checks
     weight: int | None = None  # with variants: the main version's share of the traffic (relative weights)
     variants: tuple[DesiredVariant, ...] = ()
+    content_key: dict | None = None  # the bundle's chunk key for this device (:mod:`fleet_protocol.bundle_crypto`)
 
     def to_dict(self) -> dict:
         doc = {"name": self.name, "version": self.version, "bundle_digest": self.bundle_digest,
                "manifest": self.manifest}
+        if self.content_key is not None:
+            doc["content_key"] = self.content_key
         if self.variants:  # only then, so documents without a split stay byte for byte as before
             doc["weight"] = self.weight
             doc["variants"] = [v.to_dict() for v in self.variants]
@@ -109,6 +116,7 @@ class DesiredState:
                 version=count_field(raw, "version", where=f"{where} module", minimum=1),
                 bundle_digest=digest_field(raw, "bundle_digest", where=f"{where} module"),
                 manifest=field(raw, "manifest", dict, where=f"{where} module"),
+                content_key=field(raw, "content_key", dict, where=f"{where} module", optional=True),
                 **_variants(raw, f"{where} module"),
             ))
         names = [m.name for m in modules]
@@ -134,7 +142,8 @@ def _variants(raw: dict, where: str) -> dict:
             version=count_field(item, "version", where=f"{where} variant", minimum=1),
             bundle_digest=digest_field(item, "bundle_digest", where=f"{where} variant"),
             manifest=field(item, "manifest", dict, where=f"{where} variant"),
-            weight=count_field(item, "weight", where=f"{where} variant")))
+            weight=count_field(item, "weight", where=f"{where} variant"),
+            content_key=field(item, "content_key", dict, where=f"{where} variant", optional=True)))
     if not variants:
         return {}
     digests = [raw.get("bundle_digest")] + [v.bundle_digest for v in variants]

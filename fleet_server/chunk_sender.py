@@ -1,7 +1,11 @@
 """Publishing bundle chunks that devices ask for, on each bundle's shared topic, as few times as possible.
 
 Runs on its own worker thread (``edgefleet-chunks``), so a large fetch never
-delays status or telemetry handling; the MQTT handlers only queue requests.
+delays status or telemetry handling; the MQTT handlers only queue requests
+(and decide who may ask: see :mod:`.handlers`). Every chunk goes out encrypted
+with its bundle's content key (:func:`fleet_protocol.bundle_crypto.encrypt_chunk`):
+any device may subscribe to the shared topic, only those the bundle is
+assigned to hold the key.
 """
 
 from __future__ import annotations
@@ -9,8 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
-from fleet_protocol import messages, topics
+from fleet_protocol import bundle_crypto, topics
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +62,10 @@ class ChunkSender:
     chunk publishes.
     """
 
-    def __init__(self, fleet, *, gather_s: float = 0.2, resend_s: float = 5.0, recent_s: float = 30.0,
-                 forget_after_s: float = 600.0):
+    def __init__(self, fleet, *, content_key: Callable[[str], bytes], gather_s: float = 0.2, resend_s: float = 5.0,
+                 recent_s: float = 30.0, forget_after_s: float = 600.0):
         self._fleet = fleet
+        self._content_key = content_key  # bundle digest -> the key its chunks are encrypted with
         self._gather_s = gather_s
         self._resend_s = resend_s
         self._recent_s = recent_s
@@ -153,7 +159,8 @@ class ChunkSender:
             for bundle_digest, chunk, seq in jobs:
                 sent = False
                 try:
-                    payload = messages.encode_chunk(self._fleet.chunks.get(chunk))
+                    payload = bundle_crypto.encrypt_chunk(self._content_key(bundle_digest), bundle_digest,
+                                                          self._fleet.chunks.get(chunk))
                     sent = self._fleet.publish(topics.bundle_chunks_topic(bundle_digest), payload, qos=1)
                     if not sent:
                         log.info("chunk %s of bundle %s not sent: the broker link is down", chunk[:12],

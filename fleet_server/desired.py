@@ -23,6 +23,13 @@ every stored document with it. Bundle manifests embedded in a document are
 signed again with the current key when another key signed them (the stored
 bundle keeps its original envelope), so a rotated-out key signs nothing a
 device is sent.
+
+Confidentiality: every module and A/B variant in a document carries its
+bundle's content key, wrapped for this device's certificate keys
+(:mod:`.content_keys`); the device's current keys are part of what makes a
+document change, so a renewed certificate gets a re-wrapped document. A stored
+document without content keys (written by an older server) is re-issued with
+them. :meth:`DesiredStates.bundles_of` is what a device may fetch.
 """
 
 from __future__ import annotations
@@ -33,13 +40,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from fleet_protocol import messages, topics
+from fleet_protocol import bundle_crypto, messages, topics
 from fleet_protocol.canonical import canonical_json, sha256_hex
 from fleet_protocol.messages import DesiredModule, DesiredState, DesiredVariant
 from fleet_protocol.signing import SigningKey, sign_envelope
 from fleet_protocol.timestamps import from_iso, to_iso, utc_now
 
 from . import targeting
+from .content_keys import ContentKeys
 from .store import Database
 from .store import bundles as bundle_store
 from .store import deployments as deployment_store
@@ -56,6 +64,7 @@ class DesiredStates:
         self._db = db
         self._key = key
         self._publish = publish
+        self.content_keys = ContentKeys(db)
         self._ttl = timedelta(seconds=ttl_s)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -112,10 +121,24 @@ class DesiredStates:
         log.info("republished the desired state of %d device(s)", len(published))
         return len(published)
 
+    def bundles_of(self, device_id: str) -> frozenset[str]:
+        """The bundle digests (main versions and A/B variants) in the device's current desired state."""
+        device = device_store.get_device(db=self._db, device_id=device_id)
+        envelope = device["desired_envelope"] if device else None
+        if envelope is None:
+            return frozenset()
+        modules = envelope["signed"]["modules"]
+        return frozenset([m["bundle_digest"] for m in modules] +
+                         [v["bundle_digest"] for m in modules for v in m.get("variants", ())])
+
     def _update(self, device: dict, deployments: list[dict]) -> bool:
         chosen = {} if device.get("revoked") else targeting.effective_deployments(device, deployments)
-        key = sha256_hex(canonical_json(sorted([name, d["bundle_digest"]] + ([d["split"]] if d.get("split") else [])
-                                               for name, d in chosen.items())))
+        recipients = self.content_keys.recipients(device["id"]) if chosen else []
+        items = sorted([name, d["bundle_digest"]] + ([d["split"]] if d.get("split") else [])
+                       for name, d in chosen.items())
+        if recipients:  # a renewed certificate changes the document: its keys are wrapped for the new key too
+            items.append(sorted(bundle_crypto.key_id(r) for r in recipients))
+        key = sha256_hex(canonical_json(items))
         if key == device["desired_key"] or (device["desired_key"] is None and not chosen):
             return False
         modules = []
@@ -128,7 +151,8 @@ class DesiredStates:
             modules.append(DesiredModule(name, bundle["version"], bundle["digest"], bundle["envelope"],
                                          split["weight"] if split else None, variants))
         self._store_and_publish(device["id"], key, DesiredState(
-            device_id=device["id"], generation=device["desired_generation"] + 1, issued="", modules=tuple(modules)))
+            device_id=device["id"], generation=device["desired_generation"] + 1, issued="", modules=tuple(modules)),
+            recipients=recipients)
         log.info("device %s: desired state generation %d (%s)", device["id"], device["desired_generation"] + 1,
                  ", ".join(f"{m.name} v{m.version}" for m in modules) or "no modules")
         return True
@@ -141,7 +165,8 @@ class DesiredStates:
             if envelope is None:
                 continue
             old = DesiredState.from_dict(envelope["signed"])
-            if due is not None and old.expires is not None and from_iso(old.expires) > due:
+            keyless = any(m.content_key is None or any(v.content_key is None for v in m.variants) for m in old.modules)
+            if due is not None and old.expires is not None and from_iso(old.expires) > due and not keyless:
                 continue
             self._store_and_publish(device["id"], device["desired_key"], DesiredState(
                 device_id=old.device_id, generation=device["desired_generation"] + 1, issued="",
@@ -151,11 +176,19 @@ class DesiredStates:
             log.info("re-issued the desired state of %d device(s)", len(reissued))
         return reissued
 
-    def _store_and_publish(self, device_id: str, key: str, state: DesiredState, *, publish: bool = True) -> None:
-        """Stamp ``state`` (issued now, expiry), re-sign foreign manifests, sign, store, publish retained."""
+    def _store_and_publish(self, device_id: str, key: str, state: DesiredState, *, publish: bool = True,
+                           recipients: list | None = None) -> None:
+        """Stamp ``state`` (issued now, expiry), re-sign foreign manifests, wrap content keys, sign, store, publish."""
         now = utc_now()
-        modules = tuple(replace(m, manifest=self._signed(m.manifest),
-                                variants=tuple(replace(v, manifest=self._signed(v.manifest)) for v in m.variants))
+        if recipients is None and state.modules:
+            recipients = self.content_keys.recipients(device_id)
+
+        def sealed(digest: str) -> dict:
+            return self.content_keys.for_device(device_id, digest, recipients)
+
+        modules = tuple(replace(m, manifest=self._signed(m.manifest), content_key=sealed(m.bundle_digest),
+                                variants=tuple(replace(v, manifest=self._signed(v.manifest),
+                                                       content_key=sealed(v.bundle_digest)) for v in m.variants))
                         for m in state.modules)
         state = replace(state, issued=to_iso(now), expires=to_iso(now + self._ttl), modules=modules)
         envelope = sign_envelope(state.to_dict(), self._key)

@@ -34,6 +34,7 @@ from fleet_protocol.root import load_certificate
 from fleet_protocol.timestamps import from_iso, to_iso, utc_now
 
 from .ca import RESERVED_NAMES, CertificateAuthority
+from .content_keys import certificate_public_key
 from .store import Database
 from .store import devices as device_store
 from .store import enrollments as enrollment_store
@@ -126,7 +127,8 @@ def enroll(db: Database, ca: CertificateAuthority, request: EnrollmentRequest, *
         raise EnrollmentRefused("this enrollment token was used by another request just now")
     cert = load_certificate(cert_pem)
     enrollment_store.add_certificate(db=db, serial=cert.serial_number, device_id=device_id,
-                                     not_after=to_iso(cert.not_valid_after_utc), issued=to_iso(now))
+                                     not_after=to_iso(cert.not_valid_after_utc), issued=to_iso(now),
+                                     public_key=certificate_public_key(cert))
     device_store.set_revoked(db=db, device_id=device_id, revoked=None)  # a new token is how a revoked device returns
     _add_device_tags(db, device_id, request.tags)
     return Enrollment(device_id=device_id, certificate_pem=cert_pem.decode("ascii"),

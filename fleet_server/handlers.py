@@ -5,7 +5,10 @@
     .../telemetry  store the batch's records once each and the device's last_seen, in one
                    transaction (records of kind ``capture`` go to the captures table instead)
     .../fetch      publish the requested chunks of a bundle on its shared chunks topic, each
-                   as few times as every requester needs (see :class:`ChunkSender`)
+                   as few times as every requester needs (see :class:`ChunkSender`), encrypted
+                   with the bundle's content key; only for a bundle in the requesting device's
+                   current desired state (main version or A/B variant): any other request is
+                   refused, counted as ``fetch_refused``, logged and answered with nothing
 
 The device id inside a payload must equal the one in the topic. A malformed
 payload is counted and logged (at most one line per topic every few
@@ -77,7 +80,7 @@ class MessageHandlers:
         self._fleet = fleet
         self._db = fleet.db
         self.malformed = MalformedCounter()
-        self.chunk_sender = ChunkSender(fleet)
+        self.chunk_sender = ChunkSender(fleet, content_key=fleet.desired.content_keys.bundle_key)
         self._by_kind = {"status": self._status, "reported": self._reported, "telemetry": self._telemetry,
                          "fetch": self._fetch,
                          "renew": lambda device_id, payload, retained: handle_renew(fleet, device_id, payload)}
@@ -153,6 +156,11 @@ class MessageHandlers:
             return  # a fetch request is a one-off; a retained copy is stale by definition
         request = messages.parse_fetch_request(payload)
         _same_device(device_id, request.device_id)
+        if request.bundle_digest not in self._fleet.desired.bundles_of(device_id):
+            self.malformed.add(topics.device_topic(device_id, "fetch"), "fetch_refused",
+                               f"device {device_id} asked for bundle {request.bundle_digest[:12]}, which is not in "
+                               "its desired state")
+            return
         chunks = self._fleet.chunk_index.chunks_of(request.bundle_digest)
         if chunks is None:
             raise MessageError(f"fetch request for unknown bundle {request.bundle_digest[:12]}")

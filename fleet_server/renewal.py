@@ -22,6 +22,7 @@ from fleet_protocol.errors import BadDataError
 from fleet_protocol.root import load_certificate
 from fleet_protocol.timestamps import from_iso, to_iso, utc_now
 
+from .content_keys import certificate_public_key
 from .store import devices as device_store
 from .store import enrollments as enrollment_store
 
@@ -47,6 +48,8 @@ def handle_renew(fleet, device_id: str, payload: bytes) -> None:
                                  now=now)
     cert = load_certificate(cert_pem)
     enrollment_store.add_certificate(db=fleet.db, serial=cert.serial_number, device_id=device_id,
-                                     not_after=to_iso(cert.not_valid_after_utc), issued=to_iso(now))
+                                     not_after=to_iso(cert.not_valid_after_utc), issued=to_iso(now),
+                                     public_key=certificate_public_key(cert))
     fleet.publish(topics.device_topic(device_id, "certificate"), renewal.encode_certificate(cert_pem), qos=1)
+    fleet.desired.recompute([device_id])  # its content keys wrapped for the new key too
     log.info("device %s: certificate renewed until %s", device_id, to_iso(cert.not_valid_after_utc))

@@ -27,10 +27,12 @@ def claim_enrollment(*, db: Database, token: str, now: str) -> bool:
         return cursor.rowcount == 1
 
 
-def add_certificate(*, db: Database, serial: int, device_id: str, not_after: str, issued: str) -> None:
+def add_certificate(*, db: Database, serial: int, device_id: str, not_after: str, issued: str,
+                    public_key: str | None = None) -> None:
+    """``public_key``: the certificate's key (PEM), what bundle content keys are wrapped for."""
     with db.transaction() as tx:
         tx["device_certificates"].insert({"serial": str(serial), "device_id": device_id, "not_after": not_after,
-                                          "issued": issued, "revoked": None})
+                                          "issued": issued, "revoked": None, "public_key": public_key})
 
 
 def certificates(*, db: Database, device_id: str) -> list[dict]:

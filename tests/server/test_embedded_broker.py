@@ -15,6 +15,7 @@ from fleet_protocol.timestamps import utc_now
 from fleet_protocol.trust import TrustedState
 from fleet_server.broker import EmbeddedBroker
 from fleet_server.runner import ServerThread
+from tests.support.sealed import open_chunks
 
 from . import messages as msg
 from .builders import module_files, tar_gz
@@ -124,7 +125,8 @@ def test_the_server_runs_on_its_embedded_broker(config):
             wanted = [c.sha256 for c in manifest.file("weights.bin").chunks]
             device.publish(topics.device_topic("cam-1", "fetch"), msg.fetch("cam-1", bundle["digest"], wanted))
             device.wait_message(chunks_topic, count=len(wanted))
-            received = dict(messages.decode_chunk(m.payload) for m in device.messages(chunks_topic))
+            received = open_chunks((m.payload for m in device.messages(chunks_topic)), state.modules[0].content_key,
+                                   device_id="cam-1", bundle_digest=bundle["digest"])
             assert b"".join(received[c] for c in wanted) == weights
             assert len(wanted) > 1 and max(len(received[c]) for c in wanted) <= 262_144  # cut by content
         finally:

@@ -14,6 +14,7 @@ from fleet_protocol.signing import PublicKey
 from fleet_protocol.timestamps import utc_now
 from fleet_protocol.trust import TrustedState, check_chunk
 from tests.support.net import wait_for
+from tests.support.sealed import open_chunks
 
 from . import messages as msg
 from .builders import module_files, tar_gz
@@ -127,11 +128,17 @@ def test_fetch_request_is_answered_with_the_chunks_of_the_manifest(server, http,
     manifest = BundleManifest.from_dict(http.get(f"/api/bundles/{bundle['digest']}").json()["manifest"]["signed"])
     wanted = list(manifest.chunk_sizes())
     assert len(wanted) > 3
+    http.post("/api/devices", json={"id": "cam-1"})  # a device may fetch only the bundles deployed to it
+    assert http.post("/api/deployments", json={"module": "scaler", "devices": ["cam-1"]}).status_code == 201
+    device.subscribe(topics.device_topic("cam-1", "desired"))
+    [desired] = device.wait_message(topics.device_topic("cam-1", "desired"))
+    content_key = messages.parse_desired_envelope(desired.payload)["signed"]["modules"][0]["content_key"]
     chunks_topic = topics.bundle_chunks_topic(bundle["digest"])
     device.subscribe(chunks_topic)
     device.publish(topics.device_topic("cam-1", "fetch"), msg.fetch("cam-1", bundle["digest"], wanted))
     device.wait_message(chunks_topic, count=len(wanted))
-    received = dict(messages.decode_chunk(m.payload) for m in device.messages(chunks_topic))
+    received = open_chunks((m.payload for m in device.messages(chunks_topic)), content_key, device_id="cam-1",
+                           bundle_digest=bundle["digest"])
     for sha256, data in received.items():
         check_chunk(manifest, sha256, data)
     assert set(received) == set(wanted)
@@ -142,8 +149,11 @@ def test_fetch_request_is_answered_with_the_chunks_of_the_manifest(server, http,
 
 def test_fetch_for_an_unknown_bundle_or_a_foreign_chunk_is_counted_not_served(server, http, device):
     bundle = build(http)
+    http.post("/api/devices", json={"id": "cam-1"})
+    assert http.post("/api/deployments", json={"module": "scaler", "devices": ["cam-1"]}).status_code == 201
     device.publish(topics.device_topic("cam-1", "fetch"), msg.fetch("cam-1", "0" * 64, ["1" * 64]))
     device.subscribe(topics.bundle_chunks_topic(bundle["digest"]))
     device.publish(topics.device_topic("cam-1", "fetch"), msg.fetch("cam-1", bundle["digest"], ["2" * 64]))
-    wait_for(lambda: http.get("/api/health").json()["malformed_by_kind"].get("fetch") == 2, what="fetch refusals")
+    wait_for(lambda: http.get("/api/health").json()["malformed_by_kind"] == {"fetch": 1, "fetch_refused": 1},
+             what="fetch refusals: an unknown bundle is not in the device's desired state, a foreign chunk")
     assert device.messages(topics.bundle_chunks_topic(bundle["digest"])) == []

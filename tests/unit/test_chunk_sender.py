@@ -11,12 +11,13 @@ import time
 
 import pytest
 
-from fleet_protocol import messages, topics
+from fleet_protocol import bundle_crypto, topics
 from fleet_server.chunk_sender import ChunkSender
 from tests.support.net import wait_for
 
 BUNDLE = "b" * 64
 CHUNKS = {hashlib.sha256(data).hexdigest(): data for data in (c.encode() * 100 for c in "0123")}
+KEY = bytes(range(32))
 
 
 class RecordingFleet:
@@ -37,15 +38,17 @@ class RecordingFleet:
         self.attempts += 1
         if not self.link_up:
             return False
+        sha, sealed = bundle_crypto.split_chunk(payload)
+        assert bundle_crypto.decrypt_chunk(KEY, BUNDLE, sha, sealed) == CHUNKS[sha]
         with self._lock:
-            self.published.append(messages.decode_chunk(payload)[0])
+            self.published.append(sha)
         return True
 
 
 @pytest.fixture
 def sent():
     fleet = RecordingFleet()
-    sender = ChunkSender(fleet, gather_s=0.05, resend_s=0.2, recent_s=1.0)
+    sender = ChunkSender(fleet, content_key=lambda digest: KEY, gather_s=0.05, resend_s=0.2, recent_s=1.0)
     yield fleet, sender
     sender.stop()
 
@@ -89,7 +92,7 @@ def test_a_device_joining_long_after_a_broadcast_gets_the_chunks_again(sent):
 
 def test_a_publish_that_failed_is_retried_at_the_next_request():
     fleet = RecordingFleet(link_up=False)
-    sender = ChunkSender(fleet, gather_s=0.05, resend_s=0.2, recent_s=1.0)
+    sender = ChunkSender(fleet, content_key=lambda digest: KEY, gather_s=0.05, resend_s=0.2, recent_s=1.0)
     try:
         first = list(CHUNKS)[0]
         sender.request(BUNDLE, "a", [first])
@@ -101,3 +104,14 @@ def test_a_publish_that_failed_is_retried_at_the_next_request():
         assert settle(fleet, 1) == [first] and sender.publishes == 1
     finally:
         sender.stop()
+
+
+def test_chunks_go_out_encrypted_with_their_bundles_key(sent):
+    fleet, sender = sent
+    captured = []
+    publish = fleet.publish
+    fleet.publish = lambda topic, payload, qos: captured.append(payload) or publish(topic, payload, qos)
+    sender.request(BUNDLE, "a", list(CHUNKS))
+    settle(fleet, len(CHUNKS))
+    assert len(captured) == len(CHUNKS)
+    assert not any(data in payload for payload in captured for data in CHUNKS.values())

@@ -1,0 +1,88 @@
+"""Bundle content keys on the server: one random key per bundle, wrapped for each device it is assigned to.
+
+The chunk sender encrypts every chunk it publishes with its bundle's key
+(:func:`fleet_protocol.bundle_crypto.encrypt_chunk`); the desired state of a
+device the bundle is assigned to carries that key wrapped for the device's
+certificate keys (:meth:`ContentKeys.for_device`). A key is made on first use
+(``secrets``) and kept in the database (:mod:`.store.bundle_keys`); it is
+never logged and never leaves in an API model.
+
+Whom a key is wrapped for: the EC keys (P-256, P-384) of the device's newest
+:data:`MAX_RECIPIENTS` unrevoked, unexpired certificates, so the old and the
+renewed key both open it while a renewal is in flight. A device the server
+holds no such key for (configured by hand, not enrolled: the demo and the
+simulator on a plain broker; a device whose only certificate has an Ed25519 or
+RSA key) gets the key in the clear inside its signed desired state: on the
+production broker only that device may read its desired topic, on a plain
+broker there is no confidentiality at all.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import Certificate
+
+from fleet_protocol import bundle_crypto
+from fleet_protocol.timestamps import from_iso, to_iso
+
+from .clock import utc_now
+from .store import Database
+from .store import bundle_keys as bundle_key_store
+from .store import enrollments as enrollment_store
+
+MAX_RECIPIENTS = 3
+
+
+def certificate_public_key(cert: Certificate) -> str:
+    """What :func:`.store.enrollments.add_certificate` keeps of a certificate to wrap content keys for (PEM)."""
+    return cert.public_key().public_bytes(serialization.Encoding.PEM,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+
+
+class ContentKeys:
+    def __init__(self, db: Database):
+        self._db = db
+        self._keys: dict[str, bytes] = {}  # bundle digest -> key (a key never changes once made)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # keep the keys out of logs and tracebacks
+        return f"ContentKeys({len(self._keys)} cached)"
+
+    def bundle_key(self, digest: str) -> bytes:
+        """The bundle's content key, made now if it has none."""
+        with self._lock:
+            key = self._keys.get(digest)
+        if key is None:
+            key = bundle_key_store.get_or_add(db=self._db, digest=digest, new_key=secrets.token_bytes(32),
+                                              created=to_iso(utc_now()))
+            with self._lock:
+                self._keys[digest] = key
+        return key
+
+    def recipients(self, device_id: str) -> list[ec.EllipticCurvePublicKey]:
+        """The device's keys a content key is wrapped for (newest first); empty: it gets the key in the clear."""
+        now = utc_now()
+        keys = []
+        for cert in enrollment_store.certificates(db=self._db, device_id=device_id):
+            if cert["revoked"] is not None or from_iso(cert["not_after"]) <= now or not cert.get("public_key"):
+                continue
+            key = serialization.load_pem_public_key(cert["public_key"].encode("ascii"))
+            if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, bundle_crypto.CURVES):
+                keys.append(key)
+            if len(keys) == MAX_RECIPIENTS:
+                break
+        return keys
+
+    def for_device(self, device_id: str, digest: str, recipients: list[ec.EllipticCurvePublicKey]) -> dict:
+        """The ``content_key`` of ``digest`` in ``device_id``'s desired state."""
+        key = self.bundle_key(digest)
+        if not recipients:
+            return bundle_crypto.plain_key_doc(key)
+        return bundle_crypto.wrapped_key_doc([
+            bundle_crypto.wrap_content_key(key, device_id=device_id, bundle_digest=digest, recipient=recipient,
+                                           ephemeral=ec.generate_private_key(recipient.curve))
+            for recipient in recipients])

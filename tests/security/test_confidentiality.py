@@ -1,0 +1,117 @@
+"""A device reads only the bundles in its own desired state.
+
+Real fleet server, real Mosquitto run with the production TLS config and ACL, devices enrolled through the
+agent's own enrollment. The ACL lets every device read every bundle's chunk topic (the broker fans one
+publish out to all listeners), so what keeps a model from a device it is not assigned to is (1) the server
+refusing fetch requests for bundles outside the asker's desired state and (2) chunks sealed with a per-bundle
+key that reaches only assigned devices, wrapped for their certificate keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from edge_agent.agent import Agent
+from edge_agent.config import AgentConfig, load_config
+from edge_agent.enroll import enroll
+from fleet_protocol import bundle_crypto, messages, topics
+from fleet_protocol.bundle_crypto import ContentKeyError
+from fleet_server.store import devices as device_store
+from tests.security.tls_mqtt import Identity
+from tests.server.builders import module_files, tar_gz, tiny_onnx
+from tests.support.net import wait_for
+from tests.support.sealed import open_chunks
+
+MODULE = "scaler"
+
+
+def enrolled(tls_fleet, tmp_path, device_id: str) -> AgentConfig:
+    path = enroll(server_url=tls_fleet.server.url, token=tls_fleet.enrollment_token(device_id),
+                  state_dir=tmp_path / device_id, config_out=tmp_path / f"{device_id}.toml")
+    return dataclasses.replace(load_config(path), scoring_port=0, heartbeat_interval_s=0.3,
+                               telemetry_flush_interval_s=0.1, keepalive_s=5)
+
+
+def identity(config: AgentConfig) -> Identity:
+    return Identity(config.device_id, config.tls_cert, config.tls_key)
+
+
+def build(tls_fleet, weights: bytes, scale: float) -> dict:
+    """A signed bundle of the module with ``weights`` inside; its detail (digest, version, signed manifest)."""
+    files = {**module_files(files=["model.onnx", "main.py", "sample.json", "weights.bin"], model=tiny_onnx(scale)),
+             "weights.bin": weights}
+    with tls_fleet.api() as api:
+        created = api.post("/api/bundles/from-module", files={"file": ("m.tar.gz", tar_gz(files))})
+        assert created.status_code == 201, created.text
+        return api.get(f"/api/bundles/{created.json()['digest']}").json()
+
+
+def chunk_digests(bundle: dict) -> list[str]:
+    return list(dict.fromkeys(c["sha256"] for f in bundle["manifest"]["signed"]["files"] for c in f["chunks"]))
+
+
+def leaked(plaintext: bytes, received: list[bytes]) -> list[int]:
+    """Offsets of 32-byte samples of ``plaintext`` (one every 2 KB) found anywhere in ``received``."""
+    seen = b"".join(received)
+    return [i for i in range(0, len(plaintext) - 32, 2048) if plaintext[i:i + 32] in seen]
+
+
+def test_fetch_for_a_bundle_not_in_the_devices_desired_state_is_refused_and_answers_nothing(
+        tls_fleet, tmp_path, connect):
+    intruder = enrolled(tls_fleet, tmp_path, "cam-b")
+    undeployed = build(tls_fleet, os.urandom(300_000), 2.0)
+    probe = connect(tls_fleet.broker, identity(intruder))
+    probe.subscribe(topics.bundle_chunks_topic(undeployed["digest"]))
+    request = messages.FetchRequest("cam-b", undeployed["digest"], tuple(chunk_digests(undeployed)[:16]))
+    probe.publish(topics.device_topic("cam-b", "fetch"), messages.encode(request.to_dict()))  # its own topic: allowed
+    handlers = tls_fleet.server.fleet.handlers
+    wait_for(lambda: handlers.malformed.by_kind().get("fetch_refused") == 1, what="the server to refuse the fetch")
+    time.sleep(1.0)  # far longer than a chunk takes to go out: anything published would have arrived
+    assert probe.messages == [] and handlers.chunk_sender.publishes == 0
+
+
+def test_device_listening_on_another_devices_bundle_gets_only_ciphertext_it_cannot_open(
+        tls_fleet, tmp_path, connect):
+    owner, intruder = enrolled(tls_fleet, tmp_path, "cam-a"), enrolled(tls_fleet, tmp_path, "cam-b")
+    weights = os.urandom(400_000)
+    bundle = build(tls_fleet, weights, 3.0)
+    chunks_topic = topics.bundle_chunks_topic(bundle["digest"])
+    probe = connect(tls_fleet.broker, identity(intruder))
+    probe.subscribe(chunks_topic)  # the ACL allows it: the chunk topic is shared
+    agent = Agent(owner)
+    agent.start()
+    try:
+        with tls_fleet.api() as api:
+            api.post("/api/deployments", json={"module": MODULE, "version": bundle["version"],
+                                               "devices": ["cam-a"]}).raise_for_status()
+        wait_for(lambda: agent.models.get(MODULE) == bundle["version"], timeout=60,
+                 what="the assigned device to install and serve the bundle")
+        answer = agent.infer(MODULE, {"x": np.ones((1, 4), dtype=np.float32)})
+        assert answer.model_version == bundle["version"]
+    finally:
+        agent.stop()
+
+    probe.wait_for_message(chunks_topic)
+    received = [payload for topic, payload in probe.messages if topic == chunks_topic]
+    assert received and all(p[:4] == bundle_crypto.CHUNK_MAGIC for p in received)
+    assert leaked(weights, received) == [], "plaintext model bytes reached a device the bundle is not assigned to"
+
+    desired = device_store.get_device(db=tls_fleet.server.fleet.db, device_id="cam-a")["desired_envelope"]
+    content_key = desired["signed"]["modules"][0]["content_key"]
+    assert content_key["alg"] == bundle_crypto.WRAP_ALG, "an enrolled device's key travels wrapped"
+    intruder_key = load_pem_private_key(intruder.tls_key.read_bytes(), password=None)
+    for claimed in ("cam-a", "cam-b"):  # even a copy of the owner's desired state does not open for the intruder
+        try:
+            bundle_crypto.open_content_key(content_key, device_id=claimed, bundle_digest=bundle["digest"],
+                                           private_key=intruder_key)
+            raise AssertionError("the intruder opened another device's content key")
+        except ContentKeyError as refused:
+            assert refused.code == "content_key_not_for_device"
+    opened = open_chunks(received, content_key, device_id="cam-a", bundle_digest=bundle["digest"],
+                         private_key=load_pem_private_key(owner.tls_key.read_bytes(), password=None))
+    assert leaked(weights, list(opened.values())), "what the intruder received is the bundle itself, sealed"
