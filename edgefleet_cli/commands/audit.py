@@ -31,7 +31,7 @@ def list_entries(
 
 
 def format_object(obj: dict) -> str:
-    """``model=iris version=3``; lists joined with commas, maps as ``k=v`` pairs."""
+    """``model=iris version=3``; lists joined with commas, maps as ``k:v`` pairs, digests shortened to 12."""
     def value(v) -> str:
         if isinstance(v, dict):
             return ",".join(f"{k}:{x}" for k, x in sorted(v.items())) or "{}"
@@ -39,4 +39,4 @@ def format_object(obj: dict) -> str:
             return ",".join(map(str, v)) or "[]"
         return str(v)
 
-    return " ".join(f"{k}={value(v)}" for k, v in obj.items())
+    return " ".join(f"{k}={value(v)[:12] if k in ('digest', 'sha256') else value(v)}" for k, v in obj.items())

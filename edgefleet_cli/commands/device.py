@@ -9,7 +9,7 @@ import typer
 from ..client import ApiClient
 from ..errors import CliError
 from ..options import JsonOpt, ServerOpt, TokenOpt
-from ..output import format_tags, parse_tags, print_fields, print_json, print_table
+from ..output import console, format_tags, parse_tags, print_fields, print_json, print_table
 
 app = typer.Typer(help="List and inspect devices.", no_args_is_help=True)
 
@@ -92,6 +92,10 @@ def explain(
 
 def print_explain(report: dict) -> None:
     """Per module: the winning deployment and why, what the device reports, and every deployment that lost."""
+    if not report["modules"]:
+        console.print(f"device {report['device_id']} ({format_tags(report['tags'])}): no deployment targets it",
+                      highlight=False)
+        return
     print_table(f"device {report['device_id']} ({format_tags(report['tags'])})",
                 ["module", "version", "deployment", "priority", "why", "reported", "overridden"],
                 [(m["module"], m["version"], m["deployment_id"], m["priority"], m["reason"],
