@@ -207,7 +207,8 @@ def _epoch(iso: str) -> float:
 
 
 def _now_iso() -> str:
-    from fleet_protocol.timestamps import to_iso, utc_now
+    from fleet_protocol.timestamps import to_iso
+    from fleet_server.clock import utc_now
 
     return to_iso(utc_now())
 

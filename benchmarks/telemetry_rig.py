@@ -28,7 +28,7 @@ from edge_agent.outbox import Outbox
 from edge_agent.runtime import Runtime
 from edge_agent.telemetry import Telemetry
 from fleet_protocol import messages, topics
-from fleet_protocol.profiles import load_profile
+from firmware_profiles import load_profile
 from fleet_server.config import ServerConfig
 from fleet_server.runner import ServerThread
 from simulators.mqtt_loop import MqttLoop

@@ -27,12 +27,13 @@ import numpy as np
 
 from fleet_protocol import messages, oip, topics
 from fleet_protocol.errors import EdgefleetError, MessageError
-from fleet_protocol.profiles import load_profile
+from firmware_profiles import load_profile
 from fleet_protocol.signing import PublicKey
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
 from fleet_protocol.trust import TrustedState
 
 from . import __version__
+from .clock import utc_now
 from .cloud_client import CloudClient
 from .config import AgentConfig
 from .fallback import CircuitBreaker

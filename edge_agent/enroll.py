@@ -2,7 +2,7 @@
 
 :func:`enroll` (``edgefleet agent enroll``) takes the server URL and the
 enrollment token an operator made (``<device id>.<secret>``), generates an EC
-P-256 key and a CSR with CN = device id (:func:`fleet_protocol.root.make_device_key_and_csr`),
+P-256 key and a CSR with CN = device id (:func:`edge_agent.identity.new_device_key_and_csr`),
 and POSTs only the CSR and the token to ``/api/enroll``. The answer: the
 device's client certificate, the fleet CA certificate, the broker URL
 (``mqtts://``) and the server's current signed root document, written to
@@ -33,10 +33,12 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from fleet_protocol.errors import EdgefleetError, TransportError
 from fleet_protocol.fields import is_valid_name
-from fleet_protocol.profiles import ProfileError, load_profile
-from fleet_protocol.root import TrustedRoot, load_certificate, make_device_key_and_csr
+from firmware_profiles import load_profile
+from fleet_protocol.profiles import ProfileError
+from fleet_protocol.root import TrustedRoot, load_certificate
 
 from .config import AgentConfig, ConfigError, looks_like_path
+from .identity import new_device_key_and_csr
 from .installer import write_atomic
 
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -117,7 +119,7 @@ def enroll(*, server_url: str, token: str, state_dir: Path, config_out: Path, op
     """
     device_id = device_id_from_token(token)
     extra = options.values()
-    key_pem, csr_pem = make_device_key_and_csr(device_id)
+    key_pem, csr_pem = new_device_key_and_csr(device_id)
     url = server_url.rstrip("/") + "/api/enroll"
     request = {"token": token.strip(), "csr": csr_pem.decode("ascii")}
     if options.tags:

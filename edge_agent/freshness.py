@@ -17,8 +17,9 @@ import threading
 from datetime import datetime
 from typing import Callable
 
-from fleet_protocol.timestamps import from_iso, utc_now
+from fleet_protocol.timestamps import from_iso
 
+from .clock import utc_now
 from .outbox import Outbox
 
 log = logging.getLogger("edgefleet.agent.freshness")

@@ -23,13 +23,15 @@ from datetime import timedelta
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from fleet_protocol import renewal, topics
 from fleet_protocol.errors import MessageError
-from fleet_protocol.root import load_certificate, make_device_key_and_csr, needs_renewal
-from fleet_protocol.timestamps import utc_now
+from fleet_protocol.root import load_certificate, make_csr, needs_renewal
 
+from .clock import utc_now
 from .installer import write_atomic
 
 log = logging.getLogger("edgefleet.agent.identity")
@@ -83,7 +85,7 @@ class CertificateRenewer:
         with self._lock:
             if self._pending_key is not None or not self._link.connected:
                 return False
-            key_pem, csr_pem = make_device_key_and_csr(self._device_id)
+            key_pem, csr_pem = new_device_key_and_csr(self._device_id)
             self._pending_key = key_pem
         sent = self._link.publish(topics.device_topic(self._device_id, "renew"), renewal.encode_renew_request(csr_pem),
                                   qos=1)
@@ -122,3 +124,13 @@ class CertificateRenewer:
                 self.check()
             except Exception:  # noqa: BLE001 - the renewal thread must outlive one bad check
                 log.exception("checking the client certificate")
+
+
+def new_device_key_and_csr(device_id: str) -> tuple[bytes, bytes]:
+    """A fresh EC P-256 key (PKCS#8 PEM) and its CSR with CN = ``device_id``, to enroll and to renew.
+
+    The key is made here, on the device, and never leaves it; the CSR is :func:`fleet_protocol.root.make_csr`.
+    """
+    key_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key_pem, make_csr(device_id, key_pem)

@@ -49,7 +49,9 @@ from typing import NamedTuple
 from fleet_protocol.canonical import canonical_text
 from fleet_protocol.errors import MessageError
 from fleet_protocol.messages import TelemetryRecord
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
+
+from .clock import utc_now
 
 log = logging.getLogger("edgefleet.agent.outbox")
 

@@ -48,9 +48,9 @@ from typing import Callable
 from fleet_protocol.canonical import canonical_json, sha256_hex
 from fleet_protocol.errors import BadDataError, EdgefleetError, TransportError
 from fleet_protocol.messages import DesiredModule, DesiredState, ModuleReport
-from fleet_protocol.timestamps import utc_now
 from fleet_protocol.trust import TrustedState
 
+from .clock import utc_now
 from .fetcher import FetchAborted, Fetcher
 from .fit import check_fits
 from .health import restart_delay_s

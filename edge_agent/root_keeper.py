@@ -29,8 +29,8 @@ from fleet_protocol import messages
 from fleet_protocol.canonical import canonical_json, parse_json_object
 from fleet_protocol.errors import BadDataError, EdgefleetError, MessageError, RollbackError
 from fleet_protocol.root import TrustedRoot
-from fleet_protocol.timestamps import utc_now
 
+from .clock import utc_now
 from .outbox import Outbox
 
 log = logging.getLogger("edgefleet.agent.root")

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from fleet_protocol.bundle_file import read_bundle
-from fleet_protocol.profiles import load_profile
+from firmware_profiles import load_profile
 from fleet_protocol.signing import PublicKey
 
 from .installer import ActiveRecord, Installer

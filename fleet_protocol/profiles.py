@@ -31,23 +31,19 @@ Option values are strings, integers or booleans (no floats: profiles appear
 in signed and canonical documents, which refuse floats). Unknown keys are
 refused so that a typo cannot silently drop a setting.
 
-Pure: parsing is a function of the document; the only I/O is
-:func:`load_profile` reading the one named profile file.
+Pure: parsing is a function of the document's bytes. Finding and reading
+profile files (by name among the shipped ones, or from a path) is
+:func:`firmware_profiles.load_profile`'s job, outside this package.
 """
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from dataclasses import dataclass, field as dc_field
-from importlib import resources
-from pathlib import Path
 
 from .errors import BadDataError
-from .fields import NAME, count_field, field, name_field, refuse_unknown_keys
+from .fields import count_field, field, name_field, refuse_unknown_keys
 
-PROFILES_PACKAGE = "firmware_profiles"
-DEFAULT_PROFILE = "generic-cpu"
 ARCHES = ("x86-64", "arm64", "armv7", "riscv64")
 ACCELERATOR_KINDS = ("cpu", "gpu", "npu", "tpu", "fpga", "dsp")
 BUILTIN_DELEGATES = ("xnnpack", "cpu")
@@ -180,52 +176,23 @@ def parse_profile(doc: dict, *, source: str) -> FirmwareProfile:
     )
 
 
-def load_profile(name_or_path: str) -> FirmwareProfile:
-    """Load a profile by name from :mod:`firmware_profiles`, or from a ``.toml`` path.
-
-    A value ending in ``.toml`` or holding a path separator is a path; anything
-    else is a profile name, whose file must declare that same name.
-    """
-    text = str(name_or_path)
-    if text.endswith(".toml") or "/" in text or "\\" in text:
-        path = Path(text)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ProfileError(f"firmware profile {path}: cannot be read: {exc.strerror or exc}") from None
-        return _parse_toml(data, source=str(path))
-    if not NAME.fullmatch(text):
-        raise ProfileError(f"firmware profile name {text!r} must match {NAME.pattern}")
-    resource = resources.files(PROFILES_PACKAGE).joinpath(f"{text}.toml")
-    if not resource.is_file():
-        near = difflib.get_close_matches(text, list_profiles(), n=1)
-        raise ProfileError(f"unknown firmware profile {text!r} ({f'did you mean {near[0]!r}? ' if near else ''}"
-                           f"known: {', '.join(list_profiles())})")
-    profile = _parse_toml(resource.read_bytes(), source=f"{text}.toml")
-    if profile.name != text:
-        raise ProfileError(f"firmware profile {text}.toml: field 'name' is {profile.name!r}, expected {text!r}")
-    return profile
-
-
-def list_profiles() -> list[str]:
-    """Names of the profiles shipped in :mod:`firmware_profiles`, sorted."""
-    return sorted(entry.name[: -len(".toml")] for entry in resources.files(PROFILES_PACKAGE).iterdir()
-                  if entry.name.endswith(".toml") and entry.is_file())
-
-
 def normalize_arch(machine: str) -> str | None:
     """Map ``platform.machine()`` (``x86_64``, ``aarch64``, ...) to a profile arch, or None."""
     return _MACHINE_ARCH.get(machine.strip().lower())
 
 
-def _parse_toml(data: bytes, *, source: str) -> FirmwareProfile:
+def parse_profile_toml(data: bytes, *, source: str, expected_name: str | None = None) -> FirmwareProfile:
+    """Validate a profile file's bytes (UTF-8 TOML); with ``expected_name``, the file must declare that name."""
     try:
         doc = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ProfileError(f"firmware profile {source}: not UTF-8 text: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"firmware profile {source}: not valid TOML: {exc}") from None
-    return parse_profile(doc, source=source)
+    profile = parse_profile(doc, source=source)
+    if expected_name is not None and profile.name != expected_name:
+        raise ProfileError(f"firmware profile {source}: field 'name' is {profile.name!r}, expected {expected_name!r}")
+    return profile
 
 
 def _refuse_unknown(doc: dict, known: set[str], where: str) -> None:

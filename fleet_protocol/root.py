@@ -17,9 +17,11 @@ rotations) tolerates expired intermediate roots; only the final one must be
 unexpired, as in python-tuf's ``TrustedMetadataSet``.
 
 The bottom of the module holds the small X.509 helpers a device needs to get
-and keep a client certificate: a key and CSR, the expiry, and whether it is
-time to renew. The certificate authority itself lives on the server
-(``fleet_server.ca``). Nothing here does I/O.
+and keep a client certificate: a CSR for a key the device made (key
+generation is the agent's), the expiry, and whether it is time to renew. The
+certificate authority itself lives on the server (``fleet_server.ca``).
+Nothing here does I/O, reads a clock or draws random numbers (beyond what
+signing a CSR needs inside ``cryptography``).
 """
 
 from __future__ import annotations
@@ -176,17 +178,18 @@ class TrustedRoot:
 # --- device certificates ---------------------------------------------------------------------------
 
 
-def make_device_key_and_csr(device_id: str) -> tuple[bytes, bytes]:
-    """A fresh EC P-256 key (PKCS#8 PEM) and a CSR with CN = ``device_id``; the agent calls this to enroll and renew."""
+def make_csr(device_id: str, key_pem: bytes) -> bytes:
+    """A CSR (PEM) with CN = ``device_id`` for the EC private key ``key_pem``, which the agent generated
+    (``edge_agent.identity.new_device_key_and_csr``) to enroll and renew."""
     if not is_valid_name(device_id):
         raise MessageError(f"invalid device id {device_id!r}")
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise MessageError("a device key must be an EC private key")
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
            .sign(key, hashes.SHA256()))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return key_pem, csr.public_bytes(serialization.Encoding.PEM)
+    return csr.public_bytes(serialization.Encoding.PEM)
 
 
 def load_certificate(cert_pem: bytes) -> x509.Certificate:

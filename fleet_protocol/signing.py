@@ -3,7 +3,8 @@
 An envelope is ``{"signed": {...}, "signatures": [{"keyid": hex, "sig": hex}]}``;
 the signature covers the canonical JSON of ``signed``. A key id is the SHA-256
 of the raw 32-byte public key. Reading and writing key files is the caller's
-job (with mode 0600); this module only turns bytes into keys and back.
+job (with mode 0600), and so is generating a key (a random seed); this module
+only turns bytes into keys and back.
 """
 
 from __future__ import annotations
@@ -56,8 +57,12 @@ class SigningKey:
     key: Ed25519PrivateKey
 
     @classmethod
-    def generate(cls) -> "SigningKey":
-        return cls(Ed25519PrivateKey.generate())
+    def from_seed(cls, seed: bytes) -> "SigningKey":
+        """The key whose 32-byte Ed25519 private seed is ``seed``. Drawing the seed from a CSPRNG is the
+        caller's job (``fleet_server.keys.new_signing_key``): this package holds no randomness."""
+        if len(seed) != 32:
+            raise ValueError(f"an Ed25519 seed is 32 bytes, got {len(seed)}")
+        return cls(Ed25519PrivateKey.from_private_bytes(seed))
 
     @classmethod
     def from_pem(cls, data: bytes) -> "SigningKey":

@@ -1,4 +1,8 @@
-"""UTC timestamps as ISO 8601 strings ending in 'Z', the only form on the wire."""
+"""UTC timestamps as ISO 8601 strings ending in 'Z', the only form on the wire.
+
+Conversions only: this package never reads the clock. The agent and the server
+each have a ``clock`` module and pass ``now`` in.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,3 @@ def from_iso(value: str, *, what: str = "timestamp") -> datetime:
     if moment.tzinfo is None:
         raise MessageError(f"{what} {value!r} has no time zone")
     return moment
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)

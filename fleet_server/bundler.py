@@ -26,9 +26,10 @@ from fleet_protocol.errors import BadDataError
 from fleet_protocol.fields import NAME
 from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.signing import sign_envelope
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
 
 from . import registry
+from .clock import utc_now
 from .errors import ConflictError, NotFoundError
 from .modelinfo import inspect_model
 from .module_archive import read_module_archive

@@ -38,7 +38,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from fleet_protocol.errors import BadDataError, EdgefleetError
 from fleet_protocol.fields import is_valid_name
 from fleet_protocol.root import load_certificate
-from fleet_protocol.timestamps import from_iso, to_iso, utc_now
+from fleet_protocol.timestamps import from_iso, to_iso
+
+from .clock import utc_now
 
 log = logging.getLogger(__name__)
 SERVER_IDENTITY = "edgefleet-server"

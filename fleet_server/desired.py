@@ -44,9 +44,10 @@ from fleet_protocol import bundle_crypto, messages, topics
 from fleet_protocol.canonical import canonical_json, sha256_hex
 from fleet_protocol.messages import DesiredModule, DesiredState, DesiredVariant
 from fleet_protocol.signing import SigningKey, sign_envelope
-from fleet_protocol.timestamps import from_iso, to_iso, utc_now
+from fleet_protocol.timestamps import from_iso, to_iso
 
 from . import targeting
+from .clock import utc_now
 from .content_keys import ContentKeys
 from .store import Database
 from .store import bundles as bundle_store

@@ -31,9 +31,10 @@ from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, EdgefleetError
 from fleet_protocol.fields import NAME, refuse_unknown_keys
 from fleet_protocol.root import load_certificate
-from fleet_protocol.timestamps import from_iso, to_iso, utc_now
+from fleet_protocol.timestamps import from_iso, to_iso
 
 from .ca import RESERVED_NAMES, CertificateAuthority
+from .clock import utc_now
 from .content_keys import certificate_public_key
 from .store import Database
 from .store import devices as device_store

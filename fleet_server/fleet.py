@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 
 from fleet_protocol import messages, topics
-from fleet_protocol.profiles import load_profile
+from firmware_profiles import load_profile
 from fleet_protocol.signing import SigningKey
 
 from .broker import EmbeddedBroker

@@ -27,9 +27,10 @@ from collections import Counter
 from fleet_protocol import messages, topics
 from fleet_protocol import captures as capture_format
 from fleet_protocol.errors import BadDataError, MessageError
-from fleet_protocol.timestamps import from_iso, to_iso, utc_now
+from fleet_protocol.timestamps import from_iso, to_iso
 
 from .chunk_sender import ChunkSender
+from .clock import utc_now
 from .renewal import handle_renew
 from .store import captures as capture_store
 from .store import deployments as deployment_store

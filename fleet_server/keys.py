@@ -32,15 +32,21 @@ from pathlib import Path
 
 from fleet_protocol.root import RootDocument, TrustedRoot, make_root, sign_root
 from fleet_protocol.signing import SigningKey
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
 
 from .ca import write_atomic
+from .clock import utc_now
 from .store import Database
 from .store import tokens as token_store
 from .tokens import ADMIN as ADMIN_ROLE
 
 log = logging.getLogger(__name__)
 ADMIN_TOKEN_ENV = "EDGEFLEET_ADMIN_TOKEN"
+
+
+def new_signing_key() -> SigningKey:
+    """A fresh Ed25519 signing key, its seed from the OS's CSPRNG (``fleet_protocol`` draws no random numbers)."""
+    return SigningKey.from_seed(secrets.token_bytes(32))
 
 
 def signing_key_path(data_dir: Path) -> Path:
@@ -54,7 +60,7 @@ def load_or_create_signing_key(data_dir: Path) -> tuple[SigningKey, bool]:
     os.chmod(path.parent, 0o700)
     if path.exists():
         return _read_key(path), False
-    key = SigningKey.generate()
+    key = new_signing_key()
     write_atomic(path, key.to_pem(), mode=0o600)
     return key, True
 
@@ -104,7 +110,7 @@ class KeyRing:
     def rotate(self) -> dict:
         """Make a new signing key and the root that lists only it; return that root. The old key is gone."""
         with self._lock:
-            key = SigningKey.generate()
+            key = new_signing_key()
             write_atomic(self._next_path, key.to_pem(), mode=0o600)
             envelope = sign_root(self._document(self.version + 1, key), self._root_keys)
             current = TrustedRoot(RootDocument.from_dict(self.root["signed"]))
@@ -130,7 +136,7 @@ class KeyRing:
         paths = sorted(self._dir.glob("root-*.pem"))
         if paths:
             return [_read_key(path) for path in paths]
-        key = SigningKey.generate()
+        key = new_signing_key()
         write_atomic(self._dir / "root-1.pem", key.to_pem(), mode=0o600)
         return [key]
 

@@ -18,9 +18,10 @@ import hashlib
 
 from fleet_protocol.errors import BadDataError
 from fleet_protocol.fields import NAME
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
 
 from . import targeting
+from .clock import utc_now
 from .errors import ConflictError, NotFoundError
 from .modelinfo import ModelInfo, inspect_model
 from .store import bundles as bundle_store

@@ -20,8 +20,9 @@ import logging
 from fleet_protocol import renewal, topics
 from fleet_protocol.errors import BadDataError
 from fleet_protocol.root import load_certificate
-from fleet_protocol.timestamps import from_iso, to_iso, utc_now
+from fleet_protocol.timestamps import from_iso, to_iso
 
+from .clock import utc_now
 from .content_keys import certificate_public_key
 from .store import devices as device_store
 from .store import enrollments as enrollment_store

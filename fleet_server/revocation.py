@@ -23,9 +23,10 @@ import logging
 import threading
 from pathlib import Path
 
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
 
 from .broker_config import BrokerConfigFiles, reload_broker, write_crl
+from .clock import utc_now
 from .errors import NotFoundError
 from .store import devices as device_store
 from .store import enrollments as enrollment_store

@@ -43,10 +43,11 @@ import threading
 from datetime import timedelta
 
 from fleet_protocol.errors import BadDataError
-from fleet_protocol.timestamps import from_iso, to_iso, utc_now
+from fleet_protocol.timestamps import from_iso, to_iso
 
 from . import deployments as deployment_service
 from . import targeting
+from .clock import utc_now
 from .errors import ConflictError, NotFoundError
 from .store import deployments as deployment_store
 from .store import devices as device_store

@@ -17,8 +17,9 @@ import secrets
 
 from fleet_protocol.errors import BadDataError
 from fleet_protocol.fields import NAME
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
 
+from .clock import utc_now
 from .errors import ConflictError, NotFoundError
 from .store import Database
 from .store import tokens as token_store

@@ -28,10 +28,11 @@ import logging
 
 from fleet_protocol import sketch
 from fleet_protocol.errors import MessageError
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
 
 from . import deployments as deployment_service
 from . import targeting
+from .clock import utc_now
 from .errors import ConflictError, NotFoundError
 from .store import deployments as deployment_store
 from .store import devices as device_store

@@ -47,9 +47,10 @@ from edge_agent.runtime import ModelNotFound, Runtime, ScoreResult
 from edge_agent.telemetry import Telemetry
 from fleet_protocol import messages, topics
 from fleet_protocol.errors import MessageError
-from fleet_protocol.profiles import load_profile
+from firmware_profiles import load_profile
 from fleet_protocol.signing import PublicKey
-from fleet_protocol.timestamps import to_iso, utc_now
+from edge_agent.clock import utc_now
+from fleet_protocol.timestamps import to_iso
 from fleet_protocol.trust import TrustedState
 
 from .faults import FaultPlan, FullDisk

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fleet_protocol.profiles import list_profiles, load_profile
+from firmware_profiles import list_profiles, load_profile
 
 from ..options import JsonOpt
 from ..output import console, print_json, print_table

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import lru_cache
 
-from fleet_protocol import profiles
+import firmware_profiles as profiles
 from fleet_protocol.fields import NAME
 from fleet_protocol.profiles import CPU_PROVIDER, FirmwareProfile, ProfileError
 

@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 from fleet_protocol.errors import BadDataError
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
 
 from .. import registry
+from ..clock import utc_now
 from ..modelinfo import inspect_model
 from ..store import models as model_store
 from .convert import sklearn_to_onnx

@@ -18,7 +18,9 @@ from fleet_protocol.bundle_file import build_manifest
 from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.messages import DesiredModule, DesiredState
 from fleet_protocol.signing import SigningKey, sign_envelope
-from fleet_protocol.timestamps import to_iso, utc_now
+from edge_agent.clock import utc_now
+from fleet_protocol.timestamps import to_iso
+from fleet_server.keys import new_signing_key
 from tests.support.net import wait_for
 
 
@@ -102,7 +104,7 @@ class FakeServer:
 
     host: str
     port: int
-    key: SigningKey = field(default_factory=SigningKey.generate)
+    key: SigningKey = field(default_factory=new_signing_key)
     chunk_store: dict[str, dict[str, bytes]] = field(default_factory=dict)  # digest -> sha -> bytes
     tamper: dict[str, bytes] = field(default_factory=dict)  # sha -> bytes sent instead
     answer_fetches: bool = True

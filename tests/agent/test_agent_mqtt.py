@@ -13,7 +13,8 @@ from edge_agent.agent import Agent
 from fleet_protocol import messages, topics
 from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.messages import DesiredModule
-from fleet_protocol.signing import SigningKey, sign_envelope
+from fleet_protocol.signing import sign_envelope
+from fleet_server.keys import new_signing_key
 from tests.agent.helpers import Bundle, make_bundle
 from tests.support.net import wait_for
 
@@ -109,7 +110,7 @@ def test_manifest_signed_by_an_untrusted_key_is_refused(server, make_agent):
     agent = make_agent()
     first = server.bundle(version=1)
     install(server, agent, 1, first)
-    foreign = server.add_bundle(make_bundle(SigningKey.generate(), version=2, seed=2))
+    foreign = server.add_bundle(make_bundle(new_signing_key(), version=2, seed=2))
     server.publish_desired(agent.device_id, 2, [foreign])
     refused(server, agent, first, "bad_signature")
 
@@ -163,7 +164,7 @@ def test_desired_state_that_fails_verification_is_refused_and_nothing_changes(se
     other_device = sign_envelope(messages.DesiredState("someone-else", 9, "2026-01-01T00:00:00Z", ()).to_dict(),
                                  server.key)
     attempts = [
-        ("bad_signature", lambda: server.publish_desired("dev-1", 5, [second], key=SigningKey.generate())),
+        ("bad_signature", lambda: server.publish_desired("dev-1", 5, [second], key=new_signing_key())),
         ("wrong_device", lambda: server.publish_raw(desired_topic, messages.encode(other_device))),
         ("rollback", lambda: server.publish_desired("dev-1", 2, [second])),
         ("expired", lambda: server.publish_desired("dev-1", 6, [second], expires="2001-01-01T00:00:00Z")),

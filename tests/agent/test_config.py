@@ -8,9 +8,9 @@ import pytest
 
 from edge_agent.config import AgentConfig, ConfigError, load_config
 from edge_agent.enroll import AgentOptions, agent_toml
-from fleet_protocol.signing import SigningKey
+from fleet_server.keys import new_signing_key
 
-KEY = SigningKey.generate().public_key.to_hex()
+KEY = new_signing_key().public_key.to_hex()
 PROFILES = Path(__file__).resolve().parents[2] / "firmware_profiles"
 
 

@@ -10,10 +10,10 @@ import pytest
 from edge_agent import installer as installer_module
 from edge_agent.installer import Installer
 from fleet_protocol.errors import DigestMismatchError
-from fleet_protocol.signing import SigningKey
+from fleet_server.keys import new_signing_key
 from tests.agent.helpers import make_bundle, stage
 
-KEY = SigningKey.generate()
+KEY = new_signing_key()
 
 
 class Crash(Exception):

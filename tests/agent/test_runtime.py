@@ -12,13 +12,15 @@ from edge_agent.installer import Installer
 from edge_agent.runtime import HealthCheckError, InferenceError, LoadError, Runtime
 from fleet_protocol import oip
 from fleet_protocol.bundle_file import build_manifest
-from fleet_protocol.profiles import load_profile
-from fleet_protocol.signing import SigningKey, sign_envelope
-from fleet_protocol.timestamps import to_iso, utc_now
+from firmware_profiles import load_profile
+from fleet_protocol.signing import sign_envelope
+from edge_agent.clock import utc_now
+from fleet_protocol.timestamps import to_iso
+from fleet_server.keys import new_signing_key
 from tests.agent.helpers import Bundle, make_bundle, stage
 
 MODULES = Path(__file__).resolve().parents[2] / "modules"
-KEY = SigningKey.generate()
+KEY = new_signing_key()
 
 
 def module_bundle(folder: Path, version: int = 1) -> Bundle:

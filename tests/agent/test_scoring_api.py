@@ -14,8 +14,8 @@ import pytest
 from edge_agent.installer import Installer
 from edge_agent.runtime import Runtime
 from edge_agent.scoring_api import ScoringServer
-from fleet_protocol.profiles import load_profile
-from fleet_protocol.signing import SigningKey
+from firmware_profiles import load_profile
+from fleet_server.keys import new_signing_key
 from tests.agent.helpers import make_bundle, stage
 
 MAX_BYTES = 4096
@@ -24,7 +24,7 @@ MAX_BYTES = 4096
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     state = tmp_path_factory.mktemp("state")
-    bundle = make_bundle(SigningKey.generate(), version=3)
+    bundle = make_bundle(new_signing_key(), version=3)
     stage(state, bundle)
     runtime = Runtime(load_profile("generic-cpu"))
     runtime.activate(runtime.load(Installer(state).install(bundle.manifest, bundle.envelope)))
@@ -190,7 +190,7 @@ def run(inputs):
 @pytest.fixture(scope="module")
 def served_entry(tmp_path_factory):
     state = tmp_path_factory.mktemp("state-entry")
-    bundle = make_bundle(SigningKey.generate(), module="scripted", entry=ENTRY)
+    bundle = make_bundle(new_signing_key(), module="scripted", entry=ENTRY)
     stage(state, bundle)
     runtime = Runtime(load_profile("generic-cpu"))
     runtime.activate(runtime.load(Installer(state).install(bundle.manifest, bundle.envelope)))

@@ -12,7 +12,7 @@ from edge_agent.runtime import Runtime
 from edge_agent.telemetry import MAX_INFLIGHT_BATCHES, PENDING_EXPIRY_S, Telemetry, encode_batch
 from fleet_protocol import messages
 from fleet_protocol.errors import MessageError
-from fleet_protocol.profiles import load_profile
+from firmware_profiles import load_profile
 
 ODD_DATA = {"z": "é ünïcode ☃ \u0001 \"q\" \\", "a": [1, -2, {"k": None, "b": True}], "n": {"y": [], "x": {}}}
 

@@ -13,8 +13,9 @@ from fleet_protocol import messages, topics
 from fleet_protocol.fields import MAX_INT
 from fleet_protocol.messages import DesiredState
 from fleet_protocol.root import make_root, sign_root
-from fleet_protocol.signing import SigningKey
-from fleet_protocol.timestamps import to_iso, utc_now
+from edge_agent.clock import utc_now
+from fleet_protocol.timestamps import to_iso
+from fleet_server.keys import new_signing_key
 from tests.agent.helpers import FakeServer, desired_envelope, make_bundle
 from tests.support.net import wait_for
 
@@ -36,7 +37,7 @@ def forged_desired_states(server: FakeServer, device_id: str) -> list[bytes]:
     and one for another device claiming the largest generation a signed message may carry."""
     unsigned = {"signed": DesiredState(device_id, CLAIMED_GENERATION, to_iso(utc_now()), ()).to_dict(),
                 "signatures": []}
-    wrong_key = desired_envelope(SigningKey.generate(), device_id, CLAIMED_GENERATION, [])
+    wrong_key = desired_envelope(new_signing_key(), device_id, CLAIMED_GENERATION, [])
     other_device = desired_envelope(server.key, "dev-other", CLAIMED_GENERATION, [])
     other_device_in_range = desired_envelope(server.key, "dev-other", MAX_INT, [])
     return [messages.encode(envelope) for envelope in (unsigned, wrong_key, other_device, other_device_in_range)]
@@ -84,7 +85,7 @@ def test_unverified_desired_state_is_never_kept_and_a_new_root_fetches_the_retai
     """A desired state signed by a key the device does not trust yet is refused, not held for later: when a
     rotation makes that key trusted, the agent asks the broker for the retained document again (so a forgery
     published in between cannot take the legitimate document's place)."""
-    root_key, next_root_key, next_signing = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+    root_key, next_root_key, next_signing = new_signing_key(), new_signing_key(), new_signing_key()
     expires = utc_now() + timedelta(days=30)
     first_root = sign_root(make_root(version=1, expires=expires, root_keys=[root_key.public_key], root_threshold=1,
                                      signing_keys=[server.key.public_key]), [root_key])

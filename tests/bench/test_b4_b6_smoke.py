@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 
 from benchmarks import b4_fanout, b6_capacity
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
+from fleet_server.clock import utc_now
 
 
 @pytest.mark.slow

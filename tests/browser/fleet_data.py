@@ -16,7 +16,8 @@ import httpx
 
 from fleet_protocol import messages, topics
 from fleet_protocol.messages import DeviceStatus, ModuleReport, ReportedState, TelemetryBatch, TelemetryRecord
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
+from fleet_server.clock import utc_now
 from tests.server.builders import tiny_onnx
 from tests.server.mqtt_device import FakeDevice
 from tests.support.net import wait_for

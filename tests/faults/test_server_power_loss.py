@@ -19,7 +19,8 @@ import pytest
 
 from fleet_protocol import messages, topics
 from fleet_protocol.messages import TelemetryBatch, TelemetryRecord
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
+from fleet_server.clock import utc_now
 from tests.support.fleet import ServerProcess, start_server
 from tests.support.net import wait_for
 

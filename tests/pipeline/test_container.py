@@ -13,6 +13,7 @@ import pytest
 
 from benchmarks.models import random_forest_onnx
 from fleet_server.container import BASE_IMAGE, EngineUnavailable, build_image, write_build_context
+from fleet_server.keys import new_signing_key
 from tests.support.net import free_port, wait_port
 
 from .conftest import register
@@ -80,7 +81,7 @@ def test_entrypoint_refuses_a_bundle_signed_by_another_key(tmp_path, signed_bund
     from fleet_protocol.signing import SigningKey
 
     bundle, _ = signed_bundle
-    other = SigningKey.generate().public_key.to_hex()
+    other = new_signing_key().public_key.to_hex()
     context = write_build_context(tmp_path / "ctx", bundle=bundle, key_hex=other)
     process = run_entrypoint(context, tmp_path, other, free_port())
     output, _ = process.communicate(timeout=60)

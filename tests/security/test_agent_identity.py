@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from edge_agent.config import load_config
 from fleet_protocol import renewal, topics
-from fleet_protocol.root import load_certificate, make_device_key_and_csr
+from edge_agent.identity import new_device_key_and_csr
+from fleet_protocol.root import load_certificate
 from fleet_server.broker_config import BrokerConfigFiles
 from fleet_server.ca import CertificateAuthority
 from fleet_server.revocation import publish_crl
@@ -184,6 +185,6 @@ def test_renewal_is_refused_for_a_revoked_device(tls_fleet, connect, tmp_path):
     with tls_fleet.api() as api:
         api.post("/api/devices/cam-1/revoke")
     before = fleet.handlers.malformed.total
-    link.publish(topics.device_topic("cam-1", "renew"), renewal.encode_renew_request(make_device_key_and_csr("cam-1")[1]))
+    link.publish(topics.device_topic("cam-1", "renew"), renewal.encode_renew_request(new_device_key_and_csr("cam-1")[1]))
     wait_for(lambda: fleet.handlers.malformed.total > before, what="the server to refuse the renewal")
     assert len(enrollment_store.certificates(db=fleet.db, device_id="cam-1")) == 1

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from fleet_protocol.timestamps import utc_now
+from fleet_server.clock import utc_now
 from fleet_protocol.topics import DEVICE_KINDS, PREFIX, ROOT_TOPIC, bundle_chunks_topic, device_topic
 from fleet_server.broker_config import write_broker_config
 from fleet_server.ca import CertificateAuthority, private_key_pem

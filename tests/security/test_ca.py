@@ -15,7 +15,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store
 
 from fleet_protocol.errors import BadDataError
-from fleet_protocol.root import certificate_expiry, make_device_key_and_csr, needs_renewal
+from edge_agent.identity import new_device_key_and_csr
+from fleet_protocol.root import certificate_expiry, needs_renewal
 from fleet_server.ca import SERVER_IDENTITY, CertificateAuthority, CertificateRequestError
 
 SHA1_CSR = b"""\
@@ -71,7 +72,7 @@ def test_ca_certificate_may_sign_certificates_and_crls_only(ca):
 
 
 def test_issued_certificate_verifies_against_the_ca_and_is_a_client_certificate_for_the_device(ca):
-    _, csr = make_device_key_and_csr("dev-1")
+    _, csr = new_device_key_and_csr("dev-1")
     cert = x509.load_pem_x509_certificate(ca.sign_csr(csr, device_id="dev-1", now=NOW))
     cert.verify_directly_issued_by(ca.certificate)
     no_san_required = ExtensionPolicy.webpki_defaults_ee().may_be_present(
@@ -195,7 +196,7 @@ def test_unknown_revocation_reason_is_refused(ca):
 
 
 def test_needs_renewal_true_within_30_days_of_expiry(ca):
-    _, csr = make_device_key_and_csr("dev-1")
+    _, csr = new_device_key_and_csr("dev-1")
     cert = ca.sign_csr(csr, device_id="dev-1", valid_days=90, now=NOW)
     assert certificate_expiry(cert) == NOW + timedelta(days=90)
     assert not needs_renewal(cert, NOW + timedelta(days=59))

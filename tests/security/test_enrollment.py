@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from edge_agent.config import load_config
 from fleet_protocol import topics
 from fleet_protocol.errors import BadDataError
-from fleet_protocol.root import load_certificate, make_device_key_and_csr
-from fleet_protocol.timestamps import to_iso, utc_now
+from edge_agent.identity import new_device_key_and_csr
+from fleet_protocol.root import load_certificate
+from fleet_protocol.timestamps import to_iso
+from fleet_server.clock import utc_now
 from fleet_server.enrollment import MAX_REQUEST_BYTES, EnrollmentRequest, parse_enrollment_request
 from fleet_server.revocation import publish_crl
 from fleet_server.store import devices as device_store
@@ -27,7 +29,7 @@ from tests.support.net import free_port, wait_for
 
 
 def enroll(fleet, token: str, device_id: str) -> httpx.Response:
-    key_pem, csr_pem = make_device_key_and_csr(device_id)
+    key_pem, csr_pem = new_device_key_and_csr(device_id)
     response = httpx.post(f"{fleet.server.url}/api/enroll", json={"token": token, "csr": csr_pem.decode()},
                           timeout=30)
     response.key_pem = key_pem  # the device's key, which the request never carried
@@ -224,7 +226,7 @@ def test_enrollment_request_parser_accepts_only_well_formed_bodies(raw):
 @given(token=st.text(min_size=1, max_size=256), extra=st.dictionaries(st.sampled_from(["x", "role", "device_id"]),
                                                                       st.integers(), max_size=2))
 def test_enrollment_request_parser_round_trips_and_refuses_extra_fields(token, extra):
-    csr = make_device_key_and_csr("cam-1")[1].decode()
+    csr = new_device_key_and_csr("cam-1")[1].decode()
     raw = json.dumps({"token": token, "csr": csr, **extra}).encode()
     if extra:
         try:

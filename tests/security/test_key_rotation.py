@@ -11,9 +11,10 @@ from datetime import timedelta
 import pytest
 
 from fleet_protocol.root import make_root, sign_root
-from fleet_protocol.signing import SigningKey, sign_envelope
-from fleet_protocol.timestamps import utc_now
+from fleet_protocol.signing import sign_envelope
+from fleet_server.clock import utc_now
 from fleet_server.keys import KeyRing, signing_key_path
+from fleet_server.keys import new_signing_key
 from tests.security.trust_fleet import MODULE, TrustFleet
 from tests.support.fleet import ADMIN_TOKEN, run_cli
 from tests.support.mosquitto import start_mosquitto
@@ -93,7 +94,7 @@ def test_root_not_signed_by_the_root_key_threshold_is_refused(trust_fleet):
     fleet = trust_fleet
     fleet.start_agent()
     fleet.wait_serving(fleet.deploy(2.0))
-    attacker = SigningKey.generate()
+    attacker = new_signing_key()
     forged = sign_root(make_root(version=2, expires=utc_now() + timedelta(days=30), root_keys=[attacker.public_key],
                                  root_threshold=1, signing_keys=[attacker.public_key]), [attacker])
     fleet.publish_roots([fleet.fleet.keys.root, forged])
@@ -160,11 +161,11 @@ def test_root_and_signing_keys_are_private_and_a_crash_mid_rotation_is_finished_
     new_key = signing_key_path(tmp_path).read_bytes()
     # Crash after root 2 was written but before its key replaced signing.pem: the restart finishes the switch.
     (keys_dir / "signing.next.pem").write_bytes(new_key)
-    signing_key_path(tmp_path).write_bytes(SigningKey.generate().to_pem())
+    signing_key_path(tmp_path).write_bytes(new_signing_key().to_pem())
     again = KeyRing(tmp_path)
     assert again.version == 2 and signing_key_path(tmp_path).read_bytes() == new_key
     assert not (keys_dir / "signing.next.pem").exists()
     # Crash before the root was written: the half-made key is dropped, the current one stays.
-    (keys_dir / "signing.next.pem").write_bytes(SigningKey.generate().to_pem())
+    (keys_dir / "signing.next.pem").write_bytes(new_signing_key().to_pem())
     assert KeyRing(tmp_path).signing_key.public_key == again.signing_key.public_key
     assert not (keys_dir / "signing.next.pem").exists()

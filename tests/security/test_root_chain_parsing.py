@@ -15,7 +15,8 @@ from fleet_protocol import messages
 from fleet_protocol.errors import BadDataError, EdgefleetError
 from fleet_protocol.root import make_root, sign_root
 from fleet_protocol.signing import SigningKey
-from fleet_protocol.timestamps import utc_now
+from fleet_server.clock import utc_now
+from fleet_server.keys import new_signing_key
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
@@ -42,9 +43,9 @@ def test_root_chain_parser_refuses_malformed_bytes_with_bad_data_only(payload):
 
 
 def test_root_keeper_moves_only_on_a_verified_chain(tmp_path):
-    root_key = SigningKey.generate()
+    root_key = new_signing_key()
     enrolled = sign_root(make_root(version=1, expires=utc_now() + timedelta(days=30), root_keys=[root_key.public_key],
-                                   root_threshold=1, signing_keys=[SigningKey.generate().public_key]), [root_key])
+                                   root_threshold=1, signing_keys=[new_signing_key().public_key]), [root_key])
     path = tmp_path / "root.json"
     path.write_text(json.dumps(enrolled))
     outbox = Outbox(tmp_path / "agent.db")
@@ -74,8 +75,8 @@ def _root(version: int, root_keys: list[SigningKey], signing: SigningKey, signer
 def test_unverified_root_chain_never_clears_a_reported_refusal(tmp_path):
     """Only a verified newer root clears ``root_error``; the held root again is a no-op that keeps it, and a
     root claiming the held version with other bytes (unverified) is refused."""
-    root_key, next_key, attacker = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
-    held = _root(1, [root_key], SigningKey.generate(), [root_key])
+    root_key, next_key, attacker = new_signing_key(), new_signing_key(), new_signing_key()
+    held = _root(1, [root_key], new_signing_key(), [root_key])
     path = tmp_path / "root.json"
     path.write_text(json.dumps(held))
     outbox = Outbox(tmp_path / "agent.db")
@@ -105,7 +106,7 @@ def test_unverified_root_chain_never_clears_a_reported_refusal(tmp_path):
             assert keeper.error is not None and keeper.version == 1
         assert receive([held]) is False and keeper.error["code"] == "root_conflict"
         # A newer root signed by the held root's keys and its own: trusted, and only now is the refusal cleared.
-        newer = _root(2, [next_key], SigningKey.generate(), [root_key, next_key])
+        newer = _root(2, [next_key], new_signing_key(), [root_key, next_key])
         assert receive([held, newer]) is True
         assert keeper.version == 2 and keeper.error is None
         assert receive([held, newer]) is False and keeper.error is None

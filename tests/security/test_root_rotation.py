@@ -16,6 +16,7 @@ from fleet_protocol.root import RootDocument, TrustedRoot, make_root, sign_root
 from fleet_protocol.signing import SigningKey, sign_envelope
 from fleet_protocol.timestamps import to_iso
 from fleet_protocol.trust import TrustedState
+from fleet_server.keys import new_signing_key
 
 NOW = datetime(2030, 6, 1, tzinfo=timezone.utc)
 YEAR = timedelta(days=365)
@@ -25,8 +26,8 @@ class Keys:
     """Three root keys (threshold 2) and a bundle signing key, as the server would hold them."""
 
     def __init__(self) -> None:
-        self.roots = [SigningKey.generate() for _ in range(3)]
-        self.signing = SigningKey.generate()
+        self.roots = [new_signing_key() for _ in range(3)]
+        self.signing = new_signing_key()
 
     def root(self, version: int, *, expires: datetime = NOW + YEAR, threshold: int = 2) -> dict:
         return make_root(version=version, expires=expires, root_keys=[k.public_key for k in self.roots],
@@ -51,7 +52,7 @@ def signed_module(key: SigningKey) -> DesiredModule:
 
 def test_new_signing_key_signed_by_threshold_of_root_keys_is_accepted():
     old = Keys()
-    new_signing = SigningKey.generate()
+    new_signing = new_signing_key()
     root = make_root(version=2, expires=NOW + YEAR, root_keys=[k.public_key for k in old.roots], root_threshold=2,
                      signing_keys=[new_signing.public_key])
     trusted = enrolled(old).update(sign_root(root, old.roots[1:]), NOW)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from fleet_protocol.root import make_device_key_and_csr
+from edge_agent.identity import new_device_key_and_csr
 from fleet_server.broker_config import BrokerConfigFiles, reload_broker, write_broker_config, write_crl
 from fleet_server.ca import CertificateAuthority
 from tests.support.mosquitto import Mosquitto
@@ -50,7 +50,7 @@ class TlsBroker:
     def device(self, prefix: str = "dev", *, ca: CertificateAuthority | None = None, **sign) -> Identity:
         """A fresh device identity (unique CN) with a certificate from ``ca`` (the fleet CA by default)."""
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        key_pem, csr_pem = make_device_key_and_csr(name)
+        key_pem, csr_pem = new_device_key_and_csr(name)
         cert_pem = (ca or self.ca).sign_csr(csr_pem, device_id=name, **sign)
         cert, key = self.workdir / f"{name}.crt", self.workdir / f"{name}.key"
         cert.write_bytes(cert_pem)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fleet_protocol import messages
 from fleet_protocol.messages import (DeviceStatus, FetchRequest, ModuleReport, ReportedState, TelemetryBatch,
                                      TelemetryRecord)
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
+from fleet_server.clock import utc_now
 
 
 def status(device_id: str, state: str = "online", **extra) -> bytes:

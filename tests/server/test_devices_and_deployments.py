@@ -8,7 +8,7 @@ from fleet_protocol import topics
 from fleet_protocol.errors import RollbackError
 from fleet_protocol.messages import ModuleReport
 from fleet_protocol.signing import PublicKey
-from fleet_protocol.timestamps import utc_now
+from fleet_server.clock import utc_now
 from fleet_protocol.trust import TrustedState
 from fleet_server.store import devices as device_store
 

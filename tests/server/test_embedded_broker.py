@@ -11,7 +11,7 @@ import pytest
 
 from fleet_protocol import messages, topics
 from fleet_protocol.signing import PublicKey
-from fleet_protocol.timestamps import utc_now
+from fleet_server.clock import utc_now
 from fleet_protocol.trust import TrustedState
 from fleet_server.broker import EmbeddedBroker
 from fleet_server.runner import ServerThread

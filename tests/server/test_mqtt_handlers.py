@@ -11,7 +11,7 @@ from fleet_protocol import messages, topics
 from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.messages import ModuleReport
 from fleet_protocol.signing import PublicKey
-from fleet_protocol.timestamps import utc_now
+from fleet_server.clock import utc_now
 from fleet_protocol.trust import TrustedState, check_chunk
 from tests.support.net import wait_for
 from tests.support.sealed import open_chunks

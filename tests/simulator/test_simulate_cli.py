@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from fleet_protocol.signing import SigningKey
+from fleet_server.keys import new_signing_key
 
 
 def simulate(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -24,7 +24,7 @@ def test_help_names_every_option():
 
 
 def test_a_bad_fault_is_refused_before_anything_starts(tmp_path):
-    key = SigningKey.generate().public_key.to_hex()
+    key = new_signing_key().public_key.to_hex()
     result = simulate("--devices", "2", "--broker", "mqtt://127.0.0.1:1", "--trusted-key", key, "--fault",
                       "explode=1", "--dir", str(tmp_path))
     assert result.returncode == 2
@@ -33,7 +33,7 @@ def test_a_bad_fault_is_refused_before_anything_starts(tmp_path):
 
 
 def test_short_json_run_connects_every_device_over_two_processes_and_sends_telemetry(mosquitto, tmp_path):
-    key = SigningKey.generate().public_key.to_hex()
+    key = new_signing_key().public_key.to_hex()
     result = simulate("--devices", "40", "--processes", "2", "--broker", mosquitto.url, "--trusted-key", key,
                       "--profiles", "generic-cpu:0.7,raspberry-pi-5:0.3", "--duration", "6", "--dir",
                       str(tmp_path / "sim"), "--set", "heartbeat_interval_s=1", "--set",

@@ -18,7 +18,8 @@ from edge_agent.accelerators import (
     onnx_wish_list,
     tflite_wish_list,
 )
-from fleet_protocol.profiles import Delegate, ExecutionProvider, FirmwareProfile, load_profile
+from firmware_profiles import load_profile
+from fleet_protocol.profiles import Delegate, ExecutionProvider, FirmwareProfile
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

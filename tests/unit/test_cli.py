@@ -21,7 +21,9 @@ from edgefleet_cli.main import app
 from edgefleet_cli.output import parse_tags
 from fleet_protocol import bundle_file
 from fleet_protocol.signing import SigningKey
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
+from fleet_server.clock import utc_now
+from fleet_server.keys import new_signing_key
 
 runner = CliRunner()
 
@@ -77,7 +79,7 @@ def _bundle(tmp_path, key: SigningKey, files: dict[str, bytes]):
 
 
 def test_bundle_verify_accepts_a_bundle_signed_by_the_given_key(tmp_path):
-    key = SigningKey.generate()
+    key = new_signing_key()
     path = _bundle(tmp_path, key, {"model.onnx": b"model bytes"})
     result = runner.invoke(app, ["bundle", "verify", str(path), "--key", key.public_key.to_hex(), "--json"])
     assert result.exit_code == 0, result.output
@@ -85,7 +87,7 @@ def test_bundle_verify_accepts_a_bundle_signed_by_the_given_key(tmp_path):
 
 
 def test_bundle_verify_refuses_a_tampered_bundle_with_the_reason(tmp_path):
-    key = SigningKey.generate()
+    key = new_signing_key()
     path = _bundle(tmp_path, key, {"model.onnx": b"evil bytes!"})
     result = runner.invoke(app, ["bundle", "verify", str(path), "--key", key.public_key.to_hex()])
     assert result.exit_code == 1
@@ -93,7 +95,7 @@ def test_bundle_verify_refuses_a_tampered_bundle_with_the_reason(tmp_path):
 
 
 def test_bundle_inspect_prints_the_manifest_as_json(tmp_path):
-    path = _bundle(tmp_path, SigningKey.generate(), {"model.onnx": b"model bytes"})
+    path = _bundle(tmp_path, new_signing_key(), {"model.onnx": b"model bytes"})
     result = runner.invoke(app, ["bundle", "inspect", str(path), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["manifest"]["module"] == "m"

@@ -15,7 +15,7 @@ from fleet_protocol import bundle_file, oip
 from fleet_protocol.canonical import canonical_json
 from fleet_protocol.fields import is_valid_name
 from fleet_protocol.manifest import RUNTIMES, check_relative_path
-from fleet_protocol.signing import SigningKey
+from fleet_server.keys import new_signing_key
 from fleet_server.module_archive import parse_module_spec
 
 MODULES = Path(__file__).resolve().parents[2] / "modules"
@@ -107,7 +107,7 @@ def test_module_json_is_valid_and_builds_a_verifiable_bundle(folder: Path):
         module=spec["name"], version=1, runtime=spec["runtime"], model=spec["model"], files=files,
         created="2026-01-01T00:00:00Z", entry=spec["entry"], sample=spec["sample"],
         target_profiles=tuple(spec["target_profiles"]), description=spec["description"], config=spec["config"])
-    key = SigningKey.generate()
+    key = new_signing_key()
     _, packed = bundle_file.pack_bundle(manifest, files, key)
     _, read_back, read_files = bundle_file.read_bundle(packed, [key.public_key])
     assert read_back.digest == manifest.digest and read_files == files

@@ -16,6 +16,7 @@ from fleet_protocol.messages import DesiredModule
 from fleet_protocol.signing import SigningKey, sign_envelope
 from fleet_protocol.timestamps import from_iso
 from fleet_protocol.trust import TrustedState
+from fleet_server.keys import new_signing_key
 from tests.unit.test_protocol_bundles import FILES, make_manifest
 
 NOW = "2026-01-01T00:00:00Z"
@@ -61,21 +62,21 @@ def signed_module_with_paths(key: SigningKey, rename: dict[str, str]) -> Desired
 
 
 def test_a_signed_bundle_naming_a_file_with_a_trailing_newline_is_refused_by_the_device():
-    key = SigningKey.generate()
+    key = new_signing_key()
     module = signed_module_with_paths(key, {"main.py": "extra.txt\n"})
     with pytest.raises(UnsafePathError, match=r"'extra.txt\\n'"):
         TrustedState("cam-1", [key.public_key]).verify_module(module, installed=None, now=from_iso(NOW))
 
 
 def test_a_signed_bundle_with_a_newline_inside_a_directory_name_is_refused_by_the_device():
-    key = SigningKey.generate()
+    key = new_signing_key()
     module = signed_module_with_paths(key, {"main.py": "dir\n/file.txt"})
     with pytest.raises(UnsafePathError, match="is not allowed"):
         TrustedState("cam-1", [key.public_key]).verify_module(module, installed=None, now=from_iso(NOW))
 
 
 def test_a_signed_bundle_with_paths_that_differ_only_in_case_is_refused_by_the_device():
-    key = SigningKey.generate()
+    key = new_signing_key()
     module = signed_module_with_paths(key, {"main.py": "A.txt", "model.onnx": "a.txt"})
     with pytest.raises(ManifestError, match="'A.txt' and 'a.txt' differ only in case"):
         TrustedState("cam-1", [key.public_key]).verify_module(module, installed=None, now=from_iso(NOW))

@@ -7,18 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from firmware_profiles import DEFAULT_PROFILE, list_profiles, load_profile
 from fleet_protocol.canonical import canonical_json
 from fleet_protocol.errors import BadDataError
 from fleet_protocol.profiles import (
-    DEFAULT_PROFILE,
     Delegate,
     ExecutionProvider,
     FirmwareProfile,
     ProfileError,
-    list_profiles,
-    load_profile,
     normalize_arch,
     parse_profile,
+    parse_profile_toml,
 )
 
 SHIPPED = ["coral-dev-board", "generic-cpu", "intel-openvino", "jetson-orin-nano", "kria-kv260", "raspberry-pi-5"]

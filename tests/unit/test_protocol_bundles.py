@@ -14,8 +14,10 @@ from fleet_protocol.errors import (BadDataError, DigestMismatchError, ExpiredErr
 from fleet_protocol.manifest import BundleManifest, check_relative_path, split_into_chunks
 from fleet_protocol.messages import DesiredModule, DesiredState
 from fleet_protocol.signing import SigningKey, sign_envelope
-from fleet_protocol.timestamps import to_iso, utc_now
+from fleet_protocol.timestamps import to_iso
+from fleet_server.clock import utc_now
 from fleet_protocol.trust import TrustedState, check_chunk, check_file
+from fleet_server.keys import new_signing_key
 
 FILES = {"model.onnx": bytes(range(256)) * 3000, "main.py": b"def run(inputs):\n    return inputs\n"}
 
@@ -27,7 +29,7 @@ def make_manifest(version: int = 1, files: dict[str, bytes] = FILES, **extra) ->
 
 @pytest.fixture
 def key() -> SigningKey:
-    return SigningKey.generate()
+    return new_signing_key()
 
 
 def desired_module(manifest: BundleManifest, key: SigningKey) -> DesiredModule:
@@ -44,7 +46,7 @@ def test_bundle_file_round_trips_and_verifies(key):
 
 
 def test_bundle_signed_by_another_key_is_refused(key):
-    _, data = bundle_file.pack_bundle(make_manifest(), FILES, SigningKey.generate())
+    _, data = bundle_file.pack_bundle(make_manifest(), FILES, new_signing_key())
     with pytest.raises(SignatureError, match="untrusted key"):
         bundle_file.read_bundle(data, [key.public_key])
 

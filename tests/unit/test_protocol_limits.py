@@ -13,7 +13,7 @@ from fleet_protocol import bundle_file, messages, renewal
 from fleet_protocol.canonical import MAX_JSON_DEPTH, json_depth, parse_json_object
 from fleet_protocol.errors import ManifestError, MessageError
 from fleet_protocol.fields import MAX_INT, count_field, field
-from fleet_protocol.signing import SigningKey
+from fleet_server.keys import new_signing_key
 
 DEEP = 300_000
 DEEP_ARRAY = b"[" * DEEP + b"]" * DEEP
@@ -94,7 +94,7 @@ def test_renewal_messages_refuse_deep_nesting_as_malformed():
 def test_a_bundle_file_with_a_deeply_nested_manifest_is_refused_as_a_malformed_manifest():
     manifest = bundle_file.build_manifest(module="m", version=1, runtime="onnx", model="model.onnx",
                                           files={"model.onnx": b"x"}, created="2026-01-01T00:00:00Z")
-    _, data = bundle_file.pack_bundle(manifest, {"model.onnx": b"x"}, SigningKey.generate())
+    _, data = bundle_file.pack_bundle(manifest, {"model.onnx": b"x"}, new_signing_key())
     out = io.BytesIO()
     with tarfile.open(fileobj=io.BytesIO(data)) as src, tarfile.open(fileobj=out, mode="w") as dst:
         for member in src.getmembers():

@@ -15,8 +15,9 @@ import pytest
 from edge_agent.config import ConfigError, load_config
 from edge_agent.module_config import SECTIONS, check_module_config
 from fleet_protocol.errors import BadDataError
-from fleet_protocol.profiles import ProfileError, load_profile, parse_profile
-from fleet_protocol.signing import SigningKey
+from firmware_profiles import load_profile
+from fleet_protocol.profiles import ProfileError, parse_profile
+from fleet_server.keys import new_signing_key
 from fleet_server.module_archive import parse_module_spec
 
 AGENT = Path(__file__).resolve().parents[2] / "edge_agent"
@@ -72,7 +73,7 @@ def test_every_section_the_agent_reads_from_a_module_config_is_checked_at_build(
 
 def test_agent_toml_typo_is_refused_naming_the_nearest_field(tmp_path):
     path = tmp_path / "agent.toml"
-    key = SigningKey.generate().public_key.to_hex()
+    key = new_signing_key().public_key.to_hex()
     path.write_text(f'device_id = "gw-1"\nstate_dir = "s"\ntrusted_keys = ["{key}"]\nscoring_prot = 8182\n')
     message = refusal(lambda: load_config(path))
     assert "'scoring_prot'" in message and "did you mean 'scoring_port'" in message
