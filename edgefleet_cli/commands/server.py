@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import require_extra
+from fleet_protocol.errors import EdgefleetError
+
+from ..errors import CliError, require_extra
 
 app = typer.Typer(help="Run the fleet server.", no_args_is_help=True)
 
@@ -33,9 +35,12 @@ def run(
     from fleet_server.config import ServerConfig
     from fleet_server.runner import run_server
 
-    run_server(ServerConfig(data_dir=data_dir, host=host, port=port, broker_url=broker,
-                            embedded_broker_port=broker_port, broker_tls_dir=broker_tls_dir,
-                            broker_pid_file=broker_pid_file, public_broker_url=public_broker))
+    try:
+        run_server(ServerConfig(data_dir=data_dir, host=host, port=port, broker_url=broker,
+                                embedded_broker_port=broker_port, broker_tls_dir=broker_tls_dir,
+                                broker_pid_file=broker_pid_file, public_broker_url=public_broker))
+    except (EdgefleetError, RuntimeError, ValueError, OSError) as exc:  # a port taken, a bad broker URL or TLS dir
+        raise CliError(f"the server stopped: {exc}") from None
 
 
 @app.command("broker-config")

@@ -164,6 +164,12 @@ def test_a_command_whose_extra_is_missing_says_which_to_install_in_one_line(tmp_
                             f"'edgefleet[{extra}]' (the module {block!r} is not installed)\n"
 
 
+def test_a_server_that_cannot_start_says_why_in_one_line(tmp_path):
+    result = edgefleet("server", "run", "--data-dir", str(tmp_path / "data"), "--port", "0", "--broker", "http://x")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("error: the server stopped: broker URL 'http://x' must look like")
+
+
 def test_server_errors_name_no_rest_route():
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(404, json={"detail": "model 'iris' has no version 9"})
