@@ -76,7 +76,7 @@ def main() -> None:
         else:
             raise
         sys.exit(exc.exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
+    sys.exit(code if type(code) is int else 0)  # a command that returns a value is not an exit status
 
 
 if __name__ == "__main__":
