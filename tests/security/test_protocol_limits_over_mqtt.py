@@ -1,4 +1,5 @@
-"""Hostile payloads through a real Mosquitto reach the real server: counted as malformed, never a traceback."""
+"""Hostile payloads through a real Mosquitto reach the real server and a real agent: counted as malformed, never a
+traceback, and the next good message still works."""
 
 from __future__ import annotations
 
@@ -8,12 +9,18 @@ import httpx
 import pytest
 
 from fleet_protocol import topics
+from tests.agent.conftest import make_agent, server  # noqa: F401 - the agent suite's fixtures
 from tests.server import messages as msg
 from tests.server.mqtt_device import FakeDevice
 from tests.support.fleet import ADMIN_TOKEN
 from tests.support.net import wait_for
 
 DEEP = 300_000
+
+
+@pytest.fixture
+def broker(mosquitto):
+    return mosquitto
 
 
 @pytest.fixture
@@ -49,3 +56,18 @@ def test_deep_nesting_and_huge_integers_are_counted_as_malformed_without_a_trace
     assert tracebacks == []
     warnings = " ".join(r.getMessage() for r in caplog.records)
     assert f"nests arrays and objects {DEEP} deep" in warnings and "field 'seq' must be an integer" in warnings
+
+
+def test_a_retained_deeply_nested_desired_state_is_counted_as_malformed_at_every_start(server, make_agent, caplog):
+    topic = topics.device_topic("dev-1", "desired")
+    server.publish_raw(topic, b'{"signed":' * DEEP + b"1" + b"}" * DEEP, retain=True)  # there before the agent
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):  # a restart meets the same retained message again
+            agent = make_agent()
+            wait_for(lambda: agent.telemetry.malformed_total == 1, what="the refusal to be counted")
+            agent.stop()
+        server.publish_desired("dev-1", 1, [server.bundle(version=1)])  # replaces the retained message
+        agent = make_agent()
+        server.wait_running("dev-1", "linear", 1)
+    assert [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+    assert any(f"nests arrays and objects {DEEP} deep" in r.getMessage() for r in caplog.records)
