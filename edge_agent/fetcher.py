@@ -13,6 +13,10 @@ may still be fanning out to it.
 After :data:`STALL_ROUNDS` rounds without progress it reports a ``download``
 error through ``on_problem`` and keeps trying (the server or the link may
 come back). It returns when every chunk is on disk, and unsubscribes.
+Before asking for anything it checks that the disk can hold the missing
+chunks plus the assembled copy of the bundle (the manifest's total size);
+if not, it reports ``resources/disk_full`` and waits, downloading nothing,
+until space is freed.
 
 Chunks are encrypted with the bundle's content key (:mod:`fleet_protocol.bundle_crypto`),
 which the device's signed desired state carries wrapped for its certificate
@@ -39,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -58,6 +63,7 @@ log = logging.getLogger("edgefleet.agent.fetch")
 STALL_ROUNDS = 3
 MAX_BACKOFF_FACTOR = 8
 REASK_AFTER_S = 5.0
+SPACE_POLL_S = 1.0  # how often a download waiting for disk space looks again
 _CHUNK_MAGIC = messages.encode_chunk(b"")[:4]  # chunk framing: magic, SHA-256 of the data (32 bytes), data
 _HEADER_BYTES = 36
 
@@ -148,6 +154,7 @@ class Fetcher:
         job.missing = self.missing_chunks(manifest)
         if not job.missing:
             return
+        self._wait_for_space(job, should_abort, on_problem)
         topic = topics.bundle_chunks_topic(digest)
         self._jobs[digest] = job
         total = len(job.sizes)
@@ -158,6 +165,29 @@ class Fetcher:
         finally:
             self._jobs.pop(digest, None)
             self.link.unsubscribe(topic)
+
+    def _wait_for_space(self, job: _Job, should_abort: Callable[[], bool],
+                        on_problem: Callable[[EdgefleetError | None], None]) -> None:
+        """Before the first chunk: until the disk can hold the missing chunks and the assembled copy, report
+        ``resources/disk_full`` (once) and wait, asking for nothing."""
+        needed = sum(job.sizes[sha] for sha in job.missing) + job.manifest.total_size
+        reported = False
+        while (free := shutil.disk_usage(self.staging_dir).free) < needed:
+            if not reported:
+                error = TransportError(
+                    f"not enough disk space for {job.manifest.module} v{job.manifest.version}: it needs "
+                    f"{needed / 1e6:.1f} MB (its chunks, then the assembled copy of {job.manifest.total_size / 1e6:.1f}"
+                    f" MB) and {free / 1e6:.1f} MB are free in {self.staging_dir}; nothing was downloaded, the "
+                    "installed version keeps serving, and the download starts when space is freed",
+                    code="disk_full", category="resources")
+                log.warning("%s", error)
+                on_problem(error)
+                reported = True
+            if should_abort():
+                raise FetchAborted()
+            time.sleep(SPACE_POLL_S)
+        if reported:
+            on_problem(None)
 
     def _run(self, job: _Job, topic: str, should_abort: Callable[[], bool],
              on_problem: Callable[[EdgefleetError | None], None]) -> None:
