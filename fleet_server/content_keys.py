@@ -77,8 +77,12 @@ class ContentKeys:
                 break
         return keys
 
-    def for_device(self, device_id: str, digest: str, recipients: list[ec.EllipticCurvePublicKey]) -> dict:
-        """The ``content_key`` of ``digest`` in ``device_id``'s desired state."""
+    def for_device(self, device_id: str, digest: str, recipients: list[ec.EllipticCurvePublicKey],
+                   current: dict | None = None) -> dict:
+        """The ``content_key`` of ``digest`` in ``device_id``'s desired state: ``current`` (what its last document
+        carried) while it is for exactly these recipients, so a re-issued document keeps its modules unchanged."""
+        if current is not None and _recipients_of(current) == sorted(bundle_crypto.key_id(r) for r in recipients):
+            return current
         key = self.bundle_key(digest)
         if not recipients:
             return bundle_crypto.plain_key_doc(key)
@@ -86,3 +90,11 @@ class ContentKeys:
             bundle_crypto.wrap_content_key(key, device_id=device_id, bundle_digest=digest, recipient=recipient,
                                            ephemeral=ec.generate_private_key(recipient.curve))
             for recipient in recipients])
+
+
+def _recipients_of(doc: dict) -> list[str] | None:
+    """The sorted key ids a stored ``content_key`` is wrapped for ([] when plain; None when unreadable)."""
+    if doc.get("alg") == bundle_crypto.PLAIN_ALG:
+        return []
+    wraps = doc.get("wraps") if doc.get("alg") == bundle_crypto.WRAP_ALG else None
+    return sorted(w.get("kid") for w in wraps if isinstance(w, dict)) if isinstance(wraps, list) else None

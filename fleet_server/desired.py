@@ -184,12 +184,12 @@ class DesiredStates:
         if recipients is None and state.modules:
             recipients = self.content_keys.recipients(device_id)
 
-        def sealed(digest: str) -> dict:
-            return self.content_keys.for_device(device_id, digest, recipients)
+        def sealed(item) -> dict:  # a re-issue keeps the wrapped key while the device's keys are the same
+            return self.content_keys.for_device(device_id, item.bundle_digest, recipients, current=item.content_key)
 
-        modules = tuple(replace(m, manifest=self._signed(m.manifest), content_key=sealed(m.bundle_digest),
-                                variants=tuple(replace(v, manifest=self._signed(v.manifest),
-                                                       content_key=sealed(v.bundle_digest)) for v in m.variants))
+        modules = tuple(replace(m, manifest=self._signed(m.manifest), content_key=sealed(m),
+                                variants=tuple(replace(v, manifest=self._signed(v.manifest), content_key=sealed(v))
+                                               for v in m.variants))
                         for m in state.modules)
         state = replace(state, issued=to_iso(now), expires=to_iso(now + self._ttl), modules=modules)
         envelope = sign_envelope(state.to_dict(), self._key)
