@@ -81,6 +81,8 @@ class MessageHandlers:
         self._fleet = fleet
         self._db = fleet.db
         self.malformed = MalformedCounter()
+        self.telemetry_received = 0  # telemetry records (captures too) the broker delivered, duplicates included
+        self.telemetry_duplicates = 0  # of those, records already stored (a redelivery), not stored again
         self.chunk_sender = ChunkSender(fleet, content_key=fleet.desired.content_keys.bundle_key)
         self._by_kind = {"status": self._status, "reported": self._reported, "telemetry": self._telemetry,
                          "fetch": self._fetch,
@@ -135,13 +137,15 @@ class MessageHandlers:
         captures = [r.to_dict() for r in batch.records if r.kind == capture_format.KIND and self._valid_capture(
             device_id, r.data)]
         with self._db.transaction():  # one commit per batch: the records, the captures and last_seen together
-            telemetry_store.insert_records(db=self._db, device_id=device_id, outbox_id=batch.outbox_id,
-                                           records=records, received=now)
+            new = telemetry_store.insert_records(db=self._db, device_id=device_id, outbox_id=batch.outbox_id,
+                                                 records=records, received=now)
             if captures:
-                capture_store.insert_captures(db=self._db, device_id=device_id, outbox_id=batch.outbox_id,
-                                              records=captures, received=now)
+                new += capture_store.insert_captures(db=self._db, device_id=device_id, outbox_id=batch.outbox_id,
+                                                     records=captures, received=now)
             if not retained:
                 device_store.touch(db=self._db, device_id=device_id, seen=now)
+        self.telemetry_received += len(records) + len(captures)  # at-least-once: a redelivery counts again
+        self.telemetry_duplicates += len(records) + len(captures) - new  # ... and is not stored again
 
     def _valid_capture(self, device_id: str, data: dict) -> bool:
         """A capture record that does not decode is counted and dropped; the rest of its batch is kept."""

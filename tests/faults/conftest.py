@@ -16,6 +16,7 @@ import pytest
 from tests.agent.helpers import FakeServer
 from tests.support.fleet import AgentProcess, ServerProcess
 from tests.support.net import wait_for
+from tests.support.redelivery import assert_redelivery_is_counted_and_not_stored
 
 SEED = int(os.environ.get("EDGEFLEET_FAULT_SEED", "8"))
 
@@ -61,10 +62,14 @@ def stored_seqs(server: ServerProcess, device_id: str) -> list[int]:
 
 
 def assert_every_record_arrived_once(server: ServerProcess, agent: AgentProcess, *, timeout: float = 60) -> int:
-    """Wait for the agent's outbox to drain, then check the server holds seqs 1..last exactly once; return last.
+    """At-least-once delivery, exactly-once storage: wait for the agent's outbox to drain, check the server stores
+    seqs 1..last exactly once each, and that a record delivered again is counted as delivered but not stored again.
 
     The outbox numbers records 1, 2, 3, ... (``AUTOINCREMENT``, kept across restarts of the agent) and deletes
     a record only once the broker acknowledged it, so an empty outbox means every issued seq was handed over.
+    Rows alone cannot show a duplicate (the table's primary key drops one) and the faults do not always cause a
+    redelivery, so one is made and checked against the server's delivery counters
+    (:mod:`tests.support.redelivery`). Returns last.
     """
     def drained() -> int | None:
         waiting, last = outbox_state(agent)
@@ -80,5 +85,10 @@ def assert_every_record_arrived_once(server: ServerProcess, agent: AgentProcess,
     assert len(seqs) == len(set(seqs)), f"a telemetry record of {agent.device_id} was stored twice"
     missing = sorted(set(range(1, last + 1)) - set(seqs))
     assert not missing, f"telemetry records of {agent.device_id} lost: seqs {missing}"
-    print(f"{agent.device_id}: {last} records, each stored once")
+
+    received, duplicates = assert_redelivery_is_counted_and_not_stored(
+        server_url=server.url, db_path=server.data_dir / "fleet.db", broker_url=server.broker_url,
+        device_id=agent.device_id)
+    print(f"{agent.device_id}: {last} records, each stored once; the server received {received} telemetry records "
+          f"since it (re)started, {duplicates} of them duplicates (5 redelivered by the test), none stored twice")
     return last

@@ -1,4 +1,5 @@
-"""Offline first: local scoring never waits for the network; what the device writes arrives later, once, in order.
+"""Offline first: local scoring never waits for the network; what the device writes arrives later, in order,
+delivered at least once and stored exactly once.
 
 Real Mosquitto, the real fleet server (HTTP and MQTT) and a real agent in this process.
 """
@@ -17,6 +18,7 @@ from fleet_server.store import captures as capture_store
 from fleet_server.store import telemetry as telemetry_store
 from tests.offline.fleet import DEVICE, TOKEN, running_fleet, until
 from tests.server.builders import tiny_onnx
+from tests.support.redelivery import assert_redelivery_is_counted_and_not_stored
 
 CAPTURE_ALL = {"capture": {"fraction_percent": 100, "max_per_minute": 1000}}
 
@@ -32,6 +34,9 @@ def offline_markers(db) -> list[dict]:
 
 
 def test_outage_of_broker_and_server_loses_nothing_and_duplicates_nothing(tmp_path, monkeypatch):
+    """Nothing written offline is lost, and nothing is stored twice: the outbox and MQTT QoS 1 may deliver a record
+    more than once, the server stores it once. Counting rows cannot show a duplicate (the tables' keys drop one),
+    so a redelivery is made and the server's delivery counters must show it as received and duplicate."""
     with running_fleet(tmp_path, monkeypatch) as fleet:
         agent = fleet.start_agent(tmp_path)
         fleet.deploy("scaler", CAPTURE_ALL)
@@ -62,6 +67,9 @@ def test_outage_of_broker_and_server_loses_nothing_and_duplicates_nothing(tmp_pa
         assert [m["data"]["n"] for m in sorted(markers, key=lambda m: m["seq"])] == [0, 1, 2]
         heartbeats = telemetry_store.query(db=db, device_id=DEVICE, kind="heartbeat", limit=1000)
         assert len({h["seq"] for h in heartbeats}) == len(heartbeats) >= 2
+        assert_redelivery_is_counted_and_not_stored(  # the last 5 records and the 5 captures, delivered again
+            server_url=fleet.url, db_path=fleet.config.data_dir / "fleet.db", broker_url=fleet.broker.url,
+            device_id=DEVICE)
 
 
 def test_large_input_is_scored_in_the_cloud_and_refused_with_a_reason_while_the_cloud_is_down(tmp_path, monkeypatch):

@@ -12,9 +12,12 @@ router = APIRouter(tags=["server"])
 
 @router.get("/health", response_model=HealthPublic)
 def health(fleet: FleetDep) -> HealthPublic:
-    malformed = fleet.handlers.malformed
+    handlers = fleet.handlers
+    malformed = handlers.malformed
     return HealthPublic(broker="connected" if fleet.broker_connected else "disconnected",
-                        malformed_messages=malformed.total, malformed_by_kind=malformed.by_kind())
+                        malformed_messages=malformed.total, malformed_by_kind=malformed.by_kind(),
+                        telemetry_records_received=handlers.telemetry_received,
+                        telemetry_records_duplicate=handlers.telemetry_duplicates)
 
 
 @router.get("/keys", response_model=KeysPublic)
