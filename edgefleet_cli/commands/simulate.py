@@ -134,12 +134,17 @@ def simulate(
 
 def _check_settings(spec: FleetSpec) -> None:
     """Fail on a bad agent setting or broker URL before starting any process."""
+    from dataclasses import fields
+
     from edge_agent.config import AgentConfig, ConfigError
+    from fleet_protocol.errors import MessageError
+    from fleet_protocol.fields import refuse_unknown_keys
 
     try:
+        refuse_unknown_keys(spec.settings, (f.name for f in fields(AgentConfig)), where="--set")
         AgentConfig(device_id=spec.device_ids[0], state_dir=spec.root_dir, broker_url=spec.broker_url,
                     trusted_keys=spec.trusted_keys, tags=spec.tags, **spec.settings)
-    except (ConfigError, TypeError) as exc:
+    except (ConfigError, MessageError, TypeError) as exc:
         raise CliError(f"bad setting: {exc}", exit_code=2) from None
 
 

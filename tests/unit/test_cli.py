@@ -164,6 +164,15 @@ def test_a_command_whose_extra_is_missing_says_which_to_install_in_one_line(tmp_
                             f"'edgefleet[{extra}]' (the module {block!r} is not installed)\n"
 
 
+def test_simulate_setting_typo_is_refused_naming_the_nearest_agent_setting(tmp_path):
+    result = runner.invoke(app, ["simulate", "--devices", "1", "--broker", "mqtt://127.0.0.1:1", "--trusted-key",
+                                 new_signing_key().public_key.to_hex(), "--set", "heartbeat=3", "--dir",
+                                 str(tmp_path)])
+    assert isinstance(result.exception, CliError) and result.exception.exit_code == 2
+    assert "did you mean 'heartbeat_interval_s'" in str(result.exception)
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_server_that_cannot_start_says_why_in_one_line(tmp_path):
     result = edgefleet("server", "run", "--data-dir", str(tmp_path / "data"), "--port", "0", "--broker", "http://x")
     assert result.returncode == 1 and "Traceback" not in result.stderr
