@@ -21,6 +21,7 @@ from .errors import BadDataError, MessageError
 
 MAX_JSON_DEPTH = 64
 """Deepest nesting of arrays and objects any edgefleet JSON document may have (a desired state needs ~10)."""
+_NOT_QUOTE_OR_BRACKET = bytes(c for c in range(256) if c not in b'"[]{}')
 
 
 _LEAVES = frozenset((str, int, bool, type(None)))  # exact types that need no look inside
@@ -94,13 +95,14 @@ def json_depth(data: bytes) -> int:
     """How deep arrays and objects nest in UTF-8 JSON ``data``, not counting brackets inside strings.
 
     Linear time, no recursion. Escaped backslashes, then escaped quotes are dropped, so every quote left
-    opens or closes a string; the parts between strings are joined, and a running sum of their opening
-    (+1) and closing (-1) brackets gives the depth at every point. Up to the first error in text that is
-    not valid JSON (where the JSON parser stops) this is exactly the nesting the parser would recurse into.
+    opens or closes a string, and everything but quotes and brackets is dropped. A bracket with an even
+    number of quotes before it is outside strings; a running sum of those opening (+1) and closing (-1)
+    gives the depth at every point. Up to the first error in text that is not valid JSON (where the JSON
+    parser stops) this is exactly the nesting the parser would recurse into.
     """
-    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
-    outside_strings = b"".join(unescaped.split(b'"')[::2])
-    codes = np.frombuffer(outside_strings, dtype=np.uint8)
+    skeleton = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_QUOTE_OR_BRACKET)
+    codes = np.frombuffer(skeleton, dtype=np.uint8)
+    outside_strings = (np.cumsum(codes == 0x22) & 1) == 0  # "
     steps = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int32)  # [ {
     steps -= (codes == 0x5D) | (codes == 0x7D)  # ] }
-    return int(np.cumsum(steps).max(initial=0))
+    return int(np.cumsum(steps * outside_strings).max(initial=0))
