@@ -115,3 +115,27 @@ def test_device_listening_on_another_devices_bundle_gets_only_ciphertext_it_cann
     opened = open_chunks(received, content_key, device_id="cam-a", bundle_digest=bundle["digest"],
                          private_key=load_pem_private_key(owner.tls_key.read_bytes(), password=None))
     assert leaked(weights, list(opened.values())), "what the intruder received is the bundle itself, sealed"
+
+
+def test_content_key_that_does_not_open_on_the_device_is_refused_with_a_clear_code_and_nothing_fetched(
+        tls_fleet, tmp_path):
+    owner, other = enrolled(tls_fleet, tmp_path, "cam-a"), enrolled(tls_fleet, tmp_path, "cam-b")
+    bundle = build(tls_fleet, os.urandom(100_000), 4.0)
+    agent = Agent(owner)
+    agent.start()
+    agent.fetcher.key_file = other.tls_key  # the key it holds is not the one its content key was wrapped for
+    try:
+        with tls_fleet.api() as api:
+            api.post("/api/deployments", json={"module": MODULE, "version": bundle["version"],
+                                               "devices": ["cam-a"]}).raise_for_status()
+            module = wait_for(lambda: next((m for m in api.get("/api/devices/cam-a").json()["modules"]
+                                            if m["name"] == MODULE and m.get("error")), None), timeout=60,
+                              what="the device to report the refused content key")
+            assert module["state"] == "failed" and module["error"]["code"] == "content_key_not_for_device"
+            key = tls_fleet.server.fleet.desired.content_keys.bundle_key(bundle["digest"]).hex()
+            for route in ("/api/devices/cam-a", f"/api/bundles/{bundle['digest']}", "/api/deployments"):
+                assert key not in api.get(route).text, f"{route} shows the bundle's content key"
+        assert MODULE not in agent.models
+        assert tls_fleet.server.fleet.handlers.chunk_sender.publishes == 0
+    finally:
+        agent.stop()
