@@ -44,6 +44,8 @@ def _health(config: dict) -> None:
 def _capture(config: dict) -> None:
     from .offload import CaptureSampler
 
+    if config["capture"] is None:  # as the agent reads it: no capture
+        return
     if not isinstance(config["capture"], dict):
         raise BadDataError("config.capture must be an object")
     CaptureSampler(config["capture"])
@@ -51,6 +53,8 @@ def _capture(config: dict) -> None:
 
 def _accelerators(config: dict) -> None:
     value = config["accelerators"]
+    if value is None:  # as the runtime reads it: no override
+        return
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         raise BadDataError("config.accelerators must be a non-empty list of execution provider or delegate names, "
                            f"e.g. [\"CUDAExecutionProvider\", \"CPUExecutionProvider\"], got {value!r}")

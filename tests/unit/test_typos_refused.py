@@ -88,3 +88,7 @@ def test_firmware_profile_typo_is_refused_naming_the_nearest_field():
 def test_firmware_profile_name_typo_is_refused_naming_the_nearest_profile():
     message = refusal(lambda: load_profile("raspbery-pi-5"))
     assert "'raspbery-pi-5'" in message and "did you mean 'raspberry-pi-5'" in message
+
+
+def test_a_null_section_means_its_default_at_build_as_on_the_agent():
+    check_module_config({section: None for section in SECTIONS}, has_entry=False)
