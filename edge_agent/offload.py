@@ -89,7 +89,7 @@ class CloudScoreResult(ScoreResult):
         parameters = response.get("parameters") or {}
         version = str(response.get("model_version", ""))
         super().__init__(oip.decode_response(response), str(response.get("model_name", "")),
-                         int(version) if version.isdigit() else 0, str(parameters.get("accelerator", "")))
+                         int(version) if version.isascii() and version.isdigit() else 0, str(parameters.get("accelerator", "")))
         self.scored_on = "cloud"
         self.fallback_reason = parameters.get("fallback_reason")
 

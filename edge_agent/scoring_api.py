@@ -255,7 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _drain(self) -> None:
         length = self.headers.get("Content-Length")
-        if length and length.isdigit() and 0 < int(length) <= self.max_request_bytes:
+        if length and length.isascii() and length.isdigit() and 0 < int(length) <= self.max_request_bytes:
             self.rfile.read(int(length))
         elif length and length != "0":
             self.close_connection = True
@@ -264,7 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             raise _HttpError(411, "send the body with a Content-Length (chunked encoding is not supported)")
         length = self.headers.get("Content-Length")
-        if length is None or not length.strip().isdigit():
+        if length is None or not (length.isascii() and length.strip().isdigit()):  # '²'.isdigit() is True
             raise _HttpError(411, "a Content-Length header is required")
         size = int(length)
         if size > self.max_request_bytes:

@@ -101,7 +101,7 @@ def server_metadata(request: Request) -> dict:
 def _version(version: str | None) -> int | None:
     if version is None:
         return None
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit()):  # '²'.isdigit() is True, int('²') fails
         raise NotFoundError(f"model version {version!r} is not a registered version number")
     return int(version)
 
@@ -144,7 +144,7 @@ async def infer_module(fleet: FleetDep, request: Request, name: str, version: st
 
 
 def _module(fleet, name: str, version: str) -> CloudModel:
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit()):
         raise NotFoundError(f"module version {version!r} is not a bundle version number")
     return fleet.cloud.module(name, int(version))
 
