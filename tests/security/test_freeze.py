@@ -3,11 +3,16 @@ reports itself stale while it keeps serving what it has (real server thread, bro
 
 from __future__ import annotations
 
+import copy
+from datetime import timedelta
+
 import pytest
 
-from fleet_protocol.timestamps import from_iso
+from fleet_protocol import messages, topics
+from fleet_protocol.timestamps import from_iso, to_iso
+from fleet_server.keys import new_signing_key
 from fleet_server.runner import ServerThread
-from tests.security.trust_fleet import MODULE, TrustFleet
+from tests.security.trust_fleet import DEVICE, MODULE, TrustFleet
 from tests.support.fleet import ADMIN_TOKEN
 from tests.support.mosquitto import start_mosquitto
 from tests.support.net import wait_for
@@ -46,6 +51,24 @@ def test_device_reports_stale_when_the_server_stops_refreshing_and_keeps_serving
     fleet.fleet.desired.refresh()  # one fresh desired state
     wait_for(lambda: "stale" not in fleet.reported(), timeout=30, what="a fresh desired state to clear stale")
     assert fleet.predict() == 1
+
+
+def test_unverified_desired_state_never_clears_stale(fleet):
+    """A forged fresh-looking desired state (a later expiry under the next generation) is refused and counted; the
+    device stays stale until the server signs a fresh one."""
+    agent = fleet.start_agent()
+    fleet.wait_serving(fleet.deploy(2.0))
+    fleet.fleet.desired.stop()
+    wait_for(lambda: fleet.reported().get("stale") is True, timeout=30, what="the device to report stale")
+    forged = copy.deepcopy(fleet.stored_desired())
+    forged["generation"] += 1
+    forged["expires"] = to_iso(from_iso(forged["expires"]) + timedelta(days=365))
+    fleet.publish_desired(forged, new_signing_key())
+    fleet.publish(topics.device_topic(DEVICE, "desired"), messages.encode({"signed": forged, "signatures": []}))
+    wait_for(lambda: agent.refusals.by_code.get("desired/bad_signature") == 2, what="the forgeries to be refused")
+    assert agent.freshness.stale and fleet.reported().get("stale") is True
+    fleet.fleet.desired.refresh()
+    wait_for(lambda: "stale" not in fleet.reported(), timeout=30, what="a fresh signed desired state to clear stale")
 
 
 def test_server_down_past_the_expiry_leaves_the_device_stale_until_it_is_back(fleet):
