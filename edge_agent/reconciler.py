@@ -88,7 +88,7 @@ class Reconciler:
         self._on_change = on_change
         self._on_accepted = on_accepted  # every verified document (the agent's freshness watch)
         self._now = now
-        self._queue: deque[tuple[int, dict]] = deque()
+        self._queue: deque[tuple[int, dict]] = deque()  # (verified generation, envelope)
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -129,7 +129,7 @@ class Reconciler:
 
     def _newer_than(self, generation: int) -> bool:
         with self._cond:
-            return any(hint > generation for hint, _ in self._queue)
+            return any(queued > generation for queued, _ in self._queue)  # verified generations only
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
