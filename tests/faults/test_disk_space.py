@@ -1,6 +1,6 @@
 """A bundle the disk cannot hold is refused before its first chunk: ``resources/disk_full``, nothing downloaded.
 
-The agent's state directory is a 16 MiB tmpfs (needs root and mount permission, as ``test_disk_full``). The
+The agent's state directory is the 2 MiB tmpfs of ``test_disk_full`` (its ``small_disk`` fixture). The
 second version is a real signed bundle whose manifest lists a 1.9 GB weights file: the check runs on the
 manifest (its chunks plus the assembled copy against the free space), so the data never has to exist.
 """
@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import subprocess
-from pathlib import Path
-
-import pytest
 
 from fleet_protocol.manifest import BundleManifest, ChunkRef, FileEntry
 from fleet_protocol.signing import sign_envelope
@@ -20,19 +16,11 @@ from tests.agent.helpers import Bundle, FakeServer
 from tests.support.fleet import start_agent
 
 from .conftest import infer_version
-from .test_disk_full import mount_tmpfs
+from .test_disk_full import small_disk  # noqa: F401 - the fixture
 
 MODULE = "linear"
 CLAIMED_BYTES = 1_900_000_000
 CHUNK_BYTES = 4 * 1024 * 1024
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    state = tmp_path / "space-1" / "state"
-    mount_tmpfs(state, "16m")
-    yield state
-    subprocess.run(["umount", "-l", str(state)], capture_output=True)
 
 
 def nearly_2_gb(server: FakeServer, version: int) -> Bundle:
@@ -48,8 +36,8 @@ def nearly_2_gb(server: FakeServer, version: int) -> Bundle:
 
 
 def test_bundle_larger_than_the_free_disk_is_refused_as_disk_full_before_its_first_chunk(
-        tmp_path, mosquitto, fake_server: FakeServer, small_disk):
-    agent = start_agent(tmp_path, "space-1", broker_url=mosquitto.url, key_hex=fake_server.key_hex)
+        tmp_path, mosquitto, fake_server: FakeServer, small_disk):  # noqa: F811 - the imported fixture
+    agent = start_agent(tmp_path, "full-1", broker_url=mosquitto.url, key_hex=fake_server.key_hex)
     assert agent.state_dir == small_disk
     try:
         v1 = fake_server.bundle(module=MODULE, version=1, seed=1)
