@@ -19,8 +19,10 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.enroll import enroll
-from fleet_protocol import bundle_crypto, messages, topics
+from edge_agent.identity import new_device_key_and_csr
+from fleet_protocol import bundle_crypto, messages, renewal, topics
 from fleet_protocol.bundle_crypto import ContentKeyError
+from fleet_server.renewal import handle_renew
 from fleet_server.store import devices as device_store
 from tests.security.tls_mqtt import Identity
 from tests.server.builders import module_files, tar_gz, tiny_onnx
@@ -139,3 +141,21 @@ def test_content_key_that_does_not_open_on_the_device_is_refused_with_a_clear_co
         assert tls_fleet.server.fleet.handlers.chunk_sender.publishes == 0
     finally:
         agent.stop()
+
+
+def test_a_renewed_certificate_gets_the_content_keys_wrapped_for_the_new_key_and_the_old_one(tls_fleet, tmp_path):
+    owner = enrolled(tls_fleet, tmp_path, "cam-a")
+    bundle = build(tls_fleet, os.urandom(50_000), 5.0)
+    with tls_fleet.api() as api:
+        api.post("/api/deployments", json={"module": MODULE, "version": bundle["version"],
+                                           "devices": ["cam-a"]}).raise_for_status()
+    fleet = tls_fleet.server.fleet
+    new_key_pem, csr_pem = new_device_key_and_csr("cam-a")
+    handle_renew(fleet, "cam-a", renewal.encode_renew_request(csr_pem))  # what the broker delivers from the device
+    content_key = device_store.get_device(db=fleet.db, device_id="cam-a")["desired_envelope"]["signed"][
+        "modules"][0]["content_key"]
+    for key_pem in (owner.tls_key.read_bytes(), new_key_pem):  # before and after the device switches keys
+        private_key = load_pem_private_key(key_pem, password=None)
+        assert bundle_crypto.open_content_key(content_key, device_id="cam-a", bundle_digest=bundle["digest"],
+                                              private_key=private_key) == \
+            fleet.desired.content_keys.bundle_key(bundle["digest"])
