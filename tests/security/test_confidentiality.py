@@ -22,6 +22,7 @@ from edge_agent.enroll import enroll
 from edge_agent.identity import new_device_key_and_csr
 from fleet_protocol import bundle_crypto, messages, renewal, topics
 from fleet_protocol.bundle_crypto import ContentKeyError
+from fleet_protocol.signing import sign_envelope
 from fleet_server.renewal import handle_renew
 from fleet_server.store import devices as device_store
 from tests.security.tls_mqtt import Identity
@@ -159,3 +160,22 @@ def test_a_renewed_certificate_gets_the_content_keys_wrapped_for_the_new_key_and
         assert bundle_crypto.open_content_key(content_key, device_id="cam-a", bundle_digest=bundle["digest"],
                                               private_key=private_key) == \
             fleet.desired.content_keys.bundle_key(bundle["digest"])
+
+
+def test_a_stored_desired_state_without_content_keys_is_reissued_with_them(tls_fleet, tmp_path):
+    enrolled(tls_fleet, tmp_path, "cam-a")
+    bundle = build(tls_fleet, os.urandom(50_000), 6.0)
+    with tls_fleet.api() as api:
+        api.post("/api/deployments", json={"module": MODULE, "version": bundle["version"],
+                                           "devices": ["cam-a"]}).raise_for_status()
+    fleet = tls_fleet.server.fleet
+    device = device_store.get_device(db=fleet.db, device_id="cam-a")
+    old = device["desired_envelope"]["signed"]  # as a server from before content keys wrote it: fresh, no keys
+    for module in old["modules"]:
+        del module["content_key"]
+    device_store.set_desired(db=fleet.db, device_id="cam-a", generation=old["generation"], key=device["desired_key"],
+                             envelope=sign_envelope(old, fleet.signing_key))
+    assert fleet.desired.refresh() == ["cam-a"]  # not yet due by its expiry, re-issued for its missing keys
+    again = device_store.get_device(db=fleet.db, device_id="cam-a")["desired_envelope"]["signed"]
+    assert again["generation"] == old["generation"] + 1
+    assert again["modules"][0]["content_key"]["alg"] == bundle_crypto.WRAP_ALG
