@@ -224,7 +224,12 @@ def ramp(steps: tuple[int, ...], then_every: int, max_devices: int) -> list[int]
 def _set_fd_limit(limit: int | None) -> int:
     """Raise the open-file limit (hard too, which needs privilege) so children inherit it; return the soft limit."""
     if limit:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        except (ValueError, OSError) as exc:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            raise SystemExit(f"--fd-limit {limit}: cannot raise the open-file limit past its hard limit of {hard} "
+                             f"here ({exc}; needs CAP_SYS_RESOURCE)") from None
     return raise_fd_limit()
 
 
