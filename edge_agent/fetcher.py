@@ -136,7 +136,12 @@ class Fetcher:
             return None
         private_key = None
         if self.key_file is not None:
-            private_key = load_pem_private_key(self.key_file.read_bytes(), password=None)
+            try:
+                private_key = load_pem_private_key(self.key_file.read_bytes(), password=None)
+            except (OSError, ValueError, TypeError) as exc:
+                raise EdgefleetError(f"cannot read this device's key {self.key_file} to open the content key of "
+                                     f"{manifest.module} v{manifest.version}: {exc}",
+                                     code="device_key_unreadable") from None
         return bundle_crypto.open_content_key(content_key, device_id=self.device_id, bundle_digest=manifest.digest,
                                               private_key=private_key)
 

@@ -1,5 +1,5 @@
 """Bundle content keys with the real ``cryptography`` primitives: a chunk opens only with its bundle's key, and a
-wrapped key only for the device (and certificate key) it was sealed for."""
+wrapped key only for the device (and certificate key) it was sealed for; the agent's fetcher opening one."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import os
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from edge_agent.fetcher import Fetcher
 from fleet_protocol import bundle_crypto
 from fleet_protocol.bundle_crypto import ContentKeyError
-from fleet_protocol.errors import DigestMismatchError
+from fleet_protocol.errors import DigestMismatchError, EdgefleetError
+from fleet_protocol.manifest import BundleManifest
 
 BUNDLE, OTHER_BUNDLE = "a" * 64, "b" * 64
 KEY = os.urandom(32)
@@ -98,3 +100,13 @@ def test_malformed_content_key_is_refused_with_its_field_named(doc):
         bundle_crypto.open_content_key(doc, device_id="cam-1", bundle_digest=BUNDLE,
                                        private_key=ec.generate_private_key(ec.SECP256R1()))
     assert refused.value.code == "content_key_refused" and "content key of bundle aaaaaaaaaaaa" in str(refused.value)
+
+
+def test_a_device_key_that_cannot_be_read_is_reported_as_such_not_as_a_crash(tmp_path):
+    manifest = BundleManifest("linear", 1, "onnx", "model.onnx", (), "2026-01-01T00:00:00Z")
+    fetcher = Fetcher(link=None, device_id="cam-1", staging_dir=tmp_path, key_file=tmp_path / "missing.key")
+    doc = wrapped("cam-1", ec.generate_private_key(ec.SECP256R1()), bundle=manifest.digest)
+    with pytest.raises(EdgefleetError) as refused:
+        fetcher.open_key(manifest, doc)
+    assert refused.value.code == "device_key_unreadable" and "missing.key" in str(refused.value)
+    assert fetcher.open_key(manifest, None) is None  # no content key sent: plaintext chunks, nothing to open
