@@ -31,6 +31,7 @@ def test_b3_reports_the_median_of_its_rounds_and_stores_every_record_exactly_onc
     medians = result["median_records_per_s"]
     assert result["ratio_vs_bare_sqlite"] == pytest.approx(medians["edgefleet"] / medians["bare_sqlite"])
     assert result["server_only_ratio_vs_bare_sqlite"] == pytest.approx(medians["server_only"] / medians["bare_sqlite"])
+    assert f"| {result['ratio_vs_bare_sqlite']:.2f}x |" in b3_telemetry._rows(result)["B3"]
 
 
 def test_b3_spread_is_the_range_of_the_rounds_relative_to_their_median():
@@ -54,6 +55,7 @@ def test_b8_drain_is_compared_with_the_servers_ingest_capacity_and_loses_nothing
                                                           / result["steady_records_per_s"])
     assert 0 <= result["restart_to_first_row_s"] <= result["restart_to_drained_s"]
     assert result["met"] == (result["ratio"] >= 0.8)
+    assert f"| {result['ratio']:.2f}x (peak " in b8_backlog._row(result)
 
 
 def test_b8_capacity_from_results_is_the_median_of_b3s_server_alone_with_its_date():

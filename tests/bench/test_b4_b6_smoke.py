@@ -34,6 +34,7 @@ def test_b6_ramps_past_its_first_steps_with_every_device_online_and_every_heartb
     last = result["steps"][-1]
     assert last["heartbeat_delay_s"]["count"] > 0 and last["heartbeat_delay_s"]["p99"] <= result["delay_bound_s"]
     assert set(last["cpu_percent"]) == {"server", "broker", "simulators"}
+    assert "| 30 devices held (stopped the ramp reached its last step); at 30:" in b6_capacity._row(result)
 
 
 def test_b6_ramp_continues_past_the_target_until_its_maximum():

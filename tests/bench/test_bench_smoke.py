@@ -24,6 +24,8 @@ def test_b5_compares_each_agent_state_with_a_bare_process_holding_the_same_libra
     assert loaded["bare_rss_mb"] > idle["bare_rss_mb"] + 10, "the loaded reference must hold onnxruntime and LiteRT"
     for side in (idle, loaded):
         assert side["ratio"] == pytest.approx(side["agent_rss_mb"] / side["bare_rss_mb"])
+    rows = b5_memory._rows(result)
+    assert f"| {idle['ratio']:.2f}x |" in rows["B5"] and f"| {loaded['ratio']:.2f}x |" in rows["B5-loaded"]
 
 
 def test_b5_a_state_meets_its_target_only_within_both_the_ratio_and_the_size():
