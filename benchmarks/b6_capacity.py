@@ -330,7 +330,8 @@ def _row(r: dict) -> str:
                f"{failed['machine_cpu_percent']:.0f}%, load average {failed['load_average_1m']:.0f}")
     return (f"| B6 | devices one 2-core machine holds, heartbeat every {r['period_s']:.0f} s (server + broker + "
             f"simulator on it), ramped until something gives | {r['held_devices']:,} devices held (stopped "
-            f"{r['stopped']}{machine}); at {last['devices']:,}: heartbeat delay p99 {last['heartbeat_delay_s']['p99']:.0f} s, "
+            f"{r['stopped']}{machine}); at {last['devices']:,}: heartbeat delay p99 "
+            f"{last['heartbeat_delay_s']['p99']:.0f} s, "
             f"CPU server {cpu['server']:.0f}%, broker {cpu['broker']:.0f}%, simulators {cpu['simulators']:.0f}%; "
             f"RSS server {last['server_rss_mb']:.0f} MB, broker {last['broker_rss_mb']:.0f} MB, simulator "
             f"{last['simulator_rss_mb_per_1k']:.0f} MB/1k | target 10,000 devices | "
