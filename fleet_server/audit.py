@@ -30,7 +30,6 @@ import logging
 from fleet_protocol.timestamps import to_iso
 
 from .clock import utc_now
-from .clock import utc_now
 from .store import Database
 from .store import audit as audit_store
 

@@ -9,7 +9,6 @@ from fleet_protocol.timestamps import to_iso
 
 from . import targeting
 from .clock import utc_now
-from .clock import utc_now
 from .errors import ConflictError, NotFoundError
 from .pipeline import gate as fit_gate
 from .store import bundles as bundle_store

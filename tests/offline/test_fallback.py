@@ -8,7 +8,6 @@ from edge_agent import fallback
 from edge_agent.fallback import CLOUD, LOCAL, CircuitBreaker, FallbackPolicy
 from fleet_protocol.errors import MessageError
 from fleet_server.keys import new_signing_key
-from fleet_server.keys import new_signing_key
 
 POLICY = FallbackPolicy(max_batch=64, max_request_bytes=1_000, max_queue=4, latency_slo_ms=200,
                         on_accelerator_failure=True)

@@ -13,7 +13,6 @@ from fleet_protocol.timestamps import to_iso
 from ... import deployments as deployment_service
 from ...audit import note
 from ...clock import utc_now
-from ...clock import utc_now
 from ...errors import ConflictError, NotFoundError
 from ...store import devices as device_store
 from ...store import telemetry as telemetry_store
