@@ -56,6 +56,15 @@ def name_field(doc: dict, key: str, *, where: str, error: type[BadDataError] = M
     return value
 
 
+def name_list_field(doc: dict, key: str, *, where: str, error: type[BadDataError] = MessageError) -> list[str]:
+    """An optional list of names (e.g. firmware profiles), each matched whole as :func:`name_field` does."""
+    values = field(doc, key, list, where=where, optional=True, default=[], error=error)
+    for value in values:
+        if not isinstance(value, str) or not NAME.fullmatch(value):
+            raise error(f"{where}: each of '{key}' must match {NAME.pattern}, got {value!r}")
+    return values
+
+
 def digest_field(doc: dict, key: str, *, where: str, error: type[BadDataError] = MessageError) -> str:
     value = field(doc, key, str, where=where, error=error)
     if not HEX64.fullmatch(value):

@@ -16,7 +16,7 @@ from typing import Iterable
 
 from .canonical import canonical_json, sha256_hex
 from .errors import ManifestError, UnsafePathError
-from .fields import count_field, digest_field, field, name_field
+from .fields import count_field, digest_field, field, name_field, name_list_field
 
 MANIFEST_TYPE = "bundle-manifest"
 RUNTIMES = ("onnx", "tflite")
@@ -193,7 +193,7 @@ class BundleManifest:
             entry=_optional_path(doc, "entry"),
             sample=_optional_path(doc, "sample"),
             chunk_size=chunk_size,
-            target_profiles=tuple(_string_list(doc, "target_profiles")),
+            target_profiles=tuple(name_list_field(doc, "target_profiles", where=where, error=err)),
             model_ref=field(doc, "model_ref", str, where=where, optional=True, error=err),
             expires=field(doc, "expires", str, where=where, optional=True, error=err),
             description=field(doc, "description", str, where=where, optional=True, default="", error=err),
@@ -226,10 +226,3 @@ def _parse_file(raw: object, chunk_size: int) -> FileEntry:
 def _optional_path(doc: dict, key: str) -> str | None:
     value = field(doc, key, str, where="manifest", optional=True, error=ManifestError)
     return None if value is None else check_relative_path(value)
-
-
-def _string_list(doc: dict, key: str) -> list[str]:
-    values = field(doc, key, list, where="manifest", optional=True, default=[], error=ManifestError)
-    if not all(isinstance(v, str) for v in values):
-        raise ManifestError(f"manifest: field '{key}' must be a list of strings")
-    return values

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from edge_agent.module_config import check_module_config
 from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, UnsafePathError
-from fleet_protocol.fields import NAME, refuse_unknown_keys
+from fleet_protocol.fields import NAME, name_list_field, refuse_unknown_keys
 from fleet_protocol.manifest import RUNTIMES, check_relative_path
 
 SPEC_FILE = "module.json"
@@ -101,10 +101,9 @@ def parse_module_spec(raw: bytes) -> ModuleSpec:
     spec = ModuleSpec(
         name=name, runtime=runtime, model=get("model", str, required=True), files=tuple(files),
         description=get("description", str, ""), entry=get("entry", str), sample=get("sample", str),
-        target_profiles=tuple(get("target_profiles", list, [])), config=get("config", dict, {}),
+        target_profiles=tuple(name_list_field(doc, "target_profiles", where=SPEC_FILE, error=_BadModule)),
+        config=get("config", dict, {}),
     )
-    if not all(isinstance(p, str) for p in spec.target_profiles):
-        raise BadDataError(f"{SPEC_FILE}: 'target_profiles' must be a list of strings", code="bad_module")
     for key in ("model", "entry", "sample"):
         value = getattr(spec, key)
         if value is not None and value not in spec.files:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from fleet_protocol import bundle_file, messages, topics
 from fleet_protocol.canonical import canonical_json, sha256_hex
-from fleet_protocol.errors import ManifestError, MessageError, UnsafePathError
+from fleet_protocol.errors import BadDataError, ManifestError, MessageError, UnsafePathError
 from fleet_protocol.fields import digest_field, is_valid_name, name_field
 from fleet_protocol.manifest import BundleManifest, check_relative_path, file_entry
 from fleet_protocol.messages import DesiredModule
@@ -17,6 +18,7 @@ from fleet_protocol.signing import SigningKey, sign_envelope
 from fleet_protocol.timestamps import from_iso
 from fleet_protocol.trust import TrustedState
 from fleet_server.keys import new_signing_key
+from fleet_server.module_archive import parse_module_spec
 from tests.unit.test_protocol_bundles import FILES, make_manifest
 
 NOW = "2026-01-01T00:00:00Z"
@@ -96,6 +98,19 @@ def test_manifest_paths_that_collide_after_case_folding_are_refused(paths, reaso
     doc["model"], doc["entry"] = paths[0], None
     with pytest.raises(ManifestError, match=reason):
         BundleManifest.from_dict(doc)
+
+
+@pytest.mark.parametrize("profile", ["generic-cpu\n", "Generic-CPU", "../generic-cpu", "", 7])
+def test_manifest_target_profiles_are_names_matched_whole(profile):
+    doc = make_manifest().to_dict() | {"target_profiles": ["raspberry-pi-5", profile]}
+    with pytest.raises(ManifestError, match="manifest: each of 'target_profiles' must match"):
+        BundleManifest.from_dict(doc)
+    spec = {"name": "m", "runtime": "onnx", "model": "m.onnx", "files": ["m.onnx"], "target_profiles": [profile]}
+    with pytest.raises(BadDataError, match="module.json: each of 'target_profiles' must match") as refused:
+        parse_module_spec(json.dumps(spec).encode())
+    assert refused.value.code == "bad_module"
+    assert BundleManifest.from_dict(doc | {"target_profiles": ["raspberry-pi-5"]}).target_profiles == (
+        "raspberry-pi-5",)
 
 
 def test_a_bundle_file_with_paths_that_differ_only_in_case_is_refused_when_built():
