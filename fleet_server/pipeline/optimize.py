@@ -40,7 +40,8 @@ def optimize_onnx(data: bytes, *, level: str = "basic", quantize: str | None = N
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise BadDataError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, got {quantize!r}")
     if calibration is not None and quantize is None:
-        raise BadDataError("calibration data is only used with quantize=int8")
+        raise BadDataError("calibration data is only used for int8 quantisation: "
+                           "add --quantize int8 (API: quantize=int8)")
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edgefleet-opt-") as tmp:
         work = Path(tmp)

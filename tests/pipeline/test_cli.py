@@ -83,3 +83,12 @@ def test_module_build_image_writes_the_context_even_without_an_engine(server, tm
     assert (context / "bundle.efb").is_file() and (context / "Dockerfile").is_file()
     if not engine:
         assert "no Docker engine is reachable" in out
+
+
+def test_calibration_without_int8_names_the_cli_flag_to_add(server, tmp_path, mlp_pickle, iris):
+    (tmp_path / "m.pkl").write_bytes(mlp_pickle)
+    np.save(tmp_path / "c.npy", iris[0][::3])
+    edgefleet(server, "model", "register", str(tmp_path / "m.pkl"), "--name", "iris-mlp", "--convert")
+    out = edgefleet(server, "model", "optimize", "iris-mlp:1", "--calibration", str(tmp_path / "c.npy"), exit_code=1)
+    assert "calibration data is only used for int8 quantisation: add --quantize int8 (API: quantize=int8)" in out
+    assert len(out.strip().splitlines()) == 1, out
