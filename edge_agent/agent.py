@@ -149,7 +149,8 @@ class Agent:
             self.link.subscribe(topics.ROOT_TOPIC, self._on_root, qos=1, wait=False)
         self.link.subscribe(self._desired_topic, self._on_desired, qos=1, wait=False)
         self.renewer = None if config.tls_files is None else CertificateRenewer(
-            device_id=self.device_id, files=config.tls_files, link=self.link, renew_before_s=config.cert_renew_before_s)
+            device_id=self.device_id, files=config.tls_files, link=self.link, renew_before_s=config.cert_renew_before_s,
+            refusals=self.refusals)
         if self.renewer is not None:
             self.link.subscribe(self.renewer.topic, self.renewer.on_certificate, qos=1, wait=False)
             self.renewer.start()

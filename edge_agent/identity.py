@@ -8,9 +8,12 @@ an hour. Within ``renew_before_s`` of expiry it makes a fresh key pair here
 both). An answer is taken only if it is for the key it asked with, names
 this device and is issued by the fleet CA; then the new key and certificate
 replace the old ones on disk and the link presents them from its next
-connect. Crash safety: the new key is saved as ``device.key.new`` first, the
-certificate replaced next, the key last; :func:`finish_interrupted_switch`
-(called by the agent before it opens the link) completes or drops a half-done switch. A device offline past expiry
+connect. Every other answer is refused: counted in the agent's
+:class:`~edge_agent.mqtt_link.RefusalCount` (kind ``certificate``, in the telemetry) and logged at
+most once per reason and interval, so a flood neither fills the log nor goes unreported. Crash
+safety: the new key is saved as ``device.key.new`` first, the certificate replaced next, the key last;
+:func:`finish_interrupted_switch` (called by the agent before it opens the link) completes or drops a
+half-done switch. A device offline past expiry
 cannot connect to ask, and must re-enroll with a new token.
 """
 
@@ -33,6 +36,7 @@ from fleet_protocol.root import load_certificate, make_csr, needs_renewal
 
 from .clock import utc_now
 from .installer import write_atomic
+from .mqtt_link import RateLimitedLog, RefusalCount
 
 log = logging.getLogger("edgefleet.agent.identity")
 CHECK_INTERVAL_S = 3600.0
@@ -51,7 +55,8 @@ def finish_interrupted_switch(cert: Path, key: Path) -> None:
 
 
 class CertificateRenewer:
-    def __init__(self, *, device_id: str, files: tuple[Path, Path, Path], link, renew_before_s: float):
+    def __init__(self, *, device_id: str, files: tuple[Path, Path, Path], link, renew_before_s: float,
+                 refusals: RefusalCount | None = None):
         self._device_id = device_id
         self._ca_cert, self._cert, self._key = files
         self._link = link
@@ -61,6 +66,8 @@ class CertificateRenewer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.renewed = 0
+        self.refusals = refusals if refusals is not None else RefusalCount()
+        self._refusal_log = RateLimitedLog(log)  # refused answers can arrive in floods
         self.topic = topics.device_topic(device_id, "certificate")
 
     def start(self) -> None:
@@ -97,18 +104,22 @@ class CertificateRenewer:
         try:
             cert_pem = renewal.parse_certificate(payload)
             cert = load_certificate(cert_pem)
+        except (MessageError, ValueError, TypeError) as exc:
+            self._refuse("malformed_message", "ignored a certificate message that is not a certificate: %s", exc)
+            return
+        try:
             cert.verify_directly_issued_by(load_certificate(self._ca_cert.read_bytes()))
-        except (MessageError, InvalidSignature, ValueError, TypeError) as exc:
-            log.warning("ignored a certificate message that is not a certificate from the fleet CA: %s", exc)
+        except (InvalidSignature, ValueError, TypeError) as exc:
+            self._refuse("not_from_fleet_ca", "ignored a certificate not issued by the fleet CA: %s", exc)
             return
         with self._lock:
             key_pem = self._pending_key
             if key_pem is None or cert.public_key() != load_pem_private_key(key_pem, password=None).public_key():
-                log.warning("ignored a certificate for a key this device did not ask with")
+                self._refuse("not_requested", "ignored a certificate for a key this device did not ask with")
                 return
             names = [a.value for a in cert.subject]
             if names != [self._device_id]:
-                log.warning("ignored a certificate for %r", names)
+                self._refuse("wrong_device", "ignored a certificate for %r", names)
                 return
             write_atomic(self._key.with_name(self._key.name + ".new"), key_pem, mode=0o600)
             write_atomic(self._cert, cert_pem, mode=0o644)
@@ -117,6 +128,10 @@ class CertificateRenewer:
             self.renewed += 1
         self._link.reload_client_certificate(self._cert, self._key)
         log.info("certificate renewed; valid until %s (used from the next connect)", cert.not_valid_after_utc)
+
+    def _refuse(self, code: str, message: str, *args) -> None:
+        self.refusals.add("certificate", code)
+        self._refusal_log.warning(code, message, *args)
 
     def _run(self) -> None:
         while not self._stop.wait(CHECK_INTERVAL_S):
