@@ -40,7 +40,7 @@ from edge_agent import __version__
 from edge_agent.config import AgentConfig
 from edge_agent.fetcher import Fetcher
 from edge_agent.installer import Installer
-from edge_agent.mqtt_link import MqttLink, RateLimitedLog
+from edge_agent.mqtt_link import MqttLink, RateLimitedLog, RefusalCount
 from edge_agent.outbox import Outbox
 from edge_agent.reconciler import GENERATION_KEY, Reconciler
 from edge_agent.runtime import ModelNotFound, Runtime, ScoreResult
@@ -82,6 +82,7 @@ class SimulatedDevice:
         self._stopped = True
         self._ratelog = RateLimitedLog(log)
         self._records_before = 0  # sent by this device before a crash and restart
+        self.refusals = RefusalCount()  # as the agent's: refused messages, one refused_messages event a heartbeat
         self.dropped_messages = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -112,6 +113,7 @@ class SimulatedDevice:
                                    heartbeat_interval_s=config.heartbeat_interval_s,
                                    flush_interval_s=config.telemetry_flush_interval_s,
                                    first_heartbeat_s=self._rng.uniform(0.0, min(config.heartbeat_interval_s, 1.0)),
+                                   extra_records=self.refusals.take_records,
                                    on_wake=lambda: self._schedule_step(0.0))  # a PUBACK with a backlog left
         self.fetcher = Fetcher(self.link, self.device_id, self.installer.staging_dir,
                                window=config.fetch_window_chunks, timeout_s=config.fetch_timeout_s,
@@ -119,7 +121,7 @@ class SimulatedDevice:
                                key_file=config.tls_files[2] if config.tls_files is not None else None)
         self.reconciler = Reconciler(trust=self.trust, outbox=self.outbox, installer=self.installer,
                                      fetcher=self.fetcher, runtime=self.runtime, telemetry=self.telemetry,
-                                     on_change=self.publish_reported)
+                                     on_change=self.publish_reported, refusals=self.refusals)
         self.reconciler.load_installed()
         self.link.subscribe(topics.device_topic(self.device_id, "desired"), self._on_desired, qos=1, wait=False)
         self._stopped = False
