@@ -7,7 +7,15 @@
 :class:`~edge_agent.telemetry.Telemetry` thread and an :class:`~edge_agent.mqtt_link.MqttLink`),
 in ``bare`` mode a bare paho client publishing the same batches pre-encoded.
 :func:`start_server` starts the real server on the broker, :class:`RowCounter` reads its
-telemetry table, and :func:`loss_check` compares it with what the outboxes held.
+telemetry table, and :func:`loss_check` compares it with what the outboxes held and what the broker delivered.
+
+The guarantee checked is at-least-once delivery, exactly-once storage. Counting rows alone cannot see a
+duplicate (the table's primary key ``(device_id, outbox_id, seq)`` drops one before it is a row), so
+:func:`loss_check` takes three counts that can disagree: the distinct ``(device, outbox, seq)`` the devices
+issued, the records the broker delivered to the server and of those the ones it found already stored (its
+``telemetry_records_received`` / ``telemetry_records_duplicate`` in ``GET /api/health``, read by
+:func:`tests.support.redelivery.telemetry_counts`), and the rows stored. Zero loss: every issued record is a
+row. Stored once: no row beyond the issued ones, and delivered minus duplicates delivered equals the rows stored.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import multiprocessing
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +43,7 @@ from fleet_server.runner import ServerThread
 from simulators.mqtt_loop import MqttLoop
 
 KIND = "model_stats"  # the preloaded records; heartbeats (kind ``heartbeat``) come on top
+GUARANTEE = "at-least-once delivery, exactly-once storage"
 BARE_TOPIC = "bench/bare/{}/telemetry"
 
 
@@ -85,10 +95,12 @@ class AgentDevice:
         self.outbox.add_many(records)
 
     def report(self) -> dict:
-        """Highest seq ever given out (heartbeats included), records left, drops, batches sent, last connect."""
+        """Outbox id, highest seq ever given out (heartbeats included), records left, drops, batches sent, last
+        connect."""
         with contextlib.closing(sqlite3.connect(f"file:{self.outbox.path}?mode=ro", uri=True)) as db:
             row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-        return {"last_seq": row[0] if row else 0, "left": self.outbox.count(), "dropped": self.outbox.take_dropped(),
+        return {"outbox_id": self.outbox.outbox_id, "last_seq": row[0] if row else 0, "left": self.outbox.count(),
+                "dropped": self.outbox.take_dropped(),
                 "batches_sent": self.telemetry.batches_sent, "last_connect": self.last_connect}
 
     def start(self) -> None:
@@ -262,11 +274,21 @@ class RowCounter:
         return self._conn.execute(f"WITH upto (device_id, top) AS (VALUES {values}) SELECT COUNT(*) FROM telemetry "
                                   "JOIN upto USING (device_id) WHERE telemetry.seq <= upto.top", params).fetchone()[0]
 
-    def per_device(self) -> dict[str, tuple[int, int, int]]:
-        """device -> (rows, distinct seqs, highest seq)."""
-        rows = self._conn.execute("SELECT device_id, COUNT(*), COUNT(DISTINCT outbox_id || ':' || seq), MAX(seq) "
-                                  "FROM telemetry GROUP BY device_id")
-        return {device: (count, distinct, top) for device, count, distinct, top in rows}
+    def rows(self) -> int:
+        """Rows stored, exactly (``COUNT(*)``, not the rowid shortcut of :meth:`stored`)."""
+        return self._conn.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0]
+
+    def issued_stored(self, issued: dict[str, tuple[str, int]]) -> int:
+        """Distinct issued records stored: ``(device, outbox, seq)`` with seq 1..top, ``issued[device] = (outbox,
+        top)``."""
+        if not issued:
+            return 0
+        values = ", ".join("(?, ?, ?)" for _ in issued)
+        params = [value for device, (outbox, top) in issued.items() for value in (device, outbox, top)]
+        return self._conn.execute(
+            f"WITH issued (device_id, outbox_id, top) AS (VALUES {values}) SELECT COUNT(*) FROM (SELECT DISTINCT "
+            "device_id, outbox_id, seq FROM telemetry JOIN issued USING (device_id, outbox_id) "
+            "WHERE telemetry.seq BETWEEN 1 AND issued.top)", params).fetchone()[0]
 
     def wait_for(self, target: int, *, kind: str | None = None, timeout_s: float, poll_s: float = 0.01) -> float:
         """Poll until ``target`` rows (of ``kind``) are stored; return the monotonic time it was seen.
@@ -285,15 +307,36 @@ class RowCounter:
         self._conn.close()
 
 
-def loss_check(counter: RowCounter, report: dict) -> dict:
-    """Every record each outbox ever held is a row, exactly once, and every outbox is empty."""
-    stored = counter.per_device()
-    missing = sum(r["last_seq"] - stored.get(d, (0, 0, 0))[1] for d, r in report.items())
-    duplicates = sum(rows - distinct for rows, distinct, _ in stored.values())
-    return {"records_written": sum(r["last_seq"] for r in report.values()), "rows_stored": sum(
-        v[0] for v in stored.values()), "missing": missing, "duplicates": duplicates,
-        "left_in_outboxes": sum(r["left"] for r in report.values()),
-        "dropped_by_outboxes": sum(r["dropped"] for r in report.values())}
+def loss_check(counter: RowCounter, report: dict, deliveries: Callable[[], tuple[int, int]], *,
+               settle_s: float = 5.0) -> dict:
+    """Compare what the devices issued, what the broker delivered and what the server stored.
+
+    ``report``: each device's ``outbox_id``, ``last_seq`` (it issued seqs 1..last_seq), ``left`` and ``dropped``.
+    ``deliveries``: a callable returning the server's ``(delivered, duplicates delivered)``; it is read before
+    and after the rows and the reading is retried for up to ``settle_s`` until they agree, so a batch landing
+    between the reads is not taken for a fault. The verdicts: ``zero_loss`` (every issued record stored,
+    none left in or dropped by an outbox) and ``stored_once`` (no row beyond the issued records, and
+    delivered minus duplicates delivered equals the rows stored).
+    """
+    issued = {device: (r["outbox_id"], r["last_seq"]) for device, r in report.items()}
+    deadline = time.monotonic() + settle_s
+    while True:
+        before = deliveries()
+        rows, issued_stored = counter.rows(), counter.issued_stored(issued)
+        after = deliveries()
+        delivered, duplicates = after
+        if before == after and delivered - duplicates == rows or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    checks = {"guarantee": GUARANTEE, "issued": sum(top for _, top in issued.values()), "delivered": delivered,
+              "duplicates_delivered": duplicates, "rows_stored": rows,
+              "left_in_outboxes": sum(r["left"] for r in report.values()),
+              "dropped_by_outboxes": sum(r["dropped"] for r in report.values())}
+    checks["missing"] = checks["issued"] - issued_stored
+    checks["extra_stored"] = rows - issued_stored  # rows no issued record explains: a record stored twice
+    checks["zero_loss"] = checks["missing"] == checks["left_in_outboxes"] == checks["dropped_by_outboxes"] == 0
+    checks["stored_once"] = checks["extra_stored"] == 0 and delivered - duplicates == rows
+    return checks
 
 
 def start_server(workdir: Path, broker) -> ServerThread:
