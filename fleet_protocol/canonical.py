@@ -7,6 +7,8 @@ two implementations can never disagree on how a number is written.
 sides: it bounds size and nesting depth *before* ``json.loads`` runs (whose
 recursion cannot be bounded otherwise: 300,000 nested brackets raise
 ``RecursionError``), and refuses anything but UTF-8 text holding an object.
+:func:`check_json_bounds` is its first step alone, for JSON another library
+parses (the server's REST request bodies).
 """
 
 from __future__ import annotations
@@ -74,14 +76,11 @@ def parse_json_object(payload: bytes | str, *, what: str, max_bytes: int, max_de
             payload = payload.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise error(f"{what} is not valid text: {exc}") from None
-    if len(payload) > max_bytes:
-        raise error(f"{what} is {len(payload)} bytes, more than the {max_bytes} allowed")
+    check_json_bounds(payload, what=what, max_bytes=max_bytes, max_depth=max_depth, error=error)
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{what} is not UTF-8 JSON: {exc}") from None
-    if payload.count(b"[") + payload.count(b"{") > max_depth and (depth := json_depth(payload)) > max_depth:
-        raise error(f"{what} nests arrays and objects {depth} deep, more than the {max_depth} allowed")
     try:
         value = json.loads(text)
     except ValueError as exc:
@@ -89,6 +88,19 @@ def parse_json_object(payload: bytes | str, *, what: str, max_bytes: int, max_de
     if not isinstance(value, dict):
         raise error(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def check_json_bounds(payload: bytes, *, what: str, max_bytes: int, max_depth: int = MAX_JSON_DEPTH,
+                      error: type[BadDataError] = MessageError) -> None:
+    """Raise ``error`` when ``payload`` is over ``max_bytes`` or nests deeper than ``max_depth``; parses nothing.
+
+    :func:`parse_json_object` starts with it; a caller whose JSON parser is someone else's (FastAPI's request
+    bodies) runs it on the raw bytes first, so both refuse with the same reason.
+    """
+    if len(payload) > max_bytes:
+        raise error(f"{what} is {len(payload)} bytes, more than the {max_bytes} allowed")
+    if payload.count(b"[") + payload.count(b"{") > max_depth and (depth := json_depth(payload)) > max_depth:
+        raise error(f"{what} nests arrays and objects {depth} deep, more than the {max_depth} allowed")
 
 
 def json_depth(data: bytes) -> int:

@@ -15,7 +15,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from fleet_protocol.errors import BadDataError, EdgefleetError
+from fleet_protocol.canonical import check_json_bounds
+from fleet_protocol.errors import BadDataError, EdgefleetError, MessageError
 
 from ..audit import AuditMiddleware, redact_access_log
 from ..config import ServerConfig
@@ -89,12 +90,23 @@ def _add_error_handlers(app: FastAPI) -> None:
         for error in exc.errors():
             where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
             where = "body" if not where or where.isdigit() else where
-            problems.append(f"{where}: {error.get('msg', 'invalid')}")
+            message = error.get("msg", "invalid")
+            if error.get("type") == "json_invalid":  # say what is wrong and where, as the MQTT side does
+                reason, at = error.get("ctx", {}).get("error", "not JSON"), error.get("loc", ("?",))[-1]
+                message += f": {reason} at character {at}"
+            problems.append(f"{where}: {message}")
         return JSONResponse({"detail": "invalid request: " + "; ".join(problems)}, status_code=422)
 
 
 class _BodyLimit:
-    """Refuse a request whose declared body is over the limit before reading any of it (413)."""
+    """Bound request bodies before any route reads them.
+
+    A declared length over the limit is refused (413) before a byte is read. A JSON body on ``/api`` is read
+    here (up to the limit) and checked by :func:`~fleet_protocol.canonical.check_json_bounds` before FastAPI's
+    ``json.loads`` recurses into it, so a deeply nested body is refused (400) with the reason an MQTT message
+    would get, not "There was an error parsing the body". ``/v2`` (Open Inference Protocol) parses its own
+    bodies through the same entry point and answers in its own error format.
+    """
 
     def __init__(self, app, *, limit_bytes: int):
         self.app = app
@@ -102,10 +114,59 @@ class _BodyLimit:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
-            length = dict(scope.get("headers") or []).get(b"content-length")
+            headers = dict(scope.get("headers") or [])
+            length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.limit_bytes:
-                response = JSONResponse({"detail": f"the request body is larger than the server's limit of "
-                                                   f"{self.limit_bytes} bytes"}, status_code=413)
-                await response(scope, receive, send)
+                await self._too_large(scope, receive, send)
                 return
+            if scope["path"].startswith("/api/") and _is_json(headers.get(b"content-type", b"")):
+                body = await _read_body(receive, self.limit_bytes + 1)
+                if len(body) > self.limit_bytes:
+                    await self._too_large(scope, receive, send)
+                    return
+                try:
+                    check_json_bounds(body, what="the request body", max_bytes=self.limit_bytes)
+                except MessageError as exc:
+                    await JSONResponse({"detail": str(exc)}, status_code=400)(scope, receive, send)
+                    return
+                receive = _replay(body, receive)
         await self.app(scope, receive, send)
+
+    async def _too_large(self, scope, receive, send) -> None:
+        response = JSONResponse({"detail": f"the request body is larger than the server's limit of "
+                                           f"{self.limit_bytes} bytes"}, status_code=413)
+        await response(scope, receive, send)
+
+
+def _is_json(content_type: bytes) -> bool:
+    """Whether FastAPI would parse a body of this type as JSON (``application/json`` or ``application/*+json``)."""
+    kind = content_type.split(b";", 1)[0].strip().lower()
+    return kind == b"application/json" or (kind.startswith(b"application/") and kind.endswith(b"+json"))
+
+
+async def _read_body(receive, at_most: int) -> bytes:
+    """The request body, or its first ``at_most`` bytes or more when it is longer."""
+    chunks, size = [], 0
+    while size < at_most:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    """A ``receive`` that hands the app ``body`` (already read) first, then whatever the client sends next."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
