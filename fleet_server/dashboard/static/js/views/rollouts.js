@@ -31,12 +31,12 @@ const ACTIONS = [
       + "normally the previous version." },
 ];
 
-/** Why a finished rollout offers no Roll back, and what to do instead. */
+/** Why a finished rollout offers no Roll back, and what to do instead: one sentence, after "Roll back is not
+ * offered: ". */
 function rollbackWhyNot(r) {
-  if (r.state === "rolled_back") return "This rollout was already rolled back.";
-  return "This rollout has completed: every targeted device runs its version, so there is nothing in progress to "
-    + "roll back. To go back to the previous version, start a rollout of it (from the CLI, "
-    + `\`edgefleet deploy rollout rollback ${r.id}\` still withdraws deployment #${r.deployment.id} at once).`;
+  if (r.state === "rolled_back") return "the rollout was already rolled back.";
+  return "the rollout completed and every targeted device runs its version; to go back, start a rollout of the "
+    + "previous version.";
 }
 
 export function waveName(index) {
@@ -162,6 +162,7 @@ export function mountOne(main, params, [id]) {
       button.title = applies || current === null ? "" : why(current);
       if (action === "rollback" && !applies && current !== null) {
         rollbackNote = `Roll back is not offered: ${why(current)}`;
+        button.title = rollbackNote;
         button.setAttribute("aria-describedby", note.id);
       }
     }
