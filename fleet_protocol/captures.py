@@ -20,13 +20,12 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from math import prod
 
 import numpy as np
 
 from .errors import MessageError
 from .fields import count_field, field, name_field
-from .oip import DATATYPES, MAX_ELEMENTS, datatype_of
+from .oip import DATATYPES, checked_shape, datatype_of
 
 KIND = "capture"
 
@@ -68,11 +67,7 @@ def decode_tensor(raw: object, where: str) -> tuple[str, np.ndarray]:
     if datatype not in DATATYPES:
         raise MessageError(f"{where} {name!r}: datatype {datatype!r} is unknown")
     shape = field(raw, "shape", list, where=where)
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise MessageError(f"{where} {name!r}: shape must be a list of non-negative integers")
-    count = prod(shape)
-    if count > MAX_ELEMENTS:
-        raise MessageError(f"{where} {name!r}: {count} elements is more than the {MAX_ELEMENTS} allowed")
+    count = checked_shape(shape, f"{where} {name!r}")
     if datatype == "BYTES":
         strings = field(raw, "strings", list, where=where)
         if len(strings) != count or not all(isinstance(s, str) for s in strings):

@@ -24,6 +24,7 @@ DATATYPES: dict[str, np.dtype] = {
 }
 _BY_DTYPE = {dtype: name for name, dtype in DATATYPES.items()}
 MAX_ELEMENTS = 16_000_000
+MAX_DIMS = 32  # numpy 1.x's limit; no model input has more
 
 
 @dataclass
@@ -49,14 +50,10 @@ def decode_tensor(raw: object, where: str) -> tuple[str, np.ndarray]:
     name = field(raw, "name", str, where=where)
     where = f"{where} '{name}'"
     shape = field(raw, "shape", list, where=where)
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise MessageError(f"{where}: shape must be a list of non-negative integers")
     datatype = field(raw, "datatype", str, where=where)
     if datatype not in DATATYPES:
         raise MessageError(f"{where}: datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
-    count = prod(shape)
-    if count > MAX_ELEMENTS:
-        raise MessageError(f"{where}: {count} elements is more than the {MAX_ELEMENTS} allowed")
+    count = checked_shape(shape, where)
     data = field(raw, "data", list, where=where)
     flat = _flatten(data) if data and isinstance(data[0], list) else data
     if len(flat) != count:
@@ -73,6 +70,27 @@ def decode_tensor(raw: object, where: str) -> tuple[str, np.ndarray]:
     except (TypeError, ValueError, OverflowError) as exc:
         raise MessageError(f"{where}: data does not fit {datatype}: {exc}") from None
     return name, array.reshape(shape)
+
+
+def checked_shape(shape: list, where: str) -> int:
+    """The element count of an untrusted ``shape``, checked in Python ints before numpy sees it.
+
+    Each dimension and the product of the non-zero ones is at most MAX_ELEMENTS (a
+    zero makes the count 0, but numpy still refuses ``[0, 2**70]``), with at most
+    MAX_DIMS dimensions.
+    """
+    if len(shape) > MAX_DIMS:
+        raise MessageError(f"{where}: shape has {len(shape)} dimensions, more than the {MAX_DIMS} allowed")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise MessageError(f"{where}: shape must be a list of non-negative integers")
+    if any(d > MAX_ELEMENTS for d in shape) or prod(d for d in shape if d) > MAX_ELEMENTS:
+        raise MessageError(f"{where}: shape {_short(shape)} is more than the {MAX_ELEMENTS} elements allowed")
+    return prod(shape)
+
+
+def _short(shape: list) -> str:
+    text = str(shape)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def encode_tensor(name: str, array: np.ndarray) -> dict:

@@ -216,3 +216,12 @@ def test_a_client_input_an_entry_script_cannot_read_is_400_naming_the_input_and_
     assert response.json()["error"] == "scripted v1: input 'features': unknown; the module's inputs are x FP32 [-1, 4]"
     wrong = httpx.post(served_entry, json=body(np.ones((1, 3), np.float32)))
     assert wrong.status_code == 400 and "input 'x': shape [1, 3]; the module expects FP32 [-1, 4]" in wrong.text
+
+
+@pytest.mark.parametrize("shape", [[0, 2**70], [0, 2**62, 2**62]])
+def test_a_tensor_shape_past_the_element_bound_gets_400_naming_the_input(served, shape):
+    url, _ = served
+    response = httpx.post(f"{url}/v2/models/linear/infer",
+                          json={"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": []}]})
+    assert response.status_code == 400, response.text
+    assert "input 'x': shape" in response.json()["error"]

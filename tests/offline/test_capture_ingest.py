@@ -26,3 +26,15 @@ def test_captures_are_stored_once_and_a_bad_one_does_not_cost_the_rest_of_its_ba
     assert [c["seq"] for c in capture_store.list_captures(db=fleet.db)] == [1]
     assert [r["kind"] for r in telemetry_store.query(db=fleet.db, device_id="dev-1")] == ["heartbeat"]
     assert fleet.handlers.malformed.by_kind().get("capture") == 2
+
+
+def test_a_capture_with_an_unbounded_shape_is_counted_malformed_and_the_rest_of_its_batch_is_stored(fleet, caplog):
+    good = encode_capture(model="scaler", version=1, accelerator="cpu", scored_on="local",
+                          inputs={"x": np.ones((1, 4), np.float32)}, outputs={})
+    huge = {**good, "inputs": [{**good["inputs"][0], "shape": [0, 2**70], "b64": ""}]}
+    payload = batch((1, "capture", huge), (2, "capture", good), (3, "heartbeat", {"uptime_s": 1}))
+    fleet.handlers.handle(topics.device_topic("dev-1", "telemetry"), payload)
+    assert [c["seq"] for c in capture_store.list_captures(db=fleet.db)] == [2]
+    assert [r["kind"] for r in telemetry_store.query(db=fleet.db, device_id="dev-1")] == ["heartbeat"]
+    assert fleet.handlers.malformed.by_kind().get("capture") == 1
+    assert "Traceback" not in caplog.text
