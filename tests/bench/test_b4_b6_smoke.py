@@ -19,7 +19,11 @@ def test_b4_every_device_gets_the_bundle_and_each_chunk_is_published_about_once(
     assert edge["chunk_publishes"] >= result["chunks"]
     assert edge["publishes_per_chunk"] < 3, "the server published chunks once per device instead of once per round"
     assert result["bare"]["delivered_bytes"] >= result["bundle_bytes"] * 20
-    assert result["verification"]["chunks"] == result["chunks"] and result["verification"]["ratio"] > 0
+    verify = result["verification"]
+    assert verify["chunks"] == result["chunks"] and verify["ratio"] > 0 and verify["decrypt_cost"] > 0
+    assert verify["ratio"] == verify["sha256_median_ms_per_mb"] / verify["decrypt_verify_median_ms_per_mb"]
+    assert "bare `hashlib.sha256` over the same bytes" in b4_fanout._verify_row(result)
+    assert "| cost, no target |" in b4_fanout._decrypt_row(result)
 
 
 @pytest.mark.slow
