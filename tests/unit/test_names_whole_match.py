@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
-import re
+import re._constants as sre_constants
+import re._parser as sre_parse
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from tests.unit.test_protocol_bundles import FILES, make_manifest
 
 NOW = "2026-01-01T00:00:00Z"
 REPO = Path(__file__).resolve().parents[2]
-PRODUCT = ("fleet_protocol", "edge_agent", "fleet_server", "edgefleet_cli", "simulators")
+PRODUCT = ("fleet_protocol", "edge_agent", "fleet_server", "edgefleet_cli", "simulators", "firmware_profiles")
 
 
 @pytest.mark.parametrize("value", ["cam-1\n", "cam-1\n\n", "cam-1\r", " cam-1", "cam-1 "])
@@ -126,12 +128,63 @@ def test_paths_that_differ_in_more_than_case_are_accepted():
     assert [f.path for f in manifest.files] == ["Lib2/x", "Model.onnx", "lib/model.onnx"]
 
 
+PATTERN_CALLS = {"compile", "match", "search", "fullmatch"}
+
+
+def _has_end_anchor(pattern: str | bytes) -> bool:
+    """Whether the parsed pattern holds ``$`` (AT_END): an escaped ``\\$`` or a ``[$]`` is a literal dollar."""
+    def walk(node) -> bool:
+        if isinstance(node, (list, tuple, sre_parse.SubPattern)):
+            return any(walk(item) for item in node)
+        return node is sre_constants.AT_END
+    return walk(sre_parse.parse(pattern))
+
+
+def whole_match_offenders(source: str, where: str) -> list[str]:
+    """Every ``.match(`` call on anything (a prefix match; product code has no non-regex ``.match``) and every
+    ``re`` pattern literal with a ``$`` anchor (which also accepts a trailing newline); validation uses fullmatch.
+    A pattern named by a module-level string constant counts as a literal."""
+    tree = ast.parse(source)
+    constants = {target.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                 and isinstance(node.value, ast.Constant) and isinstance(node.value.value, (str, bytes))
+                 for target in node.targets if isinstance(target, ast.Name)}
+    offenders = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        receiver = ast.unparse(node.func.value)
+        if node.func.attr == "match":
+            offenders.append(f"{where}:{node.lineno}: {receiver}.match(...) matches a prefix")
+        if receiver == "re" and node.func.attr in PATTERN_CALLS and node.args:
+            first = node.args[0]
+            pattern = first.value if isinstance(first, ast.Constant) else (
+                constants.get(first.id) if isinstance(first, ast.Name) else None)
+            if isinstance(pattern, (str, bytes)) and _has_end_anchor(pattern):
+                offenders.append(f"{where}:{node.lineno}: re.{node.func.attr}({pattern!r}) anchors with $")
+    return offenders
+
+
 def test_no_product_code_validates_with_match_or_a_dollar_anchor():
     """``re.match``/``pattern.match`` accept a prefix and ``$`` a trailing newline: validation uses fullmatch."""
     offenders = []
     for package in PRODUCT:
         for path in sorted((REPO / package).rglob("*.py")):
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if re.search(r"(\bre|[A-Z_]{2,})\.match\(|re\.compile\(r?[\"'].*\$[\"']\)", line):
-                    offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+            offenders += whole_match_offenders(path.read_text(encoding="utf-8"), str(path.relative_to(REPO)))
     assert offenders == []
+
+
+@pytest.mark.parametrize("source", [
+    "NAME.match(value)", "self._pattern.match(value)", "compiled().match(v)", "re.match('[a-z]+', v)",
+    "re.compile(r'[a-z]+$')", "re.search('^x$', v)", "re.compile('(a|b$)')", "re.fullmatch(b'x$', v)",
+    "P = '[a-z]+$'\nre.compile(P)",
+])
+def test_the_whole_match_scan_flags_prefix_matches_and_dollar_anchors_on_any_receiver(source):
+    assert whole_match_offenders(source, "x.py")
+
+
+@pytest.mark.parametrize("source", [
+    "NAME.fullmatch(value)", "re.compile(r'price in \\$')", "re.compile('[$]')", "re.compile(r'a\\Z')",
+    "re.sub('$', '', v)",
+])
+def test_the_whole_match_scan_passes_fullmatch_and_a_literal_dollar(source):
+    assert whole_match_offenders(source, "x.py") == []
