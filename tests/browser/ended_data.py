@@ -13,15 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
-
 from fleet_protocol import topics
 from fleet_protocol.messages import ModuleReport
-from tests.server.builders import tiny_onnx
-from tests.server.mqtt_device import FakeDevice
 from tests.support.net import wait_for
 
-from .fleet_data import reported, status
+from .fleet_data import Seeder
 from .rollout_data import PROFILE, model_stats
 
 RINGS = {"done-01": "done", "done-02": "done", "stop-01": "stop", "ab-01": "ab", "ab-02": "ab"}
@@ -38,58 +34,40 @@ class EndedData:
 
 
 def populate_ended(url: str, token: str, broker_url: str) -> EndedData:
-    api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    device = FakeDevice(broker_url, "browser-test-ended-seeder")
-    with api:
-        def post(path: str, *, expect: int = 201, **kwargs) -> dict:
-            response = api.post(path, **kwargs)
-            assert response.status_code == expect, response.text
-            return response.json()
-
+    with Seeder(url, token, broker_url, "browser-test-ended-seeder") as seed:
         def report(device_id: str, version: int, digest: str) -> None:
-            module = ModuleReport("scaler", "running", version, digest, accelerator="cpu")
-            device.publish(topics.device_topic(device_id, "reported"), reported(device_id, PROFILE, [module]),
-                           retain=True)
+            seed.report(device_id, PROFILE, ModuleReport("scaler", "running", version, digest, accelerator="cpu"))
 
-        try:
-            post("/api/models/scaler", files={"file": ("scaler.onnx", tiny_onnx())})
-            post("/api/models/scaler", files={"file": ("scaler.onnx", tiny_onnx(3.0))})
-            v1 = post("/api/bundles/from-model", json={"model": "scaler", "version": 1})["digest"]
-            v2 = post("/api/bundles/from-model", json={"model": "scaler", "version": 2})["digest"]
-            for device_id, ring in RINGS.items():
-                device.publish(topics.device_topic(device_id, "status"),
-                               status(device_id, "online", profile=PROFILE, tags={"ring": ring}), retain=True)
-                report(device_id, 1, v1)
-            wait_for(lambda: len([d for d in api.get("/api/devices").json() if d["modules"]]) == len(RINGS),
-                     timeout=30, what="the devices to report scaler v1")
+        v1, v2 = seed.scaler_v1_and_v2()
+        for device_id, ring in RINGS.items():
+            seed.online(device_id, PROFILE, {"ring": ring})
+            report(device_id, 1, v1)
+        seed.wait_for_modules(len(RINGS), "the devices to report scaler v1")
 
-            post("/api/deployments", json={"module": "scaler", "version": 1, "selector": {"ring": "done"}})
-            completed = post("/api/rollouts", json={"module": "scaler", "version": 2, "selector": {"ring": "done"},
-                                                    "plan": {"canary": 1, "wave_size": 1}})
+        seed.post("/api/deployments", json={"module": "scaler", "version": 1, "selector": {"ring": "done"}})
+        completed = seed.post("/api/rollouts", json={"module": "scaler", "version": 2, "selector": {"ring": "done"},
+                                                     "plan": {"canary": 1, "wave_size": 1}})
 
-            def rollout_done() -> bool:
-                now = api.get(f"/api/rollouts/{completed['id']}").json()
-                for wave in now["waves"]:
-                    for device_id in wave:
-                        report(device_id, 2, v2)
-                return now["state"] == "completed"
+        def rollout_done() -> bool:
+            now = seed.api.get(f"/api/rollouts/{completed['id']}").json()
+            for wave in now["waves"]:
+                for device_id in wave:
+                    report(device_id, 2, v2)
+            return now["state"] == "completed"
 
-            wait_for(rollout_done, timeout=30, interval=0.5, what="the rollout to complete")
-            aborted = post("/api/rollouts", json={"module": "scaler", "version": 2, "selector": {"ring": "stop"},
-                                                  "plan": {"canary": 1}})
-            post(f"/api/rollouts/{aborted['id']}/abort", expect=200)
+        wait_for(rollout_done, timeout=30, interval=0.5, what="the rollout to complete")
+        aborted = seed.post("/api/rollouts", json={"module": "scaler", "version": 2, "selector": {"ring": "stop"},
+                                                   "plan": {"canary": 1}})
+        seed.post(f"/api/rollouts/{aborted['id']}/abort", expect=200)
 
-            ab = post("/api/deployments", json={"module": "scaler", "version": 1, "selector": {"ring": "ab"},
-                                                "split": {"1": 30, "2": 70}})
-            for device_id, version in (("ab-01", 1), ("ab-02", 2)):
-                device.publish(topics.device_topic(device_id, "telemetry"),
-                               model_stats(device_id, version, AB_ANSWERS[version], p50_us=180 * version,
-                                           errors=AB_ERRORS[version], answer_output="label"))
-            wait_for(lambda: all(v["requests"] for v in api.get(f"/api/deployments/{ab['id']}/variants").json()),
-                     timeout=30, what="both A/B variants to have statistics")
-            empty = post("/api/deployments", json={"module": "scaler", "version": 2, "selector": {"ring": "nowhere"},
-                                                   "allow_empty": True})
-        finally:
-            device.close()
+        ab = seed.post("/api/deployments", json={"module": "scaler", "version": 1, "selector": {"ring": "ab"},
+                                                 "split": {"1": 30, "2": 70}})
+        for device_id, version in (("ab-01", 1), ("ab-02", 2)):
+            seed.device.publish(topics.device_topic(device_id, "telemetry"),
+                                model_stats(device_id, version, AB_ANSWERS[version], p50_us=180 * version,
+                                            errors=AB_ERRORS[version], answer_output="label"))
+        seed.wait_for_variants(ab["id"])
+        empty = seed.post("/api/deployments", json={"module": "scaler", "version": 2,
+                                                    "selector": {"ring": "nowhere"}, "allow_empty": True})
     return EndedData(completed_rollout_id=completed["id"], aborted_rollout_id=aborted["id"],
                      ab_deployment_id=ab["id"], empty_deployment_id=empty["id"])

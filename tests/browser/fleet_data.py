@@ -71,6 +71,51 @@ def telemetry(device_id: str, *, minutes: int = 15) -> bytes:
     return messages.encode(TelemetryBatch(device_id, "outbox-1", tuple(records)).to_dict())
 
 
+class Seeder:
+    """The real API with ``token`` and one fake device on the broker: how the data modules build their fleets."""
+
+    def __init__(self, url: str, token: str, broker_url: str, client_id: str):
+        self.api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        self.device = FakeDevice(broker_url, client_id)
+
+    def __enter__(self) -> Seeder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.device.close()
+        finally:
+            self.api.close()
+
+    def post(self, path: str, *, expect: int = 201, **kwargs) -> dict:
+        response = self.api.post(path, **kwargs)
+        assert response.status_code == expect, response.text
+        return response.json()
+
+    def online(self, device_id: str, profile: str, tags: dict[str, str]) -> None:
+        self.device.publish(topics.device_topic(device_id, "status"),
+                            status(device_id, "online", profile=profile, tags=tags), retain=True)
+
+    def report(self, device_id: str, profile: str, module: ModuleReport) -> None:
+        self.device.publish(topics.device_topic(device_id, "reported"), reported(device_id, profile, [module]),
+                            retain=True)
+
+    def scaler_v1_and_v2(self) -> tuple[str, str]:
+        """Two versions of a tiny ``scaler`` model registered and bundled; their bundle digests."""
+        self.post("/api/models/scaler", files={"file": ("scaler.onnx", tiny_onnx())})
+        self.post("/api/models/scaler", files={"file": ("scaler.onnx", tiny_onnx(3.0))})
+        return tuple(self.post("/api/bundles/from-model", json={"model": "scaler", "version": version})["digest"]
+                     for version in (1, 2))
+
+    def wait_for_modules(self, count: int, what: str) -> None:
+        wait_for(lambda: len([d for d in self.api.get("/api/devices").json() if d["modules"]]) == count,
+                 timeout=30, what=what)
+
+    def wait_for_variants(self, deployment_id: int) -> None:
+        wait_for(lambda: all(v["requests"] for v in self.api.get(f"/api/deployments/{deployment_id}/variants").json()),
+                 timeout=30, what="both A/B variants to have statistics")
+
+
 def publish_status(broker_url: str, device_id: str, state: str, **extra) -> None:
     device = FakeDevice(broker_url, f"browser-test-{device_id}-{state}")
     try:
@@ -80,13 +125,8 @@ def publish_status(broker_url: str, device_id: str, state: str, **extra) -> None
 
 
 def populate(url: str, token: str, broker_url: str) -> FleetData:
-    api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    with api:
-        def post(path: str, **kwargs) -> dict:
-            response = api.post(path, **kwargs)
-            assert response.status_code == 201, response.text
-            return response.json()
-
+    with Seeder(url, token, broker_url, "browser-test-seeder") as seed:
+        post, device = seed.post, seed.device
         post("/api/models/scaler", files={"file": ("scaler.onnx", tiny_onnx())},
              data={"tags": '{"team": "vision", "stage": "prod"}', "properties": '{"owner": "ml-platform"}'})
         post("/api/models/scaler", files={"file": ("scaler.onnx", tiny_onnx(3.0))}, data={"tags": '{"team": "vision"}'})
@@ -95,28 +135,23 @@ def populate(url: str, token: str, broker_url: str) -> FleetData:
         post("/api/devices", json={"id": "cam-01", "name": "Loading dock camera", "tags": {"site": "lab", "tier": "a"}})
         post("/api/devices", json={"id": "sensor-09", "tags": {"site": "depot"}})
 
-        device = FakeDevice(broker_url, "browser-test-seeder")
-        try:
-            for device_id, profile, tags in (("cam-01", "jetson-orin-nano", {}),
-                                             ("cam-02", "raspberry-pi-5", {"site": "depot", "tier": "b"}),
-                                             ("gate-07", "kria-kv260", {"site": "gate"}),
-                                             ("old-01", "generic-cpu", {"site": "lab"})):
-                device.publish(topics.device_topic(device_id, "status"),
-                               status(device_id, "online", profile=profile, tags=tags,
-                                      scoring_url=f"http://{device_id}.local:8090"), retain=True)
-            digest = bundle["digest"]
-            device.publish(topics.device_topic("cam-01", "reported"), reported("cam-01", "jetson-orin-nano", [
-                ModuleReport("scaler", "running", 1, digest, accelerator="gpu")]), retain=True)
-            device.publish(topics.device_topic("cam-02", "reported"), reported("cam-02", "raspberry-pi-5", [
-                ModuleReport("scaler", "failed", None, None, 1, digest, error=HEALTH_ERROR)]), retain=True)
-            device.publish(topics.device_topic("cam-01", "telemetry"), telemetry("cam-01"))
-            device.publish(topics.device_topic("old-01", "status"), status("old-01", "offline"), retain=True)
-        finally:
-            device.close()
+        for device_id, profile, tags in (("cam-01", "jetson-orin-nano", {}),
+                                         ("cam-02", "raspberry-pi-5", {"site": "depot", "tier": "b"}),
+                                         ("gate-07", "kria-kv260", {"site": "gate"}),
+                                         ("old-01", "generic-cpu", {"site": "lab"})):
+            device.publish(topics.device_topic(device_id, "status"),
+                           status(device_id, "online", profile=profile, tags=tags,
+                                  scoring_url=f"http://{device_id}.local:8090"), retain=True)
+        digest = bundle["digest"]
+        seed.report("cam-01", "jetson-orin-nano", ModuleReport("scaler", "running", 1, digest, accelerator="gpu"))
+        seed.report("cam-02", "raspberry-pi-5", ModuleReport("scaler", "failed", None, None, 1, digest,
+                                                             error=HEALTH_ERROR))
+        device.publish(topics.device_topic("cam-01", "telemetry"), telemetry("cam-01"))
+        device.publish(topics.device_topic("old-01", "status"), status("old-01", "offline"), retain=True)
 
         def settled() -> bool:
-            devices = {d["id"]: d for d in api.get("/api/devices").json()}
-            beats = api.get("/api/devices/cam-01/telemetry", params={"kind": "heartbeat"}).json()
+            devices = {d["id"]: d for d in seed.api.get("/api/devices").json()}
+            beats = seed.api.get("/api/devices/cam-01/telemetry", params={"kind": "heartbeat"}).json()
             return (len(devices) == 5 and devices["old-01"]["status"] == "offline"
                     and devices["cam-02"]["modules"] and devices["cam-01"]["modules"] and len(beats) > 1)
 

@@ -15,17 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
-
 from fleet_protocol import messages, sketch, topics
 from fleet_protocol.messages import ModuleReport, TelemetryBatch, TelemetryRecord
 from fleet_protocol.timestamps import to_iso
 from fleet_server.clock import utc_now
-from tests.server.builders import tiny_onnx
-from tests.server.mqtt_device import FakeDevice
 from tests.support.net import wait_for
 
-from .fleet_data import HEALTH_ERROR, reported, status
+from .fleet_data import HEALTH_ERROR, Seeder
 
 BETA = [f"edge-{i:02d}" for i in range(1, 7)]
 AB = ["ab-01", "ab-02"]
@@ -60,67 +56,46 @@ def model_stats(device_id: str, version: int, outputs: dict[str, int], *, p50_us
 
 
 def populate_rollout(url: str, token: str, broker_url: str) -> RolloutData:
-    api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    device = FakeDevice(broker_url, "browser-test-rollout-seeder")
-    with api:
-        def post(path: str, *, expect: int = 201, **kwargs) -> dict:
-            response = api.post(path, **kwargs)
-            assert response.status_code == expect, response.text
-            return response.json()
+    with Seeder(url, token, broker_url, "browser-test-rollout-seeder") as seed:
+        v1, v2 = seed.scaler_v1_and_v2()
+        for device_id in BETA + AB:
+            seed.online(device_id, PROFILE, {"ring": "ab" if device_id in AB else "beta"})
+            seed.report(device_id, PROFILE, ModuleReport("scaler", "running", 1, v1, accelerator="cpu"))
+        seed.wait_for_modules(len(BETA + AB), "the rollout fleet to report scaler v1")
+        seed.post("/api/deployments", json={"module": "scaler", "version": 1, "selector": {"ring": "beta"}})
+        rollout = seed.post("/api/rollouts", json={"module": "scaler", "version": 2, "selector": {"ring": "beta"},
+                                                   "plan": PLAN})
 
-        def report(device_id: str, module: ModuleReport) -> None:
-            device.publish(topics.device_topic(device_id, "reported"), reported(device_id, PROFILE, [module]),
-                           retain=True)
+        def rollout_now() -> dict:
+            return seed.api.get(f"/api/rollouts/{rollout['id']}").json()
 
-        try:
-            post("/api/models/scaler", files={"file": ("scaler.onnx", tiny_onnx())})
-            post("/api/models/scaler", files={"file": ("scaler.onnx", tiny_onnx(3.0))})
-            v1 = post("/api/bundles/from-model", json={"model": "scaler", "version": 1})["digest"]
-            v2 = post("/api/bundles/from-model", json={"model": "scaler", "version": 2})["digest"]
-            for device_id in BETA + AB:
-                ring = "ab" if device_id in AB else "beta"
-                device.publish(topics.device_topic(device_id, "status"),
-                               status(device_id, "online", profile=PROFILE, tags={"ring": ring}), retain=True)
-                report(device_id, ModuleReport("scaler", "running", 1, v1, accelerator="cpu"))
-            wait_for(lambda: len([d for d in api.get("/api/devices").json() if d["modules"]]) == len(BETA + AB),
-                     timeout=30, what="the rollout fleet to report scaler v1")
-            post("/api/deployments", json={"module": "scaler", "version": 1, "selector": {"ring": "beta"}})
-            rollout = post("/api/rollouts", json={"module": "scaler", "version": 2, "selector": {"ring": "beta"},
-                                                  "plan": PLAN})
+        for wave, size in enumerate(WAVE_SIZES):
+            def admitted() -> list[str] | None:
+                waves = rollout_now()["waves"]
+                return waves[wave] if len(waves) == wave + 1 and len(waves[wave]) == size else None
 
-            def rollout_now() -> dict:
-                return api.get(f"/api/rollouts/{rollout['id']}").json()
+            for i, device_id in enumerate(wait_for(admitted, timeout=30, what=f"wave {wave} to let devices in")):
+                if wave == len(WAVE_SIZES) - 1 and i == 1:
+                    seed.report(device_id, PROFILE, ModuleReport("scaler", "failed", 1, v1, 2, v2, accelerator="cpu",
+                                                                 error=HEALTH_ERROR))
+                else:
+                    seed.report(device_id, PROFILE, ModuleReport("scaler", "running", 2, v2, accelerator="cpu"))
 
-            for wave, size in enumerate(WAVE_SIZES):
-                def admitted() -> list[str] | None:
-                    waves = rollout_now()["waves"]
-                    return waves[wave] if len(waves) == wave + 1 and len(waves[wave]) == size else None
+        def settled() -> dict | None:
+            now = rollout_now()
+            return now if now["counts"]["failed"] == 1 and now["counts"]["running"] == 4 else None
 
-                for i, device_id in enumerate(wait_for(admitted, timeout=30, what=f"wave {wave} to let devices in")):
-                    if wave == len(WAVE_SIZES) - 1 and i == 1:
-                        report(device_id, ModuleReport("scaler", "failed", 1, v1, 2, v2, accelerator="cpu",
-                                                       error=HEALTH_ERROR))
-                    else:
-                        report(device_id, ModuleReport("scaler", "running", 2, v2, accelerator="cpu"))
+        in_progress = wait_for(settled, timeout=30, what="the rollout to see 4 devices running v2 and 1 failed")
+        assert in_progress["state"] == "running", in_progress
 
-            def settled() -> dict | None:
-                now = rollout_now()
-                return now if now["counts"]["failed"] == 1 and now["counts"]["running"] == 4 else None
-
-            in_progress = wait_for(settled, timeout=30, what="the rollout to see 4 devices running v2 and 1 failed")
-            assert in_progress["state"] == "running", in_progress
-
-            ab = post("/api/deployments", json={"module": "scaler", "version": 1, "selector": {"ring": "ab"},
-                                                "split": {"1": 50, "2": 50}})
-            device.publish(topics.device_topic("ab-01", "telemetry"),
-                           model_stats("ab-01", 1, {"cat": 61, "dog": 30, "bird": 9}, p50_us=512))
-            device.publish(topics.device_topic("ab-02", "telemetry"),
-                           model_stats("ab-02", 2, {"cat": 70, "dog": 24, "bird": 4, "fox": 2}, p50_us=256))
-            wait_for(lambda: all(v["requests"] for v in api.get(f"/api/deployments/{ab['id']}/variants").json()),
-                     timeout=30, what="both A/B variants to have statistics")
-            viewer = post("/api/tokens", json={"name": "browser-viewer", "role": "viewer"})["token"]
-            operator = post("/api/tokens", json={"name": "browser-operator", "role": "operator"})["token"]
-        finally:
-            device.close()
+        ab = seed.post("/api/deployments", json={"module": "scaler", "version": 1, "selector": {"ring": "ab"},
+                                                 "split": {"1": 50, "2": 50}})
+        seed.device.publish(topics.device_topic("ab-01", "telemetry"),
+                            model_stats("ab-01", 1, {"cat": 61, "dog": 30, "bird": 9}, p50_us=512))
+        seed.device.publish(topics.device_topic("ab-02", "telemetry"),
+                            model_stats("ab-02", 2, {"cat": 70, "dog": 24, "bird": 4, "fox": 2}, p50_us=256))
+        seed.wait_for_variants(ab["id"])
+        viewer = seed.post("/api/tokens", json={"name": "browser-viewer", "role": "viewer"})["token"]
+        operator = seed.post("/api/tokens", json={"name": "browser-operator", "role": "operator"})["token"]
     return RolloutData(rollout_id=rollout["id"], ab_deployment_id=ab["id"], waiting_device=in_progress["waiting"][0],
                        viewer_token=viewer, operator_token=operator)
