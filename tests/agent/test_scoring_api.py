@@ -17,6 +17,7 @@ from edge_agent.scoring_api import ScoringServer
 from firmware_profiles import load_profile
 from fleet_server.keys import new_signing_key
 from tests.agent.helpers import make_bundle, stage
+from tests.support.entry_scripts import entry_script
 
 MAX_BYTES = 4096
 
@@ -168,23 +169,14 @@ def test_too_many_header_lines_get_431(served):
     assert _raw(url, head).startswith(b"HTTP/1.1 431 ")
 
 
-ENTRY = '''
-_model = None
-
-
-def init(context):
-    global _model
-    _model = context.model
-
-
-def run(inputs):
+ENTRY = entry_script('''
     x = inputs["x"]
     if float(x[0, 0]) == -1:
         raise RuntimeError("the module's own bug")
     if float(x[0, 0]) == -2:
         raise MemoryError("no memory left for now")
     return _model.run({"x": x})
-'''
+''')
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from fleet_protocol import oip
 from tests.server.builders import tiny_onnx, tiny_tflite
 from tests.server.conftest import register
+from tests.support.entry_scripts import entry_script
 
 
 def _infer(api: TestClient, path: str, x: np.ndarray, **kwargs):
@@ -78,22 +79,13 @@ def test_loaded_models_are_bounded_least_recently_used_first(api, fleet):
     assert fleet.cloud.loaded == [("a", 1), ("c", 1)]
 
 
-FAILS_ON_NEGATIVE = '''
-_model = None
-
-
-def init(context):
-    global _model
-    _model = context.model
-
-
-def run(inputs):
+FAILS_ON_NEGATIVE = entry_script('''
     if float(inputs["x"][0, 0]) < 0:
         raise RuntimeError("this module cannot score negative readings")
     outputs = dict(_model.run(inputs))
     outputs["doubled"] = outputs["y"] * 2
     return outputs
-'''
+''')
 
 
 def test_a_module_bundle_is_scored_with_its_entry_script_and_its_failures_are_500(api, fleet):

@@ -17,26 +17,16 @@ from edgefleet_cli.commands import score
 from edgefleet_cli.main import app
 from fleet_protocol import oip
 from tests.offline.fleet import running_fleet, until
+from tests.support.entry_scripts import entry_script
 
 IRIS = Path(__file__).resolve().parents[2] / "modules" / "iris-classifier"
 SAMPLE = json.loads((IRIS / "sample.json").read_text())
 
-SLOW_WHEN_NEGATIVE = '''
-import time
-
-_model = None
-
-
-def init(context):
-    global _model
-    _model = context.model
-
-
-def run(inputs):
+SLOW_WHEN_NEGATIVE = entry_script('''
     if float(inputs["x"][0, 0]) < 0:
         time.sleep(0.2)
     return _model.run(inputs)
-'''
+''', imports="import time")
 
 
 def infer(agent, model: str, request: dict) -> httpx.Response:
