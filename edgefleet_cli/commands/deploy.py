@@ -140,9 +140,10 @@ def _parse_split(values: list[str] | None) -> dict[str, int]:
     split = {}
     for value in values or ():
         version, sep, weight = value.partition("=")
-        if not sep or not version.strip().isdigit() or not weight.strip().isdigit():
+        version, weight = version.strip(), weight.strip()
+        if not sep or not all(part.isascii() and part.isdigit() for part in (version, weight)):
             raise CliError(f"--split {value!r} is not VERSION=WEIGHT (whole numbers)", exit_code=2)
-        split[version.strip()] = int(weight)
+        split[version] = int(weight)
     return split
 
 

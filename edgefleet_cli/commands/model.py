@@ -23,7 +23,7 @@ def split_ref(ref: str) -> tuple[str, int | None]:
     name, sep, version = ref.partition(":")
     if not sep:
         return name, None
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit()):  # '²'.isdigit() is True, int('²') fails
         raise CliError(f"{ref!r} is not NAME or NAME:VERSION (VERSION is a number)", exit_code=2)
     return name, int(version)
 

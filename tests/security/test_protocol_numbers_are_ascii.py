@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from edge_agent.offload import CloudScoreResult
+from edgefleet_cli.commands.deploy import _parse_split
+from edgefleet_cli.commands.model import split_ref
+from edgefleet_cli.errors import CliError
 from fleet_server.audit import path_object
 from tests.agent.test_scoring_api import _raw, body, served  # noqa: F401 - the agent's scoring API fixture
 from tests.server.conftest import api, config, fleet  # noqa: F401 - the server API fixtures
@@ -36,3 +40,12 @@ def test_a_cloud_answer_with_a_non_ascii_model_version_reads_as_version_0():
     answer = {"model_name": "iris", "model_version": "²", "outputs": [
         {"name": "y", "shape": [1], "datatype": "INT64", "data": [1]}]}
     assert CloudScoreResult(answer).model_version == 0
+
+
+@pytest.mark.parametrize("parse, value", [(split_ref, "iris:²"), (split_ref, "iris:\u0661"),
+                                          (_parse_split, ["²=50"]), (_parse_split, ["1=\u0665\u0660"]),
+                                          (_parse_split, ["\u0661=50"])])
+def test_a_cli_version_or_split_weight_of_non_ascii_digits_is_a_usage_error(parse, value):
+    with pytest.raises(CliError) as refused:
+        parse(value)
+    assert refused.value.exit_code == 2
