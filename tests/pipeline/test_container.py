@@ -78,8 +78,6 @@ def test_entrypoint_verifies_installs_and_serves_the_bundle(tmp_path, signed_bun
 
 
 def test_entrypoint_refuses_a_bundle_signed_by_another_key(tmp_path, signed_bundle):
-    from fleet_protocol.signing import SigningKey
-
     bundle, _ = signed_bundle
     other = new_signing_key().public_key.to_hex()
     context = write_build_context(tmp_path / "ctx", bundle=bundle, key_hex=other)

@@ -17,7 +17,6 @@ from fleet_protocol.profiles import (
     ProfileError,
     normalize_arch,
     parse_profile,
-    parse_profile_toml,
 )
 
 SHIPPED = ["coral-dev-board", "generic-cpu", "intel-openvino", "jetson-orin-nano", "kria-kv260", "raspberry-pi-5"]
