@@ -10,8 +10,8 @@ further silence in a row up to :data:`MAX_BACKOFF_FACTOR` times. The topic is sh
 while chunks of the bundle keep arriving (answers to other devices' requests
 too) nothing is asked again, so a device never asks for a chunk the broker
 may still be fanning out to it.
-After :data:`STALL_ROUNDS` rounds without progress it reports a ``download``
-error through ``on_problem`` and keeps trying (the server or the link may
+After :data:`STALL_ROUNDS` rounds without a verified chunk it reports ``download_stalled``
+through ``on_problem`` and keeps trying (the server or the link may
 come back). It returns when every chunk is on disk, and unsubscribes.
 Before asking for anything it checks that the disk can hold the missing
 chunks plus the assembled copy of the bundle (the manifest's total size);
@@ -32,7 +32,9 @@ disk is decrypted and checked like the others; only a chunk that passes
 :func:`fleet_protocol.trust.check_chunk` (the one SHA-256 per chunk) counts as the broadcast being
 alive (junk cannot hold back a re-ask), and a missing one is stored in
 ``staging/<digest>/chunks/<sha>`` through a temp file and a rename; chunks
-that fail a check are refused, counted and never written; chunks already on
+that fail a check are refused, counted (:class:`~edge_agent.mqtt_link.RefusalCount`, kind
+``chunk``) and never written, nothing else: they are not reported through ``on_problem`` (junk on the
+shared topic must not mark the module failed or write a record each time); chunks already on
 disk, or for bundles nobody here fetches, are ignored (the topic is shared
 with other devices). After a restart, chunks already on disk are re-checked
 and only the missing ones are requested.
@@ -46,6 +48,7 @@ import os
 import shutil
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -56,7 +59,7 @@ from fleet_protocol.errors import BadDataError, DigestMismatchError, EdgefleetEr
 from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.trust import check_chunk
 
-from .mqtt_link import MqttLink, RateLimitedLog
+from .mqtt_link import MqttLink, RateLimitedLog, RefusalCount
 
 log = logging.getLogger("edgefleet.agent.fetch")
 
@@ -83,16 +86,15 @@ class _Job:
         self.received = 0
         self.arrived = 0  # chunks of this bundle seen on the topic, wanted or not: the broadcast is alive
         self.last_arrival = 0.0  # monotonic time of the latest one
-        self.refused = 0
-        self.last_refusal: BadDataError | None = None
         self.store_error: OSError | None = None  # the last chunk that could not be written (a full disk)
 
 
 class Fetcher:
     def __init__(self, link: MqttLink, device_id: str, staging_dir: Path, *, window: int = 16,
                  timeout_s: float = 10.0, on_malformed: Callable[[str], None] | None = None,
-                 key_file: Path | None = None):
+                 key_file: Path | None = None, refusals: RefusalCount | None = None):
         self.link = link
+        self.refusals = refusals if refusals is not None else RefusalCount()  # chunks that fail their check
         self.key_file = key_file  # the device's private key (its TLS client key): content keys are wrapped for it
         self.device_id = device_id
         self.staging_dir = staging_dir
@@ -146,12 +148,14 @@ class Fetcher:
                                               private_key=private_key)
 
     def fetch(self, manifest: BundleManifest, *, should_abort: Callable[[], bool],
-              on_problem: Callable[[EdgefleetError | None], None], content_key: bytes | None = None) -> None:
+              on_problem: Callable[[EdgefleetError | None], None], content_key: bytes | None = None,
+              waiting: Callable[[], AbstractContextManager] = nullcontext) -> None:
         """Block until every chunk of ``manifest`` is on disk; raise :class:`FetchAborted` if told to stop.
 
         ``content_key`` (from :meth:`open_key`) decrypts the chunks. ``on_problem(error)`` is called
-        when the fetch stalls or refuses a chunk, and with ``None`` when it makes progress again after a
-        reported problem.
+        when the fetch stalls or the disk is full (:class:`TransportError` only), and with ``None`` when
+        it makes progress again after a reported problem; refused chunks are only counted.
+        ``waiting()`` is entered while the fetch waits for disk space (the reconciler lets go of its lock).
         """
         digest = manifest.digest
         job = _Job(manifest, self.chunks_dir(digest), content_key)
@@ -159,7 +163,7 @@ class Fetcher:
         job.missing = self.missing_chunks(manifest)
         if not job.missing:
             return
-        self._wait_for_space(job, should_abort, on_problem)
+        self._wait_for_space(job, should_abort, on_problem, waiting)
         topic = topics.bundle_chunks_topic(digest)
         self._jobs[digest] = job
         total = len(job.sizes)
@@ -172,27 +176,28 @@ class Fetcher:
             self.link.unsubscribe(topic)
 
     def _wait_for_space(self, job: _Job, should_abort: Callable[[], bool],
-                        on_problem: Callable[[EdgefleetError | None], None]) -> None:
+                        on_problem: Callable[[EdgefleetError | None], None],
+                        waiting: Callable[[], AbstractContextManager]) -> None:
         """Before the first chunk: until the disk can hold the missing chunks and the assembled copy, report
-        ``resources/disk_full`` (once) and wait, asking for nothing."""
+        ``resources/disk_full`` (once) and wait inside ``waiting()``, asking for nothing."""
         needed = sum(job.sizes[sha] for sha in job.missing) + job.manifest.total_size
-        reported = False
-        while (free := shutil.disk_usage(self.staging_dir).free) < needed:
-            if not reported:
-                error = TransportError(
-                    f"not enough disk space for {job.manifest.module} v{job.manifest.version}: it needs "
-                    f"{needed / 1e6:.1f} MB (its chunks, then the assembled copy of {job.manifest.total_size / 1e6:.1f}"
-                    f" MB) and {free / 1e6:.1f} MB are free in {self.staging_dir}; nothing was downloaded, the "
-                    "installed version keeps serving, and the download starts when space is freed",
-                    code="disk_full", category="resources")
-                log.warning("%s", error)
-                on_problem(error)
-                reported = True
-            if should_abort():
-                raise FetchAborted()
-            time.sleep(SPACE_POLL_S)
-        if reported:
-            on_problem(None)
+        free = shutil.disk_usage(self.staging_dir).free
+        if free >= needed:
+            return
+        error = TransportError(
+            f"not enough disk space for {job.manifest.module} v{job.manifest.version}: it needs "
+            f"{needed / 1e6:.1f} MB (its chunks, then the assembled copy of {job.manifest.total_size / 1e6:.1f}"
+            f" MB) and {free / 1e6:.1f} MB are free in {self.staging_dir}; nothing was downloaded, the "
+            "installed version keeps serving, and the download starts when space is freed",
+            code="disk_full", category="resources")
+        log.warning("%s", error)
+        on_problem(error)
+        with waiting():
+            while shutil.disk_usage(self.staging_dir).free < needed:
+                if should_abort():
+                    raise FetchAborted()
+                time.sleep(SPACE_POLL_S)
+        on_problem(None)
 
     def _run(self, job: _Job, topic: str, should_abort: Callable[[], bool],
              on_problem: Callable[[EdgefleetError | None], None]) -> None:
@@ -202,7 +207,6 @@ class Fetcher:
         stalls = 0
         reasks = 0  # silences in a row that made us ask again: the next wait doubles
         reported = False
-        refused_seen = 0
         progress_mark = job.received
         arrived_mark = job.arrived
         round_deadline = time.monotonic() + self.timeout_s
@@ -213,13 +217,8 @@ class Fetcher:
                 if not job.missing:
                     return
                 missing = set(job.missing)
-                refused = job.refused
             for sha in [s for s in requested if s not in missing]:
                 del requested[sha]
-            if refused != refused_seen and job.last_refusal is not None:
-                refused_seen = refused
-                on_problem(job.last_refusal)
-                reported = True
             if not self.link.connected:
                 subscribed = False
                 requested.clear()
@@ -252,7 +251,7 @@ class Fetcher:
                     for sha in wanted:
                         requested[sha] = deadline
             with job.cond:
-                if len(job.missing) == len(missing) and job.refused == refused:
+                if len(job.missing) == len(missing):
                     job.cond.wait(timeout=min(0.5, self.timeout_s))
             now = time.monotonic()
             if job.arrived != arrived_mark:  # the broadcast is alive: what we asked for may still come
@@ -264,7 +263,7 @@ class Fetcher:
                 progress_mark = job.received
                 stalls = reasks = 0
                 round_deadline = now + self.timeout_s
-                if reported and job.refused == refused_seen:
+                if reported:
                     reported = False
                     on_problem(None)
             elif job.store_error is not None and not reported:
@@ -280,7 +279,7 @@ class Fetcher:
                 log.info("no chunk of %s v%s for %.1fs (round %d); asking again", job.manifest.module,
                          job.manifest.version, self.timeout_s, stalls)
                 requested.clear()
-                if stalls >= STALL_ROUNDS and job.refused == refused_seen and job.store_error is None:
+                if stalls >= STALL_ROUNDS and job.store_error is None:
                     on_problem(TransportError(
                         f"no chunk of {job.manifest.module} v{job.manifest.version} arrived in {stalls} rounds "
                         f"({len(missing)} of {len(job.sizes)} chunks missing); still trying",
@@ -338,10 +337,8 @@ class Fetcher:
                 job.cond.notify_all()
 
     def _refuse(self, job: _Job, exc: BadDataError) -> None:
+        """Count an unverified chunk and log it (rate-limited); it changes nothing else."""
         self.chunks_refused += 1
+        self.refusals.add("chunk", exc.code)
         self._ratelog.warning(job.manifest.digest, "refused a chunk of %s v%s: %s", job.manifest.module,
                               job.manifest.version, exc)
-        with job.cond:
-            job.refused += 1
-            job.last_refusal = exc
-            job.cond.notify_all()

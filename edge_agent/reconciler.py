@@ -3,9 +3,11 @@
 Desired-state envelopes arrive from the MQTT link (:meth:`Reconciler.submit`),
 which verifies each one with :class:`fleet_protocol.trust.TrustedState`
 (signature, device, generation, expiry) before anything else looks at it.
-A refused document is counted (:class:`RefusalCount`) and shown as the
-reported ``error``; it never reaches the queue, so nothing unverified can
-drop a queued document, interrupt a fetch or move the generation. Verified
+A refused document is counted (:class:`RefusalCount`); the first refusal since
+the last verified document is shown as the reported ``error`` (later ones are
+only counted, so a forgery cannot hide why a real one was refused); it never
+reaches the queue, so nothing unverified can drop a queued document,
+interrupt a fetch or move the generation. Verified
 documents wait in a small queue that drops a queued one as soon as a newer
 generation arrives (the newer one also interrupts a fetch in progress;
 chunks already fetched are kept). One worker thread then, per document:
@@ -21,7 +23,9 @@ chunks already fetched are kept). One worker thread then, per document:
    window (:mod:`edge_agent.health`) is rolled back to the previous one
    by the device itself, and reported with an error code and category;
    a desired version equal to the installed ``previous`` (an operator's
-   rollback) switches back to it without a download;
+   rollback) switches back to it without a download; then its A/B variants
+   (:mod:`edge_agent.variants`); a download waiting for disk space lets go
+   of the work lock meanwhile;
 3. unloads and deletes modules that are no longer desired.
 
 A served module whose ``run`` crashes ``crash_limit`` times in a row is
@@ -41,6 +45,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
@@ -59,6 +65,7 @@ from .mqtt_link import RateLimitedLog, RefusalCount
 from .outbox import Outbox
 from .runtime import LoadedModule, Runtime
 from .telemetry import Telemetry
+from .variants import reconcile_variants
 
 log = logging.getLogger("edgefleet.agent.reconciler")
 
@@ -205,7 +212,7 @@ class Reconciler:
             if self._stop.is_set() or self._newer_than(state.generation):
                 raise FetchAborted()
             self._reconcile_module(module, state.generation)
-            self._reconcile_variants(module, state.generation)
+            reconcile_variants(self, module, state.generation)
         for name in sorted(set(self.installer.installed()) | set(self.runtime.table)):
             if name not in wanted:
                 self.runtime.unload(name)
@@ -257,12 +264,9 @@ class Reconciler:
         self.telemetry.event("install_started", module=name, version=module.version, digest=module.bundle_digest)
         self._changed()
 
-        def on_problem(error: EdgefleetError | None) -> None:
-            if error is None:
-                self._set(name, ModuleStatus("installing", *target))
-            else:
-                state = "failed" if isinstance(error, BadDataError) else "installing"
-                self._set(name, ModuleStatus(state, *target, error=error.as_report()))
+        def on_problem(error: EdgefleetError | None) -> None:  # stalled, or no disk space: still installing
+            self._set(name, ModuleStatus("installing", *target, error=error.as_report() if error else None))
+            if error is not None:
                 self.telemetry.event("download_problem", module=name, version=module.version, **error.as_report())
             self._changed()
 
@@ -270,7 +274,7 @@ class Reconciler:
         if reused:
             self.telemetry.event("chunks_reused", module=name, version=module.version, bytes=reused)
         self.fetcher.fetch(manifest, should_abort=lambda: self._stop.is_set() or self._newer_than(generation),
-                           on_problem=on_problem, content_key=content_key)
+                           on_problem=on_problem, content_key=content_key, waiting=self._released)
         try:
             record = self.installer.install(manifest, module.manifest)
         except BadDataError as exc:
@@ -314,39 +318,15 @@ class Reconciler:
         log.info("%s v%s runs on %s", name, record.version, loaded.accelerator)
         self._changed()
 
-    def _reconcile_variants(self, module: DesiredModule, generation: int) -> None:
-        """Serve the module's A/B variants beside its main version (or stop splitting when there are none)."""
-        name = module.name
-        main = self.runtime.table.get(name)
-        if not module.variants or main is None or main.primary.digest != module.bundle_digest:
-            self.runtime.set_split(name, None, [])
-            self.installer.drop_variants(name, set())
-            return
-        chosen = []
+    @contextmanager
+    def _released(self) -> Iterator[None]:
+        """Let go of the work lock (held once, by the worker) while a download waits for disk space, so
+        crash-loop restarts of other modules are not held up by it."""
+        self._work.release()
         try:
-            for variant in module.variants:
-                desired = DesiredModule(name, variant.version, variant.bundle_digest, variant.manifest)
-                loaded = self.runtime.variant_of(name, variant.bundle_digest)
-                if loaded is None:
-                    record = self.installer.variants(name).get(variant.bundle_digest)
-                    if record is None:  # signed and pinned like any version; may be older than the main one
-                        manifest = self.trust.verify_module(desired, installed=None, now=self._now())
-                        check_fits(self.runtime.profile, manifest)
-                        content_key = self.fetcher.open_key(manifest, variant.content_key)
-                        self.installer.seed_chunks(manifest)
-                        self.fetcher.fetch(manifest, on_problem=lambda error: None, content_key=content_key,
-                                           should_abort=lambda: self._stop.is_set() or self._newer_than(generation))
-                        record = self.installer.install_variant(manifest, variant.manifest)
-                    loaded = self.runtime.load(record)
-                chosen.append((loaded, variant.weight))
-        except EdgefleetError as exc:
-            self.runtime.set_split(name, None, [])
-            self._fail(name, (module.version, module.bundle_digest), exc, event="variant_failed")
-            return
-        self.runtime.set_split(name, module.weight, chosen)
-        self.installer.drop_variants(name, {v.bundle_digest for v in module.variants})
-        self.telemetry.event("split_set", module=name, weights={str(module.version): module.weight,
-                                                                **{str(l.version): w for l, w in chosen}})
+            yield
+        finally:
+            self._work.acquire()
 
     # --- crash loops ----------------------------------------------------------------------------
 
@@ -393,14 +373,14 @@ class Reconciler:
         self._changed()
 
     def _refuse(self, exc: EdgefleetError) -> None:
-        """Count and report a refused document; a flood of the same refusal writes one event and one report."""
+        """Count a refused document; the first refusal since the last verified document is reported (one
+        event), later ones are only counted, so a forgery cannot hide why a real document was refused."""
         self.refusals.add("desired", exc.code)
         self._refusal_log.warning("desired", "refused desired state: %s", exc)
-        report = exc.as_report()
-        if report == self.doc_error:
+        if self.doc_error is not None:
             return
-        self.doc_error = report
-        self.telemetry.event("desired_refused", **report)
+        self.doc_error = exc.as_report()
+        self.telemetry.event("desired_refused", **self.doc_error)
         self._changed()
 
     def _changed(self) -> None:

@@ -118,7 +118,8 @@ class SimulatedDevice:
         self.fetcher = Fetcher(self.link, self.device_id, self.installer.staging_dir,
                                window=config.fetch_window_chunks, timeout_s=config.fetch_timeout_s,
                                on_malformed=self.telemetry.malformed,
-                               key_file=config.tls_files[2] if config.tls_files is not None else None)
+                               key_file=config.tls_files[2] if config.tls_files is not None else None,
+                               refusals=self.refusals)
         self.reconciler = Reconciler(trust=self.trust, outbox=self.outbox, installer=self.installer,
                                      fetcher=self.fetcher, runtime=self.runtime, telemetry=self.telemetry,
                                      on_change=self.publish_reported, refusals=self.refusals)

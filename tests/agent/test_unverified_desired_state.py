@@ -5,6 +5,7 @@ verified document, however large the generation they claim."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -107,3 +108,29 @@ def test_unverified_desired_state_is_never_kept_and_a_new_root_fetches_the_retai
     server.publish_raw(topics.ROOT_TOPIC, messages.encode_root_chain([first_root, second_root]))
     server.wait_running(agent.device_id, "linear", 1)
     assert agent.root_keeper.version == 2 and server.reported[agent.device_id].error is None
+
+
+def test_forged_desired_state_does_not_replace_the_reported_refusal(server, make_agent):
+    """The first refusal since the last verified document stays the reported ``error`` (here: a real document
+    that expired); forgeries after it are only counted, so they cannot hide why the real one was refused."""
+    agent = make_agent()
+    bundle = server.bundle(version=1)
+    server.publish_desired(agent.device_id, 1, [bundle])
+    server.wait_running(agent.device_id, "linear", 1)
+    server.publish_desired(agent.device_id, 2, [bundle], expires="2001-01-01T00:00:00Z")
+    wait_for(lambda: (s := server.reported.get(agent.device_id)) and s.error and s.error["code"] == "expired",
+             what="the expired document to be refused")
+    published = len(server.reported_history)
+    attack(server, agent)
+    time.sleep(0.5)  # a report published for the forgeries would have arrived by now
+    assert server.reported[agent.device_id].error["code"] == "expired"
+    assert agent.reconciler.doc_error["code"] == "expired"
+    assert len(server.reported_history) == published  # nothing new to report
+    assert [r for r in server.records("event") if r.data.get("event") == "desired_refused"
+            and r.data.get("code") != "expired"] == []
+
+    server.publish_desired(agent.device_id, 3, [bundle])  # verified: the refusal is cleared
+    wait_for(lambda: server.reported[agent.device_id].error is None, what="the verified document to clear it")
+    attack(server, agent)
+    wait_for(lambda: (e := server.reported[agent.device_id].error) and e["code"] == "bad_signature",
+             what="the next refusal to be reported")
