@@ -9,12 +9,18 @@ never logged and never leaves in an API model.
 
 Whom a key is wrapped for: the EC keys (P-256, P-384) of the device's newest
 :data:`MAX_RECIPIENTS` unrevoked, unexpired certificates, so the old and the
-renewed key both open it while a renewal is in flight. A device the server
-holds no such key for (configured by hand, not enrolled: the demo and the
-simulator on a plain broker; a device whose only certificate has an Ed25519 or
-RSA key) gets the key in the clear inside its signed desired state: on the
-production broker only that device may read its desired topic, on a plain
-broker there is no confidentiality at all.
+renewed key both open it while a renewal is in flight. A device with no
+certificate at all (configured by hand, not enrolled: the demo and the
+simulator on a plain broker) gets the key in the clear inside its signed
+desired state: on a plain broker there is no confidentiality at all.
+
+A device that holds certificates but none the server can wrap for (issued
+before the server recorded certificate keys: the column was added with a NULL
+for older rows, and the server keeps no copy of the certificate to read it
+from; or an Ed25519 or RSA key) never gets a key in the clear:
+:meth:`ContentKeys.unavailable` says why (``content_key_unavailable``), its
+desired state keeps only the modules it already had (held back, without new
+keys) until its certificate is renewed, and the error is shown per device.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from .store import bundle_keys as bundle_key_store
 from .store import enrollments as enrollment_store
 
 MAX_RECIPIENTS = 3
+UNAVAILABLE_CODE = "content_key_unavailable"
 
 
 def certificate_public_key(cert: Certificate) -> str:
@@ -77,10 +84,26 @@ class ContentKeys:
                 break
         return keys
 
+    def unavailable(self, device_id: str, recipients: list[ec.EllipticCurvePublicKey]) -> dict | None:
+        """Why no bundle key can go to this device (None: it can), given its :meth:`recipients`: it holds
+        certificates (it is enrolled) but none with a key to wrap for, and it must never get one in the clear."""
+        if recipients or not enrollment_store.certificates(db=self._db, device_id=device_id):
+            return None
+        return {"code": UNAVAILABLE_CODE, "category": "security", "message": (
+            f"device {device_id} is enrolled but the server holds no key of its certificates to wrap bundle keys "
+            "for (a certificate issued before the server recorded certificate keys, or not an EC P-256/P-384 "
+            "key), so no new bundle is sent to it; renew the device's certificate (the agent renews "
+            "cert_renew_before_s before expiry; set it above the time left, or re-enroll the device)")}
+
     def for_device(self, device_id: str, digest: str, recipients: list[ec.EllipticCurvePublicKey],
-                   current: dict | None = None) -> dict:
+                   current: dict | None = None, *, plain: bool = True) -> dict | None:
         """The ``content_key`` of ``digest`` in ``device_id``'s desired state: ``current`` (what its last document
-        carried) while it is for exactly these recipients, so a re-issued document keeps its modules unchanged."""
+        carried) while it is for exactly these recipients, so a re-issued document keeps its modules unchanged.
+
+        With no recipients and ``plain`` false (see :meth:`unavailable`): ``current`` if it is wrapped, else None,
+        never the key in the clear."""
+        if not recipients and not plain:
+            return current if current is not None and current.get("alg") == bundle_crypto.WRAP_ALG else None
         if current is not None and _recipients_of(current) == sorted(bundle_crypto.key_id(r) for r in recipients):
             return current
         key = self.bundle_key(digest)

@@ -142,7 +142,9 @@ def explain_device(fleet, device_id: str) -> dict:
     for row in rows:
         report = reported.get(row["module"], {})
         row["reported_version"], row["reported_state"] = report.get("version"), report.get("state")
-    return {"device_id": device_id, "tags": device["tags"], "modules": rows}
+    keys = fleet.desired.content_keys
+    return {"device_id": device_id, "tags": device["tags"], "modules": rows,
+            "content_key_error": keys.unavailable(device_id, keys.recipients(device_id))}
 
 
 def retag_device(fleet, device_id: str, *, set_tags: dict[str, str], remove: list[str]) -> dict:

@@ -29,7 +29,11 @@ bundle's content key, wrapped for this device's certificate keys
 (:mod:`.content_keys`); the device's current keys are part of what makes a
 document change, so a renewed certificate gets a re-wrapped document. A stored
 document without content keys (written by an older server) is re-issued with
-them. :meth:`DesiredStates.bundles_of` is what a device may fetch.
+them. :meth:`DesiredStates.bundles_of` is what a device may fetch. An enrolled
+device whose certificate keys the server does not hold
+(:meth:`.content_keys.ContentKeys.unavailable`) never gets a key in the clear:
+its document keeps only the modules it already had, new bundles are held back
+until its certificate is renewed.
 """
 
 from __future__ import annotations
@@ -151,12 +155,29 @@ class DesiredStates:
                                             v["weight"]) for v in (split or {}).get("variants", ()))
             modules.append(DesiredModule(name, bundle["version"], bundle["digest"], bundle["envelope"],
                                          split["weight"] if split else None, variants))
+        problem = self.content_keys.unavailable(device["id"], recipients) if modules else None
+        if problem is not None:
+            modules = self._held_back(device, modules, problem)
         self._store_and_publish(device["id"], key, DesiredState(
             device_id=device["id"], generation=device["desired_generation"] + 1, issued="", modules=tuple(modules)),
             recipients=recipients)
         log.info("device %s: desired state generation %d (%s)", device["id"], device["desired_generation"] + 1,
                  ", ".join(f"{m.name} v{m.version}" for m in modules) or "no modules")
         return True
+
+    def _held_back(self, device: dict, modules: list[DesiredModule], problem: dict) -> list[DesiredModule]:
+        """For a device no key can be sent to: each module as its current document has it (a new one left out)."""
+        envelope = device["desired_envelope"]
+        current = {m.name: m for m in DesiredState.from_dict(envelope["signed"]).modules} if envelope else {}
+
+        def bundles(m: DesiredModule | None) -> tuple | None:
+            return m and (m.bundle_digest, m.weight, [(v.bundle_digest, v.weight) for v in m.variants])
+
+        held = [m for m in modules if bundles(current.get(m.name)) != bundles(m)]
+        if held:
+            log.warning("device %s: %s held back: %s", device["id"],
+                        ", ".join(f"{m.name} v{m.version}" for m in held), problem["message"])
+        return [current[m.name] for m in modules if m.name in current]
 
     def _reissue(self, *, due: datetime | None, publish: bool = True) -> list[str]:
         """Re-sign, under the next generation, every stored document expiring before ``due`` (all: None)."""
@@ -167,6 +188,9 @@ class DesiredStates:
                 continue
             old = DesiredState.from_dict(envelope["signed"])
             keyless = any(m.content_key is None or any(v.content_key is None for v in m.variants) for m in old.modules)
+            if keyless:  # unless no key may go to this device (it would be re-issued keyless again and again)
+                keys = self.content_keys
+                keyless = keys.unavailable(device["id"], keys.recipients(device["id"])) is None
             if due is not None and old.expires is not None and from_iso(old.expires) > due and not keyless:
                 continue
             self._store_and_publish(device["id"], device["desired_key"], DesiredState(
@@ -183,9 +207,11 @@ class DesiredStates:
         now = utc_now()
         if recipients is None and state.modules:
             recipients = self.content_keys.recipients(device_id)
+        plain = not state.modules or self.content_keys.unavailable(device_id, recipients) is None
 
-        def sealed(item) -> dict:  # a re-issue keeps the wrapped key while the device's keys are the same
-            return self.content_keys.for_device(device_id, item.bundle_digest, recipients, current=item.content_key)
+        def sealed(item) -> dict | None:  # a re-issue keeps the wrapped key while the device's keys are the same
+            return self.content_keys.for_device(device_id, item.bundle_digest, recipients, current=item.content_key,
+                                                plain=plain)
 
         modules = tuple(replace(m, manifest=self._signed(m.manifest), content_key=sealed(m),
                                 variants=tuple(replace(v, manifest=self._signed(v.manifest), content_key=sealed(v))

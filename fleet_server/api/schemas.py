@@ -311,6 +311,9 @@ class DeviceExplain(BaseModel):
     device_id: str
     tags: dict[str, str]
     modules: list[ExplainModule]
+    content_key_error: dict[str, Any] | None = Field(
+        None, description="Why new bundles are held back from this enrolled device (content_key_unavailable): the "
+                          "server holds no key of its certificates to wrap bundle keys for; renew its certificate")
 
 
 # --- trust: API tokens, audit log ------------------------------------------------------------

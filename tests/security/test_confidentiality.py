@@ -179,3 +179,37 @@ def test_a_stored_desired_state_without_content_keys_is_reissued_with_them(tls_f
     again = device_store.get_device(db=fleet.db, device_id="cam-a")["desired_envelope"]["signed"]
     assert again["generation"] == old["generation"] + 1
     assert again["modules"][0]["content_key"]["alg"] == bundle_crypto.WRAP_ALG
+
+
+def test_an_enrolled_device_whose_certificate_key_the_server_lacks_never_gets_a_plain_content_key(
+        tls_fleet, tmp_path):
+    """Certificates recorded before the server kept their keys (``public_key`` NULL after the upgrade): the device
+    is enrolled, so no bundle key goes to it in the clear; a new bundle is held back (its document keeps what it
+    had) with ``content_key_unavailable`` per device until its certificate is renewed."""
+    enrolled(tls_fleet, tmp_path, "cam-a")
+    fleet = tls_fleet.server.fleet
+    old = build(tls_fleet, os.urandom(50_000), 7.0)
+    with tls_fleet.api() as api:
+        api.post("/api/deployments", json={"module": MODULE, "version": old["version"],
+                                           "devices": ["cam-a"]}).raise_for_status()
+    with fleet.db.transaction() as tx:  # as the migration leaves a certificate row from before the upgrade
+        tx.execute("UPDATE device_certificates SET public_key = NULL WHERE device_id = ?", ["cam-a"])
+    new = build(tls_fleet, os.urandom(50_000), 8.0)
+    with tls_fleet.api() as api:
+        api.post("/api/deployments", json={"module": MODULE, "version": new["version"],
+                                           "devices": ["cam-a"]}).raise_for_status()
+        explained = api.get("/api/devices/cam-a/explain").json()
+    fleet.desired.refresh()
+    fleet.desired.rotate(fleet.signing_key)  # every re-issue path too
+    modules = device_store.get_device(db=fleet.db, device_id="cam-a")["desired_envelope"]["signed"]["modules"]
+    assert [(m["bundle_digest"], m["content_key"]["alg"]) for m in modules] == [
+        (old["digest"], bundle_crypto.WRAP_ALG)]  # the new bundle held back; nothing in the clear
+    assert explained["content_key_error"]["code"] == "content_key_unavailable"
+    assert "renew the device's certificate" in explained["content_key_error"]["message"]
+
+    new_key_pem, csr_pem = new_device_key_and_csr("cam-a")
+    handle_renew(fleet, "cam-a", renewal.encode_renew_request(csr_pem))  # the renewed certificate has its key
+    modules = device_store.get_device(db=fleet.db, device_id="cam-a")["desired_envelope"]["signed"]["modules"]
+    assert [(m["bundle_digest"], m["content_key"]["alg"]) for m in modules] == [(new["digest"], bundle_crypto.WRAP_ALG)]
+    with tls_fleet.api() as api:
+        assert api.get("/api/devices/cam-a/explain").json()["content_key_error"] is None
