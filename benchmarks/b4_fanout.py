@@ -278,13 +278,15 @@ def verification(envelope: dict, key_hex: str, chunks: dict[str, bytes], *, roun
     digest = BundleManifest.from_dict(envelope["signed"]).digest
     content_key = os.urandom(32)
     items = list(chunks.items())
-    sealed = [bundle_crypto.split_chunk(bundle_crypto.encrypt_chunk(content_key, digest, data)) for _, data in items]
+    sealed = [(sha, bundle_crypto.split_chunk(bundle_crypto.encrypt_chunk(content_key, digest, data)))
+              for sha, data in items]
     total = sum(len(data) for _, data in items)
 
     def decrypt_and_verify() -> None:
         manifest = BundleManifest.from_dict(verify_envelope(envelope, trust.keys, what="manifest"))
-        for sha, ciphertext in sealed:
-            check_chunk(manifest, sha, bundle_crypto.decrypt_chunk(content_key, digest, sha, ciphertext))
+        ids = {bundle_crypto.chunk_id(content_key, sha): sha for sha in manifest.chunk_sizes()}  # as the agent maps
+        for _, (cid, ciphertext) in sealed:
+            check_chunk(manifest, ids[cid], bundle_crypto.decrypt_chunk(content_key, digest, cid, ciphertext))
 
     def plain_verify() -> None:
         manifest = BundleManifest.from_dict(verify_envelope(envelope, trust.keys, what="manifest"))

@@ -21,8 +21,10 @@ until space is freed.
 Chunks are encrypted with the bundle's content key (:mod:`fleet_protocol.bundle_crypto`),
 which the device's signed desired state carries wrapped for its certificate
 key: :meth:`Fetcher.open_key` unwraps it (refusing a wrap that is tampered or
-for another device) before anything is asked for, and every chunk is decrypted
-before its digest is checked. A desired module without a content key (from a
+for another device) before anything is asked for; an encrypted chunk's header
+names it by a keyed id (:func:`fleet_protocol.bundle_crypto.chunk_id`), mapped
+back to the manifest's digest, and every chunk is decrypted before its digest
+is checked. A desired module without a content key (from a
 server older than encryption) is fetched from plaintext chunks
 (:func:`fleet_protocol.messages.encode_chunk`); an encrypted chunk is then
 refused, as a plaintext one is when a key was given.
@@ -81,6 +83,7 @@ class _Job:
         self.content_key = content_key  # None: the server sends this bundle's chunks in plaintext
         self.chunks_dir = chunks_dir
         self.sizes = manifest.chunk_sizes()
+        self.ids = {bundle_crypto.chunk_id(content_key, sha): sha for sha in self.sizes} if content_key else {}
         self.missing: set[str] = set()
         self.cond = threading.Condition()
         self.received = 0
@@ -300,10 +303,14 @@ class Fetcher:
             self._refuse(job, DigestMismatchError(f"corrupted chunk payload for {job.manifest.module}: "
                                                   f"no {magic.decode()} header"))
             return
-        sha, data = payload[4:_HEADER_BYTES].hex(), payload[_HEADER_BYTES:]
+        header, data = payload[4:_HEADER_BYTES], payload[_HEADER_BYTES:]
+        sha = header.hex() if job.content_key is None else job.ids.get(header, header.hex())  # keyed id -> digest
         try:
             if job.content_key is not None:
-                data = bundle_crypto.decrypt_chunk(job.content_key, job.manifest.digest, sha, data)
+                if header not in job.ids:
+                    raise DigestMismatchError(f"chunk {sha[:12]} is not part of {job.manifest.module} "
+                                              f"v{job.manifest.version} (no chunk of its manifest has that id)")
+                data = bundle_crypto.decrypt_chunk(job.content_key, job.manifest.digest, header, data)
             check_chunk(job.manifest, sha, data)  # the manifest's digest, so also the header's
         except BadDataError as exc:
             if self._on_malformed is not None and hashlib.sha256(data).hexdigest() != sha:

@@ -8,15 +8,22 @@ passes the random content key and the ephemeral key pair in).
 
 Chunks on the shared topic (:func:`encrypt_chunk`)::
 
-    b"EFE1" + SHA-256 of the plaintext (32 raw bytes) + AES-256-GCM(content key, nonce, plaintext, aad)
-    nonce = SHA-256(b"edgefleet chunk nonce v1" + chunk sha256)[:12]
-    aad   = b"edgefleet chunk v1" + bundle digest + chunk sha256 (hex, ASCII)
+    b"EFE2" + chunk id (32 bytes) + AES-256-GCM(content key, nonce, plaintext, aad)
+    chunk id = HMAC-SHA256(HMAC-SHA256(content key, b"edgefleet chunk id v2"), plaintext SHA-256 (raw))
+    nonce    = SHA-256(b"edgefleet chunk nonce v2" + chunk id)[:12]
+    aad      = b"edgefleet chunk v2" + bundle digest (hex, ASCII) + chunk id
+
+The header names the chunk by a keyed id, not by its plaintext digest: a
+listener without the bundle's key (a device the bundle is not assigned to)
+cannot tell which chunks equal chunks it already knows. A device with the key
+maps ids back to the manifest's digests (:func:`chunk_id`); requests name
+plaintext digests, on the device's own topic only the server reads.
 
 Why AES-256-GCM with a nonce derived from the chunk's digest, and not a random
 one: the chunk sender publishes the same chunk again for late joiners, and a
 bundle's chunks are content-addressed, so the same key only ever encrypts a
-given plaintext under the nonce derived from *that plaintext's* digest. Two
-different chunks get different nonces (a nonce collision needs a SHA-256
+given plaintext under the nonce derived from *that plaintext's* digest (through
+its id). Two different chunks get different nonces (a nonce collision needs a SHA-256
 collision in 96 bits: about 2^-96 x n^2 for n chunks), and the same chunk twice
 gives the identical ciphertext, which tells a listener nothing it did not know
 (that the publish is a repeat). The key is per bundle and never reused across
@@ -46,6 +53,7 @@ demo, the simulator), where there is no confidentiality to give.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -61,7 +69,7 @@ WRAP_ALG = "ecdh-hkdf-sha256-a256gcm"
 CURVES = (ec.SECP256R1, ec.SECP384R1)  # the EC curves the fleet CA accepts for device keys
 PLAIN_ALG = "plain"
 MAX_WRAPS = 8
-CHUNK_MAGIC = b"EFE1"
+CHUNK_MAGIC = b"EFE2"
 HEADER_BYTES = 36
 _TAG_BYTES = 16
 
@@ -85,38 +93,44 @@ class Wrap:
 # --- chunks ------------------------------------------------------------------------------------
 
 
-def _chunk_nonce(chunk_sha: str) -> bytes:
-    return hashlib.sha256(b"edgefleet chunk nonce v1" + chunk_sha.encode("ascii")).digest()[:12]
+def chunk_id(key: bytes, chunk_sha: str) -> bytes:
+    """The 32-byte id a chunk is published under: only a holder of the bundle's key can compute or read it."""
+    id_key = hmac.new(key, b"edgefleet chunk id v2", hashlib.sha256).digest()  # not the AES key itself
+    return hmac.new(id_key, bytes.fromhex(chunk_sha), hashlib.sha256).digest()
 
 
-def _chunk_aad(bundle_digest: str, chunk_sha: str) -> bytes:
-    return b"edgefleet chunk v1" + bundle_digest.encode("ascii") + chunk_sha.encode("ascii")
+def _chunk_nonce(cid: bytes) -> bytes:
+    return hashlib.sha256(b"edgefleet chunk nonce v2" + cid).digest()[:12]
+
+
+def _chunk_aad(bundle_digest: str, cid: bytes) -> bytes:
+    return b"edgefleet chunk v2" + bundle_digest.encode("ascii") + cid
 
 
 def encrypt_chunk(key: bytes, bundle_digest: str, data: bytes) -> bytes:
-    """The payload for the bundle's chunk topic: header (magic, plaintext SHA-256) and the sealed chunk."""
-    digest = hashlib.sha256(data).digest()
-    sha = digest.hex()
-    return CHUNK_MAGIC + digest + AESGCM(key).encrypt(_chunk_nonce(sha), data, _chunk_aad(bundle_digest, sha))
+    """The payload for the bundle's chunk topic: header (magic, keyed chunk id) and the sealed chunk."""
+    cid = chunk_id(key, hashlib.sha256(data).hexdigest())
+    return CHUNK_MAGIC + cid + AESGCM(key).encrypt(_chunk_nonce(cid), data, _chunk_aad(bundle_digest, cid))
 
 
-def split_chunk(payload: bytes) -> tuple[str, bytes]:
-    """``(plaintext sha256 hex, sealed bytes)`` of an encrypted chunk payload; nothing is decrypted yet."""
+def split_chunk(payload: bytes) -> tuple[bytes, bytes]:
+    """``(chunk id, sealed bytes)`` of an encrypted chunk payload; nothing is decrypted yet."""
     if len(payload) < HEADER_BYTES + _TAG_BYTES or payload[:4] != CHUNK_MAGIC:
-        raise DigestMismatchError("chunk payload has no EFE1 header (not an encrypted chunk)")
-    return payload[4:HEADER_BYTES].hex(), payload[HEADER_BYTES:]
+        raise DigestMismatchError(f"chunk payload has no {CHUNK_MAGIC.decode()} header (not an encrypted chunk)")
+    return payload[4:HEADER_BYTES], payload[HEADER_BYTES:]
 
 
-def decrypt_chunk(key: bytes, bundle_digest: str, sha: str, sealed: bytes) -> bytes:
+def decrypt_chunk(key: bytes, bundle_digest: str, cid: bytes, sealed: bytes) -> bytes:
     """The plaintext of a sealed chunk; :class:`DigestMismatchError` (``chunk_undecryptable``) if it does not open.
 
-    The caller still checks the plaintext against the manifest (size and SHA-256).
+    The caller still checks the plaintext against the manifest (size and SHA-256) under the digest it mapped
+    ``cid`` to.
     """
     try:
-        return AESGCM(key).decrypt(_chunk_nonce(sha), sealed, _chunk_aad(bundle_digest, sha))
+        return AESGCM(key).decrypt(_chunk_nonce(cid), sealed, _chunk_aad(bundle_digest, cid))
     except InvalidTag:
-        raise DigestMismatchError(f"chunk {sha[:12]} does not decrypt with the bundle's content key (tampered, "
-                                  "or sealed for another bundle)", code="chunk_undecryptable") from None
+        raise DigestMismatchError(f"chunk {cid.hex()[:12]} does not decrypt with the bundle's content key "
+                                  "(tampered, or sealed for another bundle)", code="chunk_undecryptable") from None
 
 
 # --- wrapping the content key for one device ---------------------------------------------------

@@ -4,7 +4,7 @@ Each message is a JSON object with a ``type``; ``parse_*`` functions take raw
 payload bytes and return a typed value or raise
 :class:`~fleet_protocol.errors.MessageError`. Bundle chunks are the one binary
 payload: ``b"EFC1" + sha256 (32 raw bytes) + data``, or, encrypted with the bundle's
-content key as the server sends them, ``b"EFE1"`` (:mod:`fleet_protocol.bundle_crypto`).
+content key as the server sends them, ``b"EFE2" + a keyed chunk id`` (:mod:`fleet_protocol.bundle_crypto`).
 
 Desired state is signed (an envelope, see :mod:`fleet_protocol.signing`);
 its trust checks live in :mod:`fleet_protocol.trust`.

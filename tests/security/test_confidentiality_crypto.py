@@ -27,16 +27,27 @@ def wrapped(device_id: str, *recipients: ec.EllipticCurvePrivateKey, bundle: str
 
 def test_a_chunk_opens_only_with_its_bundles_key_and_digest():
     data = os.urandom(4096)
-    sha, sealed = bundle_crypto.split_chunk(bundle_crypto.encrypt_chunk(KEY, BUNDLE, data))
-    assert sha == hashlib.sha256(data).hexdigest() and data not in sealed
-    assert bundle_crypto.decrypt_chunk(KEY, BUNDLE, sha, sealed) == data
+    cid, sealed = bundle_crypto.split_chunk(bundle_crypto.encrypt_chunk(KEY, BUNDLE, data))
+    assert cid == bundle_crypto.chunk_id(KEY, hashlib.sha256(data).hexdigest()) and data not in sealed
+    assert bundle_crypto.decrypt_chunk(KEY, BUNDLE, cid, sealed) == data
     for key, bundle in ((os.urandom(32), BUNDLE), (KEY, OTHER_BUNDLE)):
         with pytest.raises(DigestMismatchError) as refused:
-            bundle_crypto.decrypt_chunk(key, bundle, sha, sealed)
+            bundle_crypto.decrypt_chunk(key, bundle, cid, sealed)
         assert refused.value.code == "chunk_undecryptable"
     flipped = bytes([sealed[0] ^ 1]) + sealed[1:]
     with pytest.raises(DigestMismatchError):
-        bundle_crypto.decrypt_chunk(KEY, BUNDLE, sha, flipped)
+        bundle_crypto.decrypt_chunk(KEY, BUNDLE, cid, flipped)
+
+
+def test_chunk_header_does_not_reveal_the_plaintext_digest_to_a_listener_without_the_key():
+    """A device not assigned the bundle sees only keyed ids: it cannot match them against the digests of
+    chunks it knows, and the same chunk in two bundles (two keys) is published under unrelated ids."""
+    data = os.urandom(4096)
+    sha = hashlib.sha256(data).digest()
+    header = bundle_crypto.encrypt_chunk(KEY, BUNDLE, data)[4:bundle_crypto.HEADER_BYTES]
+    assert header != sha and sha not in bundle_crypto.encrypt_chunk(KEY, BUNDLE, data)
+    other = bundle_crypto.encrypt_chunk(os.urandom(32), OTHER_BUNDLE, data)[4:bundle_crypto.HEADER_BYTES]
+    assert other != header
 
 
 def test_chunk_nonce_is_unique_per_chunk_so_one_key_never_seals_two_plaintexts_under_one_nonce():

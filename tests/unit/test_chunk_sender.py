@@ -38,8 +38,9 @@ class RecordingFleet:
         self.attempts += 1
         if not self.link_up:
             return False
-        sha, sealed = bundle_crypto.split_chunk(payload)
-        assert bundle_crypto.decrypt_chunk(KEY, BUNDLE, sha, sealed) == CHUNKS[sha]
+        cid, sealed = bundle_crypto.split_chunk(payload)
+        sha = next(s for s in CHUNKS if bundle_crypto.chunk_id(KEY, s) == cid)
+        assert bundle_crypto.decrypt_chunk(KEY, BUNDLE, cid, sealed) == CHUNKS[sha]
         with self._lock:
             self.published.append(sha)
         return True
