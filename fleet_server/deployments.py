@@ -64,7 +64,8 @@ def create_deployment(fleet, *, module: str, version: int | None, bundle_digest:
         db=fleet.db, module=bundle["module"], version=bundle["version"], bundle_digest=bundle["digest"],
         devices=devices, selector=selector, created=to_iso(utc_now()), priority=priority, admitted=admitted,
         split=split_doc, fit=fit)
-    affected = [d["id"] for d in targeted if targeting.targets(deployment, d)]
+    # Listed again after the insert: a device that registered meanwhile saw no deployment when it was recomputed.
+    affected = [d["id"] for d in device_store.list_devices(db=fleet.db) if targeting.targets(deployment, d)]
     if affected:
         fleet.desired.recompute(affected)
     return deployment

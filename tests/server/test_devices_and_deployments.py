@@ -10,6 +10,7 @@ from fleet_protocol.messages import ModuleReport
 from fleet_protocol.signing import PublicKey
 from fleet_server.clock import utc_now
 from fleet_protocol.trust import TrustedState
+from fleet_server.store import deployments as deployment_store
 from fleet_server.store import devices as device_store
 
 from . import messages as msg
@@ -225,3 +226,19 @@ def test_an_allowed_empty_rollout_waits_for_a_device_instead_of_completing(api, 
     admitted = api.get(f"/api/rollouts/{rollout_id}").json()
     assert (admitted["state"], admitted["waves"], admitted["reason"]) == ("running", [["cam-7"]], None)
     assert [m["name"] for m in desired(fleet, "cam-7")[1]["signed"]["modules"]] == ["scaler"]
+
+
+def test_a_device_that_registers_while_a_deployment_is_being_created_gets_it(api, fleet, monkeypatch):
+    """The device's own recompute ran before the deployment existed, so the creation must cover it."""
+    build(api)
+    api.post("/api/devices", json={"id": "cam-1", "tags": {"site": "lab"}})
+    insert = deployment_store.insert_deployment
+
+    def insert_after_a_device_registered(**kwargs):
+        feed(fleet, "cam-2", "status", msg.status("cam-2", tags={"site": "lab"}))  # between the listing and the insert
+        return insert(**kwargs)
+
+    monkeypatch.setattr(deployment_store, "insert_deployment", insert_after_a_device_registered)
+    deploy(api, module="scaler", selector={"site": "lab"})
+    for device_id in ("cam-1", "cam-2"):
+        assert [m["name"] for m in desired(fleet, device_id)[1]["signed"]["modules"]] == ["scaler"], device_id
