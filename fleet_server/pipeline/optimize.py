@@ -36,9 +36,11 @@ def optimize_onnx(data: bytes, *, level: str = "basic", quantize: str | None = N
                   calibration: dict[str, np.ndarray] | None = None) -> tuple[bytes, dict]:
     """The optimised (and maybe quantised) model and what was done to it (``level``, ``quantize``, ``notes``)."""
     if level not in LEVELS:
-        raise BadDataError(f"optimisation level must be one of {', '.join(LEVELS)}, got {level!r}")
+        raise BadDataError(f"optimisation level --level (API: level) must be one of {', '.join(LEVELS)}, "
+                           f"got {level!r}")
     if quantize is not None and quantize not in QUANTIZE_MODES:
-        raise BadDataError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, got {quantize!r}")
+        raise BadDataError(f"--quantize (API: quantize) must be one of {', '.join(QUANTIZE_MODES)}, "
+                           f"got {quantize!r}")
     if calibration is not None and quantize is None:
         raise BadDataError("calibration data is only used for int8 quantisation: "
                            "add --quantize int8 (API: quantize=int8)")

@@ -92,3 +92,15 @@ def test_calibration_without_int8_names_the_cli_flag_to_add(server, tmp_path, ml
     out = edgefleet(server, "model", "optimize", "iris-mlp:1", "--calibration", str(tmp_path / "c.npy"), exit_code=1)
     assert "calibration data is only used for int8 quantisation: add --quantize int8 (API: quantize=int8)" in out
     assert len(out.strip().splitlines()) == 1, out
+
+
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--level", "fast", "optimisation level --level (API: level) must be one of basic, extended, got 'fast'"),
+    ("--quantize", "int4", "--quantize (API: quantize) must be one of int8, got 'int4'"),
+])
+def test_bad_level_or_quantize_names_the_cli_flag(server, tmp_path, mlp_pickle, flag, value, expected):
+    (tmp_path / "m.pkl").write_bytes(mlp_pickle)
+    edgefleet(server, "model", "register", str(tmp_path / "m.pkl"), "--name", "iris-mlp", "--convert")
+    out = edgefleet(server, "model", "optimize", "iris-mlp:1", flag, value, exit_code=1)
+    assert expected in out
+    assert len(out.strip().splitlines()) == 1, out
