@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import numpy as np
 from fastapi.testclient import TestClient
 
@@ -115,3 +118,22 @@ def test_a_module_bundle_is_scored_with_its_entry_script_and_its_failures_are_50
     fleet.cloud.max_loaded = 1
     assert _infer(api, "scaler", x).status_code == 200
     assert fleet.cloud.loaded == [("scaler", 1)] and not unpacked.exists(), "an evicted module's files go too"
+
+
+def test_a_non_ascii_digit_content_length_is_not_taken_for_a_number(api):
+    """'²'.isdigit() is True but int('²') fails: the declared length is ignored and the body read is what counts.
+
+    Sent through httpx's ASGI transport, which passes header bytes as they are (TestClient re-encodes them as
+    UTF-8, so b'\\xb2' would arrive as 'Â²' and never reach the check)."""
+    register(api, "scaler", tiny_onnx())
+    x = np.ones((1, 4), np.float32)
+
+    async def infer() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api.app), base_url="http://test",
+                                     headers=api.headers) as client:
+            return await client.post("/v2/models/scaler/infer", json=oip.encode_request({"x": x}),
+                                     headers={"content-length": "²".encode("latin-1")})
+
+    response = asyncio.run(infer())
+    assert response.status_code == 200, response.text
+    assert np.allclose(oip.decode_response(response.json())["y"], x * 2)

@@ -152,7 +152,7 @@ def _module(fleet, name: str, version: str) -> CloudModel:
 async def _body(fleet, request: Request) -> bytes:
     limit = fleet.config.cloud_max_request_bytes
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
+    if length is not None and length.isascii() and length.isdigit() and int(length) > limit:  # not '²'
         raise TooLargeError(f"request body of {length} bytes is more than the {limit} allowed")
     body = await request.body()
     if len(body) > limit:
