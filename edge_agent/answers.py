@@ -1,8 +1,13 @@
 """Answers by class for an A/B comparison: which output of a result is the class, counted over every row.
 
-Modules do not declare which output is their answer, so the agent decides
-from the result itself (outputs in the order the model or entry script
-returns them), once per module and again only if that output goes missing:
+A module may declare its answer in its ``config``: ``"answers":
+{"label_output": NAME}`` (each row counts under its value) or
+``{"probability_output": NAME}`` (each row counts under the index of its
+largest value); :func:`declared_output` parses it, here and at build
+(:mod:`edge_agent.module_config`). A declared output missing from a result
+is not counted. Without a declaration the agent decides from the result
+itself (outputs in the order the model or entry script returns them), once
+per module and again only if that output goes missing:
 
 1. **a label output**: the first output of integers, booleans or strings
    with one value per row (shape ``[n]``, ``[n, 1]`` or a scalar). Every row
@@ -30,10 +35,29 @@ from collections import Counter
 
 import numpy as np
 
+from fleet_protocol.errors import BadDataError
+from fleet_protocol.fields import refuse_unknown_keys
+
 MAX_LABELS = 50
 MAX_LABEL_CHARS = 64
 OTHER = "other"
 _LABEL, _SCORES = "label", "scores"
+DECLARATIONS = {"label_output": _LABEL, "probability_output": _SCORES}
+
+
+def declared_output(config: dict) -> tuple[str, str] | None:
+    """``(output name, "label" | "scores")`` from ``config["answers"]``, None without one; BadDataError if bad."""
+    section = config.get("answers")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise BadDataError(f"config.answers must be an object, e.g. {{\"label_output\": \"label\"}}, got {section!r}")
+    refuse_unknown_keys(section, DECLARATIONS, where="config.answers", error=BadDataError)
+    if len(section) != 1 or not all(isinstance(v, str) and v for v in section.values()):
+        raise BadDataError("config.answers must name one output: label_output or probability_output, "
+                           f"as a non-empty string, got {section!r}")
+    (key, name), = section.items()
+    return name, DECLARATIONS[key]
 
 
 def choose(outputs: dict) -> tuple[str | None, str | None]:
@@ -59,17 +83,20 @@ def _text(value: object) -> str:
 class AnswerCounts:
     """Answers by class of one version since the last :meth:`take` (no lock: a rare lost count is accepted)."""
 
-    __slots__ = ("counts", "output", "_mode")
+    __slots__ = ("counts", "output", "_mode", "_declared")
 
-    def __init__(self) -> None:
+    def __init__(self, declared: tuple[str, str] | None = None) -> None:
         self.counts: dict[str, int] = {}
-        self.output: str | None = None  # the output counted, as the rule chose it
-        self._mode: str | None = None
+        self._declared = declared is not None
+        # the output counted, as the module declared it or the rule chose it
+        self.output, self._mode = declared if declared is not None else (None, None)
 
     def add(self, outputs: dict) -> None:
         try:
             value = outputs.get(self.output) if self.output is not None else None
             if value is None:
+                if self._declared:
+                    return
                 self.output, self._mode = choose(outputs)
                 if self.output is None:
                     return

@@ -11,13 +11,15 @@ built (``edgefleet module build``, ``POST /api/bundles/from-module`` and
 ``health``     :meth:`edge_agent.health.HealthPolicy.from_config`
 ``capture``    :class:`edge_agent.offload.CaptureSampler`
 ``accelerators`` a list of provider or delegate names (:mod:`edge_agent.runtime`)
+``answers``    :func:`edge_agent.answers.declared_output`
 ============== ============================================================
 
 Every other top-level key belongs to the entry script
 (``context.config``). So a module without an entry script may hold only
 these sections, and a key that is not a section but close to one's name
 (``fallbak``) is refused as a typo either way. The error names the key and
-the nearest valid one. Pure: no I/O.
+the nearest valid one. :func:`check_answer_output` also checks that a
+declared answer output is one of the model's outputs. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -60,8 +62,15 @@ def _accelerators(config: dict) -> None:
                            f"e.g. [\"CUDAExecutionProvider\", \"CPUExecutionProvider\"], got {value!r}")
 
 
+def _answers(config: dict) -> None:
+    from .answers import declared_output
+
+    declared_output(config)
+
+
 SECTIONS: dict[str, Callable[[dict], None]] = {
     "fallback": _fallback, "health": _health, "capture": _capture, "accelerators": _accelerators,
+    "answers": _answers,
 }
 TYPO_CUTOFF = 0.75  # difflib ratio above which a non-section key is taken for a misspelt section
 
@@ -81,6 +90,22 @@ def check_module_config(config: object, *, has_entry: bool, where: str = "config
     for key, check in SECTIONS.items():
         if key in config:
             _refuse(lambda: check(config))
+
+
+def check_answer_output(config: dict, outputs: list[str], *, has_entry: bool,
+                        where: str = "config") -> tuple[str, str] | None:
+    """The declared answer output (:func:`~edge_agent.answers.declared_output`); refused if not among ``outputs``.
+
+    An entry script returns what outputs it likes, so its module's declaration
+    is checked only by the agent, against each result.
+    """
+    from .answers import declared_output
+
+    declared = declared_output(config)
+    if declared is not None and not has_entry and declared[0] not in outputs:
+        raise BadDataError(f"{where}.answers: the model has no output {declared[0]!r} (its outputs: "
+                           f"{', '.join(outputs)})", code="bad_module_config")
+    return declared
 
 
 def _refuse(check: Callable[[], None]) -> None:

@@ -51,6 +51,7 @@ from .fallback import FallbackPolicy
 from .health import CrashWatch, HealthCheckError, HealthPolicy, check_latency, gate
 from .inputs import InferenceError, ModuleError, TensorSpec, failure_of
 from .installer import ActiveRecord
+from .module_config import check_answer_output
 
 log = logging.getLogger("edgefleet.agent.runtime")
 
@@ -272,12 +273,18 @@ class Runtime:
             FallbackPolicy.from_configs(manifest.config)
         except MessageError as exc:  # refused, never ignored: the module would otherwise run without its policy
             raise LoadError(f"{record.name} v{record.version}: {exc}", code="bad_fallback_policy") from None
+        try:  # refused, never ignored: the A/B comparison would otherwise count some other output
+            declared = check_answer_output(manifest.config, [name for name, _, _ in model.outputs],
+                                           has_entry=bool(manifest.entry))
+        except BadDataError as exc:
+            raise LoadError(f"{record.name} v{record.version}: {exc}", code="bad_module_config") from None
         entry_run = health_check = context = None
         if manifest.entry:
             entry_run, health_check, context = self._load_entry(record, manifest, model)
         loaded = LoadedModule(record, manifest, model, accelerator, list(notes), entry_run, policy, health_check,
                               context)
         loaded.accelerator_failed = list(getattr(notes, "failed", ()))
+        loaded.answers = AnswerCounts(declared)
         if manifest.sample or health_check is not None:
             loaded.health_attempts = gate(lambda: self._health_check(loaded), policy)
             loaded.stats.take()  # the health check is not a request

@@ -19,7 +19,7 @@ import json
 import tarfile
 import threading
 
-from edge_agent.module_config import check_module_config
+from edge_agent.module_config import check_answer_output, check_module_config
 from fleet_protocol import bundle_file, oip
 from fleet_protocol.chunking import content_defined_chunks
 from fleet_protocol.errors import BadDataError
@@ -47,6 +47,8 @@ def build_from_module(fleet, archive: bytes) -> dict:
     if info.runtime != spec.runtime:
         raise BadDataError(f"module.json says runtime {spec.runtime!r} but {spec.model} is a {info.runtime} model",
                            code="bad_module")
+    check_answer_output(spec.config, [o["name"] for o in info.outputs], has_entry=spec.entry is not None,
+                        where="module.json: config")
     draft = _draft(fleet, module=spec.name, runtime=spec.runtime, model=spec.model, files=files, entry=spec.entry,
                    sample=spec.sample, description=spec.description, target_profiles=spec.target_profiles,
                    config=spec.config)
@@ -68,6 +70,7 @@ def build_from_model(fleet, *, model: str, version: int | None, module: str | No
     if not NAME.fullmatch(module):
         raise BadDataError(f"module name {module!r} must be lowercase letters, digits, '.', '_' or '-'")
     check_module_config(config or {}, has_entry=entry_script is not None)
+    check_answer_output(config or {}, [o["name"] for o in record["outputs"]], has_entry=entry_script is not None)
     model_file = MODEL_FILES[record["runtime"]]
     files = {model_file: fleet.blobs.get(record["sha256"])}
     if entry_script is not None:

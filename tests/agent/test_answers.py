@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.answers import MAX_LABEL_CHARS, MAX_LABELS, AnswerCounts
+from edge_agent.answers import MAX_LABEL_CHARS, MAX_LABELS, AnswerCounts, declared_output
 
 
 def counted(*results: dict) -> tuple[str | None, dict[str, int]]:
@@ -50,4 +50,25 @@ def test_take_starts_the_counts_again():
     answers = AnswerCounts()
     answers.add({"label": np.array([2, 2])})
     assert answers.take() == ("label", {"2": 2})
+    assert answers.take() == ("label", {})
+
+
+def test_a_declared_label_output_counts_by_the_label_even_when_a_probability_output_comes_first():
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]], np.float32)
+    outputs = {"probabilities": probabilities, "label": np.array([5.0, 6.0, 6.0], np.float32)}  # float: not by rule
+    answers = AnswerCounts(declared_output({"answers": {"label_output": "label"}}))
+    answers.add(outputs)
+    assert answers.take() == ("label", {"5.0": 1, "6.0": 2})
+
+
+def test_a_declared_probability_output_counts_its_argmax_though_a_label_output_exists():
+    outputs = {"label": np.array([0, 0, 0]), "scores": np.array([[0.1, 0.9], [0.2, 0.8], [0.7, 0.3]], np.float32)}
+    answers = AnswerCounts(declared_output({"answers": {"probability_output": "scores"}}))
+    answers.add(outputs)
+    assert answers.take() == ("scores", {"1": 2, "0": 1})
+
+
+def test_a_result_without_the_declared_output_is_not_counted_by_the_rule_instead():
+    answers = AnswerCounts(declared_output({"answers": {"label_output": "label"}}))
+    answers.add({"other": np.array([1, 2])})
     assert answers.take() == ("label", {})

@@ -1,7 +1,8 @@
 """A/B splits on a real agent: traffic by weight, both versions addressable, stats per variant, promote.
 
 The comparison's rules: answers by class count every row of the label output (a converted classifier's label
-comes first), requests include errors, and promote freezes the comparison.
+comes first, or the output the module declares in ``config.answers``), requests include errors, and promote
+freezes the comparison.
 """
 
 from __future__ import annotations
@@ -130,3 +131,62 @@ def test_answers_by_class_count_every_row_of_the_label_output_errors_count_and_p
     assert fleet.api.get(f"/api/deployments/{ab['id']}/variants").json() == frozen, "a decided comparison is frozen"
     again = fleet.api.post(f"/api/deployments/{ab['id']}/promote", json={"version": 1})
     assert again.status_code == 409, again.text
+
+
+def probabilities_first_model() -> bytes:
+    """``probabilities`` = x[:, :2] first, then a float ``label`` = x[:, 3:] that the rule alone would not count."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2]),
+               helper.make_tensor_value_info("label", TensorProto.FLOAT, ["batch", 1])]
+    bounds = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in
+              (("s0", 0), ("e0", 2), ("s1", 3), ("e1", 4), ("axis", 1))]
+    nodes = [helper.make_node("Slice", ["x", "s0", "e0", "axis"], ["probabilities"]),
+             helper.make_node("Slice", ["x", "s1", "e1", "axis"], ["label"])]
+    model = helper.make_model(helper.make_graph(nodes, "declared", [x], outputs, bounds),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def declared_module(answers: dict) -> bytes:
+    files = module_files("declared", model=probabilities_first_model(), entry=None,
+                         files=["model.onnx", "sample.json"], config={"answers": answers})
+    del files["main.py"]
+    return tar_gz(files)
+
+
+def test_a_declared_label_output_is_counted_though_a_probability_output_comes_first(fleet):
+    (agent,) = fleet.start_agents(1)
+    refused = fleet.api.post("/api/bundles/from-module", files={"file": ("m.tar.gz", declared_module(
+        {"label_output": "labels"}))})
+    assert refused.status_code == 400 and "no output 'labels'" in refused.text, refused.text
+    assert "probabilities, label" in refused.text, "the refusal names the outputs that exist"
+    for _ in range(2):
+        built = fleet.api.post("/api/bundles/from-module", files={"file": ("m.tar.gz", declared_module(
+            {"label_output": "label"}))})
+        assert built.status_code == 201, built.text
+    fleet.post("/api/deployments", {"module": "declared", "version": 1, "devices": [agent.device_id]}, expect=201)
+    fleet.wait_models({"declared": 1})
+    ab = fleet.post("/api/deployments", {"module": "declared", "version": 2, "devices": [agent.device_id],
+                                         "split": {"1": 50, "2": 50}}, expect=201)
+    batch = np.array([[0.9, 0.1, 0, 5], [0.8, 0.2, 0, 6], [0.7, 0.3, 0, 6]], np.float32)  # argmax says 0 each
+
+    def split_served() -> bool:
+        try:
+            return {agent.infer("declared", {"x": batch}, version=v).model_version for v in (1, 2)} == {1, 2}
+        except EdgefleetError:
+            return False
+
+    wait_for(split_served, what="the split to be served")
+    for _ in range(100):
+        agent.infer("declared", {"x": batch})
+
+    def stats():
+        rows = fleet.api.get(f"/api/deployments/{ab['id']}/variants").json()
+        return rows if sum(r["answered"] for r in rows) >= 100 else None
+
+    rows = wait_for(stats, what="the split's statistics")
+    assert {r["answer_output"] for r in rows} == {"label"}, rows
+    assert sum(r["outputs"].get("6.0", 0) for r in rows) == 200 and sum(r["outputs"].get("5.0", 0) for r in rows) == 100

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.config import ConfigError, load_config
-from edge_agent.module_config import SECTIONS, check_module_config
+from edge_agent.module_config import SECTIONS, check_answer_output, check_module_config
 from fleet_protocol.errors import BadDataError
 from firmware_profiles import load_profile
 from fleet_protocol.profiles import ProfileError, parse_profile
@@ -92,3 +92,17 @@ def test_firmware_profile_name_typo_is_refused_naming_the_nearest_profile():
 
 def test_a_null_section_means_its_default_at_build_as_on_the_agent():
     check_module_config({section: None for section in SECTIONS}, has_entry=False)
+
+
+def test_a_typo_in_the_answers_section_is_refused_naming_the_nearest_key():
+    message = refusal(lambda: check_module_config({"answers": {"label_ouput": "label"}}, has_entry=False))
+    assert "'label_ouput'" in message and "did you mean 'label_output'" in message
+    assert "one output" in refusal(lambda: check_module_config(
+        {"answers": {"label_output": "label", "probability_output": "p"}}, has_entry=False))
+
+
+def test_a_declared_answer_output_the_model_lacks_is_refused_naming_its_outputs():
+    config = {"answers": {"probability_output": "probs"}}
+    message = refusal(lambda: check_answer_output(config, ["label", "probabilities"], has_entry=False))
+    assert "'probs'" in message and "label, probabilities" in message
+    assert check_answer_output(config, ["probs"], has_entry=False) == ("probs", "scores")
