@@ -37,7 +37,7 @@ import numpy as np
 
 from fleet_protocol import captures, oip
 from fleet_protocol.errors import MessageError, TransportError
-from fleet_protocol.fields import refuse_unknown_keys
+from fleet_protocol.fields import is_ascii_decimal, refuse_unknown_keys
 
 from .cloud_client import CloudClient, CloudRefused
 from .fallback import BATCH_TOO_LARGE, LOCAL, REQUEST_TOO_LARGE, Decision, FallbackPolicy, LatencyAverage
@@ -89,7 +89,7 @@ class CloudScoreResult(ScoreResult):
         parameters = response.get("parameters") or {}
         version = str(response.get("model_version", ""))
         super().__init__(oip.decode_response(response), str(response.get("model_name", "")),
-                         int(version) if version.isascii() and version.isdigit() else 0, str(parameters.get("accelerator", "")))
+                         int(version) if is_ascii_decimal(version) else 0, str(parameters.get("accelerator", "")))
         self.scored_on = "cloud"
         self.fallback_reason = parameters.get("fallback_reason")
 

@@ -48,6 +48,7 @@ from typing import Callable
 from fleet_protocol import oip
 from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, MessageError, TransportError
+from fleet_protocol.fields import is_ascii_decimal
 
 from .cloud_client import CloudRefused
 from .inputs import ModuleError, mismatch
@@ -255,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _drain(self) -> None:
         length = self.headers.get("Content-Length")
-        if length and length.isascii() and length.isdigit() and 0 < int(length) <= self.max_request_bytes:
+        if length and is_ascii_decimal(length) and 0 < int(length) <= self.max_request_bytes:
             self.rfile.read(int(length))
         elif length and length != "0":
             self.close_connection = True
@@ -264,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             raise _HttpError(411, "send the body with a Content-Length (chunked encoding is not supported)")
         length = self.headers.get("Content-Length")
-        if length is None or not (length.isascii() and length.strip().isdigit()):  # '²'.isdigit() is True
+        if length is None or not is_ascii_decimal(length.strip()):
             raise _HttpError(411, "a Content-Length header is required")
         size = int(length)
         if size > self.max_request_bytes:

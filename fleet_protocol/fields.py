@@ -97,6 +97,11 @@ def refuse_unknown_keys(doc: dict, known: Iterable[str], *, where: str,
     raise error(f"{where}: unknown field {key!r} ({hint}known fields: {', '.join(known)})")
 
 
+def is_ascii_decimal(text: str) -> bool:
+    """True for a non-empty string of ASCII digits only: ``'²'.isdigit()`` is True, yet ``int('²')`` fails."""
+    return text.isascii() and text.isdigit()
+
+
 def is_valid_name(value: str) -> bool:
     return bool(NAME.fullmatch(value))
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 
+from fleet_protocol.fields import is_ascii_decimal
 from fleet_protocol.timestamps import to_iso
 
 from .clock import utc_now
@@ -57,7 +58,7 @@ def path_object(template: str, params: dict[str, str]) -> dict:
         if key == "name" and "{name}" in parts[1:]:
             collection = parts[parts.index("{name}") - 1]
             key = collection[:-1] if collection.endswith("s") else collection
-        found[key] = int(value) if key in _NUMERIC and str(value).isascii() and str(value).isdigit() else value
+        found[key] = int(value) if key in _NUMERIC and is_ascii_decimal(str(value)) else value
     return found
 
 

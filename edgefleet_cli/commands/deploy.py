@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from fleet_protocol.fields import is_ascii_decimal
+
 from ..client import ApiClient
 from ..errors import CliError
 from ..options import JsonOpt, MaxMemoryOpt, MaxP95Opt, ServerOpt, TokenOpt, gate_body
@@ -141,7 +143,7 @@ def _parse_split(values: list[str] | None) -> dict[str, int]:
     for value in values or ():
         version, sep, weight = value.partition("=")
         version, weight = version.strip(), weight.strip()
-        if not sep or not all(part.isascii() and part.isdigit() for part in (version, weight)):
+        if not sep or not all(is_ascii_decimal(part) for part in (version, weight)):
             raise CliError(f"--split {value!r} is not VERSION=WEIGHT (whole numbers)", exit_code=2)
         split[version] = int(weight)
     return split

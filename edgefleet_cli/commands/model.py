@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from fleet_protocol.fields import is_ascii_decimal
+
 from ..client import ApiClient
 from ..errors import CliError
 from ..options import JsonOpt, ServerOpt, TokenOpt
@@ -23,7 +25,7 @@ def split_ref(ref: str) -> tuple[str, int | None]:
     name, sep, version = ref.partition(":")
     if not sep:
         return name, None
-    if not (version.isascii() and version.isdigit()):  # '²'.isdigit() is True, int('²') fails
+    if not is_ascii_decimal(version):
         raise CliError(f"{ref!r} is not NAME or NAME:VERSION (VERSION is a number)", exit_code=2)
     return name, int(version)
 

@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from fleet_protocol import oip
 from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, EdgefleetError
+from fleet_protocol.fields import is_ascii_decimal
 
 from edge_agent.inputs import ModuleError
 
@@ -101,7 +102,7 @@ def server_metadata(request: Request) -> dict:
 def _version(version: str | None) -> int | None:
     if version is None:
         return None
-    if not (version.isascii() and version.isdigit()):  # '²'.isdigit() is True, int('²') fails
+    if not is_ascii_decimal(version):
         raise NotFoundError(f"model version {version!r} is not a registered version number")
     return int(version)
 
@@ -144,7 +145,7 @@ async def infer_module(fleet: FleetDep, request: Request, name: str, version: st
 
 
 def _module(fleet, name: str, version: str) -> CloudModel:
-    if not (version.isascii() and version.isdigit()):
+    if not is_ascii_decimal(version):
         raise NotFoundError(f"module version {version!r} is not a bundle version number")
     return fleet.cloud.module(name, int(version))
 
@@ -152,7 +153,7 @@ def _module(fleet, name: str, version: str) -> CloudModel:
 async def _body(fleet, request: Request) -> bytes:
     limit = fleet.config.cloud_max_request_bytes
     length = request.headers.get("content-length")
-    if length is not None and length.isascii() and length.isdigit() and int(length) > limit:  # not '²'
+    if length is not None and is_ascii_decimal(length) and int(length) > limit:
         raise TooLargeError(f"request body of {length} bytes is more than the {limit} allowed")
     body = await request.body()
     if len(body) > limit:
