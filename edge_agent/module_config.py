@@ -24,11 +24,10 @@ declared answer output is one of the model's outputs. Pure: no I/O.
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
 from fleet_protocol.errors import BadDataError, EdgefleetError
-from fleet_protocol.fields import refuse_unknown_keys
+from fleet_protocol.fields import did_you_mean, refuse_unknown_keys
 
 
 def _fallback(config: dict) -> None:
@@ -83,9 +82,9 @@ def check_module_config(config: object, *, has_entry: bool, where: str = "config
         _refuse(lambda: refuse_unknown_keys(config, SECTIONS, where=f"{where} (no entry script reads other keys)",
                                             error=BadDataError))
     for key in config:
-        near = difflib.get_close_matches(str(key), SECTIONS, n=1, cutoff=TYPO_CUTOFF)
-        if key not in SECTIONS and near:
-            raise BadDataError(f"{where}: unknown section {key!r} (did you mean {near[0]!r}? sections the agent "
+        hint = did_you_mean(str(key), SECTIONS, cutoff=TYPO_CUTOFF)
+        if key not in SECTIONS and hint:
+            raise BadDataError(f"{where}: unknown section {key!r} ({hint}sections the agent "
                                f"reads: {', '.join(sorted(SECTIONS))})", code="bad_module_config")
     for key, check in SECTIONS.items():
         if key in config:

@@ -8,11 +8,10 @@ This loader is the only code that reads profile files; what a profile may say
 
 from __future__ import annotations
 
-import difflib
 from importlib import resources
 from pathlib import Path
 
-from fleet_protocol.fields import NAME
+from fleet_protocol.fields import NAME, did_you_mean
 from fleet_protocol.profiles import FirmwareProfile, ProfileError, parse_profile_toml
 
 DEFAULT_PROFILE = "generic-cpu"
@@ -37,8 +36,7 @@ def load_profile(name_or_path: str) -> FirmwareProfile:
     resource = resources.files(__name__).joinpath(f"{text}.toml")
     if not resource.is_file():
         known = list_profiles()
-        near = difflib.get_close_matches(text, known, n=1)
-        raise ProfileError(f"unknown firmware profile {text!r} ({f'did you mean {near[0]!r}? ' if near else ''}"
+        raise ProfileError(f"unknown firmware profile {text!r} ({did_you_mean(text, known)}"
                            f"known: {', '.join(known)})")
     return parse_profile_toml(resource.read_bytes(), source=f"{text}.toml", expected_name=text)
 

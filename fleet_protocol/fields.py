@@ -80,6 +80,12 @@ def count_field(doc: dict, key: str, *, where: str, minimum: int = 0, optional: 
     return value
 
 
+def did_you_mean(name: str, known: Iterable[str], *, cutoff: float = 0.6) -> str:
+    """``"did you mean 'x'? "`` for the known name nearest to ``name``, or ``""`` when none is near."""
+    nearest = difflib.get_close_matches(name, list(known), n=1, cutoff=cutoff)
+    return f"did you mean {nearest[0]!r}? " if nearest else ""
+
+
 def refuse_unknown_keys(doc: dict, known: Iterable[str], *, where: str,
                         error: type[BadDataError] = MessageError) -> None:
     """Raise ``error`` naming the first unknown key of ``doc`` and the nearest known one.
@@ -92,8 +98,7 @@ def refuse_unknown_keys(doc: dict, known: Iterable[str], *, where: str,
     if not unknown:
         return
     key = unknown[0]
-    nearest = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-    hint = f"did you mean {nearest[0]!r}? " if nearest else ""
+    hint = did_you_mean(str(key), known)
     raise error(f"{where}: unknown field {key!r} ({hint}known fields: {', '.join(known)})")
 
 
