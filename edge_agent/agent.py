@@ -240,7 +240,8 @@ class Agent:
         if loaded is None:
             raise ModelNotFound(f"model {model!r} is not loaded")
         with self.offload.local(model):
-            return loaded.score(inputs)
+            result = loaded.score(inputs)
+        return self.offload.joint_result(loaded, inputs, result)  # rows below fallback.confidence_below
 
     @property
     def models(self) -> dict[str, int]:

@@ -20,6 +20,15 @@ runs on the CPU, here). A limit left out never triggers. Without
 same outputs, the module's name); ``target`` names a registered model to
 ask instead.
 
+Joint inference (after local scoring, see :mod:`edge_agent.joint`):
+``confidence_below`` (a decimal string in (0, 1), e.g. ``"0.8"``: signed
+documents hold no floats) re-scores in the cloud each row whose largest value
+of the module's probability output (``config.answers.probability_output``,
+required) is below it; ``cloud_model`` names the bigger registered model that
+answers them (``target`` when left out; one of the two is required, since the
+module's own bundle would only answer the same). ``cloud_model`` without
+``confidence_below`` does nothing and is refused.
+
 :meth:`FallbackPolicy.from_configs` is the one parser of a policy (pure):
 an unknown key (named with the nearest valid one) or a value of the wrong
 type is a :class:`MessageError`. The bundle builder calls it so a bad
@@ -43,7 +52,9 @@ import time
 from dataclasses import dataclass, fields, replace
 from typing import Callable
 
-from fleet_protocol.errors import MessageError
+import re
+
+from fleet_protocol.errors import BadDataError, MessageError
 from fleet_protocol.fields import refuse_unknown_keys
 
 LOCAL, CLOUD = "local", "cloud"
@@ -54,6 +65,8 @@ REQUEST_TOO_LARGE = "request_too_large"
 QUEUE_FULL = "queue_full"
 LATENCY_OVER_SLO = "latency_over_slo"
 ACCELERATOR_FAILED = "accelerator_failed"
+LOW_CONFIDENCE = "low_confidence"  # decided after local scoring, row by row (edge_agent.joint)
+_CONFIDENCE = re.compile(r"0?\.[0-9]{1,6}")  # a probability in (0, 1) as text, at most six decimals
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,8 @@ class FallbackPolicy:
     latency_slo_ms: int | None = None
     on_accelerator_failure: bool = False
     target: str | None = None
+    confidence_below: float | None = None
+    cloud_model: str | None = None
 
     @classmethod
     def from_configs(cls, manifest_config: dict, override: dict | None = None) -> "FallbackPolicy":
@@ -84,7 +99,33 @@ class FallbackPolicy:
             if not isinstance(raw, dict):
                 raise MessageError(f"{where}: fallback must be an object")
             policy = replace(policy, **_checked(raw, where))
+        policy._check_joint(manifest_config)
         return policy
+
+    @property
+    def joint_model(self) -> str | None:
+        """The registered model that re-scores low-confidence rows (None: no joint inference)."""
+        return None if self.confidence_below is None else self.cloud_model or self.target
+
+    def _check_joint(self, manifest_config: dict) -> None:
+        if self.cloud_model is not None and self.confidence_below is None:
+            raise MessageError("fallback.cloud_model is only asked about rows below fallback.confidence_below: "
+                               "set confidence_below too, or drop cloud_model (target names the model for "
+                               "every other fallback)")
+        if self.confidence_below is None:
+            return
+        if self.joint_model is None:
+            raise MessageError("fallback.confidence_below needs a bigger model to ask: set fallback.cloud_model "
+                               "to a registered model's name (or fallback.target)")
+        from .answers import declared_output
+
+        try:
+            declared = declared_output(manifest_config)
+        except BadDataError:
+            declared = None  # config.answers reports its own error
+        if declared is None or declared[1] != "scores":
+            raise MessageError("fallback.confidence_below needs the module's probability output: declare it as "
+                               "config.answers: {\"probability_output\": NAME}")
 
     def decide(self, *, installed: bool, prefer: str | None = None, rows: int = 0, request_bytes: int = 0,
                inflight: int = 0, latency_ms: float | None = None, accelerator_failed: bool = False) -> Decision:
@@ -112,13 +153,24 @@ def _checked(raw: dict, where: str) -> dict:
         if key == "on_accelerator_failure":
             if not isinstance(value, bool):
                 raise MessageError(f"{where}: fallback.{key} must be true or false")
-        elif key == "target":
+        elif key in ("target", "cloud_model"):
             if value is not None and (not isinstance(value, str) or not value):
-                raise MessageError(f"{where}: fallback.target must be a model name")
+                raise MessageError(f"{where}: fallback.{key} must be a model name")
+        elif key == "confidence_below":
+            value = None if value is None else _confidence(value, where)
         elif value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise MessageError(f"{where}: fallback.{key} must be a non-negative integer or null")
         out[key] = value
     return out
+
+
+def _confidence(value: object, where: str) -> float:
+    if isinstance(value, str) and _CONFIDENCE.fullmatch(value) and float(value) > 0:
+        return float(value)
+    hint = f" (write it as the string \"{value}\": signed documents hold no floats)" \
+        if isinstance(value, float) and 0 < value < 1 else ""
+    raise MessageError(f"{where}: fallback.confidence_below must be a probability between 0 and 1 as a decimal "
+                       f"string, e.g. \"0.8\", got {value!r}{hint}")
 
 
 class LatencyAverage:

@@ -14,12 +14,20 @@ scoring costs nothing extra there. Per request it
   module's name), or to the registered model ``fallback.target`` names; a
   model not installed here goes to the cloud under the requested name and
   version;
-- counts every fallback by model, reason and outcome; :meth:`take_records`
+- after local scoring, re-scores the rows below ``fallback.confidence_below``
+  with the bigger cloud model (:meth:`second_opinion`, joint inference, rows
+  and marks as :mod:`edge_agent.joint` says); when the cloud cannot answer
+  them the local answer stands, marked low-confidence;
+- counts every fallback by model, reason and outcome (a request with hard
+  rows counts once under ``low_confidence``); :meth:`take_records`
   turns the counts into ``fallback`` telemetry records at each heartbeat;
 - samples requests for capture (manifest ``config["capture"]``:
   ``{"fraction_percent": 10, "max_per_minute": 60, "max_bytes": 65536}``;
   percent because signed documents hold no floats) and writes them to the
-  outbox as ``capture`` records (see :mod:`fleet_protocol.captures`).
+  outbox as ``capture`` records (see :mod:`fleet_protocol.captures`). Every
+  hard example is captured (its rows, the answer they got, ``reason:
+  low_confidence``) within ``max_per_minute`` and ``max_bytes``, the
+  defaults when the module has no ``capture`` section.
 """
 
 from __future__ import annotations
@@ -39,8 +47,11 @@ from fleet_protocol import captures, oip
 from fleet_protocol.errors import MessageError, TransportError
 from fleet_protocol.fields import is_ascii_decimal, refuse_unknown_keys
 
+from . import joint
+from .answers import declared_output
 from .cloud_client import CloudClient, CloudRefused
-from .fallback import BATCH_TOO_LARGE, LOCAL, REQUEST_TOO_LARGE, Decision, FallbackPolicy, LatencyAverage
+from .fallback import (BATCH_TOO_LARGE, LOCAL, LOW_CONFIDENCE, REQUEST_TOO_LARGE, Decision, FallbackPolicy,
+                       LatencyAverage)
 from .outbox import Outbox
 from .runtime import LoadedModule, ScoreResult
 
@@ -68,6 +79,10 @@ class CaptureSampler:
         """Whether this request is captured (its size is checked by :meth:`fits`)."""
         if not self.percent or self._rng() * 100 >= self.percent:
             return False
+        return self.admit()
+
+    def admit(self) -> bool:
+        """Whether one more capture fits in this minute (a hard example skips the sampling, not this)."""
         now = self._clock()
         if now - self._window_start >= 60:
             self._window_start, self._taken = now, 0
@@ -92,6 +107,17 @@ class CloudScoreResult(ScoreResult):
                          int(version) if is_ascii_decimal(version) else 0, str(parameters.get("accelerator", "")))
         self.scored_on = "cloud"
         self.fallback_reason = parameters.get("fallback_reason")
+
+
+class JointScoreResult(ScoreResult):
+    """A local :class:`ScoreResult` with its hard rows answered in the cloud; ``parameters`` says which."""
+
+    __slots__ = ("scored_on", "parameters")
+
+    def __init__(self, local: ScoreResult, outputs: dict[str, np.ndarray], parameters: dict):
+        super().__init__(outputs, local.model_name, local.model_version, local.accelerator)
+        self.scored_on = parameters["scored_on"]
+        self.parameters = parameters
 
 
 class Offload:
@@ -170,6 +196,48 @@ class Offload:
             return policy.target, None, False
         return module.name, module.version, True
 
+    def second_opinion(self, module: LoadedModule, inputs: dict[str, np.ndarray], scored: dict[str, np.ndarray],
+                       returned: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict]:
+        """Joint inference: ``returned`` with its hard rows answered by the cloud model, and the parameters.
+
+        ``scored`` holds every output of the local answer (the probability output is read there),
+        ``returned`` those the caller asked for. Never fails the request: when the cloud cannot answer,
+        the local rows stand and the parameters say ``low_confidence``.
+        """
+        policy, sampler = self._policy(module)
+        if policy.confidence_below is None:
+            return returned, {}
+        declared = declared_output(module.manifest.config)  # a probability output: checked at build and load
+        hard = joint.hard_rows(scored, declared[0], policy.confidence_below) if declared else np.empty(0)
+        if not len(hard):
+            return returned, {}
+        rows = max((len(a) for a in scored.values() if np.ndim(a)), default=len(hard))
+        hard_inputs = joint.take_rows(inputs, hard)
+        answer, response = returned, None
+        if self.client is not None:
+            try:
+                response = self.client.infer(policy.joint_model, None,
+                                             json.dumps(oip.encode_request(hard_inputs)).encode())
+                answer = joint.merge(returned, oip.decode_response(response), hard)
+            except (TransportError, CloudRefused, MessageError) as exc:
+                log.warning("%s: %d low-confidence rows keep their local answer: the cloud model %r did not "
+                            "answer them: %s", module.name, len(hard), policy.joint_model, exc)
+                response = None
+        self.count(module.name, LOW_CONFIDENCE, "local" if response is None else "cloud")
+        parameters = (response or {}).get("parameters") or {}
+        if sampler is not None and sampler.admit():
+            self._write_capture(module, sampler, "local" if response is None else "cloud",
+                                str(parameters.get("accelerator", "")) if response else module.accelerator,
+                                hard_inputs, joint.take_rows(answer, hard), reason=LOW_CONFIDENCE)
+        return answer, joint.marks(rows=rows, hard=hard, answered=response is not None,
+                                   cloud_model=str((response or {}).get("model_name", "")),
+                                   cloud_version=str((response or {}).get("model_version", "")))
+
+    def joint_result(self, module: LoadedModule, inputs: dict[str, np.ndarray], result: ScoreResult) -> ScoreResult:
+        """:meth:`second_opinion` for the in-process :meth:`Agent.infer_with_fallback`."""
+        outputs, marks = self.second_opinion(module, inputs, result.outputs, result.outputs)
+        return JointScoreResult(result, outputs, marks) if marks else result
+
     # --- scoring bookkeeping ------------------------------------------------------------------------
 
     @contextmanager
@@ -214,10 +282,11 @@ class Offload:
         return sampler if sampler is not None and sampler.sample() else None
 
     def _write_capture(self, module: LoadedModule, sampler: CaptureSampler, scored_on: str, accelerator: str,
-                       inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
+                       inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                       reason: str | None = None) -> None:
         try:
             data = captures.encode_capture(model=module.name, version=module.version, accelerator=accelerator,
-                                           scored_on=scored_on, inputs=inputs, outputs=outputs)
+                                           scored_on=scored_on, inputs=inputs, outputs=outputs, reason=reason)
         except MessageError:
             return  # an output the protocol cannot carry: nothing to capture
         if not sampler.fits(len(json.dumps(data))):
@@ -246,6 +315,8 @@ class Offload:
                 sampler = CaptureSampler(config["capture"])
             except MessageError as exc:
                 log.warning("%s v%s: capture config ignored: %s", module.name, module.version, exc)
+        if sampler is None and policy.confidence_below is not None:
+            sampler = CaptureSampler({})  # hard examples only (fraction_percent 0), within the default bounds
         with self._lock:
             self._policies[key] = (policy, sampler)
         return policy, sampler

@@ -30,7 +30,9 @@ inference request may go to the cloud instead (see
 :mod:`edge_agent.fallback` for when), and requests are sampled for data
 capture. Every response says where it was scored in its ``parameters``:
 ``scored_on`` (``local`` or ``cloud``), ``accelerator``, ``model_version``,
-and ``fallback_reason`` when it went to the cloud.
+and ``fallback_reason`` when it went to the cloud; a joint answer (rows
+below ``fallback.confidence_below``) says which rows the cloud answered
+(:mod:`edge_agent.joint`).
 """
 
 from __future__ import annotations
@@ -326,11 +328,13 @@ class _Handler(BaseHTTPRequestHandler):
             if unknown:
                 raise _HttpError(400, f"model {module.name!r} has no output {unknown[0]!r}")
             outputs = {n: outputs[n] for n in request.outputs}
-        if self.offload is not None:
-            self.offload.capture(module, "local", result.accelerator, request.inputs, outputs)
+        marks: dict = {}
+        if self.offload is not None:  # rows below the module's confidence_below get the cloud model's answer
+            outputs, marks = self.offload.second_opinion(module, request.inputs, result.outputs, outputs)
+            self.offload.capture(module, marks.get("scored_on", "local"), result.accelerator, request.inputs, outputs)
         try:
             parameters = {"scored_on": "local", "accelerator": result.accelerator,
-                          "model_version": str(result.model_version)}
+                          "model_version": str(result.model_version), **marks}
             if module.variants:  # an A/B split: say which variant answered
                 parameters["variant"] = str(result.model_version)
             return oip.encode_response(module.name, str(result.model_version), outputs, id=request.id,

@@ -11,6 +11,9 @@ A capture record::
     {"model": "iris", "version": 3, "accelerator": "CPUExecutionProvider", "scored_on": "local",
      "inputs": [tensor, ...], "outputs": [tensor, ...]}
 
+with ``"reason": "low_confidence"`` for a hard example (joint inference: the
+rows below the module's confidence threshold, with the answer they got).
+
 :func:`decode_capture` validates untrusted data and returns the tensors as
 arrays, or raises :class:`~fleet_protocol.errors.MessageError`. No I/O.
 """
@@ -38,6 +41,7 @@ class Capture:
     scored_on: str
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
+    reason: str | None = None
 
 
 def encode_tensor(name: str, array: np.ndarray) -> dict:
@@ -53,10 +57,13 @@ def encode_tensor(name: str, array: np.ndarray) -> dict:
 
 
 def encode_capture(*, model: str, version: int | None, accelerator: str, scored_on: str,
-                   inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> dict:
-    return {"model": model, "version": version, "accelerator": accelerator, "scored_on": scored_on,
+                   inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], reason: str | None = None) -> dict:
+    data = {"model": model, "version": version, "accelerator": accelerator, "scored_on": scored_on,
             "inputs": [encode_tensor(n, a) for n, a in inputs.items()],
             "outputs": [encode_tensor(n, a) for n, a in outputs.items()]}
+    if reason is not None:
+        data["reason"] = reason
+    return data
 
 
 def decode_tensor(raw: object, where: str) -> tuple[str, np.ndarray]:
@@ -92,4 +99,5 @@ def decode_capture(data: dict) -> Capture:
         scored_on=field(data, "scored_on", str, where=where, optional=True, default="local"),
         inputs=dict(decode_tensor(t, "captured input") for t in field(data, "inputs", list, where=where)),
         outputs=dict(decode_tensor(t, "captured output") for t in field(data, "outputs", list, where=where)),
+        reason=name_field(data, "reason", where=where) if data.get("reason") is not None else None,
     )

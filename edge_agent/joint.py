@@ -1,0 +1,91 @@
+"""Joint inference, the pure part: which rows of a local answer are hard, and the answer with the cloud's rows in.
+
+A module with ``fallback.confidence_below`` (see :mod:`edge_agent.fallback`)
+has each row of its local answer checked after scoring: a row whose largest
+value of the declared probability output is below the threshold is *hard*.
+Only the hard rows go to the cloud (:func:`take_rows` slices every input
+along its first axis), and the cloud's rows replace the local ones in place
+(:func:`merge`), so a batch of 64 with three hard rows costs the cloud three.
+The answer is marked per row in its OIP ``parameters`` (:func:`marks`), whose
+values are strings, numbers or booleans only, as the protocol allows::
+
+    scored_on            "local", "cloud" (every row) or "joint" (some rows)
+    fallback_reason      "low_confidence" when any row was below the threshold
+    cloud_rows           "0,5,9": the rows the cloud answered
+    cloud_model          name and version of the model that answered them
+    low_confidence       true when hard rows kept their local answer (the cloud
+    low_confidence_rows  "0,5,9"  was unreachable, refused, or not configured)
+
+A probability output missing from the answer, or not of one row per input
+row, finds no hard rows (an entry script decides its outputs; nothing to
+compare). :func:`merge` raises :class:`MessageError` when the cloud's answer
+cannot stand in for the local one (an output missing, another row shape or
+kind); the caller then keeps the local answer, marked low-confidence. No I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fleet_protocol.errors import MessageError
+
+from .fallback import LOW_CONFIDENCE
+
+
+def hard_rows(outputs: dict[str, np.ndarray], probability_output: str, below: float) -> np.ndarray:
+    """Indices of the rows whose largest probability is below ``below`` (empty when none or unreadable)."""
+    value = outputs.get(probability_output)
+    if value is None:
+        return np.empty(0, dtype=np.intp)
+    probabilities = np.asarray(value)
+    if probabilities.dtype.kind != "f" or probabilities.ndim != 2 or not probabilities.size:
+        return np.empty(0, dtype=np.intp)
+    return np.flatnonzero(probabilities.max(axis=1) < below)
+
+
+def take_rows(inputs: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Each input's ``rows`` (inputs without a batch axis are sent whole)."""
+    return {name: array[rows] if array.ndim else array for name, array in inputs.items()}
+
+
+def merge(local: dict[str, np.ndarray], cloud: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """``local`` with its ``rows`` replaced by the cloud's answer for them (``local`` itself is not changed)."""
+    merged = {}
+    for name, mine in local.items():
+        mine = np.asarray(mine)
+        theirs = cloud.get(name)
+        if theirs is None:
+            raise MessageError(f"the cloud model's answer has no output {name!r} (it has: {', '.join(cloud)})")
+        theirs = np.asarray(theirs)
+        if mine.ndim == 0 or theirs.shape != (len(rows), *mine.shape[1:]):
+            raise MessageError(f"output {name!r}: the cloud answered shape {list(theirs.shape)} for {len(rows)} "
+                               f"rows, the local answer has {list(mine.shape)}")
+        if not _same_kind(mine, theirs):
+            raise MessageError(f"output {name!r}: the cloud answered {theirs.dtype}, the local answer is {mine.dtype}")
+        out = mine.copy()
+        out[rows] = theirs
+        merged[name] = out
+    return merged
+
+
+def _same_kind(mine: np.ndarray, theirs: np.ndarray) -> bool:
+    kinds = (mine.dtype.kind, theirs.dtype.kind)
+    if "O" in kinds or "U" in kinds or "S" in kinds:  # strings (BYTES): either representation
+        return all(k in "OUS" for k in kinds)
+    return np.can_cast(theirs.dtype, mine.dtype, casting="same_kind")
+
+
+def _row_list(rows: np.ndarray) -> str:
+    return ",".join(str(int(r)) for r in rows)
+
+
+def marks(*, rows: int, hard: np.ndarray, answered: bool, cloud_model: str = "",
+          cloud_version: str = "") -> dict:
+    """The ``parameters`` that say where the rows of an answer were scored (none when no row was hard)."""
+    if not len(hard):
+        return {}
+    if not answered:
+        return {"scored_on": "local", "fallback_reason": LOW_CONFIDENCE, "low_confidence": True,
+                "low_confidence_rows": _row_list(hard)}
+    return {"scored_on": "cloud" if len(hard) == rows else "joint", "fallback_reason": LOW_CONFIDENCE,
+            "cloud_rows": _row_list(hard), "cloud_model": cloud_model, "cloud_model_version": cloud_version}
