@@ -19,11 +19,12 @@ import json
 import tarfile
 import threading
 
+from edge_agent.fallback import FallbackPolicy
 from edge_agent.module_config import check_answer_output, check_module_config
 from fleet_protocol import bundle_file, oip
 from fleet_protocol.chunking import content_defined_chunks
 from fleet_protocol.errors import BadDataError
-from fleet_protocol.fields import NAME
+from fleet_protocol.fields import NAME, did_you_mean
 from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.signing import sign_envelope
 from fleet_protocol.timestamps import to_iso
@@ -49,6 +50,7 @@ def build_from_module(fleet, archive: bytes) -> dict:
                            code="bad_module")
     check_answer_output(spec.config, [o["name"] for o in info.outputs], has_entry=spec.entry is not None,
                         where="module.json: config")
+    _check_joint_model(fleet, spec.config, inputs=info.inputs, outputs=info.outputs, has_entry=spec.entry is not None)
     draft = _draft(fleet, module=spec.name, runtime=spec.runtime, model=spec.model, files=files, entry=spec.entry,
                    sample=spec.sample, description=spec.description, target_profiles=spec.target_profiles,
                    config=spec.config)
@@ -71,6 +73,8 @@ def build_from_model(fleet, *, model: str, version: int | None, module: str | No
         raise BadDataError(f"module name {module!r} must be lowercase letters, digits, '.', '_' or '-'")
     check_module_config(config or {}, has_entry=entry_script is not None)
     check_answer_output(config or {}, [o["name"] for o in record["outputs"]], has_entry=entry_script is not None)
+    _check_joint_model(fleet, config or {}, inputs=record["inputs"], outputs=record["outputs"],
+                       has_entry=entry_script is not None)
     model_file = MODEL_FILES[record["runtime"]]
     files = {model_file: fleet.blobs.get(record["sha256"])}
     if entry_script is not None:
@@ -85,6 +89,31 @@ def build_from_model(fleet, *, model: str, version: int | None, module: str | No
         if model_store.get_version(db=fleet.db, name=record["name"], version=record["version"]) is None:
             raise ConflictError(f"model {record['name']}:{record['version']} was deleted while the bundle was built")
         return _commit(fleet, draft, model_name=record["name"], model_version=record["version"])
+
+
+def _check_joint_model(fleet, config: dict, *, inputs: list[dict], outputs: list[dict], has_entry: bool) -> None:
+    """The model that answers low-confidence rows (``fallback.cloud_model``) must be registered here, and,
+    without an entry script (which decides its own outputs), take the module's inputs and give its outputs.
+    """
+    name = FallbackPolicy.from_configs(config).joint_model  # the policy itself was checked with the config
+    if name is None:
+        return
+    cloud = model_store.latest_version(db=fleet.db, name=name)
+    if cloud is None:
+        known = sorted({r["name"] for r in model_store.search_latest(db=fleet.db)})
+        raise BadDataError(f"config.fallback: cloud model {name!r} is not a registered model "
+                           f"({did_you_mean(name, known)}register it first: edgefleet model register FILE "
+                           f"--name {name})", code="bad_module_config")
+    if has_entry:
+        return
+    for what, mine, theirs in (("input", inputs, cloud["inputs"]), ("output", outputs, cloud["outputs"])):
+        types = {t["name"]: t["datatype"] for t in theirs}
+        for tensor in mine:
+            if types.get(tensor["name"]) != tensor["datatype"]:
+                raise BadDataError(f"config.fallback: cloud model {name}:{cloud['version']} cannot answer for this "
+                                   f"module: it has no {tensor['datatype']} {what} {tensor['name']!r} (its "
+                                   f"{what}s: {', '.join(f'{n} {d}' for n, d in types.items())})",
+                                   code="bad_module_config")
 
 
 def get_bundle(fleet, digest: str) -> dict:

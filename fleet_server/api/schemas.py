@@ -150,6 +150,7 @@ class CaptureSummary(BaseModel):
     model: str
     version: int | None
     scored_on: str
+    reason: str | None = None  # low_confidence: a hard example (joint inference); None: a sampled request
     size: int
     received: str
 

@@ -1,7 +1,8 @@
 """Captured model inputs and outputs (for retraining); ``(device_id, outbox_id, seq)`` makes a redelivery a no-op.
 
 ``data`` is the capture record as the device sent it (see
-:mod:`fleet_protocol.captures`: tensors as base64), stored as JSON text.
+:mod:`fleet_protocol.captures`: tensors as base64), stored as JSON text;
+``reason`` is its reason (``low_confidence`` for a hard example), NULL for a sampled request.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from ._json import dumps, loads
 from .db import Database
 
 MAX_QUERY_ROWS = 1_000
-_SUMMARY = "id, device_id, outbox_id, seq, ts, model, version, scored_on, size, received"
+_SUMMARY = "id, device_id, outbox_id, seq, ts, model, version, scored_on, reason, size, received"
 
 
 def insert_captures(*, db: Database, device_id: str, outbox_id: str, records: list[dict], received: str) -> int:
@@ -19,19 +20,20 @@ def insert_captures(*, db: Database, device_id: str, outbox_id: str, records: li
     for r in records:
         text = dumps(r["data"])
         rows.append((device_id, outbox_id, r["seq"], r["ts"], r["data"]["model"], r["data"].get("version"),
-                     r["data"].get("scored_on", "local"), len(text), text, received))
+                     r["data"].get("scored_on", "local"), r["data"].get("reason"), len(text), text, received))
     with db.transaction() as tx:
         before = tx.conn.total_changes
         tx.conn.executemany("INSERT OR IGNORE INTO captures (device_id, outbox_id, seq, ts, model, version, scored_on,"
-                            " size, data, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                            " reason, size, data, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         return tx.conn.total_changes - before
 
 
 def list_captures(*, db: Database, model: str | None = None, version: int | None = None,
-                  device_id: str | None = None, after_id: int = 0, limit: int = 100) -> list[dict]:
+                  device_id: str | None = None, reason: str | None = None, after_id: int = 0,
+                  limit: int = 100) -> list[dict]:
     """Oldest first, without the tensors; page with ``after_id``."""
     clauses, params = ["id > ?"], [after_id]
-    for column, value in (("model", model), ("version", version), ("device_id", device_id)):
+    for column, value in (("model", model), ("version", version), ("device_id", device_id), ("reason", reason)):
         if value is not None:
             clauses.append(f"{column} = ?")
             params.append(value)

@@ -172,6 +172,7 @@ CREATE TABLE IF NOT EXISTS captures (
     model TEXT NOT NULL,
     version INTEGER,
     scored_on TEXT NOT NULL,
+    reason TEXT,
     size INTEGER NOT NULL,
     data TEXT NOT NULL,
     received TEXT NOT NULL,
@@ -241,7 +242,7 @@ class Database:
         self._local = threading.local()
 
 
-_ADDED_COLUMNS = {"devices": (("revoked", "TEXT"),), "audit_log": (("object", "TEXT"),), "device_certificates": (("public_key", "TEXT"),),
+_ADDED_COLUMNS = {"devices": (("revoked", "TEXT"),), "audit_log": (("object", "TEXT"),), "device_certificates": (("public_key", "TEXT"),), "captures": (("reason", "TEXT"),),
                   "deployments": (("priority", "INTEGER NOT NULL DEFAULT 0"), ("admitted", "TEXT"),
                                   ("withdrawn", "INTEGER NOT NULL DEFAULT 0"), ("split", "TEXT"), ("fit", "TEXT"),
                                   ("decided", "TEXT"))}

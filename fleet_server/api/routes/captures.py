@@ -25,11 +25,12 @@ router = APIRouter(prefix="/captures", tags=["captures"])
 @router.get("", response_model=list[CaptureSummary])
 def list_captures(fleet: FleetDep, model: str | None = None, version: int | None = None,
                   device_id: str | None = None,
+                  reason: Annotated[str | None, Query(description="low_confidence: the hard examples only")] = None,
                   after_id: Annotated[int, Query(ge=0, description="Page: ids greater than this")] = 0,
                   limit: Annotated[int, Query(ge=1, le=capture_store.MAX_QUERY_ROWS)] = 100) -> list[dict]:
     """Oldest first."""
     return capture_store.list_captures(db=fleet.db, model=model, version=version, device_id=device_id,
-                                       after_id=after_id, limit=limit)
+                                       reason=reason, after_id=after_id, limit=limit)
 
 
 @router.get("/{capture_id}", response_model=CapturePublic)
