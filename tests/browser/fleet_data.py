@@ -45,7 +45,7 @@ def reported(device_id: str, profile: str, modules: list[ModuleReport]) -> bytes
 
 
 def telemetry(device_id: str, *, minutes: int = 15) -> bytes:
-    """Heartbeats and model stats every 30 s over the last ``minutes``, plus install events."""
+    """Heartbeats and model stats every 30 s over the last ``minutes``, plus install events and cloud fallbacks."""
     start = utc_now() - timedelta(minutes=minutes)
     records, seq = [], 0
 
@@ -68,6 +68,10 @@ def telemetry(device_id: str, *, minutes: int = 15) -> bytes:
                                         "errors": 1 if step % 10 == 3 else 0,
                                         "latency_us": {"buckets": [[256, requests]], "p50": 180 + step % 30,
                                                        "p95": 900 + (step * 37) % 600}})
+    # two heartbeats' fallback counts, as edge_agent.offload.Offload.take_records writes them
+    add(60, "fallback", {"model": "scaler", "reasons": {"low_confidence": {"cloud": 5, "local": 1},
+                                                        "batch_too_large": {"cloud": 2}}})
+    add(90, "fallback", {"model": "scaler", "reasons": {"low_confidence": {"cloud": 3, "local": 2}}})
     return messages.encode(TelemetryBatch(device_id, "outbox-1", tuple(records)).to_dict())
 
 

@@ -40,6 +40,10 @@ def test_every_page_loads_without_console_errors(page, fleet_data):
     expect(page.locator(".facts").first).to_contain_text("jetson-orin-nano")
     expect(page.get_by_role("region", name="Why these modules")).to_contain_text(
         f"device listed in deployment {fleet_data.deployment_id}")
+    fallback = page.get_by_role("region", name="Cloud fallback").locator("tbody tr")
+    expect(fallback).to_have_count(2)  # the fallback records summed by model and reason
+    expect(fallback.filter(has_text="low_confidence").locator("td")).to_have_text(
+        ["scaler", "low_confidence", "8", "3", "0"])
     screenshot(page, "device", full_page=True)
 
     page.get_by_role("link", name="Models").click()

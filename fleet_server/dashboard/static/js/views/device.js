@@ -1,5 +1,6 @@
 // One device: identity, health, installed modules and why each is there, charts from telemetry, recent events.
-// Charts read `heartbeat` and `model_stats` records as edge_agent/telemetry.py writes them.
+// Charts read `heartbeat` and `model_stats` records as edge_agent/telemetry.py writes them; the cloud fallback
+// table sums the recent `fallback` records edge_agent/offload.py writes (requests by model, reason and outcome).
 
 import { apiGet, enc } from "../api.js";
 import { errorBlock } from "../alerts.js";
@@ -9,6 +10,8 @@ import { ago, badge, bytes, duration, fill, h, link, section, table, tagList } f
 const HEARTBEATS = 120;
 const MODEL_STATS = 400;
 const EVENTS = 30;
+const FALLBACKS = 200;
+const OUTCOMES = [["cloud", "Scored in the cloud"], ["local", "Kept the local answer"], ["refused", "Refused (503)"]];
 const MIB = 1024 * 1024;
 const count = (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1));
 
@@ -66,6 +69,23 @@ function health(beat, reported) {
       : null);
 }
 
+/** Requests that left (or tried to leave) the device, summed by model and reason over the recent reports. */
+function fallbacks(records) {
+  const sums = new Map();
+  for (const r of records) {
+    for (const [reason, outcomes] of Object.entries(r.data.reasons || {})) {
+      const key = `${r.data.model}\u0000${reason}`;
+      const sum = sums.get(key) || { model: r.data.model, reason, counts: {} };
+      for (const [outcome, n] of Object.entries(outcomes)) sum.counts[outcome] = (sum.counts[outcome] || 0) + n;
+      sums.set(key, sum);
+    }
+  }
+  const rows = [...sums.values()].sort((a, b) => (a.model + a.reason).localeCompare(b.model + b.reason));
+  return table("Cloud fallback", ["Model", "Reason", ...OUTCOMES.map(([, title]) => title)],
+    rows.map((s) => [s.model, h("code", {}, s.reason), ...OUTCOMES.map(([o]) => String(s.counts[o] || 0))]),
+    "No request has gone to the cloud lately.");
+}
+
 /** Per module: which deployment put it here and why, what the device reports, and what lost out. */
 function explanation(explain) {
   return table("Why these modules", ["Module", "Chosen deployment", "Why", "Device reports", "Not chosen"],
@@ -90,10 +110,11 @@ export function mount(main, params, [deviceId]) {
 
   async function refresh() {
     const base = `devices/${enc(deviceId)}`;
-    const [device, beats, stats, events, explain] = await Promise.all([
+    const [device, beats, stats, events, explain, offloads] = await Promise.all([
       apiGet(base), apiGet(`${base}/telemetry?kind=heartbeat&limit=${HEARTBEATS}`),
       apiGet(`${base}/telemetry?kind=model_stats&limit=${MODEL_STATS}`),
-      apiGet(`${base}/telemetry?kind=event&limit=${EVENTS}`), apiGet(`${base}/explain`)]);
+      apiGet(`${base}/telemetry?kind=event&limit=${EVENTS}`), apiGet(`${base}/explain`),
+      apiGet(`${base}/telemetry?kind=fallback&limit=${FALLBACKS}`)]);
     title.replaceChildren(device.name || device.id, " ", badge(device.status),
       ...(device.reported?.stale ? [" ", badge("stale")] : []));
     const reported = device.reported;
@@ -115,6 +136,7 @@ export function mount(main, params, [deviceId]) {
           m.target_version && m.target_version !== m.version ? `v${m.target_version}` : "–", errorBlock(m.error)]),
         "The device has not reported any module.")),
       section("Why these modules", explanation(explain)),
+      section("Cloud fallback", fallbacks(offloads)),
       section("Over time", h("div", { class: "charts" },
         lineChart({ title: "CPU %", yMax: 100, format: (v) => `${Math.round(v)} %`,
           series: [series(beats, "system", (d) => d.cpu_percent), series(beats, "agent", (d) => d.agent_cpu_percent)] }),
