@@ -38,3 +38,17 @@ def test_a_capture_with_an_unbounded_shape_is_counted_malformed_and_the_rest_of_
     assert [r["kind"] for r in telemetry_store.query(db=fleet.db, device_id="dev-1")] == ["heartbeat"]
     assert fleet.handlers.malformed.by_kind().get("capture") == 1
     assert "Traceback" not in caplog.text
+
+
+def test_hard_examples_are_listed_apart_by_their_reason_and_a_reason_that_is_not_a_name_is_refused(fleet):
+    def capture(**extra) -> dict:
+        return encode_capture(model="scaler", version=1, accelerator="cpu", scored_on="cloud",
+                              inputs={"x": np.ones((1, 4), np.float32)}, outputs={}, **extra)
+
+    sampled, hard = capture(), capture(reason="low_confidence")
+    payload = batch((1, "capture", sampled), (2, "capture", hard), (3, "capture", {**hard, "reason": "x" * 500}))
+    fleet.handlers.handle(topics.device_topic("dev-1", "telemetry"), payload)
+    assert [(c["seq"], c["reason"]) for c in capture_store.list_captures(db=fleet.db, reason="low_confidence")] == [
+        (2, "low_confidence")]
+    assert [c["seq"] for c in capture_store.list_captures(db=fleet.db)] == [1, 2]
+    assert fleet.handlers.malformed.by_kind().get("capture") == 1
