@@ -18,38 +18,41 @@ PAGE = 1_000
 
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model (module) name")]
 VersionOpt = Annotated[Optional[int], typer.Option("--version", "-v", help="Model version")]
+ReasonOpt = Annotated[Optional[str], typer.Option(
+    "--reason", help="Only captures taken for this reason: low_confidence is the hard examples that joint "
+                     "inference sent to the cloud model (fallback.confidence_below)")]
 
 
 @app.command("list")
 def list_captures(model: ModelOpt = None, version: VersionOpt = None,
                   device: Annotated[Optional[str], typer.Option(help="Device id")] = None,
-                  limit: Annotated[int, typer.Option(min=1, max=PAGE)] = 100,
+                  reason: ReasonOpt = None, limit: Annotated[int, typer.Option(min=1, max=PAGE)] = 100,
                   server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """Captures, oldest first, without their tensors."""
     records = ApiClient(server, token).get("/api/captures", model=model, version=version, device_id=device,
-                                            limit=limit)
+                                            reason=reason, limit=limit)
     if json_out:
         print_json(records)
         return
-    print_table("Captures", ["id", "model", "version", "device", "scored on", "bytes", "ts"],
-                [(c["id"], c["model"], c["version"], c["device_id"], c["scored_on"], c["size"], c["ts"])
-                 for c in records])
+    print_table("Captures", ["id", "model", "version", "device", "scored on", "reason", "bytes", "ts"],
+                [(c["id"], c["model"], c["version"], c["device_id"], c["scored_on"], c.get("reason") or "sampled",
+                  c["size"], c["ts"]) for c in records])
 
 
 @app.command()
 def download(output: Annotated[Path, typer.Option("--output", "-o", help="JSON Lines file to write")],
              capture_id: Annotated[Optional[list[int]], typer.Argument(help="Capture ids (default: all matching)")] = None,
-             model: ModelOpt = None, version: VersionOpt = None,
+             model: ModelOpt = None, version: VersionOpt = None, reason: ReasonOpt = None,
              server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """Write captures as JSON Lines, one per line with its inputs and outputs as OIP tensors."""
-    if not capture_id and model is None:
-        raise CliError("name the captures: give capture ids or --model (and --version)", exit_code=2)
+    if not capture_id and model is None and reason is None:
+        raise CliError("name the captures: give capture ids, --model (and --version) or --reason", exit_code=2)
     api = ApiClient(server, token)
     ids = list(capture_id or [])
     if not ids:
         after = 0
         while True:
-            page = api.get("/api/captures", model=model, version=version, after_id=after, limit=PAGE)
+            page = api.get("/api/captures", model=model, version=version, reason=reason, after_id=after, limit=PAGE)
             ids += [c["id"] for c in page]
             if len(page) < PAGE:
                 break

@@ -112,3 +112,17 @@ def test_captures_are_listed_and_downloaded_per_model_version(server, tmp_path):
     capture = json.loads(line)
     assert capture["inputs"] == [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.5, 2.0, 3.0, 4.0]}]
     assert capture["device_id"] == "dev-1" and capture["accelerator"] == "CPUExecutionProvider"
+
+
+def test_the_hard_examples_are_listed_and_downloaded_by_their_reason(server, tmp_path):
+    sampled = encode_capture(model="scaler", version=1, accelerator="CPUExecutionProvider", scored_on="local",
+                             inputs={"x": np.ones((1, 4), np.float32)}, outputs={})
+    hard = {**sampled, "scored_on": "cloud", "reason": "low_confidence"}
+    capture_store.insert_captures(db=server.fleet.db, device_id="dev-2", outbox_id="ob-1", received="now",
+                                  records=[{"seq": 1, "ts": "t1", "data": sampled}, {"seq": 2, "ts": "t2", "data": hard}])
+    listed = run(server, "capture", "list", "--reason", "low_confidence", "--device", "dev-2")
+    assert "low_confidence" in listed.output and "sampled" not in listed.output, listed.output
+    out = tmp_path / "hard.jsonl"
+    result = run(server, "capture", "download", "--reason", "low_confidence", "--output", str(out), "--json")
+    assert result.exit_code == 0 and json.loads(result.output)["captures"] == 1, result.output
+    assert [(c["device_id"], c["seq"]) for c in map(json.loads, out.read_text().splitlines())] == [("dev-2", 2)]
