@@ -116,3 +116,17 @@ def test_marks_say_per_row_where_each_answer_came_from():
     kept = joint.marks(rows=4, hard=np.array([1, 3]), answered=False)
     assert kept == {"scored_on": "local", "fallback_reason": "low_confidence", "low_confidence": True,
                     "low_confidence_rows": "1,3"}
+
+
+def test_a_signed_bundle_with_confidence_below_but_no_probability_output_fails_to_load(tmp_path):
+    from edge_agent.installer import Installer
+    from edge_agent.runtime import LoadError, Runtime
+    from firmware_profiles import load_profile
+    from fleet_server.keys import new_signing_key
+    from tests.agent.helpers import make_bundle, stage
+
+    bundle = make_bundle(new_signing_key(), config={"fallback": {"confidence_below": "0.8", "cloud_model": "big"}})
+    stage(tmp_path, bundle)  # signed by hand: the server would have refused it at build
+    with pytest.raises(LoadError, match="needs the module's probability output") as refused:
+        Runtime(load_profile("generic-cpu")).load(Installer(tmp_path).install(bundle.manifest, bundle.envelope))
+    assert refused.value.code == "bad_fallback_policy"
