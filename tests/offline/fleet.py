@@ -45,7 +45,7 @@ class Fleet:
         bundle = self.api.post("/api/bundles/from-model", json={"model": model, "config": config,
                                                                 "entry_script": entry_script})
         bundle.raise_for_status()
-        return self._serve(model, bundle.json()["version"])
+        return self.serve(model, bundle.json()["version"])
 
     def deploy_module(self, folder: Path, **config) -> int:
         """Build the module in ``folder`` (``modules/<name>``), its config updated with ``config``; serve it."""
@@ -54,9 +54,10 @@ class Fleet:
         files = {"module.json": json.dumps(spec).encode(), **{n: (folder / n).read_bytes() for n in spec["files"]}}
         bundle = self.api.post("/api/bundles/from-module", files={"file": ("m.tar.gz", tar_gz(files))})
         bundle.raise_for_status()
-        return self._serve(spec["name"], bundle.json()["version"])
+        return self.serve(spec["name"], bundle.json()["version"])
 
-    def _serve(self, module: str, version: int) -> int:
+    def serve(self, module: str, version: int) -> int:
+        """Deploy bundle ``version`` of ``module`` to the agent and wait until it serves it."""
         self.api.post("/api/deployments", json={"module": module, "version": version,
                                                 "devices": [DEVICE]}).raise_for_status()
         wait_for(lambda: self.agent.models.get(module) == version, timeout=30,

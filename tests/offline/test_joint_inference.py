@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 
 from fleet_protocol import oip
-from tests.offline.fleet import TOKEN, running_fleet, until
+from tests.offline.fleet import running_fleet, until
 from tests.support.classifiers import disagreeing
 
 THRESHOLD = "0.6"
@@ -26,7 +26,7 @@ def deploy_regression_with_forest_behind(fleet) -> None:
         fleet.api.post(f"/api/models/{name}", files={"file": ("m.onnx", onnx)}).raise_for_status()
     bundle = fleet.api.post("/api/bundles/from-model", json={"model": "regression", "config": CONFIG})
     bundle.raise_for_status()
-    fleet._serve("regression", bundle.json()["version"])
+    fleet.serve("regression", bundle.json()["version"])
 
 
 def score_on_device(agent, x: np.ndarray) -> tuple[dict, dict]:
@@ -75,7 +75,7 @@ def test_rows_below_the_threshold_get_the_cloud_model_answer_and_the_rest_keep_t
         assert in_process.scored_on == "cloud" and in_process.parameters["cloud_rows"] == "0,1,2"
         np.testing.assert_array_equal(in_process.outputs["label"], cloud["label"][hard[:3]])
 
-        def counted() -> dict:
+        def counted() -> bool:
             records = fleet.api.get("/api/devices/dev-1/telemetry", params={"kind": "fallback"}).json()
             return sum((r["data"]["reasons"].get("low_confidence", {}).get("cloud", 0) for r in records), 0) >= 2
 
