@@ -24,10 +24,10 @@ Joint inference (after local scoring, see :mod:`edge_agent.joint`):
 ``confidence_below`` (a decimal string in (0, 1), e.g. ``"0.8"``: signed
 documents hold no floats) re-scores in the cloud each row whose largest value
 of the module's probability output (``config.answers.probability_output``,
-required) is below it; ``cloud_model`` names the bigger registered model that
-answers them (``target`` when left out; one of the two is required, since the
-module's own bundle would only answer the same). ``cloud_model`` without
-``confidence_below`` does nothing and is refused.
+required) is below it; ``cloud_model`` names the bigger registered model
+whose newest version answers them (``target`` when left out; one of the two
+is required, since the module's own bundle would only answer the same).
+``cloud_model`` without ``confidence_below`` does nothing and is refused.
 
 :meth:`FallbackPolicy.from_configs` is the one parser of a policy (pure):
 an unknown key (named with the nearest valid one) or a value of the wrong

@@ -219,9 +219,10 @@ class Offload:
                 response = self.client.infer(policy.joint_model, None,
                                              json.dumps(oip.encode_request(hard_inputs)).encode())
                 answer = joint.merge(returned, oip.decode_response(response), hard)
-            except (TransportError, CloudRefused, MessageError) as exc:
-                log.warning("%s: %d low-confidence rows keep their local answer: the cloud model %r did not "
-                            "answer them: %s", module.name, len(hard), policy.joint_model, exc)
+            except (TransportError, CloudRefused, MessageError) as exc:  # counted below; a refusal is a mistake
+                log.log(logging.DEBUG if isinstance(exc, TransportError) else logging.WARNING,
+                        "%s: %d low-confidence rows keep their local answer: the cloud model %r did not answer "
+                        "them: %s", module.name, len(hard), policy.joint_model, exc)
                 response = None
         self.count(module.name, LOW_CONFIDENCE, "local" if response is None else "cloud")
         parameters = (response or {}).get("parameters") or {}
