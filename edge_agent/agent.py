@@ -41,6 +41,7 @@ from .fetcher import Fetcher
 from .freshness import Freshness
 from .identity import CertificateRenewer, finish_interrupted_switch
 from .installer import Installer
+from .metrics import AgentMetrics
 from .mqtt_link import MqttLink, RateLimitedLog, RefusalCount
 from .offload import CloudScoreResult, Offload
 from .outbox import Outbox
@@ -110,7 +111,7 @@ class Agent:
                                          table=self.runtime.table, ready=self._ready.is_set,
                                          max_request_bytes=config.max_request_bytes, agent_version=__version__,
                                          request_timeout_s=config.request_timeout_s,
-                                         offload=self.offload)
+                                         offload=self.offload, metrics=AgentMetrics(self).render)
         except OSError as exc:
             self.outbox.close()
             raise OSError(f"cannot serve predictions on {config.scoring_host}:{config.scoring_port}: "

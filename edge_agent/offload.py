@@ -20,7 +20,8 @@ scoring costs nothing extra there. Per request it
   them the local answer stands, marked low-confidence;
 - counts every fallback by model, reason and outcome (a request with hard
   rows counts once under ``low_confidence``); :meth:`take_records`
-  turns the counts into ``fallback`` telemetry records at each heartbeat;
+  turns the counts into ``fallback`` telemetry records at each heartbeat,
+  and :attr:`Offload.fallbacks_total` keeps them since start (the metrics);
 - samples requests for capture (manifest ``config["capture"]``:
   ``{"fraction_percent": 10, "max_per_minute": 60, "max_bytes": 65536}``;
   percent because signed documents hold no floats) and writes them to the
@@ -129,7 +130,8 @@ class Offload:
         self._policies: dict[tuple[str, str], tuple[FallbackPolicy, CaptureSampler | None]] = {}
         self._inflight: Counter[str] = Counter()
         self._latency: dict[str, LatencyAverage] = {}
-        self._counts: Counter[tuple[str, str, str]] = Counter()  # (model, reason, outcome)
+        self._counts: Counter[tuple[str, str, str]] = Counter()  # (model, reason, outcome) since the last take
+        self.fallbacks_total: Counter[tuple[str, str, str]] = Counter()  # the same, since start
 
     # --- deciding and sending -----------------------------------------------------------------------
 
@@ -259,6 +261,7 @@ class Offload:
         """outcome: ``cloud`` (scored there), ``local`` (cloud failed, scored here), ``refused`` (503)."""
         with self._lock:
             self._counts[(model, reason, outcome)] += 1
+            self.fallbacks_total[(model, reason, outcome)] += 1
 
     def take_records(self) -> list[tuple[str, dict]]:
         """``fallback`` telemetry records for the counts since the last call."""

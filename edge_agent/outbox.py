@@ -29,7 +29,8 @@ either, records are dropped by priority, oldest first within a class:
 captures (``capture``) go first, then telemetry (heartbeats, model stats,
 fallback counts), and events (installs, refusals) last. The drops are
 counted per class and reported by :meth:`Outbox.take_dropped_by_class`
-(the heartbeat carries them). Records leave in seq order, so each stream
+(the heartbeat carries them); :attr:`Outbox.dropped_total` keeps the counts
+since the outbox was opened (the agent's metrics). Records leave in seq order, so each stream
 (kind) is delivered in the order it was written.
 
 One connection shared by the agent's threads behind one lock; nothing here
@@ -93,7 +94,8 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        self._dropped: dict[str, int] = {}
+        self._dropped: dict[str, int] = {}  # since the last take_dropped_by_class
+        self.dropped_total: dict[str, int] = {}  # since open, by class
         if self.get_meta("data_form") != "canonical":
             self._canonicalise()
         self._count, self._bytes = self._totals()
@@ -126,8 +128,7 @@ class Outbox:
                     except (ValueError, MessageError):
                         log.warning("outbox record %d (%s) is not canonical JSON; dropped", seq, kind)
                         self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-                        name = kind if kind in (EVENT, CAPTURE) else "telemetry"  # the DROP_ORDER class names
-                        self._dropped[name] = self._dropped.get(name, 0) + 1
+                        self._count_dropped(kind if kind in (EVENT, CAPTURE) else "telemetry", 1)  # DROP_ORDER's names
                         continue
                     if text != data:
                         self._db.execute("UPDATE outbox SET data = ? WHERE seq = ?", (text, seq))
@@ -188,7 +189,11 @@ class Outbox:
                     self._count -= 1
                     self._bytes -= size
                 self._db.execute(f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(victims))})", victims)
-                self._dropped[name] = self._dropped.get(name, 0) + len(victims)
+                self._count_dropped(name, len(victims))
+
+    def _count_dropped(self, name: str, n: int) -> None:
+        self._dropped[name] = self._dropped.get(name, 0) + n
+        self.dropped_total[name] = self.dropped_total.get(name, 0) + n
 
     def pending(self, limit: int, *, after: int = 0, exclude: set[int] | frozenset[int] = frozenset(),
                 max_bytes: int | None = None) -> list[TelemetryRecord]:

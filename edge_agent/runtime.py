@@ -35,6 +35,7 @@ import threading
 from dataclasses import dataclass
 from math import ceil
 from math import log as ln
+from operator import add
 from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Callable
@@ -90,18 +91,38 @@ class ScoreResult:
 
 
 class Stats:
-    """Per-version request counters since the last report: latencies by sketch key (ns), and errors."""
+    """Per-version request counters: latencies by sketch key (ns), and errors.
 
-    __slots__ = ("buckets", "errors")
+    Two readers: the telemetry :meth:`take` s what is new since its last report; the metrics read
+    :meth:`totals` since load (what was taken is added up at each take, never per request).
+    """
+
+    __slots__ = ("buckets", "errors", "_taken_buckets", "_taken_errors", "_lock")
 
     def __init__(self) -> None:
         self.buckets = [0] * sketch.KEYS
         self.errors = [0]
+        self._taken_buckets = [0] * sketch.KEYS
+        self._taken_errors = 0
+        self._lock = threading.Lock()
 
     def take(self) -> tuple[list[int], int]:
-        buckets, self.buckets = self.buckets, [0] * sketch.KEYS
-        errors, self.errors = self.errors, [0]
+        with self._lock:
+            buckets, self.buckets = self.buckets, [0] * sketch.KEYS
+            errors, self.errors = self.errors, [0]
+            self._taken_buckets = list(map(add, self._taken_buckets, buckets))
+            self._taken_errors += errors[0]
         return buckets, errors[0]
+
+    def discard(self) -> None:
+        """Forget what was counted since the last take (the health check's requests), in neither reader."""
+        with self._lock:
+            self.buckets, self.errors = [0] * sketch.KEYS, [0]
+
+    def totals(self) -> tuple[list[int], int]:
+        """Latency counts by sketch key and errors since load: what was taken plus what was not yet."""
+        with self._lock:
+            return list(map(add, self._taken_buckets, self.buckets)), self._taken_errors + self.errors[0]
 
 
 class OnnxModel:
@@ -287,7 +308,7 @@ class Runtime:
         loaded.answers = AnswerCounts(declared)
         if manifest.sample or health_check is not None:
             loaded.health_attempts = gate(lambda: self._health_check(loaded), policy)
-            loaded.stats.take()  # the health check is not a request
+            loaded.stats.discard()  # the health check is not a request
             loaded.crashes.streak = 0
         return loaded
 

@@ -14,6 +14,8 @@ Routes::
     GET  /v2/models/{name}[/versions/{v}]         model metadata
     GET  /v2/models/{name}[/versions/{v}]/ready
     POST /v2/models/{name}[/versions/{v}]/infer
+    GET  /metrics                                 Prometheus text format (:mod:`edge_agent.metrics`), when
+                                                  the agent passes ``metrics``; no token, like the rest
 
 Errors are ``{"error": "..."}``: 400 the client's request is wrong
 (malformed body; an input unknown, missing, of the wrong datatype or shape,
@@ -54,6 +56,7 @@ from fleet_protocol.fields import is_ascii_decimal
 
 from .cloud_client import CloudRefused
 from .inputs import ModuleError, mismatch
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .offload import Offload
 from .runtime import LoadedModule
 
@@ -70,11 +73,12 @@ class _HttpError(Exception):
 class ScoringServer:
     def __init__(self, *, host: str, port: int, table: dict[str, LoadedModule], ready: Callable[[], bool],
                  max_request_bytes: int = 16_777_216, agent_version: str = "", offload: Offload | None = None,
-                 request_timeout_s: float = 30.0):
+                 request_timeout_s: float = 30.0, metrics: Callable[[], bytes] | None = None):
         handler = type("Handler", (_Handler,), {"table": table, "ready": staticmethod(ready),
                                                  "max_request_bytes": max_request_bytes,
                                                  "timeout": request_timeout_s,
-                                                 "agent_version": agent_version, "offload": offload})
+                                                 "agent_version": agent_version, "offload": offload,
+                                                 "metrics": None if metrics is None else staticmethod(metrics)})
         self._server = _Server((host, port), handler)
         self._thread: threading.Thread | None = None
 
@@ -116,6 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
     max_request_bytes: int
     agent_version: str
     offload: Offload | None
+    metrics: Callable[[], bytes] | None  # the Prometheus text of the agent's metrics
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         log.debug("%s " + format, self.address_string(), *args)
@@ -188,8 +193,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         try:
-            status, body = self._route(method, self.path.split("?", 1)[0].rstrip("/").split("/"))
-            self._send(status, body)
+            reply = self._route(method, self.path.split("?", 1)[0].rstrip("/").split("/"))
+            if reply is not None:
+                self._send(*reply)
         except _HttpError as exc:
             if exc.status in (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, HTTPStatus.LENGTH_REQUIRED):
                 self.close_connection = True  # the unread body would be parsed as the next request
@@ -198,9 +204,14 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("scoring request %s %s failed", method, self.path)
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(exc).__name__}"})
 
-    def _route(self, method: str, parts: list[str]) -> tuple[int, dict]:
+    def _route(self, method: str, parts: list[str]) -> tuple[int, dict] | None:
+        """The status and JSON body to send, or None when the response was written here (metrics)."""
         # parts of "/v2/models/x/infer" are ["", "v2", "models", "x", "infer"]
         if len(parts) < 2 or parts[0] != "" or parts[1] != "v2":
+            if parts == ["", "metrics"] and self.metrics is not None:
+                self._only(method, "GET")
+                self._send(200, None, raw=self.metrics(), content_type=METRICS_CONTENT_TYPE)
+                return None
             raise _HttpError(404, f"no route {self.path}")
         rest = parts[2:]
         if not rest:
@@ -342,14 +353,18 @@ class _Handler(BaseHTTPRequestHandler):
         except MessageError as exc:
             raise _HttpError(500, f"model output cannot be encoded: {exc}") from None
 
-    def _send(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-        """The whole response in one write: one syscall, and no wait between headers and body."""
-        data = json.dumps(body, separators=(",", ":")).encode()
+    def _send(self, status: int, body: dict | None, headers: dict[str, str] | None = None, *,
+              raw: bytes | None = None, content_type: str = "application/json") -> None:
+        """The whole response in one write: one syscall, and no wait between headers and body.
+
+        ``body`` as JSON, or ``raw`` bytes of ``content_type`` as they are.
+        """
+        data = json.dumps(body, separators=(",", ":")).encode() if raw is None else raw
         if log.isEnabledFor(logging.DEBUG):
             self.log_request(status, len(data))
         head = [f"{self.protocol_version} {status} {_REASONS.get(status, '')}\r\n"
                 f"Server: {self.server_version}\r\nDate: {_http_date()}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"]
+                f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\n"]
         for key, value in (headers or {}).items():
             head.append(f"{key}: {value}\r\n")
         if self.close_connection:
