@@ -27,6 +27,7 @@ from .config import ServerConfig
 from .desired import DesiredStates
 from .handlers import MessageHandlers
 from .keys import KeyRing, ensure_admin_token, signing_key_path
+from .metrics import ServerMetrics
 from .mqtt_link import MqttLink
 from .revocation import CrlRefresher
 from .rollouts import RolloutController
@@ -51,6 +52,7 @@ class Fleet:
         self.chunk_index = ChunkIndex(self)
         self.desired = DesiredStates(db=self.db, key=self.signing_key, publish=self.publish,
                                      ttl_s=config.desired_ttl_s)
+        self.metrics = ServerMetrics(self)  # read at scrape time; the handlers and the API observe into it
         self.handlers = MessageHandlers(self)
         self.cloud = CloudScoring(self, profile=load_profile(config.cloud_profile),
                                   max_loaded=config.cloud_max_loaded_models)

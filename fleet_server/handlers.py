@@ -3,7 +3,8 @@
     .../status     upsert the device: online/offline (offline is the agent's last will), profile, tags
     .../reported   store the device's reported state
     .../telemetry  store the batch's records once each and the device's last_seen, in one
-                   transaction (records of kind ``capture`` go to the captures table instead)
+                   transaction (records of kind ``capture`` go to the captures table instead);
+                   the age of its oldest record goes into the ingest lag histogram
     .../fetch      publish the requested chunks of a bundle on its shared chunks topic, each
                    as few times as every requester needs (see :class:`ChunkSender`), encrypted
                    with the bundle's content key; only for a bundle in the requesting device's
@@ -132,7 +133,8 @@ class MessageHandlers:
     def _telemetry(self, device_id: str, payload: bytes, retained: bool) -> None:
         batch = messages.parse_telemetry_batch(payload)
         _same_device(device_id, batch.device_id)
-        now = to_iso(utc_now())
+        moment = utc_now()
+        now = to_iso(moment)
         records = [r.to_dict() for r in batch.records if r.kind != capture_format.KIND]
         captures = [r.to_dict() for r in batch.records if r.kind == capture_format.KIND and self._valid_capture(
             device_id, r.data)]
@@ -146,6 +148,8 @@ class MessageHandlers:
                 device_store.touch(db=self._db, device_id=device_id, seen=now)
         self.telemetry_received += len(records) + len(captures)  # at-least-once: a redelivery counts again
         self.telemetry_duplicates += len(records) + len(captures) - new  # ... and is not stored again
+        if batch.records and not retained:
+            self._fleet.metrics.observe_ingest(batch.records[0].ts, moment)
 
     def _valid_capture(self, device_id: str, data: dict) -> bool:
         """A capture record that does not decode is counted and dropped; the rest of its batch is kept."""

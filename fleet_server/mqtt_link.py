@@ -38,6 +38,7 @@ class MqttLink:
         self._on_connected = on_connected
         self._keepalive_s = keepalive_s
         self._connected = threading.Event()
+        self.connects = 0  # successful connections so far: more than one means it reconnected (the metrics)
         self._stopping = False
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                                    protocol=mqtt.MQTTv311)
@@ -78,6 +79,7 @@ class MqttLink:
             log.warning("the broker at %s refused the connection: %s", self.broker_url, reason_code)
             return
         client.subscribe([(topic, 1) for topic in topics.SERVER_SUBSCRIPTIONS])
+        self.connects += 1
         self._connected.set()
         log.info("connected to the broker at %s", self.broker_url)
         try:

@@ -24,8 +24,9 @@ from ..dashboard import install as install_dashboard
 from ..errors import ConflictError, NotFoundError, TooLargeError
 from ..fleet import Fleet
 from .deps import authorize, require_admin, require_operator
-from .routes import (audit, bundles, captures, deployments, devices, enroll, health, inference, keys, models,
-                     pipeline, telemetry, tokens)
+from .http_metrics import HttpMetrics
+from .routes import (audit, bundles, captures, deployments, devices, enroll, health, inference, keys, metrics,
+                     models, pipeline, telemetry, tokens)
 
 log = logging.getLogger(__name__)
 _STATUS = ((NotFoundError, 404), (ConflictError, 409), (TooLargeError, 413), (BadDataError, 400))
@@ -52,6 +53,7 @@ def create_app(config: ServerConfig, *, fleet: Fleet | None = None) -> FastAPI:
     app.state.fleet = fleet if fleet is not None else Fleet(config)
     app.add_middleware(_BodyLimit, limit_bytes=config.max_upload_bytes + _MULTIPART_OVERHEAD_BYTES)
     app.add_middleware(AuditMiddleware, db_of=lambda: app.state.fleet.db)
+    app.add_middleware(HttpMetrics, metrics_of=lambda: app.state.fleet.metrics)  # last added: outermost
     redact_access_log()
     _add_error_handlers(app)
     app.include_router(health.router, prefix="/api")
@@ -66,6 +68,7 @@ def create_app(config: ServerConfig, *, fleet: Fleet | None = None) -> FastAPI:
     app.include_router(enroll.public, prefix="/api")  # the one-time enrollment token is its authentication
     app.include_router(inference.public)  # Open Inference Protocol v2 at /v2 (cloud scoring)
     app.include_router(inference.router)
+    app.include_router(metrics.router)  # GET /metrics (Prometheus), any valid token
     install_dashboard(app)  # last: it mounts the dashboard at "/", which catches every path not matched above
     return app
 

@@ -1,0 +1,115 @@
+"""The fleet server's Prometheus metrics, served at ``GET /metrics`` (any valid API token).
+
+Fleet gauges are read from the store at scrape time, each one grouped
+query whose result is bounded by its labels (device status x firmware
+profile, rollout state), never a scan whose result grows with telemetry;
+ingest and refusal counts are the running totals :class:`~fleet_server.handlers.MessageHandlers`
+keeps for ``/api/health``. Two histograms are observed as things happen:
+API latency, by method, route template and status
+(:class:`~fleet_server.api.http_metrics.HttpMetrics`), and telemetry ingest
+lag, once per batch (the age of the batch's oldest record when it is
+stored: the time it waited in the device's outbox and on the way; device
+timestamps have one-second resolution and a device clock ahead of the
+server's counts as 0).
+
+Why a token: device counts per profile, rollout states and API traffic say
+how large the fleet is and what it runs, so ``/metrics`` takes a viewer
+token like every other read (Prometheus sends it with ``authorization:
+{credentials_file: ...}`` in its scrape config). With several server
+replicas each reports the same fleet gauges from the shared database:
+aggregate them with ``max``, not ``sum``.
+
+A new fleet metric is one :class:`~edge_agent.metric_families.Family` line
+in :data:`FAMILIES` (the agent's metrics use the same table). Not here: the HTTP route (:mod:`.api.routes.metrics`) and
+the middleware that times requests (:mod:`.api.http_metrics`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from prometheus_client import Histogram
+from prometheus_client.metrics_core import Metric
+
+from edge_agent.metric_families import CONTENT_TYPE, Family, Series, collect_table, new_registry, render
+from fleet_protocol.errors import MessageError
+from fleet_protocol.timestamps import from_iso
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
+
+__all__ = ["CONTENT_TYPE", "FAMILIES", "ServerMetrics"]
+HTTP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LAG_BUCKETS_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 6 * 3600.0, 86400.0)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _grouped(sql: str) -> Callable[["Fleet"], Series]:
+    """A query whose rows are label values then a number: one series per row."""
+    def read(fleet: "Fleet") -> Series:
+        return {tuple(str(v) for v in row[:-1]): row[-1] for row in fleet.db.connection().execute(sql).fetchall()}
+    return read
+
+
+FAMILIES: tuple[Family["Fleet"], ...] = (
+    Family("edgefleet_devices", "gauge", "Devices the server knows, by last status (online, offline, unknown: "
+           "never seen; revoked: its certificates are revoked) and firmware profile", ("status", "profile"),
+           _grouped("SELECT CASE WHEN revoked IS NOT NULL THEN 'revoked' ELSE status END, profile, COUNT(*) "
+                    "FROM devices GROUP BY 1, 2")),
+    Family("edgefleet_rollouts", "gauge", "Staged rollouts by state (running, paused, completed, ...)", ("state",),
+           _grouped("SELECT state, COUNT(*) FROM rollouts GROUP BY state")),
+    Family("edgefleet_telemetry_records_received_total", "counter", "Telemetry records (captures too) the broker "
+           "delivered to this server, a redelivered record again", (),
+           lambda fleet: {(): fleet.handlers.telemetry_received}),
+    Family("edgefleet_telemetry_records_duplicate_total", "counter", "Of the records received, those already "
+           "stored (a redelivery), not stored again", (), lambda fleet: {(): fleet.handlers.telemetry_duplicates}),
+    Family("edgefleet_mqtt_messages_refused_total", "counter", "Device messages refused (malformed, wrong device, "
+           "a fetch for a bundle not assigned), by topic kind", ("kind",),
+           lambda fleet: {(kind,): n for kind, n in fleet.handlers.malformed.by_kind().items()}),
+    Family("edgefleet_broker_connected", "gauge", "1 while the server's MQTT link to the broker is up, else 0", (),
+           lambda fleet: {(): float(fleet.broker_connected)}),
+    Family("edgefleet_broker_connects_total", "counter", "Times the server's MQTT link connected to the broker "
+           "(more than one: it reconnected)", (),
+           lambda fleet: {(): fleet.link.connects if fleet.link is not None else 0}),
+)
+
+
+class FleetCollector:
+    """prometheus-client collector reading :data:`FAMILIES` from a :class:`~fleet_server.fleet.Fleet` per scrape."""
+
+    def __init__(self, fleet: "Fleet"):
+        self.fleet = fleet
+
+    def collect(self) -> Iterable[Metric]:
+        return collect_table(FAMILIES, self.fleet)
+
+
+class ServerMetrics:
+    """The server's registry: fleet gauges, the two histograms, and the process's standard metrics."""
+
+    def __init__(self, fleet: "Fleet"):
+        self.registry = new_registry(FleetCollector(fleet))
+        self.http = Histogram("edgefleet_http_request_duration_seconds", "Time the server took to answer an HTTP "
+                              "request, by method, API route template (other: dashboard files, unknown paths) "
+                              "and status", ("method", "route", "status"), buckets=HTTP_BUCKETS_S,
+                              registry=self.registry)
+        self.ingest_lag = Histogram("edgefleet_telemetry_ingest_lag_seconds", "Age of each telemetry batch's oldest "
+                                    "record when the server stored it (device outbox plus transport; 1 s resolution)",
+                                    buckets=LAG_BUCKETS_S, registry=self.registry)
+
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in HTTP_METHODS else "other"  # clients choose methods: keep the label set bounded
+        self.http.labels(method, route, str(status)).observe(seconds)
+
+    def observe_ingest(self, oldest_ts: str, stored: datetime) -> None:
+        """A stored batch whose oldest record has timestamp ``oldest_ts``; an unreadable timestamp is not observed."""
+        try:
+            written = from_iso(oldest_ts)
+        except MessageError:
+            return
+        self.ingest_lag.observe(max(0.0, (stored - written).total_seconds()))
+
+    def render(self) -> bytes:
+        """The Prometheus text format of every metric now (``GET /metrics`` serves it)."""
+        return render(self.registry)
