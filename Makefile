@@ -16,12 +16,14 @@ test: $(VENV)/.installed system-deps
 faults: $(VENV)/.installed system-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS) -rP tests/faults
 
-# Mosquitto (the real broker the tests run) and Chromium (the dashboard's browser tests) from the
-# system's packages, when missing. Playwright drives that Chromium; `playwright install` is never run.
+# Mosquitto (the real broker the tests run), Chromium (the dashboard's browser tests) and Prometheus (it scrapes
+# a server and an agent in the metrics test) from the system's packages, when missing. Playwright drives that
+# Chromium; `playwright install` is never run.
 system-deps:
 	@missing=""; \
 	  { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || missing="$$missing mosquitto"; \
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  [ -x /usr/bin/prometheus ] || missing="$$missing prometheus"; \
 	  [ -z "$$missing" ] || { $(SUDO) apt-get update -qq && \
 	    $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 
