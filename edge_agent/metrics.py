@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from fleet_protocol import sketch
 
@@ -168,7 +169,7 @@ def latency_histogram(versions: Iterable[Version]) -> HistogramMetricFamily:
     histogram = HistogramMetricFamily("edgefleet_agent_request_duration_seconds", "Time a module version took to "
                                       "answer a scoring request (model and entry script, without HTTP), from the "
                                       "agent's 1 %-accurate latency sketch", labels=MODULE)
-    bounds = [f"{b:g}" for b in LATENCY_BUCKETS_S] + ["+Inf"]
+    bounds = [floatToGoString(b) for b in LATENCY_BUCKETS_S] + ["+Inf"]
     for v in versions:
         counts = [0] * len(bounds)
         total_ns = 0.0

@@ -36,6 +36,8 @@ from edge_agent.metric_families import CONTENT_TYPE, Family, Series, collect_tab
 from fleet_protocol.errors import MessageError
 from fleet_protocol.timestamps import from_iso
 
+from .rollouts import STATES as ROLLOUT_STATES
+
 if TYPE_CHECKING:
     from .fleet import Fleet
 
@@ -52,13 +54,16 @@ def _grouped(sql: str) -> Callable[["Fleet"], Series]:
     return read
 
 
+_rollouts_by_state = _grouped("SELECT state, COUNT(*) FROM rollouts GROUP BY state")
+
 FAMILIES: tuple[Family["Fleet"], ...] = (
     Family("edgefleet_devices", "gauge", "Devices the server knows, by last status (online, offline, unknown: "
            "never seen; revoked: its certificates are revoked) and firmware profile", ("status", "profile"),
            _grouped("SELECT CASE WHEN revoked IS NOT NULL THEN 'revoked' ELSE status END, profile, COUNT(*) "
                     "FROM devices GROUP BY 1, 2")),
-    Family("edgefleet_rollouts", "gauge", "Staged rollouts by state (running, paused, completed, ...)", ("state",),
-           _grouped("SELECT state, COUNT(*) FROM rollouts GROUP BY state")),
+    Family("edgefleet_rollouts", "gauge", "Staged rollouts by state (running, paused, completed, aborted, "
+           "rolled_back); 0 for a state none is in", ("state",),
+           lambda fleet: {(state,): 0 for state in ROLLOUT_STATES} | _rollouts_by_state(fleet)),
     Family("edgefleet_telemetry_records_received_total", "counter", "Telemetry records (captures too) the broker "
            "delivered to this server, a redelivered record again", (),
            lambda fleet: {(): fleet.handlers.telemetry_received}),

@@ -61,7 +61,7 @@ def test_latency_histogram_counts_each_request_in_the_bucket_of_its_duration():
     assert got[("edgefleet_agent_request_duration_seconds_bucket", "5e-05")] == 3
     assert got[("edgefleet_agent_request_duration_seconds_bucket", "0.001")] == 3
     assert got[("edgefleet_agent_request_duration_seconds_bucket", "0.0025")] == 5
-    assert got[("edgefleet_agent_request_duration_seconds_bucket", "10")] == 5
+    assert got[("edgefleet_agent_request_duration_seconds_bucket", "10.0")] == 5
     assert got[("edgefleet_agent_request_duration_seconds_bucket", "+Inf")] == 6
     assert got[("edgefleet_agent_request_duration_seconds_count", None)] == 6
     assert got[("edgefleet_agent_request_duration_seconds_sum", None)] == pytest.approx(3 * 30e-6 + 2 * 2e-3 + 20,

@@ -66,6 +66,7 @@ def test_rollouts_are_counted_by_state(api, fleet):
     samples = scrape(api)
     assert value(samples, "edgefleet_rollouts", state="paused") == 1
     assert value(samples, "edgefleet_rollouts", state="running") == 2
+    assert value(samples, "edgefleet_rollouts", state="rolled_back") == 0  # a state none is in reads 0, not absent
 
 
 def test_api_latency_is_labelled_by_route_template_never_by_the_concrete_path(api):
