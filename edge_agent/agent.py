@@ -41,7 +41,6 @@ from .fetcher import Fetcher
 from .freshness import Freshness
 from .identity import CertificateRenewer, finish_interrupted_switch
 from .installer import Installer
-from .metrics import AgentMetrics
 from .mqtt_link import MqttLink, RateLimitedLog, RefusalCount
 from .offload import CloudScoreResult, Offload
 from .outbox import Outbox
@@ -70,6 +69,7 @@ class Agent:
         self.scoring: ScoringServer | None = None
         self._scoring_url: str | None = None
         self.refusals = RefusalCount()  # messages refused by a trust check, in the telemetry
+        self._metrics = None  # edge_agent.metrics.AgentMetrics, made at the first scrape
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -111,7 +111,7 @@ class Agent:
                                          table=self.runtime.table, ready=self._ready.is_set,
                                          max_request_bytes=config.max_request_bytes, agent_version=__version__,
                                          request_timeout_s=config.request_timeout_s,
-                                         offload=self.offload, metrics=AgentMetrics(self).render)
+                                         offload=self.offload, metrics=self._metrics_text)
         except OSError as exc:
             self.outbox.close()
             raise OSError(f"cannot serve predictions on {config.scoring_host}:{config.scoring_port}: "
@@ -198,6 +198,15 @@ class Agent:
             self.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _metrics_text(self) -> tuple[bytes, str]:
+        """``GET /metrics``: the text and its content type. prometheus-client is imported at the first scrape,
+        so an agent nobody scrapes does not carry it (+1.7 MB RSS)."""
+        if self._metrics is None:
+            from .metrics import AgentMetrics
+
+            self._metrics = AgentMetrics(self)
+        return self._metrics.render(), self._metrics.content_type
 
     @property
     def scoring_url(self) -> str:

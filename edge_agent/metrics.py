@@ -17,7 +17,8 @@ in, so a request within 1 % of a bucket bound may be counted in the
 neighbouring bucket, and ``_sum`` is within 1 % of the true sum. Only
 answered requests are in it (errors are counted apart).
 
-No token: the endpoint is the scoring API's socket (``scoring_host``,
+The agent imports this module (and prometheus-client) at the first scrape,
+so an agent nobody scrapes does not carry it. No token: the endpoint is the scoring API's socket (``scoring_host``,
 127.0.0.1 by default), and whoever reaches it can already score and read
 each module's metadata. Series of a replaced version last until the next
 heartbeat has reported its final counts. Not here: serving the text format
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from .agent import Agent
     from .runtime import LoadedModule
 
-__all__ = ["CONTENT_TYPE", "AgentMetrics", "FAMILIES"]
+__all__ = ["AgentMetrics", "FAMILIES"]
 LATENCY_BUCKETS_S = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                      0.5, 1.0, 2.5, 5.0, 10.0)
 # Each sketch key's Prometheus bucket, by where its representative value falls (the last index is +Inf).
@@ -187,6 +188,8 @@ def latency_histogram(versions: Iterable[Version]) -> HistogramMetricFamily:
 
 class AgentMetrics:
     """The agent's registry: its collector and the process's standard metrics (memory, CPU, open files)."""
+
+    content_type = CONTENT_TYPE
 
     def __init__(self, agent: "Agent"):
         self.registry = new_registry(AgentCollector(agent))

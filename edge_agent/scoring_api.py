@@ -56,7 +56,6 @@ from fleet_protocol.fields import is_ascii_decimal
 
 from .cloud_client import CloudRefused
 from .inputs import ModuleError, mismatch
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .offload import Offload
 from .runtime import LoadedModule
 
@@ -73,7 +72,7 @@ class _HttpError(Exception):
 class ScoringServer:
     def __init__(self, *, host: str, port: int, table: dict[str, LoadedModule], ready: Callable[[], bool],
                  max_request_bytes: int = 16_777_216, agent_version: str = "", offload: Offload | None = None,
-                 request_timeout_s: float = 30.0, metrics: Callable[[], bytes] | None = None):
+                 request_timeout_s: float = 30.0, metrics: Callable[[], tuple[bytes, str]] | None = None):
         handler = type("Handler", (_Handler,), {"table": table, "ready": staticmethod(ready),
                                                  "max_request_bytes": max_request_bytes,
                                                  "timeout": request_timeout_s,
@@ -120,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
     max_request_bytes: int
     agent_version: str
     offload: Offload | None
-    metrics: Callable[[], bytes] | None  # the Prometheus text of the agent's metrics
+    metrics: Callable[[], tuple[bytes, str]] | None  # the agent's metrics: text and content type
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         log.debug("%s " + format, self.address_string(), *args)
@@ -210,7 +209,8 @@ class _Handler(BaseHTTPRequestHandler):
         if len(parts) < 2 or parts[0] != "" or parts[1] != "v2":
             if parts == ["", "metrics"] and self.metrics is not None:
                 self._only(method, "GET")
-                self._send(200, None, raw=self.metrics(), content_type=METRICS_CONTENT_TYPE)
+                text, content_type = self.metrics()
+                self._send(200, None, raw=text, content_type=content_type)
                 return None
             raise _HttpError(404, f"no route {self.path}")
         rest = parts[2:]

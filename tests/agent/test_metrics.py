@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 import numpy as np
 import pytest
@@ -115,3 +120,11 @@ def test_metrics_on_the_scoring_port_report_each_module_version_since_it_was_loa
     assert value(samples, "edgefleet_agent_outbox_limit_bytes") == agent.config.outbox_max_bytes
     assert value(samples, "process_resident_memory_bytes") > 50 * 1024**2
     assert httpx.post(f"{agent.scoring_url}/metrics").status_code == 405
+
+
+def test_an_agent_nobody_scrapes_does_not_load_prometheus_client():
+    """The agent's idle memory is a benchmark (B5): the metrics library comes in at the first scrape only."""
+    code = "import sys, edge_agent.agent, edgefleet_cli.main; print('prometheus_client' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert result.stdout.strip() == "False", result.stdout + result.stderr
