@@ -128,8 +128,9 @@ FAMILIES: tuple[Family[Scrape], ...] = (
            "inputs, or the model or entry script raised), since it was loaded", MODULE,
            lambda s: s.per_version(lambda v: v.errors)),
     Family("edgefleet_agent_fallbacks_total", "counter", "Requests the fallback policy sent to the cloud, by "
-           "reason and outcome (cloud: scored there; local: the cloud failed, scored here; refused: answered "
-           "503)", ("module", "reason", "outcome"), lambda s: dict(s.agent.offload.fallbacks_total)),
+           "reason (low_confidence: joint inference's second opinion) and outcome (cloud: answered there; local: "
+           "the cloud failed, the local answer stood; refused: answered 503)", ("module", "reason", "outcome"),
+           lambda s: dict(s.agent.offload.fallbacks_total)),
     Family("edgefleet_agent_cloud_circuit_open", "gauge", "1 while the circuit breaker keeps requests from the "
            "cloud (open or half open), else 0; absent without a cloud_url", (), lambda s: _circuit_open(s.agent)),
     Family("edgefleet_agent_outbox_records", "gauge", "Telemetry records in the outbox, waiting for the broker's "
