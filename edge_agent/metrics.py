@@ -18,11 +18,12 @@ neighbouring bucket, and ``_sum`` is within 1 % of the true sum. Only
 answered requests are in it (errors are counted apart).
 
 The agent imports this module (and prometheus-client) at the first scrape,
-so an agent nobody scrapes does not carry it. No token: the endpoint is the scoring API's socket (``scoring_host``,
-127.0.0.1 by default), and whoever reaches it can already score and read
-each module's metadata. Series of a replaced version last until the next
-heartbeat has reported its final counts. Not here: serving the text format
-(the scoring API does that) and anything about other devices.
+so an agent nobody scrapes does not carry it. No token: the endpoint is
+the scoring API's socket (``scoring_host``, 127.0.0.1 by default), and
+whoever reaches it can already score and read each module's metadata.
+Series of a replaced version last until the next heartbeat has reported
+its final counts. Not here: serving the text format (the scoring API does
+that) and anything about other devices.
 
 A new metric is one :class:`~edge_agent.metric_families.Family` line in :data:`FAMILIES`.
 """

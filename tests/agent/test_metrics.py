@@ -88,7 +88,8 @@ def test_fallbacks_are_totalled_beside_what_the_heartbeat_takes(tmp_path):
     assert offload.take_records()[0][1]["reasons"] == {"batch_too_large": {"cloud": 1}}
     offload.count("iris", "batch_too_large", "cloud")
     offload.count("iris", "latency_over_slo", "local")
-    assert offload.fallbacks_total == {("iris", "batch_too_large", "cloud"): 2, ("iris", "latency_over_slo", "local"): 1}
+    assert offload.fallbacks_total == {("iris", "batch_too_large", "cloud"): 2,
+                                       ("iris", "latency_over_slo", "local"): 1}
 
 
 def test_metrics_on_the_scoring_port_report_each_module_version_since_it_was_loaded(server, make_agent):
