@@ -110,7 +110,8 @@ class Stats:
         with self._lock:
             buckets, self.buckets = self.buckets, [0] * sketch.KEYS
             errors, self.errors = self.errors, [0]
-            self._taken_buckets = list(map(add, self._taken_buckets, buckets))
+            if any(buckets):  # ~10 µs on an idle version, against ~50 µs for the sum (simulated fleets idle a lot)
+                self._taken_buckets = list(map(add, self._taken_buckets, buckets))
             self._taken_errors += errors[0]
         return buckets, errors[0]
 
