@@ -36,10 +36,12 @@ from collections import Counter
 import numpy as np
 
 from fleet_protocol.errors import BadDataError
+from fleet_protocol import feedback
+from fleet_protocol.feedback import label_text
 from fleet_protocol.fields import refuse_unknown_keys
 
 MAX_LABELS = 50
-MAX_LABEL_CHARS = 64
+MAX_LABEL_CHARS = feedback.MAX_LABEL_CHARS  # classes are cut here, as labels that come back are
 OTHER = "other"
 _LABEL, _SCORES = "label", "scores"
 DECLARATIONS = {"label_output": _LABEL, "probability_output": _SCORES}
@@ -74,12 +76,6 @@ def choose(outputs: dict) -> tuple[str | None, str | None]:
     return (scores, _SCORES) if scores is not None else (None, None)
 
 
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return str(value)[:MAX_LABEL_CHARS]
-
-
 class AnswerCounts:
     """Answers by class of one version since the last :meth:`take` (no lock: a rare lost count is accepted)."""
 
@@ -91,21 +87,34 @@ class AnswerCounts:
         # the output counted, as the module declared it or the rule chose it
         self.output, self._mode = declared if declared is not None else (None, None)
 
+    def _labels(self, outputs: dict) -> np.ndarray | None:
+        """The class of every row of ``outputs`` (by the declared output or the rule), None if it has none."""
+        value = outputs.get(self.output) if self.output is not None else None
+        if value is None:
+            if self._declared:
+                return None
+            self.output, self._mode = choose(outputs)
+            if self.output is None:
+                return None
+            value = outputs[self.output]
+        array = np.asarray(value)
+        if self._mode == _LABEL:
+            return array.reshape(-1)
+        return array.reshape(len(array), -1).argmax(axis=1)
+
+    def row_labels(self, outputs: dict) -> list[str] | None:
+        """The class of every row as text (as counted), for joining labels later; None if not readable."""
+        try:
+            labels = self._labels(outputs)
+            return None if labels is None else [label_text(label) for label in labels.tolist()]
+        except Exception:  # noqa: BLE001 - statistics never fail a request
+            return None
+
     def add(self, outputs: dict) -> None:
         try:
-            value = outputs.get(self.output) if self.output is not None else None
-            if value is None:
-                if self._declared:
-                    return
-                self.output, self._mode = choose(outputs)
-                if self.output is None:
-                    return
-                value = outputs[self.output]
-            array = np.asarray(value)
-            if self._mode == _LABEL:
-                labels = array.reshape(-1)
-            else:
-                labels = array.reshape(len(array), -1).argmax(axis=1)
+            labels = self._labels(outputs)
+            if labels is None:
+                return
             if labels.dtype.kind in "iub" and labels.size > 1:
                 values, numbers = np.unique(labels, return_counts=True)
                 found = zip(values.tolist(), numbers.tolist())
@@ -113,7 +122,7 @@ class AnswerCounts:
                 found = Counter(labels.tolist()).items()
             counts = self.counts
             for label, number in found:
-                key = _text(label)
+                key = label_text(label)
                 if key not in counts and len(counts) >= MAX_LABELS:
                     key = OTHER
                 counts[key] = counts.get(key, 0) + number

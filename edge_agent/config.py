@@ -45,6 +45,8 @@ class AgentConfig:
     max_request_bytes: int = 16_777_216
     request_timeout_s: float = 30.0  # a scoring client silent this long mid-request (or idle) is disconnected
     outbox_max_bytes: int = 64 * 1024**2  # past this, captures go first, then telemetry, events last
+    feedback_max_requests: int = 10_000  # scored requests remembered for feedback (labels); older ones are forgotten
+    feedback_max_rows: int = 100_000  # ... and their predicted rows in all
     cloud_url: str | None = None  # fleet server for cloud scoring (OIP v2 at /v2); None: no cloud fallback
     cloud_token: str | None = None  # bearer token for cloud_url
     cloud_timeout_s: float = 5.0
@@ -80,7 +82,8 @@ class AgentConfig:
 _REQUIRED = ("device_id", "state_dir")
 _INT_FIELDS = {"scoring_port": (0, 65535), "fetch_window_chunks": (1, 256), "keepalive_s": (5, 3600),
                "outbox_max_records": (10, 100_000_000), "max_request_bytes": (1024, 2**31),
-               "outbox_max_bytes": (65_536, 2**40), "cloud_retries": (0, 10), "cloud_breaker_failures": (1, 1000)}
+               "outbox_max_bytes": (65_536, 2**40), "feedback_max_requests": (0, 10_000_000),
+               "feedback_max_rows": (0, 100_000_000), "cloud_retries": (0, 10), "cloud_breaker_failures": (1, 1000)}
 _FLOAT_FIELDS = {"heartbeat_interval_s": 0.05, "telemetry_flush_interval_s": 0.01, "fetch_timeout_s": 0.05,
                  "cloud_timeout_s": 0.05, "cloud_breaker_cooldown_s": 0.01, "cert_renew_before_s": 1.0,
                  "request_timeout_s": 0.1}

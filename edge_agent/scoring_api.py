@@ -14,6 +14,7 @@ Routes::
     GET  /v2/models/{name}[/versions/{v}]         model metadata
     GET  /v2/models/{name}[/versions/{v}]/ready
     POST /v2/models/{name}[/versions/{v}]/infer
+    POST /v2/models/{name}/feedback              labels for a scored request, by its id
     GET  /metrics                                 Prometheus text format (:mod:`edge_agent.metrics`), when
                                                   the agent passes ``metrics``; no token, like the rest
 
@@ -35,6 +36,14 @@ capture. Every response says where it was scored in its ``parameters``:
 and ``fallback_reason`` when it went to the cloud; a joint answer (rows
 below ``fallback.confidence_below``) says which rows the cloud answered
 (:mod:`edge_agent.joint`).
+
+With a :class:`~edge_agent.feedback.RecentRequests` (the agent passes one),
+every answered request carries an ``id`` (the request's own, or one assigned
+here) and is remembered with its predicted classes (as answered, joint rows
+included); ``POST .../feedback`` joins labels to it and writes one
+``feedback`` record to the outbox per id (a second label for the same id
+answers ``"duplicate": true`` and writes nothing); an id not held answers
+404 with the bound.
 """
 
 from __future__ import annotations
@@ -45,18 +54,21 @@ import logging
 import sys
 import threading
 import time
+import uuid
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from fleet_protocol import oip
+from fleet_protocol import feedback, oip
 from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, MessageError, TransportError
 from fleet_protocol.fields import is_ascii_decimal
 
 from .cloud_client import CloudRefused
+from .feedback import RecentRequests, UnknownRequest, receive, remember_cloud
 from .inputs import ModuleError, mismatch
 from .offload import Offload
+from .outbox import Outbox
 from .runtime import LoadedModule
 
 log = logging.getLogger("edgefleet.agent.scoring")
@@ -72,12 +84,17 @@ class _HttpError(Exception):
 class ScoringServer:
     def __init__(self, *, host: str, port: int, table: dict[str, LoadedModule], ready: Callable[[], bool],
                  max_request_bytes: int = 16_777_216, agent_version: str = "", offload: Offload | None = None,
-                 request_timeout_s: float = 30.0, metrics: Callable[[], tuple[bytes, str]] | None = None):
+                 request_timeout_s: float = 30.0, metrics: Callable[[], tuple[bytes, str]] | None = None,
+                 recent: RecentRequests | None = None, outbox: Outbox | None = None):
+        """``recent`` and ``outbox`` together turn on feedback (labels joined to scored requests)."""
+        if recent is not None and (outbox is None or not recent.enabled):
+            recent = None
         handler = type("Handler", (_Handler,), {"table": table, "ready": staticmethod(ready),
                                                  "max_request_bytes": max_request_bytes,
                                                  "timeout": request_timeout_s,
                                                  "agent_version": agent_version, "offload": offload,
-                                                 "metrics": None if metrics is None else staticmethod(metrics)})
+                                                 "metrics": None if metrics is None else staticmethod(metrics),
+                                                 "recent": recent, "outbox": outbox})
         self._server = _Server((host, port), handler)
         self._thread: threading.Thread | None = None
 
@@ -120,6 +137,8 @@ class _Handler(BaseHTTPRequestHandler):
     agent_version: str
     offload: Offload | None
     metrics: Callable[[], tuple[bytes, str]] | None  # the agent's metrics: text and content type
+    recent: RecentRequests | None
+    outbox: Outbox | None
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         log.debug("%s " + format, self.address_string(), *args)
@@ -245,6 +264,9 @@ class _Handler(BaseHTTPRequestHandler):
             if self.offload is None:
                 return 200, self._infer(self._module(name, version), _parse_json(raw))
             return 200, self._infer_or_offload(name, version, raw)
+        if tail == ["feedback"] and version is None and self.recent is not None:
+            self._only(method, "POST")
+            return 200, self._feedback(name, _parse_json(self._read_body()))
         raise _HttpError(404, f"no route {self.path}")
 
     def _only(self, method: str, allowed: str) -> None:
@@ -314,6 +336,8 @@ class _Handler(BaseHTTPRequestHandler):
             retry = max(1, round(offload.client.breaker.retry_in_s())) if offload.client is not None else 1
             raise _HttpError(503, str(exc), {"Retry-After": str(retry)}) from None
         if response is not None:
+            if self.recent is not None:
+                remember_cloud(self.recent, name, module, request.id, response)
             return response
         if module is None:
             raise _HttpError(404, f"unknown model {name!r}")
@@ -343,15 +367,32 @@ class _Handler(BaseHTTPRequestHandler):
         if self.offload is not None:  # rows below the module's confidence_below get the cloud model's answer
             outputs, marks = self.offload.second_opinion(module, request.inputs, result.outputs, outputs)
             self.offload.capture(module, marks.get("scored_on", "local"), result.accelerator, request.inputs, outputs)
+        request_id = request.id
+        if self.recent is not None:
+            request_id = request_id or uuid.uuid4().hex
+            answered = module.variants.get(result.model_version, module.primary) if module.variants else module
+            self.recent.remember(request_id, model=module.name, version=result.model_version,
+                                 scored_on=marks.get("scored_on", "local"), split=bool(module.variants),
+                                 predicted=answered.answers.row_labels({**result.outputs, **outputs}))
         try:
             parameters = {"scored_on": "local", "accelerator": result.accelerator,
                           "model_version": str(result.model_version), **marks}
             if module.variants:  # an A/B split: say which variant answered
                 parameters["variant"] = str(result.model_version)
-            return oip.encode_response(module.name, str(result.model_version), outputs, id=request.id,
+            return oip.encode_response(module.name, str(result.model_version), outputs, id=request_id,
                                        parameters=parameters)
         except MessageError as exc:
             raise _HttpError(500, f"model output cannot be encoded: {exc}") from None
+
+    def _feedback(self, name: str, body: dict) -> dict:
+        try:
+            return receive(self.recent, lambda record: self.outbox.add(feedback.KIND, record), name, body)
+        except MessageError as exc:
+            raise _HttpError(400, str(exc)) from None
+        except UnknownRequest as exc:
+            raise _HttpError(404, str(exc)) from None
+        except OSError as exc:  # the label is refused, not lost: the client may send it again
+            raise _HttpError(503, f"feedback cannot be stored now: {exc}", {"Retry-After": "5"}) from None
 
     def _send(self, status: int, body: dict | None, headers: dict[str, str] | None = None, *,
               raw: bytes | None = None, content_type: str = "application/json") -> None:

@@ -39,6 +39,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edge_agent.answers import AnswerCounts
+from edge_agent.feedback import RecentRequests
 from edge_agent.inputs import ModuleError, mismatch
 from fleet_protocol import bundle_file
 from fleet_protocol.errors import EdgefleetError, MessageError
@@ -67,6 +69,7 @@ class CloudModel:
     notes: list[str] = field(default_factory=list)
     check: bool = True  # False for a module with an entry script: the script decides what it takes
     module_dir: Any = None  # a module's unpacked bundle, removed when the module leaves the cache
+    answers: AnswerCounts = field(default_factory=AnswerCounts)  # reads each row's class, for feedback
 
     def metadata(self, versions: list[int]) -> dict:
         return {"name": self.name, "versions": [str(v) for v in versions], "platform": PLATFORMS[self.runtime],
@@ -106,6 +109,8 @@ class CloudScoring:
         self._loading: dict[tuple[str, int], threading.Lock] = {}
         self._modules_dir = Path(fleet.config.data_dir) / "cloud-modules"
         shutil.rmtree(self._modules_dir, ignore_errors=True)  # left by a previous run: nothing is loaded yet
+        config = fleet.config  # requests scored here, remembered for labels (fleet_server.feedback)
+        self.recent = RecentRequests(max_requests=config.feedback_max_requests, max_rows=config.feedback_max_rows)
 
     def versions(self, name: str) -> list[int]:
         return [r["version"] for r in model_store.list_versions(db=self._fleet.db, name=name)]

@@ -22,6 +22,8 @@ class ServerConfig:
     cloud_profile: str = "generic-cpu"  # firmware profile naming this host's accelerators for cloud scoring
     cloud_max_loaded_models: int = 8  # model versions kept loaded for /v2 scoring (least recently used go)
     cloud_max_request_bytes: int = 64 * 1024**2
+    feedback_max_requests: int = 10_000  # requests the server scored, remembered for labels (oldest forgotten)
+    feedback_max_rows: int = 100_000  # ... and their predicted rows in all
     broker_tls_dir: Path | None = None  # `edgefleet server broker-config --out DIR`: the server's mTLS identity, CRL
     broker_pid_file: Path | None = None  # the broker's pid file: revocations SIGHUP it to reread the CRL
     enrollment_ttl_s: int = 24 * 3600  # how long a one-time enrollment token stays valid

@@ -3,7 +3,8 @@
     .../status     upsert the device: online/offline (offline is the agent's last will), profile, tags
     .../reported   store the device's reported state
     .../telemetry  store the batch's records once each and the device's last_seen, in one
-                   transaction (records of kind ``capture`` go to the captures table instead);
+                   transaction (records of kind ``capture`` go to the captures table instead,
+                   ``feedback`` to the feedback table: :mod:`fleet_server.feedback`);
                    the age of its oldest record goes into the ingest lag histogram
     .../fetch      publish the requested chunks of a bundle on its shared chunks topic, each
                    as few times as every requester needs (see :class:`ChunkSender`), encrypted
@@ -27,9 +28,11 @@ from collections import Counter
 
 from fleet_protocol import messages, topics
 from fleet_protocol import captures as capture_format
+from fleet_protocol import feedback as feedback_format
 from fleet_protocol.errors import BadDataError, MessageError
 from fleet_protocol.timestamps import from_iso, to_iso
 
+from . import feedback
 from .chunk_sender import ChunkSender
 from .clock import utc_now
 from .renewal import handle_renew
@@ -135,19 +138,25 @@ class MessageHandlers:
         _same_device(device_id, batch.device_id)
         moment = utc_now()
         now = to_iso(moment)
-        records = [r.to_dict() for r in batch.records if r.kind != capture_format.KIND]
+        apart = (capture_format.KIND, feedback_format.KIND)
+        records = [r.to_dict() for r in batch.records if r.kind not in apart]
         captures = [r.to_dict() for r in batch.records if r.kind == capture_format.KIND and self._valid_capture(
             device_id, r.data)]
+        labels = feedback.valid_records([r.to_dict() for r in batch.records if r.kind == feedback_format.KIND],
+                                        lambda reason: self.malformed.add(topics.device_topic(device_id, "telemetry"),
+                                                                          "feedback", reason))
         with self._db.transaction():  # one commit per batch: the records, the captures and last_seen together
             new = telemetry_store.insert_records(db=self._db, device_id=device_id, outbox_id=batch.outbox_id,
                                                  records=records, received=now)
             if captures:
                 new += capture_store.insert_captures(db=self._db, device_id=device_id, outbox_id=batch.outbox_id,
                                                      records=captures, received=now)
+            new += feedback.ingest(self._fleet, device_id=device_id, records=labels, received=now)
             if not retained:
                 device_store.touch(db=self._db, device_id=device_id, seen=now)
-        self.telemetry_received += len(records) + len(captures)  # at-least-once: a redelivery counts again
-        self.telemetry_duplicates += len(records) + len(captures) - new  # ... and is not stored again
+        kept = len(records) + len(captures) + len(labels)
+        self.telemetry_received += kept  # at-least-once: a redelivery counts again
+        self.telemetry_duplicates += kept - new  # ... and is not stored again
         if batch.records and not retained:
             self._fleet.metrics.observe_ingest(batch.records[0].ts, moment)
 

@@ -14,7 +14,13 @@ sums them over the devices it targets, from its creation on, per version:
   routed, counted on the device by the rule in :mod:`edge_agent.answers`
   (the label output when there is one, else the argmax of a score per
   class); ``answer_output`` names the output counted;
-- ``unreadable_records``: reports left out because they were malformed.
+- ``unreadable_records``: reports left out because they were malformed;
+- ``labelled`` / ``correct`` / ``accuracy`` with its Wilson interval
+  (``accuracy_low``, ``accuracy_high``): labels that came back
+  (:mod:`fleet_server.feedback`) for requests the split routed to the version
+  on the targeted devices since the deployment was created.
+
+:func:`verdict_of` decides between the versions (:mod:`fleet_server.ab_verdict`).
 
 A comparison ends at promote: :func:`promote` stores the rows as they stand
 with the winning version and the new deployment, and from then on
@@ -32,10 +38,13 @@ from fleet_protocol.timestamps import to_iso
 
 from . import deployments as deployment_service
 from . import targeting
+from .ab_verdict import verdict
+from .feedback import tally
 from .clock import utc_now
 from .errors import ConflictError, NotFoundError
 from .store import deployments as deployment_store
 from .store import devices as device_store
+from .store import feedback as feedback_store
 
 log = logging.getLogger("edgefleet.server.variants")
 
@@ -48,6 +57,14 @@ def variant_stats(fleet, deployment_id: int) -> list[dict]:
     if deployment.get("decided"):
         return deployment["decided"]["variants"]
     return _live(fleet, deployment)
+
+
+def verdict_of(fleet, deployment_id: int) -> dict:
+    """The decision between the versions (:func:`fleet_server.ab_verdict.verdict`), the main version as baseline."""
+    deployment = _get(fleet, deployment_id)
+    rows = deployment["decided"]["variants"] if deployment.get("decided") else _live(fleet, deployment)
+    rows = [{"labelled": 0, "correct": 0, **row} for row in rows]  # frozen before labels were counted
+    return verdict(rows, deployment["version"], deployment["module"])
 
 
 def promote(fleet, deployment_id: int, version: int) -> dict:
@@ -89,11 +106,13 @@ def _live(fleet, deployment: dict) -> list[dict]:
     devices = [d["id"] for d in device_store.list_devices(db=fleet.db) if targeting.targets(deployment, d)]
     records = deployment_store.model_stats_since(db=fleet.db, module=deployment["module"], device_ids=devices,
                                                  since=deployment["created"])
-    return [_row(version, weight, [r for r in records if r.get("version") == version])
+    labels = feedback_store.pairs_by_version(db=fleet.db, model=deployment["module"], sources=devices,
+                                             since=deployment["created"], split_only=True)
+    return [_row(version, weight, [r for r in records if r.get("version") == version], labels.get(version, []))
             for version, weight in sorted(weights.items())]
 
 
-def _row(version: int, weight: int, records: list[dict]) -> dict:
+def _row(version: int, weight: int, records: list[dict], labels: list[list[str]]) -> dict:
     answered = errors = unreadable = 0
     latencies = sketch.Sketch()
     outputs: dict[str, int] = {}
@@ -125,7 +144,7 @@ def _row(version: int, weight: int, records: list[dict]) -> dict:
             **{f"latency_p{q}_us": None if ns is None else round(ns / 1000, 3) for q, ns in quantile.items()},
             "outputs": _largest(outputs),
             "answer_output": max(answer_outputs, key=answer_outputs.get) if answer_outputs else None,
-            "unreadable_records": unreadable}
+            "unreadable_records": unreadable, **tally(labels)}
 
 
 def _count(value: object, what: str) -> int:

@@ -121,16 +121,43 @@ def variants(
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Per version of an A/B deployment: weight, requests (errors included), errors, latency (within 1 %), answers
-    by class (frozen once a version was promoted)."""
-    rows = ApiClient(server, token).get(f"/api/deployments/{deployment_id}/variants")
+    by class, labelled rows and accuracy with its Wilson 95 % interval (frozen once a version was promoted); then
+    the verdict (see `edgefleet deploy verdict`)."""
+    client = ApiClient(server, token)
+    rows = client.get(f"/api/deployments/{deployment_id}/variants")
     if json_out:
         print_json(rows)
         return
     print_table(f"Deployment {deployment_id} variants", ["version", "weight", "devices", "requests", "errors",
-                                                         "error rate", "p50 µs", "p95 µs", "p99 µs", "answers by class"],
+                                                         "error rate", "p50 µs", "p95 µs", "p99 µs", "answers by class",
+                                                         "labelled", "accuracy (95 % CI)"],
                 [(r["version"], r["weight"], r["devices"], r["requests"], r["errors"], f"{r['error_rate']:.2%}",
                   r["latency_p50_us"], r["latency_p95_us"], r["latency_p99_us"],
-                  " ".join(f"{k}:{v}" for k, v in sorted(r["outputs"].items()))) for r in rows])
+                  " ".join(f"{k}:{v}" for k, v in sorted(r["outputs"].items())), r.get("labelled", 0),
+                  _accuracy(r)) for r in rows])
+    console.print(client.get(f"/api/deployments/{deployment_id}/verdict")["sentence"], highlight=False, markup=False)
+
+
+@app.command()
+def verdict(
+    deployment_id: Annotated[int, typer.Argument(help="The A/B deployment")],
+    server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """The A/B decision, one sentence per variant against the main version: "v3 is better at 95 %" only when the
+    two-proportion z-test on labelled rows passes (Bonferroni across variants, at least 30 labelled rows each),
+    else "not enough data yet: about N more requests needed" (80 % power); without labels, what errors and the
+    class mix can and cannot tell. Labels come back through POST /v2/models/{name}/feedback."""
+    result = ApiClient(server, token).get(f"/api/deployments/{deployment_id}/verdict")
+    if json_out:
+        print_json(result)
+        return
+    console.print(result["sentence"], highlight=False, markup=False)
+
+
+def _accuracy(row: dict) -> str:
+    if row.get("accuracy") is None:
+        return "–"
+    return f"{row['accuracy']:.1%} ({row['accuracy_low']:.1%}–{row['accuracy_high']:.1%})"
 
 
 def _split_of(deployment: dict) -> dict[str, int]:

@@ -191,3 +191,29 @@ def delete(
         raise CliError("not deleted", exit_code=1)
     ApiClient(server, token).request("DELETE", f"/api/models/{name}/versions/{version}")
     console.print(f"deleted {name}:{version}")
+
+
+@app.command()
+def accuracy(
+    name: Annotated[str, typer.Argument(help="The model name scoring requests use (a module on devices, or a "
+                                             "registered model scored in the cloud)")],
+    server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Field accuracy per version from labels that came back (POST /v2/models/{name}/feedback, on the agents
+    and on the server): labelled rows, accuracy with its Wilson 95 % interval, and the confusion matrix."""
+    versions = ApiClient(server, token).get(f"/api/feedback/{name}")
+    if json_out:
+        print_json(versions)
+        return
+    if not versions:
+        console.print(f"no labels for {name} yet: send them to POST /v2/models/{name}/feedback with the id of "
+                      "the scored request", highlight=False, markup=False)
+        return
+    print_table(f"Field accuracy of {name}", ["version", "labelled", "correct", "accuracy", "95 % CI"],
+                [(v["version"], v["labelled"], v["correct"], f"{v['accuracy']:.1%}",
+                  f"{v['accuracy_low']:.1%}–{v['accuracy_high']:.1%}") for v in versions])
+    for v in versions:
+        predicted = sorted({p for row in v["confusion"].values() for p in row})
+        print_table(f"v{v['version']} confusion matrix (rows: true label, columns: predicted)",
+                    ["label", *predicted],
+                    [(label, *(row.get(p, 0) for p in predicted)) for label, row in sorted(v["confusion"].items())])

@@ -396,3 +396,37 @@ class VariantStats(BaseModel):
                                                 "output, else the argmax of a score per class)")
     answer_output: str | None = Field(None, description="The output counted in outputs")
     unreadable_records: int = Field(0, description="Malformed reports left out")
+    labelled: int = Field(0, description="Rows the split routed here whose true label came back (feedback)")
+    correct: int = Field(0, description="Of those, rows whose predicted class equals the label")
+    accuracy: float | None = Field(None, description="correct / labelled")
+    accuracy_low: float | None = Field(None, description="Wilson 95 % interval of the accuracy, lower bound")
+    accuracy_high: float | None = Field(None, description="Wilson 95 % interval of the accuracy, upper bound")
+
+
+class VariantComparison(BaseModel):
+    version: int
+    baseline: int = Field(description="The deployment's main version, which each variant is compared with")
+    kind: str = Field(description="accuracy (both have labels) or no_labels (errors and class mix only)")
+    better: int | None = Field(description="The better version, only when its test passed")
+    p_value: float | None = Field(description="Two-proportion z-test on the labelled rows")
+    more_requests: int | None = Field(description="About how many more requests a decision needs (power 80 %)")
+    error_p_value: float | None = Field(None, description="Without labels: two-proportion z-test on errors")
+    class_shift_p_value: float | None = Field(None, description="Without labels: chi-square on answers by class")
+    sentence: str
+
+
+class Verdict(BaseModel):
+    baseline: int
+    confidence: float
+    comparisons: list[VariantComparison]
+    sentence: str = Field(description="The decision in one plain sentence per variant")
+
+
+class FieldAccuracy(BaseModel):
+    version: int
+    labelled: int = Field(description="Rows whose true label came back (feedback), on devices and in the cloud")
+    correct: int
+    accuracy: float | None
+    accuracy_low: float | None = Field(description="Wilson 95 % interval, lower bound")
+    accuracy_high: float | None
+    confusion: dict[str, dict[str, int]] = Field(description="True label -> predicted class -> rows")

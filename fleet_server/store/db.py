@@ -179,6 +179,19 @@ CREATE TABLE IF NOT EXISTS captures (
     UNIQUE (device_id, outbox_id, seq)
 );
 CREATE INDEX IF NOT EXISTS captures_model ON captures (model, version, id);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    scored_on TEXT NOT NULL,
+    split INTEGER NOT NULL,
+    pairs TEXT NOT NULL,
+    received TEXT NOT NULL,
+    UNIQUE (source, model, request_id)
+);
+CREATE INDEX IF NOT EXISTS feedback_model ON feedback (model, version);
 CREATE TABLE IF NOT EXISTS bundle_keys (
     digest TEXT PRIMARY KEY,
     key TEXT NOT NULL,

@@ -11,9 +11,9 @@ from ...audit import note
 from ...store import deployments as deployment_store
 from ...store import rollouts as rollout_store
 from ..deps import FleetDep
-from ...variants import promote as promote_variant, variant_stats
+from ...variants import promote as promote_variant, variant_stats, verdict_of
 from ..schemas import (DeploymentCreate, DeploymentDetail, DeploymentPublic, GroupCreate, GroupPublic, PromoteRequest,
-                       RolloutCreate, RolloutEvent, RolloutPublic, VariantStats)
+                       RolloutCreate, RolloutEvent, RolloutPublic, VariantStats, Verdict)
 
 router = APIRouter(tags=["deployments"])
 
@@ -69,6 +69,13 @@ def promote(fleet: FleetDep, request: Request, deployment_id: int, body: Promote
 def variants(fleet: FleetDep, deployment_id: int) -> list[dict]:
     """Per version of an A/B deployment: requests, error rate, latency and output distribution from telemetry."""
     return variant_stats(fleet, deployment_id)
+
+
+@router.get("/deployments/{deployment_id}/verdict", response_model=Verdict)
+def verdict(fleet: FleetDep, deployment_id: int) -> dict:
+    """The A/B decision: each variant against the main version, on accuracy when labels came back (Wilson
+    intervals, two-proportion z-test, power estimate), else on errors and the class mix; one sentence each."""
+    return verdict_of(fleet, deployment_id)
 
 
 @router.post("/rollouts", response_model=RolloutPublic, status_code=status.HTTP_201_CREATED)

@@ -4,7 +4,9 @@
     GET  /v2/health/live | /v2/health/ready         no token needed (like GET /api/health)
     GET  /v2/models/{name}[/versions/{v}]           model metadata (loads the model)
     GET  /v2/models/{name}[/versions/{v}]/ready
-    POST /v2/models/{name}[/versions/{v}]/infer     ``parameters``: scored_on, accelerator, model_version
+    POST /v2/models/{name}[/versions/{v}]/infer     ``parameters``: scored_on, accelerator, model_version;
+                                                   ``id``: the request's, or one assigned (for feedback)
+    POST /v2/models/{name}/feedback                 labels for a request scored here (:mod:`fleet_server.feedback`)
     GET  /v2/modules/{name}/versions/{v}             a module's bundle version, as an agent runs it
     POST /v2/modules/{name}/versions/{v}/infer       (entry script included): a device's cloud fallback
 
@@ -23,6 +25,7 @@ Scoring runs in the thread pool; the models live in
 
 from __future__ import annotations
 
+import uuid
 from typing import Callable
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -36,8 +39,10 @@ from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, EdgefleetError
 from fleet_protocol.fields import is_ascii_decimal
 
+from edge_agent.feedback import RecentRequests
 from edge_agent.inputs import ModuleError
 
+from ... import feedback
 from ...cloud_scoring import CloudModel
 from ...errors import NotFoundError, TooLargeError
 from ...tokens import VIEWER
@@ -129,7 +134,14 @@ def model_ready(fleet: FleetDep, name: str, version: str | None = None) -> dict:
 @router.post("/models/{name}/versions/{version}/infer")
 async def infer(fleet: FleetDep, request: Request, name: str, version: str | None = None) -> dict:
     body = await _body(fleet, request)
-    return await run_in_threadpool(_score, lambda: _model(fleet, name, version), body)
+    return await run_in_threadpool(_score, lambda: _model(fleet, name, version), body, fleet.cloud.recent)
+
+
+@router.post("/models/{name}/feedback")
+async def model_feedback(fleet: FleetDep, request: Request, name: str) -> dict:
+    body = await _body(fleet, request)
+    return await run_in_threadpool(
+        feedback.receive, fleet, name, parse_json_object(body, what="request body", max_bytes=len(body)))
 
 
 @router.get("/modules/{name}/versions/{version}")
@@ -161,10 +173,16 @@ async def _body(fleet, request: Request) -> bytes:
     return body
 
 
-def _score(get_model: Callable[[], CloudModel], body: bytes) -> dict:
+def _score(get_model: Callable[[], CloudModel], body: bytes, recent: RecentRequests | None = None) -> dict:
+    """Score; with ``recent``, remember the request (and answer with its id) for feedback."""
     request = oip.decode_request(parse_json_object(body, what="request body", max_bytes=len(body)))  # size: _body
     model = get_model()
     outputs = model.score(request.inputs, request.outputs)
-    return oip.encode_response(model.name, str(model.version), outputs, id=request.id,
+    request_id = request.id
+    if recent is not None and recent.enabled:
+        request_id = request_id or uuid.uuid4().hex
+        recent.remember(request_id, model=model.name, version=model.version, scored_on="cloud", split=False,
+                        predicted=model.answers.row_labels(outputs))
+    return oip.encode_response(model.name, str(model.version), outputs, id=request_id,
                                parameters={"scored_on": "cloud", "accelerator": model.accelerator,
                                            "model_version": str(model.version)})

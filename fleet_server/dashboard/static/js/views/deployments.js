@@ -1,12 +1,14 @@
 // Deployments: the list with per-state counts, and one deployment's devices with errors explained,
 // its staged rollout (if any) and, for an A/B split, the comparison per variant with a promote button
-// (once promoted, the comparison shows as decided, frozen as it stood, without the button).
+// (once promoted, the comparison shows as decided, frozen as it stood, without the button), the verdict
+// in plain sentences and the field accuracy of its versions from labels that came back.
 
 import { apiGet, apiPost, enc, hasRole } from "../api.js";
 import { errorBlock } from "../alerts.js";
 import { barChart } from "../charts.js";
 import { actionButton } from "../dialog.js";
 import { ago, badge, fill, h, link, section, table } from "../dom.js";
+import { accuracyText, fieldAccuracy, verdictBlock } from "./accuracy.js";
 
 export const STATES = ["pending", "installing", "running", "failed", "superseded", "refused"];
 const ATTENTION = ["failed", "refused", "installing", "pending", "running", "superseded"]; // device rows, most urgent first
@@ -81,7 +83,7 @@ function decision(d) {
 }
 
 /** The A/B comparison: one row per variant, its answers as a bar chart, and (for operators, until decided) promote. */
-function comparison(d, variants, status) {
+function comparison(d, variants, verdict, status) {
   const canPromote = hasRole("operator") && !d.withdrawn && !d.decided;
   const totalWeight = variants.reduce((sum, v) => sum + v.weight, 0) || 1;
   const promote = (v) => actionButton({
@@ -98,17 +100,19 @@ function comparison(d, variants, status) {
     },
   });
   const headers = ["Variant", "Traffic", "Devices", "Requests", "Errors", "Error rate", "Latency p50", "Latency p95",
-    "Latency p99"];
+    "Latency p99", "Labelled", "Accuracy (95 % CI)"];
   const winner = d.decided ? d.decided.version : null;
   const rows = variants.map((v) => [
     h("strong", {}, `v${v.version}`, v.version === d.version ? " (deployed)" : "", v.version === winner ? " (promoted)" : ""),
     `${Math.round((v.weight / totalWeight) * 100)} %`, String(v.devices), String(v.requests), String(v.errors),
     `${(v.error_rate * 100).toFixed(2)} %`, millis(v.latency_p50_us), millis(v.latency_p95_us), millis(v.latency_p99_us),
+    String(v.labelled || 0), accuracyText(v),
     ...(canPromote ? [promote(v)] : [])]);
   const counted = [...new Set(variants.map((v) => v.answer_output).filter(Boolean))].join(", ");
   const skipped = variants.reduce((sum, v) => sum + (v.unreadable_records || 0), 0);
   return section("A/B comparison",
     d.decided ? decision(d) : null,
+    verdictBlock(verdict),
     table("A/B comparison per variant", canPromote ? [...headers, "Action"] : headers, rows),
     h("div", { class: "charts" }, variants.map((v, i) => barChart({
       title: `v${v.version}: answers by class${v.answer_output ? ` (${v.answer_output})` : ""}`,
@@ -119,7 +123,9 @@ function comparison(d, variants, status) {
       "Latency is of the answered requests, from the devices' latency sketches merged: each quantile is within 1 % ",
       "of the true one. Answers by class count every row of the requests the split routed, by the module's ",
       counted ? `${counted} output` : "label output (else the largest class score)", ".",
-      skipped ? ` ${skipped} malformed report(s) left out.` : ""),
+      skipped ? ` ${skipped} malformed report(s) left out.` : "",
+      " Accuracy counts the labels that came back for requests the split routed, with a Wilson 95 % interval; ",
+      "a version is called better only when a two-proportion z-test on them passes."),
     canPromote ? status : null);
 }
 
@@ -131,7 +137,8 @@ export function mountOne(main, params, [id]) {
 
   async function refresh() {
     const [d, rollouts] = await Promise.all([apiGet(`deployments/${enc(id)}`), apiGet("rollouts")]);
-    const variants = d.split ? await apiGet(`deployments/${enc(id)}/variants`) : null;
+    const [variants, verdict, labels] = d.split ? await Promise.all([apiGet(`deployments/${enc(id)}/variants`),
+      apiGet(`deployments/${enc(id)}/verdict`), apiGet(`feedback/${enc(d.module)}`)]) : [null, null, null];
     const rollout = rollouts.find((r) => r.deployment_id === d.id);
     title.replaceChildren(`Deployment #${d.id}: ${d.module} ${versions(d)}`, d.withdrawn ? " " : "",
       d.withdrawn ? badge("withdrawn") : "");
@@ -148,7 +155,9 @@ export function mountOne(main, params, [id]) {
           : null,
         h("div", {}, h("dt", {}, "Created"), h("dd", {}, ago(d.created)))),
       progress(d.counts)),
-      variants ? comparison(d, variants, status) : null,
+      variants ? comparison(d, variants, verdict, status) : null,
+      variants ? section("Field accuracy", fieldAccuracy(d.module, labels.filter((v) =>
+        variants.some((row) => row.version === v.version)))) : null,
       section("Devices", table("Devices in this deployment", ["Device", "State", "Running version", "Error"],
         rows.map((r) => [link(`#/devices/${enc(r.device_id)}`, r.device_id), badge(r.state),
           r.version ? `v${r.version}` : "–", errorBlock(r.error)]),

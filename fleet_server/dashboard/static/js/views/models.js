@@ -1,7 +1,8 @@
-// The model registry: every model's newest version, and one model's versions in full.
+// The model registry: every model's newest version, and one model's versions in full with their field accuracy.
 
 import { apiGet, enc } from "../api.js";
 import { ago, bytes, fill, h, link, section, table, tagList } from "../dom.js";
+import { fieldAccuracy } from "./accuracy.js";
 
 function tensors(list) {
   if (!list.length) return h("span", { class: "muted" }, "–");
@@ -29,13 +30,13 @@ export function mountModel(main, params, [name]) {
   fill(main, h("p", { class: "crumbs" }, h("a", { href: "#/models" }, "Models"), " / ", name), h("h1", {}, name), root);
 
   async function refresh() {
-    const versions = await apiGet(`models/${enc(name)}`);
+    const [versions, labels] = await Promise.all([apiGet(`models/${enc(name)}`), apiGet(`feedback/${enc(name)}`)]);
     fill(root, section("Versions", table(`Versions of ${name}`,
       ["Version", "Runtime", "Size", "SHA-256", "Inputs", "Outputs", "Tags", "Properties", "Registered"],
       [...versions].reverse().map((v) => [`v${v.version}`, v.runtime, bytes(v.size),
         h("code", { title: v.sha256 }, `${v.sha256.slice(0, 12)}…`), tensors(v.inputs), tensors(v.outputs),
         tagList(v.tags), Object.keys(v.properties).length ? h("code", {}, JSON.stringify(v.properties)) : "–",
-        ago(v.created)]))));
+        ago(v.created)]))), section("Field accuracy", fieldAccuracy(name, labels)));
   }
 
   return { topics: [], refresh };
