@@ -19,6 +19,7 @@ from fleet_server.config import ServerConfig
 from .ended_data import EndedData, populate_ended
 from .fleet_data import FleetData, populate
 from .rollout_data import RolloutData, populate_rollout
+from .verdict_data import VerdictData, populate_verdict
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -76,6 +77,12 @@ def rollout_data(server) -> RolloutData:
 def ended_data(server) -> EndedData:
     """A completed and an aborted rollout, an A/B split with large counts, a target matching nothing."""
     return populate_ended(server.url, ADMIN_TOKEN, server.broker_url)
+
+
+@pytest.fixture(scope="module")
+def verdict_data(server) -> VerdictData:
+    """Two A/B splits: one with labels that came back, one without (use in a module of its own)."""
+    return populate_verdict(server.url, ADMIN_TOKEN, server.broker_url)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ export function fieldAccuracy(name, versions) {
       + "of the scored request.");
   }
   return h("div", {},
+    h("p", { class: "small muted" }, `Every label of ${name} that came back, from every device and from cloud `
+      + "scoring (an A/B comparison counts only the labels of requests its split routed)."),
     table(`Field accuracy of ${name}`, ["Version", "Labelled rows", "Correct", "Accuracy (95 % CI)"],
       versions.map((v) => [`v${v.version}`, String(v.labelled), String(v.correct), accuracyText(v)])),
     h("div", { class: "charts" }, versions.map((v) => {
