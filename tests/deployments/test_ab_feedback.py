@@ -4,10 +4,13 @@ feedback route for requests its cloud scoring answered."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import numpy as np
 
 from tests.deployments.test_ab import label_first_classifier, serves
+from tests.deployments.test_cli import edgefleet
 from tests.server.builders import module_files, tar_gz, tiny_onnx
 from tests.support.net import wait_for
 
@@ -87,6 +90,15 @@ def test_labels_reach_the_server_through_the_outbox_once_per_request_and_decide_
     assert comparison["kind"] == "accuracy" and comparison["better"] == 2, verdict
     assert verdict["sentence"].startswith("v2 is better at 95 %: accuracy 100.0 %")
 
+    assert json.loads(edgefleet(fleet, "deploy", "verdict", str(ab["id"]), "--json")) == verdict
+    assert edgefleet(fleet, "deploy", "verdict", str(ab["id"])).strip() == verdict["sentence"]
+    table = edgefleet(fleet, "deploy", "variants", str(ab["id"]))
+    assert "accuracy (95 % CI)" in table and " ".join(table.split()).endswith(verdict["sentence"])
+    matrices = edgefleet(fleet, "model", "accuracy", "churn")
+    assert "v2 confusion matrix" in matrices and "v1 confusion matrix" in matrices
+    assert json.loads(edgefleet(fleet, "model", "accuracy", "churn", "--json")) == list(accuracy.values())
+    assert "no labels for nothing yet" in edgefleet(fleet, "model", "accuracy", "nothing")
+
 
 def test_the_server_joins_labels_to_requests_its_cloud_scoring_answered(fleet):
     registered = fleet.api.post("/api/models/scaler", files={"file": ("model.onnx", tiny_onnx(2.0))})
@@ -95,6 +107,7 @@ def test_the_server_joins_labels_to_requests_its_cloud_scoring_answered(fleet):
     answer = fleet.api.post("/v2/models/scaler/infer", json=body).json()
     predicted = [str(int(np.argmax(row))) for row in np.asarray(answer["outputs"][0]["data"]).reshape(2, 4)]
     assert predicted == ["3", "0"] and answer["id"]
+    assert fleet.api.post("/v2/models/scaler/infer", json=body).json()["id"] != answer["id"], "an id per request"
 
     sent = fleet.api.post("/v2/models/scaler/feedback", json={"id": answer["id"], "labels": [3, 2]})
     assert sent.status_code == 200 and sent.json()["correct"] == 1, sent.text
