@@ -145,7 +145,8 @@ def _more_requests(rows: list[dict], needed: int, total_weight: int) -> int:
 
 def _without_labels(base: dict, other: dict, alpha: float, module: str) -> dict:
     a, b = other, base
-    parts = [f"no labels yet for v{a['version']} and v{b['version']}, so neither is better on accuracy "
+    missing = " and ".join(f"v{r['version']}" for r in (a, b) if not r["labelled"])
+    parts = [f"no labels yet for {missing}, so neither is better on accuracy "
              f"(send them to POST /v2/models/{module}/feedback)"]
     error_p = None
     if a["requests"] and b["requests"]:

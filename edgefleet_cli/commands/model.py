@@ -214,6 +214,5 @@ def accuracy(
                   f"{v['accuracy_low']:.1%}–{v['accuracy_high']:.1%}") for v in versions])
     for v in versions:
         predicted = sorted({p for row in v["confusion"].values() for p in row})
-        print_table(f"v{v['version']} confusion matrix (rows: true label, columns: predicted)",
-                    ["label", *predicted],
+        print_table(f"v{v['version']} confusion matrix", ["true \\ predicted", *predicted],
                     [(label, *(row.get(p, 0) for p in predicted)) for label, row in sorted(v["confusion"].items())])

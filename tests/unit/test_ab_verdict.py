@@ -109,6 +109,10 @@ def test_without_labels_the_page_says_what_it_can_and_cannot_decide():
     assert "no significant difference" in same and "do not differ significantly" in same
     assert "fails more" not in same
 
+    one_side = verdict([row(2, 50, labelled=500, correct=450), row(3, 50)], 2, "iris")
+    assert one_side["sentence"].startswith("no labels yet for v3, so neither is better on accuracy")
+    assert one_side["comparisons"][0]["better"] is None
+
 
 def test_a_deployment_without_variants_has_nothing_to_decide():
     assert verdict([row(1, 100)], 1, "iris")["sentence"].startswith("nothing to compare")
