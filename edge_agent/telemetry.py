@@ -10,7 +10,9 @@ One background thread does both halves:
   the answered requests' latencies as a :mod:`fleet_protocol.sketch`
   (1 % relative error, mergeable across devices), ``latency_us``: its
   p50/p95/p99, and under an A/B split ``outputs``: answers by class, with
-  ``answer_output`` naming the output counted, see :mod:`edge_agent.answers`);
+  ``answer_output`` naming the output counted, see :mod:`edge_agent.answers`),
+  and one ``drift`` record per version that ships a drift reference and
+  scored rows (:mod:`edge_agent.drift`);
 - every ``telemetry_flush_interval_s``, and at once after a reconnect, it
   publishes up to 500 outbox records per :class:`TelemetryBatch` (QoS 1) in
   seq order, at most 8 batches in flight. A record leaves the outbox only
@@ -42,8 +44,9 @@ from typing import Callable
 
 import psutil
 
-from fleet_protocol import messages, sketch, topics
+from fleet_protocol import drift, messages, sketch, topics
 
+from .drift import window_record
 from .mqtt_link import MqttLink, RateLimitedLog
 from .outbox import Outbox, StoredRecord
 from .runtime import LoadedModule, Runtime
@@ -189,6 +192,9 @@ class Telemetry:
             stats = model_stats(module)
             if stats is not None:
                 records.append(("model_stats", stats))
+            window = window_record(module.drift)
+            if window is not None:
+                records.append((drift.KIND, window))
         if self._extra_records is not None:
             records.extend(self._extra_records())
         self.outbox.add_many(records)

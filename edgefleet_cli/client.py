@@ -49,14 +49,16 @@ class ApiClient:
     def post(self, path: str, json: Any = None) -> Any:
         return self.request("POST", path, json=json)
 
-    def upload(self, path: str, file: Path, *, fields: dict[str, str] | None = None, label: str) -> Any:
-        """POST ``file`` as multipart ``file`` with a progress bar."""
+    def upload(self, path: str, file: Path, *, fields: dict[str, str] | None = None, label: str,
+               extra: dict[str, Path] | None = None) -> Any:
+        """POST ``file`` as multipart ``file`` with a progress bar; ``extra``: more files by form field."""
         size = file.stat().st_size
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), transient=True) as progress, file.open("rb") as handle:
             task = progress.add_task(label, total=size)
             reader = _ProgressReader(handle, lambda n: progress.advance(task, n))
-            return self.request("POST", path, files={"file": (file.name, reader)}, data=fields or {})
+            files = {"file": (file.name, reader), **{k: (p.name, p.read_bytes()) for k, p in (extra or {}).items()}}
+            return self.request("POST", path, files=files, data=fields or {})
 
 
 class _ProgressReader:

@@ -118,9 +118,10 @@ class BundleManifest:
     expires: str | None = None
     description: str = ""
     config: dict = dc_field(default_factory=dict)
+    drift_reference: str | None = None  # a file of the bundle: the model's drift reference (fleet_protocol.drift)
 
     def to_dict(self) -> dict:
-        return {
+        doc = {
             "type": MANIFEST_TYPE,
             "module": self.module,
             "version": self.version,
@@ -137,6 +138,9 @@ class BundleManifest:
             "description": self.description,
             "config": self.config,
         }
+        if self.drift_reference is not None:  # only then, so other manifests stay byte for byte as before
+            doc["drift_reference"] = self.drift_reference
+        return doc
 
     @property
     def digest(self) -> str:
@@ -198,8 +202,9 @@ class BundleManifest:
             expires=field(doc, "expires", str, where=where, optional=True, error=err),
             description=field(doc, "description", str, where=where, optional=True, default="", error=err),
             config=field(doc, "config", dict, where=where, optional=True, default={}, error=err),
+            drift_reference=_optional_path(doc, "drift_reference"),
         )
-        for path in filter(None, (manifest.model, manifest.entry, manifest.sample)):
+        for path in filter(None, (manifest.model, manifest.entry, manifest.sample, manifest.drift_reference)):
             manifest.file(path)
         return manifest
 

@@ -7,13 +7,15 @@ chunks (so versions that share bytes share chunks, and devices fetch only
 what changed), its chunks are stored content-addressed, the next version of the module is allocated and the
 manifest signed inside one database transaction, and the model is linked
 (``model_ref = name:version``), registering it first when a module brings
-bytes the registry has not seen. The ``.efb`` file is packed from the stored
+bytes the registry has not seen. A model version with a drift reference
+(:mod:`.drift`) has it shipped as ``drift_reference.json``. The ``.efb`` file is packed from the stored
 envelope, so downloading a bundle never re-signs it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import tarfile
@@ -21,7 +23,7 @@ import threading
 
 from edge_agent.fallback import FallbackPolicy
 from edge_agent.module_config import check_answer_output, check_module_config
-from fleet_protocol import bundle_file, oip
+from fleet_protocol import bundle_file, drift, oip
 from fleet_protocol.chunking import content_defined_chunks
 from fleet_protocol.errors import BadDataError
 from fleet_protocol.fields import NAME, did_you_mean
@@ -35,6 +37,7 @@ from .errors import ConflictError, NotFoundError
 from .modelinfo import inspect_model
 from .module_archive import read_module_archive
 from .store import bundles as bundle_store
+from .store import drift as drift_store
 from .store import models as model_store
 
 MODEL_FILES = {"onnx": "model.onnx", "tflite": "model.tflite"}
@@ -51,9 +54,12 @@ def build_from_module(fleet, archive: bytes) -> dict:
     check_answer_output(spec.config, [o["name"] for o in info.outputs], has_entry=spec.entry is not None,
                         where="module.json: config")
     _check_joint_model(fleet, spec.config, inputs=info.inputs, outputs=info.outputs, has_entry=spec.entry is not None)
+    known = model_store.find_by_sha256(db=fleet.db, sha256=hashlib.sha256(model_bytes).hexdigest(),
+                                       prefer_name=spec.name)
+    files, drift_file = _with_drift_reference(fleet, known, files)
     draft = _draft(fleet, module=spec.name, runtime=spec.runtime, model=spec.model, files=files, entry=spec.entry,
                    sample=spec.sample, description=spec.description, target_profiles=spec.target_profiles,
-                   config=spec.config)
+                   config=spec.config, drift_reference=drift_file)
     model_sha = fleet.blobs.put(model_bytes)
     with fleet.db.transaction():
         record = model_store.find_by_sha256(db=fleet.db, sha256=model_sha, prefer_name=spec.name)
@@ -82,9 +88,11 @@ def build_from_model(fleet, *, model: str, version: int | None, module: str | No
     if sample is not None:
         oip.decode_request(sample)  # a sample must be a valid inference request
         files["sample.json"] = json.dumps(sample, indent=1, sort_keys=True).encode("utf-8")
+    files, drift_file = _with_drift_reference(fleet, record, files)
     draft = _draft(fleet, module=module, runtime=record["runtime"], model=model_file, files=files,
                    entry="main.py" if entry_script is not None else None,
-                   sample="sample.json" if sample is not None else None, config=config or {})
+                   sample="sample.json" if sample is not None else None, config=config or {},
+                   drift_reference=drift_file)
     with fleet.db.transaction():
         if model_store.get_version(db=fleet.db, name=record["name"], version=record["version"]) is None:
             raise ConflictError(f"model {record['name']}:{record['version']} was deleted while the bundle was built")
@@ -114,6 +122,19 @@ def _check_joint_model(fleet, config: dict, *, inputs: list[dict], outputs: list
                                    f"module: it has no {tensor['datatype']} {what} {tensor['name']!r} (its "
                                    f"{what}s: {', '.join(f'{n} {d}' for n, d in types.items())})",
                                    code="bad_module_config")
+
+
+def _with_drift_reference(fleet, record: dict | None, files: dict[str, bytes]) -> tuple[dict[str, bytes], str | None]:
+    """``files`` with the model version's drift reference added (if it has one), and its path."""
+    stored = None if record is None else drift_store.get_reference(db=fleet.db, model=record["name"],
+                                                                   version=record["version"])
+    if stored is None:
+        return files, None
+    if drift.REFERENCE_FILE in files:
+        raise BadDataError(f"the module has a file named {drift.REFERENCE_FILE}, where the bundle puts the model's "
+                           "drift reference: rename it", code="bad_module")
+    return {**files, drift.REFERENCE_FILE: drift.Reference.from_dict(stored["reference"]).to_json()}, \
+        drift.REFERENCE_FILE
 
 
 def get_bundle(fleet, digest: str) -> dict:

@@ -31,6 +31,7 @@ class ServerConfig:
     desired_ttl_s: float = 7 * 86400.0  # each signed desired state expires this long after it is issued;
     # the server re-issues it with half of that left (devices report "stale" past the expiry: freeze)
     root_valid_days: int = 365  # expiry of each root document the server signs (`edgefleet keys rotate`)
+    drift_alert_period_s: int = 3600  # drift alerts judge each device's windows of this last period, merged
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

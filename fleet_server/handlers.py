@@ -4,7 +4,8 @@
     .../reported   store the device's reported state
     .../telemetry  store the batch's records once each and the device's last_seen, in one
                    transaction (records of kind ``capture`` go to the captures table instead,
-                   ``feedback`` to the feedback table: :mod:`fleet_server.feedback`);
+                   ``feedback`` to the feedback table: :mod:`fleet_server.feedback`, ``drift`` to the
+                   drift windows: :mod:`fleet_server.drift.service`);
                    the age of its oldest record goes into the ingest lag histogram
     .../fetch      publish the requested chunks of a bundle on its shared chunks topic, each
                    as few times as every requester needs (see :class:`ChunkSender`), encrypted
@@ -26,7 +27,7 @@ import threading
 import time
 from collections import Counter
 
-from fleet_protocol import messages, topics
+from fleet_protocol import drift, messages, topics
 from fleet_protocol import captures as capture_format
 from fleet_protocol import feedback as feedback_format
 from fleet_protocol.errors import BadDataError, MessageError
@@ -35,6 +36,7 @@ from fleet_protocol.timestamps import from_iso, to_iso
 from . import feedback
 from .chunk_sender import ChunkSender
 from .clock import utc_now
+from .drift import service as drift_service
 from .renewal import handle_renew
 from .store import captures as capture_store
 from .store import deployments as deployment_store
@@ -138,13 +140,14 @@ class MessageHandlers:
         _same_device(device_id, batch.device_id)
         moment = utc_now()
         now = to_iso(moment)
-        apart = (capture_format.KIND, feedback_format.KIND)
+        apart = (capture_format.KIND, feedback_format.KIND, drift.KIND)
         records = [r.to_dict() for r in batch.records if r.kind not in apart]
         captures = [r.to_dict() for r in batch.records if r.kind == capture_format.KIND and self._valid_capture(
             device_id, r.data)]
         labels = feedback.valid_records([r.to_dict() for r in batch.records if r.kind == feedback_format.KIND],
                                         lambda reason: self.malformed.add(topics.device_topic(device_id, "telemetry"),
                                                                           "feedback", reason))
+        windows = [r.to_dict() for r in batch.records if r.kind == drift.KIND]
         with self._db.transaction():  # one commit per batch: the records, the captures and last_seen together
             new = telemetry_store.insert_records(db=self._db, device_id=device_id, outbox_id=batch.outbox_id,
                                                  records=records, received=now)
@@ -152,11 +155,15 @@ class MessageHandlers:
                 new += capture_store.insert_captures(db=self._db, device_id=device_id, outbox_id=batch.outbox_id,
                                                      records=captures, received=now)
             new += feedback.ingest(self._fleet, device_id=device_id, records=labels, received=now)
+            if windows:
+                new += drift_service.ingest(self._fleet, device_id=device_id, outbox_id=batch.outbox_id,
+                                            records=windows, received=now, refuse=lambda reason: self.malformed.add(
+                                                topics.device_topic(device_id, "telemetry"), "drift", reason))
             if not retained:
                 device_store.touch(db=self._db, device_id=device_id, seen=now)
-        kept = len(records) + len(captures) + len(labels)
+        kept = len(records) + len(captures) + len(labels) + len(windows)
         self.telemetry_received += kept  # at-least-once: a redelivery counts again
-        self.telemetry_duplicates += kept - new  # ... and is not stored again
+        self.telemetry_duplicates += kept - new  # ... and is not stored again (refused windows count here too)
         if batch.records and not retained:
             self._fleet.metrics.observe_ingest(batch.records[0].ts, moment)
 

@@ -23,10 +23,13 @@ from fleet_protocol.timestamps import to_iso
 from . import targeting
 from .clock import utc_now
 from .errors import ConflictError, NotFoundError
+from .drift import service as drift_service
+from .drift.baseline import reference_from_baseline
 from .modelinfo import ModelInfo, inspect_model
 from .store import bundles as bundle_store
 from .store import deployments as deployment_store
 from .store import devices as device_store
+from .store import drift as drift_store
 from .store import models as model_store
 
 
@@ -38,15 +41,22 @@ def check_name(name: str) -> str:
 
 
 def register_model(fleet, *, name: str, data: bytes, tags: dict[str, str], properties: dict,
-                   allow_duplicate: bool = False) -> dict:
+                   allow_duplicate: bool = False, baseline: tuple[str, bytes] | None = None) -> dict:
+    """``baseline``: ``(file name, bytes)`` of the data the model's drift is measured against (see
+    :mod:`.drift.baseline`); checked before anything is stored, so a bad one registers nothing."""
     check_name(name)
     info = inspect_model(data)
     sha256 = hashlib.sha256(data).hexdigest()
     warnings = _duplicate_warnings(fleet, name=name, sha256=sha256, allow_duplicate=allow_duplicate)
+    reference = None if baseline is None else reference_from_baseline(data, info.runtime, info.inputs, baseline[1],
+                                                                      baseline[0])
     fleet.blobs.put(data, sha256)
-    record = insert_model_record(fleet, name=name, info=info, sha256=sha256, size=len(data), tags=tags,
-                                 properties=properties)
-    return {**record, "warnings": warnings}
+    with fleet.db.transaction():
+        record = insert_model_record(fleet, name=name, info=info, sha256=sha256, size=len(data), tags=tags,
+                                     properties=properties)
+        drift = None if reference is None else drift_service.set_reference(
+            fleet, model=name, version=record["version"], reference=reference, source=f"baseline {baseline[0]}")
+    return {**record, "warnings": warnings, **({"drift_reference": drift} if drift else {})}
 
 
 def _duplicate_warnings(fleet, *, name: str, sha256: str, allow_duplicate: bool) -> list[str]:
@@ -91,6 +101,7 @@ def delete_model_version(fleet, *, name: str, version: int) -> None:
             raise ConflictError(f"model {name}:{version} is in use by {which}; deploy another version of the "
                                 "module first")
         model_store.delete_version(db=fleet.db, name=name, version=version)
+        drift_store.delete_version(db=fleet.db, model=name, version=version)
         orphaned = not model_store.sha256_referenced(db=fleet.db, sha256=record["sha256"])
     if orphaned:
         fleet.blobs.delete(record["sha256"])

@@ -1,4 +1,4 @@
-"""``edgefleet model``: the model registry (register, list, show, delete) and pipeline (optimize, profile)."""
+"""``edgefleet model``: the model registry (register, list, show, delete), pipeline (optimize, profile) and drift."""
 
 from __future__ import annotations
 
@@ -44,17 +44,24 @@ def register(
     allow_duplicate: Annotated[bool, typer.Option("--allow-duplicate", help="Register a new version even when the "
                                                                            "name already holds the same bytes "
                                                                            "(refused otherwise)")] = False,
+    baseline: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False,
+                                                     help="Drift baseline: .npy, .npz (one array per input) or "
+                                                          ".csv rows of the model's inputs (at least 100); the "
+                                                          "server stores quantile bins per column and output, and "
+                                                          "bundles ship them to devices")] = None,
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Upload a model file; the server reads its runtime, inputs and outputs.
 
     The same bytes as an existing version of the name are refused unless --allow-duplicate; an ONNX classifier
-    converted with ZipMap is refused (convert with ZipMap off, or use --convert).
+    converted with ZipMap is refused (convert with ZipMap off, or use --convert). With --baseline, devices report
+    drift of this version's inputs and outputs (see `edgefleet model drift`).
     """
     fields = {"tags": json.dumps(parse_tags(tag)), "properties": json.dumps(parse_tags(prop)),
               **({"allow_duplicate": "true"} if allow_duplicate else {})}
     path = f"/api/models/{name}/from-sklearn" if convert else f"/api/models/{name}"
-    record = ApiClient(server, token).upload(path, file, fields=fields, label=f"uploading {file.name}")
+    record = ApiClient(server, token).upload(path, file, fields=fields, label=f"uploading {file.name}",
+                                             extra={"baseline": baseline} if baseline else None)
     for warning in record.get("warnings", []):
         typer.echo(f"warning: {warning}", err=True)
     if json_out:
@@ -62,6 +69,51 @@ def register(
         return
     console.print(f"registered [bold]{record['name']}:{record['version']}[/bold] ({record['runtime']}, "
                   f"{record['size']} bytes, sha256 {record['sha256'][:12]})")
+    reference = record.get("drift_reference")
+    if reference:
+        console.print(f"drift reference: {len(reference['features'])} features from {reference['rows']} rows "
+                      f"({', '.join(reference['features'][:8])}{', ...' if len(reference['features']) > 8 else ''})",
+                      highlight=False)
+
+
+@app.command()
+def drift(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION")],
+    by: Annotated[Optional[str], typer.Option("--by", help="Group by this device tag (e.g. site), or 'device'")]
+    = None,
+    since: Annotated[Optional[str], typer.Option(help="Only windows since: ISO time or a span (30m, 6h, 7d)")] = None,
+    server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Drift of a version's inputs and outputs against its reference: PSI, Jensen-Shannon, KS, alerts.
+
+    Merged from the histogram windows devices send (never raw data). A feature is flagged (!) when a statistic
+    reaches its threshold over at least the minimum rows.
+    """
+    name, version = _exact(ref)
+    report = ApiClient(server, token).get(f"/api/models/{name}/versions/{version}/drift", by=by, since=since)
+    if json_out:
+        print_json(report)
+        return
+    limits = report["thresholds"]
+    console.print(f"{name}:{version}: thresholds PSI {limits['psi']}, JS {limits['js']}, KS {limits['ks']} "
+                  f"(judged from {report['min_rows']} rows)", highlight=False)
+    if not report["groups"]:
+        console.print("no drift windows yet", highlight=False)
+    for group in report["groups"]:
+        print_table(f"{group['group']}: {group['devices']} device(s), {group['windows']} windows, {group['rows']} rows",
+                    ["feature", "PSI", "JS", "KS", "NaN %", "out of range %", "drift"],
+                    [(f["name"], _num(f["psi"]), _num(f["js"]), _num(f["ks"]), f"{f['nan_rate'] * 100:.1f}",
+                      f"{f['out_of_range_rate'] * 100:.1f}", "!" if f["drifted"] else "")
+                     for f in group["features"]])
+    alerts = report["alerts"]
+    print_table(f"Alerts ({sum(1 for a in alerts if not a['cleared'])} open)",
+                ["id", "device", "feature", "raised", "cleared", "PSI", "JS", "KS"],
+                [(a["id"], a["device_id"], a["feature"], a["raised"], a["cleared"] or "", _num(a["statistics"]["psi"]),
+                  _num(a["statistics"]["js"]), _num(a["statistics"]["ks"])) for a in alerts])
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @app.command("list")

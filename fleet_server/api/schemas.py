@@ -55,6 +55,8 @@ class ModelVersionPublic(BaseModel):
     created: str
     warnings: list[str] = Field(default_factory=list, description="On registration: e.g. the same file is "
                                                                   "already registered as NAME:VERSION")
+    drift_reference: dict[str, Any] | None = Field(None, description="On registration with a baseline: the drift "
+                                                                     "reference's rows, features and id")
 
 
 class ModelVersionUpdate(_In):

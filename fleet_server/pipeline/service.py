@@ -3,16 +3,21 @@
 - :func:`register_converted`: a pickled scikit-learn model becomes the next ONNX version of a name;
 - :func:`optimize_version`: an optimised / quantised copy becomes the next version of the same name,
   with ``optimized_from: "name:version"`` in its properties;
-- :func:`profile_version`: measurements stored in the version's ``profile`` property (integers only).
+- :func:`profile_version`: measurements stored in the version's ``profile`` property (integers only);
+  a version without a drift reference gets one from a profile sample of at least
+  :data:`fleet_protocol.drift.MIN_BASELINE_ROWS` rows.
 """
 
 from __future__ import annotations
 
+from fleet_protocol import drift
 from fleet_protocol.errors import BadDataError
 from fleet_protocol.timestamps import to_iso
 
 from .. import registry
 from ..clock import utc_now
+from ..drift import service as drift_service
+from ..drift.baseline import reference_from_arrays
 from ..modelinfo import inspect_model
 from ..store import models as model_store
 from .convert import sklearn_to_onnx
@@ -53,7 +58,15 @@ def profile_version(fleet, *, name: str, version: int, sample: bytes, runs: int)
     """Measure the version on every local provider and store the result as its ``profile`` property."""
     record = _onnx_version(fleet, name, version, "profiled")
     samples = load_samples(sample, record["inputs"])
-    profile = {**profile_onnx(fleet.blobs.get(record["sha256"]), samples, runs=runs), "measured": to_iso(utc_now())}
+    data = fleet.blobs.get(record["sha256"])
+    profile = {**profile_onnx(data, samples, runs=runs), "measured": to_iso(utc_now())}
+    if drift_service.load_reference(fleet, name, version) is None and \
+            min(len(a) for a in samples.values()) >= drift.MIN_BASELINE_ROWS:
+        try:
+            drift_service.set_reference(fleet, model=name, version=version, source="profile sample",
+                                        reference=reference_from_arrays(data, record["runtime"], samples))
+        except BadDataError:
+            pass  # a sample that cannot be a drift reference (an image model) still profiles
     return model_store.update_version(db=fleet.db, name=name, version=version,
                                       properties={**record["properties"], "profile": profile})
 

@@ -192,6 +192,39 @@ CREATE TABLE IF NOT EXISTS feedback (
     UNIQUE (source, model, request_id)
 );
 CREATE INDEX IF NOT EXISTS feedback_model ON feedback (model, version);
+CREATE TABLE IF NOT EXISTS drift_references (
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    reference_id TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created TEXT NOT NULL,
+    PRIMARY KEY (model, version)
+);
+CREATE TABLE IF NOT EXISTS drift_windows (
+    device_id TEXT NOT NULL,
+    outbox_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts TEXT NOT NULL,
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    counts TEXT NOT NULL,
+    received TEXT NOT NULL,
+    PRIMARY KEY (device_id, outbox_id, seq)
+);
+CREATE INDEX IF NOT EXISTS drift_windows_version ON drift_windows (model, version, ts);
+CREATE TABLE IF NOT EXISTS drift_alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    feature TEXT NOT NULL,
+    raised TEXT NOT NULL,
+    cleared TEXT,
+    statistics TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS drift_alerts_version ON drift_alerts (model, version, device_id, feature);
 CREATE TABLE IF NOT EXISTS bundle_keys (
     digest TEXT PRIMARY KEY,
     key TEXT NOT NULL,

@@ -23,18 +23,25 @@ def register(fleet: FleetDep, request: Request, name: str,
              tags: Annotated[str | None, Form(description="JSON object of string to string")] = None,
              properties: Annotated[str | None, Form(description="JSON object")] = None,
              allow_duplicate: Annotated[bool, Form(description="Register even when this name already holds the "
-                                                               "same bytes (409 otherwise)")] = False) -> dict:
+                                                               "same bytes (409 otherwise)")] = False,
+             baseline: Annotated[UploadFile | None, File(description="Drift baseline: .npy, .npz or .csv rows of the "
+                                                                     "model's inputs")] = None) -> dict:
     """Register the next version of ``name``; the runtime, inputs and outputs are read from the file.
 
     The same bytes as an existing version of ``name`` are refused (409, naming it) unless ``allow_duplicate``;
     ``warnings`` names any existing copy. An ONNX classifier with a ZipMap output is refused (400).
+    With a ``baseline``, the drift reference of every input column and output is computed and stored with the
+    version (bundles built from it ship it); a baseline that does not fit registers nothing (400).
     """
     parsed_tags = parse_json_form(tags, what="tags", strings_only=True)
     parsed_properties = parse_json_form(properties, what="properties")
     data = read_upload(file, limit_bytes=fleet.config.max_upload_bytes)
+    baseline_data = None if baseline is None else (
+        baseline.filename or "baseline", read_upload(baseline, limit_bytes=fleet.config.max_upload_bytes))
     record = registry.register_model(fleet, name=name, data=data, tags=parsed_tags, properties=parsed_properties,
-                                     allow_duplicate=allow_duplicate)
-    note(request, version=record["version"], sha256=record["sha256"])
+                                     allow_duplicate=allow_duplicate, baseline=baseline_data)
+    note(request, version=record["version"], sha256=record["sha256"],
+         **({"drift_reference": record["drift_reference"]["id"]} if "drift_reference" in record else {}))
     return record
 
 

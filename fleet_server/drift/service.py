@@ -1,0 +1,141 @@
+"""Drift windows in, alerts once per crossing, reports out.
+
+**Ingest** (:func:`ingest`, inside the telemetry batch's transaction): each
+``drift`` record is checked (:func:`fleet_protocol.drift.parse_window`,
+then against the version's stored reference: same reference id, one count
+per bin); a bad one is counted as malformed and dropped, the rest of the
+batch is kept. Windows are stored once (``(device, outbox, seq)``).
+
+**Alerts** (:func:`evaluate`, after each ingest, per device and version):
+the device's windows of the last ``drift_alert_period_s`` are merged and
+each feature judged (:mod:`.stats`). A feature that drifts and has no open
+alert raises one (stored with its statistics); an open alert whose feature
+no longer drifts is cleared. So an alert is raised once per crossing, not
+per window, and a period with too few rows changes nothing.
+
+**Reports** (:func:`report`): windows merged by group (all devices, a tag's
+values, or devices) over the whole period, and per time bucket for drift
+over time.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fleet_protocol import drift
+from fleet_protocol.errors import BadDataError, MessageError
+from fleet_protocol.timestamps import from_iso, to_iso
+
+from ..clock import utc_now
+from ..errors import NotFoundError
+from ..store import drift as drift_store
+from . import stats
+
+MAX_SERIES_BUCKETS = 500
+
+
+def set_reference(fleet, *, model: str, version: int, reference: drift.Reference, source: str) -> dict:
+    drift_store.put_reference(db=fleet.db, model=model, version=version, reference_id=reference.id,
+                              reference=reference.to_dict(), source=source, created=to_iso(utc_now()))
+    return summary(reference, source)
+
+
+def summary(reference: drift.Reference, source: str) -> dict:
+    return {"rows": reference.rows, "features": [f.name for f in reference.features],
+            "skipped": list(reference.skipped), "source": source, "id": reference.id}
+
+
+def load_reference(fleet, model: str, version: int) -> tuple[str, drift.Reference] | None:
+    stored = drift_store.get_reference(db=fleet.db, model=model, version=version)
+    if stored is None:
+        return None
+    return stored["reference_id"], drift.Reference.from_dict(stored["reference"])
+
+
+def ingest(fleet, *, device_id: str, outbox_id: str, records: list[dict], received: str,
+           refuse) -> int:
+    """Store the valid windows of a batch; ``refuse(reason)`` counts a bad one. Return how many were new."""
+    windows, references = [], {}
+    for record in records:
+        try:
+            window = drift.parse_window(record["data"])
+            key = (window["model"], window["version"])
+            if key not in references:
+                references[key] = load_reference(fleet, *key)
+            if references[key] is None:
+                raise MessageError(f"drift window for {key[0]}:{key[1]}, which has no drift reference")
+            reference_id, reference = references[key]
+            if window["reference"] != reference_id:
+                raise MessageError(f"drift window counted against reference {window['reference']}, "
+                                   f"not {key[0]}:{key[1]}'s {reference_id}")
+            drift.check_counts(reference, window["counts"], window["rows"])
+            ts = to_iso(from_iso(record["ts"], what="drift window ts"))
+        except BadDataError as exc:
+            refuse(str(exc))
+            continue
+        windows.append({**window, "seq": record["seq"], "ts": ts})
+    if not windows:
+        return 0
+    new = drift_store.insert_windows(db=fleet.db, device_id=device_id, outbox_id=outbox_id, windows=windows,
+                                     received=received)
+    for model, version in {(w["model"], w["version"]) for w in windows}:
+        evaluate(fleet, model=model, version=version, device_id=device_id, reference=references[(model, version)][1])
+    return new
+
+
+def evaluate(fleet, *, model: str, version: int, device_id: str, reference: drift.Reference) -> None:
+    """Raise or clear this device's alerts from its windows of the last alert period."""
+    now = utc_now()
+    since = to_iso(now - timedelta(seconds=fleet.config.drift_alert_period_s))
+    rows = drift_store.windows(db=fleet.db, model=model, version=version, since=since, device_id=device_id)
+    merged = drift.merge([w["counts"] for w in rows])
+    if merged is None:
+        return
+    open_alerts = drift_store.open_alerts(db=fleet.db, model=model, version=version, device_id=device_id)
+    for feature, observed in zip(reference.features, merged):
+        result = stats.compare(feature.expected, observed)
+        if result["rows"] < stats.MIN_ROWS:
+            continue
+        if result["drifted"] and feature.name not in open_alerts:
+            drift_store.raise_alert(db=fleet.db, model=model, version=version, device_id=device_id,
+                                    feature=feature.name, raised=to_iso(now), statistics=result)
+        elif not result["drifted"] and feature.name in open_alerts:
+            drift_store.clear_alert(db=fleet.db, alert_id=open_alerts[feature.name], cleared=to_iso(now))
+
+
+def report(fleet, *, model: str, version: int, by: str | None = None, since: str | None = None,
+           bucket_s: int = 3600) -> dict:
+    """Statistics per feature for each group, drift over time (PSI per feature per bucket), and the alerts."""
+    loaded = load_reference(fleet, model, version)
+    if loaded is None:
+        raise NotFoundError(f"model {model}:{version} has no drift reference: register it with --baseline")
+    if bucket_s < 60:
+        raise BadDataError(f"bucket_s must be at least 60 seconds, got {bucket_s}")
+    reference = loaded[1]
+    windows = drift_store.windows(db=fleet.db, model=model, version=version, since=since)
+    groups: dict[str, list[dict]] = {}
+    for window in windows:
+        key = window["device_id"] if by == "device" else (window["tags"].get(by, "(none)") if by else "all")
+        groups.setdefault(key, []).append(window)
+    return {"model": model, "version": version, "by": by, "since": since, "bucket_s": bucket_s,
+            "thresholds": stats.THRESHOLDS, "min_rows": stats.MIN_ROWS, "reference": summary(reference, "stored"),
+            "groups": [_group(name, rows, reference, bucket_s) for name, rows in sorted(groups.items())],
+            "alerts": drift_store.list_alerts(db=fleet.db, model=model, version=version)}
+
+
+def _group(name: str, windows: list[dict], reference: drift.Reference, bucket_s: int) -> dict:
+    merged = drift.merge([w["counts"] for w in windows])
+    features = [{"name": f.name, **stats.compare(f.expected, observed)} for f, observed in zip(reference.features,
+                                                                                            merged)]
+    buckets: dict[str, list[dict]] = {}
+    for window in windows:
+        moment = from_iso(window["ts"])
+        start = moment.timestamp() // bucket_s * bucket_s
+        buckets.setdefault(to_iso(moment - timedelta(seconds=moment.timestamp() - start)), []).append(window)
+    series = []
+    for start, rows in sorted(buckets.items())[-MAX_SERIES_BUCKETS:]:
+        counts = drift.merge([w["counts"] for w in rows])
+        series.append({"start": start, "rows": sum(w["rows"] for w in rows),
+                       "psi": {f.name: stats.compare(f.expected, c)["psi"] for f, c in zip(reference.features, counts)}})
+    return {"group": name, "devices": len({w["device_id"] for w in windows}), "windows": len(windows),
+            "rows": sum(w["rows"] for w in windows), "features": features, "series": series}
