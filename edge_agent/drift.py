@@ -72,19 +72,28 @@ class DriftCounter:
                 return
 
     def _bin(self, pending: list[tuple[dict, dict]]) -> None:
-        tensors = self._inputs + self._outputs
-        batches = []
-        for inputs, outputs in pending:
-            given = {**inputs, **outputs}
-            arrays = [np.asarray(given.get(tensor), np.float64) for tensor, _, _ in tensors]
-            arrays = [a.reshape(-1, 1) if a.ndim == 1 else a for a in arrays]
-            if all(bins.fits(a) and len(a) == len(arrays[0]) for (_, bins, _), a in zip(tensors, arrays)):
-                batches.append(arrays)
-        if not batches:
-            return
-        for i, (tensor, bins, _) in enumerate(tensors):
-            bins.count(np.concatenate([arrays[i] for arrays in batches]), self._counts[tensor])
-        self._rows += sum(len(arrays[0]) for arrays in batches)
+        """One concatenation and one binning per tensor; requests that do not fit are dropped one by one only
+        when the whole list does not stack (the common case pays no per-request check)."""
+        tensors = [(tensor, bins, 0) for tensor, bins, _ in self._inputs] + \
+                  [(tensor, bins, 1) for tensor, bins, _ in self._outputs]
+        try:
+            stacked = [np.concatenate([request[side][tensor] for request in pending]) for tensor, _, side in tensors]
+            fits = all(bins.fits(a) and len(a) == len(stacked[0]) for (_, bins, _), a in zip(tensors, stacked))
+        except (KeyError, ValueError, TypeError):
+            fits = False
+        if not fits:
+            pending = [r for r in pending if self._fits(r, tensors)]
+            if not pending:
+                return
+            stacked = [np.concatenate([request[side][tensor] for request in pending]) for tensor, _, side in tensors]
+        for (tensor, bins, _), array in zip(tensors, stacked):
+            bins.count(array, self._counts[tensor])
+        self._rows += len(stacked[0])
+
+    @staticmethod
+    def _fits(request: tuple[dict, dict], tensors: list) -> bool:
+        arrays = [np.asarray(request[side].get(tensor)) for tensor, _, side in tensors]
+        return all(a.ndim and bins.fits(a) and len(a) == len(arrays[0]) for (_, bins, _), a in zip(tensors, arrays))
 
     def take(self) -> dict | None:
         """The window since the last call (None without rows); the counts start again from zero."""

@@ -165,7 +165,7 @@ def _feature(name: str, tensor: str, side: str, column: int, values: np.ndarray)
     finite = values[np.isfinite(values)]
     if len(finite) < _MIN_FINITE:
         raise BadDataError(f"drift baseline: feature {name} has fewer than {_MIN_FINITE} finite values")
-    quantiles = np.quantile(finite, np.linspace(0, 1, BINS + 1)[1:-1])
+    quantiles = np.quantile(finite, np.linspace(0, 1, BINS + 1)[1:-1], method="lower")  # values the data has
     edges = np.unique(quantiles)
     edges = edges[edges > finite.min()]  # a first bin that no baseline value reaches would only add noise
     counts = np.bincount(np.searchsorted(edges, finite, side="right"), minlength=len(edges) + 1)
@@ -174,19 +174,15 @@ def _feature(name: str, tensor: str, side: str, column: int, values: np.ndarray)
 
 
 class TensorBins:
-    """The bins of every column of one tensor, padded to one 2-D array so one comparison bins a whole batch."""
+    """The bins of every column of one tensor, laid out in one count array so one ``bincount`` adds a batch."""
 
-    __slots__ = ("tensor", "width", "edges", "top", "low", "high", "offsets", "size", "one_d")
+    __slots__ = ("tensor", "width", "edges", "low", "high", "offsets", "size", "one_d")
 
     def __init__(self, tensor: str, features: list[Feature]):
         self.tensor = tensor
         self.one_d = features[0].column == -1
-        self.width = max(f.bins for f in features)  # slots per column: bins + nan + out-of-range, padded
-        edges = np.full((len(features), self.width - 1), np.inf)
-        for j, feature in enumerate(features):
-            edges[j, :len(feature.edges)] = feature.edges
-        self.edges = edges
-        self.top = np.array([f.bins - 1 for f in features])  # +inf must not reach a padding bin
+        self.width = max(f.bins for f in features)  # slots per column: bins (padded to the widest), nan, out of range
+        self.edges = [np.array(f.edges) for f in features]
         self.low = np.array([f.low for f in features])
         self.high = np.array([f.high for f in features])
         self.offsets = np.arange(len(features)) * (self.width + 2)
@@ -202,7 +198,9 @@ class TensorBins:
         x = x.reshape(-1, 1) if x.ndim == 1 else x
         if not self.fits(x):
             return 0
-        slots = np.minimum((x[:, :, None] >= self.edges).sum(axis=2), self.top)  # NaN: bin 0, corrected below
+        slots = np.empty(x.shape, np.int64)
+        for j, edges in enumerate(self.edges):
+            slots[:, j] = np.searchsorted(edges, x[:, j], side="right")
         nan = np.isnan(x)
         slots[nan] = self.width  # the NaN slot
         into += np.bincount((slots + self.offsets).ravel(), minlength=self.size)
