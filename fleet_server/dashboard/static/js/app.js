@@ -9,6 +9,7 @@ import { startLive } from "./live.js";
 import * as device from "./views/device.js";
 import * as deployments from "./views/deployments.js";
 import * as devices from "./views/devices.js";
+import * as drift from "./views/drift.js";
 import * as models from "./views/models.js";
 import * as overview from "./views/overview.js";
 import * as rollouts from "./views/rollouts.js";
@@ -19,6 +20,7 @@ const ROUTES = [
   [/^devices\/([^/]+)$/, "devices", "Device", device.mount],
   [/^models$/, "models", "Models", models.mountList],
   [/^models\/([^/]+)$/, "models", "Model", models.mountModel],
+  [/^models\/([^/]+)\/versions\/(\d+)\/drift$/, "models", "Drift", drift.mount],
   [/^deployments$/, "deployments", "Deployments", deployments.mountList],
   [/^deployments\/(\d+)$/, "deployments", "Deployment", deployments.mountOne],
   [/^rollouts$/, "rollouts", "Rollouts", rollouts.mountList],

@@ -32,11 +32,12 @@ export function mountModel(main, params, [name]) {
   async function refresh() {
     const [versions, labels] = await Promise.all([apiGet(`models/${enc(name)}`), apiGet(`feedback/${enc(name)}`)]);
     fill(root, section("Versions", table(`Versions of ${name}`,
-      ["Version", "Runtime", "Size", "SHA-256", "Inputs", "Outputs", "Tags", "Properties", "Registered"],
+      ["Version", "Runtime", "Size", "SHA-256", "Inputs", "Outputs", "Tags", "Properties", "Registered", "Drift"],
       [...versions].reverse().map((v) => [`v${v.version}`, v.runtime, bytes(v.size),
         h("code", { title: v.sha256 }, `${v.sha256.slice(0, 12)}…`), tensors(v.inputs), tensors(v.outputs),
         tagList(v.tags), Object.keys(v.properties).length ? h("code", {}, JSON.stringify(v.properties)) : "–",
-        ago(v.created)]))), section("Field accuracy", fieldAccuracy(name, labels)));
+        ago(v.created), link(`#/models/${enc(name)}/versions/${v.version}/drift`, "drift")]))),
+    section("Field accuracy", fieldAccuracy(name, labels)));
   }
 
   return { topics: [], refresh };
