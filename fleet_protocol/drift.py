@@ -136,21 +136,28 @@ def columns(name: str, array: np.ndarray) -> list[tuple[str, int, np.ndarray]] |
     return None
 
 
+def check_tabular(inputs: dict[str, np.ndarray]) -> None:
+    """Refuse inputs drift does not cover (rank three or more, or not numbers), saying what it covers."""
+    for tensor, value in inputs.items():
+        array = np.asarray(value)
+        if array.dtype.kind not in "iufb" or columns(tensor, array) is None:
+            raise BadDataError(f"drift is computed per column of 2-D tabular inputs ([rows, columns], numeric); "
+                               f"input {tensor!r} has shape {list(array.shape)} and dtype {array.dtype}: "
+                               "register without a baseline (no drift for this model)")
+
+
 def build_reference(inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> Reference:
     """The reference of a baseline: ``inputs`` as the model takes them, ``outputs`` the model's answers to them."""
     rows = {len(a) for a in inputs.values() if np.ndim(a)}
     if len(rows) != 1 or min(rows) < MIN_BASELINE_ROWS:
         raise BadDataError(f"a drift baseline needs at least {MIN_BASELINE_ROWS} rows, the same in every input "
                            f"(got {sorted(rows) or 'none'})")
+    check_tabular(inputs)
     features, skipped = [], []
     for side, tensors in (("input", inputs), ("output", outputs)):
         for tensor, value in tensors.items():
             array = np.asarray(value)
             split = columns(tensor, array) if array.dtype.kind in "iufb" else None
-            if split is None and side == "input":
-                raise BadDataError(f"drift is computed per column of 2-D tabular inputs ([rows, columns], numeric); "
-                                   f"input {tensor!r} has shape {list(array.shape)} and dtype {array.dtype}: "
-                                   "register without a baseline (no drift for this model)")
             if split is None:
                 skipped.append(tensor)
                 continue

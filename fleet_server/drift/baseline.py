@@ -36,6 +36,7 @@ def reference_from_baseline(model: bytes, runtime: str, inputs: list[dict], base
 
 
 def reference_from_arrays(model: bytes, runtime: str, arrays: dict[str, np.ndarray]) -> drift.Reference:
+    drift.check_tabular(arrays)  # before the model runs: an image baseline gets the message that says why
     outputs = _onnx_outputs(model, arrays) if runtime == "onnx" else {}
     reference = drift.build_reference(arrays, outputs)
     if runtime != "onnx":

@@ -59,6 +59,8 @@ def test_a_csv_baseline_with_a_header_gives_the_same_reference_as_the_npy_of_its
 def test_a_baseline_that_cannot_be_one_registers_nothing_and_says_why(api):
     few = register(api, ("b.npy", npy(np.zeros((10, 4), np.float32))))
     assert few.status_code == 400 and "at least 100 rows" in few.json()["detail"]
+    images = register(api, ("b.npy", npy(np.zeros((200, 3, 8, 8), np.float32))))
+    assert images.status_code == 400 and "2-D tabular inputs" in images.json()["detail"]
     ragged = register(api, ("b.csv", b"1,2,3,4\n1,2,3\n"))
     assert ragged.status_code == 400 and "row 2: expected 4 numbers" in ragged.json()["detail"]
     assert api.get("/api/models/scaler").status_code == 404
