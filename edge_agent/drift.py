@@ -20,12 +20,15 @@ telemetry record, which goes through the outbox like all telemetry.
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from fleet_protocol import drift
+from fleet_protocol.errors import BadDataError
 
 FLUSH_REQUESTS = 256
 
@@ -107,6 +110,19 @@ class DriftCounter:
                 self._counts[tensor][:] = 0
             rows, self._rows = self._rows, 0
         return drift.encode_window(self.model_ref, self.reference, rows, counts)
+
+
+def counter_for(path: Path, tensors: set[str], model_ref: str) -> DriftCounter:
+    """The counter of an installed bundle's reference file; BadDataError if it is unreadable or names tensors
+    the model does not have."""
+    try:
+        reference = drift.Reference.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise BadDataError(f"drift reference unreadable: {exc}") from None
+    unknown = sorted({f.tensor for f in reference.features} - tensors)
+    if unknown:
+        raise BadDataError(f"drift reference names tensors the model lacks: {', '.join(unknown)}")
+    return DriftCounter(reference, model_ref)
 
 
 def window_record(counter: DriftCounter | None) -> dict | None:

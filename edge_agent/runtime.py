@@ -42,13 +42,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fleet_protocol import drift, oip, sketch
+from fleet_protocol import oip, sketch
 from fleet_protocol.errors import BadDataError, EdgefleetError, MessageError
 from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.profiles import FirmwareProfile
 
 from .answers import AnswerCounts
-from .drift import DriftCounter
+from .drift import DriftCounter, counter_for
 from .fallback import FallbackPolicy
 from .health import CrashWatch, HealthCheckError, HealthPolicy, check_latency, gate
 from .inputs import InferenceError, ModuleError, TensorSpec, failure_of
@@ -314,23 +314,14 @@ class Runtime:
             loaded.stats.discard()  # the health check is not a request
             loaded.crashes.streak = 0
         if manifest.drift_reference:  # after the health check: its sample is not a request either
-            loaded.drift = self._drift_counter(record, manifest, model)
+            tensors = {name for name, _, _ in model.inputs + model.outputs}
+            try:
+                loaded.drift = counter_for(record.dir / manifest.drift_reference, tensors,
+                                           manifest.model_ref or f"{record.name}:{record.version}")
+            except BadDataError as exc:
+                raise LoadError(f"{record.name} v{record.version}: {exc}", code="bad_drift_reference") from None
             loaded.score = loaded.drift.wrap(loaded.score)
         return loaded
-
-    def _drift_counter(self, record: ActiveRecord, manifest: BundleManifest, model: Any) -> DriftCounter:
-        """The bundle's drift reference, checked against the model's tensors; LoadError if it does not fit."""
-        try:
-            reference = drift.Reference.from_dict(json.loads((record.dir / manifest.drift_reference).read_text()))
-        except (OSError, ValueError, BadDataError) as exc:
-            raise LoadError(f"{record.name} v{record.version}: drift reference unreadable: {_reason(exc)}",
-                            code="bad_drift_reference") from None
-        names = {name for name, _, _ in model.inputs} | {name for name, _, _ in model.outputs}
-        unknown = sorted({f.tensor for f in reference.features} - names)
-        if unknown:
-            raise LoadError(f"{record.name} v{record.version}: drift reference names tensors the model lacks: "
-                            f"{', '.join(unknown)}", code="bad_drift_reference")
-        return DriftCounter(reference, manifest.model_ref or f"{record.name}:{record.version}")
 
     def activate(self, loaded: LoadedModule) -> None:
         old = self.table.get(loaded.name)

@@ -27,11 +27,12 @@ No I/O; the statistics computed from windows live on the server.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
-from .canonical import canonical_json, sha256_hex
+from .canonical import sha256_hex
 from .errors import BadDataError, MessageError
 from .fields import MAX_INT, count_field, field, is_ascii_decimal
 
@@ -75,8 +76,6 @@ class Reference:
                 "features": [f.to_dict() for f in self.features], "skipped": list(self.skipped)}
 
     def to_json(self) -> bytes:
-        import json
-
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
 
     @property
@@ -268,8 +267,3 @@ def merge(windows: list[list[list[int]]]) -> list[np.ndarray] | None:
         array = [np.asarray(row, dtype=np.int64) for row in counts]
         total = array if total is None else [a + b for a, b in zip(total, array)]
     return total
-
-
-def canonical_size(window: dict) -> int:
-    """The bytes a window adds to a telemetry batch's record data."""
-    return len(canonical_json(window))
