@@ -81,7 +81,8 @@ def drift(
     ref: Annotated[str, typer.Argument(help="NAME:VERSION")],
     by: Annotated[Optional[str], typer.Option("--by", help="Group by this device tag (e.g. site), or 'device'")]
     = None,
-    since: Annotated[Optional[str], typer.Option(help="Only windows since: ISO time or a span (30m, 6h, 7d)")] = None,
+    since: Annotated[str, typer.Option(help="Only windows since: ISO time or a span back from now (30m, 6h, 7d)")]
+    = "24h",
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Drift of a version's inputs and outputs against its reference: PSI, Jensen-Shannon, KS, alerts.

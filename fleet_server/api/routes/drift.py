@@ -40,7 +40,7 @@ def parse_since(since: str | None) -> str | None:
 @router.get("/models/{name}/versions/{version}/drift")
 def drift_report(fleet: FleetDep, name: str, version: int,
                  by: Annotated[str | None, Query(description="Group by this device tag, or 'device'")] = None,
-                 since: Annotated[str | None, Query(description="ISO time or span back (30m, 6h, 7d)")] = None,
+                 since: Annotated[str, Query(description="ISO time or span back (30m, 6h, 7d)")] = "24h",
                  bucket_s: Annotated[int, Query(ge=60, le=30 * 86400, description="Drift over time: bucket width")]
                  = 3600) -> dict:
     """PSI, Jensen–Shannon distance and KS per feature for each group, PSI per time bucket, and the alerts."""

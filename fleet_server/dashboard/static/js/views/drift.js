@@ -35,13 +35,15 @@ export function mount(main, params, [name, version]) {
   h("h1", {}, `Drift of ${name}:${version}`), root);
 
   async function refresh() {
-    const query = new URLSearchParams({ bucket_s: params.get("bucket_s") || "60", ...(by ? { by } : {}) });
+    const query = new URLSearchParams({ since: params.get("since") || "6h", bucket_s: params.get("bucket_s") || "60",
+      ...(by ? { by } : {}) });
     const report = await apiGet(`models/${enc(name)}/versions/${enc(version)}/drift?${query}`);
     const t = report.thresholds;
     const open = report.alerts.filter((a) => !a.cleared);
     fill(root,
-      h("p", { class: "muted" }, `Against ${report.reference.rows} baseline rows. A feature drifts when PSI ≥ ${t.psi}, `
-        + `Jensen–Shannon ≥ ${t.js} or KS ≥ ${t.ks}, judged from ${report.min_rows} rows.`),
+      h("p", { class: "muted" }, `Since ${report.since}, PSI per ${report.bucket_s} s, against ${report.reference.rows} `
+        + `baseline rows. A feature drifts when PSI ≥ ${t.psi}, Jensen–Shannon ≥ ${t.js} or KS ≥ ${t.ks}, judged from `
+        + `${report.min_rows} rows.`),
       section(`Alerts (${open.length} open)`, table("Drift alerts", ["Device", "Feature", "Raised", "Cleared", "PSI",
         "JS", "KS"], report.alerts.map((a) => [a.device_id, h("code", {}, a.feature), ago(a.raised),
         a.cleared ? ago(a.cleared) : badge("open", "failed"), num(a.statistics.psi), num(a.statistics.js),
