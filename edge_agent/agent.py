@@ -8,7 +8,10 @@ the root it holds and follows key rotations published on the root topic
 Its reported state says when the desired state it holds has expired without
 a fresh one (``stale``, :mod:`.freshness`). Desired-state and root messages
 that fail a trust check are refused, counted (a ``refused_messages`` event
-each heartbeat) and reported; they change nothing else.
+each heartbeat) and reported; they change nothing else. Signed remote jobs
+on the device's ``jobs`` topic are verified the same way and run at most once
+each (:mod:`.jobs`); the agent's recent log lines stay in a 64 KiB ring for
+the ``collect_logs`` job (:mod:`.log_ring`).
 ``run_forever()`` blocks until SIGINT/SIGTERM, then ``stop()`` publishes the
 offline status, flushes telemetry and closes everything.
 
@@ -42,6 +45,9 @@ from .fetcher import Fetcher
 from .freshness import Freshness
 from .identity import CertificateRenewer, finish_interrupted_switch
 from .installer import Installer
+from .job_kinds import JobContext
+from .jobs import JobRunner, JobStore
+from .log_ring import LogRing
 from .mqtt_link import MqttLink, RateLimitedLog, RefusalCount
 from .offload import CloudScoreResult, Offload
 from .outbox import Outbox
@@ -71,6 +77,7 @@ class Agent:
         self._scoring_url: str | None = None
         self.refusals = RefusalCount()  # messages refused by a trust check, in the telemetry
         self._metrics = None  # edge_agent.metrics.AgentMetrics, made at the first scrape
+        self.logs = LogRing()  # the recent log lines a collect_logs job returns
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -148,11 +155,17 @@ class Agent:
                                      on_accepted=lambda state: self.freshness.accepted(state.expires),
                                      refusals=self.refusals)
         self.reconciler.load_installed()
+        self.jobs = JobRunner(trust=self.trust, store=JobStore(config.state_dir / "agent.db"), outbox=self.outbox,
+                              context=JobContext(self.reconciler, self.runtime, self.telemetry, self.outbox, self.logs,
+                                                 config.state_dir, self.profile.name),
+                              refusals=self.refusals, on_malformed=self.telemetry.malformed)
+        logging.getLogger("edgefleet").addHandler(self.logs)
         self._ready.set()
         self.scoring.start()
         if self.root_keeper is not None:  # before the desired topic: a rotation's root comes first
             self.link.subscribe(topics.ROOT_TOPIC, self._on_root, qos=1, wait=False)
         self.link.subscribe(self._desired_topic, self._on_desired, qos=1, wait=False)
+        self.link.subscribe(topics.device_topic(self.device_id, "jobs"), self.jobs.receive, qos=1, wait=False)
         self.renewer = None if config.tls_files is None else CertificateRenewer(
             device_id=self.device_id, files=config.tls_files, link=self.link, renew_before_s=config.cert_renew_before_s,
             refusals=self.refusals)
@@ -160,6 +173,7 @@ class Agent:
             self.link.subscribe(self.renewer.topic, self.renewer.on_certificate, qos=1, wait=False)
             self.renewer.start()
         self.reconciler.start()
+        self.jobs.start()
         self.freshness.start()
         self.telemetry.start()
         self.link.start()
@@ -174,6 +188,7 @@ class Agent:
         self._stopping.set()
         self._started = False
         self.reconciler.stop()
+        self.jobs.stop()
         self.freshness.stop()
         self.telemetry.stop()
         if self.renewer is not None:
@@ -181,8 +196,10 @@ class Agent:
         self.link.stop(last=(self._status_topic, self._status("offline", ts=True)))
         if self.scoring is not None:
             self.scoring.stop()
+        self.jobs.store.close()
         self.outbox.close()
         log.info("agent %s stopped", self.device_id)
+        logging.getLogger("edgefleet").removeHandler(self.logs)
 
     def run_forever(self) -> None:
         """start(), block until SIGINT or SIGTERM, then stop()."""

@@ -27,7 +27,7 @@ canonical form when opened (a record with a float, which could never have been s
 Bounded by ``max_records`` rows and ``max_bytes`` of record data: past
 either, records are dropped by priority, oldest first within a class:
 captures (``capture``) go first, then telemetry (heartbeats, model stats,
-fallback counts), and events (installs, refusals) last. The drops are
+fallback counts), and events (installs, refusals) and remote job results last. The drops are
 counted per class and reported by :meth:`Outbox.take_dropped_by_class`
 (the heartbeat carries them); :attr:`Outbox.dropped_total` keeps the counts
 since the outbox was opened (the agent's metrics). Records leave in seq order, so each stream
@@ -49,6 +49,7 @@ from typing import NamedTuple
 
 from fleet_protocol.canonical import canonical_text
 from fleet_protocol.errors import MessageError
+from fleet_protocol.jobs import RESULT_KIND
 from fleet_protocol.messages import TelemetryRecord
 from fleet_protocol.timestamps import to_iso
 
@@ -58,8 +59,9 @@ log = logging.getLogger("edgefleet.agent.outbox")
 
 EVENT = "event"
 CAPTURE = "capture"
-DROP_ORDER = (("capture", "kind = ?", (CAPTURE,)), ("telemetry", "kind NOT IN (?, ?)", (EVENT, CAPTURE)),
-              ("event", "kind = ?", (EVENT,)))
+JOB_RESULT = RESULT_KIND  # kept as long as events: an operator is waiting for it
+DROP_ORDER = (("capture", "kind = ?", (CAPTURE,)), ("telemetry", "kind NOT IN (?, ?, ?)", (EVENT, JOB_RESULT, CAPTURE)),
+              ("event", "kind IN (?, ?)", (EVENT, JOB_RESULT)))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -128,7 +130,8 @@ class Outbox:
                     except (ValueError, MessageError):
                         log.warning("outbox record %d (%s) is not canonical JSON; dropped", seq, kind)
                         self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-                        self._count_dropped(kind if kind in (EVENT, CAPTURE) else "telemetry", 1)  # DROP_ORDER's names
+                        self._count_dropped({EVENT: "event", JOB_RESULT: "event", CAPTURE: "capture"}.get(
+                            kind, "telemetry"), 1)  # DROP_ORDER's names
                         continue
                     if text != data:
                         self._db.execute("UPDATE outbox SET data = ? WHERE seq = ?", (text, seq))

@@ -63,7 +63,7 @@ from .health import restart_delay_s
 from .installer import ActiveRecord, Installer
 from .mqtt_link import RateLimitedLog, RefusalCount
 from .outbox import Outbox
-from .runtime import LoadedModule, Runtime
+from .runtime import LoadedModule, ModelNotFound, Runtime
 from .telemetry import Telemetry
 from .variants import reconcile_variants
 
@@ -359,6 +359,29 @@ class Reconciler:
                 return  # stopped, replaced or already serving again
             log.info("restarting %s v%s after its crash-loop back-off", name, installed.version)
             self._load_or_rollback(installed, target=None)
+
+    def restart(self, name: str) -> LoadedModule:
+        """Load the installed version of ``name`` again (model, ``init``, health check) and swap it in: the
+        ``restart_module`` job. On a failure the version already served stays, untouched."""
+        with self._work:
+            installed = self.installer.active(name)
+            serving = self.runtime.table.get(name)
+            if installed is None:
+                raise ModelNotFound(f"module {name!r} is not installed on this device", code="module_not_installed",
+                                    category="job")
+            if serving is not None and serving.variants:
+                raise ModelNotFound(f"module {name!r} is served as an A/B split; restarting one version of it is "
+                                    "not supported (deploy it again instead)", code="module_split", category="job")
+            loaded = self.runtime.load(installed)
+            loaded.crashes.on_loop = lambda: self._crash_loop(loaded)
+            self.runtime.activate(loaded)
+            self._crash_loops.pop(installed.digest, None)
+            self._set(name, ModuleStatus("running", installed.version, installed.digest))
+            self.telemetry.event("module_restarted", module=name, version=installed.version, digest=installed.digest,
+                                 accelerator=loaded.accelerator)
+        log.info("%s v%s restarted by a job", name, installed.version)
+        self._changed()
+        return loaded
 
     # --- status ---------------------------------------------------------------------------------
 

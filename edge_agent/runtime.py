@@ -361,6 +361,19 @@ class Runtime:
         if old is not None:
             self.retired.append(old)
 
+    def check_health(self, name: str) -> tuple[LoadedModule, bool]:
+        """Run the served main version's health check once, no retries (the ``health_check`` job): the loaded
+        version and whether it declares a check at all; :class:`HealthCheckError` when it fails."""
+        served = self.table.get(name)
+        if served is None:
+            raise ModelNotFound(f"module {name!r} is not running on this device", code="module_not_running",
+                                category="job")
+        loaded = served.primary
+        declared = bool(loaded.manifest.sample) or loaded.health_check is not None
+        if declared:
+            self._health_check(loaded)
+        return loaded, declared
+
     def _open_model(self, runtime: str, model_path: Path, override: list[str] | None) -> tuple[Any, str, list[str]]:
         from . import accelerators
 

@@ -122,6 +122,12 @@ class Telemetry:
             if self._on_wake is not None:
                 self._on_wake()
 
+    def flush_soon(self) -> None:
+        """Make the next flush due now (any thread): the ``flush_outbox`` job."""
+        self._wake.set()
+        if self._on_wake is not None:
+            self._on_wake()
+
     def on_connect(self) -> None:
         self._connected_at = self._clock()
         self._wake.set()

@@ -16,7 +16,7 @@ import typer
 from fleet_protocol.errors import EdgefleetError
 
 from .commands import agent, bundle, capture, demo, deploy, device, model, module, profile, score, server
-from .commands import audit, keys, simulate, token
+from .commands import audit, job, keys, simulate, token
 from .errors import CliError, missing_extra
 from .output import print_error
 
@@ -35,6 +35,7 @@ app.add_typer(device.app, name="device")
 app.add_typer(profile.app, name="profile")
 app.add_typer(score.app, name="score")
 app.add_typer(capture.app, name="capture")
+app.add_typer(job.app, name="job")
 app.add_typer(token.app, name="token")
 app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")

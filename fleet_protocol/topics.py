@@ -9,6 +9,8 @@
     edgefleet/v1/devices/<id>/certificate server → device, QoS 1: the renewed certificate
                                           (both: :mod:`fleet_protocol.renewal`; the broker's mTLS
                                           identity and ACL are what authenticate a renewal)
+    edgefleet/v1/devices/<id>/jobs       server → device, QoS 1, not retained: a signed job
+                                          (:mod:`fleet_protocol.jobs`); its result comes back as telemetry
     edgefleet/v1/bundles/<digest>/chunks server → devices, QoS 1: chunk payloads, shared so the
                                           broker fans one publish out to every device fetching it
     edgefleet/v1/root                    server → devices, retained, QoS 1: the chain of signed root
@@ -25,7 +27,7 @@ from .errors import MessageError
 from .fields import HEX64, is_valid_name
 
 PREFIX = "edgefleet/v1"
-DEVICE_KINDS = ("desired", "reported", "status", "telemetry", "fetch", "renew", "certificate")
+DEVICE_KINDS = ("desired", "reported", "status", "telemetry", "fetch", "renew", "certificate", "jobs")
 
 
 ROOT_TOPIC = f"{PREFIX}/root"

@@ -1,4 +1,4 @@
-"""Trust decisions about bundles and desired state, from raw values, with no I/O.
+"""Trust decisions about bundles, desired state and jobs, from raw values, with no I/O.
 
 :class:`TrustedState` holds what a device already trusts (signing keys, the
 last desired-state generation, installed versions) and decides whether a new
@@ -13,6 +13,7 @@ import hashlib
 from datetime import datetime
 
 from .errors import DigestMismatchError, ExpiredError, RollbackError, SignatureError
+from .jobs import JobDocument
 from .manifest import BundleManifest, FileEntry
 from .messages import DesiredModule, DesiredState
 from .signing import PublicKey, verify_envelope
@@ -48,6 +49,17 @@ class TrustedState:
                 f"desired state generation {state.generation} is older than {self.last_generation}")
         _check_expiry(state.expires, now, "desired state")
         return state
+
+    def verify_job(self, envelope: dict, *, now: datetime) -> JobDocument:
+        """Check signature (by a key trusted now), device binding and expiry of a job envelope
+        (:mod:`fleet_protocol.jobs`); whether the job ran already is the agent's to check."""
+        signed = verify_envelope(envelope, self.keys, threshold=self.threshold, what="job")
+        job = JobDocument.from_dict(signed)
+        if job.device_id != self.device_id:
+            raise SignatureError(f"job {job.job_id} is for device {job.device_id!r}, not {self.device_id!r}",
+                                 code="wrong_device")
+        _check_expiry(job.expires, now, f"job {job.job_id}")
+        return job
 
     def accept_generation(self, generation: int) -> None:
         self.last_generation = max(self.last_generation, generation)

@@ -62,7 +62,7 @@ def path_object(template: str, params: dict[str, str]) -> dict:
     return found
 
 
-_NUMERIC = {"version", "deployment_id", "rollout_id"}
+_NUMERIC = {"version", "deployment_id", "rollout_id", "job_id"}
 
 
 class AuditMiddleware:

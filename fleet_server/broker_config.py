@@ -37,7 +37,7 @@ from fleet_protocol.topics import PREFIX, ROOT_TOPIC
 from .ca import SERVER_IDENTITY, CertificateAuthority, write_atomic
 
 DEVICE_WRITES = ("reported", "status", "telemetry", "fetch", "renew")
-DEVICE_READS = ("desired", "certificate")
+DEVICE_READS = ("desired", "certificate", "jobs")
 PACKET_OVERHEAD_BYTES = 64 * 1024  # MQTT fixed header, topic and properties on top of the payload
 MAX_QUEUED_MESSAGES = 1000
 

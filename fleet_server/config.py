@@ -19,6 +19,7 @@ class ServerConfig:
     chunk_size_bytes: int = 262_144
     max_upload_bytes: int = 512 * 1024**2
     rollout_tick_s: float = 1.0  # how often the rollout controller advances running rollouts
+    job_tick_s: float = 1.0  # how often the job controller sends staged jobs and times out unanswered ones
     cloud_profile: str = "generic-cpu"  # firmware profile naming this host's accelerators for cloud scoring
     cloud_max_loaded_models: int = 8  # model versions kept loaded for /v2 scoring (least recently used go)
     cloud_max_request_bytes: int = 64 * 1024**2

@@ -36,25 +36,12 @@ def create_deployment(fleet, *, module: str, version: int | None, bundle_digest:
     it refuses the whole deployment before anything is stored, except the
     devices in ``exempt``, which are only refused one by one.
     """
-    where = None
-    if group is not None:
-        devices, selector = _group_target(fleet, group, devices, selector)
-        where = f"group {group}"
-    if devices is None and selector is None:
-        raise BadDataError("a deployment needs a target: 'devices' (a list of ids), 'selector' (tags), 'group', "
-                           "or several")
+    target, targeted = resolve_target(fleet, devices=devices, selector=selector, group=group, what="a deployment")
+    devices, selector = target["devices"], target["selector"]
     bundle = _pick_bundle(fleet, module=module, version=version, bundle_digest=bundle_digest)
     split_doc = _split(fleet, bundle, split) if split else None
-    if devices is not None:
-        devices = sorted(set(devices))
-        unknown = [d for d in devices if device_store.get_device(db=fleet.db, device_id=d) is None]
-        if unknown:
-            raise BadDataError(f"unknown device(s): {', '.join(unknown)} (enroll them with `edgefleet device enroll "
-                               "--name ID`, or start their agents first)")
-    probe = {"target": {"devices": devices, "selector": selector}}
-    targeted = [d for d in device_store.list_devices(db=fleet.db) if targeting.matches(probe, d)]
     if not targeted and not allow_empty:
-        raise BadDataError(f"no device matches {where or describe_target(probe['target'])}, so nothing would be "
+        raise BadDataError(f"no device matches {describe_target(target, group)}, so nothing would be "
                            "deployed; check the tags with `edgefleet device list`, or pass --allow-empty (API: "
                            "\"allow_empty\": true) to wait for devices that join later")
     bundles = [bundle] + [bundle_store.get_bundle(db=fleet.db, digest=v["bundle_digest"])
@@ -71,8 +58,32 @@ def create_deployment(fleet, *, module: str, version: int | None, bundle_digest:
     return deployment
 
 
-def describe_target(target: dict) -> str:
-    """``selector site=lab`` or ``devices d1,d2``, for messages."""
+def resolve_target(fleet, *, devices: list[str] | None, selector: dict[str, str] | None, group: str | None,
+                   what: str) -> tuple[dict, list[dict]]:
+    """The target ``{devices, selector}`` (a ``group``'s copied in) and the registered devices it matches now.
+
+    Deployments, rollouts and remote jobs all take their target through here; :class:`BadDataError` when
+    there is none or a listed device id is unknown.
+    """
+    if group is not None:
+        devices, selector = _group_target(fleet, group, devices, selector)
+    if devices is None and selector is None:
+        raise BadDataError(f"{what} needs a target: 'devices' (a list of ids), 'selector' (tags), 'group', "
+                           "or several")
+    if devices is not None:
+        devices = sorted(set(devices))
+        unknown = [d for d in devices if device_store.get_device(db=fleet.db, device_id=d) is None]
+        if unknown:
+            raise BadDataError(f"unknown device(s): {', '.join(unknown)} (enroll them with `edgefleet device enroll "
+                               "--name ID`, or start their agents first)")
+    target = {"devices": devices, "selector": selector}
+    return target, [d for d in device_store.list_devices(db=fleet.db) if targeting.matches({"target": target}, d)]
+
+
+def describe_target(target: dict, group: str | None = None) -> str:
+    """``selector site=lab``, ``devices d1,d2`` or ``group lab``, for messages."""
+    if group is not None:
+        return f"group {group}"
     parts = []
     if target.get("devices") is not None:
         parts.append("devices " + (",".join(target["devices"]) or "(none)"))

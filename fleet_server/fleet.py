@@ -26,6 +26,7 @@ from .cloud_scoring import CloudScoring
 from .config import ServerConfig
 from .desired import DesiredStates
 from .handlers import MessageHandlers
+from .jobs import JobController
 from .keys import KeyRing, ensure_admin_token, signing_key_path
 from .metrics import ServerMetrics
 from .mqtt_link import MqttLink
@@ -57,6 +58,7 @@ class Fleet:
         self.cloud = CloudScoring(self, profile=load_profile(config.cloud_profile),
                                   max_loaded=config.cloud_max_loaded_models)
         self.rollouts = RolloutController(self, tick_s=config.rollout_tick_s)
+        self.jobs = JobController(self, tick_s=config.job_tick_s)
         self.broker: EmbeddedBroker | None = None
         self.link: MqttLink | None = None
 
@@ -116,6 +118,7 @@ class Fleet:
         if self.crl_refresher is not None:
             self.crl_refresher.start()
         self.rollouts.start()  # resumes rollouts a previous run left running
+        self.jobs.start()  # and jobs
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
         """Publish through the link; False when there is no connected link (the DB stays the truth)."""
@@ -125,6 +128,7 @@ class Fleet:
         if self.crl_refresher is not None:
             self.crl_refresher.stop()
         self.rollouts.stop()
+        self.jobs.stop()
         self.desired.stop()
         if self.link is not None:
             self.link.stop()

@@ -5,7 +5,8 @@
     .../telemetry  store the batch's records once each and the device's last_seen, in one
                    transaction (records of kind ``capture`` go to the captures table instead,
                    ``feedback`` to the feedback table: :mod:`fleet_server.feedback`, ``drift`` to the
-                   drift windows: :mod:`fleet_server.drift.service`);
+                   drift windows: :mod:`fleet_server.drift.service`, ``job_result`` to the remote jobs:
+                   :mod:`fleet_server.jobs`);
                    the age of its oldest record goes into the ingest lag histogram
     .../fetch      publish the requested chunks of a bundle on its shared chunks topic, each
                    as few times as every requester needs (see :class:`ChunkSender`), encrypted
@@ -30,6 +31,7 @@ from collections import Counter
 from fleet_protocol import drift, messages, topics
 from fleet_protocol import captures as capture_format
 from fleet_protocol import feedback as feedback_format
+from fleet_protocol.jobs import RESULT_KIND as JOB_RESULT
 from fleet_protocol.errors import BadDataError, MessageError
 from fleet_protocol.timestamps import from_iso, to_iso
 
@@ -140,7 +142,7 @@ class MessageHandlers:
         _same_device(device_id, batch.device_id)
         moment = utc_now()
         now = to_iso(moment)
-        apart = (capture_format.KIND, feedback_format.KIND, drift.KIND)
+        apart = (capture_format.KIND, feedback_format.KIND, drift.KIND, JOB_RESULT)
         records = [r.to_dict() for r in batch.records if r.kind not in apart]
         captures = [r.to_dict() for r in batch.records if r.kind == capture_format.KIND and self._valid_capture(
             device_id, r.data)]
@@ -166,6 +168,12 @@ class MessageHandlers:
         self.telemetry_duplicates += kept - new  # ... and is not stored again (refused windows count here too)
         if batch.records and not retained:
             self._fleet.metrics.observe_ingest(batch.records[0].ts, moment)
+        for record in batch.records:
+            if record.kind == JOB_RESULT:
+                try:  # the job's own state dedups: a repeated answer is only counted
+                    self._fleet.jobs.record_result(device_id, record.data)
+                except BadDataError as exc:
+                    self.malformed.add(topics.device_topic(device_id, "telemetry"), "job_result", str(exc))
 
     def _valid_capture(self, device_id: str, data: dict) -> bool:
         """A capture record that does not decode is counted and dropped; the rest of its batch is kept."""

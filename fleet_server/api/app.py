@@ -25,8 +25,8 @@ from ..errors import ConflictError, NotFoundError, TooLargeError
 from ..fleet import Fleet
 from .deps import authorize, require_admin, require_operator
 from .http_metrics import HttpMetrics
-from .routes import (audit, bundles, captures, deployments, devices, drift, enroll, feedback, health, inference, keys,
-                     metrics, models, pipeline, telemetry, tokens)
+from .routes import (audit, bundles, captures, deployments, devices, drift, enroll, feedback, health, inference,
+                     jobs, keys, metrics, models, pipeline, telemetry, tokens)
 
 log = logging.getLogger(__name__)
 _STATUS = ((NotFoundError, 404), (ConflictError, 409), (TooLargeError, 413), (BadDataError, 400))
@@ -57,7 +57,7 @@ def create_app(config: ServerConfig, *, fleet: Fleet | None = None) -> FastAPI:
     redact_access_log()
     _add_error_handlers(app)
     app.include_router(health.router, prefix="/api")
-    for module in (models, bundles, devices, deployments, telemetry, audit, feedback, drift):
+    for module in (models, bundles, devices, deployments, jobs, telemetry, audit, feedback, drift):
         app.include_router(module.router, prefix="/api", dependencies=[Depends(authorize)])
     app.include_router(captures.router, prefix="/api", dependencies=[Depends(authorize)])
     app.include_router(pipeline.router, prefix="/api", dependencies=[Depends(require_operator)])

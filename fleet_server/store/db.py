@@ -225,6 +225,33 @@ CREATE TABLE IF NOT EXISTS drift_alerts (
     statistics TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS drift_alerts_version ON drift_alerts (model, version, device_id, feature);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    wire_id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL,
+    target TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    created_by TEXT,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS job_devices (
+    job_id INTEGER NOT NULL REFERENCES jobs (id),
+    device_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    envelope TEXT,
+    sent TEXT,
+    expires TEXT,
+    finished TEXT,
+    answers INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    error TEXT,
+    PRIMARY KEY (job_id, device_id)
+);
 CREATE TABLE IF NOT EXISTS bundle_keys (
     digest TEXT PRIMARY KEY,
     key TEXT NOT NULL,

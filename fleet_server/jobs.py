@@ -1,0 +1,216 @@
+"""Remote jobs: create one for a set of devices, deliver it in stages, collect each device's result.
+
+:meth:`JobController.create` checks the kind and params
+(:func:`fleet_protocol.jobs.check_params`), resolves the target as deployments
+do (devices, tag selector or group, :func:`.deployments.resolve_target`: the
+devices matching *now*, in id order) and stores one queued row per device.
+The controller (one background thread, plus a step after every change) then,
+for each running job:
+
+1. marks devices that did not answer before their job expired ``timed_out``;
+2. when ``abort_after_failures`` devices failed or timed out, cancels every
+   device still queued and ends the job ``aborted`` with the reason (IoT Jobs'
+   abort rule; what was sent already still reports);
+3. sends the next queued devices, as many as ``rate_per_minute`` allows since
+   the job started (one at once, then one more every 60/rate seconds; all at
+   once without a rate): each gets its own :class:`~fleet_protocol.jobs.JobDocument`
+   signed with the server's current signing key, published on its ``jobs``
+   topic at QoS 1 (not retained: the device's persistent session holds it while
+   it is offline), then marked sent with the envelope;
+4. ends the job ``completed`` once no device is queued or waiting for an answer.
+
+Results arrive as ``job_result`` telemetry records (:meth:`record_result`): the
+first answer of a device sets its outcome, a repeated one (a redelivered job
+answered from the device's store) is only counted. An operator may cancel a
+running job (queued devices are cancelled). Creation goes through the API (and
+its audit log); an abort by the controller is written to the audit log too.
+Everything is in SQLite and each step reads it afresh, so a restarted server continues.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import threading
+from datetime import timedelta
+
+from fleet_protocol import topics
+from fleet_protocol.canonical import canonical_json
+from fleet_protocol.errors import BadDataError
+from fleet_protocol.jobs import JobDocument, check_params, parse_result
+from fleet_protocol.signing import sign_envelope
+from fleet_protocol.timestamps import from_iso, to_iso
+
+from . import audit
+from .clock import utc_now
+from .deployments import resolve_target
+from .errors import ConflictError, NotFoundError
+from .store import jobs as job_store
+
+log = logging.getLogger(__name__)
+
+STATES = ("running", "completed", "aborted", "cancelled")
+DEFAULT_TTL_S = 3600
+ANSWERED = ("succeeded", "failed")
+CONTROLLER = "job-controller"
+
+
+def due(rate_per_minute: float | None, elapsed_s: float, sent: int, queued: int) -> int:
+    """How many more devices may be sent a job now: one at the start, one more every ``60/rate`` seconds."""
+    if rate_per_minute is None:
+        return queued
+    allowed = 1 + math.floor(rate_per_minute * max(0.0, elapsed_s) / 60)
+    return max(0, min(queued, allowed - sent))
+
+
+class JobController:
+    def __init__(self, fleet, *, tick_s: float = 1.0):
+        self._fleet = fleet
+        self._db = fleet.db
+        self._tick_s = tick_s
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="edgefleet-jobs", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick_s):
+            try:
+                self.step_all()
+            except Exception:  # noqa: BLE001 - the controller must outlive any one bad step
+                log.exception("advancing jobs failed")
+
+    # --- operations ---------------------------------------------------------------------------
+
+    def create(self, *, kind: str, params: dict, devices: list[str] | None, selector: dict[str, str] | None,
+               group: str | None, rate_per_minute: float | None, abort_after_failures: int | None,
+               ttl_s: int = DEFAULT_TTL_S, created_by: str | None = None) -> dict:
+        params = check_params(kind, params, where="job")
+        target, targeted = resolve_target(self._fleet, devices=devices, selector=selector, group=group, what="a job")
+        if not targeted:
+            raise BadDataError("no device matches the job's target, so it would run nowhere; check the tags with "
+                               "`edgefleet device list`")
+        plan = {"rate_per_minute": rate_per_minute, "abort_after_failures": abort_after_failures, "ttl_s": ttl_s}
+        with self._lock:
+            job_id = job_store.insert_job(
+                db=self._db, wire_id=f"job-{secrets.token_hex(6)}", kind=kind, params=params,
+                target={**target, "group": group}, plan=plan, devices=sorted(d["id"] for d in targeted),
+                created_by=created_by, created=to_iso(utc_now()))
+            self.step(job_id)
+        return self.detail(job_id)
+
+    def cancel(self, job_id: int, *, actor: str) -> dict:
+        with self._lock, self._db.transaction():
+            job = self._get(job_id)
+            if job["state"] != "running":
+                raise ConflictError(f"job {job_id} is {job['state']}; only a running job can be cancelled")
+            now = to_iso(utc_now())
+            job_store.cancel_queued(db=self._db, job_id=job_id, finished=now, error=_error(
+                "cancelled", f"job {job_id} was cancelled by {actor} before it was sent to this device"))
+            job_store.update_job(db=self._db, job_id=job_id, state="cancelled", reason=f"cancelled by {actor}",
+                                 updated=now)
+        return self.detail(job_id)
+
+    def record_result(self, device_id: str, data: dict) -> None:
+        """A ``job_result`` record from a device (MQTT thread); :class:`BadDataError` for a malformed one."""
+        result = parse_result(data)
+        job = job_store.job_by_wire_id(db=self._db, wire_id=result.job_id)
+        if job is None or not job_store.count_answer(db=self._db, job_id=job["id"], device_id=device_id):
+            raise BadDataError(f"device {device_id} answered job {result.job_id}, which was not sent to it")
+        with self._lock:
+            if job_store.finish_device(db=self._db, job_id=job["id"], device_id=device_id, state=result.state,
+                                       finished=result.finished, result=result.result, error=result.error,
+                                       from_states=("sent", "timed_out")):
+                log.info("job %d on %s: %s", job["id"], device_id, result.state)
+                self.step(job["id"])
+
+    def step_all(self) -> None:
+        with self._lock:
+            for job in job_store.list_jobs(db=self._db, states=("running",)):
+                self.step(job["id"])
+
+    def step(self, job_id: int) -> None:
+        """Time out, abort, send or complete as the plan says; writes commit together."""
+        with self._lock, self._db.transaction():
+            job = self._get(job_id)
+            if job["state"] != "running":
+                return
+            now = utc_now()
+            for row in job_store.devices(db=self._db, job_id=job_id, states=("sent",)):
+                if from_iso(row["expires"]) <= now:
+                    job_store.finish_device(db=self._db, job_id=job_id, device_id=row["device_id"],
+                                            state="timed_out", finished=to_iso(now), result=None, from_states=("sent",),
+                                            error=_error("no_answer", f"no result before the job expired at "
+                                                                      f"{row['expires']}"))
+            counts = job_store.counts(db=self._db, job_id=job_id)
+            limit = job["plan"]["abort_after_failures"]
+            failures = counts["failed"] + counts["timed_out"]
+            if limit is not None and failures >= limit and counts["queued"]:
+                self._abort(job, failures, limit, now)
+                return
+            sent = sum(counts[s] for s in ("sent", "succeeded", "failed", "timed_out"))
+            elapsed_s = (now - from_iso(job["created"])).total_seconds()
+            for row in job_store.devices(db=self._db, job_id=job_id, states=("queued",),
+                                         limit=due(job["plan"]["rate_per_minute"], elapsed_s, sent, counts["queued"])):
+                if not self._send(job, row["device_id"], now):
+                    break
+            counts = job_store.counts(db=self._db, job_id=job_id)
+            if not counts["queued"] and not counts["sent"]:
+                job_store.update_job(db=self._db, job_id=job_id, state="completed", reason=None, updated=to_iso(now))
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def detail(self, job_id: int) -> dict:
+        job = self._get(job_id)
+        return {**job, "devices": job_store.devices(db=self._db, job_id=job_id),
+                "counts": job_store.counts(db=self._db, job_id=job_id)}
+
+    def list(self) -> list[dict]:
+        return [{**job, "counts": job_store.counts(db=self._db, job_id=job["id"])}
+                for job in job_store.list_jobs(db=self._db)]
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _get(self, job_id: int) -> dict:
+        job = job_store.get_job(db=self._db, job_id=job_id)
+        if job is None:
+            raise NotFoundError(f"there is no job {job_id}")
+        return job
+
+    def _send(self, job: dict, device_id: str, now) -> bool:
+        """Sign and publish the job for one device; False when the broker link is down (it stays queued)."""
+        expires = now + timedelta(seconds=job["plan"]["ttl_s"])
+        document = JobDocument(job_id=job["wire_id"], device_id=device_id, kind=job["kind"], params=job["params"],
+                               issued=to_iso(now), expires=to_iso(expires))
+        envelope = sign_envelope(document.to_dict(), self._fleet.signing_key)
+        if not self._fleet.publish(topics.device_topic(device_id, "jobs"), canonical_json(envelope), qos=1):
+            return False
+        job_store.mark_sent(db=self._db, job_id=job["id"], device_id=device_id, envelope=envelope, sent=to_iso(now),
+                            expires=document.expires)
+        return True
+
+    def _abort(self, job: dict, failures: int, limit: int, now) -> None:
+        reason = f"{failures} device(s) failed, the abort threshold is {limit}: the devices not sent yet were cancelled"
+        cancelled = job_store.cancel_queued(db=self._db, job_id=job["id"], finished=to_iso(now),
+                                            error=_error("aborted", f"job {job['id']} was aborted before it was sent "
+                                                                    f"to this device: {reason}"))
+        job_store.update_job(db=self._db, job_id=job["id"], state="aborted", reason=reason, updated=to_iso(now))
+        audit.record(self._db, actor=CONTROLLER, action="abort job", target=f"/api/jobs/{job['id']}",
+                     object={"job_id": job["id"], "failures": failures, "cancelled": cancelled})
+        log.warning("job %d aborted: %s", job["id"], reason)
+
+
+def _error(code: str, message: str) -> dict:
+    return {"code": code, "category": "job", "message": message}

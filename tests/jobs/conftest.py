@@ -1,0 +1,48 @@
+"""A real fleet for remote-job tests: the deployments suite's server in threads, a real Mosquitto and in-process
+agents, with the job controller ticking every 0.1 s."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from fleet_server.config import ServerConfig
+from fleet_server.runner import ServerThread
+from tests.deployments.conftest import ADMIN_TOKEN, Fleet
+from tests.support.net import wait_for
+
+FINAL = ("completed", "aborted", "cancelled")
+
+
+class JobFleet(Fleet):
+    def start_server(self) -> None:
+        config = ServerConfig(data_dir=self.workdir / "server", port=0, embedded_broker_port=0,
+                              broker_url=self.broker_url, rollout_tick_s=0.1, job_tick_s=0.1)
+        self.server = ServerThread(config).start()
+        self.api = httpx.Client(base_url=self.server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                                timeout=30)
+
+    def job(self, job_id: int) -> dict:
+        return self.api.get(f"/api/jobs/{job_id}").json()
+
+    def run_job(self, kind: str, params: dict | None = None, *, expect_final: str = "completed", **body) -> dict:
+        """Create a job on every agent (or ``devices``/``selector``) and wait until it ends in ``expect_final``."""
+        body.setdefault("devices", sorted(self.agents))
+        job = self.post("/api/jobs", {"kind": kind, "params": params or {}, **body}, expect=201)
+        return self.wait_job(job["id"], lambda j: j["state"] in FINAL, what=f"job {job['id']} ({kind}) to end")
+
+    def wait_job(self, job_id: int, check, *, timeout: float = 20, what: str = "") -> dict:
+        def done():
+            job = self.job(job_id)
+            return job if check(job) else None
+
+        return wait_for(done, timeout=timeout, what=what or f"job {job_id} to reach the expected state")
+
+
+@pytest.fixture
+def fleet(tmp_path, mosquitto, monkeypatch) -> JobFleet:
+    monkeypatch.setenv("EDGEFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
+    running = JobFleet(tmp_path, mosquitto.url)
+    running.start_server()
+    yield running
+    running.close()
