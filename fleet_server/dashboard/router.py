@@ -7,8 +7,8 @@
   headers, so a viewer (or higher) token comes as a query parameter and is
   checked by the API's own :func:`~fleet_server.api.deps.authenticate` (the
   access log drops query strings). Once a second the stream reads a cheap
-  fingerprint of the devices, the deployments, the rollouts and the newest
-  telemetry record, and sends ``event: change`` with
+  fingerprint of the devices, the deployments, the rollouts, the jobs and the
+  newest telemetry record, and sends ``event: change`` with
   ``{"version": …, "topics": [...]}`` when it moved (and once at the start, so
   a page that reconnects can tell whether it missed something). Each stream
   ends after :data:`STREAM_LIFETIME_S` (the browser reconnects by itself):
@@ -44,6 +44,7 @@ from ..api.deps import FleetDep, Principal, authenticate, check_role, require_vi
 from ..fleet import Fleet
 from ..store import deployments as deployment_store
 from ..store import devices as device_store
+from ..store import jobs as job_store
 from ..store import rollouts as rollout_store
 from ..store import telemetry as telemetry_store
 from ..tokens import VIEWER
@@ -52,7 +53,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 POLL_INTERVAL_S = 1.0
 STREAM_LIFETIME_S = 10.0
 RECONNECT_DELAY_MS = 500
-TOPICS = ("devices", "deployments", "rollouts", "telemetry")
+TOPICS = ("devices", "deployments", "rollouts", "telemetry", "jobs")
 
 router = APIRouter(tags=["dashboard"])
 
@@ -103,7 +104,8 @@ def fingerprints(fleet: Fleet) -> dict[str, str]:
     heartbeat, which the telemetry digest already reports. A deployment
     counts by the devices a rollout has let in, whether it was withdrawn and
     whether its A/B comparison was decided (promoted);
-    a rollout by its state, reason and waves (``updated`` moves with each).
+    a rollout by its state, reason and waves (``updated`` moves with each); jobs by the running ones'
+    states and per-device counts, and how many there are.
     """
     devices = [{k: v for k, v in d.items() if k not in ("last_seen", "desired_envelope")}
                for d in device_store.list_devices(db=fleet.db)]
@@ -111,8 +113,10 @@ def fingerprints(fleet: Fleet) -> dict[str, str]:
                    for d in deployment_store.list_deployments(db=fleet.db)]
     rollouts = [(r["id"], r["state"], r["reason"], r["waves"], r["updated"])
                 for r in rollout_store.list_rollouts(db=fleet.db)]
+    jobs = [(j["id"], j["state"], j["updated"], job_store.counts(db=fleet.db, job_id=j["id"]))
+            for j in job_store.list_jobs(db=fleet.db, states=("running",))] + [len(job_store.list_jobs(db=fleet.db))]
     newest = telemetry_store.query(db=fleet.db, limit=1)
     newest_key = [(r["device_id"], r["outbox_id"], r["seq"], r["received"]) for r in newest]
     return {topic: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
             for topic, value in (("devices", devices), ("deployments", deployments), ("rollouts", rollouts),
-                                 ("telemetry", newest_key))}
+                                 ("telemetry", newest_key), ("jobs", jobs))}

@@ -11,6 +11,8 @@ const EXPLANATIONS = {
   resources: "The device lacks what the module needs: a matching firmware profile, room for the model, or memory within its budget.",
   message: "The device received a message it could not parse and ignored it.",
   internal: "An unexpected error inside the agent; the device log has the details.",
+  job: "A remote job could not do what it asked on this device (for example the module is not installed there), "
+    + "or it never reached the device; nothing else on the device changed.",
 };
 
 /** What an error category means for the operator. */

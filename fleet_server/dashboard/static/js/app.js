@@ -10,6 +10,7 @@ import * as device from "./views/device.js";
 import * as deployments from "./views/deployments.js";
 import * as devices from "./views/devices.js";
 import * as drift from "./views/drift.js";
+import * as jobs from "./views/jobs.js";
 import * as models from "./views/models.js";
 import * as overview from "./views/overview.js";
 import * as rollouts from "./views/rollouts.js";
@@ -25,6 +26,8 @@ const ROUTES = [
   [/^deployments\/(\d+)$/, "deployments", "Deployment", deployments.mountOne],
   [/^rollouts$/, "rollouts", "Rollouts", rollouts.mountList],
   [/^rollouts\/(\d+)$/, "rollouts", "Rollout", rollouts.mountOne],
+  [/^jobs$/, "jobs", "Jobs", jobs.mountList],
+  [/^jobs\/(\d+)$/, "jobs", "Job", jobs.mountOne],
 ];
 
 const main = document.getElementById("main");
