@@ -1,8 +1,10 @@
-"""The Jobs view: per-device progress and results of real jobs run by two real agents, and a live update."""
+"""The Jobs view: per-device progress and results of real jobs run by two real agents."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import re
 
 import httpx
 import pytest
@@ -17,7 +19,6 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright i
 expect = playwright_api.expect
 
 pytestmark = pytest.mark.browser
-LIVE_TIMEOUT_MS = 15_000
 DEVICES = ("job-a", "job-b")
 
 
@@ -68,7 +69,7 @@ def test_job_pages_show_each_devices_progress_and_result(page, job_data):
     for device in DEVICES:
         row = devices.locator("tbody tr", has_text=device)
         expect(row).to_contain_text("succeeded")
-        expect(row).to_contain_text("CPUExecutionProvider")
+        expect(row).to_contain_text(re.compile(r"providers [\w, ]*CPUExecutionProvider · memory [\d.]+ \w+ free of"))
     expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
     screenshot(page, "job", full_page=True)
 
@@ -81,13 +82,3 @@ def test_job_pages_show_each_devices_progress_and_result(page, job_data):
     expect(rows.nth(0)).to_contain_text("module_not_installed")
     expect(rows.nth(1)).to_contain_text("cancelled")
     assert page.console_log.unexpected() == []
-
-
-def test_a_new_job_shows_in_the_list_without_a_reload(page, job_data):
-    sign_in(page)
-    page.get_by_role("link", name="Jobs").click()
-    expect(page.locator("main tbody tr")).to_have_count(2)
-    response = job_data.api.post("/api/jobs", json={"kind": "flush_outbox", "devices": [DEVICES[0]]})
-    assert response.status_code == 201, response.text
-    expect(page.locator("main tbody tr")).to_have_count(3, timeout=LIVE_TIMEOUT_MS)
-    expect(page.locator("main tbody tr").first).to_contain_text("flush_outbox")

@@ -19,6 +19,7 @@ from fleet_protocol.jobs import JobDocument
 from fleet_protocol.signing import SigningKey, sign_envelope
 from fleet_protocol.timestamps import to_iso
 from fleet_server.clock import utc_now
+from fleet_server.dashboard.router import fingerprints
 from fleet_server.store import jobs as job_store
 from tests.jobs.conftest import ADMIN_TOKEN
 from tests.support.net import wait_for
@@ -139,11 +140,15 @@ def test_abort_threshold_cancels_the_devices_not_sent_yet(fleet):
 
 def test_rate_limit_sends_in_device_order_and_holds_the_rest(fleet):
     fleet.start_agents(3)
+    before = fingerprints(fleet.server.fleet)["jobs"]
     job = fleet.post("/api/jobs", {"kind": "diagnostics", "selector": {}, "rate_per_minute": 1}, expect=201)
     assert [r["state"] for r in job["devices"]] == ["sent", "queued", "queued"]
+    assert fingerprints(fleet.server.fleet)["jobs"] != before, "the dashboard's event stream reports the new job"
     answered = fleet.wait_job(job["id"], lambda j: j["devices"][0]["state"] == "succeeded",
                               what="the first device to answer")
     assert [r["device_id"] for r in answered["devices"]] == ["dev-00", "dev-01", "dev-02"]
     assert answered["state"] == "running" and answered["counts"]["queued"] == 2, "one per minute: the rest wait"
+    running = fingerprints(fleet.server.fleet)["jobs"]
     cancelled = fleet.post(f"/api/jobs/{job['id']}/cancel")
     assert cancelled["state"] == "cancelled" and cancelled["counts"]["cancelled"] == 2
+    assert fingerprints(fleet.server.fleet)["jobs"] != running, "... and its end"

@@ -30,7 +30,7 @@ class JobCreate(BaseModel):
     devices: list[str] | None = None
     selector: dict[str, str] | None = Field(None, description="Devices whose tags include all of these")
     group: str | None = Field(None, description="A named device group instead of devices/selector")
-    rate_per_minute: float | None = Field(None, gt=0, description="Send to at most this many devices per minute "
+    rate_per_minute: float | None = Field(None, gt=0, le=60_000, description="Send to at most this many devices per minute "
                                                                   "(one at once); default: all at once")
     abort_after_failures: int | None = Field(None, ge=1, description="After this many devices failed or did not "
                                                                      "answer, cancel the devices not sent yet")
