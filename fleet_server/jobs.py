@@ -202,10 +202,10 @@ class JobController:
         return True
 
     def _abort(self, job: dict, failures: int, limit: int, now) -> None:
-        reason = f"{failures} device(s) failed, the abort threshold is {limit}: the devices not sent yet were cancelled"
-        cancelled = job_store.cancel_queued(db=self._db, job_id=job["id"], finished=to_iso(now),
-                                            error=_error("aborted", f"job {job['id']} was aborted before it was sent "
-                                                                    f"to this device: {reason}"))
+        queued = job_store.counts(db=self._db, job_id=job["id"])["queued"]
+        reason = f"{failures} device(s) failed, the abort threshold is {limit}: {queued} not sent yet, cancelled"
+        cancelled = job_store.cancel_queued(db=self._db, job_id=job["id"], finished=to_iso(now), error=_error(
+            "aborted", f"not sent: job {job['id']} was aborted after {failures} device(s) failed"))
         job_store.update_job(db=self._db, job_id=job["id"], state="aborted", reason=reason, updated=to_iso(now))
         audit.record(self._db, actor=CONTROLLER, action="abort job", target=f"/api/jobs/{job['id']}",
                      object={"job_id": job["id"], "failures": failures, "cancelled": cancelled})

@@ -129,11 +129,13 @@ def _wait(client: ApiClient, job_id: int, timeout: float, *, quiet: bool) -> dic
 
 
 def _exit_unless_all_succeeded(job: dict) -> None:
-    bad = [d for d in job["devices"] if d["state"] != "succeeded"]
+    bad = [d for d in job["devices"] if d["state"] not in ("succeeded", "cancelled")]
+    cancelled = [d["device_id"] for d in job["devices"] if d["state"] == "cancelled"]
     if job["state"] == "completed" and not bad:
         return
-    problems = "; ".join(f"{d['device_id']} {d['state']}" + (f" ({d['error']['code']}: {d['error']['message']})"
-                                                            if d.get("error") else "") for d in bad)
+    problems = "; ".join([f"{d['device_id']} {d['state']}" + (f" ({d['error']['code']}: {d['error']['message']})"
+                                                             if d.get("error") else "") for d in bad]
+                         + ([f"cancelled: {', '.join(cancelled)}"] if cancelled else []))
     raise CliError(f"job {job['id']} {job['state']}" + (f": {job['reason']}" if job.get("reason") else "")
                    + (f"; {problems}" if problems else ""))
 
