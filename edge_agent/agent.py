@@ -158,7 +158,8 @@ class Agent:
         self.jobs = JobRunner(trust=self.trust, store=JobStore(config.state_dir / "agent.db"), outbox=self.outbox,
                               context=JobContext(self.reconciler, self.runtime, self.telemetry, self.outbox, self.logs,
                                                  config.state_dir, self.profile.name),
-                              refusals=self.refusals, on_malformed=self.telemetry.malformed)
+                              refusals=self.refusals, on_malformed=self.telemetry.malformed,
+                              on_result=self.telemetry.flush_soon)
         logging.getLogger("edgefleet").addHandler(self.logs)
         self._ready.set()
         self.scoring.start()

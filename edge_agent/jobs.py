@@ -14,8 +14,9 @@ A job payload on the device's ``jobs`` topic goes through, in order:
    had claimed without finishing (it died meanwhile) is answered ``failed``/
    ``job_interrupted`` rather than run a second time.
 3. One worker thread runs the jobs in arrival order (:mod:`edge_agent.job_kinds`),
-   stores the result, then adds it to the outbox (record kind ``job_result``),
-   which sends it and deletes it only after the broker's PUBACK. A result stored
+   stores the result, then adds it to the outbox (record kind ``job_result``)
+   and makes the telemetry flush due at once; the outbox deletes it only after
+   the broker's PUBACK. A result stored
    but not yet in the outbox when the agent stopped is added at the next start.
 """
 
@@ -99,13 +100,15 @@ class JobStore:
 
 class JobRunner:
     def __init__(self, *, trust: TrustedState, store: JobStore, outbox: Outbox, context: JobContext,
-                 refusals: RefusalCount, on_malformed: Callable[[str], None], now=utc_now):
+                 refusals: RefusalCount, on_malformed: Callable[[str], None],
+                 on_result: Callable[[], None] | None = None, now=utc_now):
         self.trust = trust
         self.store = store
         self.outbox = outbox
         self.context = context
         self.refusals = refusals
         self._on_malformed = on_malformed
+        self._on_result = on_result  # the telemetry's flush_soon: a result leaves now, not at the next tick
         self._now = now
         self._queue: queue.SimpleQueue[JobDocument | None] = queue.SimpleQueue()
         self._ratelog = RateLimitedLog(log)
@@ -180,3 +183,5 @@ class JobRunner:
     def _send(self, result: dict) -> None:
         self.outbox.add(RESULT_KIND, result)
         self.store.mark_sent(result["job_id"])
+        if self._on_result is not None:
+            self._on_result()
