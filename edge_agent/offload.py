@@ -210,31 +210,43 @@ class Offload:
         if policy.confidence_below is None:
             return returned, {}
         declared = declared_output(module.manifest.config)  # a probability output: checked at build and load
-        hard = joint.hard_rows(scored, declared[0], policy.confidence_below) if declared else np.empty(0)
+        if declared is None:
+            return returned, {}
+        hard, rows = joint.hard_rows(scored, declared[0], policy.confidence_below)
         if not len(hard):
             return returned, {}
-        rows = max((len(a) for a in scored.values() if np.ndim(a)), default=len(hard))
-        hard_inputs = joint.take_rows(inputs, hard)
-        answer, response = returned, None
-        if self.client is not None:
-            try:
+        answer, response, hard_inputs = returned, None, None
+        try:
+            hard_inputs = joint.take_rows(inputs, hard, rows)
+            if self.client is not None:
                 response = self.client.infer(policy.joint_model, None,
                                              json.dumps(oip.encode_request(hard_inputs)).encode())
-                answer = joint.merge(returned, oip.decode_response(response), hard)
-            except (TransportError, CloudRefused, MessageError) as exc:  # counted below; a refusal is a mistake
-                log.log(logging.DEBUG if isinstance(exc, TransportError) else logging.WARNING,
-                        "%s: %d low-confidence rows keep their local answer: the cloud model %r did not answer "
-                        "them: %s", module.name, len(hard), policy.joint_model, exc)
-                response = None
+                answer = joint.merge(returned, oip.decode_response(response), hard, rows)
+        except (TransportError, CloudRefused, MessageError) as exc:  # counted below; a refusal is a mistake
+            log.log(logging.DEBUG if isinstance(exc, TransportError) else logging.WARNING,
+                    "%s: %d low-confidence rows keep their local answer: the cloud model %r did not answer "
+                    "them: %s", module.name, len(hard), policy.joint_model, exc)
+            answer, response = returned, None
         self.count(module.name, LOW_CONFIDENCE, "local" if response is None else "cloud")
-        parameters = (response or {}).get("parameters") or {}
         if sampler is not None and sampler.admit():
-            self._write_capture(module, sampler, "local" if response is None else "cloud",
-                                str(parameters.get("accelerator", "")) if response else module.accelerator,
-                                hard_inputs, joint.take_rows(answer, hard), reason=LOW_CONFIDENCE)
+            self._capture_hard(module, sampler, response, inputs, hard_inputs, answer, hard, rows)
         return answer, joint.marks(rows=rows, hard=hard, answered=response is not None,
                                    cloud_model=str((response or {}).get("model_name", "")),
                                    cloud_version=str((response or {}).get("model_version", "")))
+
+    def _capture_hard(self, module: LoadedModule, sampler: CaptureSampler, response: dict | None,
+                      inputs: dict[str, np.ndarray], hard_inputs: dict[str, np.ndarray] | None,
+                      answer: dict[str, np.ndarray], hard: np.ndarray, rows: int) -> None:
+        """The hard rows and the answer they got; the whole request when its rows cannot be told apart."""
+        if hard_inputs is not None:
+            try:
+                inputs, answer = hard_inputs, joint.take_rows(answer, hard, rows)
+            except MessageError:
+                pass  # an output without one row per row: the whole answer goes with the whole request
+        parameters = (response or {}).get("parameters") or {}
+        self._write_capture(module, sampler, "local" if response is None else "cloud",
+                            str(parameters.get("accelerator", "")) if response else module.accelerator,
+                            inputs, answer, reason=LOW_CONFIDENCE)
 
     def joint_result(self, module: LoadedModule, inputs: dict[str, np.ndarray], result: ScoreResult) -> ScoreResult:
         """:meth:`second_opinion` for the in-process :meth:`Agent.infer_with_fallback`."""

@@ -71,15 +71,15 @@ PROBABILITIES = np.array([[0.9, 0.05, 0.05], [0.4, 0.35, 0.25], [0.6, 0.3, 0.1],
 
 def test_only_rows_whose_largest_probability_is_below_the_threshold_are_hard():
     outputs = {"label": np.array([0, 0, 0, 1]), "probabilities": PROBABILITIES}
-    assert joint.hard_rows(outputs, "probabilities", 0.8).tolist() == [1, 2, 3]
-    assert joint.hard_rows(outputs, "probabilities", 0.6).tolist() == [1], "0.6 itself is not below 0.6"
-    assert joint.hard_rows(outputs, "missing", 0.8).tolist() == [], "an output the answer lacks: nothing to compare"
-    assert joint.hard_rows({"probabilities": np.array([1, 2])}, "probabilities", 0.8).tolist() == []
+    assert joint.hard_rows(outputs, "probabilities", 0.8)[0].tolist() == [1, 2, 3]
+    assert joint.hard_rows(outputs, "probabilities", 0.6)[0].tolist() == [1], "0.6 itself is not below 0.6"
+    assert joint.hard_rows(outputs, "missing", 0.8)[0].tolist() == [], "an output the answer lacks: nothing to compare"
+    assert joint.hard_rows({"probabilities": np.array([1, 2])}, "probabilities", 0.8)[0].tolist() == []
 
 
 def test_only_the_hard_rows_of_each_input_go_to_the_cloud():
     inputs = {"x": np.arange(12, dtype=np.float32).reshape(4, 3), "scale": np.array(2.0, np.float32)}
-    sent = joint.take_rows(inputs, np.array([1, 3]))
+    sent = joint.take_rows(inputs, np.array([1, 3]), 4)
     assert sent["x"].tolist() == [[3, 4, 5], [9, 10, 11]] and sent["scale"] == 2.0
 
 
@@ -88,7 +88,7 @@ def test_the_cloud_answer_replaces_the_hard_rows_and_no_other():
              "name": np.array(["a", "a", "a", "b"], dtype=object)}
     cloud = {"label": np.array([2, 1], np.int64), "probabilities": np.array([[0, .1, .9], [0, .95, .05]], np.float32),
              "name": np.array([b"c", b"b"], dtype=object), "extra": np.zeros(2)}
-    merged = joint.merge(local, cloud, np.array([1, 3]))
+    merged = joint.merge(local, cloud, np.array([1, 3]), 4)
     assert merged["label"].tolist() == [0, 2, 0, 1]
     np.testing.assert_array_equal(merged["probabilities"][[0, 2]], PROBABILITIES[[0, 2]])
     np.testing.assert_array_equal(merged["probabilities"][[1, 3]], cloud["probabilities"])
@@ -104,7 +104,7 @@ def test_the_cloud_answer_replaces_the_hard_rows_and_no_other():
 def test_a_cloud_answer_that_cannot_stand_in_for_the_local_rows_is_refused(cloud, problem):
     local = {"label": np.array([0, 0, 0, 1], np.int64), "probabilities": PROBABILITIES}
     with pytest.raises(MessageError, match=problem):
-        joint.merge(local, cloud, np.array([1, 3]))
+        joint.merge(local, cloud, np.array([1, 3]), 4)
 
 
 def test_marks_say_per_row_where_each_answer_came_from():
@@ -130,3 +130,32 @@ def test_a_signed_bundle_with_confidence_below_but_no_probability_output_fails_t
     with pytest.raises(LoadError, match="needs the module's probability output") as refused:
         Runtime(load_profile("generic-cpu")).load(Installer(tmp_path).install(bundle.manifest, bundle.envelope))
     assert refused.value.code == "bad_fallback_policy"
+
+
+def test_a_row_whose_probabilities_are_not_numbers_is_hard():
+    probabilities = np.array([[0.9, 0.1], [np.nan, np.nan], [0.3, np.nan]], np.float32)
+    hard, rows = joint.hard_rows({"probabilities": probabilities}, "probabilities", 0.8)
+    assert (hard.tolist(), rows) == ([1, 2], 3)
+
+
+def test_inputs_without_one_row_per_answer_row_are_refused_unless_every_row_is_hard():
+    image = np.zeros((8, 8), np.float32)  # one unbatched sample, scored into one row by an entry script
+    assert joint.take_rows({"image": image}, np.array([0]), 1)["image"].shape == (8, 8), "every row hard: sent whole"
+    with pytest.raises(MessageError, match="input 'x' has 2 rows and the answer 3"):
+        joint.take_rows({"x": np.zeros((2, 4), np.float32)}, np.array([2]), 3)
+
+
+def test_when_every_row_is_hard_the_cloud_answer_replaces_the_local_one_whole():
+    local = {"probabilities": np.array([[0.5, 0.5]], np.float32), "count": np.array(1, np.int64)}
+    cloud = {"probabilities": np.array([[0.1, 0.9]], np.float32), "count": np.array(7, np.int64)}
+    merged = joint.merge(local, cloud, np.array([0]), 1)
+    assert merged["count"] == 7 and merged["probabilities"].tolist() == [[np.float32(0.1), np.float32(0.9)]]
+    with pytest.raises(MessageError, match="output 'count' has shape \\[\\], not one row per row"):
+        joint.merge({**local, "probabilities": np.zeros((2, 2), np.float32)},
+                    {**cloud, "probabilities": np.zeros((1, 2), np.float32)}, np.array([1]), 2)
+
+
+def test_a_cloud_label_longer_than_the_local_labels_is_not_cut():
+    local = {"label": np.array(["cat", "dog", "cat"])}  # an entry script's fixed-width strings
+    merged = joint.merge(local, {"label": np.array(["horse"], dtype=object)}, np.array([1]), 3)
+    assert merged["label"].tolist() == ["cat", "horse", "cat"]
