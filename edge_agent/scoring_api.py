@@ -55,6 +55,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -341,16 +342,18 @@ class _Handler(BaseHTTPRequestHandler):
             return response
         if module is None:
             raise _HttpError(404, f"unknown model {name!r}")
-        with offload.local(name):
-            return self._score(module, request)
+        return self._score(module, request, scoring=offload.local(name))
 
-    def _score(self, module: LoadedModule, request: oip.InferenceRequest) -> dict:
+    def _score(self, module: LoadedModule, request: oip.InferenceRequest,
+               scoring: AbstractContextManager = nullcontext()) -> dict:
+        """The response; ``scoring`` wraps the local scoring alone (not the cloud's second opinion, nor capture)."""
         if not module.custom_run:  # an entry script decides what it takes; a failure says whose fault it was
             problem = mismatch(module.inputs, request.inputs)
             if problem is not None:
                 raise _HttpError(400, f"{module.name} v{module.version}: {problem}")
         try:
-            result = module.score(request.inputs)
+            with scoring:
+                result = module.score(request.inputs)
         except BadDataError as exc:
             raise _HttpError(400, str(exc)) from None
         except ModuleError as exc:

@@ -110,3 +110,20 @@ def test_when_the_cloud_is_unreachable_the_local_answer_comes_back_marked_low_co
         until(lambda: any(r["data"]["reasons"].get("low_confidence", {}).get("local")
                           for r in fleet.api.get("/api/devices/dev-1/telemetry", params={"kind": "fallback"}).json()),
               "the low_confidence count of answers kept local")
+
+
+def test_a_request_waiting_for_the_cloud_model_is_not_counted_as_scoring_here(tmp_path, monkeypatch):
+    data = disagreeing()
+    with running_fleet(tmp_path, monkeypatch) as fleet:
+        agent = fleet.start_agent(tmp_path)
+        deploy_regression_with_forest_behind(fleet)
+        client, in_flight_here = agent.offload.client, []
+        ask_cloud = client.infer
+
+        def infer(*args, **kwargs):  # the real call, noting what max_queue and latency_slo_ms would see
+            in_flight_here.append(agent.offload._inflight["regression"])
+            return ask_cloud(*args, **kwargs)
+
+        monkeypatch.setattr(client, "infer", infer)
+        _, marks = score_on_device(agent, data.x_test[:40])
+        assert marks["scored_on"] == "joint" and in_flight_here == [0], "only local scoring is in flight here"
