@@ -101,7 +101,9 @@ def build_from_model(fleet, *, model: str, version: int | None, module: str | No
 
 def _check_joint_model(fleet, config: dict, *, inputs: list[dict], outputs: list[dict], has_entry: bool) -> None:
     """The model that answers low-confidence rows (``fallback.cloud_model``) must be registered here, and,
-    without an entry script (which decides its own outputs), take the module's inputs and give its outputs.
+    without an entry script (which decides its own inputs and outputs), take exactly the module's inputs (the
+    device sends those) and give its outputs, with the same datatypes and the same dimensions after the batch
+    axis where both models know them (so the cloud's rows can stand in for the local ones).
     """
     name = FallbackPolicy.from_configs(config).joint_model  # the policy itself was checked with the config
     if name is None:
@@ -114,14 +116,35 @@ def _check_joint_model(fleet, config: dict, *, inputs: list[dict], outputs: list
                            f"--name {name})", code="bad_module_config")
     if has_entry:
         return
+    where = f"config.fallback: cloud model {name}:{cloud['version']} cannot answer for this module"
     for what, mine, theirs in (("input", inputs, cloud["inputs"]), ("output", outputs, cloud["outputs"])):
-        types = {t["name"]: t["datatype"] for t in theirs}
+        by_name = {t["name"]: t for t in theirs}
         for tensor in mine:
-            if types.get(tensor["name"]) != tensor["datatype"]:
-                raise BadDataError(f"config.fallback: cloud model {name}:{cloud['version']} cannot answer for this "
-                                   f"module: it has no {tensor['datatype']} {what} {tensor['name']!r} (its "
-                                   f"{what}s: {', '.join(f'{n} {d}' for n, d in types.items())})",
+            if not _stands_in(by_name.get(tensor["name"]), tensor):
+                raise BadDataError(f"{where}: it has no {tensor['datatype']} {what} {tensor['name']!r} "
+                                   f"{_dims(tensor)} (its {what}s: {', '.join(map(_tensor, theirs))})",
                                    code="bad_module_config")
+    sent = {t["name"] for t in inputs}
+    for tensor in cloud["inputs"]:
+        if tensor["name"] not in sent:
+            raise BadDataError(f"{where}: it needs an input {_tensor(tensor)} that the module's requests do not "
+                               f"have", code="bad_module_config")
+
+
+def _stands_in(theirs: dict | None, mine: dict) -> bool:
+    """Same datatype, and the same dimensions after the batch axis where both know them (-1: any)."""
+    if theirs is None or theirs["datatype"] != mine["datatype"]:
+        return False
+    a, b = mine.get("shape") or [], theirs.get("shape") or []
+    return not a or not b or (len(a) == len(b) and all(x == y or -1 in (x, y) for x, y in zip(a[1:], b[1:])))
+
+
+def _dims(tensor: dict) -> str:
+    return str(tensor.get("shape") or "[?]")
+
+
+def _tensor(tensor: dict) -> str:
+    return f"{tensor['name']} {tensor['datatype']} {_dims(tensor)}"
 
 
 def _with_drift_reference(fleet, record: dict | None, files: dict[str, bytes]) -> tuple[dict[str, bytes], str | None]:
