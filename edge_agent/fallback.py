@@ -27,7 +27,9 @@ of the module's probability output (``config.answers.probability_output``,
 required) is below it; ``cloud_model`` names the bigger registered model
 whose newest version answers them (``target`` when left out; one of the two
 is required, since the module's own bundle would only answer the same).
-``cloud_model`` without ``confidence_below`` does nothing and is refused.
+``cloud_model`` without ``confidence_below`` does nothing and is refused; a
+desired-state override of ``{"confidence_below": null}`` switches joint
+inference off.
 
 :meth:`FallbackPolicy.from_configs` is the one parser of a policy (pure):
 an unknown key (named with the nearest valid one) or a value of the wrong
@@ -99,6 +101,10 @@ class FallbackPolicy:
             if not isinstance(raw, dict):
                 raise MessageError(f"{where}: fallback must be an object")
             policy = replace(policy, **_checked(raw, where))
+            if raw.get("cloud_model") is not None and policy.confidence_below is None:
+                raise MessageError(f"{where}: fallback.cloud_model is only asked about rows below "
+                                   "fallback.confidence_below: set confidence_below too, or drop cloud_model "
+                                   "(target names the model for every other fallback)")
         policy._check_joint(manifest_config)
         return policy
 
@@ -108,11 +114,7 @@ class FallbackPolicy:
         return None if self.confidence_below is None else self.cloud_model or self.target
 
     def _check_joint(self, manifest_config: dict) -> None:
-        if self.cloud_model is not None and self.confidence_below is None:
-            raise MessageError("fallback.cloud_model is only asked about rows below fallback.confidence_below: "
-                               "set confidence_below too, or drop cloud_model (target names the model for "
-                               "every other fallback)")
-        if self.confidence_below is None:
+        if self.confidence_below is None:  # joint inference off (an override's null switches it off)
             return
         if self.joint_model is None:
             raise MessageError("fallback.confidence_below needs a bigger model to ask: set fallback.cloud_model "

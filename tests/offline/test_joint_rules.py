@@ -61,6 +61,13 @@ def test_a_desired_state_override_may_lower_the_threshold_of_the_manifest():
     assert FallbackPolicy.from_configs(config, {"confidence_below": "0.5"}).confidence_below == 0.5
 
 
+def test_a_desired_state_override_of_a_null_threshold_switches_joint_inference_off():
+    config = {**ANSWERS, "fallback": {"confidence_below": "0.8", "cloud_model": "forest"}}
+    assert FallbackPolicy.from_configs(config, {"confidence_below": None}).joint_model is None
+    with pytest.raises(MessageError, match="desired state: fallback.cloud_model is only asked"):
+        FallbackPolicy.from_configs(config, {"confidence_below": None, "cloud_model": "bigger"})
+
+
 def test_a_misspelt_joint_key_is_refused_naming_the_nearest_valid_key():
     with pytest.raises(MessageError, match="'confidence_bellow'.*'confidence_below'"):
         policy({"confidence_bellow": "0.8", "cloud_model": "forest"})
