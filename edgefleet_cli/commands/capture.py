@@ -19,8 +19,9 @@ PAGE = 1_000
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model (module) name")]
 VersionOpt = Annotated[Optional[int], typer.Option("--version", "-v", help="Model version")]
 ReasonOpt = Annotated[Optional[str], typer.Option(
-    "--reason", help="Only captures taken for this reason: low_confidence is the hard examples that joint "
-                     "inference sent to the cloud model (fallback.confidence_below)")]
+    "--reason", help="Only captures taken for this reason: low_confidence is the hard examples of joint "
+                     "inference (rows below fallback.confidence_below, whether the cloud model answered them "
+                     "or not)")]
 
 
 @app.command("list")
