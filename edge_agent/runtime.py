@@ -38,7 +38,8 @@ from math import log as ln
 from operator import add
 from pathlib import Path
 from time import perf_counter_ns
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -79,6 +80,7 @@ class ScoreResult:
 
     __slots__ = ("outputs", "model_name", "model_version", "accelerator")
     scored_on = "local"  # a class attribute, so the hot path pays nothing (the cloud's results set "cloud")
+    parameters: Mapping[str, Any] = MappingProxyType({})  # joint inference's marks, when some rows were hard
 
     def __init__(self, outputs: dict[str, np.ndarray], model_name: str, model_version: int, accelerator: str):
         self.outputs = outputs

@@ -166,3 +166,13 @@ def test_a_cloud_label_longer_than_the_local_labels_is_not_cut():
     local = {"label": np.array(["cat", "dog", "cat"])}  # an entry script's fixed-width strings
     merged = joint.merge(local, {"label": np.array(["horse"], dtype=object)}, np.array([1]), 3)
     assert merged["label"].tolist() == ["cat", "horse", "cat"]
+
+
+def test_every_in_process_result_has_parameters_empty_when_no_row_was_hard():
+    from edge_agent.offload import JointScoreResult
+    from edge_agent.runtime import ScoreResult
+
+    sure = ScoreResult({"probabilities": PROBABILITIES[:1]}, "regression", 1, "CPUExecutionProvider")
+    assert dict(sure.parameters) == {} and sure.scored_on == "local"
+    marks = joint.marks(rows=1, hard=np.array([0]), answered=False)
+    assert JointScoreResult(sure, sure.outputs, marks).parameters["low_confidence"] is True
