@@ -53,6 +53,7 @@ from .answers import declared_output
 from .cloud_client import CloudClient, CloudRefused
 from .fallback import (BATCH_TOO_LARGE, LOCAL, LOW_CONFIDENCE, REQUEST_TOO_LARGE, Decision, FallbackPolicy,
                        LatencyAverage)
+from .mqtt_link import RateLimitedLog
 from .outbox import Outbox
 from .runtime import LoadedModule, ScoreResult
 
@@ -132,6 +133,7 @@ class Offload:
         self._latency: dict[str, LatencyAverage] = {}
         self._counts: Counter[tuple[str, str, str]] = Counter()  # (model, reason, outcome) since the last take
         self.fallbacks_total: Counter[tuple[str, str, str]] = Counter()  # the same, since start
+        self._joint_log = RateLimitedLog(log)  # a misconfigured cloud model would warn on every request
 
     # --- deciding and sending -----------------------------------------------------------------------
 
@@ -223,9 +225,11 @@ class Offload:
                                              json.dumps(oip.encode_request(hard_inputs)).encode())
                 answer = joint.merge(returned, oip.decode_response(response), hard, rows)
         except (TransportError, CloudRefused, MessageError) as exc:  # counted below; a refusal is a mistake
-            log.log(logging.DEBUG if isinstance(exc, TransportError) else logging.WARNING,
-                    "%s: %d low-confidence rows keep their local answer: the cloud model %r did not answer "
-                    "them: %s", module.name, len(hard), policy.joint_model, exc)
+            message = "%s: %d low-confidence rows keep their local answer: the cloud model %r did not answer them: %s"
+            if isinstance(exc, TransportError):
+                log.debug(message, module.name, len(hard), policy.joint_model, exc)
+            else:
+                self._joint_log.warning(module.name, message, module.name, len(hard), policy.joint_model, exc)
             answer, response = returned, None
         self.count(module.name, LOW_CONFIDENCE, "local" if response is None else "cloud")
         if sampler is not None and sampler.admit():

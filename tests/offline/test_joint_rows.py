@@ -74,3 +74,12 @@ def test_hard_rows_that_cannot_be_cut_from_the_inputs_keep_the_local_answer_mark
     assert oip.decode_response(body)["probabilities"].tolist() == signal.reshape(4, 3).astype(np.float32).tolist()
     kept = hard_example(outbox)
     assert kept.inputs["x"].shape == (1, 12) and kept.outputs["probabilities"].shape == (4, 3), "the whole request"
+
+
+def test_a_joint_mistake_repeated_on_every_request_is_logged_once_not_per_request(served, caplog):
+    url, _ = served
+    signal = np.array([SURE + UNSURE + SURE + UNSURE])
+    with caplog.at_level("WARNING", logger="edgefleet.agent.offload"):
+        for _ in range(3):
+            assert score(url, signal).json()["parameters"]["low_confidence"] is True
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["windows"]
