@@ -17,7 +17,8 @@ scoring costs nothing extra there. Per request it
 - after local scoring, re-scores the rows below ``fallback.confidence_below``
   with the bigger cloud model (:meth:`second_opinion`, joint inference, rows
   and marks as :mod:`edge_agent.joint` says); when the cloud cannot answer
-  them the local answer stands, marked low-confidence;
+  them, or they cannot be cut from the request, the local answer stands,
+  marked low-confidence;
 - counts every fallback by model, reason and outcome (a request with hard
   rows counts once under ``low_confidence``); :meth:`take_records`
   turns the counts into ``fallback`` telemetry records at each heartbeat,
