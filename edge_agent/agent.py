@@ -13,7 +13,9 @@ on the device's ``jobs`` topic are verified the same way and run at most once
 each (:mod:`.jobs`); the agent's recent log lines stay in a 64 KiB ring for
 the ``collect_logs`` job (:mod:`.log_ring`).
 ``run_forever()`` blocks until SIGINT/SIGTERM, then ``stop()`` publishes the
-offline status, flushes telemetry and closes everything.
+offline status, flushes telemetry and closes everything. Under systemd
+(``Type=notify``) it sends ``READY=1`` once started and ``WATCHDOG=1`` each
+second while its worker threads run (:mod:`.sd_notify`).
 
 :meth:`Agent.infer` is the in-process scoring API: one dict lookup and a
 version check in front of the module's precompiled ``score`` closure.
@@ -55,6 +57,7 @@ from .reconciler import GENERATION_KEY, Reconciler
 from .root_keeper import RootKeeper
 from .runtime import ModelNotFound, Runtime, ScoreResult
 from .scoring_api import ScoringServer
+from .sd_notify import Notifier
 from .telemetry import Telemetry
 
 log = logging.getLogger("edgefleet.agent")
@@ -211,11 +214,14 @@ class Agent:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda signum, frame: done.set())
+        notifier = Notifier()
         try:
             self.start()
+            notifier.ready()
             while not done.wait(1.0):
-                pass
+                self.watchdog_tick(notifier)
         finally:
+            notifier.stopping()
             self.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -228,6 +234,19 @@ class Agent:
 
             self._metrics = AgentMetrics(self)
         return self._metrics.render(), self._metrics.content_type
+
+    def alive(self) -> bool:
+        """Whether the agent's own worker threads (reconciler, telemetry, freshness, scoring API) all still run."""
+        workers = (self.reconciler, self.telemetry, self.freshness, self.scoring)
+        return self._started and all(w._thread is not None and w._thread.is_alive() for w in workers)
+
+    def watchdog_tick(self, notifier: Notifier) -> None:
+        """One turn of the main loop: ``WATCHDOG=1`` to systemd, only while every worker thread runs."""
+        if self.alive():
+            notifier.watchdog()
+        else:
+            self._ratelog.warning("watchdog", "a worker thread of the agent has stopped; no watchdog ping "
+                                              "(systemd restarts the agent)")
 
     @property
     def scoring_url(self) -> str:
