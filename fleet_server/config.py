@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .device_install import check_fleet_url
+
 
 @dataclass
 class ServerConfig:
@@ -33,9 +35,16 @@ class ServerConfig:
     # the server re-issues it with half of that left (devices report "stale" past the expiry: freeze)
     root_valid_days: int = 365  # expiry of each root document the server signs (`edgefleet keys rotate`)
     drift_alert_period_s: int = 3600  # drift alerts judge each device's windows of this last period, merged
+    public_url: str | None = None  # the URL devices reach this server at (GET /install.sh names it);
+    # default: the URL each request came in on
+    wheels_dir: Path | None = None  # Python wheels served at /wheels/ (pip --find-links) for air-gapped installs
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
+        if self.wheels_dir is not None:
+            self.wheels_dir = Path(self.wheels_dir)
+        if self.public_url is not None:
+            self.public_url = check_fleet_url(self.public_url)
         if self.broker_url is not None:
             parse_broker_url(self.broker_url)  # fail early on a typo
         if not self.desired_ttl_s > 0:

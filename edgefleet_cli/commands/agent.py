@@ -10,7 +10,8 @@ import typer
 from fleet_protocol.errors import EdgefleetError
 
 from ..errors import CliError, require_extra
-from ..output import parse_tags
+from ..options import JsonOpt
+from ..output import parse_tags, print_json
 
 app = typer.Typer(help="Run the device agent.", no_args_is_help=True)
 
@@ -58,10 +59,11 @@ def enroll(
                                                        show_default=False)] = None,
     tags: Annotated[Optional[list[str]], typer.Option("--tags", help="Device tags key=value, repeatable or "
                                                       "comma-separated; the operator's tags win")] = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Make this device's key pair here, get its certificate with the token, write a ready-to-run config."""
     from edge_agent.config import ConfigError
-    from edge_agent.enroll import AgentOptions, enroll as enroll_device
+    from edge_agent.enroll import AgentOptions, device_id_from_token, enroll as enroll_device
 
     options = AgentOptions(profile=profile, scoring_port=scoring_port, cloud_url=cloud_url, cloud_token=cloud_token,
                            tags=parse_tags(tags))
@@ -70,6 +72,10 @@ def enroll(
                                 config_out=config or state_dir / "agent.toml", options=options)
     except ConfigError as exc:
         raise CliError(f"nothing was enrolled (the token is still good): {exc}", exit_code=2) from None
+    if json_out:
+        print_json({"device_id": device_id_from_token(token), "config": str(written.resolve()),
+                    "state_dir": str(state_dir.resolve())})
+        return
     typer.echo(f"enrolled; the private key stayed here. Start the agent with:\n  edgefleet agent run --config {written}")
 
 

@@ -29,6 +29,13 @@ def run(
     broker_pid_file: Annotated[Optional[Path], typer.Option(help="Mosquitto's pid file: revocations reload it")] = None,
     public_broker: Annotated[Optional[str], typer.Option(help="Broker URL handed to enrolling devices "
                                                          "(default: --broker)")] = None,
+    public_url: Annotated[Optional[str], typer.Option(help="The URL devices reach this server at, written into "
+                                                      "GET /install.sh (default: the URL each request came in on; "
+                                                      "set it behind a proxy or TLS terminator)")] = None,
+    wheels_dir: Annotated[Optional[Path], typer.Option(exists=True, file_okay=False,
+                                                       help="Python wheels to serve at /wheels/ for air-gapped "
+                                                            "installs (`install.sh --offline`); fill it with "
+                                                            "`pip download`")] = None,
 ) -> None:
     """Start the server; at the first start of a data dir it prints the admin token once."""
     require_extra("server")
@@ -38,7 +45,8 @@ def run(
     try:
         run_server(ServerConfig(data_dir=data_dir, host=host, port=port, broker_url=broker,
                                 embedded_broker_port=broker_port, broker_tls_dir=broker_tls_dir,
-                                broker_pid_file=broker_pid_file, public_broker_url=public_broker))
+                                broker_pid_file=broker_pid_file, public_broker_url=public_broker,
+                                public_url=public_url, wheels_dir=wheels_dir))
     except (EdgefleetError, RuntimeError, ValueError, OSError) as exc:  # a port taken, a bad broker URL or TLS dir
         raise CliError(f"the server stopped: {exc}") from None
 

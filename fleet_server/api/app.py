@@ -26,7 +26,7 @@ from ..fleet import Fleet
 from .deps import authorize, require_admin, require_operator
 from .http_metrics import HttpMetrics
 from .routes import (audit, bundles, captures, deployments, devices, drift, enroll, feedback, health, inference,
-                     jobs, keys, metrics, models, pipeline, telemetry, tokens)
+                     install, jobs, keys, metrics, models, pipeline, telemetry, tokens, wheels)
 
 log = logging.getLogger(__name__)
 _STATUS = ((NotFoundError, 404), (ConflictError, 409), (TooLargeError, 413), (BadDataError, 400))
@@ -48,7 +48,8 @@ def create_app(config: ServerConfig, *, fleet: Fleet | None = None) -> FastAPI:
 
     app = FastAPI(title="edgefleet fleet server", version="0.1.0", lifespan=lifespan,
                   description="Model registry, signed bundles, devices, deployments and telemetry. "
-                              "Every route except GET /api/health needs `Authorization: Bearer <token>`: reads "
+                              "Every route except GET /api/health, GET /install.sh and GET /wheels/ needs "
+                              "`Authorization: Bearer <token>`: reads "
                               "need a viewer token, changes an operator token, keys and tokens an admin token.")
     app.state.fleet = fleet if fleet is not None else Fleet(config)
     app.add_middleware(_BodyLimit, limit_bytes=config.max_upload_bytes + _MULTIPART_OVERHEAD_BYTES)
@@ -69,6 +70,8 @@ def create_app(config: ServerConfig, *, fleet: Fleet | None = None) -> FastAPI:
     app.include_router(inference.public)  # Open Inference Protocol v2 at /v2 (cloud scoring)
     app.include_router(inference.router)
     app.include_router(metrics.router)  # GET /metrics (Prometheus), any valid token
+    app.include_router(install.router)  # GET /install.sh and the wheel mirror: public, like the dashboard's files
+    app.include_router(wheels.router)
     install_dashboard(app)  # last: it mounts the dashboard at "/", which catches every path not matched above
     return app
 

@@ -1,0 +1,291 @@
+#!/bin/sh
+# Install the edgefleet agent on this device, served by the fleet server at /install.sh:
+#
+#   curl -fsSL https://FLEET/install.sh | sudo sh -s -- --token ENROLLMENT_TOKEN [options]
+#
+# What it does, each step skipped when already done (running it again repairs, never duplicates):
+#   1. a Python venv /opt/edgefleet/envs/VERSION with edgefleet[agent] (pip: the configured index, or the
+#      fleet server's wheel mirror with --offline), pointed to by the symlink /opt/edgefleet/current;
+#   2. enrollment: the device key is generated here and never leaves; /etc/edgefleet/agent.toml, state in
+#      /var/lib/edgefleet (skipped when this device is already enrolled: the token is then not used);
+#   3. the system user edgefleet and the hardened unit edgefleet-agent.service, enabled and (re)started;
+#   4. the device id and the service's status.
+# --uninstall removes the service and /opt/edgefleet and keeps the device's identity (it says what stays).
+# The fleet server fills in FLEET_URL and AGENT_VERSION when it serves this file.
+set -eu
+
+FLEET_URL='@FLEET_URL@'
+AGENT_VERSION='@AGENT_VERSION@'
+UNIT_NAME=edgefleet-agent.service
+SERVICE_USER=edgefleet
+
+usage() {
+    cat <<EOF
+Install the edgefleet agent (version $AGENT_VERSION) from $FLEET_URL on this device.
+
+usage: curl -fsSL $FLEET_URL/install.sh | sudo sh -s -- --token TOKEN [options]
+
+  --token TOKEN        one-time enrollment token (\`edgefleet device enroll ID\` prints one);
+                       needed only the first time: an enrolled device keeps its identity
+  --profile NAME       firmware profile, e.g. raspberry-pi-5 (\`edgefleet profile list\`) [generic-cpu]
+  --tags K=V[,K=V]     device tags, repeatable (the operator's tags win)
+  --scoring-port PORT  local Open Inference Protocol port [8181]
+  --cloud-url URL      fleet server that scores what the device cannot [none]
+  --index-url URL      Python package index for pip [pip's configured one]
+  --offline            install only from the fleet server's wheel mirror ($FLEET_URL/wheels/)
+  --python PATH        Python 3.11+ with the venv module to build the environment with [python3]
+  --uninstall          remove the service and /opt/edgefleet; keep the device's identity and state
+  --no-systemd         for containers and tests: no user, no systemctl (the unit file is still written);
+                       run the agent yourself with the command printed at the end
+  --root DIR           for tests: a throwaway root, every path is prefixed with DIR (implies nothing
+                       else; combine with --no-systemd)
+  -h, --help           this help
+EOF
+}
+
+say() { printf '%s\n' "$*"; }
+step() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+TOKEN=
+PROFILE=
+TAGS=
+SCORING_PORT=
+CLOUD_URL=
+INDEX_URL=
+OFFLINE=0
+PYTHON=python3
+UNINSTALL=0
+SYSTEMD=1
+ROOT=
+
+need_value() {
+    if [ $# -lt 2 ] || [ -z "$2" ]; then
+        die "$1 needs a value (see --help)"
+    fi
+}
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --token) need_value "$@"; TOKEN=$2; shift 2 ;;
+        --profile) need_value "$@"; PROFILE=$2; shift 2 ;;
+        --tags) need_value "$@"; TAGS=${TAGS:+$TAGS,}$2; shift 2 ;;
+        --scoring-port) need_value "$@"; SCORING_PORT=$2; shift 2 ;;
+        --cloud-url) need_value "$@"; CLOUD_URL=$2; shift 2 ;;
+        --index-url) need_value "$@"; INDEX_URL=$2; shift 2 ;;
+        --python) need_value "$@"; PYTHON=$2; shift 2 ;;
+        --root) need_value "$@"; ROOT=${2%/}; shift 2 ;;
+        --offline) OFFLINE=1; shift ;;
+        --uninstall) UNINSTALL=1; shift ;;
+        --no-systemd) SYSTEMD=0; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) die "unknown option '$1' (see --help)" ;;
+    esac
+done
+
+# The device's paths; the unit and the self-updater name them without ROOT.
+OPT=$ROOT/opt/edgefleet
+ENV_DIR=$OPT/envs/$AGENT_VERSION
+CURRENT=$OPT/current
+CONFIG_DIR=$ROOT/etc/edgefleet
+CONFIG=$CONFIG_DIR/agent.toml
+STATE=$ROOT/var/lib/edgefleet
+UNIT=$ROOT/etc/systemd/system/$UNIT_NAME
+
+# Nothing from the caller's Python setup (nor a package in the current directory) reaches the agent's environment.
+unset PYTHONPATH PYTHONHOME PYTHONSTARTUP VIRTUAL_ENV PIP_REQUIRE_VIRTUALENV
+cd /
+
+if [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then
+    die "run this as root: curl -fsSL $FLEET_URL/install.sh | sudo sh -s -- ..."
+fi
+
+have_systemctl() {
+    [ "$SYSTEMD" = 1 ] && command -v systemctl >/dev/null 2>&1
+}
+
+# --- uninstall -------------------------------------------------------------------------------------------
+if [ "$UNINSTALL" = 1 ]; then
+    device=$(sed -n 's/^device_id = "\(.*\)"$/\1/p' "$CONFIG" 2>/dev/null || true)
+    if have_systemctl; then
+        step "stopping and disabling $UNIT_NAME"
+        systemctl disable --now "$UNIT_NAME" 2>/dev/null || true
+    fi
+    rm -f "$UNIT"
+    if have_systemctl; then
+        systemctl daemon-reload
+    fi
+    rm -rf "$OPT"
+    say "removed: $UNIT_NAME ($UNIT) and $OPT (the agent's Python environments)"
+    if [ -e "$CONFIG" ] || [ -e "$STATE" ]; then
+        say "kept: $CONFIG and $STATE (device ${device:-?}: its key, certificate, installed modules and"
+        say "  unsent telemetry) and the user $SERVICE_USER; installing again resumes as this device, no token needed."
+        say "  To forget the device: rm -rf $CONFIG_DIR $STATE; userdel $SERVICE_USER; and on the server:"
+        say "  edgefleet device revoke ${device:-DEVICE_ID}"
+    fi
+    exit 0
+fi
+
+enrolled() {
+    [ -s "$CONFIG" ] && [ -s "$STATE/identity/device.key" ]
+}
+
+if [ -z "$TOKEN" ] && ! enrolled; then
+    die "this device is not enrolled yet: pass --token (\`edgefleet device enroll DEVICE_ID\` prints one)"
+fi
+
+# --- 1. the Python environment ---------------------------------------------------------------------------
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null ||
+    die "$PYTHON is not Python 3.11 or newer (install python3, or pass --python PATH)"
+"$PYTHON" -c 'import ensurepip, venv' 2>/dev/null ||
+    die "$PYTHON cannot make virtual environments (on Debian and Raspberry Pi OS: apt-get install python3-venv)"
+
+# An environment counts once its .complete marker exists (written last), so an interrupted install is redone.
+if [ -f "$ENV_DIR/.complete" ] && "$ENV_DIR/bin/edgefleet" --help >/dev/null 2>&1; then
+    step "environment $ENV_DIR is in place"
+else
+    step "installing edgefleet[agent]==$AGENT_VERSION into $ENV_DIR"
+    rm -rf "$ENV_DIR"
+    mkdir -p "$OPT/envs"
+    "$PYTHON" -m venv "$ENV_DIR"
+    if [ "$OFFLINE" = 1 ]; then
+        set -- --no-index --find-links "$FLEET_URL/wheels/"
+    elif [ -n "$INDEX_URL" ]; then
+        set -- --index-url "$INDEX_URL" --find-links "$FLEET_URL/wheels/"
+    else
+        set -- --find-links "$FLEET_URL/wheels/"
+    fi
+    "$ENV_DIR/bin/pip" install --disable-pip-version-check --no-input --progress-bar off "$@" \
+        "edgefleet[agent]==$AGENT_VERSION" ||
+        die "pip could not install edgefleet[agent]==$AGENT_VERSION (with --offline every wheel must be in the server's mirror: edgefleet server run --wheels-dir DIR)"
+    "$ENV_DIR/bin/python" -c 'import edge_agent.agent' ||
+        die "the new environment cannot import the agent"
+    : >"$ENV_DIR/.complete"
+fi
+# Switch 'current' with one rename (a relative link, so it also holds under --root).
+ln -sfn "envs/$AGENT_VERSION" "$OPT/current.new"
+"$ENV_DIR/bin/python" -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$OPT/current.new" "$CURRENT"
+
+# --- 2. enrollment ---------------------------------------------------------------------------------------
+config_device() {
+    "$ENV_DIR/bin/python" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["device_id"])' "$CONFIG"
+}
+
+if enrolled; then
+    DEVICE_ID=$(config_device) || die "$CONFIG is not a valid agent config; move it away and run this again"
+    step "already enrolled as $DEVICE_ID: keeping its key and $CONFIG (no token used)"
+    if [ -n "$TOKEN" ] && [ "${TOKEN%.*}" != "$DEVICE_ID" ]; then
+        say "    the token given is for ${TOKEN%.*}; to enroll as that device, run --uninstall, remove $CONFIG_DIR and $STATE, then install"
+    fi
+    if [ -n "$PROFILE$TAGS$SCORING_PORT$CLOUD_URL" ]; then
+        say "    --profile/--tags/--scoring-port/--cloud-url apply at enrollment only: edit $CONFIG to change them"
+    fi
+else
+    step "enrolling with $FLEET_URL (the device key is made here and stays here)"
+    set -- --server "$FLEET_URL" --token "$TOKEN" --state-dir "$STATE" --config "$CONFIG"
+    [ -z "$PROFILE" ] || set -- "$@" --profile "$PROFILE"
+    [ -z "$TAGS" ] || set -- "$@" --tags "$TAGS"
+    [ -z "$SCORING_PORT" ] || set -- "$@" --scoring-port "$SCORING_PORT"
+    [ -z "$CLOUD_URL" ] || set -- "$@" --cloud-url "$CLOUD_URL"
+    mkdir -p "$CONFIG_DIR"
+    "$CURRENT/bin/edgefleet" agent enroll "$@" --json >/dev/null || die "enrollment failed (see above)"
+    DEVICE_ID=$(config_device)
+fi
+
+# --- 3. user, unit, service ------------------------------------------------------------------------------
+if have_systemctl; then
+    if ! id "$SERVICE_USER" >/dev/null 2>&1; then
+        step "adding the system user $SERVICE_USER"
+        if command -v useradd >/dev/null 2>&1; then
+            useradd --system --home-dir /var/lib/edgefleet --no-create-home --shell /usr/sbin/nologin \
+                --user-group "$SERVICE_USER"
+        else
+            addgroup -S "$SERVICE_USER" && adduser -S -D -H -h /var/lib/edgefleet -s /sbin/nologin \
+                -G "$SERVICE_USER" "$SERVICE_USER"
+        fi
+    fi
+    # The agent reads its config, owns its state, and writes new environments there when it updates itself.
+    chown root:"$SERVICE_USER" "$CONFIG_DIR" "$CONFIG"
+    chmod 0750 "$CONFIG_DIR"
+    chmod 0640 "$CONFIG"
+    chown -R "$SERVICE_USER:$SERVICE_USER" "$STATE" "$OPT"
+fi
+
+step "writing $UNIT"
+mkdir -p "$(dirname "$UNIT")"
+cat >"$UNIT.new" <<EOF
+# Written by $FLEET_URL/install.sh; running it again rewrites this file.
+[Unit]
+Description=edgefleet device agent (runs the fleet's ML modules on this device)
+Documentation=$FLEET_URL/docs
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart=/opt/edgefleet/current/bin/edgefleet agent run --config /etc/edgefleet/agent.toml
+User=$SERVICE_USER
+Group=$SERVICE_USER
+Environment=PYTHONUNBUFFERED=1
+StateDirectory=edgefleet
+StateDirectoryMode=0700
+# Self-update installs new environments next to the running one.
+ReadWritePaths=/opt/edgefleet
+Restart=on-failure
+RestartSec=5
+# The agent pings every second while its threads run; loading large models happens before READY=1.
+WatchdogSec=30
+TimeoutStartSec=180
+TimeoutStopSec=30
+UMask=0077
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+RemoveIPC=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+# Not set, on purpose: PrivateDevices= and DevicePolicy= (accelerators are device nodes: GPU, NPU, TPU),
+# MemoryDenyWriteExecute= (accelerator runtimes may generate code), ProcSubset=pid (memory telemetry
+# reads /proc/meminfo).
+
+[Install]
+WantedBy=multi-user.target
+EOF
+mv -f "$UNIT.new" "$UNIT"
+
+if have_systemctl; then
+    step "enabling and (re)starting $UNIT_NAME"
+    systemctl daemon-reload
+    systemctl enable --quiet "$UNIT_NAME"
+    systemctl restart "$UNIT_NAME" || say "    $UNIT_NAME did not start: journalctl -u $UNIT_NAME"
+    STATUS=$(systemctl is-active "$UNIT_NAME" || true)
+else
+    STATUS="not started (--no-systemd): run $CURRENT/bin/edgefleet agent run --config $CONFIG"
+fi
+
+# --- 4. what is installed --------------------------------------------------------------------------------
+say "edgefleet agent $AGENT_VERSION installed"
+say "  device:  $DEVICE_ID"
+say "  server:  $FLEET_URL"
+say "  env:     $ENV_DIR ($CURRENT)"
+say "  config:  $CONFIG"
+say "  state:   $STATE"
+say "  service: $UNIT_NAME $STATUS"
+[ "$STATUS" != failed ] || exit 1
