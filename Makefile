@@ -16,14 +16,16 @@ test: $(VENV)/.installed system-deps
 faults: $(VENV)/.installed system-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS) -rP tests/faults
 
-# Mosquitto (the real broker the tests run), Chromium (the dashboard's browser tests) and Prometheus (it scrapes
-# a server and an agent in the metrics test) from the system's packages, when missing. Playwright drives that
-# Chromium; `playwright install` is never run.
+# Mosquitto (the real broker the tests run), Chromium (the dashboard's browser tests), Prometheus (it scrapes
+# a server and an agent in the metrics test), ShellCheck and systemd-analyze (the device install script and its
+# unit) from the system's packages, when missing. Playwright drives that Chromium; `playwright install` is never run.
 system-deps:
 	@missing=""; \
 	  { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || missing="$$missing mosquitto"; \
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  [ -x /usr/bin/prometheus ] || missing="$$missing prometheus"; \
+	  command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	  command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	  [ -z "$$missing" ] || { $(SUDO) apt-get update -qq && \
 	    $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 
