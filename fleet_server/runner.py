@@ -119,5 +119,5 @@ def _banner(fleet: Fleet, url: str) -> str:
     lines.append(f"  signing key: {fleet.signing_key_path} (private, mode 0600); public key "
                  f"{fleet.signing_key.public_key.to_hex()}")
     lines.append(f"  install a device: curl -fsSL {fleet.config.public_url or url}/install.sh | sudo sh -s -- "
-                 "--token TOKEN  (TOKEN: `edgefleet device enroll DEVICE_ID`)")
+                 "--token TOKEN  (TOKEN: `edgefleet device enroll --name DEVICE_ID`)")
     return "\n".join(lines)

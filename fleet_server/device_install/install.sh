@@ -25,14 +25,15 @@ Install the edgefleet agent (version $AGENT_VERSION) from $FLEET_URL on this dev
 
 usage: curl -fsSL $FLEET_URL/install.sh | sudo sh -s -- --token TOKEN [options]
 
-  --token TOKEN        one-time enrollment token (\`edgefleet device enroll ID\` prints one);
+  --token TOKEN        one-time enrollment token (\`edgefleet device enroll --name ID\` prints one);
                        needed only the first time: an enrolled device keeps its identity
   --profile NAME       firmware profile, e.g. raspberry-pi-5 (\`edgefleet profile list\`) [generic-cpu]
   --tags K=V[,K=V]     device tags, repeatable (the operator's tags win)
   --scoring-port PORT  local Open Inference Protocol port [8181]
   --cloud-url URL      fleet server that scores what the device cannot [none]
   --index-url URL      Python package index for pip [pip's configured one]
-  --offline            install only from the fleet server's wheel mirror ($FLEET_URL/wheels/)
+  --offline            install only from the fleet server's wheel mirror ($FLEET_URL/wheels/);
+                       pip's own configuration is not read
   --python PATH        Python 3.11+ with the venv module to build the environment with [python3]
   --uninstall          remove the service and /opt/edgefleet; keep the device's identity and state
   --no-systemd         for containers and tests: no user, no systemctl (the unit file is still written);
@@ -131,7 +132,7 @@ enrolled() {
 }
 
 if [ -z "$TOKEN" ] && ! enrolled; then
-    die "this device is not enrolled yet: pass --token (\`edgefleet device enroll DEVICE_ID\` prints one)"
+    die "this device is not enrolled yet: pass --token (\`edgefleet device enroll --name DEVICE_ID\` prints one)"
 fi
 
 # --- 1. the Python environment ---------------------------------------------------------------------------
@@ -149,6 +150,10 @@ else
     mkdir -p "$OPT/envs"
     "$PYTHON" -m venv "$ENV_DIR"
     if [ "$OFFLINE" = 1 ]; then
+        # Only the mirror: none of the find-links, indexes or constraints pip is configured with elsewhere.
+        unset PIP_FIND_LINKS PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_CONSTRAINT PIP_NO_INDEX
+        PIP_CONFIG_FILE=/dev/null
+        export PIP_CONFIG_FILE
         set -- --no-index --find-links "$FLEET_URL/wheels/"
     elif [ -n "$INDEX_URL" ]; then
         set -- --index-url "$INDEX_URL" --find-links "$FLEET_URL/wheels/"

@@ -108,6 +108,7 @@ def test_wheel_ships_the_install_script_so_a_pip_installed_server_serves_it(inst
 def test_install_prints_the_device_id_and_leaves_the_agreed_layout(installed):
     root = installed.root
     assert "device:  pi-1" in installed.first_output
+    assert f"Looking in links: {installed.server.url}/wheels/\n" in installed.first_output  # --offline: nothing else
     assert (root / "opt/edgefleet/current").readlink() == Path("envs/0.1.0")
     assert (root / "opt/edgefleet/envs/0.1.0/.complete").is_file()
     assert (root / "var/lib/edgefleet/identity/device.key").stat().st_mode & 0o077 == 0
