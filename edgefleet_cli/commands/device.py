@@ -144,7 +144,7 @@ def enroll(
     ttl: Annotated[int, typer.Option("--ttl", help="Seconds the token stays valid")] = 24 * 3600,
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
-    """Create a one-time enrollment token for a device; give it to `edgefleet agent enroll` on the device."""
+    """Create a one-time enrollment token for a device; give it to the install script or `edgefleet agent enroll`."""
     client = ApiClient(server, token)
     created = client.post("/api/enrollments", json={"device_id": name, "tags": parse_tags(tag), "ttl_s": ttl})
     if json_out:
@@ -152,8 +152,9 @@ def enroll(
         return
     print_fields(f"enrollment for {created['device_id']} (one use, until {created['expires']})",
                  {"token": created["token"]})
-    print_fields("on the device", {"run": f"edgefleet agent enroll --server {client.server} --token "
-                                          f"{created['token']}"})
+    print_fields("on the device", {
+        "install": f"curl -fsSL {client.server}/install.sh | sudo sh -s -- --token {created['token']}",
+        "or, with edgefleet installed": f"edgefleet agent enroll --server {client.server} --token {created['token']}"})
 
 
 @app.command()

@@ -119,10 +119,14 @@ if [ "$UNINSTALL" = 1 ]; then
     rm -rf "$OPT"
     say "removed: $UNIT_NAME ($UNIT) and $OPT (the agent's Python environments)"
     if [ -e "$CONFIG" ] || [ -e "$STATE" ]; then
-        say "kept: $CONFIG and $STATE (device ${device:-?}: its key, certificate, installed modules and"
-        say "  unsent telemetry) and the user $SERVICE_USER; installing again resumes as this device, no token needed."
-        say "  To forget the device: rm -rf $CONFIG_DIR $STATE; userdel $SERVICE_USER; and on the server:"
-        say "  edgefleet device revoke ${device:-DEVICE_ID}"
+        forget="rm -rf $CONFIG_DIR $STATE"
+        say "kept:    $CONFIG and $STATE: device ${device:-?}'s key, certificate, installed modules"
+        say "         and unsent telemetry (installing again resumes as this device, no token needed)"
+        if have_systemctl && id "$SERVICE_USER" >/dev/null 2>&1; then
+            say "         the user $SERVICE_USER, which owns them"
+            forget="$forget; userdel $SERVICE_USER"
+        fi
+        say "to forget the device: $forget; and on the server: edgefleet device revoke ${device:-DEVICE_ID}"
     fi
     exit 0
 fi

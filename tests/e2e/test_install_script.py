@@ -198,7 +198,7 @@ def test_uninstall_removes_service_and_environments_and_says_what_stays(installe
     assert result.returncode == 0, result.stderr
     assert not (root / UNIT).exists() and not (root / "opt/edgefleet").exists()
     assert (root / "etc/edgefleet/agent.toml").is_file() and (root / "var/lib/edgefleet/identity/device.key").is_file()
-    assert f"kept: {root}/etc/edgefleet/agent.toml and {root}/var/lib/edgefleet (device pi-1" in result.stdout
+    assert f"kept:    {root}/etc/edgefleet/agent.toml and {root}/var/lib/edgefleet: device pi-1's key" in result.stdout
     assert "edgefleet device revoke pi-1" in result.stdout
 
 
