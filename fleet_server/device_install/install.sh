@@ -139,6 +139,8 @@ if [ -z "$TOKEN" ] && ! enrolled; then
     die "this device is not enrolled yet: pass --token (\`edgefleet device enroll --name DEVICE_ID\` prints one)"
 fi
 
+CHANGED=0  # whether a running agent must be restarted to pick up what this run did
+
 # --- 1. the Python environment ---------------------------------------------------------------------------
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null ||
     die "$PYTHON is not Python 3.11 or newer (install python3, or pass --python PATH)"
@@ -170,10 +172,14 @@ else
     "$ENV_DIR/bin/python" -c 'import edge_agent.agent' ||
         die "the new environment cannot import the agent"
     : >"$ENV_DIR/.complete"
+    CHANGED=1
 fi
 # Switch 'current' with one rename (a relative link, so it also holds under --root).
-ln -sfn "envs/$AGENT_VERSION" "$OPT/current.new"
-"$ENV_DIR/bin/python" -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$OPT/current.new" "$CURRENT"
+if [ "$(readlink "$CURRENT" 2>/dev/null || true)" != "envs/$AGENT_VERSION" ]; then
+    ln -sfn "envs/$AGENT_VERSION" "$OPT/current.new"
+    "$ENV_DIR/bin/python" -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$OPT/current.new" "$CURRENT"
+    CHANGED=1
+fi
 
 # --- 2. enrollment ---------------------------------------------------------------------------------------
 config_device() {
@@ -199,6 +205,7 @@ else
     mkdir -p "$CONFIG_DIR"
     "$CURRENT/bin/edgefleet" agent enroll "$@" --json >/dev/null || die "enrollment failed (see above)"
     DEVICE_ID=$(config_device)
+    CHANGED=1
 fi
 
 # --- 3. user, unit, service ------------------------------------------------------------------------------
@@ -220,7 +227,6 @@ if have_systemctl; then
     chown -R "$SERVICE_USER:$SERVICE_USER" "$STATE" "$OPT"
 fi
 
-step "writing $UNIT"
 mkdir -p "$(dirname "$UNIT")"
 cat >"$UNIT.new" <<EOF
 # Written by $FLEET_URL/install.sh; running it again rewrites this file.
@@ -277,13 +283,26 @@ SystemCallErrorNumber=EPERM
 [Install]
 WantedBy=multi-user.target
 EOF
-mv -f "$UNIT.new" "$UNIT"
+UNIT_CHANGED=0
+if cmp -s "$UNIT.new" "$UNIT"; then
+    rm -f "$UNIT.new"
+    step "$UNIT is unchanged"
+else
+    mv -f "$UNIT.new" "$UNIT"
+    step "wrote $UNIT"
+    UNIT_CHANGED=1
+    CHANGED=1
+fi
 
 if have_systemctl; then
-    step "enabling and (re)starting $UNIT_NAME"
-    systemctl daemon-reload
+    [ "$UNIT_CHANGED" = 0 ] || systemctl daemon-reload
     systemctl enable --quiet "$UNIT_NAME"
-    systemctl restart "$UNIT_NAME" || say "    $UNIT_NAME did not start: journalctl -u $UNIT_NAME"
+    if [ "$CHANGED" = 1 ] || ! systemctl is-active --quiet "$UNIT_NAME"; then
+        step "(re)starting $UNIT_NAME"
+        systemctl restart "$UNIT_NAME" || say "    $UNIT_NAME did not start: journalctl -u $UNIT_NAME"
+    else
+        step "$UNIT_NAME is running and nothing changed: not restarted"
+    fi
     STATUS=$(systemctl is-active "$UNIT_NAME" || true)
 else
     STATUS="not started (--no-systemd): run $CURRENT/bin/edgefleet agent run --config $CONFIG"

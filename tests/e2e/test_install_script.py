@@ -190,6 +190,10 @@ def test_running_again_repairs_and_keeps_one_device_one_unit_and_the_config(inst
     assert (root / "opt/edgefleet/current").readlink() == Path("envs/0.1.0")
     with installed.api() as api:
         assert [d["id"] for d in api.get("/api/devices").json()] == ["pi-1"]
+    unit_written = (root / UNIT).stat().st_mtime_ns
+    third = installed.run("--offline")  # nothing to repair: nothing rewritten
+    assert third.returncode == 0 and f"{root}/{UNIT} is unchanged" in third.stdout, third.stdout + third.stderr
+    assert (root / UNIT).stat().st_mtime_ns == unit_written
 
 
 def test_uninstall_removes_service_and_environments_and_says_what_stays(installed):
