@@ -15,11 +15,17 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-_SOURCES = ("pyproject.toml", "README.md", "fleet_protocol", "edge_agent", "fleet_server", "edgefleet_cli",
-            "simulators", "firmware_profiles")
+
+
+def _sources() -> list[str]:
+    """pyproject.toml, README.md and the packages pyproject.toml includes (``fleet_protocol*`` → fleet_protocol)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = [p.rstrip("*").rstrip(".") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    return ["pyproject.toml", "README.md", *sorted(set(packages))]
 
 
 def wheel_cache() -> Path:
@@ -34,7 +40,7 @@ def build_mirror(workdir: Path) -> Path:
     mirror.mkdir()
     cache.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
-    for name in _SOURCES:
+    for name in _sources():
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, source / name, ignore=ignore)
         else:
