@@ -4,7 +4,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test faults bench bench-deps system-deps clean
+.PHONY: demo test faults bench bench-deps system-deps grpc-descriptor clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/edgefleet demo
@@ -28,6 +28,10 @@ system-deps:
 	  command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	  [ -z "$$missing" ] || { $(SUDO) apt-get update -qq && \
 	    $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
+
+# After an edit of fleet_protocol/grpc_predict_v2.proto: its descriptor module, with protoc from grpcio-tools.
+grpc-descriptor: $(VENV)/.installed
+	$(VENV)/bin/python -m tests.support.grpc_descriptor
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
