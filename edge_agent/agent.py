@@ -39,6 +39,7 @@ from fleet_protocol.trust import TrustedState
 
 from . import __version__
 from .clock import utc_now
+from . import grpc_extra
 from .cloud_client import CloudClient
 from .config import AgentConfig
 from .fallback import CircuitBreaker
@@ -78,6 +79,7 @@ class Agent:
         self._publish_lock = threading.Lock()
         self.scoring: ScoringServer | None = None
         self._scoring_url: str | None = None
+        self.grpc = None  # edge_agent.grpc_api.GrpcServer when grpc_port is set; .address is host:port
         self.refusals = RefusalCount()  # messages refused by a trust check, in the telemetry
         self._metrics = None  # edge_agent.metrics.AgentMetrics, made at the first scrape
         self.logs = LogRing()  # the recent log lines a collect_logs job returns
@@ -131,6 +133,16 @@ class Agent:
                           f"{exc.strerror or exc} (set scoring_port, or 0 for any free port)") from None
         host, port = self.scoring.address
         self._scoring_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+        self.grpc = None
+        if config.grpc_port is not None:
+            try:
+                grpc_api = grpc_extra.load("grpc_port")
+                self.grpc = grpc_api.GrpcServer(grpc_api.AgentBackend(self.scoring.service), host=config.scoring_host,
+                                                port=config.grpc_port, max_request_bytes=config.max_request_bytes)
+            except (ValueError, OSError):
+                self.scoring.stop()
+                self.outbox.close()
+                raise
 
         broker_host, broker_port, tls = config.broker_host_port
         self._status_topic = topics.device_topic(self.device_id, "status")
@@ -166,6 +178,8 @@ class Agent:
         logging.getLogger("edgefleet").addHandler(self.logs)
         self._ready.set()
         self.scoring.start()
+        if self.grpc is not None:
+            self.grpc.start()
         if self.root_keeper is not None:  # before the desired topic: a rotation's root comes first
             self.link.subscribe(topics.ROOT_TOPIC, self._on_root, qos=1, wait=False)
         self.link.subscribe(self._desired_topic, self._on_desired, qos=1, wait=False)
@@ -200,6 +214,8 @@ class Agent:
         self.link.stop(last=(self._status_topic, self._status("offline", ts=True)))
         if self.scoring is not None:
             self.scoring.stop()
+        if self.grpc is not None:
+            self.grpc.stop()
         self.jobs.store.close()
         self.outbox.close()
         log.info("agent %s stopped", self.device_id)

@@ -1,10 +1,13 @@
-"""The agent's one channel to cloud scoring: Open Inference Protocol v2 over HTTP, standard library only.
+"""The agent's one channel to cloud scoring: Open Inference Protocol v2 over HTTP (standard library) or gRPC.
 
 :meth:`CloudClient.infer` posts a request body to
 ``{cloud_url}/v2/models/{name}[/versions/{v}]/infer`` (a registered model),
 or ``/v2/modules/{name}/versions/{v}/infer`` (a module's bundle, entry script
 and all, as the device runs it) with the bearer token
-and returns the decoded JSON response. Each call tries at most
+and returns the decoded JSON response; with a ``grpc://host:port`` URL the
+same request goes as a gRPC ModelInfer (:mod:`edge_agent.cloud_grpc`, needs
+``edgefleet[grpc]``; a module's bundle is asked for with the
+``edgefleet_module`` parameter) and comes back as the same document. Each call tries at most
 ``1 + retries`` times with exponential backoff (``backoff_s``, doubled per
 retry) and a socket timeout of ``timeout_s``; a response over
 ``max_response_bytes`` is refused. A :class:`~edge_agent.fallback.CircuitBreaker`
@@ -30,6 +33,7 @@ from urllib.parse import quote, urlsplit
 from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, MessageError, TransportError
 
+from . import grpc_extra
 from .fallback import CircuitBreaker
 
 
@@ -49,9 +53,14 @@ class CloudClient:
                  backoff_s: float = 0.1, max_response_bytes: int = 64 * 1024**2,
                  breaker: CircuitBreaker | None = None, sleep: Callable[[float], None] = time.sleep):
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"cloud_url must look like http(s)://host[:port], got {url!r}")
+        if parts.scheme not in ("http", "https", "grpc", "grpcs") or not parts.hostname:
+            raise ValueError(f"cloud_url must look like http(s)://host[:port] or grpc://host:port, got {url!r}")
         self.url = url.rstrip("/")
+        self._grpc = None
+        if parts.scheme.startswith("grpc"):
+            self._grpc = grpc_extra.load("cloud_url " + url, "cloud_grpc").GrpcTransport(
+                parts.netloc, tls=parts.scheme == "grpcs", token=token, timeout_s=timeout_s,
+                max_response_bytes=max_response_bytes)
         self._https = parts.scheme == "https"
         self._host, self._port = parts.hostname, parts.port
         self._base = parts.path.rstrip("/")
@@ -84,7 +93,8 @@ class CloudClient:
             if attempt:
                 self._sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
-                status, data = self._post(path, body)
+                status, data = self._post(path, body) if self._grpc is None else \
+                    self._grpc.send(model, version, body, module=module)
             except TransportError as exc:
                 last = exc
                 continue
@@ -96,6 +106,8 @@ class CloudClient:
             if status != 200:
                 raise CloudRefused(f"the cloud refused the request ({status}): {_reason(data)}", status)
             try:
+                if self._grpc is not None:
+                    return self._grpc.decode(data)
                 return parse_json_object(data, what="cloud scoring's answer", max_bytes=self.max_response_bytes)
             except MessageError as exc:
                 raise TransportError(str(exc), code="cloud_bad_response") from None

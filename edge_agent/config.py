@@ -36,6 +36,7 @@ class AgentConfig:
     tags: dict[str, str] = field(default_factory=dict)
     scoring_host: str = "127.0.0.1"
     scoring_port: int = 8181  # 0 picks a free port
+    grpc_port: int | None = None  # OIP over gRPC on scoring_host too (0: any free port); needs edgefleet[grpc]
     heartbeat_interval_s: float = 30.0
     telemetry_flush_interval_s: float = 5.0
     fetch_window_chunks: int = 16
@@ -47,7 +48,8 @@ class AgentConfig:
     outbox_max_bytes: int = 64 * 1024**2  # past this, captures go first, then telemetry, events last
     feedback_max_requests: int = 10_000  # scored requests remembered for feedback (labels); older ones are forgotten
     feedback_max_rows: int = 100_000  # ... and their predicted rows in all
-    cloud_url: str | None = None  # fleet server for cloud scoring (OIP v2 at /v2); None: no cloud fallback
+    cloud_url: str | None = None  # fleet server for cloud scoring: http(s)://host:port (OIP v2 REST at /v2)
+    # or grpc://host:port (its gRPC port; needs edgefleet[grpc]); None: no cloud fallback
     cloud_token: str | None = None  # bearer token for cloud_url
     cloud_timeout_s: float = 5.0
     cloud_retries: int = 1  # extra tries of a failed cloud call, with exponential backoff
@@ -80,8 +82,8 @@ class AgentConfig:
 
 
 _REQUIRED = ("device_id", "state_dir")
-_INT_FIELDS = {"scoring_port": (0, 65535), "fetch_window_chunks": (1, 256), "keepalive_s": (5, 3600),
-               "outbox_max_records": (10, 100_000_000), "max_request_bytes": (1024, 2**31),
+_INT_FIELDS = {"scoring_port": (0, 65535), "grpc_port": (0, 65535), "fetch_window_chunks": (1, 256),
+               "keepalive_s": (5, 3600), "outbox_max_records": (10, 100_000_000), "max_request_bytes": (1024, 2**31),
                "outbox_max_bytes": (65_536, 2**40), "feedback_max_requests": (0, 10_000_000),
                "feedback_max_rows": (0, 100_000_000), "cloud_retries": (0, 10), "cloud_breaker_failures": (1, 1000)}
 _FLOAT_FIELDS = {"heartbeat_interval_s": 0.05, "telemetry_flush_interval_s": 0.01, "fetch_timeout_s": 0.05,
@@ -123,8 +125,9 @@ def validate(config: AgentConfig) -> None:
         raise ConfigError("tags must map strings to strings")
     if config.cloud_url is not None:
         cloud = urlsplit(config.cloud_url) if isinstance(config.cloud_url, str) else None
-        if cloud is None or cloud.scheme not in ("http", "https") or not cloud.hostname:
-            raise ConfigError(f"cloud_url must look like http(s)://host:port, got {config.cloud_url!r}")
+        if cloud is None or cloud.scheme not in ("http", "https", "grpc") or not cloud.hostname:
+            raise ConfigError(f"cloud_url must look like http(s)://host:port or grpc://host:port, "
+                              f"got {config.cloud_url!r}")
     if config.cloud_token is not None and not isinstance(config.cloud_token, str):
         raise ConfigError("cloud_token must be a string")
     tls = (config.tls_ca, config.tls_cert, config.tls_key)
@@ -134,6 +137,8 @@ def validate(config: AgentConfig) -> None:
         raise ConfigError("scoring_host must be a host name or address")
     for name, (low, high) in _INT_FIELDS.items():
         value = getattr(config, name)
+        if name == "grpc_port" and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ConfigError(f"{name} must be an integer from {low} to {high}, got {value!r}")
     for name, low in _FLOAT_FIELDS.items():

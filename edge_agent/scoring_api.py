@@ -18,6 +18,12 @@ Routes::
     GET  /metrics                                 Prometheus text format (:mod:`edge_agent.metrics`), when
                                                   the agent passes ``metrics``; no token, like the rest
 
+Bodies are JSON, or JSON plus raw tensor bytes (the binary tensor data
+extension, :mod:`fleet_protocol.oip_binary`: an ``Inference-Header-Content-Length``
+header on the request; binary outputs when the request asks for them). What
+each route answers is :class:`~edge_agent.scoring_service.ScoringService`'s,
+which the gRPC endpoint (:mod:`edge_agent.grpc_api`) shares.
+
 Errors are ``{"error": "..."}``: 400 the client's request is wrong
 (malformed body; an input unknown, missing, of the wrong datatype or shape,
 named with what the module expects: ``input 'x': missing; the module
@@ -43,7 +49,7 @@ here) and is remembered with its predicted classes (as answered, joint rows
 included); ``POST .../feedback`` joins labels to it and writes one
 ``feedback`` record to the outbox per id (a second label for the same id
 answers ``"duplicate": true`` and writes nothing); an id not held answers
-404 with the bound.
+404 with the bound. Requests over gRPC are remembered the same way.
 """
 
 from __future__ import annotations
@@ -54,32 +60,22 @@ import logging
 import sys
 import threading
 import time
-import uuid
-from contextlib import AbstractContextManager, nullcontext
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from fleet_protocol import feedback, oip
+from fleet_protocol import oip, oip_binary
 from fleet_protocol.canonical import parse_json_object
-from fleet_protocol.errors import BadDataError, MessageError, TransportError
+from fleet_protocol.errors import MessageError
 from fleet_protocol.fields import is_ascii_decimal
 
-from .cloud_client import CloudRefused
-from .feedback import RecentRequests, UnknownRequest, receive, remember_cloud
-from .inputs import ModuleError, mismatch
+from .feedback import RecentRequests
 from .offload import Offload
 from .outbox import Outbox
 from .runtime import LoadedModule
+from .scoring_service import Scored, ScoringError, ScoringService, asks_binary, request_json
 
 log = logging.getLogger("edgefleet.agent.scoring")
-
-
-class _HttpError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.headers = headers or {}
 
 
 class ScoringServer:
@@ -90,12 +86,13 @@ class ScoringServer:
         """``recent`` and ``outbox`` together turn on feedback (labels joined to scored requests)."""
         if recent is not None and (outbox is None or not recent.enabled):
             recent = None
-        handler = type("Handler", (_Handler,), {"table": table, "ready": staticmethod(ready),
-                                                 "max_request_bytes": max_request_bytes,
+        service = ScoringService(table=table, ready=ready, agent_version=agent_version, offload=offload,
+                                 recent=recent, outbox=outbox,
+                                 extensions=(oip_binary.EXTENSION,))
+        self.service = service
+        handler = type("Handler", (_Handler,), {"service": service, "max_request_bytes": max_request_bytes,
                                                  "timeout": request_timeout_s,
-                                                 "agent_version": agent_version, "offload": offload,
-                                                 "metrics": None if metrics is None else staticmethod(metrics),
-                                                 "recent": recent, "outbox": outbox})
+                                                 "metrics": None if metrics is None else staticmethod(metrics)})
         self._server = _Server((host, port), handler)
         self._thread: threading.Thread | None = None
 
@@ -110,7 +107,8 @@ class ScoringServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread is not None:  # shutdown() waits for serve_forever, forever if it never ran
+            self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -132,14 +130,9 @@ class _Handler(BaseHTTPRequestHandler):
     # in separate writes: with Nagle on, a keep-alive client would wait ~40 ms for those.
     disable_nagle_algorithm = True
     timeout: float  # seconds a client may stay silent mid-request (or idle on keep-alive) before it is closed
-    table: dict[str, LoadedModule]
-    ready: Callable[[], bool]
+    service: ScoringService
     max_request_bytes: int
-    agent_version: str
-    offload: Offload | None
     metrics: Callable[[], tuple[bytes, str]] | None  # the agent's metrics: text and content type
-    recent: RecentRequests | None
-    outbox: Outbox | None
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         log.debug("%s " + format, self.address_string(), *args)
@@ -215,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
             reply = self._route(method, self.path.split("?", 1)[0].rstrip("/").split("/"))
             if reply is not None:
                 self._send(*reply)
-        except _HttpError as exc:
+        except ScoringError as exc:
             if exc.status in (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, HTTPStatus.LENGTH_REQUIRED):
                 self.close_connection = True  # the unread body would be parsed as the next request
             self._send(exc.status, {"error": str(exc)}, exc.headers)
@@ -224,69 +217,76 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(exc).__name__}"})
 
     def _route(self, method: str, parts: list[str]) -> tuple[int, dict] | None:
-        """The status and JSON body to send, or None when the response was written here (metrics)."""
+        """The status and JSON body to send, or None when the response was written here (metrics, binary)."""
         # parts of "/v2/models/x/infer" are ["", "v2", "models", "x", "infer"]
+        service = self.service
         if len(parts) < 2 or parts[0] != "" or parts[1] != "v2":
             if parts == ["", "metrics"] and self.metrics is not None:
                 self._only(method, "GET")
                 text, content_type = self.metrics()
                 self._send(200, None, raw=text, content_type=content_type)
                 return None
-            raise _HttpError(404, f"no route {self.path}")
+            raise ScoringError(404, f"no route {self.path}")
         rest = parts[2:]
         if not rest:
             self._only(method, "GET")
-            return 200, {"name": "edgefleet-agent", "version": self.agent_version, "extensions": []}
+            return 200, service.server_metadata()
         if rest[0] == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
             self._only(method, "GET")
-            if rest[1] == "live" or self.ready():
+            if rest[1] == "live" or service.ready():
                 return 200, {"live": True} if rest[1] == "live" else {"ready": True}
-            raise _HttpError(503, "agent is still loading its modules")
+            raise ScoringError(503, "agent is still loading its modules")
         if rest[0] != "models" or len(rest) < 2:
-            raise _HttpError(404, f"no route {self.path}")
+            raise ScoringError(404, f"no route {self.path}")
         name, tail = rest[1], rest[2:]
         version: int | None = None
         if len(tail) >= 2 and tail[0] == "versions":
             try:
                 version = int(tail[1])
             except ValueError:
-                raise _HttpError(404, f"model {name!r} has no version {tail[1]!r}") from None
+                raise ScoringError(404, f"model {name!r} has no version {tail[1]!r}") from None
             tail = tail[2:]
         if not tail:
             self._only(method, "GET")
-            return 200, self._metadata(self._module(name, version))
+            return 200, service.model_metadata(service.module(name, version))
         if tail == ["ready"]:
             self._only(method, "GET")
-            self._module(name, version)
+            service.module(name, version)
             return 200, {"name": name, "ready": True}
         if tail == ["infer"]:
             self._only(method, "POST")
             raw = self._read_body()  # read before looking the model up, so the connection stays usable
-            if self.offload is None:
-                return 200, self._infer(self._module(name, version), _parse_json(raw))
-            return 200, self._infer_or_offload(name, version, raw)
-        if tail == ["feedback"] and version is None and self.recent is not None:
+            binary_header = self.headers.get(oip_binary.HEADER)
+            request = _decode_request(raw, binary_header)
+            plain = binary_header is None and not asks_binary(request)
+            scored = service.infer(name, version, request, request_bytes=len(raw),
+                                   body=(lambda: raw) if plain else (lambda: request_json(request)))
+            return self._reply(request, scored)
+        if tail == ["feedback"] and version is None and service.recent is not None:
             self._only(method, "POST")
-            return 200, self._feedback(name, _parse_json(self._read_body()))
-        raise _HttpError(404, f"no route {self.path}")
+            return 200, service.feedback(name, _parse_json(self._read_body()))
+        raise ScoringError(404, f"no route {self.path}")
+
+    def _reply(self, request: oip.InferenceRequest, scored: Scored) -> tuple[int, dict] | None:
+        """The JSON response to send, or None once a binary one (outputs the request asked as binary) is sent."""
+        try:
+            binary = request.binary_outputs(list(scored.outputs))
+            if not binary:
+                return 200, oip.encode_response(scored.model_name, scored.model_version, scored.outputs,
+                                                id=scored.id, parameters=scored.parameters)
+            body, header_length = oip_binary.encode_response(
+                scored.model_name, scored.model_version, scored.outputs, binary=binary, id=scored.id,
+                parameters=scored.parameters)
+        except MessageError as exc:
+            raise ScoringError(500, f"model output cannot be encoded: {exc}") from None
+        self._send(200, None, {oip_binary.HEADER: str(header_length)}, raw=body,
+                   content_type="application/octet-stream")
+        return None
 
     def _only(self, method: str, allowed: str) -> None:
         if method != allowed:
             self._drain()
-            raise _HttpError(405, f"{method} is not allowed here; use {allowed}", {"Allow": allowed})
-
-    def _module(self, name: str, version: int | None) -> LoadedModule:
-        module = self.table.get(name)
-        if module is None:
-            raise _HttpError(404, f"unknown model {name!r}")
-        if version is not None and version != module.version:
-            variant = module.variants.get(version)  # a version served beside the main one (A/B split)
-            if variant is None:
-                raise _HttpError(404, f"model {name!r} has no version {version} (serving {module.version})")
-            return variant
-        if version is not None:
-            return module.primary  # exactly the main version, not the split
-        return module
+            raise ScoringError(405, f"{method} is not allowed here; use {allowed}", {"Allow": allowed})
 
     # --- bodies ---------------------------------------------------------------------------------
 
@@ -299,103 +299,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            raise _HttpError(411, "send the body with a Content-Length (chunked encoding is not supported)")
+            raise ScoringError(411, "send the body with a Content-Length (chunked encoding is not supported)")
         length = self.headers.get("Content-Length")
         if length is None or not is_ascii_decimal(length.strip()):
-            raise _HttpError(411, "a Content-Length header is required")
+            raise ScoringError(411, "a Content-Length header is required")
         size = int(length)
         if size > self.max_request_bytes:
-            raise _HttpError(413, f"request body of {size} bytes is more than the {self.max_request_bytes} allowed")
+            raise ScoringError(413, f"request body of {size} bytes is more than the {self.max_request_bytes} allowed")
         data = self.rfile.read(size)
         if len(data) != size:
             self.close_connection = True
-            raise _HttpError(400, "request body ended early")
+            raise ScoringError(400, "request body ended early")
         return data
-
-    def _metadata(self, module: LoadedModule) -> dict:
-        def tensors(specs: list) -> list[dict]:
-            return [{"name": n, "datatype": d, "shape": list(s)} for n, d, s in specs]
-
-        return {"name": module.name, "versions": [str(module.version)], "platform": module.platform,
-                "inputs": tensors(module.inputs), "outputs": tensors(module.outputs),
-                "parameters": {"accelerator": module.accelerator, "bundle_digest": module.digest}}
-
-    def _infer(self, module: LoadedModule, body: object) -> dict:
-        return self._score(module, _decode_request(body))
-
-    def _infer_or_offload(self, name: str, version: int | None, raw: bytes) -> dict:
-        """Score here or in the cloud, as the module's fallback policy says; see the module docstring."""
-        offload = self.offload
-        request = _decode_request(_parse_json(raw))
-        module = self._module(name, version) if name in self.table else None
-        try:
-            response = offload.run(name, version, module, request.inputs, request_bytes=len(raw), body=lambda: raw,
-                                   prefer=request.parameters.get("prefer"))
-        except CloudRefused as exc:
-            raise _HttpError(exc.status if exc.status in (400, 404, 413) else 502, str(exc)) from None
-        except TransportError as exc:
-            retry = max(1, round(offload.client.breaker.retry_in_s())) if offload.client is not None else 1
-            raise _HttpError(503, str(exc), {"Retry-After": str(retry)}) from None
-        if response is not None:
-            if self.recent is not None:
-                remember_cloud(self.recent, name, module, request.id, response)
-            return response
-        if module is None:
-            raise _HttpError(404, f"unknown model {name!r}")
-        return self._score(module, request, scoring=offload.local(name))
-
-    def _score(self, module: LoadedModule, request: oip.InferenceRequest,
-               scoring: AbstractContextManager = nullcontext()) -> dict:
-        """The response; ``scoring`` wraps the local scoring alone (not the cloud's second opinion, nor capture)."""
-        if not module.custom_run:  # an entry script decides what it takes; a failure says whose fault it was
-            problem = mismatch(module.inputs, request.inputs)
-            if problem is not None:
-                raise _HttpError(400, f"{module.name} v{module.version}: {problem}")
-        try:
-            with scoring:
-                result = module.score(request.inputs)
-        except BadDataError as exc:
-            raise _HttpError(400, str(exc)) from None
-        except ModuleError as exc:
-            if exc.temporary:
-                raise _HttpError(503, str(exc), {"Retry-After": "1"}) from None
-            raise _HttpError(500, str(exc)) from None
-        outputs = result.outputs
-        if request.outputs is not None:
-            unknown = [n for n in request.outputs if n not in outputs]
-            if unknown:
-                raise _HttpError(400, f"model {module.name!r} has no output {unknown[0]!r}")
-            outputs = {n: outputs[n] for n in request.outputs}
-        marks: dict = {}
-        if self.offload is not None:  # rows below the module's confidence_below get the cloud model's answer
-            outputs, marks = self.offload.second_opinion(module, request.inputs, result.outputs, outputs)
-            self.offload.capture(module, marks.get("scored_on", "local"), result.accelerator, request.inputs, outputs)
-        request_id = request.id
-        if self.recent is not None:
-            request_id = request_id or uuid.uuid4().hex
-            answered = module.variants.get(result.model_version, module.primary) if module.variants else module
-            self.recent.remember(request_id, model=module.name, version=result.model_version,
-                                 scored_on=marks.get("scored_on", "local"), split=bool(module.variants),
-                                 predicted=answered.answers.row_labels({**result.outputs, **outputs}))
-        try:
-            parameters = {"scored_on": "local", "accelerator": result.accelerator,
-                          "model_version": str(result.model_version), **marks}
-            if module.variants:  # an A/B split: say which variant answered
-                parameters["variant"] = str(result.model_version)
-            return oip.encode_response(module.name, str(result.model_version), outputs, id=request_id,
-                                       parameters=parameters)
-        except MessageError as exc:
-            raise _HttpError(500, f"model output cannot be encoded: {exc}") from None
-
-    def _feedback(self, name: str, body: dict) -> dict:
-        try:
-            return receive(self.recent, lambda record: self.outbox.add(feedback.KIND, record), name, body)
-        except MessageError as exc:
-            raise _HttpError(400, str(exc)) from None
-        except UnknownRequest as exc:
-            raise _HttpError(404, str(exc)) from None
-        except OSError as exc:  # the label is refused, not lost: the client may send it again
-            raise _HttpError(503, f"feedback cannot be stored now: {exc}", {"Retry-After": "5"}) from None
 
     def _send(self, status: int, body: dict | None, headers: dict[str, str] | None = None, *,
               raw: bytes | None = None, content_type: str = "application/json") -> None:
@@ -445,11 +360,11 @@ def _parse_json(data: bytes) -> dict:
     try:
         return parse_json_object(data, what="request body", max_bytes=len(data))  # the size is checked on read
     except MessageError as exc:
-        raise _HttpError(400, str(exc)) from None
+        raise ScoringError(400, str(exc)) from None
 
 
-def _decode_request(body: object) -> oip.InferenceRequest:
+def _decode_request(body: bytes, binary_header: str | None) -> oip.InferenceRequest:
     try:
-        return oip.decode_request(body)
+        return oip_binary.decode_request(body, binary_header)  # the size is checked on read
     except MessageError as exc:
-        raise _HttpError(400, str(exc)) from None
+        raise ScoringError(400, str(exc)) from None

@@ -19,6 +19,7 @@ EXTRA_MODULES = {
                "python_multipart", "sklearn", "skl2onnx"),
     "agent": ("paho", "onnxruntime", "ai_edge_litert", "psutil"),
     "container": ("docker",),
+    "grpc": ("grpc",),
 }
 # What a command of each extra imports before it can do anything (checked by require_extra).
 _NEEDED_AT_START = {"server": ("fastapi", "uvicorn", "sqlite_utils", "onnx"), "agent": ("paho", "onnxruntime"),

@@ -1,0 +1,190 @@
+"""What the agent's Open Inference Protocol endpoints answer, whatever they speak (REST or gRPC).
+
+:class:`ScoringService` reads the runtime's serving table: server and model
+metadata, readiness, and inference, local or through the
+:class:`~edge_agent.offload.Offload` (cloud fallback, capture). It takes a
+decoded :class:`~fleet_protocol.oip.InferenceRequest` and returns a
+:class:`Scored` with the output arrays; encoding them (JSON, binary, gRPC) is
+the caller's. It does no I/O of its own. Failures are :class:`ScoringError`
+with the HTTP status that :mod:`edge_agent.scoring_api` documents (gRPC maps
+it to a status code, see :mod:`edge_agent.grpc_api`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from fleet_protocol import feedback, oip
+from fleet_protocol.errors import BadDataError, MessageError, TransportError
+from fleet_protocol.fields import is_ascii_decimal
+
+from .cloud_client import CloudRefused
+from .feedback import RecentRequests, UnknownRequest, receive, remember_cloud
+from .inputs import ModuleError, mismatch
+from .offload import Offload
+from .outbox import Outbox
+from .runtime import LoadedModule
+
+
+class ScoringError(Exception):
+    """A request that fails with HTTP ``status`` (and ``headers``, e.g. Retry-After)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+@dataclass
+class Scored:
+    model_name: str
+    model_version: str | None
+    outputs: dict[str, np.ndarray]
+    id: str | None
+    parameters: dict
+
+
+class ScoringService:
+    def __init__(self, *, table: dict[str, LoadedModule], ready: Callable[[], bool], agent_version: str = "",
+                 offload: Offload | None = None, extensions: tuple[str, ...] = (),
+                 recent: RecentRequests | None = None, outbox: Outbox | None = None):
+        self.table = table
+        self.ready = ready
+        self.agent_version = agent_version
+        self.offload = offload
+        self.extensions = list(extensions)
+        self.recent = recent  # with ``outbox``: answered requests remembered for feedback (edge_agent.feedback)
+        self.outbox = outbox
+
+    def server_metadata(self) -> dict:
+        return {"name": "edgefleet-agent", "version": self.agent_version, "extensions": self.extensions}
+
+    def module(self, name: str, version: int | None) -> LoadedModule:
+        module = self.table.get(name)
+        if module is None:
+            raise ScoringError(404, f"unknown model {name!r}")
+        if version is not None and version != module.version:
+            variant = module.variants.get(version)  # a version served beside the main one (A/B split)
+            if variant is None:
+                raise ScoringError(404, f"model {name!r} has no version {version} (serving {module.version})")
+            return variant
+        if version is not None:
+            return module.primary  # exactly the main version, not the split
+        return module
+
+    @staticmethod
+    def version(text: str | None) -> int | None:
+        """A version from a URL or a gRPC field ('' or None: any); 404 when it is not a number."""
+        if not text:
+            return None
+        if not is_ascii_decimal(text):
+            raise ScoringError(404, f"model version {text!r} is not a version number")
+        return int(text)
+
+    def model_metadata(self, module: LoadedModule) -> dict:
+        def tensors(specs: list) -> list[dict]:
+            return [{"name": n, "datatype": d, "shape": list(s)} for n, d, s in specs]
+
+        return {"name": module.name, "versions": [str(module.version)], "platform": module.platform,
+                "inputs": tensors(module.inputs), "outputs": tensors(module.outputs),
+                "parameters": {"accelerator": module.accelerator, "bundle_digest": module.digest}}
+
+    def infer(self, name: str, version: int | None, request: oip.InferenceRequest, *, request_bytes: int,
+              body: Callable[[], bytes]) -> Scored:
+        """Score here, or in the cloud as the module's fallback policy says (``body``: the request as JSON)."""
+        if self.offload is None:
+            return self.score(self.module(name, version), request)
+        offload = self.offload
+        module = self.module(name, version) if name in self.table else None
+        try:
+            response = offload.run(name, version, module, request.inputs, request_bytes=request_bytes, body=body,
+                                   prefer=request.parameters.get("prefer"))
+        except CloudRefused as exc:
+            raise ScoringError(exc.status if exc.status in (400, 404, 413) else 502, str(exc)) from None
+        except TransportError as exc:
+            retry = max(1, round(offload.client.breaker.retry_in_s())) if offload.client is not None else 1
+            raise ScoringError(503, str(exc), {"Retry-After": str(retry)}) from None
+        if response is not None:
+            if self.recent is not None:
+                remember_cloud(self.recent, name, module, request.id, response)
+            try:
+                outputs = oip.decode_response(response)
+            except MessageError as exc:
+                raise ScoringError(502, f"the cloud's answer cannot be decoded: {exc}") from None
+            return Scored(str(response.get("model_name", name)), response.get("model_version"), outputs,
+                          response.get("id") or request.id, response.get("parameters") or {})
+        if module is None:
+            raise ScoringError(404, f"unknown model {name!r}")
+        return self.score(module, request, scoring=offload.local(name))
+
+    def score(self, module: LoadedModule, request: oip.InferenceRequest,
+              scoring: AbstractContextManager = nullcontext()) -> Scored:
+        """The answer; ``scoring`` wraps the local scoring alone (not the cloud's second opinion, nor capture)."""
+        if not module.custom_run:  # an entry script decides what it takes; a failure says whose fault it was
+            problem = mismatch(module.inputs, request.inputs)
+            if problem is not None:
+                raise ScoringError(400, f"{module.name} v{module.version}: {problem}")
+        try:
+            with scoring:
+                result = module.score(request.inputs)
+        except BadDataError as exc:
+            raise ScoringError(400, str(exc)) from None
+        except ModuleError as exc:
+            if exc.temporary:
+                raise ScoringError(503, str(exc), {"Retry-After": "1"}) from None
+            raise ScoringError(500, str(exc)) from None
+        outputs = result.outputs
+        if request.outputs is not None:
+            unknown = [n for n in request.outputs if n not in outputs]
+            if unknown:
+                raise ScoringError(400, f"model {module.name!r} has no output {unknown[0]!r}")
+            outputs = {n: outputs[n] for n in request.outputs}
+        marks: dict = {}
+        if self.offload is not None:  # rows below the module's confidence_below get the cloud model's answer
+            outputs, marks = self.offload.second_opinion(module, request.inputs, result.outputs, outputs)
+            self.offload.capture(module, marks.get("scored_on", "local"), result.accelerator, request.inputs, outputs)
+        request_id = request.id
+        if self.recent is not None:
+            request_id = request_id or uuid.uuid4().hex
+            answered = module.variants.get(result.model_version, module.primary) if module.variants else module
+            self.recent.remember(request_id, model=module.name, version=result.model_version,
+                                 scored_on=marks.get("scored_on", "local"), split=bool(module.variants),
+                                 predicted=answered.answers.row_labels({**result.outputs, **outputs}))
+        parameters = {"scored_on": "local", "accelerator": result.accelerator,
+                      "model_version": str(result.model_version), **marks}
+        if module.variants:  # an A/B split: say which variant answered
+            parameters["variant"] = str(result.model_version)
+        return Scored(module.name, str(result.model_version), outputs, request_id, parameters)
+
+    def feedback(self, name: str, body: dict) -> dict:
+        """Labels for a request answered here (``POST /v2/models/{name}/feedback``); see :mod:`edge_agent.feedback`."""
+        try:
+            return receive(self.recent, lambda record: self.outbox.add(feedback.KIND, record), name, body)
+        except MessageError as exc:
+            raise ScoringError(400, str(exc)) from None
+        except UnknownRequest as exc:
+            raise ScoringError(404, str(exc)) from None
+        except OSError as exc:  # the label is refused, not lost: the client may send it again
+            raise ScoringError(503, f"feedback cannot be stored now: {exc}", {"Retry-After": "5"}) from None
+
+
+def asks_binary(request: oip.InferenceRequest) -> bool:
+    """Whether any output is to go back as raw bytes (then the cloud gets :func:`request_json` instead)."""
+    return request.parameters.get("binary_data_output") is True or any(
+        p.get("binary_data") is True for p in request.output_parameters.values())
+
+
+def request_json(request: oip.InferenceRequest) -> bytes:
+    """``request`` as a plain JSON body with JSON outputs: what the agent sends the cloud when the client's
+    body was binary or gRPC (the agent encodes the answer as the client asked)."""
+    parameters = {k: v for k, v in request.parameters.items() if k != "binary_data_output"}
+    body = oip.encode_request(request.inputs, id=request.id, parameters=parameters)
+    if request.outputs is not None:
+        body["outputs"] = [{"name": n} for n in request.outputs]
+    return json.dumps(body, separators=(",", ":")).encode()

@@ -1,0 +1,147 @@
+"""The agent's binary tensor data on REST and its gRPC endpoint, spoken to by Triton's own clients."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as triton_grpc
+import tritonclient.http as triton_http
+from tritonclient.utils import InferenceServerException
+
+from edge_agent import grpc_extra
+from edge_agent.agent import Agent
+from edge_agent.config import AgentConfig
+from edge_agent.grpc_api import AgentBackend, GrpcServer
+from edge_agent.installer import Installer
+from edge_agent.runtime import Runtime
+from edge_agent.scoring_api import ScoringServer
+from firmware_profiles import load_profile
+from fleet_server.keys import new_signing_key
+from tests.agent.helpers import make_bundle, stage
+
+MAX_BYTES = 65_536
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The REST endpoint and the gRPC one over one serving table, as the agent runs them."""
+    state = tmp_path_factory.mktemp("state")
+    bundle = make_bundle(new_signing_key(), version=3)
+    stage(state, bundle)
+    runtime = Runtime(load_profile("generic-cpu"))
+    runtime.activate(runtime.load(Installer(state).install(bundle.manifest, bundle.envelope)))
+    rest = ScoringServer(host="127.0.0.1", port=0, table=runtime.table, ready=lambda: True,
+                         max_request_bytes=MAX_BYTES)
+    grpc_server = GrpcServer(AgentBackend(rest.service), host="127.0.0.1", port=0, max_request_bytes=MAX_BYTES)
+    rest.start()
+    grpc_server.start()
+    host, port = rest.address
+    expected = ort.InferenceSession(bundle.files["model.onnx"])
+    yield f"{host}:{port}", grpc_server.address, expected
+    grpc_server.stop()
+    rest.stop()
+
+
+X = np.arange(8, dtype=np.float32).reshape(2, 4)
+
+
+def test_server_metadata_announces_binary_tensor_data(served):
+    rest, _, _ = served
+    assert httpx.get(f"http://{rest}/v2").json()["extensions"] == ["binary_tensor_data"]
+
+
+@pytest.mark.parametrize("binary_in", [True, False])
+@pytest.mark.parametrize("binary_out", [True, False])
+def test_triton_http_binary_inputs_and_outputs_give_onnxruntime_answers(served, binary_in, binary_out):
+    rest, _, expected = served
+    client = triton_http.InferenceServerClient(url=rest)
+    tensor = triton_http.InferInput("x", [2, 4], "FP32")
+    tensor.set_data_from_numpy(X, binary_data=binary_in)
+    result = client.infer("linear", [tensor], outputs=[triton_http.InferRequestedOutput("y", binary_data=binary_out)])
+    np.testing.assert_array_equal(result.as_numpy("y"), expected.run(None, {"x": X})[0])
+    output = result.get_output("y")
+    assert ("binary_data_size" in output.get("parameters", {})) is binary_out
+    assert "data" in output if not binary_out else "data" not in output
+    assert result.get_response()["parameters"]["scored_on"] == "local"
+    client.close()
+
+
+def post_binary(rest: str, header: bytes, raw: bytes, length: str) -> httpx.Response:
+    return httpx.post(f"http://{rest}/v2/models/linear/infer", content=header + raw,
+                      headers={"Inference-Header-Content-Length": length, "Content-Type": "application/octet-stream"})
+
+
+@pytest.mark.parametrize(("size", "length", "reason"), [
+    (32, "999", "more than the"), (32, "abc", "decimal byte count"), (64, None, "more than the 32 bytes left"),
+    (16, None, "needs 32 bytes, got 16"),
+])
+def test_a_lying_binary_request_gets_400_with_the_reason_and_the_connection_lives(served, size, length, reason):
+    rest, _, _ = served
+    header = json.dumps({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": size}}]}).encode()
+    with httpx.Client() as client:
+        response = client.post(f"http://{rest}/v2/models/linear/infer", content=header + X.tobytes(),
+                                headers={"Inference-Header-Content-Length": length or str(len(header))})
+        assert response.status_code == 400 and reason in response.json()["error"], response.text
+        assert "UTF-8" not in response.json()["error"]
+        assert client.get(f"http://{rest}/v2/health/live").status_code == 200
+
+
+def test_triton_grpc_client_gets_live_ready_metadata_and_answers(served):
+    _, address, expected = served
+    client = triton_grpc.InferenceServerClient(url=address)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("linear") and client.is_model_ready("linear", "3")
+    assert client.get_server_metadata(as_json=True)["name"] == "edgefleet-agent"
+    meta = client.get_model_metadata("linear", as_json=True)
+    assert (meta["versions"], meta["platform"]) == (["3"], "onnxruntime_onnx")
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": ["-1", "4"]}]
+    tensor = triton_grpc.InferInput("x", [2, 4], "FP32")
+    tensor.set_data_from_numpy(X)
+    result = client.infer("linear", [tensor], request_id="req-9")
+    np.testing.assert_array_equal(result.as_numpy("y"), expected.run(None, {"x": X})[0])
+    response = result.get_response(as_json=True)
+    assert (response["model_version"], response["id"]) == ("3", "req-9")
+    assert response["parameters"]["scored_on"] == {"string_param": "local"}
+    client.close()
+
+
+def grpc_error(address: str, model: str, x: np.ndarray, version: str = "") -> InferenceServerException:
+    client = triton_grpc.InferenceServerClient(url=address)
+    tensor = triton_grpc.InferInput("x", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer(model, [tensor], model_version=version)
+    client.close()
+    return caught.value
+
+
+@pytest.mark.parametrize(("model", "version", "x", "status", "reason"), [
+    ("nope", "", X, "NOT_FOUND", "unknown model 'nope'"),
+    ("linear", "2", X, "NOT_FOUND", "has no version 2 (serving 3)"),
+    ("linear", "", np.zeros((2, 5), np.float32), "INVALID_ARGUMENT",
+     "input 'x': shape [2, 5]; the module expects FP32 [-1, 4]"),
+    ("linear", "", np.zeros((4096, 4), np.float32), "RESOURCE_EXHAUSTED", "larger than max"),
+])
+def test_grpc_errors_carry_the_status_code_and_the_reason(served, model, version, x, status, reason):
+    _, address, _ = served
+    error = grpc_error(address, model, x, version)
+    assert error.status() == f"StatusCode.{status}" and reason in error.message()
+
+
+def test_a_grpc_port_without_the_grpc_extra_is_refused_naming_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "grpc", None)  # what an agent installed without edgefleet[grpc] sees
+    monkeypatch.delitem(sys.modules, "edge_agent.grpc_api")
+    with pytest.raises(grpc_extra.GrpcUnavailable, match=r"grpc_port needs gRPC .*pip install 'edgefleet\[grpc\]'"):
+        grpc_extra.load("grpc_port")
+    config = AgentConfig(device_id="dev-1", state_dir=tmp_path / "agent", trusted_keys=[new_signing_key()
+                         .public_key.to_hex()], scoring_port=0, grpc_port=0, broker_url="mqtt://127.0.0.1:9")
+    agent = Agent(config)
+    with pytest.raises(ValueError, match=r"edgefleet\[grpc\]"):
+        agent.start()
+    assert agent.scoring is not None and agent.scoring._server.socket.fileno() == -1, "the REST port is released"
