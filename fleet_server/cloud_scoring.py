@@ -25,6 +25,8 @@ It does not speak HTTP (see :mod:`fleet_server.api.routes.inference`).
     CloudScoring.module(name, version) -> CloudModel    NotFoundError: unknown module or version
     CloudModel.score(request)          -> outputs       BadDataError: inputs that do not fit (400)
                                                         ModuleError: the model or script failed (5xx)
+    CloudModel.answer(request)         -> Scored        the same, with the response's name and parameters
+                                                        (REST and gRPC both answer with it)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +45,9 @@ import numpy as np
 from edge_agent.answers import AnswerCounts
 from edge_agent.feedback import RecentRequests
 from edge_agent.inputs import ModuleError, mismatch
+from edge_agent.scoring_service import Scored
 from fleet_protocol import bundle_file
+from fleet_protocol.oip import InferenceRequest
 from fleet_protocol.errors import EdgefleetError, MessageError
 from fleet_protocol.profiles import FirmwareProfile
 
@@ -95,6 +100,18 @@ class CloudModel:
         if unknown:
             raise MessageError(f"model {self.name!r} has no output {unknown[0]!r}")
         return {n: outputs[n] for n in wanted}
+
+    def answer(self, request: InferenceRequest, recent: RecentRequests | None = None) -> Scored:
+        """:meth:`score` as a response; with ``recent``, the request is remembered (and answered with its id, one
+        assigned when it had none) for feedback."""
+        outputs = self.score(request.inputs, request.outputs)
+        request_id = request.id
+        if recent is not None and recent.enabled:
+            request_id = request_id or uuid.uuid4().hex
+            recent.remember(request_id, model=self.name, version=self.version, scored_on="cloud", split=False,
+                            predicted=self.answers.row_labels(outputs))
+        return Scored(self.name, str(self.version), outputs, request_id,
+                      {"scored_on": "cloud", "accelerator": self.accelerator, "model_version": str(self.version)})
 
 
 class CloudScoring:

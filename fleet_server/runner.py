@@ -24,16 +24,20 @@ def run_server(config: ServerConfig) -> None:
     """Serve until Ctrl-C (or SIGTERM), then stop the link, the broker and the database cleanly."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     fleet = Fleet(config)
+    grpc_server = None
     try:
         fleet.start_mqtt()
         app = create_app(config, fleet=fleet)
-        print(_banner(fleet, f"http://{config.host}:{config.port}"), flush=True)
+        grpc_server = _start_grpc(fleet, app.version)
+        print(_banner(fleet, f"http://{config.host}:{config.port}", grpc_server), flush=True)
         server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
                                                lifespan="on"))
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
+        if grpc_server is not None:
+            grpc_server.stop()
         fleet.close()
         print("edgefleet server stopped", flush=True)
 
@@ -48,6 +52,7 @@ class ServerThread:
         self.admin_token: str | None = None
         self.signing_public_key_hex: str | None = None
         self.fleet: Fleet | None = None
+        self.grpc = None  # edge_agent.grpc_api.GrpcServer when config.grpc_port is set (.address: host:port)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -60,6 +65,7 @@ class ServerThread:
             fleet.start_mqtt()
             self.broker_url = fleet.public_broker_url
             app = create_app(self.config, fleet=fleet)
+            self.grpc = _start_grpc(fleet, app.version)
             self._server = uvicorn.Server(uvicorn.Config(app, host=self.config.host, port=self.config.port,
                                                          log_level="warning", lifespan="on"))
             self._thread = threading.Thread(target=self._server.run, name="edgefleet-api", daemon=True)
@@ -77,9 +83,11 @@ class ServerThread:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=15)
+        if self.grpc is not None:
+            self.grpc.stop()
         if self.fleet is not None:
             self.fleet.close()
-        self._server = self._thread = self.fleet = None
+        self._server = self._thread = self.fleet = self.grpc = None
 
     def __enter__(self) -> "ServerThread":
         return self.start()
@@ -104,13 +112,22 @@ class ServerThread:
         raise RuntimeError(f"the API did not answer at {self.url} in time")
 
 
+def _start_grpc(fleet: Fleet, version: str):
+    if fleet.config.grpc_port is None:
+        return None
+    from . import grpc_scoring
+
+    return grpc_scoring.start(fleet, host=fleet.config.host, port=fleet.config.grpc_port, version=version)
+
+
 def _client_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
-def _banner(fleet: Fleet, url: str) -> str:
+def _banner(fleet: Fleet, url: str, grpc_server=None) -> str:
     lines = [f"edgefleet server: API {url} (OpenAPI {url}/docs), MQTT {fleet.broker_url}"
-             + (" (embedded broker)" if fleet.broker else ""),
+             + (" (embedded broker)" if fleet.broker else "")
+             + (f", gRPC scoring {grpc_server.address}" if grpc_server is not None else ""),
              f"  agents connect to {fleet.public_broker_url}; data in {fleet.config.data_dir}"]
     if fleet.created_admin_token is not None:
         lines += ["  First start of this data dir. Admin API token (shown once, stored only as a hash):",

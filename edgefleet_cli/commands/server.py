@@ -36,6 +36,9 @@ def run(
                                                        help="Python wheels to serve at /wheels/ for air-gapped "
                                                             "installs (`install.sh --offline`); fill it with "
                                                             "`pip download`")] = None,
+    grpc_port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Also serve cloud scoring over gRPC "
+                                                     "(Open Inference Protocol) on this port; needs "
+                                                     "edgefleet[grpc] [default: no gRPC]")] = None,
 ) -> None:
     """Start the server; at the first start of a data dir it prints the admin token once."""
     require_extra("server")
@@ -46,7 +49,7 @@ def run(
         run_server(ServerConfig(data_dir=data_dir, host=host, port=port, broker_url=broker,
                                 embedded_broker_port=broker_port, broker_tls_dir=broker_tls_dir,
                                 broker_pid_file=broker_pid_file, public_broker_url=public_broker,
-                                public_url=public_url, wheels_dir=wheels_dir))
+                                public_url=public_url, wheels_dir=wheels_dir, grpc_port=grpc_port))
     except (EdgefleetError, RuntimeError, ValueError, OSError) as exc:  # a port taken, a bad broker URL or TLS dir
         raise CliError(f"the server stopped: {exc}") from None
 

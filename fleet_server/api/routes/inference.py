@@ -10,6 +10,11 @@
     GET  /v2/modules/{name}/versions/{v}             a module's bundle version, as an agent runs it
     POST /v2/modules/{name}/versions/{v}/infer       (entry script included): a device's cloud fallback
 
+Bodies are JSON, or JSON plus raw tensor bytes (the binary tensor data
+extension, :mod:`fleet_protocol.oip_binary`, announced in ``GET /v2``): binary
+outputs come back when the request asks for them. The same models answer over
+gRPC when ``grpc_port`` is set (:mod:`fleet_server.grpc_scoring`).
+
 Every other route needs ``Authorization: Bearer <token>`` of any role
 (viewer is enough: scoring changes nothing; give devices a viewer token as
 their ``cloud_token``), checked with :mod:`fleet_server.api.deps`. Errors are
@@ -25,7 +30,6 @@ Scoring runs in the thread pool; the models live in
 
 from __future__ import annotations
 
-import uuid
 from typing import Callable
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -34,7 +38,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from fleet_protocol import oip
+from fleet_protocol import oip, oip_binary
 from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, EdgefleetError
 from fleet_protocol.fields import is_ascii_decimal
@@ -101,7 +105,7 @@ def ready(fleet: FleetDep) -> dict:
 
 @router.get("")
 def server_metadata(request: Request) -> dict:
-    return {"name": SERVER_NAME, "version": request.app.version, "extensions": []}
+    return {"name": SERVER_NAME, "version": request.app.version, "extensions": [oip_binary.EXTENSION]}
 
 
 def _version(version: str | None) -> int | None:
@@ -132,9 +136,10 @@ def model_ready(fleet: FleetDep, name: str, version: str | None = None) -> dict:
 
 @router.post("/models/{name}/infer")
 @router.post("/models/{name}/versions/{version}/infer")
-async def infer(fleet: FleetDep, request: Request, name: str, version: str | None = None) -> dict:
+async def infer(fleet: FleetDep, request: Request, name: str, version: str | None = None) -> Response:
     body = await _body(fleet, request)
-    return await run_in_threadpool(_score, lambda: _model(fleet, name, version), body, fleet.cloud.recent)
+    return await run_in_threadpool(_score, lambda: _model(fleet, name, version), body,
+                                   request.headers.get(oip_binary.HEADER), fleet.cloud.recent)
 
 
 @router.post("/models/{name}/feedback")
@@ -151,9 +156,10 @@ def module_metadata(fleet: FleetDep, name: str, version: str) -> dict:
 
 
 @router.post("/modules/{name}/versions/{version}/infer")
-async def infer_module(fleet: FleetDep, request: Request, name: str, version: str) -> dict:
+async def infer_module(fleet: FleetDep, request: Request, name: str, version: str) -> Response:
     body = await _body(fleet, request)
-    return await run_in_threadpool(_score, lambda: _module(fleet, name, version), body)
+    return await run_in_threadpool(_score, lambda: _module(fleet, name, version), body,
+                                   request.headers.get(oip_binary.HEADER))
 
 
 def _module(fleet, name: str, version: str) -> CloudModel:
@@ -173,16 +179,15 @@ async def _body(fleet, request: Request) -> bytes:
     return body
 
 
-def _score(get_model: Callable[[], CloudModel], body: bytes, recent: RecentRequests | None = None) -> dict:
+def _score(get_model: Callable[[], CloudModel], body: bytes, binary_header: str | None,
+           recent: RecentRequests | None = None) -> Response:
     """Score; with ``recent``, remember the request (and answer with its id) for feedback."""
-    request = oip.decode_request(parse_json_object(body, what="request body", max_bytes=len(body)))  # size: _body
-    model = get_model()
-    outputs = model.score(request.inputs, request.outputs)
-    request_id = request.id
-    if recent is not None and recent.enabled:
-        request_id = request_id or uuid.uuid4().hex
-        recent.remember(request_id, model=model.name, version=model.version, scored_on="cloud", split=False,
-                        predicted=model.answers.row_labels(outputs))
-    return oip.encode_response(model.name, str(model.version), outputs, id=request_id,
-                               parameters={"scored_on": "cloud", "accelerator": model.accelerator,
-                                           "model_version": str(model.version)})
+    request = oip_binary.decode_request(body, binary_header)  # its size is checked by _body
+    scored = get_model().answer(request, recent)
+    binary = request.binary_outputs(list(scored.outputs))
+    if not binary:
+        return JSONResponse(oip.encode_response(scored.model_name, scored.model_version, scored.outputs,
+                                                id=scored.id, parameters=scored.parameters))
+    data, header_length = oip_binary.encode_response(scored.model_name, scored.model_version, scored.outputs,
+                                                     binary=binary, id=scored.id, parameters=scored.parameters)
+    return Response(data, media_type="application/octet-stream", headers={oip_binary.HEADER: str(header_length)})
