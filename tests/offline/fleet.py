@@ -22,9 +22,10 @@ DEVICE = "dev-1"
 
 
 class Fleet:
-    def __init__(self, workdir: Path, broker: Mosquitto):
+    def __init__(self, workdir: Path, broker: Mosquitto, **server_settings):
         self.broker = broker
-        self.config = ServerConfig(data_dir=workdir / "server", port=free_port(), broker_url=broker.url)
+        self.config = ServerConfig(data_dir=workdir / "server", port=free_port(), broker_url=broker.url,
+                                   **server_settings)
         self.server = ServerThread(self.config).start()
         self.url = self.server.url
         self.api = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
@@ -78,10 +79,10 @@ class Fleet:
 
 
 @contextmanager
-def running_fleet(workdir: Path, monkeypatch) -> Iterator[Fleet]:
+def running_fleet(workdir: Path, monkeypatch, **server_settings) -> Iterator[Fleet]:
     monkeypatch.setenv("EDGEFLEET_ADMIN_TOKEN", TOKEN)
     broker = start_mosquitto(workdir / "mosquitto")  # persistent: the server's session survives a restart
-    fleet = Fleet(workdir, broker)
+    fleet = Fleet(workdir, broker, **server_settings)
     try:
         yield fleet
     finally:
