@@ -131,10 +131,12 @@ def _end(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def agent_process(config: AgentConfig, workdir: Path, *, timeout_s: float = 60) -> Iterator[str]:
-    """Run an agent with ``config`` (another port) in a process of its own; yield its scoring URL."""
+def agent_process(config: AgentConfig, workdir: Path, *, timeout_s: float = 60, model: str = MODEL,
+                  **settings) -> Iterator[str]:
+    """Run an agent with ``config`` (another port; ``settings`` added) in a process of its own; yield its scoring
+    URL once ``model`` is ready."""
     settings = {"device_id": config.device_id, "state_dir": str(config.state_dir), "broker_url": config.broker_url,
-                "trusted_keys": list(config.trusted_keys), "scoring_port": _free_ports(1)[0]}
+                "trusted_keys": list(config.trusted_keys), "scoring_port": _free_ports(1)[0], **settings}
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "agent.log"
     with open(log_path, "wb") as log:
@@ -142,7 +144,7 @@ def agent_process(config: AgentConfig, workdir: Path, *, timeout_s: float = 60) 
                                    stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{settings['scoring_port']}"
     try:
-        _wait_ready(process, f"{url}/v2/models/{MODEL}/ready", log_path, "the agent", timeout_s)
+        _wait_ready(process, f"{url}/v2/models/{model}/ready", log_path, "the agent", timeout_s)
         yield url
     finally:
         _end(process)

@@ -45,6 +45,9 @@ def test_a_profile_name_is_kept_as_a_name(tmp_path):
     ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\nscoring_port = 70000', "scoring_port"),
     ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\nscoring_port = true', "scoring_port"),
     ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\nbroker_url = "http://x"', "broker_url"),
+    ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\ngrpc_port = 70000', "grpc_port"),
+    ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\ngrpc_port = "8001"', "grpc_port"),
+    ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\ncloud_url = "grpx://fleet:8001"', "cloud_url"),
     ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\nfetch_timeout_s = -1', "fetch_timeout_s"),
     ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\nheartbeat = 3', "heartbeat"),
     ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\n[tags]\nn = 1', "tags"),
@@ -55,6 +58,13 @@ def test_a_bad_config_is_refused_with_one_line_naming_the_field(tmp_path, text, 
         load_config(write(tmp_path, text.replace("[KEY]", f'["{KEY}"]')))
     assert field in str(caught.value) and "\n" not in str(caught.value)
     assert isinstance(caught.value, ValueError)
+
+
+def test_grpc_is_off_unless_a_port_is_set_and_the_cloud_may_be_a_grpc_url(tmp_path):
+    base = f'device_id = "a"\nstate_dir = "s"\ntrusted_keys = ["{KEY}"]\n'
+    assert load_config(write(tmp_path, base)).grpc_port is None
+    config = load_config(write(tmp_path, base + 'grpc_port = 8001\ncloud_url = "grpc://fleet:8001"\n'))
+    assert (config.grpc_port, config.cloud_url) == (8001, "grpc://fleet:8001")
 
 
 def test_the_dataclass_validates_too(tmp_path):
