@@ -196,8 +196,9 @@ class Agent:
         self.telemetry.start()
         self.link.start()
         self._started = True
-        log.info("agent %s started: profile %s, %d module(s) served at %s, broker %s", self.device_id,
-                 self.profile.name, len(self.runtime.table), self.scoring_url, config.broker_url)
+        log.info("agent %s started: profile %s, %d module(s) served at %s%s, broker %s", self.device_id,
+                 self.profile.name, len(self.runtime.table), self.scoring_url,
+                 f" and gRPC {self.grpc.address}" if self.grpc is not None else "", config.broker_url)
 
     def stop(self) -> None:
         """Publish the offline status, flush telemetry, close the link, the API and the database."""

@@ -74,7 +74,7 @@ def test_triton_grpc_and_binary_http_clients_get_the_same_answers_from_agent_and
 def test_fallback_over_grpc_runs_the_module_in_the_cloud_bytes_outputs_and_all(tmp_path, monkeypatch):
     port = free_port()
     with running_fleet(tmp_path, monkeypatch, grpc_port=port) as fleet:
-        agent = fleet.start_agent(tmp_path, cloud_url=f"grpc://127.0.0.1:{port}", cloud_retries=0)
+        agent = fleet.start_agent(tmp_path, cloud_url=f"grpc://127.0.0.1:{port}", cloud_retries=0, grpc_port=0)
         fleet.api.post("/api/models/iris-forest", files={"file": ("m.onnx", (IRIS / "model.onnx").read_bytes())})
         fleet.deploy_module(IRIS)
         url = f"{agent.scoring_url}/v2/models/iris-classifier/infer"
@@ -86,6 +86,14 @@ def test_fallback_over_grpc_runs_the_module_in_the_cloud_bytes_outputs_and_all(t
         local_out, cloud_out = oip.decode_response(local), oip.decode_response(cloud)
         assert list(cloud_out["class_name"]) == list(local_out["class_name"])  # BYTES, through raw contents
         np.testing.assert_allclose(cloud_out["probabilities"], local_out["probabilities"], rtol=1e-6)
+
+        client = triton_grpc.InferenceServerClient(url=agent.grpc.address)  # gRPC in, gRPC out to the cloud
+        tensor = triton_grpc.InferInput("float_input", SAMPLE["inputs"][0]["shape"], "FP32")
+        tensor.set_data_from_numpy(oip.decode_request(SAMPLE).inputs["float_input"])
+        both_ways = client.infer("iris-classifier", [tensor], parameters={"prefer": "cloud"})
+        assert both_ways.get_response(as_json=True)["parameters"]["scored_on"]["string_param"] == "cloud"
+        assert [v.decode() for v in both_ways.as_numpy("class_name")] == list(local_out["class_name"])
+        client.close()
 
         rest = triton_http.InferenceServerClient(url=agent.scoring_url.removeprefix("http://"))
         inputs = []
