@@ -43,7 +43,7 @@ from . import grpc_extra
 from .cloud_client import CloudClient
 from .config import AgentConfig
 from .fallback import CircuitBreaker
-from .feedback import RecentRequests
+from .feedback_route import FeedbackRoute
 from .fetcher import Fetcher
 from .freshness import Freshness
 from .identity import CertificateRenewer, finish_interrupted_switch
@@ -124,9 +124,10 @@ class Agent:
                                          table=self.runtime.table, ready=self._ready.is_set,
                                          max_request_bytes=config.max_request_bytes, agent_version=__version__,
                                          request_timeout_s=config.request_timeout_s,
-                                         offload=self.offload, metrics=self._metrics_text, outbox=self.outbox,
-                                         recent=RecentRequests(max_requests=config.feedback_max_requests,
-                                                               max_rows=config.feedback_max_rows))
+                                         offload=self.offload, metrics=self._metrics_text,
+                                         feedback=FeedbackRoute.create(max_requests=config.feedback_max_requests,
+                                                                       max_rows=config.feedback_max_rows,
+                                                                       outbox=self.outbox))
         except OSError as exc:
             self.outbox.close()
             raise OSError(f"cannot serve predictions on {config.scoring_host}:{config.scoring_port}: "

@@ -102,13 +102,16 @@ class AnswerCounts:
             return array.reshape(-1)
         return array.reshape(len(array), -1).argmax(axis=1)
 
-    def row_labels(self, outputs: dict) -> list[str] | None:
-        """The class of every row as text (as counted), for joining labels later; None if not readable."""
+    def classes(self, outputs: dict) -> np.ndarray | None:
+        """The class of every row, as counted and owned by the caller (the label output's values copied, or the
+        argmax indices), for joining labels later; None if not readable. Text (:func:`label_text`) is the
+        caller's to make, when it needs it: this runs on the scoring path."""
         try:
             labels = self._labels(outputs)
-            return None if labels is None else [label_text(label) for label in labels.tolist()]
         except Exception:  # noqa: BLE001 - statistics never fail a request
             return None
+        # a label output is returned as a view of the model's array, which an entry script may reuse
+        return labels.copy() if labels is not None and self._mode == _LABEL else labels
 
     def add(self, outputs: dict) -> None:
         try:

@@ -43,13 +43,10 @@ and ``fallback_reason`` when it went to the cloud; a joint answer (rows
 below ``fallback.confidence_below``) says which rows the cloud answered
 (:mod:`edge_agent.joint`).
 
-With a :class:`~edge_agent.feedback.RecentRequests` (the agent passes one),
-every answered request carries an ``id`` (the request's own, or one assigned
-here) and is remembered with its predicted classes (as answered, joint rows
-included); ``POST .../feedback`` joins labels to it and writes one
-``feedback`` record to the outbox per id (a second label for the same id
-answers ``"duplicate": true`` and writes nothing); an id not held answers
-404 with the bound. Requests over gRPC are remembered the same way.
+With a :class:`~edge_agent.feedback_route.FeedbackRoute` (the agent passes
+one), every answered request carries an ``id`` (the request's own, or one
+assigned) and is remembered for labels, which ``POST .../feedback`` joins
+to it; that module says how. Requests over gRPC are remembered the same way.
 """
 
 from __future__ import annotations
@@ -69,9 +66,8 @@ from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import MessageError
 from fleet_protocol.fields import is_ascii_decimal
 
-from .feedback import RecentRequests
+from .feedback_route import FeedbackRoute
 from .offload import Offload
-from .outbox import Outbox
 from .runtime import LoadedModule
 from .scoring_service import Scored, ScoringError, ScoringService, asks_binary, request_json
 
@@ -82,12 +78,10 @@ class ScoringServer:
     def __init__(self, *, host: str, port: int, table: dict[str, LoadedModule], ready: Callable[[], bool],
                  max_request_bytes: int = 16_777_216, agent_version: str = "", offload: Offload | None = None,
                  request_timeout_s: float = 30.0, metrics: Callable[[], tuple[bytes, str]] | None = None,
-                 recent: RecentRequests | None = None, outbox: Outbox | None = None):
-        """``recent`` and ``outbox`` together turn on feedback (labels joined to scored requests)."""
-        if recent is not None and (outbox is None or not recent.enabled):
-            recent = None
+                 feedback: FeedbackRoute | None = None):
+        """``feedback`` turns on labels for answered requests (:mod:`edge_agent.feedback_route`)."""
         service = ScoringService(table=table, ready=ready, agent_version=agent_version, offload=offload,
-                                 recent=recent, outbox=outbox,
+                                 feedback=feedback,
                                  extensions=(oip_binary.EXTENSION,))
         self.service = service
         handler = type("Handler", (_Handler,), {"service": service, "max_request_bytes": max_request_bytes,
@@ -262,9 +256,9 @@ class _Handler(BaseHTTPRequestHandler):
             scored = service.infer(name, version, request, request_bytes=len(raw),
                                    body=(lambda: raw) if plain else (lambda: request_json(request)))
             return self._reply(request, scored)
-        if tail == ["feedback"] and version is None and service.recent is not None:
+        if tail == ["feedback"] and version is None and service.feedback is not None:
             self._only(method, "POST")
-            return 200, service.feedback(name, _parse_json(self._read_body()))
+            return service.feedback.post(name, _parse_json(self._read_body()))
         raise ScoringError(404, f"no route {self.path}")
 
     def _reply(self, request: oip.InferenceRequest, scored: Scored) -> tuple[int, dict] | None:

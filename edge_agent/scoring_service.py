@@ -13,22 +13,20 @@ it to a status code, see :mod:`edge_agent.grpc_api`).
 from __future__ import annotations
 
 import json
-import uuid
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from fleet_protocol import feedback, oip
+from fleet_protocol import oip
 from fleet_protocol.errors import BadDataError, MessageError, TransportError
 from fleet_protocol.fields import is_ascii_decimal
 
 from .cloud_client import CloudRefused
-from .feedback import RecentRequests, UnknownRequest, receive, remember_cloud
+from .feedback_route import FeedbackRoute
 from .inputs import ModuleError, mismatch
 from .offload import Offload
-from .outbox import Outbox
 from .runtime import LoadedModule
 
 
@@ -53,14 +51,13 @@ class Scored:
 class ScoringService:
     def __init__(self, *, table: dict[str, LoadedModule], ready: Callable[[], bool], agent_version: str = "",
                  offload: Offload | None = None, extensions: tuple[str, ...] = (),
-                 recent: RecentRequests | None = None, outbox: Outbox | None = None):
+                 feedback: FeedbackRoute | None = None):
         self.table = table
         self.ready = ready
         self.agent_version = agent_version
         self.offload = offload
         self.extensions = list(extensions)
-        self.recent = recent  # with ``outbox``: answered requests remembered for feedback (edge_agent.feedback)
-        self.outbox = outbox
+        self.feedback = feedback  # answered requests remembered for labels (edge_agent.feedback_route)
 
     def server_metadata(self) -> dict:
         return {"name": "edgefleet-agent", "version": self.agent_version, "extensions": self.extensions}
@@ -111,8 +108,8 @@ class ScoringService:
             retry = max(1, round(offload.client.breaker.retry_in_s())) if offload.client is not None else 1
             raise ScoringError(503, str(exc), {"Retry-After": str(retry)}) from None
         if response is not None:
-            if self.recent is not None:
-                remember_cloud(self.recent, name, module, request.id, response)
+            if self.feedback is not None:
+                self.feedback.cloud_answered(name, module, request.id, response)
             try:
                 outputs = oip.decode_response(response)
             except MessageError as exc:
@@ -150,28 +147,13 @@ class ScoringService:
             outputs, marks = self.offload.second_opinion(module, request.inputs, result.outputs, outputs)
             self.offload.capture(module, marks.get("scored_on", "local"), result.accelerator, request.inputs, outputs)
         request_id = request.id
-        if self.recent is not None:
-            request_id = request_id or uuid.uuid4().hex
-            answered = module.variants.get(result.model_version, module.primary) if module.variants else module
-            self.recent.remember(request_id, model=module.name, version=result.model_version,
-                                 scored_on=marks.get("scored_on", "local"), split=bool(module.variants),
-                                 predicted=answered.answers.row_labels({**result.outputs, **outputs}))
+        if self.feedback is not None:
+            request_id = self.feedback.scored(module, result, outputs, marks.get("scored_on", "local"), request_id)
         parameters = {"scored_on": "local", "accelerator": result.accelerator,
                       "model_version": str(result.model_version), **marks}
         if module.variants:  # an A/B split: say which variant answered
             parameters["variant"] = str(result.model_version)
         return Scored(module.name, str(result.model_version), outputs, request_id, parameters)
-
-    def feedback(self, name: str, body: dict) -> dict:
-        """Labels for a request answered here (``POST /v2/models/{name}/feedback``); see :mod:`edge_agent.feedback`."""
-        try:
-            return receive(self.recent, lambda record: self.outbox.add(feedback.KIND, record), name, body)
-        except MessageError as exc:
-            raise ScoringError(400, str(exc)) from None
-        except UnknownRequest as exc:
-            raise ScoringError(404, str(exc)) from None
-        except OSError as exc:  # the label is refused, not lost: the client may send it again
-            raise ScoringError(503, f"feedback cannot be stored now: {exc}", {"Retry-After": "5"}) from None
 
 
 def asks_binary(request: oip.InferenceRequest) -> bool:

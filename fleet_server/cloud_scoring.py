@@ -34,7 +34,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edge_agent.answers import AnswerCounts
-from edge_agent.feedback import RecentRequests
+from edge_agent.feedback import RecentRequests, new_request_id
 from edge_agent.inputs import ModuleError, mismatch
 from edge_agent.scoring_service import Scored
 from fleet_protocol import bundle_file
@@ -107,9 +106,9 @@ class CloudModel:
         outputs = self.score(request.inputs, request.outputs)
         request_id = request.id
         if recent is not None and recent.enabled:
-            request_id = request_id or uuid.uuid4().hex
+            request_id = request_id or new_request_id()
             recent.remember(request_id, model=self.name, version=self.version, scored_on="cloud", split=False,
-                            predicted=self.answers.row_labels(outputs))
+                            classes=self.answers.classes(outputs))
         return Scored(self.name, str(self.version), outputs, request_id,
                       {"scored_on": "cloud", "accelerator": self.accelerator, "model_version": str(self.version)})
 

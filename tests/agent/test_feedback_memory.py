@@ -3,15 +3,22 @@ and labels checked before anything is joined."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 
-from edge_agent.feedback import RecentRequests, UnknownRequest, receive
+from edge_agent.answers import AnswerCounts
+from edge_agent.feedback import RecentRequests, UnknownRequest, new_request_id, receive
+from edge_agent.feedback_route import FeedbackRoute
 from fleet_protocol import feedback
 from fleet_protocol.errors import MessageError
 
 
-def remember(recent: RecentRequests, request_id: str, predicted: list[str], model: str = "iris") -> None:
-    recent.remember(request_id, model=model, version=3, scored_on="local", split=True, predicted=predicted)
+def remember(recent: RecentRequests, request_id: str, predicted: list[str] | None, model: str = "iris") -> None:
+    classes = None if predicted is None else np.array(predicted)
+    recent.remember(request_id, model=model, version=3, scored_on="local", split=True, classes=classes)
 
 
 def test_the_oldest_request_is_forgotten_past_the_bound_and_its_label_is_refused_naming_the_bound():
@@ -19,9 +26,10 @@ def test_the_oldest_request_is_forgotten_past_the_bound_and_its_label_is_refused
     for i in range(4):
         remember(recent, f"r{i}", ["a"])
     assert len(recent) == 3
-    with pytest.raises(UnknownRequest, match=r"the last 3 requests \(100 rows in all\)"):
+    bound = r"never scored here, scored before a restart, or forgotten \(the last 3 requests, 100 rows in all"
+    with pytest.raises(UnknownRequest, match=bound):
         recent.join("iris", "r0", ["a"])
-    scored, record = recent.join("iris", "r3", ["a"])
+    scored, _, record = recent.join("iris", "r3", ["a"])
     assert record["pairs"] == [["a", "a"]] and scored.version == 3
 
 
@@ -31,7 +39,7 @@ def test_the_row_bound_forgets_old_requests_too():
     remember(recent, "new", ["a", "b", "c"])
     with pytest.raises(UnknownRequest):
         recent.join("iris", "old", ["a", "b", "c"])
-    assert recent.join("iris", "new", ["a", "b", "c"])[1] is not None
+    assert recent.join("iris", "new", ["a", "b", "c"])[2] is not None
 
 
 def test_a_second_label_for_the_same_request_yields_no_record():
@@ -73,6 +81,69 @@ def test_requests_without_classes_or_with_too_many_rows_are_not_remembered():
     remember(recent, "huge", ["a"] * (feedback.MAX_ROWS + 1))
     assert len(recent) == 0
     assert not RecentRequests(max_requests=0).enabled
+
+
+def test_the_class_joined_is_the_one_answered_even_when_the_module_reuses_its_output_array():
+    buffer = np.array([2, 0], dtype=np.int64)  # an entry script answering from a buffer it fills again
+    recent = RecentRequests()
+    recent.remember("r1", model="iris", version=1, scored_on="local", split=False,
+                    classes=AnswerCounts(("label", "label")).classes({"label": buffer}))
+    buffer[:] = 1
+    assert recent.join("iris", "r1", ["2", "2"])[1] == ["2", "0"]
+
+
+@pytest.mark.parametrize("outputs", [
+    {"label": np.array([b"setosa", b"virginica", b"setosa"]), "probabilities": np.zeros((3, 3), np.float32)},
+    {"label": np.array([[1], [2], [1]], np.int64)},
+    {"logits": np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.0, 0.2, 0.7]], np.float32)},
+])
+def test_a_joined_request_predicts_the_classes_the_answers_count(outputs):
+    counted = AnswerCounts()
+    counted.add(outputs)
+    recent = RecentRequests()
+    recent.remember("r1", model="iris", version=1, scored_on="local", split=True,
+                    classes=AnswerCounts().classes(outputs))
+    _, predicted, record = recent.join("iris", "r1", ["x", "x", "x"])
+    assert {label: predicted.count(label) for label in predicted} == counted.counts
+    assert [pair[0] for pair in feedback.parse_record(record)["pairs"]] == predicted
+
+
+def test_assigned_request_ids_are_unique_and_never_repeat_after_a_restart():
+    assert len({new_request_id() for _ in range(10_000)}) == 10_000
+    code = "from edge_agent.feedback import new_request_id; print(new_request_id())"
+    first, second = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+                     for _ in range(2))
+    assert first.strip() and first != second, "a restarted agent must not assign the ids of the one before"
+
+
+class _Outbox:
+    def __init__(self):
+        self.full, self.records = True, []
+
+    def add(self, kind: str, data: dict) -> int:
+        if self.full:
+            raise OSError("database or disk is full")
+        self.records.append((kind, data))
+        return len(self.records)
+
+
+def test_the_feedback_route_answers_503_with_retry_after_when_the_outbox_refuses_and_joins_the_label_later():
+    outbox = _Outbox()
+    route = FeedbackRoute(RecentRequests(), outbox)
+    route.recent.remember("r1", model="iris", version=2, scored_on="local", split=False, classes=np.array([1]))
+    status, body, headers = route.post("iris", {"id": "r1", "labels": [1]})
+    assert (status, headers) == (503, {"Retry-After": "5"}) and "disk is full" in body["error"]
+    outbox.full = False
+    assert route.post("iris", {"id": "r1", "labels": [1]}) == (200, {
+        "id": "r1", "model_name": "iris", "model_version": "2", "rows": 1, "correct": 1, "duplicate": False})
+    assert [kind for kind, _ in outbox.records] == [feedback.KIND]
+    assert route.post("iris", {"id": "r2", "labels": [1]})[0] == 404
+    assert route.post("iris", {"id": "r1", "labels": [0.5]})[0] == 400
+
+
+def test_feedback_is_off_when_a_bound_is_zero():
+    assert FeedbackRoute.create(max_requests=0, max_rows=10, outbox=_Outbox()) is None
+    assert FeedbackRoute.create(max_requests=10, max_rows=0, outbox=_Outbox()) is None
 
 
 @pytest.mark.parametrize("body, reason", [
