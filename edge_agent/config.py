@@ -47,7 +47,7 @@ class AgentConfig:
     request_timeout_s: float = 30.0  # a scoring client silent this long mid-request (or idle) is disconnected
     outbox_max_bytes: int = 64 * 1024**2  # past this, captures go first, then telemetry, events last
     feedback_max_requests: int = 10_000  # scored requests remembered for feedback (labels); older ones are forgotten
-    feedback_max_rows: int = 100_000  # ... and their predicted rows in all
+    feedback_max_rows: int = 100_000  # ... and their predicted rows in all; in memory: a restart forgets them all
     cloud_url: str | None = None  # fleet server for cloud scoring: http(s)://host:port (OIP v2 REST at /v2)
     # or grpc://host:port (its gRPC port; needs edgefleet[grpc]); None: no cloud fallback
     cloud_token: str | None = None  # bearer token for cloud_url

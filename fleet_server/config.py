@@ -26,7 +26,7 @@ class ServerConfig:
     cloud_max_loaded_models: int = 8  # model versions kept loaded for /v2 scoring (least recently used go)
     cloud_max_request_bytes: int = 64 * 1024**2
     feedback_max_requests: int = 10_000  # requests the server scored, remembered for labels (oldest forgotten)
-    feedback_max_rows: int = 100_000  # ... and their predicted rows in all
+    feedback_max_rows: int = 100_000  # ... and their predicted rows in all; in memory: a restart forgets them all
     grpc_port: int | None = None  # cloud scoring over gRPC (OIP) on `host` too (0: any free port); edgefleet[grpc]
     broker_tls_dir: Path | None = None  # `edgefleet server broker-config --out DIR`: the server's mTLS identity, CRL
     broker_pid_file: Path | None = None  # the broker's pid file: revocations SIGHUP it to reread the CRL
