@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+import grpc
 import httpx
 import numpy as np
 import onnxruntime as ort
@@ -21,6 +22,7 @@ from edge_agent.installer import Installer
 from edge_agent.runtime import Runtime
 from edge_agent.scoring_api import ScoringServer
 from firmware_profiles import load_profile
+from fleet_protocol import oip, oip_grpc
 from fleet_server.keys import new_signing_key
 from tests.agent.helpers import make_bundle, stage
 
@@ -145,3 +147,17 @@ def test_a_grpc_port_without_the_grpc_extra_is_refused_naming_the_extra(tmp_path
     with pytest.raises(ValueError, match=r"edgefleet\[grpc\]"):
         agent.start()
     assert agent.scoring is not None and agent.scoring._server.socket.fileno() == -1, "the REST port is released"
+
+
+def test_a_grpc_request_whose_raw_contents_lie_is_invalid_argument_with_the_reason(served):
+    _, address, _ = served
+    message = oip_grpc.encode_infer_request("linear", None, oip.InferenceRequest(inputs={"x": X}))
+    message.raw_input_contents[0] = message.raw_input_contents[0][:-4]
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary(f"/{oip_grpc.SERVICE}/ModelInfer",
+                                   request_serializer=oip_grpc.ModelInferRequest.SerializeToString,
+                                   response_deserializer=oip_grpc.ModelInferResponse.FromString)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(message, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == "input 'x': shape [2, 4] of FP32 needs 32 bytes, got 28"
