@@ -19,8 +19,10 @@ HTTP API) is a closure built at load time: no locks, logging or dict
 building beyond the outputs dict; per-request statistics are a latency
 sketch (:mod:`fleet_protocol.sketch`, 1 % relative error) updated without a
 lock (a rare lost increment under concurrent requests is accepted: they are
-statistics). Under an A/B split, answers by class are counted as
-:mod:`edge_agent.answers` says.
+statistics, :mod:`edge_agent.request_stats`). Under an A/B split, answers
+by class are counted as :mod:`edge_agent.answers` says. Not here: the
+wrappers that run an onnxruntime session or a LiteRT interpreter
+(:mod:`edge_agent.model_runners`).
 """
 
 from __future__ import annotations
@@ -31,11 +33,9 @@ import json
 import random
 import logging
 import sys
-import threading
 from dataclasses import dataclass
 from math import ceil
 from math import log as ln
-from operator import add
 from pathlib import Path
 from time import perf_counter_ns
 from types import MappingProxyType
@@ -52,17 +52,15 @@ from .answers import AnswerCounts
 from .drift import DriftCounter, counter_for
 from .fallback import FallbackPolicy
 from .health import CrashWatch, HealthCheckError, HealthPolicy, check_latency, gate
-from .inputs import InferenceError, ModuleError, TensorSpec, failure_of
+from .inputs import ModuleError, TensorSpec, failure_of
 from .installer import ActiveRecord
+from .model_runners import OnnxModel, TfliteModel
 from .module_config import check_answer_output
+from .request_stats import Stats
 
 log = logging.getLogger("edgefleet.agent.runtime")
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "tflite": "tensorflow_lite"}
-_ONNX_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
-               "tensor(int8)": "INT8", "tensor(int16)": "INT16", "tensor(int32)": "INT32",
-               "tensor(int64)": "INT64", "tensor(uint8)": "UINT8", "tensor(bool)": "BOOL",
-               "tensor(string)": "BYTES"}
 
 
 class LoadError(EdgefleetError):
@@ -91,88 +89,6 @@ class ScoreResult:
     def __repr__(self) -> str:
         return (f"ScoreResult(model_name={self.model_name!r}, model_version={self.model_version}, "
                 f"accelerator={self.accelerator!r}, outputs={list(self.outputs)})")
-
-
-class Stats:
-    """Per-version request counters: latencies by sketch key (ns), and errors.
-
-    Two readers: the telemetry :meth:`take` s what is new since its last report; the metrics read
-    :meth:`totals` since load (what was taken is added up at each take, never per request).
-    """
-
-    __slots__ = ("buckets", "errors", "_taken_buckets", "_taken_errors", "_lock")
-
-    def __init__(self) -> None:
-        self.buckets = [0] * sketch.KEYS
-        self.errors = [0]
-        self._taken_buckets = [0] * sketch.KEYS
-        self._taken_errors = 0
-        self._lock = threading.Lock()
-
-    def take(self) -> tuple[list[int], int]:
-        with self._lock:
-            buckets, self.buckets = self.buckets, [0] * sketch.KEYS
-            errors, self.errors = self.errors, [0]
-            if any(buckets):  # ~10 µs on an idle version, against ~50 µs for the sum (simulated fleets idle a lot)
-                self._taken_buckets = list(map(add, self._taken_buckets, buckets))
-            self._taken_errors += errors[0]
-        return buckets, errors[0]
-
-    def discard(self) -> None:
-        """Forget what was counted since the last take (the health check's requests), in neither reader."""
-        with self._lock:
-            self.buckets, self.errors = [0] * sketch.KEYS, [0]
-
-    def totals(self) -> tuple[list[int], int]:
-        """Latency counts by sketch key and errors since load: what was taken plus what was not yet."""
-        with self._lock:
-            return list(map(add, self._taken_buckets, self.buckets)), self._taken_errors + self.errors[0]
-
-
-class OnnxModel:
-    """``run(feeds) -> {name: array}`` over an onnxruntime session."""
-
-    def __init__(self, session: Any):
-        self.session = session
-        self.output_names = [o.name for o in session.get_outputs()]
-        self.inputs = [(i.name, _ONNX_TYPES.get(i.type, i.type), _shape(i.shape)) for i in session.get_inputs()]
-        self.outputs = [(o.name, _ONNX_TYPES.get(o.type, o.type), _shape(o.shape)) for o in session.get_outputs()]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(None, feeds)))
-
-
-class TfliteModel:
-    """``run(feeds) -> {name: array}`` over a LiteRT interpreter (one call at a time: it is not thread safe)."""
-
-    def __init__(self, interpreter: Any):
-        self.interpreter = interpreter
-        self._lock = threading.Lock()
-        self._in = {d["name"]: d for d in interpreter.get_input_details()}
-        self._out = [(d["name"], d["index"]) for d in interpreter.get_output_details()]
-        self.inputs = [(d["name"], oip.datatype_of(np.empty(0, d["dtype"])), _tflite_shape(d))
-                       for d in interpreter.get_input_details()]
-        self.outputs = [(d["name"], oip.datatype_of(np.empty(0, d["dtype"])), _tflite_shape(d))
-                        for d in interpreter.get_output_details()]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        interp = self.interpreter
-        with self._lock:
-            resized = False
-            for name, array in feeds.items():
-                detail = self._in.get(name)
-                if detail is None:
-                    raise InferenceError(f"model has no input {name!r}")
-                if tuple(detail["shape"]) != array.shape:
-                    interp.resize_tensor_input(detail["index"], list(array.shape))
-                    resized = True
-            if resized:
-                interp.allocate_tensors()
-                self._in = {d["name"]: d for d in interp.get_input_details()}
-            for name, array in feeds.items():
-                interp.set_tensor(self._in[name]["index"], array)
-            interp.invoke()
-            return {name: interp.get_tensor(index).copy() for name, index in self._out}
 
 
 @dataclass
@@ -465,16 +381,6 @@ def _split_score(entries: list[tuple[LoadedModule, int]]) -> Callable[[dict], Sc
         return result
 
     return score
-
-
-def _shape(dims: list) -> list[int]:
-    return [d if isinstance(d, int) and d >= 0 else -1 for d in (dims or [])]
-
-
-def _tflite_shape(detail: dict) -> list[int]:
-    signature = detail.get("shape_signature")
-    dims = signature if signature is not None and len(signature) else detail["shape"]
-    return [int(d) for d in dims]
 
 
 def _reason(exc: BaseException) -> str:

@@ -69,7 +69,7 @@ class CloudModel:
     accelerator: str
     inputs: list[dict]
     outputs: list[dict]
-    runner: Any  # edge_agent.runtime.OnnxModel or TfliteModel, or a module's LoadedModule
+    runner: Any  # edge_agent.model_runners.OnnxModel or TfliteModel, or a module's LoadedModule
     notes: list[str] = field(default_factory=list)
     check: bool = True  # False for a module with an entry script: the script decides what it takes
     module_dir: Any = None  # a module's unpacked bundle, removed when the module leaves the cache
@@ -173,7 +173,7 @@ class CloudScoring:
 
     def _load(self, record: dict) -> CloudModel:
         from edge_agent import accelerators
-        from edge_agent.runtime import OnnxModel, TfliteModel
+        from edge_agent.model_runners import OnnxModel, TfliteModel
 
         path = self._fleet.blobs.path(record["sha256"])
         if not path.is_file():

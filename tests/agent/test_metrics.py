@@ -17,7 +17,8 @@ from edge_agent.installer import Installer
 from edge_agent.metrics import Version, latency_histogram
 from edge_agent.offload import Offload
 from edge_agent.outbox import Outbox
-from edge_agent.runtime import Runtime, Stats
+from edge_agent.request_stats import Stats
+from edge_agent.runtime import Runtime
 from fleet_protocol import sketch
 from firmware_profiles import load_profile
 from fleet_server.keys import new_signing_key

@@ -1,0 +1,51 @@
+"""Per-version request counters of a loaded module: what the hot path writes, the telemetry takes, the metrics read.
+
+The scoring closure (:mod:`edge_agent.runtime`) adds to :attr:`Stats.buckets`
+(latencies by :mod:`fleet_protocol.sketch` key) and :attr:`Stats.errors`
+without a lock; :meth:`Stats.take` hands the telemetry what is new since its
+last report, and :meth:`Stats.totals` gives the metrics the counts since the
+version was loaded. No I/O, no timing here.
+"""
+
+from __future__ import annotations
+
+import threading
+from operator import add
+
+from fleet_protocol import sketch
+
+
+class Stats:
+    """Per-version request counters: latencies by sketch key (ns), and errors.
+
+    Two readers: the telemetry :meth:`take` s what is new since its last report; the metrics read
+    :meth:`totals` since load (what was taken is added up at each take, never per request).
+    """
+
+    __slots__ = ("buckets", "errors", "_taken_buckets", "_taken_errors", "_lock")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * sketch.KEYS
+        self.errors = [0]
+        self._taken_buckets = [0] * sketch.KEYS
+        self._taken_errors = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> tuple[list[int], int]:
+        with self._lock:
+            buckets, self.buckets = self.buckets, [0] * sketch.KEYS
+            errors, self.errors = self.errors, [0]
+            if any(buckets):  # ~10 µs on an idle version, against ~50 µs for the sum (simulated fleets idle a lot)
+                self._taken_buckets = list(map(add, self._taken_buckets, buckets))
+            self._taken_errors += errors[0]
+        return buckets, errors[0]
+
+    def discard(self) -> None:
+        """Forget what was counted since the last take (the health check's requests), in neither reader."""
+        with self._lock:
+            self.buckets, self.errors = [0] * sketch.KEYS, [0]
+
+    def totals(self) -> tuple[list[int], int]:
+        """Latency counts by sketch key and errors since load: what was taken plus what was not yet."""
+        with self._lock:
+            return list(map(add, self._taken_buckets, self.buckets)), self._taken_errors + self.errors[0]
