@@ -31,14 +31,21 @@ class Stats:
         self._taken_errors = 0
         self._lock = threading.Lock()
 
-    def take(self) -> tuple[list[int], int]:
+    def take(self) -> tuple[list[list[int]], int]:
+        """The non-empty ``[[key, count], ...]`` and the errors since the last take.
+
+        Sparse, because the telemetry sends them so (:func:`~fleet_protocol.sketch.encode_bins`): the one scan
+        over the keys that finds them also adds them to the totals, key by key.
+        """
         with self._lock:
             buckets, self.buckets = self.buckets, [0] * sketch.KEYS
             errors, self.errors = self.errors, [0]
-            if any(buckets):  # ~10 µs on an idle version, against ~50 µs for the sum (simulated fleets idle a lot)
-                self._taken_buckets = list(map(add, self._taken_buckets, buckets))
+            bins = sketch.bins_of(buckets)
+            taken = self._taken_buckets
+            for key, n in bins:
+                taken[key] += n
             self._taken_errors += errors[0]
-        return buckets, errors[0]
+        return bins, errors[0]
 
     def discard(self) -> None:
         """Forget what was counted since the last take (the health check's requests), in neither reader."""

@@ -294,14 +294,14 @@ def encode_batch(device_id: str, outbox_id: str, records: list[StoredRecord]) ->
 
 
 def model_stats(module: LoadedModule) -> dict | None:
-    buckets, errors = module.stats.take()
+    bins, errors = module.stats.take()
     answer_output, outputs = module.answers.take()  # only A/B splits count answers by class
-    requests = sum(buckets)
+    requests = sum(n for _, n in bins)
     if not requests and not errors:
         return None
-    latencies = sketch.encode(buckets)
+    latencies = sketch.encode_bins(bins)
     local = sketch.Sketch()
-    local.merge(dict(latencies["bins"]))
+    local.merge(dict(bins))
     stats = {"model": module.name, "version": module.version, "accelerator": module.accelerator,
              "requests": requests, "errors": errors, "latency_sketch": latencies,
              "latency_us": {f"p{round(q * 100)}": round((local.quantile(q) or 0) / 1000) for q in (0.50, 0.95, 0.99)}}

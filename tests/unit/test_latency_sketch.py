@@ -17,8 +17,8 @@ def device_sketches(samples_ns: np.ndarray, devices: int) -> list[dict]:
         stats = Stats()
         for ns in share.tolist():
             stats.buckets[sketch.key_of(ns)] += 1
-        buckets, _ = stats.take()
-        encoded.append(sketch.encode(buckets))
+        bins, _ = stats.take()
+        encoded.append(sketch.encode_bins(bins))
     return encoded
 
 
