@@ -66,7 +66,8 @@ class Version:
 
     @property
     def requests(self) -> int:
-        return sum(self.buckets)
+        """Answered and failed: errors are a part of the requests, as Prometheus's error ratios expect."""
+        return sum(self.buckets) + self.errors
 
 
 class Scrape:
@@ -123,10 +124,10 @@ FAMILIES: tuple[Family[Scrape], ...] = (
            "where it runs (accelerator: execution provider or delegate) and on what runtime",
            MODULE + ("accelerator", "platform"),
            lambda s: {(v.module, str(v.version), v.accelerator, v.platform): 1 for v in s.versions.values()}),
-    Family("edgefleet_agent_requests_total", "counter", "Scoring requests a module version answered without an "
-           "error, since it was loaded (HTTP and in-process)", MODULE, lambda s: s.per_version(lambda v: v.requests)),
-    Family("edgefleet_agent_request_errors_total", "counter", "Scoring requests a module version failed (bad "
-           "inputs, or the model or entry script raised), since it was loaded", MODULE,
+    Family("edgefleet_agent_requests_total", "counter", "Scoring requests a module version handled, answered or "
+           "failed, since it was loaded (HTTP and in-process)", MODULE, lambda s: s.per_version(lambda v: v.requests)),
+    Family("edgefleet_agent_request_errors_total", "counter", "Of those requests, the ones a module version "
+           "failed (bad inputs, or the model or entry script raised), since it was loaded", MODULE,
            lambda s: s.per_version(lambda v: v.errors)),
     Family("edgefleet_agent_fallbacks_total", "counter", "Requests the fallback policy sent to the cloud, by "
            "reason (low_confidence: joint inference's second opinion) and outcome (cloud: answered there; local: "

@@ -115,9 +115,9 @@ def test_metrics_on_the_scoring_port_report_each_module_version_since_it_was_loa
     assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     samples = samples_of(response.text)
     module = {"module": "linear", "version": "3"}
-    assert value(samples, "edgefleet_agent_requests_total", **module) == 5
+    assert value(samples, "edgefleet_agent_requests_total", **module) == 6  # errors are requests too
     assert value(samples, "edgefleet_agent_request_errors_total", **module) == 1
-    assert value(samples, "edgefleet_agent_request_duration_seconds_count", **module) == 5
+    assert value(samples, "edgefleet_agent_request_duration_seconds_count", **module) == 5  # only answers are timed
     assert value(samples, "edgefleet_agent_request_duration_seconds_bucket", le="+Inf", **module) == 5
     assert value(samples, "edgefleet_agent_module_info", accelerator="CPUExecutionProvider",
                  platform="onnxruntime_onnx", **module) == 1
