@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..audit import SAFE_METHODS, note, path_object
@@ -72,15 +73,24 @@ def check_role(principal: Principal, needed: str) -> Principal:
 def _require(request: Request, fleet: Fleet, credentials, needed: str) -> Principal:
     principal = authenticate(fleet, credentials)
     request.state.principal = principal
-    request.state.route_template = _route_template(request.url.path, request.path_params)
+    request.state.route_template = route_template(request.scope) or request.url.path
     note(request, **path_object(request.state.route_template, request.path_params))
     return check_role(principal, needed)
 
 
-def _route_template(path: str, params: dict[str, str]) -> str:
-    """``/api/devices/d1/revoke`` with ``{device_id: d1}`` → ``/api/devices/{device_id}/revoke``."""
-    names = {str(value): name for name, value in params.items()}
-    return "/".join(f"{{{names[part]}}}" if part in names else part for part in path.split("/"))
+def route_template(scope) -> str | None:
+    """``/api/devices/{device_id}`` for a request FastAPI routed to that API route, else None (no API route).
+
+    Read from the route itself, never from the concrete path, so a parameter that equals a path segment (a device
+    called ``devices``) stays a parameter. The route's own path is behind the prefix it was included with, and
+    that prefix is the concrete path's leading segments (no API route takes a ``{x:path}`` parameter).
+    """
+    route = scope.get("route")  # FastAPI puts the API route it picked on the request's scope
+    if not isinstance(route, APIRoute):
+        return None
+    own = route.path.strip("/").split("/")
+    concrete = scope["path"].strip("/").split("/")
+    return "/" + "/".join(concrete[:len(concrete) - len(own)] + own)
 
 
 def authorize(request: Request, fleet: FleetDep, credentials: CredentialsDep) -> Principal:

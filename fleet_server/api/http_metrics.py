@@ -6,10 +6,8 @@ by method, route template and status. The route is the template of the API
 route that answered (``/api/devices/{device_id}``, ``/v2/models/{name}/infer``),
 never the concrete path, and ``other`` for anything else (the dashboard's
 files, unknown paths, requests refused before routing), so the label set
-stays as small as the API whatever clients send. The template is the
-route's own path behind the router prefix it was included with, which is
-the concrete path's leading segments (no API route takes a ``{x:path}``
-parameter, so the counts line up). It runs outermost, so refusals by the
+stays as small as the API whatever clients send; the audit log names
+routes the same way (:func:`~fleet_server.api.deps.route_template`). It runs outermost, so refusals by the
 other middlewares (413, 400) are timed too.
 The dashboard's event stream is timed over its whole life. It changes
 nothing in the request or the response.
@@ -19,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi.routing import APIRoute
+from .deps import route_template
 
 OTHER = "other"
 
@@ -45,16 +43,5 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, send_noting_status)
         finally:
-            self.metrics_of().observe_http(scope["method"], route_template(scope), status,
+            self.metrics_of().observe_http(scope["method"], route_template(scope) or OTHER, status,
                                            time.perf_counter() - started)
-
-
-def route_template(scope) -> str:
-    """``/api/devices/{device_id}`` for a request FastAPI routed to that API route; :data:`OTHER` otherwise."""
-    route = scope.get("route")  # FastAPI puts the API route it picked on the request's scope
-    if not isinstance(route, APIRoute):
-        return OTHER
-    own = route.path.strip("/").split("/")
-    concrete = scope["path"].strip("/").split("/")
-    prefix = concrete[:len(concrete) - len(own)]
-    return "/" + "/".join(prefix + own)

@@ -11,6 +11,7 @@ from fleet_protocol import messages, topics
 from fleet_protocol.messages import TelemetryBatch, TelemetryRecord
 from fleet_protocol.timestamps import to_iso
 from fleet_server.clock import utc_now
+from fleet_server.store import audit as audit_store
 from fleet_server.store import devices as device_store
 
 from . import messages as msg
@@ -113,3 +114,14 @@ def test_broker_link_state_shows_connected_and_how_often_it_connected(server):
     assert value(samples, "edgefleet_broker_connected") == 1
     assert value(samples, "edgefleet_broker_connects_total") == 1
     assert value(samples, "process_resident_memory_bytes") > 0
+
+
+def test_a_path_parameter_equal_to_a_path_segment_leaves_the_route_template_whole(api, fleet):
+    """Audit entries and the latency labels take the template from the route FastAPI picked, one way for both."""
+    assert api.post("/api/devices", json={"id": "devices", "tags": {}}).status_code == 201
+    assert api.patch("/api/devices/devices", json={"name": "Door"}).status_code == 200
+    actions = [e["action"] for e in audit_store.list_entries(db=fleet.db) if e["target"] == "/api/devices/devices"]
+    assert actions == ["PATCH /api/devices/{device_id}"]
+    samples = scrape(api)
+    assert value(samples, "edgefleet_http_request_duration_seconds_count", method="PATCH",
+                 route="/api/devices/{device_id}", status="200") == 1
