@@ -7,7 +7,8 @@
                    ``feedback`` to the feedback table: :mod:`fleet_server.feedback`, ``drift`` to the
                    drift windows: :mod:`fleet_server.drift.service`, ``job_result`` to the remote jobs:
                    :mod:`fleet_server.jobs`);
-                   the age of its oldest record goes into the ingest lag histogram
+                   the age of its oldest record goes into the ingest lag histogram (once: not for
+                   a redelivery that stores nothing new)
     .../fetch      publish the requested chunks of a bundle on its shared chunks topic, each
                    as few times as every requester needs (see :class:`ChunkSender`), encrypted
                    with the bundle's content key; only for a bundle in the requesting device's
@@ -166,7 +167,7 @@ class MessageHandlers:
         kept = len(records) + len(captures) + len(labels) + len(windows)
         self.telemetry_received += kept  # at-least-once: a redelivery counts again
         self.telemetry_duplicates += kept - new  # ... and is not stored again (refused windows count here too)
-        if batch.records and not retained:
+        if new and not retained:  # a redelivery that stored nothing new was observed when it was stored
             self._fleet.metrics.observe_ingest(batch.records[0].ts, moment)
         for record in batch.records:
             if record.kind == JOB_RESULT:

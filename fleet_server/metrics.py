@@ -7,8 +7,9 @@ ingest and refusal counts are the running totals :class:`~fleet_server.handlers.
 keeps for ``/api/health``. Two histograms are observed as things happen:
 API latency, by method, route template and status
 (:class:`~fleet_server.api.http_metrics.HttpMetrics`), and telemetry ingest
-lag, once per batch (the age of the batch's oldest record when it is
-stored: the time it waited in the device's outbox and on the way; device
+lag, once per batch stored (the age of the batch's oldest record: the
+time it waited in the device's outbox and on the way; a redelivery that
+stores nothing new is not observed again; device
 timestamps have one-second resolution and a device clock ahead of the
 server's counts as 0).
 
