@@ -13,6 +13,7 @@ from fleet_protocol.timestamps import to_iso
 from fleet_server.clock import utc_now
 from fleet_server.store import audit as audit_store
 from fleet_server.store import devices as device_store
+from tests.support.net import wait_for
 
 from . import messages as msg
 from .conftest import ADMIN_TOKEN
@@ -110,11 +111,17 @@ def test_refused_device_messages_are_counted_by_topic_kind(api, fleet):
     assert value(samples, "edgefleet_mqtt_messages_refused_total", kind="telemetry") == 1
 
 
-def test_broker_link_state_shows_connected_and_how_often_it_connected(server):
-    samples = scrape(httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}))
+def test_broker_link_state_shows_connected_and_how_often_it_connected(server, mosquitto):
+    api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    samples = scrape(api)
     assert value(samples, "edgefleet_broker_connected") == 1
     assert value(samples, "edgefleet_broker_connects_total") == 1
     assert value(samples, "process_resident_memory_bytes") > 0
+    mosquitto.stop()
+    wait_for(lambda: value(scrape(api), "edgefleet_broker_connected") == 0, timeout=30, what="the link to be down")
+    mosquitto.start()
+    wait_for(lambda: value(scrape(api), "edgefleet_broker_connected") == 1, timeout=30, what="the link to be up")
+    assert value(scrape(api), "edgefleet_broker_connects_total") == 2  # it reconnected once
 
 
 def test_a_path_parameter_equal_to_a_path_segment_leaves_the_route_template_whole(api, fleet):
