@@ -3,8 +3,8 @@
 :class:`RecentRequests` remembers, per request id, the model, the version that
 answered, where it was scored, whether an A/B split routed it, and the class
 of every row as :meth:`edge_agent.answers.AnswerCounts.classes` reads it (an
-array: the text a label is compared with is made only when a label arrives,
-so scoring pays ~1 µs, not the conversion). It is bounded twice: at most
+array: the text a label is compared with is made only when a label arrives;
+remembering costs scoring about 2 µs of CPU a request). It is bounded twice: at most
 ``max_requests`` requests and ``max_rows`` predicted rows in all (the agent's
 ``feedback_max_requests`` = 10,000 and ``feedback_max_rows`` = 100,000 by
 default); past either, the oldest requests are forgotten first. A request of

@@ -10,7 +10,7 @@ when the agent turns feedback on (``feedback_max_requests`` and
   (:func:`edge_agent.feedback.new_request_id`) that the response carries;
   :meth:`~FeedbackRoute.cloud_answered` does the same for a request the cloud
   answered for the agent. Both run on the scoring path, so they keep the
-  class of every row as an array and nothing more (about 1 µs a request).
+  class of every row as an array and nothing more (about 2 µs a request).
 - :meth:`~FeedbackRoute.post` serves ``POST /v2/models/{name}/feedback``:
   joins the labels (:func:`edge_agent.feedback.receive`) and writes one
   ``feedback`` record to the outbox per id; a second label for the same id
