@@ -91,7 +91,12 @@ class RecentRequests:
 
     def remember(self, request_id: str, *, model: str, version: int, scored_on: str, split: bool,
                  classes: np.ndarray | None) -> None:
-        """Keep ``request_id``'s answer, ``classes`` as it is (an id used again replaces the older request)."""
+        """Keep ``request_id``'s answer, ``classes`` as it is.
+
+        An id used again replaces the older request's answer, but an id of a model labelled once stays labelled:
+        the server counts one label per (source, model, id), so a second would be dropped there while the client
+        was told it counted.
+        """
         rows = 0 if classes is None else len(classes)
         if not 0 < rows <= min(feedback.MAX_ROWS, self.max_rows):
             return
@@ -100,6 +105,7 @@ class RecentRequests:
             old = self._by_id.pop(request_id, None)
             if old is not None:
                 self._rows -= len(old.classes)
+                entry.labelled = old.labelled and old.model == model
             self._by_id[request_id] = entry
             self._rows += rows
             while len(self._by_id) > self.max_requests or self._rows > self.max_rows:

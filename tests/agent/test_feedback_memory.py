@@ -52,6 +52,18 @@ def test_a_second_label_for_the_same_request_yields_no_record():
     assert len(written) == 1 and feedback.parse_record(written[0]) == written[0]
 
 
+def test_a_label_for_an_id_the_client_used_again_is_a_duplicate_as_the_server_counts_it():
+    recent = RecentRequests()
+    written = []
+    remember(recent, "r1", ["a"])
+    assert receive(recent, written.append, "iris", {"id": "r1", "labels": ["a"]})["duplicate"] is False
+    remember(recent, "r1", ["b"])  # a new request with the same id: the server keeps one label per id
+    assert receive(recent, written.append, "iris", {"id": "r1", "labels": ["b"]})["duplicate"] is True
+    remember(recent, "r1", ["c"], model="other")  # another model's request: a label of its own
+    assert receive(recent, written.append, "other", {"id": "r1", "labels": ["c"]})["duplicate"] is False
+    assert [record["model"] for record in written] == ["iris", "other"]
+
+
 def test_a_label_the_outbox_cannot_store_is_refused_and_can_be_sent_again():
     recent = RecentRequests()
     remember(recent, "r1", ["a"])
