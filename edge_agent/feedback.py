@@ -153,7 +153,7 @@ def receive(recent: RecentRequests, write: Callable[[dict], None], model: str, b
             write(record)
         except Exception as exc:
             scored.labelled = False
-            raise OSError(f"the outbox refused it ({exc})") from exc
+            raise OSError(f"the record was not stored ({exc})") from exc
     correct = sum(p == label for p, label in zip(predicted, labels))
     return {"id": request_id, "model_name": model, "model_version": str(scored.version), "rows": len(labels),
             "correct": correct, "duplicate": record is None}
