@@ -3,7 +3,7 @@
 Everything is read at scrape time from counters the agent already keeps for
 its telemetry; nothing here runs per scoring request (B1/B2 stay where they
 were). Per served module version, requests, errors and latencies come from
-the version's :class:`~edge_agent.runtime.Stats` (the telemetry's latency
+the version's :class:`~edge_agent.request_stats.Stats` (the telemetry's latency
 sketch, totalled since the version was loaded); fallbacks, outbox drops and
 refused messages from the running totals that
 :class:`~edge_agent.offload.Offload`, :class:`~edge_agent.outbox.Outbox`
@@ -15,7 +15,7 @@ The latency histogram is rebuilt from the sketch: each sketch bucket (1 %
 wide) is counted in the Prometheus bucket its representative value falls
 in, so a request within 1 % of a bucket bound may be counted in the
 neighbouring bucket, and ``_sum`` is within 1 % of the true sum. Only
-answered requests are in it (errors are counted apart).
+answered requests are in it (failed ones count in the requests and errors).
 
 The agent imports this module (and prometheus-client) at the first scrape,
 so an agent nobody scrapes does not carry it. No token: the endpoint is
