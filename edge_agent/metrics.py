@@ -125,7 +125,8 @@ FAMILIES: tuple[Family[Scrape], ...] = (
            MODULE + ("accelerator", "platform"),
            lambda s: {(v.module, str(v.version), v.accelerator, v.platform): 1 for v in s.versions.values()}),
     Family("edgefleet_agent_requests_total", "counter", "Scoring requests a module version handled, answered or "
-           "failed, since it was loaded (HTTP and in-process)", MODULE, lambda s: s.per_version(lambda v: v.requests)),
+           "failed, since it was loaded (HTTP, gRPC and in-process)", MODULE,
+           lambda s: s.per_version(lambda v: v.requests)),
     Family("edgefleet_agent_request_errors_total", "counter", "Of those requests, the ones a module version "
            "failed (bad inputs, or the model or entry script raised), since it was loaded", MODULE,
            lambda s: s.per_version(lambda v: v.errors)),
