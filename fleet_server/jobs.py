@@ -11,9 +11,12 @@ for each running job:
 2. when ``abort_after_failures`` devices failed or timed out, cancels every
    device still queued and ends the job ``aborted`` with the reason (IoT Jobs'
    abort rule; what was sent already still reports);
-3. sends the next queued devices, as many as ``rate_per_minute`` allows since
-   the job started (one at once, then one more every 60/rate seconds; all at
-   once without a rate): each gets its own :class:`~fleet_protocol.jobs.JobDocument`
+3. sends the next queued devices, as many as ``rate_per_minute`` allows (one
+   at once, then one more every 60/rate seconds; all at once without a rate).
+   The schedule lives in this process: after a server restart, or once the
+   broker link failed a send, it starts again from the last device sent, so
+   the devices that would have gone during the pause never leave in one burst
+   (a burst would outrun the abort threshold). Each gets its own :class:`~fleet_protocol.jobs.JobDocument`
    signed with the server's current signing key, published on its ``jobs``
    topic at QoS 1 (not retained: the device's persistent session holds it while
    it is offline), then marked sent with the envelope;
@@ -33,7 +36,8 @@ import logging
 import math
 import secrets
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from fleet_protocol import topics
 from fleet_protocol.canonical import canonical_json
@@ -64,6 +68,13 @@ def due(rate_per_minute: float | None, elapsed_s: float, sent: int, queued: int)
     return max(0, min(queued, allowed - sent))
 
 
+class _Schedule(NamedTuple):
+    """Where a job's rate schedule starts: ``since``, when ``sent`` devices had been sent already."""
+
+    since: datetime
+    sent: int
+
+
 class JobController:
     def __init__(self, fleet, *, tick_s: float = 1.0):
         self._fleet = fleet
@@ -72,6 +83,7 @@ class JobController:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._schedules: dict[int, _Schedule] = {}  # per running job; missing: start again (see the docstring)
 
     def start(self) -> None:
         if self._thread is None:
@@ -121,6 +133,7 @@ class JobController:
                 "cancelled", f"job {job_id} was cancelled by {actor} before it was sent to this device"))
             job_store.update_job(db=self._db, job_id=job_id, state="cancelled", reason=f"cancelled by {actor}",
                                  updated=now)
+            self._schedules.pop(job_id, None)
         return self.detail(job_id)
 
     def record_result(self, device_id: str, data: dict) -> None:
@@ -161,14 +174,18 @@ class JobController:
                 self._abort(job, failures, limit, now)
                 return
             sent = sum(counts[s] for s in ("sent", "succeeded", "failed", "timed_out"))
-            elapsed_s = (now - from_iso(job["created"])).total_seconds()
-            for row in job_store.devices(db=self._db, job_id=job_id, states=("queued",),
-                                         limit=due(job["plan"]["rate_per_minute"], elapsed_s, sent, counts["queued"])):
+            schedule = self._schedules.get(job_id) or self._schedule_from_last_send(job, sent, now)
+            self._schedules[job_id] = schedule
+            allowed = due(job["plan"]["rate_per_minute"], (now - schedule.since).total_seconds(), sent - schedule.sent,
+                          counts["queued"])
+            for row in job_store.devices(db=self._db, job_id=job_id, states=("queued",), limit=allowed):
                 if not self._send(job, row["device_id"], now):
+                    self._schedules.pop(job_id, None)  # the link is down: no catching up once it is back
                     break
             counts = job_store.counts(db=self._db, job_id=job_id)
             if not counts["queued"] and not counts["sent"]:
                 job_store.update_job(db=self._db, job_id=job_id, state="completed", reason=None, updated=to_iso(now))
+                self._schedules.pop(job_id, None)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -189,6 +206,15 @@ class JobController:
             raise NotFoundError(f"there is no job {job_id}")
         return job
 
+    def _schedule_from_last_send(self, job: dict, sent: int, now: datetime) -> _Schedule:
+        """A schedule that starts now: nothing sent yet, one device at once; else the next device goes one
+        interval after the last one was sent, and never sooner than now."""
+        rate = job["plan"]["rate_per_minute"]
+        last = job_store.last_sent(db=self._db, job_id=job["id"])
+        if rate is None or not sent or last is None:
+            return _Schedule(now, sent)
+        return _Schedule(max(from_iso(last), now - timedelta(seconds=60 / rate)), sent - 1)
+
     def _send(self, job: dict, device_id: str, now) -> bool:
         """Sign and publish the job for one device; False when the broker link is down (it stays queued)."""
         expires = now + timedelta(seconds=job["plan"]["ttl_s"])
@@ -207,6 +233,7 @@ class JobController:
         cancelled = job_store.cancel_queued(db=self._db, job_id=job["id"], finished=to_iso(now), error=_error(
             "aborted", f"not sent: job {job['id']} was aborted after {failures} device(s) failed"))
         job_store.update_job(db=self._db, job_id=job["id"], state="aborted", reason=reason, updated=to_iso(now))
+        self._schedules.pop(job["id"], None)
         audit.record(self._db, actor=CONTROLLER, action="abort job", target=f"/api/jobs/{job['id']}",
                      object={"job_id": job["id"], "failures": failures, "cancelled": cancelled})
         log.warning("job %d aborted: %s", job["id"], reason)

@@ -78,6 +78,11 @@ def envelope(*, db: Database, job_id: int, device_id: str) -> dict | None:
     return loads(rows[0]["envelope"]) if rows else None
 
 
+def last_sent(*, db: Database, job_id: int) -> str | None:
+    """When the job was last sent to one of its devices (None before the first)."""
+    return db.connection().execute("SELECT MAX(sent) FROM job_devices WHERE job_id = ?", [job_id]).fetchone()[0]
+
+
 def mark_sent(*, db: Database, job_id: int, device_id: str, envelope: dict, sent: str, expires: str) -> None:
     with db.transaction() as tx:
         tx.execute("UPDATE job_devices SET state = 'sent', envelope = ?, sent = ?, expires = ? "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from datetime import timedelta
@@ -152,3 +153,21 @@ def test_rate_limit_sends_in_device_order_and_holds_the_rest(fleet):
     cancelled = fleet.post(f"/api/jobs/{job['id']}/cancel")
     assert cancelled["state"] == "cancelled" and cancelled["counts"]["cancelled"] == 2
     assert fingerprints(fleet.server.fleet)["jobs"] != running, "... and its end"
+
+
+def test_a_restarted_server_sends_the_devices_it_missed_at_the_rate_not_at_once(fleet):
+    fleet.start_agents(4)
+    job = fleet.post("/api/jobs", {"kind": "diagnostics", "selector": {}, "rate_per_minute": 1}, expect=201)
+    fleet.wait_job(job["id"], lambda j: j["devices"][0]["state"] == "succeeded", what="the first device to answer")
+    fleet.stop_server()
+    paused = to_iso(utc_now() - timedelta(minutes=10))  # the server was down for ten minutes
+    with sqlite3.connect(fleet.workdir / "server" / "fleet.db") as db:
+        db.execute("UPDATE jobs SET created = ? WHERE id = ?", (paused, job["id"]))
+        db.execute("UPDATE job_devices SET sent = ? WHERE job_id = ? AND state != 'queued'", (paused, job["id"]))
+    fleet.start_server()
+
+    fleet.server.fleet.jobs.step(job["id"])
+    fleet.server.fleet.jobs.step(job["id"])
+    resumed = fleet.job(job["id"])
+    assert [r["state"] != "queued" for r in resumed["devices"]] == [True, True, False, False], \
+        "one device now, the next a minute later: a pause is not made up in one burst"
