@@ -14,7 +14,8 @@ A job payload on the device's ``jobs`` topic goes through, in order:
    had claimed without finishing (it died meanwhile) is answered ``failed``/
    ``job_interrupted`` rather than run a second time.
 3. One worker thread runs the jobs in arrival order (:mod:`edge_agent.job_kinds`),
-   stores the result, then adds it to the outbox (record kind ``job_result``)
+   stores the result (one over :data:`~fleet_protocol.jobs.MAX_RESULT_BYTES` becomes
+   ``failed``/``result_too_large``), then adds it to the outbox (record kind ``job_result``)
    and makes the telemetry flush due at once; the outbox deletes it only after
    the broker's PUBACK. A result stored
    but not yet in the outbox when the agent stopped is added at the next start.
@@ -30,9 +31,9 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from fleet_protocol.canonical import canonical_text
+from fleet_protocol.canonical import canonical_json, canonical_text
 from fleet_protocol.errors import BadDataError, EdgefleetError, MessageError
-from fleet_protocol.jobs import RESULT_KIND, JobDocument, JobResult, parse_job_envelope
+from fleet_protocol.jobs import MAX_RESULT_BYTES, RESULT_KIND, JobDocument, JobResult, parse_job_envelope
 from fleet_protocol.timestamps import to_iso
 from fleet_protocol.trust import TrustedState
 
@@ -175,6 +176,11 @@ class JobRunner:
             result, error = {}, {"code": "job_error", "category": "job", "message": f"{type(exc).__name__}: {exc}"}
         outcome = JobResult(job.job_id, job.kind, "failed" if error else "succeeded", result, error,
                             to_iso(started), to_iso(self._now()))
+        if len(canonical_json(outcome.to_dict())) > MAX_RESULT_BYTES:  # the server would refuse it
+            outcome = JobResult(job.job_id, job.kind, "failed", {}, {
+                "code": "result_too_large", "category": "job",
+                "message": f"the result is more than {MAX_RESULT_BYTES} bytes as JSON; ask for less"},
+                outcome.started, outcome.finished)
         log.log(logging.WARNING if error else logging.INFO, "job %s %s%s", job.job_id, outcome.state,
                 f": {error['message']}" if error else "")
         self.store.finish(outcome)

@@ -38,7 +38,8 @@ class LogRing(logging.Handler):
         except Exception:  # noqa: BLE001 - a bad log call must not break the agent
             self.handleError(record)
             return
-        line = text.encode("utf-8", "replace")[:MAX_LINE_BYTES] + b"\n"
+        cut = text.encode("utf-8", "replace")[:MAX_LINE_BYTES].decode("utf-8", "ignore")  # no half character
+        line = cut.encode("utf-8") + b"\n"
         with self._ring_lock:
             self._lines.append(line)
             self._bytes += len(line)

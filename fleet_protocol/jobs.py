@@ -18,15 +18,16 @@ not retained. ``job_id`` is unique per job and device; the agent runs a job id
 at most once and answers a redelivery with the result it stored.
 
 The result is an outbox record of kind :data:`RESULT_KIND` (so it is durable
-and leaves the device only on the broker's PUBACK); :func:`parse_result` reads
-its data on the server. No I/O here.
+and leaves the device only on the broker's PUBACK), at most :data:`MAX_RESULT_BYTES`
+of canonical JSON (the agent answers a larger one ``failed``/``result_too_large``);
+:func:`parse_result` reads its data on the server and refuses a larger one. No I/O here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .canonical import parse_json_object
+from .canonical import canonical_json, parse_json_object
 from .errors import MessageError
 from .fields import count_field, field, name_field, refuse_unknown_keys
 from .messages import parse_error
@@ -38,6 +39,8 @@ RESULT_STATES = ("succeeded", "failed")
 MAX_JOB_BYTES = 16 * 1024
 MAX_LOG_BYTES = 65_536
 """Most bytes of log text one ``collect_logs`` job returns (the agent's log ring holds this much)."""
+MAX_RESULT_BYTES = 4 * MAX_LOG_BYTES
+"""Most bytes of one job result record as canonical JSON: room for the log text's JSON escapes."""
 _PARAMS = {"restart_module": ("module",), "health_check": ("module",), "collect_logs": ("max_bytes",),
            "diagnostics": (), "flush_outbox": ()}
 
@@ -116,6 +119,9 @@ class JobResult:
 def parse_result(data: dict) -> JobResult:
     """The data of a :data:`RESULT_KIND` record from a device (untrusted: already parsed by the batch)."""
     where = "job result"
+    size = len(canonical_json(data))
+    if size > MAX_RESULT_BYTES:
+        raise MessageError(f"{where}: {size} bytes, more than {MAX_RESULT_BYTES}")
     state = field(data, "state", str, where=where)
     if state not in RESULT_STATES:
         raise MessageError(f"{where}: state {state!r} is not one of {', '.join(RESULT_STATES)}")
@@ -125,7 +131,8 @@ def parse_result(data: dict) -> JobResult:
     error = parse_error(data.get("error"), where)
     if state == "failed" and error is None:
         raise MessageError(f"{where}: a failed job needs an error")
+    started, finished = field(data, "started", str, where=where), field(data, "finished", str, where=where)
+    from_iso(started, what=f"{where} started"), from_iso(finished, what=f"{where} finished")
     return JobResult(job_id=name_field(data, "job_id", where=where), kind=kind, state=state,
                      result=field(data, "result", dict, where=where, optional=True, default={}), error=error,
-                     started=field(data, "started", str, where=where), finished=field(data, "finished", str,
-                                                                                        where=where))
+                     started=started, finished=finished)

@@ -9,7 +9,7 @@ import pytest
 
 from edge_agent.log_ring import LogRing
 from fleet_protocol.errors import ExpiredError, MessageError, SignatureError
-from fleet_protocol.jobs import MAX_LOG_BYTES, JobDocument, check_params, parse_result
+from fleet_protocol.jobs import MAX_LOG_BYTES, MAX_RESULT_BYTES, JobDocument, check_params, parse_result
 from fleet_protocol.signing import SigningKey, sign_envelope
 from fleet_protocol.timestamps import to_iso
 from fleet_protocol.trust import TrustedState
@@ -103,3 +103,31 @@ def test_log_ring_keeps_the_newest_lines_within_its_byte_cap():
     assert ring.size_bytes <= 1000 and ring.dropped > 0
     tail = ring.tail(300)
     assert len(tail.encode()) <= 300 and tail.rstrip().endswith("x") and "line 099" in tail and "line 000" not in tail
+
+
+def test_log_ring_cuts_a_long_line_between_characters_never_inside_one():
+    ring = LogRing()
+    logger = logging.getLogger("edgefleet.test.ring")
+    logger.addHandler(ring)
+    try:
+        for pad in ("", "a", "ab"):  # one of the three cuts lands inside a three-byte character
+            logger.warning("%s%s", pad, "€" * 1000)
+    finally:
+        logger.removeHandler(ring)
+    text = ring.tail(ring.size_bytes)
+    assert "\ufffd" not in text and len(text.encode()) == ring.size_bytes, "the bytes the ring counts are the text's"
+
+
+def test_job_result_over_its_byte_cap_is_refused():
+    result = {"job_id": "job-1", "kind": "collect_logs", "state": "succeeded", "started": "2026-01-01T00:00:00Z",
+              "finished": "2026-01-01T00:00:01Z", "result": {"text": "x" * MAX_RESULT_BYTES}}
+    with pytest.raises(MessageError, match=f"more than {MAX_RESULT_BYTES}"):
+        parse_result(result)
+    parse_result({**result, "result": {"text": "x" * MAX_LOG_BYTES}})
+
+
+def test_job_result_times_must_be_timestamps():
+    result = {"job_id": "job-1", "kind": "diagnostics", "state": "succeeded", "started": "2026-01-01T00:00:00Z",
+              "finished": "<img src=x onerror=alert(1)>"}
+    with pytest.raises(MessageError, match="finished"):
+        parse_result(result)

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
+from datetime import timedelta
 
+from edge_agent.clock import utc_now
+from edge_agent.job_kinds import JobContext
 from edge_agent.jobs import JobRunner, JobStore
+from edge_agent.log_ring import LogRing
 from edge_agent.mqtt_link import RefusalCount
 from edge_agent.outbox import Outbox
-from fleet_protocol.jobs import RESULT_KIND, JobDocument, JobResult
+from fleet_protocol.canonical import canonical_json
+from fleet_protocol.jobs import MAX_LOG_BYTES, MAX_RESULT_BYTES, RESULT_KIND, JobDocument, JobResult
+from fleet_protocol.signing import SigningKey, sign_envelope
+from fleet_protocol.timestamps import to_iso
+from fleet_protocol.trust import TrustedState
+from tests.support.net import wait_for
 
 JOB = JobDocument("job-1", "dev-1", "diagnostics", {}, "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z")
 
@@ -39,3 +49,33 @@ def test_a_job_the_agent_died_running_is_answered_interrupted_not_run_again(tmp_
         runner.stop()
         store.close()
         outbox.close()
+
+
+def test_a_result_larger_than_the_server_takes_is_answered_result_too_large(tmp_path):
+    key = SigningKey.from_seed(b"s" * 32)
+    now = utc_now()
+    job = JobDocument("job-logs", "dev-1", "collect_logs", {"max_bytes": MAX_LOG_BYTES}, to_iso(now),
+                      to_iso(now + timedelta(hours=1)))
+    ring = LogRing()
+    logger = logging.getLogger("edgefleet.test.control")
+    logger.addHandler(ring)
+    try:
+        for _ in range(100):
+            logger.warning("\x01" * 1000)  # each control character is six bytes of JSON: \u0001
+    finally:
+        logger.removeHandler(ring)
+    outbox, store = Outbox(tmp_path / "agent.db"), JobStore(tmp_path / "agent.db")
+    context = JobContext(None, None, None, outbox, ring, tmp_path, "generic-cpu")
+    runner = JobRunner(trust=TrustedState("dev-1", [key.public_key]), store=store, outbox=outbox, context=context,
+                       refusals=RefusalCount(), on_malformed=lambda topic: None)
+    runner.start()
+    try:
+        runner.receive("jobs", canonical_json(sign_envelope(job.to_dict(), key)))
+        results = wait_for(lambda: [json.loads(r.data_json) for r in outbox.pending_stored(10)
+                                    if r.kind == RESULT_KIND], timeout=20, what="the job's result in the outbox")
+    finally:
+        runner.stop()
+        store.close()
+        outbox.close()
+    assert [(r["state"], r["error"]["code"]) for r in results] == [("failed", "result_too_large")]
+    assert all(len(r.data_json.encode()) <= MAX_RESULT_BYTES for r in Outbox(tmp_path / "agent.db").pending_stored(10))
