@@ -12,7 +12,9 @@ A job payload on the device's ``jobs`` topic goes through, in order:
    never runs again: a finished one answers its stored result once more, one
    still queued or running here is ignored, and one a previous run of the agent
    had claimed without finishing (it died meanwhile) is answered ``failed``/
-   ``job_interrupted`` rather than run a second time.
+   ``job_interrupted`` rather than run a second time. A finished job whose
+   result is in the outbox is forgotten :data:`KEEP_AFTER_EXPIRY_S` after its
+   expiry (a redelivery is refused as expired by then), so the table stays small.
 3. One worker thread runs the jobs in arrival order (:mod:`edge_agent.job_kinds`),
    stores the result (one over :data:`~fleet_protocol.jobs.MAX_RESULT_BYTES` becomes
    ``failed``/``result_too_large``), then adds it to the outbox (record kind ``job_result``)
@@ -28,13 +30,14 @@ import logging
 import queue
 import sqlite3
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
 from fleet_protocol.canonical import canonical_json, canonical_text
 from fleet_protocol.errors import BadDataError, EdgefleetError, MessageError
 from fleet_protocol.jobs import MAX_RESULT_BYTES, RESULT_KIND, JobDocument, JobResult, parse_job_envelope
-from fleet_protocol.timestamps import to_iso
+from fleet_protocol.timestamps import from_iso, to_iso
 from fleet_protocol.trust import TrustedState
 
 from .clock import utc_now
@@ -50,9 +53,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     kind TEXT NOT NULL,
     received TEXT NOT NULL,
     result TEXT,
-    sent INTEGER NOT NULL DEFAULT 0
+    sent INTEGER NOT NULL DEFAULT 0,
+    expires TEXT
 );
 """
+KEEP_AFTER_EXPIRY_S = 86_400  # a day of slack for the device's clock before a job id is forgotten
 
 
 class JobStore:
@@ -63,12 +68,15 @@ class JobStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        if "expires" not in {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}:  # a first-release db
+            self._db.execute("ALTER TABLE jobs ADD COLUMN expires TEXT")
 
     def claim(self, job: JobDocument) -> tuple[bool, dict | None]:
         """``(True, None)`` when ``job`` is new (now claimed), else ``(False, its stored result or None)``."""
         with self._lock:
-            inserted = self._db.execute("INSERT OR IGNORE INTO jobs(job_id, kind, received) VALUES (?, ?, ?)",
-                                        (job.job_id, job.kind, to_iso(utc_now()))).rowcount
+            inserted = self._db.execute(
+                "INSERT OR IGNORE INTO jobs(job_id, kind, received, expires) VALUES (?, ?, ?, ?)",
+                (job.job_id, job.kind, to_iso(utc_now()), to_iso(from_iso(job.expires)))).rowcount
             if inserted:
                 return True, None
             row = self._db.execute("SELECT result FROM jobs WHERE job_id = ?", (job.job_id,)).fetchone()
@@ -82,6 +90,12 @@ class JobStore:
     def mark_sent(self, job_id: str) -> None:
         with self._lock:
             self._db.execute("UPDATE jobs SET sent = 1 WHERE job_id = ?", (job_id,))
+
+    def forget_expired(self, now: datetime) -> int:
+        """Drop finished, sent jobs that expired over :data:`KEEP_AFTER_EXPIRY_S` before ``now``; how many."""
+        with self._lock:
+            return self._db.execute("DELETE FROM jobs WHERE result IS NOT NULL AND sent = 1 AND expires < ?",
+                                    (to_iso(now - timedelta(seconds=KEEP_AFTER_EXPIRY_S)),)).rowcount
 
     def unfinished(self) -> list[tuple[str, str]]:
         """``(job_id, kind)`` of jobs claimed but never finished (the agent stopped while they waited or ran)."""
@@ -125,6 +139,7 @@ class JobRunner:
             self.store.finish(JobResult(job_id, kind, "failed", {}, error, now, now))
         for result in self.store.unsent():
             self._send(result)
+        self.store.forget_expired(self._now())
         self._thread = threading.Thread(target=self._loop, name="jobs", daemon=True)
         self._thread.start()
 
@@ -185,6 +200,7 @@ class JobRunner:
                 f": {error['message']}" if error else "")
         self.store.finish(outcome)
         self._send(outcome.to_dict())
+        self.store.forget_expired(self._now())
 
     def _send(self, result: dict) -> None:
         self.outbox.add(RESULT_KIND, result)

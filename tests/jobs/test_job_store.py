@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
+from dataclasses import replace
 from datetime import timedelta
 
 from edge_agent.clock import utc_now
@@ -15,11 +17,11 @@ from edge_agent.outbox import Outbox
 from fleet_protocol.canonical import canonical_json
 from fleet_protocol.jobs import MAX_LOG_BYTES, MAX_RESULT_BYTES, RESULT_KIND, JobDocument, JobResult
 from fleet_protocol.signing import SigningKey, sign_envelope
-from fleet_protocol.timestamps import to_iso
+from fleet_protocol.timestamps import from_iso, to_iso
 from fleet_protocol.trust import TrustedState
 from tests.support.net import wait_for
 
-JOB = JobDocument("job-1", "dev-1", "diagnostics", {}, "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z")
+JOB = JobDocument("job-1", "dev-1", "diagnostics", {}, "2026-01-01T00:00:00Z", "2099-01-01T00:00:00Z")
 
 
 def test_a_job_id_is_claimed_once_and_then_answers_its_stored_result(tmp_path):
@@ -79,3 +81,27 @@ def test_a_result_larger_than_the_server_takes_is_answered_result_too_large(tmp_
         outbox.close()
     assert [(r["state"], r["error"]["code"]) for r in results] == [("failed", "result_too_large")]
     assert all(len(r.data_json.encode()) <= MAX_RESULT_BYTES for r in Outbox(tmp_path / "agent.db").pending_stored(10))
+
+
+def test_a_job_id_is_forgotten_only_a_day_after_its_job_expired_and_its_result_left(tmp_path):
+    store = JobStore(tmp_path / "agent.db")
+    other = JobDocument("job-2", "dev-1", "diagnostics", {}, JOB.issued, JOB.expires)
+    for job in (JOB, other):
+        store.claim(job)
+        store.finish(JobResult(job.job_id, job.kind, "succeeded", {}, None, "a", "b"))
+    store.mark_sent(JOB.job_id)  # job-2's result is not in the outbox yet
+    expired = from_iso(JOB.expires)
+    assert store.forget_expired(expired + timedelta(hours=23)) == 0, "a redelivery within the day still answers"
+    assert store.forget_expired(expired + timedelta(hours=25)) == 1
+    assert store.claim(JOB) == (True, None) and store.claim(other)[0] is False
+    store.close()
+
+
+def test_a_job_store_written_before_expiries_were_kept_still_claims_jobs(tmp_path):
+    with sqlite3.connect(tmp_path / "agent.db") as db:  # the table as the first release made it
+        db.execute("CREATE TABLE jobs (job_id TEXT PRIMARY KEY, kind TEXT NOT NULL, received TEXT NOT NULL, "
+                   "result TEXT, sent INTEGER NOT NULL DEFAULT 0)")
+        db.execute("INSERT INTO jobs VALUES ('job-0', 'diagnostics', '2026-01-01T00:00:00Z', '{}', 1)")
+    store = JobStore(tmp_path / "agent.db")
+    assert store.claim(JOB) == (True, None) and store.claim(replace(JOB, job_id="job-0"))[0] is False
+    store.close()
