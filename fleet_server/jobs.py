@@ -7,7 +7,9 @@ devices matching *now*, in id order) and stores one queued row per device.
 The controller (one background thread, plus a step after every change) then,
 for each running job:
 
-1. marks devices that did not answer before their job expired ``timed_out``;
+1. marks devices that did not answer before their job expired ``timed_out``
+   (in an aborted or cancelled job too: what was sent before the stop is
+   never left ``sent`` for ever);
 2. when ``abort_after_failures`` devices failed or timed out, cancels every
    device still queued and ends the job ``aborted`` with the reason (IoT Jobs'
    abort rule; what was sent already still reports);
@@ -151,15 +153,13 @@ class JobController:
 
     def step_all(self) -> None:
         with self._lock:
-            for job in job_store.list_jobs(db=self._db, states=("running",)):
-                self.step(job["id"])
+            for job_id in job_store.waiting_job_ids(db=self._db):
+                self.step(job_id)
 
     def step(self, job_id: int) -> None:
         """Time out, abort, send or complete as the plan says; writes commit together."""
         with self._lock, self._db.transaction():
             job = self._get(job_id)
-            if job["state"] != "running":
-                return
             now = utc_now()
             for row in job_store.devices(db=self._db, job_id=job_id, states=("sent",)):
                 if from_iso(row["expires"]) <= now:
@@ -167,6 +167,8 @@ class JobController:
                                             state="timed_out", finished=to_iso(now), result=None, from_states=("sent",),
                                             error=_error("no_answer", f"no result before the job expired at "
                                                                       f"{row['expires']}"))
+            if job["state"] != "running":
+                return
             counts = job_store.counts(db=self._db, job_id=job_id)
             limit = job["plan"]["abort_after_failures"]
             failures = counts["failed"] + counts["timed_out"]

@@ -104,8 +104,9 @@ def fingerprints(fleet: Fleet) -> dict[str, str]:
     heartbeat, which the telemetry digest already reports. A deployment
     counts by the devices a rollout has let in, whether it was withdrawn and
     whether its A/B comparison was decided (promoted);
-    a rollout by its state, reason and waves (``updated`` moves with each); jobs by the running ones'
-    states and per-device counts, and how many there are.
+    a rollout by its state, reason and waves (``updated`` moves with each); jobs by the states and per-device
+    counts of those still waiting for devices (running, or stopped with a device sent but not answered),
+    and how many there are.
     """
     devices = [{k: v for k, v in d.items() if k not in ("last_seen", "desired_envelope")}
                for d in device_store.list_devices(db=fleet.db)]
@@ -114,7 +115,8 @@ def fingerprints(fleet: Fleet) -> dict[str, str]:
     rollouts = [(r["id"], r["state"], r["reason"], r["waves"], r["updated"])
                 for r in rollout_store.list_rollouts(db=fleet.db)]
     jobs = [(j["id"], j["state"], j["updated"], job_store.counts(db=fleet.db, job_id=j["id"]))
-            for j in job_store.list_jobs(db=fleet.db, states=("running",))] + [len(job_store.list_jobs(db=fleet.db))]
+            for j in map(lambda job_id: job_store.get_job(db=fleet.db, job_id=job_id),
+                         job_store.waiting_job_ids(db=fleet.db))] + [len(job_store.list_jobs(db=fleet.db))]
     newest = telemetry_store.query(db=fleet.db, limit=1)
     newest_key = [(r["device_id"], r["outbox_id"], r["seq"], r["received"]) for r in newest]
     return {topic: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -58,6 +58,13 @@ def list_jobs(*, db: Database, states: tuple[str, ...] | None = None) -> list[di
     return [_job(r) for r in db.connection()["jobs"].rows_where(where, params, order_by="id")]
 
 
+def waiting_job_ids(*, db: Database) -> list[int]:
+    """Jobs the controller still has work on: running ones, and stopped ones with devices not answered yet."""
+    return [row[0] for row in db.connection().execute(
+        "SELECT id FROM jobs WHERE state = 'running' OR id IN (SELECT job_id FROM job_devices WHERE state = 'sent') "
+        "ORDER BY id").fetchall()]
+
+
 def update_job(*, db: Database, job_id: int, state: str, reason: str | None, updated: str) -> None:
     with db.transaction() as tx:
         tx.execute("UPDATE jobs SET state = ?, reason = ?, updated = ? WHERE id = ?", [state, reason, updated, job_id])

@@ -171,3 +171,19 @@ def test_a_restarted_server_sends_the_devices_it_missed_at_the_rate_not_at_once(
     resumed = fleet.job(job["id"])
     assert [r["state"] != "queued" for r in resumed["devices"]] == [True, True, False, False], \
         "one device now, the next a minute later: a pause is not made up in one burst"
+
+
+def test_a_device_sent_a_job_before_it_was_cancelled_times_out_if_it_never_answers(fleet):
+    silent, _ = fleet.start_agents(2)
+    silent.stop()  # offline: the broker keeps its job, nothing answers
+    job = fleet.post("/api/jobs", {"kind": "diagnostics", "selector": {}, "rate_per_minute": 1}, expect=201)
+    cancelled = fleet.post(f"/api/jobs/{job['id']}/cancel")
+    assert [r["state"] for r in cancelled["devices"]] == ["sent", "cancelled"]
+    with fleet.server.fleet.db.transaction() as db:  # its hour is up
+        db.execute("UPDATE job_devices SET expires = ? WHERE job_id = ? AND device_id = ?",
+                   [to_iso(utc_now() - timedelta(seconds=1)), job["id"], silent.device_id])
+    before = fingerprints(fleet.server.fleet)["jobs"]
+    fleet.server.fleet.jobs.step_all()
+    assert fingerprints(fleet.server.fleet)["jobs"] != before, "the dashboard's event stream reports it"
+    row = by_device(fleet.job(job["id"]))[silent.device_id]
+    assert row["state"] == "timed_out" and row["error"]["code"] == "no_answer", row
