@@ -133,6 +133,25 @@ def parse_result(data: dict) -> JobResult:
         raise MessageError(f"{where}: a failed job needs an error")
     started, finished = field(data, "started", str, where=where), field(data, "finished", str, where=where)
     from_iso(started, what=f"{where} started"), from_iso(finished, what=f"{where} finished")
-    return JobResult(job_id=name_field(data, "job_id", where=where), kind=kind, state=state,
-                     result=field(data, "result", dict, where=where, optional=True, default={}), error=error,
-                     started=started, finished=finished)
+    result = field(data, "result", dict, where=where, optional=True, default={})
+    if state == "succeeded":
+        _check_result(kind, result, where=f"{where} of {kind}")
+    return JobResult(job_id=name_field(data, "job_id", where=where), kind=kind, state=state, result=result,
+                     error=error, started=started, finished=finished)
+
+
+def _check_result(kind: str, result: dict, *, where: str) -> None:
+    """The fields of a succeeded result that the CLI and the dashboard show (more are allowed)."""
+    if kind == "collect_logs":
+        field(result, "text", str, where=where), count_field(result, "bytes", where=where)
+    elif kind == "diagnostics":
+        if not all(isinstance(p, str) for p in field(result, "providers", list, where=where)):
+            raise MessageError(f"{where}: field 'providers' must be a list of names")
+        for part, counts in (("memory", ("total_bytes", "available_bytes")), ("disk", ("free_bytes",))):
+            values = field(result, part, dict, where=where)
+            for key in counts:
+                count_field(values, key, where=f"{where} {part}")
+        field(field(result, "versions", dict, where=where), "agent", str, where=f"{where} versions")
+        field(result, "clock_skew_s", int, where=where)
+    elif kind in ("restart_module", "health_check"):
+        name_field(result, "module", where=where), count_field(result, "version", where=where, minimum=1)

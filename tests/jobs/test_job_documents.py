@@ -123,7 +123,19 @@ def test_job_result_over_its_byte_cap_is_refused():
               "finished": "2026-01-01T00:00:01Z", "result": {"text": "x" * MAX_RESULT_BYTES}}
     with pytest.raises(MessageError, match=f"more than {MAX_RESULT_BYTES}"):
         parse_result(result)
-    parse_result({**result, "result": {"text": "x" * MAX_LOG_BYTES}})
+    parse_result({**result, "result": {"text": "x" * MAX_LOG_BYTES, "bytes": MAX_LOG_BYTES}})
+
+
+def test_succeeded_result_must_carry_what_the_cli_and_dashboard_show():
+    diagnostics = {"providers": ["CPUExecutionProvider"], "memory": {"total_bytes": 8, "available_bytes": 4},
+                   "disk": {"free_bytes": 2}, "versions": {"agent": "0.1.0"}, "clock_skew_s": 0}
+    result = {"job_id": "job-1", "kind": "diagnostics", "state": "succeeded", "started": "2026-01-01T00:00:00Z",
+              "finished": "2026-01-01T00:00:01Z", "result": diagnostics}
+    assert parse_result(result).result == diagnostics
+    with pytest.raises(MessageError, match="memory"):
+        parse_result({**result, "result": {**diagnostics, "memory": "plenty"}})
+    with pytest.raises(MessageError, match="'text'"):
+        parse_result({**result, "kind": "collect_logs", "result": {"bytes": 3}})
 
 
 def test_job_result_times_must_be_timestamps():
