@@ -8,10 +8,8 @@ import sqlite3
 import subprocess
 import sys
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 import onnxruntime
-import paho.mqtt.client as mqtt
 
 from edge_agent.agent import Agent
 from fleet_protocol import topics
@@ -24,19 +22,12 @@ from fleet_server.dashboard.router import fingerprints
 from fleet_server.store import jobs as job_store
 from tests.jobs.conftest import ADMIN_TOKEN
 from tests.support.net import wait_for
+from tests.support.redelivery import publish_once
 
 
 def publish(broker_url: str, device_id: str, envelope: dict) -> None:
     """Put a job envelope on a device's jobs topic, as a redelivery (or a forger) would."""
-    broker = urlsplit(broker_url)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    client.connect(broker.hostname, broker.port)
-    client.loop_start()
-    try:
-        client.publish(topics.device_topic(device_id, "jobs"), canonical_json(envelope), qos=1).wait_for_publish(10)
-    finally:
-        client.loop_stop()
-        client.disconnect()
+    publish_once(broker_url, topics.device_topic(device_id, "jobs"), canonical_json(envelope))
 
 
 def by_device(job: dict) -> dict[str, dict]:

@@ -47,7 +47,8 @@ def _stored(db_path: Path, device_id: str, count: int) -> tuple[str, list[messag
     return outbox_id, records, times
 
 
-def _publish(broker_url: str, topic: str, payload: bytes) -> None:
+def publish_once(broker_url: str, topic: str, payload: bytes) -> None:
+    """Publish one QoS 1 message from a throwaway client, as a redelivery (or a forger) would."""
     broker = urlsplit(broker_url)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     client.connect(broker.hostname, broker.port)
@@ -65,7 +66,7 @@ def assert_redelivery_is_counted_and_not_stored(*, server_url: str, db_path: Pat
     outbox_id, records, _ = _stored(db_path, device_id, count)
     _, duplicates = telemetry_counts(server_url)
     batch = messages.TelemetryBatch(device_id, outbox_id, tuple(records))
-    _publish(broker_url, topics.device_topic(device_id, "telemetry"), messages.encode(batch.to_dict()))
+    publish_once(broker_url, topics.device_topic(device_id, "telemetry"), messages.encode(batch.to_dict()))
     wait_for(lambda: telemetry_counts(server_url)[1] >= duplicates + len(records), timeout=30,
              what=f"the server to count the {len(records)} records delivered again as duplicates")
     _, _, times = _stored(db_path, device_id, count)

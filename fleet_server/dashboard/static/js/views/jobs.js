@@ -5,6 +5,7 @@ import { apiGet, apiPost, enc, hasRole } from "../api.js";
 import { errorBlock } from "../alerts.js";
 import { actionButton } from "../dialog.js";
 import { ago, badge, bytes, fill, h, link, section, table } from "../dom.js";
+import { target } from "./deployments.js";
 
 export const JOB_STATES = ["queued", "sent", "succeeded", "failed", "timed_out", "cancelled"];
 
@@ -18,14 +19,7 @@ function kindText(job) {
 }
 
 function targetText(t) {
-  if (t.group) return `group ${t.group}`;
-  const parts = [];
-  if (t.devices && t.devices.length) parts.push(`devices: ${t.devices.join(", ")}`);
-  if (t.selector) {
-    const tags = Object.entries(t.selector).map(([k, v]) => `${k}=${v}`).join(", ");
-    parts.push(tags ? `tags: ${tags}` : "every device");
-  }
-  return parts.join("; ");
+  return t.group ? `group ${t.group}` : target(t);
 }
 
 /** Devices by job state: a bar and the numbers as text. */
