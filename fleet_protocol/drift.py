@@ -8,8 +8,9 @@ leaves such an output out (named in the reference's ``skipped``).
 
 **Reference** (built by the server from a baseline at registration, shipped
 in the bundle as ``drift_reference.json``): per feature, the inner edges of
-:data:`BINS` quantile bins of the baseline (equal edges merged, so a
-discrete column gets one bin per value), the baseline's minimum and maximum,
+:data:`BINS` quantile bins of the baseline (a column of at most
+:data:`BINS` distinct values gets one bin per value, and a value holding
+more than a tenth of the rows a bin of its own), the baseline's minimum and maximum,
 and the baseline's count in each bin. Bin ``i`` holds ``edges[i-1] <= x <
 edges[i]`` (``np.searchsorted(edges, x, side="right")``): the first and
 last bins are open-ended, so a shifted value still lands in a bin.
@@ -171,12 +172,26 @@ def _feature(name: str, tensor: str, side: str, column: int, values: np.ndarray)
     finite = values[np.isfinite(values)]
     if len(finite) < _MIN_FINITE:
         raise BadDataError(f"drift baseline: feature {name} has fewer than {_MIN_FINITE} finite values")
-    quantiles = np.quantile(finite, np.linspace(0, 1, BINS + 1)[1:-1], method="lower")  # values the data has
-    edges = np.unique(quantiles)
-    edges = edges[edges > finite.min()]  # a first bin that no baseline value reaches would only add noise
+    edges = _edges(finite)
     counts = np.bincount(np.searchsorted(edges, finite, side="right"), minlength=len(edges) + 1)
     return Feature(name=name, tensor=tensor, side=side, column=column, edges=tuple(float(e) for e in edges),
                    low=float(finite.min()), high=float(finite.max()), expected=tuple(int(c) for c in counts))
+
+
+def _edges(finite: np.ndarray) -> np.ndarray:
+    """Inner bin edges of a column: one bin per value when it has at most :data:`BINS` distinct values (a constant
+    gets a second, empty bin above it), else quantile edges, with a value that holds more than a tenth of the rows
+    (a quantile repeated) given a bin of its own, so a binary or zero-inflated column still has bins to drift in."""
+    values = np.unique(finite)
+    if len(values) == 1:
+        edges = np.nextafter(values, np.inf)
+        return edges[np.isfinite(edges)]
+    if len(values) <= BINS:
+        return values[1:]
+    quantiles = np.quantile(finite, np.linspace(0, 1, BINS + 1)[1:-1], method="lower")  # values the data has
+    distinct, repeats = np.unique(quantiles, return_counts=True)
+    edges = np.union1d(distinct, np.nextafter(distinct[repeats > 1], np.inf))  # at most BINS - 1 edges in all
+    return edges[edges > finite.min()]  # a first bin that no baseline value reaches would only add noise
 
 
 class TensorBins:

@@ -81,6 +81,18 @@ def test_a_discrete_column_gets_one_bin_per_value():
     assert ref.features[0].edges == (1.0, 2.0) and ref.features[0].expected == (50, 30, 20)
 
 
+@pytest.mark.parametrize("baseline, moved", [
+    (np.repeat([0.0, 1.0], [910, 90]), np.repeat([0.0, 1.0], [500, 500])),  # a rare class becomes common
+    (np.r_[np.zeros(950), np.arange(1.0, 51.0)], np.r_[np.zeros(500), np.arange(1.0, 501.0)]),  # zero-inflated
+    (np.full(200, 3.0), np.full(600, 4.0)),  # a constant that changes
+], ids=["binary", "zero-inflated", "constant"])
+def test_a_column_whose_quantiles_coincide_still_gets_bins_and_its_drift_is_caught(baseline, moved):
+    ref = drift.build_reference({"x": baseline.reshape(-1, 1)}, {})
+    counter = DriftCounter(ref, "m:1")
+    counter.wrap(lambda inputs: Answer({}))({"x": moved.reshape(-1, 1)})
+    assert ref.features[0].bins >= 2 and drifted(ref, counter.take()) == {"x[0]"}
+
+
 def test_an_image_input_is_refused_at_registration_with_what_drift_covers():
     with pytest.raises(BadDataError, match="2-D tabular inputs.*shape \\[200, 3, 8, 8\\]"):
         drift.build_reference({"image": np.zeros((200, 3, 8, 8), np.float32)}, {})
