@@ -43,6 +43,8 @@ REFERENCE_TYPE = "drift-reference"
 BINS = 10
 MIN_BASELINE_ROWS = 100
 MAX_FEATURES = 512
+MAX_WINDOW_ROWS = 10**9  # rows one window may claim: far above a device's heartbeat, and merged windows stay
+# far inside int64 (a device claiming 2**53 rows per window overflowed the server's sums after 1,024 windows)
 _MIN_FINITE = 2  # a column needs this many finite baseline values for its bins
 
 
@@ -261,8 +263,10 @@ def parse_window(doc: object) -> dict:
     reference = field(doc, "reference", str, where=where)
     if len(reference) != 16 or not all(c in "0123456789abcdef" for c in reference):
         raise MessageError(f"{where}: reference must be 16 hex digits")
-    return {"model": name, "version": int(version), "reference": reference,
-            "rows": count_field(doc, "rows", where=where), "counts": counts}
+    rows = count_field(doc, "rows", where=where)
+    if rows > MAX_WINDOW_ROWS:
+        raise MessageError(f"{where}: rows must be at most {MAX_WINDOW_ROWS}, got {rows}")
+    return {"model": name, "version": int(version), "reference": reference, "rows": rows, "counts": counts}
 
 
 def check_counts(reference: Reference, counts: list[list[int]], rows: int) -> None:
@@ -270,9 +274,9 @@ def check_counts(reference: Reference, counts: list[list[int]], rows: int) -> No
     if len(counts) != len(reference.features):
         raise MessageError(f"drift window: {len(counts)} features, the reference has {len(reference.features)}")
     for feature, row in zip(reference.features, counts):
-        if len(row) != feature.bins + 2 or sum(row[:-1]) != rows:
-            raise MessageError(f"drift window: feature {feature.name} needs {feature.bins} bins + nan + "
-                               f"out_of_range adding up to {rows} rows")
+        if len(row) != feature.bins + 2 or sum(row[:-1]) != rows or row[-1] > rows - row[-2]:
+            raise MessageError(f"drift window: feature {feature.name} needs {feature.bins} bins + nan adding up "
+                               f"to {rows} rows, then out_of_range counting some of the binned ones")
 
 
 def merge(windows: list[list[list[int]]]) -> list[np.ndarray] | None:

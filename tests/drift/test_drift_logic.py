@@ -121,6 +121,19 @@ def test_a_window_that_does_not_fit_its_reference_is_refused():
         drift.check_counts(ref, inflated, good["rows"])
 
 
+def test_a_window_cannot_claim_more_rows_than_a_device_scores_nor_more_out_of_range_values_than_rows():
+    ref = reference(np.random.default_rng(3))
+    huge = drift.MAX_WINDOW_ROWS + 1  # 1,024 windows of 2**53 rows each overflowed the server's int64 sums
+    counts = [[huge] + [0] * (f.bins - 1) + [0, 0] for f in ref.features]
+    with pytest.raises(MessageError, match="rows must be at most"):
+        drift.parse_window({"model_ref": "m:1", "reference": ref.id, "rows": huge, "counts": counts})
+    good = window(DriftCounter(ref, "m:1"), np.random.default_rng(4).normal(size=(100, 4)))
+    outside = [row[:] for row in good["counts"]]
+    outside[0][-1] = 10**6  # shown as an out-of-range rate of 1,000,000 %
+    with pytest.raises(MessageError, match="out_of_range counting some of the binned ones"):
+        drift.check_counts(ref, outside, good["rows"])
+
+
 def test_a_reference_that_is_not_one_is_refused_naming_the_field():
     doc = reference(np.random.default_rng(5)).to_dict()
     doc["features"][0]["edges"] = [2.0, 1.0]
