@@ -86,3 +86,10 @@ def test_a_profile_sample_of_enough_rows_becomes_the_reference_of_a_version_with
     assert response.status_code == 200, response.text
     stored = api.get("/api/models/scaler/versions/1/drift/reference").json()
     assert stored["source"] == "profile sample" and stored["reference"]["rows"] == drift.MIN_BASELINE_ROWS
+
+
+def test_a_since_that_is_not_a_time_or_reaches_before_year_one_is_a_400_naming_it(api):
+    register(api, ("b.npy", npy(np.random.default_rng(4).normal(size=(200, 4)).astype(np.float32))))
+    for since, message in (("999999d", "before year 1"), ("yesterday", "neither a time")):
+        response = api.get("/api/models/scaler/versions/1/drift", params={"since": since})
+        assert response.status_code == 400 and message in response.json()["detail"], response.text

@@ -29,7 +29,10 @@ def parse_since(since: str | None) -> str | None:
         return None
     ago = _AGO.fullmatch(since)
     if ago:
-        return to_iso(utc_now() - timedelta(seconds=int(ago[1]) * _UNIT_S[ago[2]]))
+        try:
+            return to_iso(utc_now() - timedelta(seconds=int(ago[1]) * _UNIT_S[ago[2]]))
+        except OverflowError:  # 999999d reaches back before year 1
+            raise BadDataError(f"since {since!r} reaches back before year 1") from None
     try:
         return to_iso(from_iso(since))
     except BadDataError:
