@@ -27,9 +27,11 @@ def get_reference(*, db: Database, model: str, version: int) -> dict | None:
 
 
 def delete_version(*, db: Database, model: str, version: int) -> None:
-    """Forget a deleted model version's reference (its windows and alerts stay, as history)."""
+    """Forget a deleted model version's reference, windows and alerts: without the reference nothing reads them,
+    and the next version registered may take the same number (windows of another reference must not merge)."""
     with db.transaction() as tx:
-        tx.execute("DELETE FROM drift_references WHERE model = ? AND version = ?", [model, version])
+        for table in ("drift_references", "drift_windows", "drift_alerts"):
+            tx.execute(f"DELETE FROM {table} WHERE model = ? AND version = ?", [model, version])
 
 
 def insert_windows(*, db: Database, device_id: str, outbox_id: str, windows: list[dict], received: str) -> int:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+from datetime import timedelta
 
 import numpy as np
 
 from fleet_protocol import drift, messages, topics
 from fleet_protocol.messages import TelemetryBatch, TelemetryRecord
+from fleet_protocol.timestamps import to_iso
+from fleet_server.clock import utc_now
 
 from .builders import tiny_onnx
 
@@ -29,9 +32,24 @@ def window(reference_id: str, rows: int = 4) -> dict:
     return {"model_ref": "scaler:1", "reference": reference_id, "rows": rows, "counts": counts}
 
 
-def batch(*records: tuple[int, dict]) -> bytes:
+def batch(*records: tuple[int, dict], ts: str = "2026-12-03T10:00:00Z") -> bytes:
     return messages.encode(TelemetryBatch("dev-1", "box-1", tuple(
-        TelemetryRecord(seq, "2026-12-03T10:00:00Z", kind, data) for seq, kind, data in records)).to_dict())
+        TelemetryRecord(seq, ts, kind, data) for seq, kind, data in records)).to_dict())
+
+
+def expected_window(reference: dict, rows: int, *, moved: str | None = None) -> dict:
+    """A window of ``rows`` spread as the baseline was, except feature ``moved``: all of it in its last bin."""
+    counts = []
+    for feature in reference["features"]:
+        expected = np.asarray(feature["expected"], np.float64)
+        bins = np.floor(expected / expected.sum() * rows).astype(int)
+        bins[0] += rows - bins.sum()
+        if feature["name"] == moved:
+            bins[:] = 0
+            bins[-1] = rows
+        counts.append([int(c) for c in bins] + [0, 0])
+    return {"model_ref": "scaler:1", "reference": drift.Reference.from_dict(reference).id, "rows": rows,
+            "counts": counts}
 
 
 def test_a_redelivered_window_is_stored_once_and_a_bad_one_is_refused_without_losing_the_rest(api, fleet):
@@ -93,3 +111,39 @@ def test_a_since_that_is_not_a_time_or_reaches_before_year_one_is_a_400_naming_i
     for since, message in (("999999d", "before year 1"), ("yesterday", "neither a time")):
         response = api.get("/api/models/scaler/versions/1/drift", params={"since": since})
         assert response.status_code == 400 and message in response.json()["detail"], response.text
+
+
+def test_an_alert_is_raised_once_per_crossing_cleared_when_the_feature_is_back_and_raised_again_on_the_next(
+        api, fleet):
+    register(api, ("b.npy", npy(np.random.default_rng(5).normal(size=(1000, 4)).astype(np.float32))))
+    reference = api.get("/api/models/scaler/versions/1/drift/reference").json()["reference"]
+    topic, now, seq = topics.device_topic("dev-1", "telemetry"), to_iso(utc_now() - timedelta(seconds=5)), 0
+
+    def send(window: dict) -> list[tuple[str, bool]]:
+        nonlocal seq
+        seq += 1
+        fleet.handlers.handle(topic, batch((seq, drift.KIND, window), ts=now))
+        alerts = api.get("/api/drift/alerts", params={"model": "scaler"}).json()
+        return sorted((a["feature"], a["cleared"] is None) for a in alerts)
+
+    assert send(expected_window(reference, 1000)) == []
+    assert send(expected_window(reference, 1000, moved="x[1]")) == [("x[1]", True)]  # 2,000 rows, half moved
+    assert send(expected_window(reference, 1000, moved="x[1]")) == [("x[1]", True)]  # still over: no second alert
+    assert send(expected_window(reference, 50_000)) == [("x[1]", False)]  # diluted back under every threshold
+    assert send(expected_window(reference, 1000)) == [("x[1]", False)]  # still under: nothing new
+    assert send(expected_window(reference, 60_000, moved="x[1]")) == [("x[1]", False), ("x[1]", True)]
+
+
+def test_a_deleted_version_takes_its_windows_along_so_a_version_registered_under_its_number_starts_clean(
+        api, fleet):
+    register(api, ("b.npy", npy(np.random.default_rng(6).normal(size=(1000, 4)).astype(np.float32))))
+    first = api.get("/api/models/scaler/versions/1/drift/reference").json()["reference"]
+    fleet.handlers.handle(topics.device_topic("dev-1", "telemetry"),
+                          batch((1, drift.KIND, expected_window(first, 1000, moved="x[0]")), ts=to_iso(utc_now())))
+    assert len(api.get("/api/drift/alerts", params={"model": "scaler"}).json()) == 1  # x[0]
+    assert api.delete("/api/models/scaler/versions/1").status_code == 204
+    discrete = np.tile(np.arange(3, dtype=np.float32), (4, 100)).T  # 3 bins per column, not 10
+    assert register(api, ("b.npy", npy(discrete))).json()["version"] == 1  # the number is free again
+    report = api.get("/api/models/scaler/versions/1/drift")
+    assert report.status_code == 200, report.text
+    assert report.json()["groups"] == [] and report.json()["alerts"] == []
