@@ -5,13 +5,16 @@ gets a :class:`DriftCounter`; versions without one get nothing, and their
 score function is not wrapped (zero cost).
 
 Hot path: the score wrapper only appends the request's input and output
-arrays to a list (inputs copied, so a caller reusing its buffer cannot
+arrays to a queue (inputs copied, so a caller reusing its buffer cannot
 change what is counted). Every :data:`FLUSH_REQUESTS` requests the request
-that fills the list bins the whole list at once (one vectorised comparison
+that fills the queue bins the whole queue at once (one vectorised comparison
 per tensor: the per-call cost of numpy, about 10 µs per tensor, is paid once
 per :data:`FLUSH_REQUESTS` requests instead of on each); the telemetry
 thread bins what is left at each heartbeat and takes the window. Every
-request is counted; the lock is taken only to bin, never to append. A
+request is counted, whichever threads score; the lock is taken only to
+bin, never to append (a :class:`collections.deque`: appends and pops are
+atomic, so a request appended while another thread bins waits for the next
+flush instead of going into a list already taken). A
 request whose tensors do not have the reference's columns is not counted.
 
 This module does not send anything: :func:`window_record` gives the
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Callable
 
@@ -46,7 +50,7 @@ class DriftCounter:
         self._counts = {tensor: np.zeros(bins.size, np.int64) for tensor, bins, _ in self._inputs + self._outputs}
         self._rows = 0
         self._lock = threading.Lock()
-        self.pending: list[tuple[dict, dict]] = []
+        self.pending: deque[tuple[dict, dict]] = deque()  # append and popleft are atomic: no request is lost
 
     def wrap(self, score: Callable) -> Callable:
         """``score`` that also records each answered request for counting."""
@@ -66,7 +70,7 @@ class DriftCounter:
     def flush(self) -> None:
         """Bin every pending request (any thread)."""
         with self._lock:
-            pending, self.pending = self.pending, []
+            pending = [self.pending.popleft() for _ in range(len(self.pending))]  # others may append meanwhile
             if not pending:
                 return
             try:

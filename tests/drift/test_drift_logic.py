@@ -3,6 +3,9 @@ false-alarm and detection rates over many seeded windows."""
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import numpy as np
 import pytest
 
@@ -62,6 +65,28 @@ def test_too_few_rows_are_never_judged_however_far_they_moved():
     moved[-3] = stats.MIN_ROWS - 1  # every row in the last bin
     result = stats.compare(feature.expected, moved)
     assert result["psi"] > stats.THRESHOLDS["psi"] and not result["drifted"]
+
+
+def test_every_request_is_counted_when_many_threads_score_at_once():
+    ref = drift.build_reference({"x": np.random.default_rng(6).normal(size=(200, 2))}, {})
+    counter = DriftCounter(ref, "m:1")
+    score = counter.wrap(lambda inputs: Answer({}))
+    requests, threads, interval = 5000, 8, sys.getswitchinterval()
+
+    def client() -> None:
+        for _ in range(requests):
+            score({"x": np.zeros((1, 2))})
+
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, between any two bytecodes
+    try:
+        running = [threading.Thread(target=client) for _ in range(threads)]
+        for thread in running:
+            thread.start()
+        for thread in running:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert counter.take()["rows"] == requests * threads
 
 
 def test_nan_and_out_of_range_values_are_counted_apart_and_every_row_adds_up():
