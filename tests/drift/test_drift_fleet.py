@@ -3,34 +3,15 @@ merging their histogram windows into PSI/JS/KS per feature and raising alerts on
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-import pytest
 
-from tests.deployments.conftest import Fleet
+from tests.deployments.conftest import Fleet, fleet  # noqa: F401 - the real server fixture, reused
 from tests.deployments.test_cli import edgefleet
+from tests.pipeline.conftest import npy
 from tests.server.builders import tiny_onnx
 from tests.support.net import wait_for
 
 ROWS_PER_REQUEST, REQUESTS = 50, 24  # 1200 rows per device: over the 500 rows a judgement needs
-
-
-@pytest.fixture
-def fleet(tmp_path, mosquitto, monkeypatch) -> Fleet:
-    from tests.deployments.conftest import ADMIN_TOKEN
-
-    monkeypatch.setenv("EDGEFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
-    running = Fleet(tmp_path, mosquitto.url)
-    running.start_server()
-    yield running
-    running.close()
-
-
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def register_with_baseline(fleet: Fleet, rng: np.random.Generator) -> dict:

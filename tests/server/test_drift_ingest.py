@@ -4,7 +4,6 @@ one, windows stored once however often they are delivered, a bad window refused 
 from __future__ import annotations
 
 import hashlib
-import io
 from datetime import timedelta
 
 import numpy as np
@@ -13,14 +12,9 @@ from fleet_protocol import drift, messages, topics
 from fleet_protocol.messages import TelemetryBatch, TelemetryRecord
 from fleet_protocol.timestamps import to_iso
 from fleet_server.clock import utc_now
+from tests.pipeline.conftest import npy
 
 from .builders import tiny_onnx
-
-
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def register(api, baseline: tuple[str, bytes], name: str = "scaler"):
