@@ -10,8 +10,10 @@ batch is kept. Windows are stored once (``(device, outbox, seq)``).
 the device's windows of the last ``drift_alert_period_s`` are merged and
 each feature judged (:mod:`.stats`). A feature that drifts and has no open
 alert raises one (stored with its statistics); an open alert whose feature
-no longer drifts is cleared. So an alert is raised once per crossing, not
-per window, and a period with too few rows changes nothing.
+has settled (every statistic under 80 % of its threshold,
+:func:`.stats.settled`) is cleared. So an alert is raised once per crossing,
+not per window, a feature hovering at a threshold keeps its one alert, and a
+period with too few rows changes nothing.
 
 **Reports** (:func:`report`): windows merged by group (all devices, a tag's
 values, or devices) over the whole period, and per time bucket for drift
@@ -99,7 +101,7 @@ def evaluate(fleet, *, model: str, version: int, device_id: str, reference: drif
         if result["drifted"] and feature.name not in open_alerts:
             drift_store.raise_alert(db=fleet.db, model=model, version=version, device_id=device_id,
                                     feature=feature.name, raised=to_iso(now), statistics=result)
-        elif not result["drifted"] and feature.name in open_alerts:
+        elif feature.name in open_alerts and stats.settled(result):
             drift_store.clear_alert(db=fleet.db, alert_id=open_alerts[feature.name], cleared=to_iso(now))
 
 

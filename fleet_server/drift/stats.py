@@ -16,6 +16,9 @@ A feature **drifts** when any statistic reaches its threshold
 rows; with fewer rows nothing is judged (the statistics of a small sample
 are too noisy: PSI's expectation with no drift is about (bins - 1) / rows).
 NaN and out-of-range counts are reported as rates beside the statistics.
+A feature has **settled** (an open alert may clear) only when every
+statistic is under :data:`CLEAR_FRACTION` of its threshold: without that
+margin a feature sitting at a threshold raised an alert on every other window.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from scipy.special import kolmogorov
 FLOOR = 1e-4
 MIN_ROWS = 500
 THRESHOLDS = {"psi": 0.2, "js": 0.1, "ks": 0.1}
+CLEAR_FRACTION = 0.8
 
 
 def compare(expected: list[int] | np.ndarray, observed: np.ndarray) -> dict:
@@ -54,3 +58,9 @@ def compare(expected: list[int] | np.ndarray, observed: np.ndarray) -> dict:
 
 def _rate(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
+
+
+def settled(result: dict) -> bool:
+    """Whether a judged feature (:func:`compare`, at least :data:`MIN_ROWS` rows) is back well under every
+    threshold."""
+    return result["rows"] >= MIN_ROWS and all(result[k] < t * CLEAR_FRACTION for k, t in THRESHOLDS.items())

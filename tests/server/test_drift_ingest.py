@@ -31,16 +31,15 @@ def batch(*records: tuple[int, dict], ts: str = "2026-12-03T10:00:00Z") -> bytes
         TelemetryRecord(seq, ts, kind, data) for seq, kind, data in records)).to_dict())
 
 
-def expected_window(reference: dict, rows: int, *, moved: str | None = None) -> dict:
-    """A window of ``rows`` spread as the baseline was, except feature ``moved``: all of it in its last bin."""
+def expected_window(reference: dict, rows: int, *, moved: str | None = None, share: float = 1.0) -> dict:
+    """A window of ``rows`` spread as the baseline was, except feature ``moved``: ``share`` of it in its last bin."""
     counts = []
     for feature in reference["features"]:
         expected = np.asarray(feature["expected"], np.float64)
-        bins = np.floor(expected / expected.sum() * rows).astype(int)
-        bins[0] += rows - bins.sum()
-        if feature["name"] == moved:
-            bins[:] = 0
-            bins[-1] = rows
+        shifted = round(rows * share) if feature["name"] == moved else 0
+        bins = np.floor(expected / expected.sum() * (rows - shifted)).astype(int)
+        bins[0] += rows - shifted - bins.sum()
+        bins[-1] += shifted
         counts.append([int(c) for c in bins] + [0, 0])
     return {"model_ref": "scaler:1", "reference": drift.Reference.from_dict(reference).id, "rows": rows,
             "counts": counts}
@@ -126,6 +125,21 @@ def test_an_alert_is_raised_once_per_crossing_cleared_when_the_feature_is_back_a
     assert send(expected_window(reference, 50_000)) == [("x[1]", False)]  # diluted back under every threshold
     assert send(expected_window(reference, 1000)) == [("x[1]", False)]  # still under: nothing new
     assert send(expected_window(reference, 60_000, moved="x[1]")) == [("x[1]", False), ("x[1]", True)]
+
+
+def test_a_feature_hovering_at_a_threshold_keeps_one_alert_until_it_is_well_under_every_threshold(api, fleet):
+    register(api, ("b.npy", npy(np.random.default_rng(5).normal(size=(1000, 4)).astype(np.float32))))
+    reference = api.get("/api/models/scaler/versions/1/drift/reference").json()["reference"]
+    topic, now = topics.device_topic("dev-1", "telemetry"), to_iso(utc_now() - timedelta(seconds=5))
+    # the hour's share of x[1] moved to its last bin: 13 % drifts (KS 0.117), 11 % just does not (KS 0.099),
+    # 13 % again, then 5 % (KS 0.045, under 80 % of every threshold)
+    for seq, (rows, share, alerts) in enumerate(((1000, 0.13, [None]), (1000, 0.09, [None]), (1000, 0.17, [None]),
+                                                 (4800, 0.0, ["cleared"])), start=1):
+        fleet.handlers.handle(topic, batch((seq, drift.KIND, expected_window(reference, rows, moved="x[1]",
+                                                                              share=share)), ts=now))
+        listed = api.get("/api/drift/alerts", params={"model": "scaler"}).json()
+        assert [a["cleared"] and "cleared" for a in listed] == alerts, (seq, listed)
+        assert {a["feature"] for a in listed} == {"x[1]"}
 
 
 def test_a_deleted_version_takes_its_windows_along_so_a_version_registered_under_its_number_starts_clean(
