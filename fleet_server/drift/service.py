@@ -7,7 +7,9 @@ per bin); a bad one is counted as malformed and dropped, the rest of the
 batch is kept. Windows are stored once (``(device, outbox, seq)``).
 
 **Alerts** (:func:`evaluate`, after each ingest, per device and version):
-the device's windows of the last ``drift_alert_period_s`` are merged and
+the device's windows of the ``drift_alert_period_s`` up to the newest one
+received (by the device's timestamps, so a backlog sent after hours offline
+is judged too) are merged and
 each feature judged (:mod:`.stats`). A feature that drifts and has no open
 alert raises one (stored with its statistics); an open alert whose feature
 has settled (every statistic under 80 % of its threshold,
@@ -81,15 +83,19 @@ def ingest(fleet, *, device_id: str, outbox_id: str, records: list[dict], receiv
     new = drift_store.insert_windows(db=fleet.db, device_id=device_id, outbox_id=outbox_id, windows=windows,
                                      received=received)
     for model, version in {(w["model"], w["version"]) for w in windows}:
-        evaluate(fleet, model=model, version=version, device_id=device_id, reference=references[(model, version)][1])
+        latest = max(w["ts"] for w in windows if (w["model"], w["version"]) == (model, version))
+        evaluate(fleet, model=model, version=version, device_id=device_id, reference=references[(model, version)][1],
+                 until=latest)
     return new
 
 
-def evaluate(fleet, *, model: str, version: int, device_id: str, reference: drift.Reference) -> None:
-    """Raise or clear this device's alerts from its windows of the last alert period."""
+def evaluate(fleet, *, model: str, version: int, device_id: str, reference: drift.Reference, until: str) -> None:
+    """Raise or clear this device's alerts from its windows of the alert period that ends at ``until`` (the
+    newest window just received: a device back from hours offline has its backlog judged as it was scored)."""
     now = utc_now()
-    since = to_iso(now - timedelta(seconds=fleet.config.drift_alert_period_s))
-    rows = drift_store.windows(db=fleet.db, model=model, version=version, since=since, device_id=device_id)
+    since = to_iso(from_iso(until) - timedelta(seconds=fleet.config.drift_alert_period_s))
+    rows = drift_store.windows(db=fleet.db, model=model, version=version, since=since, until=until,
+                               device_id=device_id)
     merged = drift.merge([w["counts"] for w in rows])
     if merged is None:
         return

@@ -46,13 +46,14 @@ def insert_windows(*, db: Database, device_id: str, outbox_id: str, windows: lis
         return tx.conn.total_changes - before
 
 
-def windows(*, db: Database, model: str, version: int, since: str | None = None,
+def windows(*, db: Database, model: str, version: int, since: str | None = None, until: str | None = None,
             device_id: str | None = None) -> list[dict]:
-    """Windows of a version, oldest first, each with the tags its device has now."""
+    """Windows of a version (``since <= ts <= until``), oldest first, each with the tags its device has now."""
     clauses, params = ["w.model = ?", "w.version = ?"], [model, version]
-    if since is not None:
-        clauses.append("w.ts >= ?")
-        params.append(since)
+    for clause, value in (("w.ts >= ?", since), ("w.ts <= ?", until)):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
     if device_id is not None:
         clauses.append("w.device_id = ?")
         params.append(device_id)

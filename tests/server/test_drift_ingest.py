@@ -142,6 +142,15 @@ def test_a_feature_hovering_at_a_threshold_keeps_one_alert_until_it_is_well_unde
         assert {a["feature"] for a in listed} == {"x[1]"}
 
 
+def test_windows_a_device_sends_after_hours_offline_are_judged_as_of_when_they_were_scored(api, fleet):
+    register(api, ("b.npy", npy(np.random.default_rng(7).normal(size=(1000, 4)).astype(np.float32))))
+    reference = api.get("/api/models/scaler/versions/1/drift/reference").json()["reference"]
+    scored = to_iso(utc_now() - timedelta(hours=3))  # older than the alert period when it finally arrives
+    fleet.handlers.handle(topics.device_topic("dev-1", "telemetry"),
+                          batch((1, drift.KIND, expected_window(reference, 1000, moved="x[2]")), ts=scored))
+    assert [a["feature"] for a in api.get("/api/drift/alerts", params={"model": "scaler"}).json()] == ["x[2]"]
+
+
 def test_a_deleted_version_takes_its_windows_along_so_a_version_registered_under_its_number_starts_clean(
         api, fleet):
     register(api, ("b.npy", npy(np.random.default_rng(6).normal(size=(1000, 4)).astype(np.float32))))
