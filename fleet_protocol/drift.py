@@ -86,6 +86,10 @@ class Reference:
         """What windows name their reference by: 16 hex digits of the reference's SHA-256."""
         return sha256_hex(self.to_json())[:16]
 
+    def non_finite(self, feature: Feature) -> int:
+        """How many baseline rows of ``feature`` were NaN or infinite (in no bin)."""
+        return self.rows - sum(feature.expected)
+
     def tensors(self, side: str) -> dict[str, list[Feature]]:
         out: dict[str, list[Feature]] = {}
         for feature in self.features:
@@ -124,7 +128,10 @@ class Reference:
                                     edges=edges, low=float(low), high=float(high), expected=expected))
         if len({f.name for f in features}) != len(features):
             raise BadDataError(f"{where}: a feature name is listed twice")
-        return cls(rows=count_field(doc, "rows", where=where, minimum=1, error=err), features=tuple(features),
+        rows = count_field(doc, "rows", where=where, minimum=1, error=err)
+        if any(sum(f.expected) > rows for f in features):
+            raise BadDataError(f"{where}: a feature's expected counts add up to more than its {rows} rows")
+        return cls(rows=rows, features=tuple(features),
                    skipped=tuple(str(s) for s in field(doc, "skipped", list, where=where, optional=True,
                                                        default=[], error=err)))
 

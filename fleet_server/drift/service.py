@@ -101,7 +101,7 @@ def evaluate(fleet, *, model: str, version: int, device_id: str, reference: drif
         return
     open_alerts = drift_store.open_alerts(db=fleet.db, model=model, version=version, device_id=device_id)
     for feature, observed in zip(reference.features, merged):
-        result = stats.compare(feature.expected, observed)
+        result = _compare(reference, feature, observed)
         if result["rows"] < stats.MIN_ROWS:
             continue
         if result["drifted"] and feature.name not in open_alerts:
@@ -133,8 +133,8 @@ def report(fleet, *, model: str, version: int, by: str | None = None, since: str
 
 def _group(name: str, windows: list[dict], reference: drift.Reference, bucket_s: int) -> dict:
     merged = drift.merge([w["counts"] for w in windows])
-    features = [{"name": f.name, **stats.compare(f.expected, observed)} for f, observed in zip(reference.features,
-                                                                                            merged)]
+    features = [{"name": f.name, **_compare(reference, f, observed)} for f, observed in zip(reference.features,
+                                                                                          merged)]
     buckets: dict[str, list[dict]] = {}
     for window in windows:
         moment = from_iso(window["ts"])
@@ -144,6 +144,10 @@ def _group(name: str, windows: list[dict], reference: drift.Reference, bucket_s:
     for start, rows in sorted(buckets.items())[-MAX_SERIES_BUCKETS:]:
         counts = drift.merge([w["counts"] for w in rows])
         series.append({"start": start, "rows": sum(w["rows"] for w in rows),
-                       "psi": {f.name: stats.compare(f.expected, c)["psi"] for f, c in zip(reference.features, counts)}})
+                       "psi": {f.name: _compare(reference, f, c)["psi"] for f, c in zip(reference.features, counts)}})
     return {"group": name, "devices": len({w["device_id"] for w in windows}), "windows": len(windows),
             "rows": sum(w["rows"] for w in windows), "features": features, "series": series}
+
+
+def _compare(reference: drift.Reference, feature: drift.Feature, observed) -> dict:
+    return stats.compare(feature.expected, observed, baseline_nan=reference.non_finite(feature))

@@ -58,6 +58,14 @@ def test_baseline_windows_raise_almost_no_alarm_and_shifted_ones_are_caught_for_
     assert wrong / WINDOWS <= 0.01
 
 
+def test_a_feature_that_turns_to_nan_drifts_and_its_output_with_it():
+    rng = np.random.default_rng(7)
+    ref = reference(rng)
+    x = rng.normal(size=(WINDOW_ROWS, 4))
+    x[:, 3] = np.nan  # a dead sensor
+    assert drifted(ref, window(DriftCounter(ref, "m:1"), x)) == {"x[3]", "y[3]"}
+
+
 def test_too_few_rows_are_never_judged_however_far_they_moved():
     ref = reference(np.random.default_rng(1))
     feature = ref.features[0]
@@ -163,4 +171,8 @@ def test_a_reference_that_is_not_one_is_refused_naming_the_field():
     doc = reference(np.random.default_rng(5)).to_dict()
     doc["features"][0]["edges"] = [2.0, 1.0]
     with pytest.raises(BadDataError, match="x\\[0\\].*increasing"):
+        drift.Reference.from_dict(doc)
+    doc = reference(np.random.default_rng(5)).to_dict()
+    doc["rows"] = 10  # fewer than the baseline counts: its NaN share would be negative
+    with pytest.raises(BadDataError, match="add up to more than its 10 rows"):
         drift.Reference.from_dict(doc)
