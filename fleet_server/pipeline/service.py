@@ -27,13 +27,14 @@ from .samples import load_samples
 
 
 def register_converted(fleet, *, name: str, data: bytes, tags: dict[str, str], properties: dict,
-                       allow_duplicate: bool = False) -> dict:
-    """Convert a pickled estimator (operator-only: unpickling runs code) and register the ONNX."""
+                       allow_duplicate: bool = False, baseline: tuple[str, bytes] | None = None) -> dict:
+    """Convert a pickled estimator (operator-only: unpickling runs code) and register the ONNX (``baseline``: as
+    :func:`fleet_server.registry.register_model`)."""
     registry.check_name(name)
     onnx_bytes, estimator = sklearn_to_onnx(data)
     return registry.register_model(fleet, name=name, data=onnx_bytes, tags=tags,
                                    properties={**properties, "converted_from": f"sklearn:{estimator}"},
-                                   allow_duplicate=allow_duplicate)
+                                   allow_duplicate=allow_duplicate, baseline=baseline)
 
 
 def optimize_version(fleet, *, name: str, version: int, level: str, quantize: str | None,

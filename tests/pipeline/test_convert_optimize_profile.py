@@ -29,6 +29,15 @@ def test_sklearn_pickle_is_converted_to_onnx_without_zipmap(api, mlp_pickle, iri
     assert np.array_equal(labels, pickle.loads(mlp_pickle).predict(x))
 
 
+def test_a_converted_model_registered_with_a_baseline_gets_its_drift_reference(api, forest_pickle, iris):
+    x, _ = iris
+    response = api.post("/api/models/iris-forest/from-sklearn", files={"file": ("model.pkl", forest_pickle),
+                                                                      "baseline": ("iris.npy", npy(x))})
+    assert response.status_code == 201, response.text
+    assert response.json()["drift_reference"]["features"][:4] == ["input[0]", "input[1]", "input[2]", "input[3]"]
+    assert api.get("/api/models/iris-forest/versions/1/drift/reference").status_code == 200
+
+
 def test_pickle_of_something_other_than_an_estimator_is_refused(api):
     response = convert(api, "notamodel", pickle.dumps({"weights": [1, 2, 3]}))
     assert response.status_code == 400

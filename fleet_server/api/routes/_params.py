@@ -37,3 +37,15 @@ def read_upload(upload: UploadFile, *, limit_bytes: int) -> bytes:
     if len(data) > limit_bytes:
         raise TooLargeError(f"the upload is larger than the server's limit of {limit_bytes} bytes")
     return data
+
+
+def read_baseline(fleet, upload: UploadFile | None) -> tuple[str, bytes] | None:
+    """A drift baseline upload as ``(file name, bytes)`` (its name says its format), or None."""
+    if upload is None:
+        return None
+    return upload.filename or "baseline", read_upload(upload, limit_bytes=fleet.config.max_upload_bytes)
+
+
+def drift_note(record: dict) -> dict:
+    """What the audit log notes of a registration's drift reference (nothing without one)."""
+    return {"drift_reference": record["drift_reference"]["id"]} if record.get("drift_reference") else {}

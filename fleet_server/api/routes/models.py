@@ -12,7 +12,7 @@ from ...errors import NotFoundError
 from ...store import models as model_store
 from ..deps import FleetDep
 from ..schemas import ModelVersionPublic, ModelVersionUpdate
-from ._params import parse_json_form, parse_tag_filters, read_upload
+from ._params import drift_note, parse_json_form, parse_tag_filters, read_baseline, read_upload
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -36,12 +36,9 @@ def register(fleet: FleetDep, request: Request, name: str,
     parsed_tags = parse_json_form(tags, what="tags", strings_only=True)
     parsed_properties = parse_json_form(properties, what="properties")
     data = read_upload(file, limit_bytes=fleet.config.max_upload_bytes)
-    baseline_data = None if baseline is None else (
-        baseline.filename or "baseline", read_upload(baseline, limit_bytes=fleet.config.max_upload_bytes))
     record = registry.register_model(fleet, name=name, data=data, tags=parsed_tags, properties=parsed_properties,
-                                     allow_duplicate=allow_duplicate, baseline=baseline_data)
-    note(request, version=record["version"], sha256=record["sha256"],
-         **({"drift_reference": record["drift_reference"]["id"]} if "drift_reference" in record else {}))
+                                     allow_duplicate=allow_duplicate, baseline=read_baseline(fleet, baseline))
+    note(request, version=record["version"], sha256=record["sha256"], **drift_note(record))
     return record
 
 

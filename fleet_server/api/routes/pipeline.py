@@ -17,7 +17,7 @@ from ...audit import note
 from ...pipeline import service
 from ..deps import FleetDep
 from ..schemas import ModelVersionPublic
-from ._params import parse_json_form, read_upload
+from ._params import drift_note, parse_json_form, read_baseline, read_upload
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -33,8 +33,11 @@ def register_sklearn(fleet: FleetDep, request: Request, name: str,
                      tags: Annotated[str | None, Form(description="JSON object of string to string")] = None,
                      properties: Annotated[str | None, Form(description="JSON object")] = None,
                      allow_duplicate: Annotated[bool, Form(description="Register even when this name already "
-                                                                       "holds the same ONNX bytes")] = False) -> dict:
-    """Convert a pickled scikit-learn model to ONNX (skl2onnx, ZipMap off) and register it as the next version.
+                                                                       "holds the same ONNX bytes")] = False,
+                     baseline: Annotated[UploadFile | None, File(description="Drift baseline: .npy, .npz or .csv rows "
+                                                                             "of the model's inputs")] = None) -> dict:
+    """Convert a pickled scikit-learn model to ONNX (skl2onnx, ZipMap off) and register it as the next version
+    (with a drift reference from ``baseline``, as ``POST /api/models/{name}``).
 
     Unpickling runs code: this needs an operator or admin token.
     """
@@ -42,8 +45,9 @@ def register_sklearn(fleet: FleetDep, request: Request, name: str,
     parsed_properties = parse_json_form(properties, what="properties")
     data = read_upload(file, limit_bytes=fleet.config.max_upload_bytes)
     record = service.register_converted(fleet, name=name, data=data, tags=parsed_tags,
-                                        properties=parsed_properties, allow_duplicate=allow_duplicate)
-    note(request, version=record["version"], sha256=record["sha256"])
+                                        properties=parsed_properties, allow_duplicate=allow_duplicate,
+                                        baseline=read_baseline(fleet, baseline))
+    note(request, version=record["version"], sha256=record["sha256"], **drift_note(record))
     return record
 
 
