@@ -5,6 +5,13 @@ A manifest lists every file with its SHA-256, size and chunks. It is signed
 canonical JSON of the manifest, names the bundle: a bundle is content
 addressed. Parsing validates every field and refuses paths that could escape
 the bundle's directory. No I/O.
+
+A manifest has a ``kind``: ``module`` (a model and its scripts, the default,
+left out of the dict so older manifests and their signatures stay byte for
+byte the same) or ``agent`` (a new version of the device agent: the wheels of
+``edgefleet[agent]`` under ``wheels/``, module :data:`AGENT_MODULE`, runtime
+:data:`AGENT_RUNTIME`, its ``model`` the ``edgefleet`` wheel, whose file name
+gives :attr:`BundleManifest.agent_version`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,13 @@ from .fields import count_field, digest_field, field, name_field, name_list_fiel
 
 MANIFEST_TYPE = "bundle-manifest"
 RUNTIMES = ("onnx", "tflite")
+KINDS = ("module", "agent")
+AGENT_MODULE = "edgefleet-agent"
+AGENT_RUNTIME = "wheels"
+WHEELS_DIR = "wheels/"
+# PEP 427 file name of the agent's own wheel: edgefleet-{version}(-{build})?-{python}-{abi}-{platform}.whl
+_AGENT_WHEEL = re.compile(r"wheels/edgefleet-([0-9][A-Za-z0-9.+!]*)-(?:[0-9][A-Za-z0-9_.]*-)?[A-Za-z0-9_.]+"
+                          r"-[A-Za-z0-9_.]+-[A-Za-z0-9_.]+\.whl")
 DEFAULT_CHUNK_SIZE_BYTES = 262_144
 MAX_CHUNK_SIZE_BYTES = 4 * 1024 * 1024
 MAX_FILES = 1_000
@@ -119,6 +133,7 @@ class BundleManifest:
     description: str = ""
     config: dict = dc_field(default_factory=dict)
     drift_reference: str | None = None  # a file of the bundle: the model's drift reference (fleet_protocol.drift)
+    kind: str = "module"
 
     def to_dict(self) -> dict:
         doc = {
@@ -140,7 +155,15 @@ class BundleManifest:
         }
         if self.drift_reference is not None:  # only then, so other manifests stay byte for byte as before
             doc["drift_reference"] = self.drift_reference
+        if self.kind != "module":  # only then, so module manifests (and their digests) stay as before
+            doc["kind"] = self.kind
         return doc
+
+    @property
+    def agent_version(self) -> str | None:
+        """The agent version an ``agent`` bundle installs (from its ``edgefleet`` wheel's name), else None."""
+        match = _AGENT_WHEEL.fullmatch(self.model) if self.kind == "agent" else None
+        return match.group(1) if match else None
 
     @property
     def digest(self) -> str:
@@ -174,8 +197,11 @@ class BundleManifest:
             raise ManifestError("manifest must be a JSON object")
         if doc.get("type") != MANIFEST_TYPE:
             raise ManifestError(f"manifest: field 'type' must be {MANIFEST_TYPE!r}")
+        kind = field(doc, "kind", str, where=where, optional=True, default="module", error=err)
+        if kind not in KINDS:
+            raise ManifestError(f"manifest: kind {kind!r} is not one of {', '.join(KINDS)}")
         runtime = field(doc, "runtime", str, where=where, error=err)
-        if runtime not in RUNTIMES:
+        if kind == "module" and runtime not in RUNTIMES:  # an agent bundle's runtime is checked with its files
             raise ManifestError(f"manifest: runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
         chunk_size = count_field(doc, "chunk_size", where=where, minimum=1, error=err)
         if chunk_size > MAX_CHUNK_SIZE_BYTES:
@@ -203,10 +229,26 @@ class BundleManifest:
             description=field(doc, "description", str, where=where, optional=True, default="", error=err),
             config=field(doc, "config", dict, where=where, optional=True, default={}, error=err),
             drift_reference=_optional_path(doc, "drift_reference"),
+            kind=kind,
         )
         for path in filter(None, (manifest.model, manifest.entry, manifest.sample, manifest.drift_reference)):
             manifest.file(path)
+        if kind == "agent":
+            _check_agent_layout(manifest)
         return manifest
+
+
+def _check_agent_layout(manifest: BundleManifest) -> None:
+    """An agent bundle: module and runtime fixed, only wheels, ``model`` the ``edgefleet`` wheel, no scripts."""
+    if manifest.module != AGENT_MODULE or manifest.runtime != AGENT_RUNTIME:
+        raise ManifestError(f"manifest: an agent bundle is module {AGENT_MODULE!r} with runtime {AGENT_RUNTIME!r}")
+    if manifest.entry is not None or manifest.sample is not None or manifest.drift_reference is not None:
+        raise ManifestError("manifest: an agent bundle has no entry script, sample or drift reference")
+    for entry in manifest.files:
+        if not (entry.path.startswith(WHEELS_DIR) and entry.path.endswith(".whl") and entry.path.count("/") == 1):
+            raise ManifestError(f"manifest: agent bundle file {entry.path!r} is not a wheel under {WHEELS_DIR}")
+    if manifest.agent_version is None:
+        raise ManifestError(f"manifest: an agent bundle's model must be its edgefleet wheel, not {manifest.model!r}")
 
 
 def _parse_file(raw: object, chunk_size: int) -> FileEntry:
