@@ -10,6 +10,9 @@ manifest signed inside one database transaction, and the model is linked
 bytes the registry has not seen. A model version with a drift reference
 (:mod:`.drift`) has it shipped as ``drift_reference.json``. The ``.efb`` file is packed from the stored
 envelope, so downloading a bundle never re-signs it.
+
+An agent bundle (kind ``agent``, :func:`build_agent`) is built the same way
+from the wheels of a new agent version; it links no model.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from fleet_protocol import bundle_file, drift, oip
 from fleet_protocol.chunking import content_defined_chunks
 from fleet_protocol.errors import BadDataError
 from fleet_protocol.fields import NAME, did_you_mean
-from fleet_protocol.manifest import BundleManifest
+from fleet_protocol.manifest import AGENT_MODULE, AGENT_RUNTIME, WHEELS_DIR, BundleManifest
 from fleet_protocol.signing import sign_envelope
 from fleet_protocol.timestamps import to_iso
 
@@ -35,7 +38,7 @@ from . import registry
 from .clock import utc_now
 from .errors import ConflictError, NotFoundError
 from .modelinfo import inspect_model
-from .module_archive import read_module_archive
+from .module_archive import read_module_archive, read_wheel_archive
 from .store import bundles as bundle_store
 from .store import drift as drift_store
 from .store import models as model_store
@@ -160,6 +163,26 @@ def _with_drift_reference(fleet, record: dict | None, files: dict[str, bytes]) -
         drift.REFERENCE_FILE
 
 
+def build_agent(fleet, archive: bytes) -> dict:
+    """``POST /api/bundles/agent``: the next ``edgefleet-agent`` bundle from a ``.tar.gz`` of wheels, one of them
+    ``edgefleet`` itself (its version is the agent version devices will run)."""
+    wheels = read_wheel_archive(archive, max_total_bytes=fleet.config.max_upload_bytes)
+    own = sorted(name for name in wheels if name.startswith("edgefleet-"))
+    if len(own) != 1:
+        raise BadDataError(f"an agent upload holds exactly one edgefleet-*.whl (the agent), not {len(own)}",
+                           code="bad_module")
+    files = {WHEELS_DIR + name: data for name, data in wheels.items()}
+    draft = _draft(fleet, module=AGENT_MODULE, runtime=AGENT_RUNTIME, model=WHEELS_DIR + own[0], files=files,
+                   kind="agent", description=f"edgefleet agent {own[0].split('-')[1]}")
+    with fleet.db.transaction():
+        version = bundle_store.next_version(db=fleet.db, module=draft.module)
+        manifest = dataclasses.replace(draft, version=version, created=to_iso(utc_now()))
+        envelope = sign_envelope(manifest.to_dict(), fleet.signing_key)
+        return bundle_store.insert_bundle(db=fleet.db, digest=manifest.digest, module=manifest.module,
+                                          version=manifest.version, model_name=None, model_version=None,
+                                          size=manifest.total_size, envelope=envelope, created=manifest.created)
+
+
 def get_bundle(fleet, digest: str) -> dict:
     bundle = bundle_store.get_bundle(db=fleet.db, digest=digest)
     if bundle is None:
@@ -206,6 +229,9 @@ class ChunkIndex:
 
 def _draft(fleet, *, module: str, runtime: str, model: str, files: dict[str, bytes], **extra) -> BundleManifest:
     """The manifest without its final version (hashing is done here, outside the write lock); chunks stored."""
+    if module == AGENT_MODULE and extra.get("kind") != "agent":
+        raise BadDataError(f"module name {AGENT_MODULE!r} is reserved for agent bundles (`edgefleet module build "
+                           "--kind agent WHEELS_DIR`)", code="bad_module")
     manifest = bundle_file.build_manifest(module=module, version=1, runtime=runtime, model=model, files=files,
                                           created=to_iso(utc_now()), chunk_size=fleet.config.chunk_size_bytes,
                                           chunker=content_defined_chunks, **extra)

@@ -9,6 +9,10 @@ files it lists are read; anything else in the archive is ignored. A key of
 (:func:`edge_agent.module_config.check_module_config`). An archive
 with a single top-level folder (``tar czf m.tgz iris/``) is read as if that
 folder were the root. Bytes in, values out: no file is written.
+
+:func:`read_wheel_archive` reads the other kind of upload, the wheels of a new
+agent version (``edgefleet module build --kind agent DIR``), with the same
+member checks.
 """
 
 from __future__ import annotations
@@ -66,6 +70,31 @@ def read_module_archive(data: bytes, *, max_total_bytes: int) -> tuple[ModuleSpe
             raise BadDataError(f"{SPEC_FILE} lists {path!r}, which is not in the archive", code="bad_module")
         files[path] = _read(tar, members[prefix + path])
     return spec, files
+
+
+def read_wheel_archive(data: bytes, *, max_total_bytes: int) -> dict[str, bytes]:
+    """The ``.whl`` files at the top level of a ``.tar.gz`` (or of its single folder), by file name.
+
+    Anything else in the archive is refused: an agent bundle holds wheels only.
+    """
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+        members = _safe_members(tar, max_total_bytes)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        reason = str(exc).splitlines()[0].rstrip(":") if str(exc) else type(exc).__name__
+        raise BadDataError(f"the upload is not a readable .tar.gz archive ({reason})", code="bad_archive") from None
+    tops = {name.split("/", 1)[0] for name in members}
+    prefix = tops.pop() + "/" if len(tops) == 1 and all("/" in name for name in members) else ""
+    wheels = {}
+    for name, member in members.items():
+        relative = name[len(prefix):]
+        if "/" in relative or not relative.endswith(".whl"):
+            raise BadDataError(f"an agent upload holds only .whl files at its top level, not {name!r}",
+                               code="bad_module")
+        wheels[relative] = _read(tar, member)
+    if not wheels:
+        raise BadDataError("the agent upload holds no .whl file", code="bad_module")
+    return wheels
 
 
 def parse_module_spec(raw: bytes) -> ModuleSpec:

@@ -1,5 +1,6 @@
 """``edgefleet module build``: turn a module folder into a signed bundle on the server (``--image``: and a
-Docker image serving it, see :mod:`fleet_server.container`)."""
+Docker image serving it, see :mod:`fleet_server.container`); ``--kind agent``: a folder of wheels into a
+bundle of a new agent version, which devices install into a new environment of their own."""
 
 from __future__ import annotations
 
@@ -42,6 +43,27 @@ def pack_module_folder(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
+def pack_wheels_folder(folder: Path) -> bytes:
+    """A .tar.gz of the folder's ``*.whl`` files; refuses a folder without exactly one ``edgefleet-*.whl``."""
+    wheels = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix == ".whl")
+    own = [p.name for p in wheels if p.name.startswith("edgefleet-")]
+    if len(own) != 1:
+        raise CliError(f"{folder} must hold exactly one edgefleet-*.whl (the agent; build it with `pip wheel "
+                       f"--no-deps .`), found {len(own)}, beside the wheels of its dependencies")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in wheels:
+            tar.add(path, arcname=path.name, recursive=False)
+    return buffer.getvalue()
+
+
+def build_agent(client: ApiClient, folder: Path) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "agent-wheels.tar.gz"
+        archive.write_bytes(pack_wheels_folder(folder))
+        return client.upload("/api/bundles/agent", archive, label=f"uploading the wheels in {folder.name}")
+
+
 def build_module(client: ApiClient, folder: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / f"{folder.resolve().name}.tar.gz"
@@ -51,7 +73,12 @@ def build_module(client: ApiClient, folder: Path) -> dict:
 
 @app.command()
 def build(
-    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A module folder with module.json")],
+    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False,
+                                           help="A module folder with module.json (--kind agent: a folder of wheels)")],
+    kind: Annotated[str, typer.Option("--kind", help="module: a model bundle; agent: a new agent version from the "
+                                                     "wheels of edgefleet[agent] for the devices' platform (one "
+                                                     "edgefleet-*.whl among them), rolled out like a module")
+                    ] = "module",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also save the signed bundle (.efb) here")] = None,
     image: Annotated[bool, typer.Option("--image", help="Also write a Docker build context serving the bundle, "
                                                         "and build it when a Docker engine is reachable")] = False,
@@ -68,8 +95,12 @@ def build(
     server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Upload the folder; the server assigns the next version, signs the bundle and stores it."""
+    if kind not in ("module", "agent"):
+        raise CliError(f"--kind must be module or agent, not {kind!r}")
+    if kind == "agent" and image:
+        raise CliError("--image builds a model-serving image; an agent bundle has no model to serve")
     client = ApiClient(server, token)
-    bundle = build_module(client, folder)
+    bundle = build_agent(client, folder) if kind == "agent" else build_module(client, folder)
     data = client.request("GET", f"/api/bundles/{bundle['digest']}/file") if out or image else None
     if out is not None:
         out.write_bytes(data)

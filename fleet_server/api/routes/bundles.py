@@ -25,6 +25,16 @@ def from_module(fleet: FleetDep, request: Request,
     return bundle
 
 
+@router.post("/agent", response_model=BundlePublic, status_code=status.HTTP_201_CREATED)
+def agent(fleet: FleetDep, request: Request,
+          file: Annotated[UploadFile, File(description=".tar.gz of the wheels of edgefleet[agent], edgefleet's own "
+                                                       "among them")]) -> dict:
+    """Build, sign and store the next ``edgefleet-agent`` bundle: a new agent version devices install themselves."""
+    bundle = bundler.build_agent(fleet, read_upload(file, limit_bytes=fleet.config.max_upload_bytes))
+    note(request, module=bundle["module"], version=bundle["version"], digest=bundle["digest"])
+    return bundle
+
+
 @router.post("/from-model", response_model=BundlePublic, status_code=status.HTTP_201_CREATED)
 def from_model(fleet: FleetDep, request: Request, body: BundleFromModelCreate) -> dict:
     """Wrap a registered model version (default: newest) in a signed bundle."""
