@@ -16,6 +16,8 @@ the ``collect_logs`` job (:mod:`.log_ring`).
 offline status, flushes telemetry and closes everything. Under systemd
 (``Type=notify``) it sends ``READY=1`` once started and ``WATCHDOG=1`` each
 second while its worker threads run (:mod:`.sd_notify`).
+It also returns when an agent bundle was installed (:mod:`.self_update`), with
+:attr:`Agent.exit_code` set to the code that asks the supervisor to restart it.
 
 :meth:`Agent.infer` is the in-process scoring API: one dict lookup and a
 version check in front of the module's precompiled ``score`` closure.
@@ -32,12 +34,14 @@ import numpy as np
 
 from fleet_protocol import messages, oip, topics
 from fleet_protocol.errors import EdgefleetError, MessageError
+from fleet_protocol.manifest import AGENT_MODULE
 from firmware_profiles import load_profile
 from fleet_protocol.signing import PublicKey
 from fleet_protocol.timestamps import to_iso
 from fleet_protocol.trust import TrustedState
 
 from . import __version__
+from .agent_envs import RESTART_EXIT_CODE
 from .clock import utc_now
 from . import grpc_extra
 from .cloud_client import CloudClient
@@ -54,11 +58,12 @@ from .log_ring import LogRing
 from .mqtt_link import MqttLink, RateLimitedLog, RefusalCount
 from .offload import CloudScoreResult, Offload
 from .outbox import Outbox
-from .reconciler import GENERATION_KEY, Reconciler
+from .reconciler import GENERATION_KEY, ModuleStatus, Reconciler
 from .root_keeper import RootKeeper
 from .runtime import ModelNotFound, Runtime, ScoreResult
 from .scoring_api import ScoringServer
 from .sd_notify import Notifier
+from .self_update import AgentUpdater
 from .telemetry import Telemetry
 
 log = logging.getLogger("edgefleet.agent")
@@ -75,6 +80,8 @@ class Agent:
         self._started = False
         self._ready = threading.Event()
         self._stopping = threading.Event()
+        self._done = threading.Event()  # run_forever returns: a signal, or a restart into a new agent version
+        self.exit_code = 0
         self._ratelog = RateLimitedLog(log)
         self._publish_lock = threading.Lock()
         self.scoring: ScoringServer | None = None
@@ -165,11 +172,17 @@ class Agent:
                                on_malformed=self.telemetry.malformed,
                                key_file=config.tls_files[2] if config.tls_files is not None else None,
                                refusals=self.refusals)
+        self.updater = AgentUpdater(
+            prefix=config.install_prefix, base_site_packages=config.agent_env_base, installer=self.installer,
+            telemetry=self.telemetry, outbox=self.outbox, on_change=self.publish_reported,
+            request_restart=self.request_restart,
+            set_status=lambda state, version, digest, error=None: self.reconciler.statuses.__setitem__(
+                AGENT_MODULE, ModuleStatus(state, version, digest, error)))
         self.reconciler = Reconciler(trust=self.trust, outbox=self.outbox, installer=self.installer,
                                      fetcher=self.fetcher, runtime=self.runtime, telemetry=self.telemetry,
                                      on_change=self.publish_reported,
                                      on_accepted=lambda state: self.freshness.accepted(state.expires),
-                                     refusals=self.refusals)
+                                     refusals=self.refusals, agent_updater=self.updater)
         self.reconciler.load_installed()
         self.jobs = JobRunner(trust=self.trust, store=JobStore(config.state_dir / "agent.db"), outbox=self.outbox,
                               context=JobContext(self.reconciler, self.runtime, self.telemetry, self.outbox, self.logs,
@@ -177,6 +190,7 @@ class Agent:
                               refusals=self.refusals, on_malformed=self.telemetry.malformed,
                               on_result=self.telemetry.flush_soon)
         logging.getLogger("edgefleet").addHandler(self.logs)
+        self.updater.on_start()
         self._ready.set()
         self.scoring.start()
         if self.grpc is not None:
@@ -196,6 +210,7 @@ class Agent:
         self.freshness.start()
         self.telemetry.start()
         self.link.start()
+        self.updater.watch_health(self._health)
         self._started = True
         log.info("agent %s started: profile %s, %d module(s) served at %s%s, broker %s", self.device_id,
                  self.profile.name, len(self.runtime.table), self.scoring_url,
@@ -207,6 +222,7 @@ class Agent:
             return
         self._stopping.set()
         self._started = False
+        self.updater.stop()
         self.reconciler.stop()
         self.jobs.stop()
         self.freshness.stop()
@@ -227,16 +243,15 @@ class Agent:
         """start(), block until SIGINT or SIGTERM, then stop()."""
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        done = threading.Event()
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda signum, frame: done.set())
+                previous[sig] = signal.signal(sig, lambda signum, frame: self._done.set())
         notifier = Notifier()
         try:
             self.start()
             notifier.ready()
-            while not done.wait(1.0):
+            while not self._done.wait(1.0):
                 self.watchdog_tick(notifier)
         finally:
             notifier.stopping()
@@ -265,6 +280,20 @@ class Agent:
         else:
             self._ratelog.warning("watchdog", "a worker thread of the agent has stopped; no watchdog ping "
                                               "(systemd restarts the agent)")
+
+    def request_restart(self) -> None:
+        """A new agent version is current: let run_forever() stop and return the supervisor's restart code."""
+        self.exit_code = RESTART_EXIT_CODE
+        self._done.set()
+
+    def _health(self) -> tuple[bool, str]:
+        """Healthy (for the update supervisor): connected to the broker and every installed module serving."""
+        if not self.link.connected:
+            return False, f"not connected to the broker at {self.config.broker_url}"
+        missing = sorted(n for n in self.installer.installed() if n != AGENT_MODULE and n not in self.runtime.table)
+        if missing:
+            return False, "installed modules not serving: " + ", ".join(missing)
+        return True, "connected to the broker; every installed module serves"
 
     @property
     def scoring_url(self) -> str:

@@ -59,12 +59,19 @@ class AgentConfig:
     tls_cert: Path | None = None  # this device's client certificate (CN = device_id; `edgefleet agent enroll`)
     tls_key: Path | None = None  # and its private key (0600; it never leaves the device)
     cert_renew_before_s: float = 30 * 86400.0  # renew the client certificate this long before it expires
+    install_prefix: Path | None = None  # agent environments (envs/<version>, current); set: it updates itself,
+    # run by `edgefleet agent supervise` (/opt/edgefleet in production)
+    agent_env_base: Path | None = None  # site-packages a new agent environment may reuse (a .pth line), so agent
+    # bundles need only carry what changed; unset: each environment is complete, from its bundle's wheels
+    update_health_deadline_s: float = 120.0  # a new agent version must report healthy this soon, or it is rolled back
+    update_max_starts: int = 3  # starts of a new agent version that exit before it is healthy: then rolled back
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
         validate(self)
-        if self.trusted_root is not None:
-            self.trusted_root = Path(self.trusted_root)
+        for name in ("trusted_root", "install_prefix", "agent_env_base"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
 
     @property
     def tls_files(self) -> tuple[Path, Path, Path] | None:
@@ -85,10 +92,11 @@ _REQUIRED = ("device_id", "state_dir")
 _INT_FIELDS = {"scoring_port": (0, 65535), "grpc_port": (0, 65535), "fetch_window_chunks": (1, 256),
                "keepalive_s": (5, 3600), "outbox_max_records": (10, 100_000_000), "max_request_bytes": (1024, 2**31),
                "outbox_max_bytes": (65_536, 2**40), "feedback_max_requests": (0, 10_000_000),
-               "feedback_max_rows": (0, 100_000_000), "cloud_retries": (0, 10), "cloud_breaker_failures": (1, 1000)}
+               "feedback_max_rows": (0, 100_000_000), "cloud_retries": (0, 10), "cloud_breaker_failures": (1, 1000),
+               "update_max_starts": (1, 100)}
 _FLOAT_FIELDS = {"heartbeat_interval_s": 0.05, "telemetry_flush_interval_s": 0.01, "fetch_timeout_s": 0.05,
                  "cloud_timeout_s": 0.05, "cloud_breaker_cooldown_s": 0.01, "cert_renew_before_s": 1.0,
-                 "request_timeout_s": 0.1}
+                 "request_timeout_s": 0.1, "update_health_deadline_s": 1.0}
 
 
 def validate(config: AgentConfig) -> None:
@@ -133,6 +141,10 @@ def validate(config: AgentConfig) -> None:
     tls = (config.tls_ca, config.tls_cert, config.tls_key)
     if any(v is not None for v in tls) and not all(isinstance(v, (str, Path)) and str(v) for v in tls):
         raise ConfigError("tls_ca, tls_cert and tls_key go together: set all three paths or none")
+    for name in ("install_prefix", "agent_env_base"):
+        value = getattr(config, name)
+        if value is not None and not (isinstance(value, (str, Path)) and str(value)):
+            raise ConfigError(f"{name} must be a directory path")
     if not isinstance(config.scoring_host, str) or not config.scoring_host:
         raise ConfigError("scoring_host must be a host name or address")
     for name, (low, high) in _INT_FIELDS.items():
@@ -172,7 +184,7 @@ def load_config(path: Path) -> AgentConfig:
     if not isinstance(doc["state_dir"], str) or not doc["state_dir"]:
         raise ConfigError("state_dir must be a directory path")
     doc["state_dir"] = base / Path(doc["state_dir"]).expanduser()
-    for name in ("tls_ca", "tls_cert", "tls_key", "trusted_root"):
+    for name in ("tls_ca", "tls_cert", "tls_key", "trusted_root", "install_prefix", "agent_env_base"):
         if isinstance(doc.get(name), str) and doc[name]:
             doc[name] = base / Path(doc[name]).expanduser()
     profile = doc.get("profile")

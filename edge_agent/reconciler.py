@@ -28,6 +28,10 @@ chunks already fetched are kept). One worker thread then, per document:
    of the work lock meanwhile;
 3. unloads and deletes modules that are no longer desired.
 
+The ``edgefleet-agent`` module (an ``agent`` bundle: a new version of this
+agent) is verified, fetched and installed the same way, then handed to
+:class:`edge_agent.self_update.AgentUpdater` instead of the runtime.
+
 A served module whose ``run`` crashes ``crash_limit`` times in a row is
 taken out of service and reported ``failed``/``crash_loop``; it is
 restarted after a doubling back-off and, after ``max_restarts`` loops, left
@@ -53,6 +57,7 @@ from typing import Callable
 
 from fleet_protocol.canonical import canonical_json, sha256_hex
 from fleet_protocol.errors import BadDataError, EdgefleetError, TransportError
+from fleet_protocol.manifest import AGENT_MODULE
 from fleet_protocol.messages import DesiredModule, DesiredState, ModuleReport
 from fleet_protocol.trust import TrustedState
 
@@ -85,8 +90,9 @@ class Reconciler:
                  runtime: Runtime, telemetry: Telemetry,
                  on_change: Callable[[], None], now: Callable[[], datetime] = utc_now,
                  on_accepted: Callable[[DesiredState], None] | None = None,
-                 refusals: RefusalCount | None = None):
+                 refusals: RefusalCount | None = None, agent_updater=None):
         self.trust = trust
+        self.agent_updater = agent_updater  # edge_agent.self_update.AgentUpdater; None: agent bundles are refused
         self.outbox = outbox
         self.installer = installer
         self.fetcher = fetcher
@@ -180,7 +186,8 @@ class Reconciler:
     def load_installed(self) -> None:
         """At start: load every installed module (rolling back one that fails), no network needed."""
         for record in self.installer.installed().values():
-            self._load_or_rollback(record, target=None)
+            if record.name != AGENT_MODULE:  # the agent's own bundle is not a model (see AgentUpdater.on_start)
+                self._load_or_rollback(record, target=None)
 
     # --- one document ---------------------------------------------------------------------------
 
@@ -234,13 +241,21 @@ class Reconciler:
         installed = self.installer.active(name)
         loaded = self.runtime.table.get(name)
         target = (module.version, module.bundle_digest)
+        agent = name == AGENT_MODULE
+        refused = self._agent_refusal(module.bundle_digest) if agent else None
+        if refused is not None:
+            self._fail(name, target, refused, event="install_refused")
+            return
+        if agent and installed is not None and installed.digest == module.bundle_digest:
+            self.agent_updater.settle(installed)
+            return
         if installed is not None and installed.digest == module.bundle_digest:
             if loaded is None or loaded.digest != installed.digest:
                 self._load_or_rollback(installed, target=target)
             else:
                 self._set(name, ModuleStatus("running", *target))
             return
-        if installed is not None and installed.previous is not None and \
+        if not agent and installed is not None and installed.previous is not None and \
                 installed.previous.digest == module.bundle_digest:
             try:  # the operator rolled back: the version kept on disk, signature and pin checked again
                 self.trust.verify_module(module, installed=None, now=self._now())
@@ -255,7 +270,8 @@ class Reconciler:
         try:
             manifest = self.trust.verify_module(
                 module, installed=(installed.version, installed.digest) if installed else None, now=self._now())
-            check_fits(self.runtime.profile, manifest)
+            if not agent:
+                check_fits(self.runtime.profile, manifest)
             content_key = self.fetcher.open_key(manifest, module.content_key)  # for this device, or refused
         except EdgefleetError as exc:
             self._fail(name, target, exc, event="install_refused")
@@ -285,7 +301,15 @@ class Reconciler:
             self._fail(name, target, TransportError(f"installing {name} failed: {exc}", code="disk_error",
                                                     category="resources"), event="install_failed")
             return
-        self._load_or_rollback(record, target=target)
+        if agent:
+            self.agent_updater.apply(record)
+        else:
+            self._load_or_rollback(record, target=target)
+
+    def _agent_refusal(self, digest: str) -> EdgefleetError | None:
+        if self.agent_updater is None:
+            return EdgefleetError("this agent does not update itself here", code="not_supervised", category="config")
+        return self.agent_updater.refusal(digest)
 
     def _load_or_rollback(self, record: ActiveRecord, *, target: tuple[int, str] | None) -> None:
         name = record.name
@@ -419,11 +443,14 @@ class Reconciler:
         for name in sorted(set(statuses) | set(self.runtime.table)):
             status = statuses.get(name)
             loaded = self.runtime.table.get(name)
+            serving = (loaded.version, loaded.digest) if loaded else (None, None)
+            if name == AGENT_MODULE and self.agent_updater is not None:
+                serving = self.agent_updater.serving() or serving
             reports.append(ModuleReport(
                 name=name,
                 state=status.state if status else "running",
-                version=loaded.version if loaded else None,
-                bundle_digest=loaded.digest if loaded else None,
+                version=serving[0],
+                bundle_digest=serving[1],
                 target_version=status.target_version if status else None,
                 target_digest=status.target_digest if status else None,
                 accelerator=loaded.accelerator if loaded else None,

@@ -1,4 +1,5 @@
-"""``edgefleet agent run``: the device agent daemon; ``edgefleet agent enroll``: its identity."""
+"""``edgefleet agent run``: the device agent daemon; ``edgefleet agent supervise``: it, run from its current
+environment and rolled back when a new version fails; ``edgefleet agent enroll``: its identity."""
 
 from __future__ import annotations
 
@@ -31,10 +32,44 @@ def run(
         agent_config = load_config(config)
     except (ValueError, OSError) as exc:
         raise CliError(f"{config}: {exc}") from None
+    agent = Agent(agent_config)
     try:
-        Agent(agent_config).run_forever()
+        agent.run_forever()
     except (EdgefleetError, ValueError, OSError) as exc:  # e.g. port taken, state dir not writable, bad root file
         raise CliError(f"the agent could not start: {exc}") from None
+    if agent.exit_code:  # a new agent version is current: the supervisor (or systemd) starts it
+        raise typer.Exit(agent.exit_code)
+
+
+@app.command()
+def supervise(
+    config: Annotated[Path, typer.Option("--config", "-c", exists=True, dir_okay=False,
+                                         help="Agent configuration (TOML) with install_prefix set")],
+) -> None:
+    """Run the agent from INSTALL_PREFIX/current and keep it running; try a new agent version and roll it back.
+
+    After the agent installed a new version (a bundle of kind agent) and exited with code 75, the new one is
+    started; it must report healthy (connected, its modules serving) within update_health_deadline_s and
+    exit no more than update_max_starts times before that, or `current` is switched back to the previous
+    environment, which starts again and reports why. Run this from systemd (Restart=on-failure), started
+    from an environment that an update does not replace.
+    """
+    require_extra("agent")
+    from edge_agent.config import load_config
+    from edge_agent.supervisor import Supervisor, SupervisorError
+
+    try:
+        agent_config = load_config(config)
+    except (ValueError, OSError) as exc:
+        raise CliError(f"{config}: {exc}") from None
+    if agent_config.install_prefix is None:
+        raise CliError(f"{config}: set install_prefix (the directory holding envs/ and current) to supervise the "
+                       "agent", exit_code=2)
+    try:
+        code = Supervisor(config, agent_config).run_forever()
+    except SupervisorError as exc:
+        raise CliError(str(exc)) from None
+    raise typer.Exit(code)
 
 
 @app.command()
