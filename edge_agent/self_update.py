@@ -141,7 +141,7 @@ class AgentUpdater:
         agent_envs.write_state(self.prefix, state)
         agent_envs.switch(self.prefix, version)
         self._telemetry.event("agent_update_started", version=version, previous=__version__,
-                              bundle_version=record.version, digest=record.digest, install_s=round(install_s, 3))
+                              bundle_version=record.version, digest=record.digest, install_ms=round(install_s * 1000))
         log.warning("agent %s installed in %.1fs and made current; restarting into it", version, install_s)
         self._request_restart()
 
@@ -179,7 +179,7 @@ class AgentUpdater:
             self._trial = None
             self._telemetry.event("agent_updated", version=__version__, previous=trial.previous,
                                   bundle_version=trial.bundle_version, digest=trial.digest,
-                                  update_s=round(time.time() - trial.started, 3))
+                                  update_ms=round((time.time() - trial.started) * 1000))
             log.info("agent %s confirmed by the supervisor", __version__)
             self._set_status("running", trial.bundle_version, trial.digest)
             self._on_change()
@@ -194,5 +194,5 @@ def _agent_version(record: ActiveRecord) -> str | None:
 
 def _rollback_error(rollback: dict) -> dict:
     return {"code": "agent_rolled_back", "category": "health",
-            "message": f"agent {rollback['version']} was rolled back to {rollback.get('previous') or 'the previous'} "
-                       f"version: {rollback['reason']}"}
+            "message": f"agent {rollback['version']} was rolled back to "
+                       f"{rollback.get('previous') or 'the previous version'}: {rollback['reason']}"}
