@@ -46,13 +46,11 @@ def supervise(
     config: Annotated[Path, typer.Option("--config", "-c", exists=True, dir_okay=False,
                                          help="Agent configuration (TOML) with install_prefix set")],
 ) -> None:
-    """Run the agent from INSTALL_PREFIX/current and keep it running; try a new agent version and roll it back.
+    """Run the agent from INSTALL_PREFIX/current, restart it, and roll a new agent version back if it fails.
 
-    After the agent installed a new version (a bundle of kind agent) and exited with code 75, the new one is
-    started; it must report healthy (connected, its modules serving) within update_health_deadline_s and
-    exit no more than update_max_starts times before that, or `current` is switched back to the previous
-    environment, which starts again and reports why. Run this from systemd (Restart=on-failure), started
-    from an environment that an update does not replace.
+    A new version (a bundle of kind agent) must report healthy, connected with its modules serving, within
+    update_health_deadline_s and in at most update_max_starts starts; otherwise current goes back to the previous
+    environment, whose agent reports why. Run it under systemd with Restart=on-failure.
     """
     require_extra("agent")
     from edge_agent.config import load_config

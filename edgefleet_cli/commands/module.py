@@ -75,10 +75,10 @@ def build_module(client: ApiClient, folder: Path) -> dict:
 def build(
     folder: Annotated[Path, typer.Argument(exists=True, file_okay=False,
                                            help="A module folder with module.json (--kind agent: a folder of wheels)")],
-    kind: Annotated[str, typer.Option("--kind", help="module: a model bundle; agent: a new agent version from the "
-                                                     "wheels of edgefleet[agent] for the devices' platform (one "
-                                                     "edgefleet-*.whl among them), rolled out like a module")
-                    ] = "module",
+    kind: Annotated[str, typer.Option("--kind", help="module: a model bundle; agent: a new agent version, from the "
+                                                     "wheels of edgefleet and its agent extra for the devices' "
+                                                     "platform (one edgefleet-*.whl among them), rolled out like a "
+                                                     "module")] = "module",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also save the signed bundle (.efb) here")] = None,
     image: Annotated[bool, typer.Option("--image", help="Also write a Docker build context serving the bundle, "
                                                         "and build it when a Docker engine is reachable")] = False,
