@@ -4,6 +4,7 @@ Layout under the install prefix (``/opt/edgefleet`` in production)::
 
     envs/<agent-version>/   one Python environment per agent version (bin/edgefleet, site-packages)
     current -> envs/<v>     the environment the agent runs from; moved by one atomic rename of a symlink
+    confirmed -> envs/<v>   the last version that proved healthy: the supervisor runs from it (systemd ExecStart)
     update.json             the update state: which version is confirmed, the trial in progress, rollbacks
     health.json             the running agent's own health (pid, version, healthy, why not)
 
@@ -38,6 +39,7 @@ STATE_FILE = "update.json"
 HEALTH_FILE = "health.json"
 MAX_ROLLBACKS_KEPT = 10
 RESTART_EXIT_CODE = 75  # EX_TEMPFAIL: "a new version is in place, start me again" (the supervisor restarts at once)
+COMPLETE_MARKER = ".complete"
 SUPERVISOR_ENV = "EDGEFLEET_SUPERVISOR_PID"  # set by the supervisor for the agent it runs
 
 
@@ -71,10 +73,10 @@ def env_dir(prefix: Path, version: str) -> Path:
     return prefix / "envs" / version
 
 
-def current_version(prefix: Path) -> str | None:
-    """The version ``current`` points at (None when there is no link)."""
+def current_version(prefix: Path, link: str = "current") -> str | None:
+    """The version ``link`` (``current`` or ``confirmed``) points at (None when there is no link)."""
     try:
-        return Path(os.readlink(prefix / "current")).name
+        return Path(os.readlink(prefix / link)).name
     except OSError:
         return None
 
@@ -96,15 +98,16 @@ def write_state(prefix: Path, state: UpdateState) -> None:
     write_atomic(prefix / STATE_FILE, json.dumps(doc, indent=1, sort_keys=True).encode())
 
 
-def switch(prefix: Path, version: str) -> None:
-    """Point ``current`` at ``envs/<version>`` with one atomic rename of a new symlink over the old one."""
+def switch(prefix: Path, version: str, link: str = "current") -> None:
+    """Point ``link`` (``current`` or ``confirmed``) at ``envs/<version>`` with one atomic rename of a new
+    symlink over the old one."""
     target = env_dir(prefix, version)
     if not (target / "bin").is_dir():
         raise FileNotFoundError(f"there is no agent environment {target}")
-    tmp = prefix / ".current.tmp"
+    tmp = prefix / f".{link}.tmp"
     tmp.unlink(missing_ok=True)
     os.symlink(Path("envs") / version, tmp)
-    os.replace(tmp, prefix / "current")
+    os.replace(tmp, prefix / link)
     fsync_dir(prefix)
 
 
@@ -131,6 +134,7 @@ def install_env(prefix: Path, version: str, wheels: Path, *, base_site_packages:
     except EnvInstallError:
         _remove_tree(target)
         raise
+    (target / COMPLETE_MARKER).touch()  # install.sh counts an environment with it as complete
     fsync_dir(target.parent)
     return target
 

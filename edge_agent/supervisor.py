@@ -5,7 +5,9 @@ restarts it); the agent (``<prefix>/current/bin/edgefleet agent run``) is its
 child, run with the environment's own code (``PYTHONPATH`` is not passed on).
 The supervisor's own code is whatever started it: an update never replaces
 it while it runs, so a new agent that cannot even import cannot stop it from
-rolling back.
+rolling back. The service starts it from ``<prefix>/confirmed``, which it
+moves only to a version that proved healthy, so a reboot mid-trial starts a
+supervisor that works and carries on with the trial.
 
 When the agent exits with :data:`~edge_agent.agent_envs.RESTART_EXIT_CODE`
 it has made a new version current and recorded a trial in ``update.json``
@@ -112,6 +114,8 @@ class Supervisor:
         if trial is None:
             if state.confirmed is not None and current != state.confirmed:  # a rollback's switch was cut short
                 agent_envs.switch(self.prefix, state.confirmed)
+            if agent_envs.current_version(self.prefix, "confirmed") is None:  # installed before any update
+                agent_envs.switch(self.prefix, state.confirmed or current, link="confirmed")
             return None
         if trial.starts >= self.max_starts:
             self._roll_back(state, f"it exited {trial.starts} time(s) before it was healthy")
@@ -185,6 +189,7 @@ class Supervisor:
         state = self._state()
         state.trial, state.confirmed = None, trial.version
         agent_envs.write_state(self.prefix, state)
+        agent_envs.switch(self.prefix, trial.version, link="confirmed")
         agent_envs.remove_other_envs(self.prefix, keep={trial.version, trial.previous})
         log.info("agent %s is healthy: confirmed (previous %s kept)", trial.version, trial.previous)
 

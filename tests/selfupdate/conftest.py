@@ -82,6 +82,7 @@ def start_supervised(workdir: Path, device_ids: list[str], *, broker_url: str, k
         prefix = workdir / device_id / "opt"
         install_env(prefix, __version__, wheels, base_site_packages=BASE_SITE_PACKAGES)
         switch(prefix, __version__)
+        switch(prefix, __version__, link="confirmed")  # where systemd would start the supervisor from
         return prefix
 
     with ThreadPoolExecutor(2) as pool:

@@ -97,7 +97,7 @@ def test_rollback_cut_short_before_its_switch_is_finished_at_the_next_start(tmp_
     switch(tmp_path, "0.1.1")  # the rollback was recorded, then the supervisor died before switching back
     write_state(tmp_path, UpdateState(confirmed="0.1.0", rollbacks=[{"digest": "ab" * 32}]))
     assert supervisor(tmp_path)._begin_start(read_state(tmp_path)) is None
-    assert current_version(tmp_path) == "0.1.0"
+    assert current_version(tmp_path) == current_version(tmp_path, "confirmed") == "0.1.0"
 
 
 def test_trial_whose_switch_never_happened_is_dropped(tmp_path):

@@ -96,7 +96,7 @@ def test_staged_rollout_updates_every_agent_and_keeps_the_previous_environment(t
             prefix = agent.config.parent / "opt"
             assert served_agent_version(agent) == GOOD
             assert infer_version(agent.scoring_url, "scaler") == 1, "the modules serve again after the update"
-            assert current_version(prefix) == GOOD
+            assert current_version(prefix) == GOOD and current_version(prefix, "confirmed") == GOOD
             assert sorted(p.name for p in (prefix / "envs").iterdir()) == sorted([__version__, GOOD]), \
                 "the previous environment is kept"
             assert read_state(prefix).rollbacks == []
@@ -156,7 +156,7 @@ def test_broken_agents_are_rolled_back_on_every_device_and_pause_their_rollouts(
             rolled_back_s = roll_out_until_rolled_back(server, agents, agent_wheels[broken], broken, device_ids)
             for agent in agents:
                 prefix = agent.config.parent / "opt"
-                assert current_version(prefix) == __version__
+                assert current_version(prefix) == current_version(prefix, "confirmed") == __version__
                 assert served_agent_version(agent) == __version__
                 assert infer_version(agent.scoring_url, "scaler") == 1, "the previous agent serves again"
                 rollbacks = read_state(prefix).rollbacks
