@@ -93,6 +93,7 @@ class AgentOptions:
     cloud_url: str | None = None
     cloud_token: str | None = None
     tags: dict[str, str] = field(default_factory=dict)  # also sent to the server (see fleet_server.enrollment)
+    install_prefix: str | None = None  # agent environments (envs/, current): set, the agent updates itself
 
     def values(self) -> dict:
         """The config fields these options set, checked by :class:`AgentConfig`'s own rules (ConfigError)."""
@@ -105,7 +106,8 @@ class AgentOptions:
             except ProfileError as exc:
                 raise ConfigError(str(exc)) from None
         values = {"profile": profile, "scoring_port": self.scoring_port, "cloud_url": self.cloud_url,
-                  "cloud_token": self.cloud_token, "tags": dict(self.tags) or None}
+                  "cloud_token": self.cloud_token, "tags": dict(self.tags) or None,
+                  "install_prefix": self.install_prefix}
         values = {k: v for k, v in values.items() if v is not None}
         AgentConfig(device_id="enrolling", state_dir=Path("."), trusted_root=Path("pending"), **values)
         return values

@@ -92,6 +92,11 @@ def enroll(
                                                        show_default=False)] = None,
     tags: Annotated[Optional[list[str]], typer.Option("--tags", help="Device tags key=value, repeatable or "
                                                       "comma-separated; the operator's tags win")] = None,
+    install_prefix: Annotated[Optional[Path], typer.Option("--install-prefix", file_okay=False,
+                                                           help="Where the agent's environments live (envs/, "
+                                                                "current, confirmed): the agent updates itself, run "
+                                                                "by `edgefleet agent supervise` [default: no "
+                                                                "self-update]")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Make this device's key pair here, get its certificate with the token, write a ready-to-run config."""
@@ -99,7 +104,8 @@ def enroll(
     from edge_agent.enroll import AgentOptions, device_id_from_token, enroll as enroll_device
 
     options = AgentOptions(profile=profile, scoring_port=scoring_port, cloud_url=cloud_url, cloud_token=cloud_token,
-                           tags=parse_tags(tags))
+                           tags=parse_tags(tags),
+                           install_prefix=str(install_prefix.resolve()) if install_prefix else None)
     try:
         written = enroll_device(server_url=server, token=token, state_dir=state_dir,
                                 config_out=config or state_dir / "agent.toml", options=options)

@@ -5,7 +5,8 @@
 #
 # What it does, each step skipped when already done (running it again repairs, never duplicates):
 #   1. a Python venv /opt/edgefleet/envs/VERSION with edgefleet[agent] (pip: the configured index, or the
-#      fleet server's wheel mirror with --offline), pointed to by the symlink /opt/edgefleet/current;
+#      fleet server's wheel mirror with --offline), pointed to by the symlinks /opt/edgefleet/current (the agent
+#      runs from it) and /opt/edgefleet/confirmed (its supervisor runs from it; self-update moves it);
 #   2. enrollment: the device key is generated here and never leaves; /etc/edgefleet/agent.toml, state in
 #      /var/lib/edgefleet (skipped when this device is already enrolled: the token is then not used);
 #   3. the system user edgefleet and the hardened unit edgefleet-agent.service, enabled and (re)started;
@@ -179,6 +180,14 @@ if [ "$(readlink "$CURRENT" 2>/dev/null || true)" != "envs/$AGENT_VERSION" ]; th
     ln -sfn "envs/$AGENT_VERSION" "$OPT/current.new"
     "$ENV_DIR/bin/python" -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$OPT/current.new" "$CURRENT"
     CHANGED=1
+    SWITCHED=1
+fi
+# 'confirmed' is where the service starts `edgefleet agent supervise` from: the last version that proved healthy
+# (the supervisor moves it after a self-update); a version this script installed counts as confirmed.
+if [ "${SWITCHED:-0}" = 1 ] || [ ! -L "$OPT/confirmed" ]; then
+    ln -sfn "$(readlink "$CURRENT")" "$OPT/confirmed.new"
+    "$ENV_DIR/bin/python" -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$OPT/confirmed.new" "$OPT/confirmed"
+    CHANGED=1
 fi
 
 # --- 2. enrollment ---------------------------------------------------------------------------------------
@@ -197,7 +206,7 @@ if enrolled; then
     fi
 else
     step "enrolling with $FLEET_URL (the device key is made here and stays here)"
-    set -- --server "$FLEET_URL" --token "$TOKEN" --state-dir "$STATE" --config "$CONFIG"
+    set -- --server "$FLEET_URL" --token "$TOKEN" --state-dir "$STATE" --config "$CONFIG" --install-prefix "$OPT"
     [ -z "$PROFILE" ] || set -- "$@" --profile "$PROFILE"
     [ -z "$TAGS" ] || set -- "$@" --tags "$TAGS"
     [ -z "$SCORING_PORT" ] || set -- "$@" --scoring-port "$SCORING_PORT"
@@ -238,8 +247,11 @@ After=network-online.target
 
 [Service]
 Type=notify
-NotifyAccess=main
-ExecStart=/opt/edgefleet/current/bin/edgefleet agent run --config /etc/edgefleet/agent.toml
+# The agent, a child of its supervisor, sends READY=1 and the watchdog pings.
+NotifyAccess=all
+# The supervisor runs the agent from /opt/edgefleet/current and rolls a failed self-update back to the previous
+# environment; it runs from the last confirmed one, so a new agent that cannot start cannot stop it.
+ExecStart=/opt/edgefleet/confirmed/bin/edgefleet agent supervise --config /etc/edgefleet/agent.toml
 User=$SERVICE_USER
 Group=$SERVICE_USER
 Environment=PYTHONUNBUFFERED=1

@@ -110,10 +110,12 @@ def test_install_prints_the_device_id_and_leaves_the_agreed_layout(installed):
     assert "device:  pi-1" in installed.first_output
     assert f"Looking in links: {installed.server.url}/wheels/\n" in installed.first_output  # --offline: nothing else
     assert (root / "opt/edgefleet/current").readlink() == Path("envs/0.1.0")
+    assert (root / "opt/edgefleet/confirmed").readlink() == Path("envs/0.1.0")  # where the supervisor starts from
     assert (root / "opt/edgefleet/envs/0.1.0/.complete").is_file()
     assert (root / "var/lib/edgefleet/identity/device.key").stat().st_mode & 0o077 == 0
     config = (root / "etc/edgefleet/agent.toml").read_text()
     assert 'profile = "raspberry-pi-5"' in config and '"site" = "berlin"' in config
+    assert f'install_prefix = "{root}/opt/edgefleet"' in config  # the agent updates itself
     imported = subprocess.run([str(root / "opt/edgefleet/current/bin/python"), "-c",
                                "import edge_agent; print(edge_agent.__file__)"], capture_output=True, text=True,
                               env=device_env(), cwd="/")
@@ -123,8 +125,8 @@ def test_install_prints_the_device_id_and_leaves_the_agreed_layout(installed):
 def test_unit_passes_systemd_analyze_verify_with_the_agreed_settings(installed, tmp_path):
     unit = tmp_path / "edgefleet-agent.service"
     text = (installed.root / UNIT).read_text()
-    for line in ("Type=notify", "ExecStart=/opt/edgefleet/current/bin/edgefleet agent run --config "
-                 "/etc/edgefleet/agent.toml", "User=edgefleet", "StateDirectory=edgefleet", "ProtectSystem=strict",
+    for line in ("Type=notify", "NotifyAccess=all", "ExecStart=/opt/edgefleet/confirmed/bin/edgefleet agent "
+                 "supervise --config /etc/edgefleet/agent.toml", "User=edgefleet", "StateDirectory=edgefleet", "ProtectSystem=strict",
                  "ReadWritePaths=/opt/edgefleet", "Restart=on-failure", "NoNewPrivileges=yes", "WatchdogSec=30"):
         assert line in text.splitlines(), line
     # verify wants ExecStart to exist: check the unit as it will be, against the installed tree

@@ -10,7 +10,6 @@ one that cannot connect to its broker. Each is built into an ``edgefleet-agent``
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import httpx
