@@ -151,6 +151,12 @@ class MessageHandlers:
                                         lambda reason: self.malformed.add(topics.device_topic(device_id, "telemetry"),
                                                                           "feedback", reason))
         windows = [r.to_dict() for r in batch.records if r.kind == drift.KIND]
+        refused: list[str] = []  # drift windows are checked against their reference inside the transaction
+
+        def refuse_window(reason: str) -> None:
+            refused.append(reason)
+            self.malformed.add(topics.device_topic(device_id, "telemetry"), "drift", reason)
+
         with self._db.transaction():  # one commit per batch: the records, the captures and last_seen together
             new = telemetry_store.insert_records(db=self._db, device_id=device_id, outbox_id=batch.outbox_id,
                                                  records=records, received=now)
@@ -160,13 +166,12 @@ class MessageHandlers:
             new += feedback.ingest(self._fleet, device_id=device_id, records=labels, received=now)
             if windows:
                 new += drift_service.ingest(self._fleet, device_id=device_id, outbox_id=batch.outbox_id,
-                                            records=windows, received=now, refuse=lambda reason: self.malformed.add(
-                                                topics.device_topic(device_id, "telemetry"), "drift", reason))
+                                            records=windows, received=now, refuse=refuse_window)
             if not retained:
                 device_store.touch(db=self._db, device_id=device_id, seen=now)
-        kept = len(records) + len(captures) + len(labels) + len(windows)
+        kept = len(records) + len(captures) + len(labels) + len(windows) - len(refused)
         self.telemetry_received += kept  # at-least-once: a redelivery counts again
-        self.telemetry_duplicates += kept - new  # ... and is not stored again (refused windows count here too)
+        self.telemetry_duplicates += kept - new  # ... and is not stored again
         if new and not retained:  # a redelivery that stored nothing new was observed when it was stored
             self._fleet.metrics.observe_ingest(batch.records[0].ts, moment)
         for record in batch.records:

@@ -56,6 +56,7 @@ def test_a_redelivered_window_is_stored_once_and_a_bad_one_is_refused_without_lo
     report = api.get("/api/models/scaler/versions/1/drift").json()
     assert [(g["windows"], g["rows"]) for g in report["groups"]] == [(1, 4)]
     assert fleet.handlers.malformed.by_kind() == {"drift": 2}  # the bad window, once per delivery
+    assert fleet.handlers.telemetry_duplicates == 2  # the good window and the event, redelivered: not the bad one
     assert len(api.get("/api/telemetry", params={"device_id": "dev-1", "kind": "event"}).json()) == 1
 
 
