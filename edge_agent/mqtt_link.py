@@ -1,7 +1,10 @@
 """The agent's one MQTT connection (paho-mqtt 2.x, MQTT 3.1.1), behind a small interface.
 
 What it does: connects with a stable client id and a persistent session
-(``clean_session=False``), reconnects with exponential backoff, sets the
+(``clean_session=False``), over TLS exactly when ``tls`` (the broker URL is
+``mqtts://``; the client certificate in ``tls_files`` is presented only
+then: an enrolled device on a plain ``mqtt://`` broker connects without it
+and says so), reconnects with exponential backoff, sets the
 retained ``offline`` last will, re-subscribes and calls the agent's
 ``on_connect`` hook on every connect, routes each incoming message to the
 handler registered for its topic, and reports PUBACKs to a listener.
@@ -83,7 +86,10 @@ class MqttLink:
         client.reconnect_delay_set(min_delay=max(1, int(reconnect_min_s)), max_delay=max(1, int(reconnect_max_s)))
         client.max_inflight_messages_set(64)
         self._tls_context: ssl.SSLContext | None = None
-        if tls_files is not None:  # mutual TLS: (CA certificate, client certificate, client key)
+        if tls_files is not None and not tls:
+            log.warning("the broker URL is mqtt:// (no TLS): connecting without the device certificate; give the "
+                        "agent the broker's mqtts:// URL for mutual TLS")
+        elif tls_files is not None:  # mutual TLS: (CA certificate, client certificate, client key)
             self._tls_context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls_files[0]))
             self._tls_context.load_cert_chain(str(tls_files[1]), str(tls_files[2]))
             client.tls_set_context(self._tls_context)

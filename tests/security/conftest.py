@@ -1,5 +1,6 @@
 """Fixtures for the security tests: a Mosquitto broker run with exactly the generated TLS config, and the
-real fleet server connected to it over mutual TLS."""
+real fleet server connected to it over mutual TLS; and ``trust_fleet``, the same server on a plain Mosquitto
+with one agent enrolled through ``edge_agent.enroll`` (:class:`tests.security.trust_fleet.TrustFleet`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import pytest
 from fleet_server.config import ServerConfig
 from fleet_server.runner import ServerThread
 from tests.security.tls_mqtt import Identity, Probe, TlsBroker, start_tls_broker
+from tests.security.trust_fleet import TrustFleet
 from tests.support.fleet import ADMIN_TOKEN
+from tests.support.mosquitto import start_mosquitto
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +84,13 @@ def tls_fleet(tmp_path, monkeypatch) -> TlsFleet:
     yield TlsFleet(server, broker, pid_file)
     server.stop()
     broker.process.stop()
+
+
+@pytest.fixture
+def trust_fleet(tmp_path, monkeypatch) -> TrustFleet:
+    monkeypatch.setenv("EDGEFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
+    broker = start_mosquitto(tmp_path / "mosquitto")
+    fleet = TrustFleet(tmp_path, broker)
+    yield fleet
+    fleet.close()
+    broker.stop()

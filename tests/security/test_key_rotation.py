@@ -8,27 +8,14 @@ import json
 import stat
 from datetime import timedelta
 
-import pytest
-
 from fleet_protocol.root import make_root, sign_root
 from fleet_protocol.signing import sign_envelope
 from fleet_server.clock import utc_now
 from fleet_server.keys import KeyRing, signing_key_path
 from fleet_server.keys import new_signing_key
 from tests.security.trust_fleet import MODULE, TrustFleet
-from tests.support.fleet import ADMIN_TOKEN, run_cli
-from tests.support.mosquitto import start_mosquitto
+from tests.support.fleet import run_cli
 from tests.support.net import wait_for
-
-
-@pytest.fixture
-def trust_fleet(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGEFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
-    broker = start_mosquitto(tmp_path / "mosquitto")
-    fleet = TrustFleet(tmp_path, broker)
-    yield fleet
-    fleet.close()
-    broker.stop()
 
 
 def rotate(fleet: TrustFleet) -> dict:

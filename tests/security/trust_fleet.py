@@ -49,15 +49,13 @@ class TrustFleet:
         created.raise_for_status()
         path = enroll(server_url=self.server.url, token=created.json()["token"], state_dir=self.workdir / "agent",
                       config_out=self.workdir / "agent.toml")
-        config = load_config(path)  # mutual TLS is the broker tests' business: this broker is plain MQTT
-        self.device_key = config.tls_key  # still what the server wraps the device's content keys for
-        return dataclasses.replace(config, tls_ca=None, tls_cert=None, tls_key=None, scoring_port=0,
-                                   heartbeat_interval_s=0.3, telemetry_flush_interval_s=0.1, keepalive_s=5)
+        # this broker is plain MQTT: the enrolled config (TLS files and all) connects without the certificate
+        return dataclasses.replace(load_config(path), scoring_port=0, heartbeat_interval_s=0.3,
+                                   telemetry_flush_interval_s=0.1, keepalive_s=5)
 
     def start_agent(self) -> Agent:
         self.agent = Agent(self.agent_config)
         self.agent.start()
-        self.agent.fetcher.key_file = self.device_key  # without TLS the agent would not know its key
         return self.agent
 
     def stop_agent(self) -> None:
