@@ -73,7 +73,9 @@ def supervise(
 @app.command()
 def enroll(
     server: Annotated[str, typer.Option("--server", help="The fleet server's URL, e.g. http://fleet:8080")],
-    token: Annotated[str, typer.Option("--token", help="The one-time token from `edgefleet device enroll`")],
+    token: Annotated[str, typer.Option("--token", envvar="EDGEFLEET_ENROLL_TOKEN", show_envvar=True,
+                                       help="The one-time token from `edgefleet device enroll` (the variable "
+                                            "keeps it out of the process list)")],
     state_dir: Annotated[Path, typer.Option("--state-dir", help="The agent's state (its key goes in "
                                             "identity/, mode 0600)")] = Path("edgefleet-agent"),
     config: Annotated[Optional[Path], typer.Option("--config", help="Where to write the agent config "

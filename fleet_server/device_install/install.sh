@@ -14,6 +14,7 @@
 # --uninstall removes the service and /opt/edgefleet and keeps the device's identity (it says what stays).
 # The fleet server fills in FLEET_URL and AGENT_VERSION when it serves this file.
 set -eu
+umask 022  # whatever the caller's umask, nothing written here (venv, unit, config dir) is writable by others
 
 FLEET_URL='@FLEET_URL@'
 AGENT_VERSION='@AGENT_VERSION@'
@@ -28,6 +29,8 @@ usage: curl -fsSL $FLEET_URL/install.sh | sudo sh -s -- --token TOKEN [options]
 
   --token TOKEN        one-time enrollment token (\`edgefleet device enroll --name ID\` prints one);
                        needed only the first time: an enrolled device keeps its identity
+  --token-file FILE    read the token from FILE instead: other users of this machine can read
+                       --token in the process list while the script runs
   --profile NAME       firmware profile, e.g. raspberry-pi-5 (\`edgefleet profile list\`) [generic-cpu]
   --tags K=V[,K=V]     device tags, repeatable (the operator's tags win)
   --scoring-port PORT  local Open Inference Protocol port [8181]
@@ -50,6 +53,7 @@ step() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 TOKEN=
+TOKEN_FILE=
 PROFILE=
 TAGS=
 SCORING_PORT=
@@ -70,6 +74,7 @@ need_value() {
 while [ $# -gt 0 ]; do
     case $1 in
         --token) need_value "$@"; TOKEN=$2; shift 2 ;;
+        --token-file) need_value "$@"; TOKEN_FILE=$2; shift 2 ;;
         --profile) need_value "$@"; PROFILE=$2; shift 2 ;;
         --tags) need_value "$@"; TAGS=${TAGS:+$TAGS,}$2; shift 2 ;;
         --scoring-port) need_value "$@"; SCORING_PORT=$2; shift 2 ;;
@@ -84,6 +89,16 @@ while [ $# -gt 0 ]; do
         *) die "unknown option '$1' (see --help)" ;;
     esac
 done
+
+if [ -n "$TOKEN_FILE" ]; then
+    [ -r "$TOKEN_FILE" ] || die "cannot read the token file $TOKEN_FILE"
+    TOKEN=$(tr -d ' \t\r\n' <"$TOKEN_FILE")
+    [ -n "$TOKEN" ] || die "the token file $TOKEN_FILE is empty"
+fi
+case $ROOT in
+    "" | /*) ;;
+    *) ROOT=$(pwd)/$ROOT ;;  # before the cd / below
+esac
 
 # The device's paths; the unit and the self-updater name them without ROOT.
 OPT=$ROOT/opt/edgefleet
@@ -178,7 +193,7 @@ fi
 # Switch 'current' with one rename (a relative link, so it also holds under --root).
 if [ "$(readlink "$CURRENT" 2>/dev/null || true)" != "envs/$AGENT_VERSION" ]; then
     ln -sfn "envs/$AGENT_VERSION" "$OPT/current.new"
-    "$ENV_DIR/bin/python" -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$OPT/current.new" "$CURRENT"
+    "$PYTHON" -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$OPT/current.new" "$CURRENT"
     CHANGED=1
     SWITCHED=1
 fi
@@ -186,13 +201,13 @@ fi
 # (the supervisor moves it after a self-update); a version this script installed counts as confirmed.
 if [ "${SWITCHED:-0}" = 1 ] || [ ! -L "$OPT/confirmed" ]; then
     ln -sfn "$(readlink "$CURRENT")" "$OPT/confirmed.new"
-    "$ENV_DIR/bin/python" -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$OPT/confirmed.new" "$OPT/confirmed"
+    "$PYTHON" -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$OPT/confirmed.new" "$OPT/confirmed"
     CHANGED=1
 fi
 
 # --- 2. enrollment ---------------------------------------------------------------------------------------
 config_device() {
-    "$ENV_DIR/bin/python" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["device_id"])' "$CONFIG"
+    "$PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["device_id"])' "$CONFIG"
 }
 
 if enrolled; then
@@ -206,14 +221,16 @@ if enrolled; then
     fi
 else
     step "enrolling with $FLEET_URL (the device key is made here and stays here)"
-    set -- --server "$FLEET_URL" --token "$TOKEN" --state-dir "$STATE" --config "$CONFIG" --install-prefix "$OPT"
+    set -- --server "$FLEET_URL" --state-dir "$STATE" --config "$CONFIG" --install-prefix "$OPT"
     [ -z "$PROFILE" ] || set -- "$@" --profile "$PROFILE"
     [ -z "$TAGS" ] || set -- "$@" --tags "$TAGS"
     [ -z "$SCORING_PORT" ] || set -- "$@" --scoring-port "$SCORING_PORT"
     [ -z "$CLOUD_URL" ] || set -- "$@" --cloud-url "$CLOUD_URL"
     mkdir -p "$CONFIG_DIR"
-    "$CURRENT/bin/edgefleet" agent enroll "$@" --json >/dev/null || die "enrollment failed (see above)"
-    DEVICE_ID=$(config_device)
+    # The token goes by the environment (readable by root only), never by a command line others can read.
+    EDGEFLEET_ENROLL_TOKEN=$TOKEN "$CURRENT/bin/edgefleet" agent enroll "$@" --json >/dev/null ||
+        die "enrollment failed (see above)"
+    DEVICE_ID=$(config_device) || die "enrollment wrote no valid $CONFIG"
     CHANGED=1
 fi
 
