@@ -13,6 +13,10 @@
 #   4. the device id and the service's status.
 # --uninstall removes the service and /opt/edgefleet and keeps the device's identity (it says what stays).
 # The fleet server fills in FLEET_URL and AGENT_VERSION when it serves this file.
+#
+# The whole script is one { ... } block: sh reads a block to its end before it runs any of it, so a download
+# that the network cuts short (curl | sh) is a syntax error that runs nothing, never the first half of a step.
+{
 set -eu
 umask 022  # whatever the caller's umask, nothing written here (venv, unit, config dir) is writable by others
 
@@ -346,3 +350,4 @@ say "  config:  $CONFIG"
 say "  state:   $STATE"
 say "  service: $UNIT_NAME $STATUS"
 [ "$STATUS" != failed ] || exit 1
+}

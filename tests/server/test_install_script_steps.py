@@ -90,3 +90,15 @@ def test_nothing_written_is_writable_by_others_whatever_the_callers_umask(script
     for path in ("etc/edgefleet", "etc/systemd/system", "etc/systemd/system/edgefleet-agent.service"):
         mode = (root / path).stat().st_mode
         assert not mode & (stat.S_IWGRP | stat.S_IWOTH), f"{path} is {oct(mode)}"
+
+
+def test_script_cut_short_in_transit_runs_nothing(script, tmp_path):
+    root = tmp_path / "root"
+    env_in_place(root)
+    text = script.read_text()
+    script.write_text(text[:text.index("# --- 3. user, unit, service")])  # curl | sh after a dropped connection
+    result = subprocess.run(["sh", str(script), "--root", str(root), "--no-systemd", "--python", sys.executable,
+                             "--token", TOKEN], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env=os.environ | {"RECORD": str(tmp_path)})
+    assert result.returncode != 0
+    assert not (root / "etc").exists() and not (tmp_path / "argv").exists()  # not enrolled, nothing written
