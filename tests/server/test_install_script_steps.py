@@ -1,5 +1,6 @@
-"""install.sh's own rules, in seconds: the token stays out of every command line, a relative --root stays under
-the current directory, and no file it writes is writable by others whatever the caller's umask.
+"""install.sh's own rules, in seconds: it lints clean, its unit verifies, it refuses what it cannot do, the token
+stays out of every command line, a relative --root stays under the current directory, no file it writes is
+writable by others whatever the caller's umask, and a download cut short runs nothing.
 
 The script runs for real (``sh``, in a throwaway ``--root`` with ``--no-systemd``) over an environment already
 in place whose ``bin/edgefleet`` records how it was called and writes what enrollment would. That is a stand-in
@@ -9,6 +10,7 @@ for the agent, not for the script: the real venv, pip and enrollment are ``tests
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -102,3 +104,46 @@ def test_script_cut_short_in_transit_runs_nothing(script, tmp_path):
                             env=os.environ | {"RECORD": str(tmp_path)})
     assert result.returncode != 0
     assert not (root / "etc").exists() and not (tmp_path / "argv").exists()  # not enrolled, nothing written
+
+
+def test_served_script_passes_sh_n_and_shellcheck(script):
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    lint = subprocess.run(["shellcheck", "--shell=sh", "--severity=style", str(script)], capture_output=True,
+                          text=True)
+    assert lint.returncode == 0, lint.stdout
+
+
+def test_unit_passes_systemd_analyze_verify_and_security_with_the_agreed_settings(script, tmp_path):
+    root = tmp_path / "root"
+    env_in_place(root)
+    install(script, "--root", str(root), "--token", TOKEN, cwd=tmp_path)
+    text = (root / "etc/systemd/system/edgefleet-agent.service").read_text()
+    for line in ("Type=notify", "NotifyAccess=all", "ExecStart=/opt/edgefleet/confirmed/bin/edgefleet agent "
+                 "supervise --config /etc/edgefleet/agent.toml", "User=edgefleet", "StateDirectory=edgefleet",
+                 "ProtectSystem=strict", "ReadWritePaths=/opt/edgefleet", "Restart=on-failure", "NoNewPrivileges=yes",
+                 "WatchdogSec=30"):
+        assert line in text.splitlines(), line
+    unit = tmp_path / "edgefleet-agent.service"  # verify wants ExecStart to exist: the unit against this root
+    unit.write_text(text.replace("/opt/edgefleet/", f"{root}/opt/edgefleet/"))
+    verify = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=25", str(unit)],
+                              capture_output=True, text=True)
+    assert security.returncode == 0, security.stdout[-2000:]
+
+
+def test_first_install_without_a_token_is_refused_before_anything_is_written(script, tmp_path):
+    result = subprocess.run(["sh", str(script), "--root", str(tmp_path / "root"), "--no-systemd", "--offline",
+                             "--python", sys.executable], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "not enrolled yet: pass --token" in result.stderr
+    assert not (tmp_path / "root").exists()
+
+
+def test_script_without_root_privileges_or_with_an_unknown_option_says_why(script):
+    result = subprocess.run(["sh", str(script), "--no-systemd", "--frobnicate"], capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr == "error: unknown option '--frobnicate' (see --help)\n"
+    if shutil.which("setpriv") and os.getuid() == 0:
+        as_nobody = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-s", "--",
+                                    "--token", "x.y"], input=script.read_text(), capture_output=True, text=True,
+                                   cwd="/")  # as `curl ... | sh -s --` without sudo
+        assert as_nobody.returncode == 1 and "run this as root" in as_nobody.stderr
