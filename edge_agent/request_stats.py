@@ -47,11 +47,6 @@ class Stats:
             self._taken_errors += errors[0]
         return bins, errors[0]
 
-    def discard(self) -> None:
-        """Forget what was counted since the last take (the health check's requests), in neither reader."""
-        with self._lock:
-            self.buckets, self.errors = [0] * sketch.KEYS, [0]
-
     def totals(self) -> tuple[list[int], int]:
         """Latency counts by sketch key and errors since load: what was taken plus what was not yet."""
         with self._lock:

@@ -134,6 +134,8 @@ class LoadedModule:
         self.answers = AnswerCounts()  # answers by class, counted only under an A/B split
         self.drift: DriftCounter | None = None  # histograms over the bundle's drift reference, if it ships one
         self.score = self._build_score(entry_run)
+        # The same model call as score, counted nowhere (no stats, crash streak or drift): the health checks' path
+        self.run_uncounted: Callable[[dict], dict] = entry_run if entry_run is not None else model.run
 
     def _build_score(self, entry_run: Callable | None) -> Callable[[dict], ScoreResult]:
         stats, name, version, accelerator = self.stats, self.name, self.version, self.accelerator
@@ -229,9 +231,7 @@ class Runtime:
         loaded.answers = AnswerCounts(declared)
         if manifest.sample or health_check is not None:
             loaded.health_attempts = gate(lambda: self._health_check(loaded), policy)
-            loaded.stats.discard()  # the health check is not a request
-            loaded.crashes.streak = 0
-        if manifest.drift_reference:  # after the health check: its sample is not a request either
+        if manifest.drift_reference:
             tensors = {name for name, _, _ in model.inputs + model.outputs}
             try:
                 loaded.drift = counter_for(record.dir / manifest.drift_reference, tensors,
@@ -281,7 +281,8 @@ class Runtime:
 
     def check_health(self, name: str) -> tuple[LoadedModule, bool]:
         """Run the served main version's health check once, no retries (the ``health_check`` job): the loaded
-        version and whether it declares a check at all; :class:`HealthCheckError` when it fails."""
+        version and whether it declares a check at all; :class:`HealthCheckError` when it fails. Like the check
+        at load, it is neither a request nor a crash (a diagnostic must never start a crash loop)."""
         served = self.table.get(name)
         if served is None:
             raise ModelNotFound(f"module {name!r} is not running on this device", code="module_not_running",
@@ -336,14 +337,18 @@ class Runtime:
         return (run if callable(run) else None), (check if callable(check) else None), context
 
     def _health_check(self, loaded: LoadedModule) -> None:
-        """One check: the sample scores (within the latency budget), then the module's ``health_check`` passes."""
+        """One check: the sample scores (within the latency budget), then the module's ``health_check`` passes.
+
+        The sample goes through :attr:`LoadedModule.run_uncounted`, so it shows in no request statistics, drift
+        histogram or crash streak: counting it would make a failing check look like a crashing request.
+        """
         what = f"{loaded.name} v{loaded.version}"
         if loaded.manifest.sample:
             path = loaded.record.dir / loaded.manifest.sample
             try:
                 request = oip.decode_request(json.loads(path.read_text()))
                 t0 = perf_counter_ns()
-                outputs = loaded.score(request.inputs).outputs
+                outputs = loaded.run_uncounted(request.inputs)
                 elapsed_ns = perf_counter_ns() - t0
                 if not isinstance(outputs, dict) or not outputs:
                     raise ValueError("the module returned no outputs")
@@ -351,7 +356,7 @@ class Runtime:
                     np.asarray(array)
             except Exception as exc:  # noqa: BLE001
                 raise HealthCheckError(f"{what} failed its health check on {loaded.manifest.sample}: "
-                                       f"{_reason(exc)}") from None
+                                       f"{type(exc).__name__}: {_reason(exc)}") from None
             check_latency(loaded.policy, elapsed_ns, what)
         if loaded.health_check is not None:
             try:
