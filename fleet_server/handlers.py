@@ -176,8 +176,8 @@ class MessageHandlers:
             self._fleet.metrics.observe_ingest(batch.records[0].ts, moment)
         for record in batch.records:
             if record.kind == JOB_RESULT:
-                try:  # the job's own state dedups: a repeated answer is only counted
-                    self._fleet.jobs.record_result(device_id, record.data)
+                try:  # the job's own state dedups: a repeated answer is only counted, a redelivered record not
+                    self._fleet.jobs.record_result(device_id, record.data, outbox_id=batch.outbox_id, seq=record.seq)
                 except BadDataError as exc:
                     self.malformed.add(topics.device_topic(device_id, "telemetry"), "job_result", str(exc))
 

@@ -26,7 +26,8 @@ for each running job:
 
 Results arrive as ``job_result`` telemetry records (:meth:`record_result`): the
 first answer of a device sets its outcome, a repeated one (a redelivered job
-answered from the device's store) is only counted. An operator may cancel a
+answered from the device's store) is only counted, and a telemetry record
+delivered again (the same ``outbox_id`` and ``seq``) is not counted again. An operator may cancel a
 running job (queued devices are cancelled). Creation goes through the API (and
 its audit log); an abort by the controller is written to the audit log too.
 Everything is in SQLite and each step reads it afresh, so a restarted server continues.
@@ -138,11 +139,13 @@ class JobController:
             self._schedules.pop(job_id, None)
         return self.detail(job_id)
 
-    def record_result(self, device_id: str, data: dict) -> None:
-        """A ``job_result`` record from a device (MQTT thread); :class:`BadDataError` for a malformed one."""
+    def record_result(self, device_id: str, data: dict, *, outbox_id: str, seq: int) -> None:
+        """A ``job_result`` record ``(outbox_id, seq)`` from a device (MQTT thread); :class:`BadDataError` for a
+        malformed one."""
         result = parse_result(data)
         job = job_store.job_by_wire_id(db=self._db, wire_id=result.job_id)
-        if job is None or not job_store.count_answer(db=self._db, job_id=job["id"], device_id=device_id):
+        if job is None or not job_store.count_answer(db=self._db, job_id=job["id"], device_id=device_id,
+                                                     outbox_id=outbox_id, seq=seq):
             raise BadDataError(f"device {device_id} answered job {result.job_id}, which was not sent to it")
         with self._lock:
             if job_store.finish_device(db=self._db, job_id=job["id"], device_id=device_id, state=result.state,

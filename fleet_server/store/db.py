@@ -252,6 +252,13 @@ CREATE TABLE IF NOT EXISTS job_devices (
     error TEXT,
     PRIMARY KEY (job_id, device_id)
 );
+CREATE TABLE IF NOT EXISTS job_answers (
+    job_id INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    outbox_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (job_id, device_id, outbox_id, seq)
+);
 CREATE TABLE IF NOT EXISTS bundle_keys (
     digest TEXT PRIMARY KEY,
     key TEXT NOT NULL,

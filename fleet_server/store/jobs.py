@@ -9,7 +9,9 @@ remembers). A ``job_devices`` row per targeted device, in delivery order
 (``position``): queued, sent (with the signed envelope and its expiry),
 succeeded or failed (the device's result or ``{code, category, message}``),
 timed_out (no answer before the expiry) or cancelled; ``answers`` counts the
-results the device sent, a redelivery's included.
+results the device sent, a redelivered job's answer included. A ``job_answers``
+row per answer, keyed by the telemetry record that carried it (``outbox_id``,
+``seq``), makes a redelivered telemetry batch count nothing more.
 """
 
 from __future__ import annotations
@@ -106,11 +108,18 @@ def finish_device(*, db: Database, job_id: int, device_id: str, state: str, fini
                           [state, finished, dumps(result), dumps(error), job_id, device_id, *from_states]).rowcount == 1
 
 
-def count_answer(*, db: Database, job_id: int, device_id: str) -> bool:
-    """One more result received from the device; False when the device is not part of the job."""
+def count_answer(*, db: Database, job_id: int, device_id: str, outbox_id: str, seq: int) -> bool:
+    """Count the device's answer carried by telemetry record ``(outbox_id, seq)``, once however often that record
+    is delivered; False when the device is not part of the job."""
     with db.transaction() as tx:
-        return tx.execute("UPDATE job_devices SET answers = answers + 1 WHERE job_id = ? AND device_id = ?",
-                          [job_id, device_id]).rowcount == 1
+        if tx.execute("SELECT 1 FROM job_devices WHERE job_id = ? AND device_id = ?",
+                      [job_id, device_id]).fetchone() is None:
+            return False
+        if tx.execute("INSERT OR IGNORE INTO job_answers (job_id, device_id, outbox_id, seq) VALUES (?, ?, ?, ?)",
+                      [job_id, device_id, outbox_id, seq]).rowcount:
+            tx.execute("UPDATE job_devices SET answers = answers + 1 WHERE job_id = ? AND device_id = ?",
+                       [job_id, device_id])
+        return True
 
 
 def cancel_queued(*, db: Database, job_id: int, finished: str, error: dict) -> int:

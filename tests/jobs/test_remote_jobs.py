@@ -12,9 +12,9 @@ from datetime import timedelta
 import onnxruntime
 
 from edge_agent.agent import Agent
-from fleet_protocol import topics
+from fleet_protocol import messages, topics
 from fleet_protocol.canonical import canonical_json
-from fleet_protocol.jobs import JobDocument
+from fleet_protocol.jobs import RESULT_KIND, JobDocument
 from fleet_protocol.signing import SigningKey, sign_envelope
 from fleet_protocol.timestamps import to_iso
 from fleet_server.clock import utc_now
@@ -93,6 +93,28 @@ def test_redelivered_job_runs_once_also_across_an_agent_restart(fleet):
     fleet.wait_job(done["id"], lambda j: by_device(j)[agent.device_id]["answers"] == 3,
                    what="the restarted agent to answer the job from its store")
     assert again.jobs.executed == 0, "the restarted agent remembers the job id in its SQLite"
+
+
+def test_an_answer_redelivered_in_the_same_telemetry_batch_is_counted_once(fleet):
+    (agent,) = fleet.start_agents(1)
+    done = fleet.run_job("diagnostics")
+    answer = {"job_id": done["wire_id"], **{k: v for k, v in by_device(done)[agent.device_id].items()
+                                            if k in ("state", "result", "error")}}
+    answer |= {"kind": "diagnostics", "started": done["created"], "finished": done["created"]}
+    ts = to_iso(utc_now())
+
+    def deliver(outbox_id: str, *records: messages.TelemetryRecord) -> None:
+        batch = messages.TelemetryBatch(agent.device_id, outbox_id, records)
+        publish_once(fleet.broker_url, topics.device_topic(agent.device_id, "telemetry"),
+                     messages.encode(batch.to_dict()))
+
+    again = messages.TelemetryRecord(1, ts, RESULT_KIND, answer)  # the job answered once more (a redelivered job)
+    deliver("outbox-redelivered", again)
+    deliver("outbox-redelivered", again)  # ... in a batch the broker delivered twice (the PUBACK was lost)
+    deliver("outbox-marker", messages.TelemetryRecord(1, ts, "marker", {}))  # arrives after both
+    wait_for(lambda: fleet.api.get(f"/api/devices/{agent.device_id}/telemetry", params={"kind": "marker"}).json(),
+             timeout=20, what="the server to take the batches in")
+    assert by_device(fleet.job(done["id"]))[agent.device_id]["answers"] == 2, "one answer per device record"
 
 
 def test_forged_foreign_and_expired_jobs_are_refused_and_run_nothing(fleet):
