@@ -22,6 +22,8 @@ class ServerConfig:
     max_upload_bytes: int = 512 * 1024**2
     rollout_tick_s: float = 1.0  # how often the rollout controller advances running rollouts
     job_tick_s: float = 1.0  # how often the job controller sends staged jobs and times out unanswered ones
+    job_answer_settle_s: float = 30.0  # after the broker link (re)connects, no device is timed out for this long:
+    # the answers the broker kept for the server while it was away arrive first
     cloud_profile: str = "generic-cpu"  # firmware profile naming this host's accelerators for cloud scoring
     cloud_max_loaded_models: int = 8  # model versions kept loaded for /v2 scoring (least recently used go)
     cloud_max_request_bytes: int = 64 * 1024**2
@@ -48,6 +50,8 @@ class ServerConfig:
             self.public_url = check_fleet_url(self.public_url)
         if self.broker_url is not None:
             parse_broker_url(self.broker_url)  # fail early on a typo
+        if not self.job_answer_settle_s >= 0:
+            raise ValueError(f"job_answer_settle_s must be 0 or more seconds, got {self.job_answer_settle_s!r}")
         if not self.desired_ttl_s > 0:
             raise ValueError(f"desired_ttl_s must be a positive number of seconds, got {self.desired_ttl_s!r}")
 

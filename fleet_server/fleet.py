@@ -58,7 +58,7 @@ class Fleet:
         self.cloud = CloudScoring(self, profile=load_profile(config.cloud_profile),
                                   max_loaded=config.cloud_max_loaded_models)
         self.rollouts = RolloutController(self, tick_s=config.rollout_tick_s)
-        self.jobs = JobController(self, tick_s=config.job_tick_s)
+        self.jobs = JobController(self, tick_s=config.job_tick_s, answer_settle_s=config.job_answer_settle_s)
         self.broker: EmbeddedBroker | None = None
         self.link: MqttLink | None = None
 
@@ -86,6 +86,11 @@ class Fleet:
     @property
     def broker_connected(self) -> bool:
         return self.link is not None and self.link.connected
+
+    @property
+    def broker_connected_for_s(self) -> float | None:
+        """Seconds since the MQTT link last (re)connected; None while there is no connected link."""
+        return self.link.connected_for_s if self.link is not None else None
 
     @property
     def broker_url(self) -> str | None:

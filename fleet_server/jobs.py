@@ -9,7 +9,11 @@ for each running job:
 
 1. marks devices that did not answer before their job expired ``timed_out``
    (in an aborted or cancelled job too: what was sent before the stop is
-   never left ``sent`` for ever);
+   never left ``sent`` for ever), but only once the broker link has been up
+   for ``answer_settle_s`` (``ServerConfig.job_answer_settle_s``, 30 s): while
+   the server is away the broker keeps the devices' answers for it, and they
+   arrive only after it reconnects, so a job that expired meanwhile is not
+   judged (nor aborted) before they had their chance;
 2. when ``abort_after_failures`` devices failed or timed out, cancels every
    device still queued and ends the job ``aborted`` with the reason (IoT Jobs'
    abort rule; what was sent already still reports);
@@ -79,10 +83,11 @@ class _Schedule(NamedTuple):
 
 
 class JobController:
-    def __init__(self, fleet, *, tick_s: float = 1.0):
+    def __init__(self, fleet, *, tick_s: float = 1.0, answer_settle_s: float = 30.0):
         self._fleet = fleet
         self._db = fleet.db
         self._tick_s = tick_s
+        self._answer_settle_s = answer_settle_s
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -164,7 +169,8 @@ class JobController:
         with self._lock, self._db.transaction():
             job = self._get(job_id)
             now = utc_now()
-            for row in job_store.devices(db=self._db, job_id=job_id, states=("sent",)):
+            silent = job_store.devices(db=self._db, job_id=job_id, states=("sent",)) if self._answers_settled() else []
+            for row in silent:
                 if from_iso(row["expires"]) <= now:
                     job_store.finish_device(db=self._db, job_id=job_id, device_id=row["device_id"],
                                             state="timed_out", finished=to_iso(now), result=None, from_states=("sent",),
@@ -210,6 +216,12 @@ class JobController:
         if job is None:
             raise NotFoundError(f"there is no job {job_id}")
         return job
+
+    def _answers_settled(self) -> bool:
+        """Whether a silent device may be judged now: the broker link is up and has been for the settle period, so
+        the answers the broker kept for the server while it was away had their chance to arrive."""
+        up_s = self._fleet.broker_connected_for_s
+        return up_s is not None and up_s >= self._answer_settle_s
 
     def _schedule_from_last_send(self, job: dict, sent: int, now: datetime) -> _Schedule:
         """A schedule that starts now: nothing sent yet, one device at once; else the next device goes one

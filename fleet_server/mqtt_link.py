@@ -6,7 +6,9 @@ automatic reconnects; mutual TLS when given ``tls`` (CA certificate, client
 certificate, client key: the files ``edgefleet server broker-config`` wrote). Every incoming message goes to one ``on_message``
 callback; an exception there is logged and never stops the network thread.
 ``on_connected`` runs after every (re)connect and subscribe, which is where
-the server republishes desired state. Publishing while disconnected is
+the server republishes desired state; :attr:`MqttLink.connected_for_s` says
+how long ago that was (the job controller waits a while after it before it
+judges timeouts). Publishing while disconnected is
 refused (returns False) rather than queued: whatever must reach devices is
 in the database and is published again on reconnect.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +41,7 @@ class MqttLink:
         self._on_connected = on_connected
         self._keepalive_s = keepalive_s
         self._connected = threading.Event()
+        self._connected_at = 0.0  # time.monotonic() of the last (re)connect
         self.connects = 0  # successful connections so far: more than one means it reconnected (the metrics)
         self._stopping = False
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
@@ -54,6 +58,11 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def connected_for_s(self) -> float | None:
+        """Seconds since the link last (re)connected; None while it is down."""
+        return time.monotonic() - self._connected_at if self._connected.is_set() else None
 
     def start(self) -> None:
         self._client.connect_async(self._host, self._port, keepalive=self._keepalive_s)
@@ -80,6 +89,7 @@ class MqttLink:
             return
         client.subscribe([(topic, 1) for topic in topics.SERVER_SUBSCRIPTIONS])
         self.connects += 1
+        self._connected_at = time.monotonic()
         self._connected.set()
         log.info("connected to the broker at %s", self.broker_url)
         try:

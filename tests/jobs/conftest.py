@@ -1,5 +1,5 @@
 """A real fleet for remote-job tests: the deployments suite's server in threads, a real Mosquitto and in-process
-agents, with the job controller ticking every 0.1 s."""
+agents, with the job controller ticking every 0.1 s and judging timeouts as soon as the broker link is up."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ FINAL = ("completed", "aborted", "cancelled")
 
 
 class JobFleet(Fleet):
-    def start_server(self) -> None:
+    def start_server(self, *, job_answer_settle_s: float = 0.0) -> None:
         config = ServerConfig(data_dir=self.workdir / "server", port=0, embedded_broker_port=0,
-                              broker_url=self.broker_url, rollout_tick_s=0.1, job_tick_s=0.1)
+                              broker_url=self.broker_url, rollout_tick_s=0.1, job_tick_s=0.1,
+                              job_answer_settle_s=job_answer_settle_s)
         self.server = ServerThread(config).start()
         self.api = httpx.Client(base_url=self.server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
                                 timeout=30)

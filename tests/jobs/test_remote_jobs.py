@@ -186,6 +186,31 @@ def test_a_restarted_server_sends_the_devices_it_missed_at_the_rate_not_at_once(
         "one device now, the next a minute later: a pause is not made up in one burst"
 
 
+def test_a_job_that_expired_while_the_server_was_down_waits_for_the_answers_the_broker_kept(fleet):
+    late, _ = fleet.start_agents(2)
+    late.stop()  # offline: the broker keeps its job, and will keep its answer for the server
+    job = fleet.post("/api/jobs", {"kind": "diagnostics", "selector": {}, "rate_per_minute": 1,
+                                   "abort_after_failures": 1}, expect=201)
+    assert [r["state"] for r in job["devices"]] == ["sent", "queued"]
+    fleet.stop_server()
+    with sqlite3.connect(fleet.workdir / "server" / "fleet.db") as db:  # its hour passed while the server was down
+        db.execute("UPDATE job_devices SET expires = ? WHERE job_id = ? AND device_id = ?",
+                   (to_iso(utc_now() - timedelta(seconds=1)), job["id"], late.device_id))
+    fleet.start_server(job_answer_settle_s=600)
+
+    fleet.server.fleet.jobs.step_all()  # just after the link came back: the broker may still hold answers
+    waiting = fleet.job(job["id"])
+    assert waiting["state"] == "running" and by_device(waiting)[late.device_id]["state"] == "sent", waiting
+
+    again = Agent(late.config)
+    fleet.agents[late.device_id] = again
+    again.start()
+    answered = fleet.wait_job(job["id"], lambda j: by_device(j)[late.device_id]["state"] != "sent",
+                              what="the device's answer to arrive")
+    assert by_device(answered)[late.device_id]["state"] == "succeeded", answered
+    assert answered["state"] == "running" and answered["counts"]["queued"] == 1, "no abort the device did not cause"
+
+
 def test_a_device_sent_a_job_before_it_was_cancelled_times_out_if_it_never_answers(fleet):
     silent, _ = fleet.start_agents(2)
     silent.stop()  # offline: the broker keeps its job, nothing answers
