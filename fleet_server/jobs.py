@@ -11,9 +11,9 @@ for each running job:
    (in an aborted or cancelled job too: what was sent before the stop is
    never left ``sent`` for ever), but only once the broker link has been up
    for ``answer_settle_s`` (``ServerConfig.job_answer_settle_s``, 30 s): while
-   the server is away the broker keeps the devices' answers for it, and they
-   arrive only after it reconnects, so a job that expired meanwhile is not
-   judged (nor aborted) before they had their chance;
+   the server is away the broker (the embedded one: each device's outbox)
+   keeps the devices' answers, and they arrive only after it reconnects, so a
+   job that expired meanwhile is not judged (nor aborted) before they had their chance;
 2. when ``abort_after_failures`` devices failed or timed out, cancels every
    device still queued and ends the job ``aborted`` with the reason (IoT Jobs'
    abort rule; what was sent already still reports);
