@@ -286,7 +286,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _drain(self) -> None:
         length = self.headers.get("Content-Length")
-        if length and is_ascii_decimal(length) and 0 < int(length) <= self.max_request_bytes:
+        if length and is_ascii_decimal(length) and 0 < self._declared(length) <= self.max_request_bytes:
             self.rfile.read(int(length))
         elif length and length != "0":
             self.close_connection = True
@@ -297,14 +297,22 @@ class _Handler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         if length is None or not is_ascii_decimal(length.strip()):
             raise ScoringError(411, "a Content-Length header is required")
-        size = int(length)
+        size = self._declared(length.strip())
         if size > self.max_request_bytes:
-            raise ScoringError(413, f"request body of {size} bytes is more than the {self.max_request_bytes} allowed")
+            shown = length.strip() if len(length.strip()) <= 24 else f"a {len(length.strip())}-digit number of"
+            raise ScoringError(413, f"request body of {shown} bytes is more than the {self.max_request_bytes} allowed")
         data = self.rfile.read(size)
         if len(data) != size:
             self.close_connection = True
             raise ScoringError(400, "request body ended early")
         return data
+
+    def _declared(self, length: str) -> int:
+        """A decimal Content-Length, or ``max_request_bytes + 1`` for one of more digits than that (before int(),
+        which refuses a string of over 4,300 digits)."""
+        if len(length.lstrip("0")) > len(str(self.max_request_bytes)):
+            return self.max_request_bytes + 1
+        return int(length)
 
     def _send(self, status: int, body: dict | None, headers: dict[str, str] | None = None, *,
               raw: bytes | None = None, content_type: str = "application/json") -> None:

@@ -33,6 +33,8 @@ def decode_request(body: bytes, header_length: str | None) -> oip.InferenceReque
     value = header_length.strip()
     if not is_ascii_decimal(value):
         raise MessageError(f"{HEADER} must be a decimal byte count, got {header_length[:40]!r}")
+    if len(value.lstrip("0")) > len(str(len(body))):  # before int(), which refuses over 4,300 digits
+        raise MessageError(f"{HEADER} is a {len(value)}-digit number, more than the {len(body)}-byte body")
     size = int(value)
     if size > len(body):
         raise MessageError(f"{HEADER} is {size} bytes, more than the {len(body)}-byte body")

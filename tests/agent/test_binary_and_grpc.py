@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 
 import grpc
@@ -161,3 +162,26 @@ def test_a_grpc_request_whose_raw_contents_lie_is_invalid_argument_with_the_reas
             call(message, timeout=10)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.details() == "input 'x': shape [2, 4] of FP32 needs 32 bytes, got 28"
+
+
+def raw_exchange(rest: str, request: bytes) -> tuple[int, dict]:
+    """One request over a plain socket (httpx will not send a Content-Length that lies), its status and body."""
+    host, port = rest.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        reply = sock.makefile("rb").read()  # the server closes after a 413
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize(("header", "status", "reason"), [
+    ("Inference-Header-Content-Length: " + "9" * 5000, 400, "is a 5000-digit number, more than the 2-byte body"),
+    ("Content-Length: " + "9" * 5000, 413, "request body of a 5000-digit number of bytes is more than the 65536"),
+])
+def test_a_length_header_of_thousands_of_digits_is_refused_with_the_reason_not_a_500(served, header, status, reason):
+    rest, _, _ = served
+    lines = ["POST /v2/models/linear/infer HTTP/1.1", f"Host: {rest}", "Connection: close", header]
+    if not header.startswith("Content-Length"):
+        lines.append("Content-Length: 2")
+    answer = raw_exchange(rest, ("\r\n".join(lines) + "\r\n\r\n{}").encode())
+    assert answer[0] == status and reason in answer[1]["error"], answer

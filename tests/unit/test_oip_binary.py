@@ -80,6 +80,7 @@ FOUR_FLOATS = np.zeros(4, np.float32).tobytes()
     (b'{"inputs": []}', "x12", "decimal byte count"),
     (b'{"inputs": []}', "\u00b2", "decimal byte count"),
     (b'{"inputs": []}', "999", "more than the 14-byte body"),
+    (b'{"inputs": []}', "9" * 5000, "5000-digit number, more than the 14-byte body"),
     (b"\xff\xfe binary junk", "4", "inference header"),
     (binary_body(one_input([4], "FP32", 32), FOUR_FLOATS)[0], None, "more than the 16 bytes left"),
     (*binary_body(one_input([4], "FP32", 32), FOUR_FLOATS), "more than the 16 bytes left"),
