@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
+from edge_agent.fallback import CircuitBreaker
 from fleet_protocol import oip
 from fleet_protocol.captures import decode_capture
 from fleet_protocol.errors import TransportError
@@ -19,6 +20,18 @@ from fleet_server.store import telemetry as telemetry_store
 from tests.offline.fleet import DEVICE, TOKEN, running_fleet, until
 from tests.server.builders import tiny_onnx
 from tests.support.redelivery import assert_redelivery_is_counted_and_not_stored
+
+class ManualClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self, seconds: float) -> bool:
+        self.now += seconds
+        return False
+
 
 CAPTURE_ALL = {"capture": {"fraction_percent": 100, "max_per_minute": 1000}}
 
@@ -74,7 +87,9 @@ def test_outage_of_broker_and_server_loses_nothing_and_duplicates_nothing(tmp_pa
 
 def test_large_input_is_scored_in_the_cloud_and_refused_with_a_reason_while_the_cloud_is_down(tmp_path, monkeypatch):
     with running_fleet(tmp_path, monkeypatch) as fleet:
-        agent = fleet.start_agent(tmp_path, cloud_retries=0, cloud_breaker_failures=2, cloud_breaker_cooldown_s=0.2)
+        agent = fleet.start_agent(tmp_path, cloud_retries=0)
+        clock = ManualClock()  # the breaker's cooldown passes when the test says, however slow the machine
+        agent.offload.client.breaker = CircuitBreaker(failure_threshold=2, cooldown_s=10, clock=clock)
         fleet.deploy("scaler", {"fallback": {"max_batch": 8}})
         small, large = np.ones((2, 4), np.float32), np.arange(80, dtype=np.float32).reshape(20, 4)
 
@@ -100,8 +115,11 @@ def test_large_input_is_scored_in_the_cloud_and_refused_with_a_reason_while_the_
             agent.infer_with_fallback("scaler", {"x": large})
         assert agent.infer_with_fallback("scaler", {"x": small}).scored_on == "local"
 
+        assert "circuit open" in infer(agent, "scaler", large).json()["error"], "still open before the cooldown"
         fleet.start_server()
-        until(lambda: infer(agent, "scaler", large).status_code == 200, "the breaker to let a trial through")
+        clock.now += 10
+        until(lambda: infer(agent, "scaler", large).status_code == 200 or clock.tick(10),
+              "the breaker to let a trial through")  # a trial that fails reopens it: the next one waits a cooldown
         assert agent.offload.client.breaker.state == "closed"
         in_process = agent.infer_with_fallback("scaler", {"x": large})
         assert (in_process.scored_on, in_process.model_version) == ("cloud", 1)
