@@ -234,6 +234,8 @@ class Agent:
             self.scoring.stop()
         if self.grpc is not None:
             self.grpc.stop()
+        if self.offload.client is not None:
+            self.offload.client.close()
         self.jobs.store.close()
         self.outbox.close()
         log.info("agent %s stopped", self.device_id)

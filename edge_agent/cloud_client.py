@@ -116,6 +116,11 @@ class CloudClient:
         assert last is not None
         raise last
 
+    def close(self) -> None:
+        """Let go of what stays open between calls (the gRPC channel; REST opens a connection per call)."""
+        if self._grpc is not None:
+            self._grpc.close()
+
     def _post(self, path: str, body: bytes) -> tuple[int, bytes]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._token:

@@ -36,6 +36,7 @@ class GrpcTransport:
         self._timeout_s = timeout_s
         self._options = [("grpc.max_receive_message_length", max_response_bytes)]
         self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
         self._call = None
 
     def send(self, model: str, version: int | str | None, body: bytes, *, module: bool) -> tuple[int, bytes]:
@@ -66,11 +67,21 @@ class GrpcTransport:
         except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends, at the boundary
             raise MessageError(f"cloud scoring's gRPC answer does not decode: {type(exc).__name__}") from None
 
+    def close(self) -> None:
+        """Close the channel (its connection to the cloud); a later :meth:`send` opens a new one."""
+        with self._lock:
+            channel, self._channel, self._call = self._channel, None, None
+        if channel is not None:
+            channel.close()
+
     def _stub(self):
         with self._lock:
             if self._call is None:
-                channel = grpc.secure_channel(self.target, grpc.ssl_channel_credentials(), self._options) \
-                    if self._tls else grpc.insecure_channel(self.target, self._options)
+                if self._tls:
+                    channel = grpc.secure_channel(self.target, grpc.ssl_channel_credentials(), self._options)
+                else:
+                    channel = grpc.insecure_channel(self.target, self._options)
+                self._channel = channel
                 request_cls, response_cls = oip_grpc.METHODS["ModelInfer"]
                 self._call = channel.unary_unary(f"/{oip_grpc.SERVICE}/ModelInfer",
                                                  request_serializer=request_cls.SerializeToString,

@@ -70,8 +70,8 @@ class AgentBackend:
 
 class GrpcServer:
     def __init__(self, backend: Backend, *, host: str, port: int, max_request_bytes: int, workers: int = 8):
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="oip-grpc"),
-                                   options=[("grpc.max_receive_message_length", max_request_bytes)])
+        self._executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="oip-grpc")
+        self._server = grpc.server(self._executor, options=[("grpc.max_receive_message_length", max_request_bytes)])
         self._server.add_generic_rpc_handlers((_handlers(backend),))
         try:
             self.port = self._server.add_insecure_port(f"{host}:{port}")
@@ -89,7 +89,10 @@ class GrpcServer:
         self._server.start()
 
     def stop(self, grace_s: float = 1.0) -> None:
+        """Stop serving (calls in flight get ``grace_s``), then end the worker threads: grpcio leaves the pool
+        it was given running."""
         self._server.stop(grace_s).wait()
+        self._executor.shutdown(wait=True)
 
 
 def _handlers(backend: Backend) -> grpc.GenericRpcHandler:

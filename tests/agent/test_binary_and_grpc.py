@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import threading
 
 import grpc
 import httpx
 import numpy as np
 import onnxruntime as ort
+import psutil
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
@@ -185,3 +187,35 @@ def test_a_length_header_of_thousands_of_digits_is_refused_with_the_reason_not_a
         lines.append("Content-Length: 2")
     answer = raw_exchange(rest, ("\r\n".join(lines) + "\r\n\r\n{}").encode())
     assert answer[0] == status and reason in answer[1]["error"], answer
+
+
+def test_a_stopped_agent_leaves_no_grpc_worker_thread_and_no_connection_to_its_grpc_cloud(served, tmp_path):
+    _, cloud, _ = served  # a gRPC endpoint that serves 'linear', standing in for the fleet server's
+    warm = triton_grpc.InferenceServerClient(url=cloud)
+    assert warm.is_server_live()  # its worker thread starts now, not among the agent's
+    warm.close()
+    before = {thread.ident for thread in threading.enumerate()}
+    config = AgentConfig(device_id="dev-1", state_dir=tmp_path / "agent", trusted_keys=[new_signing_key()
+                         .public_key.to_hex()], scoring_port=0, grpc_port=0, broker_url="mqtt://127.0.0.1:9",
+                         cloud_url=f"grpc://{cloud}", cloud_retries=0)
+    agent = Agent(config)
+    agent.start()
+    try:
+        client = triton_grpc.InferenceServerClient(url=agent.grpc.address)
+        tensor = triton_grpc.InferInput("x", [2, 4], "FP32")
+        tensor.set_data_from_numpy(X)
+        result = client.infer("linear", [tensor])  # not installed here: the agent asks its cloud over gRPC
+        assert result.get_response(as_json=True)["parameters"]["scored_on"]["string_param"] == "local"
+        client.close()
+        assert connections_to(cloud), "the agent's channel to the cloud is open while it runs"
+    finally:
+        agent.stop()
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.name.startswith("oip-grpc")]
+    assert left == [], "the agent's gRPC worker threads end with it"
+    assert connections_to(cloud) == [], "the channel to the gRPC cloud is closed"
+
+
+def connections_to(address: str) -> list:
+    port = int(address.rsplit(":", 1)[1])
+    return [c for c in psutil.Process().net_connections("tcp")
+            if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED]
