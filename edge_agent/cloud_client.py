@@ -54,7 +54,7 @@ class CloudClient:
                  breaker: CircuitBreaker | None = None, sleep: Callable[[float], None] = time.sleep):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https", "grpc", "grpcs") or not parts.hostname:
-            raise ValueError(f"cloud_url must look like http(s)://host[:port] or grpc://host:port, got {url!r}")
+            raise ValueError(f"cloud_url must look like http(s)://host[:port] or grpc(s)://host:port, got {url!r}")
         self.url = url.rstrip("/")
         self._grpc = None
         if parts.scheme.startswith("grpc"):

@@ -133,8 +133,11 @@ def validate(config: AgentConfig) -> None:
         raise ConfigError("tags must map strings to strings")
     if config.cloud_url is not None:
         cloud = urlsplit(config.cloud_url) if isinstance(config.cloud_url, str) else None
-        if cloud is None or cloud.scheme not in ("http", "https", "grpc") or not cloud.hostname:
-            raise ConfigError(f"cloud_url must look like http(s)://host:port or grpc://host:port, "
+        if cloud is None or cloud.scheme not in ("http", "https", "grpc", "grpcs") or not cloud.hostname:
+            raise ConfigError(f"cloud_url must look like http(s)://host:port or grpc(s)://host:port, "
+                              f"got {config.cloud_url!r}")
+        if cloud.scheme.startswith("grpc") and (_port_of(cloud) is None or cloud.path.strip("/")):
+            raise ConfigError(f"a gRPC cloud_url is grpc(s)://host:port (the server's grpc_port, no path), "
                               f"got {config.cloud_url!r}")
     if config.cloud_token is not None and not isinstance(config.cloud_token, str):
         raise ConfigError("cloud_token must be a string")
@@ -191,3 +194,10 @@ def load_config(path: Path) -> AgentConfig:
     if isinstance(profile, str) and looks_like_path(profile):
         doc["profile"] = str(base / Path(profile).expanduser())
     return AgentConfig(**doc)
+
+
+def _port_of(url) -> int | None:
+    try:
+        return url.port
+    except ValueError:  # a port that is not a number, or out of range
+        return None

@@ -48,6 +48,8 @@ def test_a_profile_name_is_kept_as_a_name(tmp_path):
     ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\ngrpc_port = 70000', "grpc_port"),
     ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\ngrpc_port = "8001"', "grpc_port"),
     ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\ncloud_url = "grpx://fleet:8001"', "cloud_url"),
+    ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\ncloud_url = "grpc://fleet"', "grpc_port, no path"),
+    ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\ncloud_url = "grpc://fleet:8001/v2"', "no path"),
     ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\nfetch_timeout_s = -1', "fetch_timeout_s"),
     ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\nheartbeat = 3', "heartbeat"),
     ('device_id = "a"\nstate_dir = "s"\ntrusted_keys = [KEY]\n[tags]\nn = 1', "tags"),
@@ -65,6 +67,7 @@ def test_grpc_is_off_unless_a_port_is_set_and_the_cloud_may_be_a_grpc_url(tmp_pa
     assert load_config(write(tmp_path, base)).grpc_port is None
     config = load_config(write(tmp_path, base + 'grpc_port = 8001\ncloud_url = "grpc://fleet:8001"\n'))
     assert (config.grpc_port, config.cloud_url) == (8001, "grpc://fleet:8001")
+    assert load_config(write(tmp_path, base + 'cloud_url = "grpcs://fleet:443"\n')).cloud_url == "grpcs://fleet:443"
 
 
 def test_the_dataclass_validates_too(tmp_path):
