@@ -89,7 +89,11 @@ def decode_infer_request(message) -> oip.InferenceRequest:
         kind = _CONTENTS.get(tensor.datatype)
         if kind is None:
             raise MessageError(f"{where}: datatype {tensor.datatype!r} needs raw_input_contents")
-        data = list(getattr(tensor.contents, kind))
+        contents = getattr(tensor.contents, kind)
+        count = oip.checked_shape(shape, where)
+        if len(contents) != count:  # before the values become Python objects (8+ bytes for each byte sent)
+            raise MessageError(f"{where}: shape {shape} needs {count} values, got {len(contents)}")
+        data = list(contents)
         if kind == "bytes_contents":
             try:
                 data = [item.decode() for item in data]

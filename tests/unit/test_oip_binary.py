@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -124,6 +125,19 @@ def test_grpc_typed_contents_decode_like_json_data():
     tensor.shape[:] = [2, 3]
     with pytest.raises(MessageError, match="needs 6 values, got 4"):
         oip_grpc.decode_infer_request(message)
+
+
+def test_grpc_typed_contents_that_lie_about_their_count_are_refused_before_becoming_python_values():
+    message = oip_grpc.ModelInferRequest(model_name="m")
+    message.inputs.add(name="x", datatype="BOOL", shape=[1]).contents.bool_contents.extend([True] * 1_000_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MessageError, match=r"shape \[1\] needs 1 values, got 1000000"):
+            oip_grpc.decode_infer_request(message)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100_000, f"{peak} bytes held to refuse a 1 MB message"
 
 
 def test_the_committed_grpc_descriptor_is_what_protoc_makes_of_the_proto():
