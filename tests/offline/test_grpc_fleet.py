@@ -63,6 +63,15 @@ def test_triton_grpc_and_binary_http_clients_get_the_same_answers_from_agent_and
             with pytest.raises(InferenceServerException) as refused:
                 grpc_infer(server, "scaler", X, headers)
             assert refused.value.status() == f"StatusCode.{status}" and "token" in refused.value.message()
+        client = triton_grpc.InferenceServerClient(url=server)  # every RPC that REST guards needs the token too
+        for ask in (client.get_server_metadata, lambda: client.get_model_metadata("scaler"),
+                    lambda: client.is_model_ready("scaler"),
+                    lambda: client.get_model_metadata("scaler", headers={"authorization": f"Basic {TOKEN}"})):
+            with pytest.raises(InferenceServerException) as refused:
+                ask()
+            assert refused.value.status() == "StatusCode.UNAUTHENTICATED", refused.value
+        assert client.is_server_live() and client.is_server_ready(), "as GET /v2/health/*: no token needed"
+        client.close()
         with pytest.raises(InferenceServerException) as unknown:
             grpc_infer(server, "nowhere", X, AUTH)
         assert unknown.value.status() == "StatusCode.NOT_FOUND" and "nowhere" in unknown.value.message()
