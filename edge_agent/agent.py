@@ -120,10 +120,14 @@ class Agent:
         self._scorers = self.runtime.scorers
         client = None
         if config.cloud_url:
-            client = CloudClient(config.cloud_url, token=config.cloud_token, timeout_s=config.cloud_timeout_s,
-                                 retries=config.cloud_retries,
-                                 breaker=CircuitBreaker(failure_threshold=config.cloud_breaker_failures,
-                                                        cooldown_s=config.cloud_breaker_cooldown_s))
+            try:
+                client = CloudClient(config.cloud_url, token=config.cloud_token, timeout_s=config.cloud_timeout_s,
+                                     retries=config.cloud_retries,
+                                     breaker=CircuitBreaker(failure_threshold=config.cloud_breaker_failures,
+                                                            cooldown_s=config.cloud_breaker_cooldown_s))
+            except ValueError:  # e.g. a grpc:// cloud without edgefleet[grpc]
+                self.outbox.close()
+                raise
         self.offload = Offload(client=client, outbox=self.outbox,
                                overrides=lambda: self.reconciler.desired_config.get("fallback", {}))
         try:

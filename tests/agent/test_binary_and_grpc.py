@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
+import sqlite3
 import sys
 import threading
 
@@ -150,6 +152,12 @@ def test_a_grpc_port_without_the_grpc_extra_is_refused_naming_the_extra(tmp_path
     with pytest.raises(ValueError, match=r"edgefleet\[grpc\]"):
         agent.start()
     assert agent.scoring is not None and agent.scoring._server.socket.fileno() == -1, "the REST port is released"
+
+    agent = Agent(dataclasses.replace(config, grpc_port=None, cloud_url="grpc://127.0.0.1:9"))
+    with pytest.raises(ValueError, match=r"cloud_url grpc://127.0.0.1:9 needs gRPC .*edgefleet\[grpc\]"):
+        agent.start()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        agent.outbox.get_meta("generation")  # the agent's database is let go, as on any refused start
 
 
 def test_a_grpc_request_whose_raw_contents_lie_is_invalid_argument_with_the_reason(served):
