@@ -25,6 +25,7 @@ from edge_agent.scoring_service import Scored, ScoringError
 from fleet_protocol.errors import BadDataError, EdgefleetError
 from fleet_protocol.fields import is_ascii_decimal
 from fleet_protocol.oip import InferenceRequest
+from fleet_protocol.oip_binary import EXTENSION
 from fleet_protocol.oip_grpc import MODULE_PARAMETER
 
 from .api.deps import authenticate, check_role
@@ -54,7 +55,7 @@ class CloudBackend:
         return True
 
     def server_metadata(self) -> dict:
-        return {"name": "edgefleet-server", "version": self.version, "extensions": []}
+        return {"name": "edgefleet-server", "version": self.version, "extensions": [EXTENSION]}  # as GET /v2
 
     def model_metadata(self, name: str, version: str) -> dict:
         return _mapped(lambda: self.fleet.cloud.model(name, _version(version)).metadata(

@@ -46,10 +46,13 @@ def test_triton_grpc_and_binary_http_clients_get_the_same_answers_from_agent_and
             result = grpc_infer(grpc_address, "scaler", X, headers)
             assert np.allclose(result.as_numpy("y"), X * 2)
             assert result.get_response(as_json=True)["parameters"]["scored_on"]["string_param"] == scored_on
+            grpc_extensions = client.get_server_metadata(headers=headers, as_json=True).get("extensions", [])
             client.close()
 
             rest = triton_http.InferenceServerClient(url=rest_url.removeprefix("http://"))
-            assert "binary_tensor_data" in rest.get_server_metadata(headers=headers)["extensions"]
+            extensions = rest.get_server_metadata(headers=headers)["extensions"]
+            assert "binary_tensor_data" in extensions
+            assert grpc_extensions == extensions, "one server, one list of extensions over REST and gRPC"
             tensor = triton_http.InferInput("x", [2, 4], "FP32")
             tensor.set_data_from_numpy(X, binary_data=True)
             binary = rest.infer("scaler", [tensor], outputs=[triton_http.InferRequestedOutput("y", binary_data=True)],
