@@ -25,6 +25,7 @@ HTTP_STATUS = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PRE
                grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.PERMISSION_DENIED: 403,
                grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
                grpc.StatusCode.UNIMPLEMENTED: 501}
+MAX_RECONNECT_BACKOFF_MS = 5_000
 UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
@@ -34,7 +35,10 @@ class GrpcTransport:
         self._tls = tls
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._timeout_s = timeout_s
-        self._options = [("grpc.max_receive_message_length", max_response_bytes)]
+        # grpcio backs off reconnecting up to 120 s: the cloud back after an outage would wait that long, and the
+        # breaker's trial in the meantime fail at once and open it again. Capped, the channel tries every 5 s.
+        self._options = [("grpc.max_receive_message_length", max_response_bytes),
+                         ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS)]
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._call = None
