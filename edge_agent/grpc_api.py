@@ -73,13 +73,14 @@ class GrpcServer:
         self._executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="oip-grpc")
         self._server = grpc.server(self._executor, options=[("grpc.max_receive_message_length", max_request_bytes)])
         self._server.add_generic_rpc_handlers((_handlers(backend),))
+        where = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"  # IPv6: [::1]
         try:
-            self.port = self._server.add_insecure_port(f"{host}:{port}")
+            self.port = self._server.add_insecure_port(where)
         except RuntimeError as exc:  # grpcio's "Failed to bind"
-            raise OSError(f"cannot serve gRPC on {host}:{port}: {exc}") from None
+            raise OSError(f"cannot serve gRPC on {where}: {exc}") from None
         if not self.port:
-            raise OSError(f"cannot serve gRPC on {host}:{port}: the address is in use or not available")
-        self.host = "127.0.0.1" if host in ("0.0.0.0", "", "::", "[::]") else host
+            raise OSError(f"cannot serve gRPC on {where}: the address is in use or not available")
+        self.host = "127.0.0.1" if host in ("0.0.0.0", "", "::", "[::]") else where.rsplit(":", 1)[0]
 
     @property
     def address(self) -> str:

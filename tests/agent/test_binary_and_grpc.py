@@ -26,6 +26,7 @@ from edge_agent.grpc_api import AgentBackend, GrpcServer
 from edge_agent.installer import Installer
 from edge_agent.runtime import Runtime
 from edge_agent.scoring_api import ScoringServer
+from edge_agent.scoring_service import ScoringService
 from firmware_profiles import load_profile
 from fleet_protocol import oip, oip_grpc
 from fleet_server.keys import new_signing_key
@@ -227,3 +228,16 @@ def connections_to(address: str) -> list:
     port = int(address.rsplit(":", 1)[1])
     return [c for c in psutil.Process().net_connections("tcp")
             if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED]
+
+
+@pytest.mark.parametrize("host", ["::1", "::"])
+def test_grpc_serves_on_an_ipv6_host_and_names_an_address_a_client_can_dial(host):
+    server = GrpcServer(AgentBackend(ScoringService(table={}, ready=lambda: True)), host=host, port=0,
+                        max_request_bytes=MAX_BYTES)
+    server.start()
+    try:
+        client = triton_grpc.InferenceServerClient(url=server.address)
+        assert client.is_server_live(), server.address
+        client.close()
+    finally:
+        server.stop()
