@@ -69,9 +69,13 @@ class AgentBackend:
 
 
 class GrpcServer:
-    def __init__(self, backend: Backend, *, host: str, port: int, max_request_bytes: int, workers: int = 8):
+    def __init__(self, backend: Backend, *, host: str, port: int, max_request_bytes: int, workers: int = 8,
+                 max_queued: int = 32):
+        """At most ``workers`` calls run at once and ``max_queued`` more wait; past that a call is refused at
+        once with RESOURCE_EXHAUSTED, so a flood of calls holds no more than that many calls' buffers."""
         self._executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="oip-grpc")
-        self._server = grpc.server(self._executor, options=[("grpc.max_receive_message_length", max_request_bytes)])
+        self._server = grpc.server(self._executor, options=[("grpc.max_receive_message_length", max_request_bytes)],
+                                   maximum_concurrent_rpcs=workers + max_queued)
         self._server.add_generic_rpc_handlers((_handlers(backend),))
         where = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"  # IPv6: [::1]
         try:

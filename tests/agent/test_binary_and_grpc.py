@@ -241,3 +241,39 @@ def test_grpc_serves_on_an_ipv6_host_and_names_an_address_a_client_can_dial(host
         client.close()
     finally:
         server.stop()
+
+
+class Held:
+    """A backend whose calls wait for the test to let them go (ServerReady), counting those that wait."""
+
+    def __init__(self):
+        self.waiting, self.release, self.lock = 0, threading.Event(), threading.Condition()
+
+    def ready(self) -> bool:
+        with self.lock:
+            self.waiting += 1
+            self.lock.notify_all()
+        return self.release.wait(30)
+
+
+def test_grpc_calls_past_the_workers_and_the_queue_are_refused_at_once_not_held():
+    backend = Held()
+    server = GrpcServer(backend, host="127.0.0.1", port=0, max_request_bytes=MAX_BYTES, workers=2, max_queued=0)
+    server.start()
+    channel = grpc.insecure_channel(server.address)
+    ready = channel.unary_unary(f"/{oip_grpc.SERVICE}/ServerReady",
+                                request_serializer=oip_grpc.ServerReadyRequest.SerializeToString,
+                                response_deserializer=oip_grpc.ServerReadyResponse.FromString)
+    try:
+        held = [ready.future(oip_grpc.ServerReadyRequest(), timeout=30) for _ in range(2)]  # both workers busy
+        with backend.lock:
+            assert backend.lock.wait_for(lambda: backend.waiting == 2, timeout=30)
+        with pytest.raises(grpc.RpcError) as refused:
+            ready(oip_grpc.ServerReadyRequest(), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+        backend.release.set()
+        assert [call.result().ready for call in held] == [True] * 2, "the held calls are answered"
+    finally:
+        backend.release.set()
+        channel.close()
+        server.stop()
