@@ -37,6 +37,7 @@ from fleet_protocol.errors import EdgefleetError, MessageError
 from fleet_protocol.manifest import AGENT_MODULE
 from firmware_profiles import load_profile
 from fleet_protocol.signing import PublicKey
+from fleet_protocol.retry import RetryPolicy
 from fleet_protocol.timestamps import to_iso
 from fleet_protocol.trust import TrustedState
 
@@ -122,7 +123,9 @@ class Agent:
         if config.cloud_url:
             try:
                 client = CloudClient(config.cloud_url, token=config.cloud_token, timeout_s=config.cloud_timeout_s,
-                                     retries=config.cloud_retries,
+                                     retry=RetryPolicy(attempts=config.cloud_retries + 1, base_delay_s=0.1,
+                                                       max_delay_s=2.0),
+                                     max_connections=config.cloud_max_connections,
                                      breaker=CircuitBreaker(failure_threshold=config.cloud_breaker_failures,
                                                             cooldown_s=config.cloud_breaker_cooldown_s))
             except ValueError:  # e.g. a grpc:// cloud without edgefleet[grpc]

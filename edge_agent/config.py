@@ -52,7 +52,8 @@ class AgentConfig:
     # or grpc://host:port (its gRPC port; needs edgefleet[grpc]); None: no cloud fallback
     cloud_token: str | None = None  # bearer token for cloud_url
     cloud_timeout_s: float = 5.0
-    cloud_retries: int = 1  # extra tries of a failed cloud call, with exponential backoff
+    cloud_retries: int = 1  # extra tries of a failed cloud call (fleet_protocol.retry: back-off with jitter)
+    cloud_max_connections: int = 4  # kept-alive connections to cloud_url at most; more calls at once wait
     cloud_breaker_failures: int = 3  # failed cloud calls in a row that open the circuit
     cloud_breaker_cooldown_s: float = 10.0  # then calls fail at once until one trial after this
     tls_ca: Path | None = None  # mutual TLS to the broker (mqtts://): the fleet CA certificate,
@@ -93,7 +94,7 @@ _INT_FIELDS = {"scoring_port": (0, 65535), "grpc_port": (0, 65535), "fetch_windo
                "keepalive_s": (5, 3600), "outbox_max_records": (10, 100_000_000), "max_request_bytes": (1024, 2**31),
                "outbox_max_bytes": (65_536, 2**40), "feedback_max_requests": (0, 10_000_000),
                "feedback_max_rows": (0, 100_000_000), "cloud_retries": (0, 10), "cloud_breaker_failures": (1, 1000),
-               "update_max_starts": (1, 100)}
+               "update_max_starts": (1, 100), "cloud_max_connections": (1, 64)}
 _FLOAT_FIELDS = {"heartbeat_interval_s": 0.05, "telemetry_flush_interval_s": 0.01, "fetch_timeout_s": 0.05,
                  "cloud_timeout_s": 0.05, "cloud_breaker_cooldown_s": 0.01, "cert_renew_before_s": 1.0,
                  "request_timeout_s": 0.1, "update_health_deadline_s": 1.0}
