@@ -4,20 +4,56 @@ Converts every transport or HTTP failure into a one-line :class:`CliError`
 (server unreachable, bad token, the server's own ``detail`` message with the
 status code; the REST route is left out, as the user typed a command, not
 a route), and streams uploads with a progress bar.
+
+:func:`send` is every CLI request's one try-again loop, under the retry
+policy the agent's cloud client follows (:mod:`fleet_protocol.retry`): GET
+and DELETE are retried after a failed connection or a 502/503/504 (after
+its Retry-After); a POST only when the connection was never made, unless
+the caller declares it idempotent (``score batch``'s infer), so an upload
+is sent again only when it never left.
 """
 
 from __future__ import annotations
 
 import os
+import random
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+from fleet_protocol.retry import LOST, NOT_SENT, RetryPolicy, is_idempotent, retry_after_s
+
 from .errors import CliError
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
+RETRY = RetryPolicy(attempts=4, base_delay_s=0.2, max_delay_s=5.0)
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def send(http: httpx.Client, method: str, path: str, *, idempotent: bool = False, **kwargs: Any) -> httpx.Response:
+    """One request, tried again as :data:`RETRY` says; the last transport error is raised as httpx raised it."""
+    idempotent = is_idempotent(method, declared=idempotent)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            response = http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            wait = RETRY.after_failure(attempt, NOT_SENT if isinstance(exc, _NOT_SENT) else LOST,
+                                       idempotent=idempotent, draw=random.random())
+            if wait is None:
+                raise
+        else:
+            wait = RETRY.after_status(attempt, response.status_code, idempotent=idempotent, draw=random.random(),
+                                      retry_after=retry_after_s(response.headers.get("retry-after"),
+                                                                now=datetime.now(timezone.utc)))
+            if wait is None:
+                return response
+        time.sleep(wait)
 
 
 class ApiClient:
@@ -29,7 +65,7 @@ class ApiClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = send(self._http, method, path, **kwargs)
         except httpx.TransportError as exc:
             raise CliError(f"cannot reach the fleet server at {self.server} ({exc.__class__.__name__}: {exc}); "
                            "is `edgefleet server run` running, and is --server right?") from None

@@ -33,13 +33,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from fleet_protocol import oip
 from fleet_protocol.errors import MessageError
 
-from ..client import DEFAULT_SERVER
+from ..client import DEFAULT_SERVER, send
 from ..errors import CliError
 from ..options import JsonOpt, ServerOpt, TokenOpt
 from ..output import console, print_json
 
 app = typer.Typer(help="Score files of inputs with a model, on the fleet server or a device.", no_args_is_help=True)
-TRANSPORT_RETRIES = 3
 
 
 @app.command()
@@ -177,17 +176,11 @@ class Job:
 
 
 def _call(http: httpx.Client, method: str, path: str, **kwargs) -> dict:
-    """One request; transport failures and 5xx are retried with backoff, then become a CliError."""
-    for attempt in range(TRANSPORT_RETRIES + 1):
-        try:
-            response = http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            if attempt == TRANSPORT_RETRIES:
-                raise CliError(f"cannot reach {http.base_url} ({type(exc).__name__}: {exc})") from None
-        else:
-            if response.status_code < 500 or attempt == TRANSPORT_RETRIES:
-                break
-        time.sleep(0.2 * 2 ** attempt)
+    """One request, tried again under the CLI's one retry policy (an infer is idempotent), or a CliError."""
+    try:
+        response = send(http, method, path, idempotent=True, **kwargs)
+    except httpx.TransportError as exc:
+        raise CliError(f"cannot reach {http.base_url} ({type(exc).__name__}: {exc})") from None
     if response.status_code == 401:
         raise CliError("the server refused the API token: pass --token or set EDGEFLEET_TOKEN")
     try:
