@@ -5,14 +5,15 @@ keep-alive, an ECDSA P-256 certificate from a fleet CA) runs in its own
 process, so the CPU measured here is the client's alone. The client is the
 agent's :class:`~edge_agent.cloud_client.CloudClient`, trusting the system's
 CA bundle plus the test CA (``SSL_CERT_FILE``), as a device's client loads
-the system roots. Each call posts a one-row OIP request and decodes the
+the system roots (``--test-ca-only``: the test CA alone, which leaves the TLS
+handshake without the cost of loading ~140 roots into a context). Each call posts a one-row OIP request and decodes the
 answer; the figures are the median and 90th percentile wall time of a call,
 the client's CPU time per call (``process_time``), the server's count of
 TLS connections, and the client's RSS before the first call and after the
 last. Nothing here is a target: it compares the client before and after
 connection pooling.
 
-    python -m benchmarks.cloud_pool [--calls N]
+    python -m benchmarks.cloud_pool [--calls N] [--test-ca-only]
 """
 
 from __future__ import annotations
@@ -43,14 +44,15 @@ def serve(directory: Path) -> None:
             print(server.connections, flush=True)
 
 
-def measure(calls: int) -> dict:
+def measure(calls: int, *, test_ca_only: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         server = subprocess.Popen([sys.executable, "-m", "benchmarks.cloud_pool", "--serve", tmp],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             port = int(server.stdout.readline())
             bundle = Path(tmp) / "bundle.pem"
-            bundle.write_bytes(SYSTEM_BUNDLE.read_bytes() + (Path(tmp) / "ca.crt").read_bytes())
+            roots = b"" if test_ca_only else SYSTEM_BUNDLE.read_bytes()
+            bundle.write_bytes(roots + (Path(tmp) / "ca.crt").read_bytes())
             os.environ["SSL_CERT_FILE"] = str(bundle)
             from edge_agent.cloud_client import CloudClient
 
@@ -74,7 +76,7 @@ def measure(calls: int) -> dict:
             server.stdin.close()
             server.wait(timeout=10)
     walls.sort()
-    return {"calls": calls, "median_ms": round(statistics.median(walls) * 1000, 3),
+    return {"calls": calls, "roots": "test CA" if test_ca_only else "system + test CA", "median_ms": round(statistics.median(walls) * 1000, 3),
             "p90_ms": round(walls[int(len(walls) * 0.9)] * 1000, 3),
             "cpu_ms_per_call": round(cpu / calls * 1000, 3), "server_connections": connections,
             "rss_mb_before": round(rss_before / 2**20, 1), "rss_mb_after": round(rss_after / 2**20, 1)}
@@ -83,12 +85,13 @@ def measure(calls: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--test-ca-only", action="store_true", help="trust the test CA alone, not the system roots")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
     else:
-        print(json.dumps(measure(args.calls)))
+        print(json.dumps(measure(args.calls, test_ca_only=args.test_ca_only)))
 
 
 if __name__ == "__main__":
