@@ -135,7 +135,7 @@ def variants(
                   r["latency_p50_us"], r["latency_p95_us"], r["latency_p99_us"],
                   " ".join(f"{k}:{v}" for k, v in sorted(r["outputs"].items())), r.get("labelled", 0),
                   _accuracy(r)) for r in rows])
-    console.print(client.get(f"/api/deployments/{deployment_id}/verdict")["sentence"], highlight=False, markup=False)
+    console.print(client.get(f"/api/deployments/{deployment_id}/verdict")["sentence"], highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -151,7 +151,7 @@ def verdict(
     if json_out:
         print_json(result)
         return
-    console.print(result["sentence"], highlight=False, markup=False)
+    console.print(result["sentence"], highlight=False, markup=False, soft_wrap=True)  # one line at any width: scripts read it
 
 
 def _accuracy(row: dict) -> str:
