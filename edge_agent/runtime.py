@@ -5,7 +5,8 @@ without touching what is served: the model opens on the best accelerator of
 the firmware profile (:mod:`edge_agent.accelerators`), the entry script is
 imported from the installed directory under a unique module name, its
 ``init(context)`` runs once, and the manifest's sample request (if any) runs
-through the module as a health check, with the manifest's health policy
+through the module as a health check (an entry script's answer must be the
+manifest's signature, when it has one), with the manifest's health policy
 (latency budget, the entry script's ``health_check(context)``, a window to
 pass in: :mod:`edge_agent.health`). Only then does :meth:`Runtime.activate`
 put it in the serving table with a single dict assignment, so requests never
@@ -118,10 +119,12 @@ class LoadedModule:
         self.accelerator = accelerator
         self.notes = notes
         self.platform = PLATFORMS[manifest.runtime]
-        self.inputs: list[TensorSpec] = model.inputs
-        self.outputs: list[TensorSpec] = model.outputs
-        self.input_specs = {name: (datatype, shape) for name, datatype, shape in model.inputs}
+        signature = manifest.signature  # what callers see; a bundle without one is described by its model
+        self.inputs: list[TensorSpec] = model.inputs if signature is None else signature.input_specs()
+        self.outputs: list[TensorSpec] = model.outputs if signature is None else signature.output_specs()
+        self.input_specs = {name: (datatype, shape) for name, datatype, shape in self.inputs}
         self.custom_run = entry_run is not None
+        self.checks_inputs = signature is not None or not self.custom_run  # an undeclared script takes anything
         self.accelerator_failed: list[str] = []  # accelerators present here, wanted first, that failed to load it
         self.stats = Stats()
         self.policy = policy
@@ -139,7 +142,7 @@ class LoadedModule:
 
     def _build_score(self, entry_run: Callable | None) -> Callable[[dict], ScoreResult]:
         stats, name, version, accelerator = self.stats, self.name, self.version, self.accelerator
-        failure = failure_of(f"{name} v{version}", self.inputs, any_batch=self.custom_run)
+        failure = failure_of(f"{name} v{version}", self.inputs, any_batch=not self.checks_inputs)
         result = ScoreResult
         clock = perf_counter_ns
         inv = sketch.INV_LOG_GAMMA  # the sketch key of a duration, inline: ceil(ln(ns) * inv)
@@ -354,6 +357,10 @@ class Runtime:
                     raise ValueError("the module returned no outputs")
                 for array in outputs.values():
                     np.asarray(array)
+                signature = loaded.manifest.signature if loaded.custom_run else None  # a model keeps its own
+                problem = signature and signature.output_problem(outputs)
+                if problem:  # an entry script answers with what its module declares, or is not served
+                    raise ValueError(f"the answer is not the module's signature: {problem}")
             except Exception as exc:  # noqa: BLE001
                 raise HealthCheckError(f"{what} failed its health check on {loaded.manifest.sample}: "
                                        f"{type(exc).__name__}: {_reason(exc)}") from None

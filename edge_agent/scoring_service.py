@@ -123,7 +123,7 @@ class ScoringService:
     def score(self, module: LoadedModule, request: oip.InferenceRequest,
               scoring: AbstractContextManager = nullcontext()) -> Scored:
         """The answer; ``scoring`` wraps the local scoring alone (not the cloud's second opinion, nor capture)."""
-        if not module.custom_run:  # an entry script decides what it takes; a failure says whose fault it was
+        if module.checks_inputs:  # an undeclared entry script decides what it takes; a failure says whose fault
             problem = mismatch(module.inputs, request.inputs)
             if problem is not None:
                 raise ScoringError(400, f"{module.name} v{module.version}: {problem}")

@@ -24,6 +24,7 @@ from typing import Iterable
 from .canonical import canonical_json, sha256_hex
 from .errors import ManifestError, UnsafePathError
 from .fields import count_field, digest_field, field, name_field, name_list_field
+from .signature import Signature
 
 MANIFEST_TYPE = "bundle-manifest"
 RUNTIMES = ("onnx", "tflite")
@@ -134,6 +135,7 @@ class BundleManifest:
     config: dict = dc_field(default_factory=dict)
     drift_reference: str | None = None  # a file of the bundle: the model's drift reference (fleet_protocol.drift)
     kind: str = "module"
+    signature: Signature | None = None  # the inputs and outputs callers see (fleet_protocol.signature)
 
     def to_dict(self) -> dict:
         doc = {
@@ -157,6 +159,8 @@ class BundleManifest:
             doc["drift_reference"] = self.drift_reference
         if self.kind != "module":  # only then, so module manifests (and their digests) stay as before
             doc["kind"] = self.kind
+        if self.signature is not None:  # the same: bundles built before signatures keep their digests
+            doc["signature"] = self.signature.to_dict()
         return doc
 
     @property
@@ -230,6 +234,8 @@ class BundleManifest:
             config=field(doc, "config", dict, where=where, optional=True, default={}, error=err),
             drift_reference=_optional_path(doc, "drift_reference"),
             kind=kind,
+            signature=None if doc.get("signature") is None else
+            Signature.from_dict(doc["signature"], where="manifest: signature", error=err),
         )
         for path in filter(None, (manifest.model, manifest.entry, manifest.sample, manifest.drift_reference)):
             manifest.file(path)

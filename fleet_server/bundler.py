@@ -8,7 +8,11 @@ what changed), its chunks are stored content-addressed, the next version of the 
 manifest signed inside one database transaction, and the model is linked
 (``model_ref = name:version``), registering it first when a module brings
 bytes the registry has not seen. A model version with a drift reference
-(:mod:`.drift`) has it shipped as ``drift_reference.json``. The ``.efb`` file is packed from the stored
+(:mod:`.drift`) has it shipped as ``drift_reference.json``. The manifest
+carries the module's signature (:mod:`fleet_protocol.signature`): the one
+``module.json`` declares, checked against the model, or, for a module
+without an entry script, the model's own; a module with an entry script that
+declares none is described by its model, as before. The ``.efb`` file is packed from the stored
 envelope, so downloading a bundle never re-signs it.
 
 An agent bundle (kind ``agent``, :func:`build_agent`) is built the same way
@@ -31,6 +35,7 @@ from fleet_protocol.chunking import content_defined_chunks
 from fleet_protocol.errors import BadDataError
 from fleet_protocol.fields import NAME, did_you_mean
 from fleet_protocol.manifest import AGENT_MODULE, AGENT_RUNTIME, WHEELS_DIR, BundleManifest
+from fleet_protocol.signature import DATATYPES, Signature, check_against_model
 from fleet_protocol.signing import sign_envelope
 from fleet_protocol.timestamps import to_iso
 
@@ -57,12 +62,13 @@ def build_from_module(fleet, archive: bytes) -> dict:
     check_answer_output(spec.config, [o["name"] for o in info.outputs], has_entry=spec.entry is not None,
                         where="module.json: config")
     _check_joint_model(fleet, spec.config, inputs=info.inputs, outputs=info.outputs, has_entry=spec.entry is not None)
+    signature = _signature(spec.signature, info.inputs, info.outputs, has_entry=spec.entry is not None)
     known = model_store.find_by_sha256(db=fleet.db, sha256=hashlib.sha256(model_bytes).hexdigest(),
                                        prefer_name=spec.name)
     files, drift_file = _with_drift_reference(fleet, known, files)
     draft = _draft(fleet, module=spec.name, runtime=spec.runtime, model=spec.model, files=files, entry=spec.entry,
                    sample=spec.sample, description=spec.description, target_profiles=spec.target_profiles,
-                   config=spec.config, drift_reference=drift_file)
+                   config=spec.config, drift_reference=drift_file, signature=signature)
     model_sha = fleet.blobs.put(model_bytes)
     with fleet.db.transaction():
         record = model_store.find_by_sha256(db=fleet.db, sha256=model_sha, prefer_name=spec.name)
@@ -95,11 +101,24 @@ def build_from_model(fleet, *, model: str, version: int | None, module: str | No
     draft = _draft(fleet, module=module, runtime=record["runtime"], model=model_file, files=files,
                    entry="main.py" if entry_script is not None else None,
                    sample="sample.json" if sample is not None else None, config=config or {},
-                   drift_reference=drift_file)
+                   drift_reference=drift_file,
+                   signature=_signature(None, record["inputs"], record["outputs"], has_entry=entry_script is not None))
     with fleet.db.transaction():
         if model_store.get_version(db=fleet.db, name=record["name"], version=record["version"]) is None:
             raise ConflictError(f"model {record['name']}:{record['version']} was deleted while the bundle was built")
         return _commit(fleet, draft, model_name=record["name"], model_version=record["version"])
+
+
+def _signature(declared: Signature | None, inputs: list[dict], outputs: list[dict], *,
+               has_entry: bool) -> Signature | None:
+    """The signature to sign: the declared one once it agrees with the model, else the model's own (none for an
+    entry script, whose outputs are its own: it is described by its model, as bundles before signatures)."""
+    if declared is not None:
+        check_against_model(declared, inputs=inputs, outputs=outputs, has_entry=has_entry)
+        return declared
+    derived = None if has_entry else Signature.from_model(inputs, outputs)
+    known = derived is not None and all(t.datatype in DATATYPES for t in derived.inputs + derived.outputs)
+    return derived if known else None  # a tensor type the protocol has no name for: described by the model
 
 
 def _check_joint_model(fleet, config: dict, *, inputs: list[dict], outputs: list[dict], has_entry: bool) -> None:

@@ -82,7 +82,10 @@ class CloudModel:
     def score(self, inputs: dict[str, np.ndarray], wanted: list[str] | None = None) -> dict[str, np.ndarray]:
         what = f"{self.name} v{self.version}"
         specs = [(s["name"], s["datatype"], s["shape"]) for s in self.inputs]
-        problem = mismatch(specs, inputs, any_batch=True, what="model") if self.check else None
+        # a module checks as its agent does (its signature's dims); a registered model takes any batch (LiteRT resizes)
+        module = self.module_dir is not None
+        problem = mismatch(specs, inputs, any_batch=not module, what="module" if module else "model") \
+            if self.check else None
         if problem is not None:
             raise MessageError(f"{what}: {problem}")
         try:
@@ -212,5 +215,5 @@ class CloudScoring:
         specs = [{"name": n, "datatype": d, "shape": list(sh)} for n, d, sh in loaded.inputs]
         outs = [{"name": n, "datatype": d, "shape": list(sh)} for n, d, sh in loaded.outputs]
         return CloudModel(manifest.module, manifest.version, manifest.runtime, loaded.accelerator, specs, outs,
-                          loaded, list(loaded.notes), check=not loaded.custom_run, module_dir=target)
+                          loaded, list(loaded.notes), check=loaded.checks_inputs, module_dir=target)
 

@@ -6,7 +6,9 @@ absolute paths, ``..`` and other unsafe names are refused with
 files it lists are read; anything else in the archive is ignored. A key of
 ``module.json`` or of its ``config`` that nothing reads (a typo such as
 ``entyr``) is refused, naming the nearest valid key
-(:func:`edge_agent.module_config.check_module_config`). An archive
+(:func:`edge_agent.module_config.check_module_config`). An optional
+``signature`` (:mod:`fleet_protocol.signature`) is parsed here and checked
+against the model by the bundle builder. An archive
 with a single top-level folder (``tar czf m.tgz iris/``) is read as if that
 folder were the root. Bytes in, values out: no file is written.
 
@@ -27,6 +29,7 @@ from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, UnsafePathError
 from fleet_protocol.fields import NAME, name_list_field, refuse_unknown_keys
 from fleet_protocol.manifest import RUNTIMES, check_relative_path
+from fleet_protocol.signature import Signature
 
 SPEC_FILE = "module.json"
 MAX_SPEC_BYTES = 1024 * 1024
@@ -47,6 +50,7 @@ class ModuleSpec:
     sample: str | None = None
     target_profiles: tuple[str, ...] = ()
     config: dict = field(default_factory=dict)
+    signature: Signature | None = None
 
 
 def read_module_archive(data: bytes, *, max_total_bytes: int) -> tuple[ModuleSpec, dict[str, bytes]]:
@@ -132,6 +136,8 @@ def parse_module_spec(raw: bytes) -> ModuleSpec:
         description=get("description", str, ""), entry=get("entry", str), sample=get("sample", str),
         target_profiles=tuple(name_list_field(doc, "target_profiles", where=SPEC_FILE, error=_BadModule)),
         config=get("config", dict, {}),
+        signature=None if doc.get("signature") is None else
+        Signature.from_dict(doc["signature"], where=f"{SPEC_FILE}: signature", error=_BadModule),
     )
     for key in ("model", "entry", "sample"):
         value = getattr(spec, key)

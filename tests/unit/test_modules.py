@@ -16,12 +16,14 @@ from fleet_protocol.canonical import canonical_json
 from fleet_protocol.fields import is_valid_name
 from fleet_protocol.manifest import RUNTIMES, check_relative_path
 from fleet_server.keys import new_signing_key
+from fleet_server.modelinfo import inspect_model
 from fleet_server.module_archive import parse_module_spec
 
 MODULES = Path(__file__).resolve().parents[2] / "modules"
 IRIS = MODULES / "iris-classifier"
 SENSOR = MODULES / "sensor-anomaly"
-REQUIRED_KEYS = {"name", "description", "runtime", "model", "entry", "sample", "files", "target_profiles", "config"}
+REQUIRED_KEYS = {"name", "description", "runtime", "model", "entry", "sample", "files", "target_profiles", "config",
+                 "signature"}
 
 
 def load_script(path: Path, name: str) -> ModuleType:
@@ -87,7 +89,7 @@ def start_entry(folder: Path, model) -> ModuleType:
 def test_module_json_is_valid_and_builds_a_verifiable_bundle(folder: Path):
     spec = spec_of(folder)
     assert set(spec) == REQUIRED_KEYS
-    parse_module_spec((folder / "module.json").read_bytes())  # the build's own checks, typos included
+    parsed = parse_module_spec((folder / "module.json").read_bytes())  # the build's own checks, typos included
     assert spec["name"] == folder.name and is_valid_name(spec["name"])
     assert spec["runtime"] in RUNTIMES
     assert isinstance(spec["description"], str) and spec["description"]
@@ -106,11 +108,24 @@ def test_module_json_is_valid_and_builds_a_verifiable_bundle(folder: Path):
     manifest = bundle_file.build_manifest(
         module=spec["name"], version=1, runtime=spec["runtime"], model=spec["model"], files=files,
         created="2026-01-01T00:00:00Z", entry=spec["entry"], sample=spec["sample"],
-        target_profiles=tuple(spec["target_profiles"]), description=spec["description"], config=spec["config"])
+        target_profiles=tuple(spec["target_profiles"]), description=spec["description"], config=spec["config"],
+        signature=parsed.signature)
     key = new_signing_key()
     _, packed = bundle_file.pack_bundle(manifest, files, key)
     _, read_back, read_files = bundle_file.read_bundle(packed, [key.public_key])
     assert read_back.digest == manifest.digest and read_files == files
+    assert read_back.signature == parsed.signature
+
+
+@pytest.mark.parametrize("folder", [IRIS, SENSOR], ids=lambda p: p.name)
+def test_each_example_module_declares_what_its_entry_script_returns(folder: Path):
+    spec = parse_module_spec((folder / "module.json").read_bytes())
+    model = OnnxModel(folder / spec.model) if spec.runtime == "onnx" else TfliteModel(folder / spec.model)
+    outputs = start_entry(folder, model).run(sample_inputs(folder))
+    body = oip.encode_response(spec.name, "1", outputs)
+    assert [(t["name"], t["datatype"]) for t in body["outputs"]] == \
+        [(t.name, t.datatype) for t in spec.signature.outputs]
+    assert spec.signature.output_problem(outputs) is None
 
 
 # --- iris-classifier --------------------------------------------------------------------------
