@@ -22,6 +22,7 @@ in the server process: whoever may build a module may run code here.
 It does not speak HTTP (see :mod:`fleet_server.api.routes.inference`).
 
     CloudScoring.model(name, version)  -> CloudModel    NotFoundError: unknown name or version
+                                                        (no version: a module with an entry script first)
     CloudScoring.module(name, version) -> CloudModel    NotFoundError: unknown module or version
     CloudModel.score(request)          -> outputs       BadDataError: inputs that do not fit (400)
                                                         ModuleError: the model or script failed (5xx)
@@ -131,11 +132,23 @@ class CloudScoring:
         config = fleet.config  # requests scored here, remembered for labels (fleet_server.feedback)
         self.recent = RecentRequests(max_requests=config.feedback_max_requests, max_rows=config.feedback_max_rows)
 
-    def versions(self, name: str) -> list[int]:
-        return [r["version"] for r in model_store.list_versions(db=self._fleet.db, name=name)]
+    def versions(self, model: CloudModel) -> list[int]:
+        """The versions metadata lists beside ``model``: a module's bundle alone, or the registered model's."""
+        if model.module_dir is not None:
+            return [model.version]
+        return [r["version"] for r in model_store.list_versions(db=self._fleet.db, name=model.name)]
 
     def model(self, name: str, version: int | None = None) -> CloudModel:
-        """The loaded ``version`` of ``name`` (its newest when None), loading it on first use."""
+        """The loaded ``version`` of ``name`` (its newest when None), loading it on first use.
+
+        Without a version, a module of that name whose newest bundle runs an entry script answers instead, as
+        :meth:`module` (its devices answer with the script's outputs, which the model alone lacks: a device
+        without the module, or any client, gets the same outputs from the cloud).
+        """
+        if version is None:
+            bundle = bundle_store.get_by_version(db=self._fleet.db, module=name)
+            if bundle is not None and bundle["envelope"]["signed"].get("entry"):
+                return self._cached((MODULE_KEY + name, bundle["version"]), lambda: self._load_module(bundle))
         record = registry.get_model_version(self._fleet, name=name, version=version)
         return self._cached((record["name"], record["version"]), lambda: self._load(record))
 

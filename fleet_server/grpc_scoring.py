@@ -58,8 +58,11 @@ class CloudBackend:
         return {"name": "edgefleet-server", "version": self.version, "extensions": [EXTENSION]}  # as GET /v2
 
     def model_metadata(self, name: str, version: str) -> dict:
-        return _mapped(lambda: self.fleet.cloud.model(name, _version(version)).metadata(
-            self.fleet.cloud.versions(name)))
+        def describe() -> dict:
+            model = self.fleet.cloud.model(name, _version(version))
+            return model.metadata(self.fleet.cloud.versions(model))
+
+        return _mapped(describe)
 
     def model_ready(self, name: str, version: str) -> None:
         _mapped(lambda: self.fleet.cloud.model(name, _version(version)))

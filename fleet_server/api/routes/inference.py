@@ -2,7 +2,9 @@
 
     GET  /v2                                       server metadata
     GET  /v2/health/live | /v2/health/ready         no token needed (like GET /api/health)
-    GET  /v2/models/{name}[/versions/{v}]           model metadata (loads the model)
+    GET  /v2/models/{name}[/versions/{v}]           model metadata (loads the model); without a version, a
+                                                   module of that name with an entry script answers, as its
+                                                   devices do (its signature, its outputs)
     GET  /v2/models/{name}[/versions/{v}]/ready
     POST /v2/models/{name}[/versions/{v}]/infer     ``parameters``: scored_on, accelerator, model_version;
                                                    ``id``: the request's, or one assigned (for feedback)
@@ -124,7 +126,7 @@ def _model(fleet, name: str, version: str | None) -> CloudModel:
 @router.get("/models/{name}/versions/{version}")
 def model_metadata(fleet: FleetDep, name: str, version: str | None = None) -> dict:
     model = _model(fleet, name, version)
-    return model.metadata(fleet.cloud.versions(name))
+    return model.metadata(fleet.cloud.versions(model))
 
 
 @router.get("/models/{name}/ready")
