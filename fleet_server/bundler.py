@@ -35,7 +35,7 @@ from fleet_protocol.chunking import content_defined_chunks
 from fleet_protocol.errors import BadDataError
 from fleet_protocol.fields import NAME, did_you_mean
 from fleet_protocol.manifest import AGENT_MODULE, AGENT_RUNTIME, WHEELS_DIR, BundleManifest
-from fleet_protocol.signature import DATATYPES, Signature, check_against_model
+from fleet_protocol.signature import DATATYPES, Signature, SignatureMismatch, check_against_model
 from fleet_protocol.signing import sign_envelope
 from fleet_protocol.timestamps import to_iso
 
@@ -80,13 +80,15 @@ def build_from_module(fleet, archive: bytes) -> dict:
 
 
 def build_from_model(fleet, *, model: str, version: int | None, module: str | None, entry_script: str | None,
-                     sample: dict | None, config: dict | None) -> dict:
+                     sample: dict | None, config: dict | None, signature: dict | None = None) -> dict:
     """``POST /api/bundles/from-model``: wrap a registered model version in a module bundle."""
     record = registry.get_model_version(fleet, name=model, version=version)
     module = module or model
     if not NAME.fullmatch(module):
         raise BadDataError(f"module name {module!r} must be lowercase letters, digits, '.', '_' or '-'")
     check_module_config(config or {}, has_entry=entry_script is not None)
+    declared = None if signature is None else Signature.from_dict(signature, where="signature",
+                                                                  error=SignatureMismatch)
     check_answer_output(config or {}, [o["name"] for o in record["outputs"]], has_entry=entry_script is not None)
     _check_joint_model(fleet, config or {}, inputs=record["inputs"], outputs=record["outputs"],
                        has_entry=entry_script is not None)
@@ -102,7 +104,8 @@ def build_from_model(fleet, *, model: str, version: int | None, module: str | No
                    entry="main.py" if entry_script is not None else None,
                    sample="sample.json" if sample is not None else None, config=config or {},
                    drift_reference=drift_file,
-                   signature=_signature(None, record["inputs"], record["outputs"], has_entry=entry_script is not None))
+                   signature=_signature(declared, record["inputs"], record["outputs"],
+                                        has_entry=entry_script is not None))
     with fleet.db.transaction():
         if model_store.get_version(db=fleet.db, name=record["name"], version=record["version"]) is None:
             raise ConflictError(f"model {record['name']}:{record['version']} was deleted while the bundle was built")

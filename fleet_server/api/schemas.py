@@ -94,6 +94,8 @@ class BundleFromModelCreate(_In):
     entry_script: str | None = Field(None, description="Python source, stored as main.py")
     sample: dict[str, Any] | None = Field(None, description="An OIP inference request, stored as sample.json")
     config: dict[str, Any] | None = None
+    signature: dict[str, Any] | None = Field(None, description="Inputs and outputs callers see (as module.json's); "
+                                             "default: the model's own, none with an entry script")
 
 
 # --- devices ---------------------------------------------------------------------------------

@@ -44,3 +44,17 @@ def test_a_plain_model_is_signed_with_its_own_signature_and_an_undeclared_script
     scripted = build(api, name="scripted")  # an entry script that declares nothing: described by its model
     assert scripted.status_code == 201, scripted.text
     assert "signature" not in signed(api, scripted.json())
+
+
+def test_a_bundle_from_a_registered_model_takes_a_declared_signature_checked_the_same_way(api):
+    register(api, "scaler", tiny_onnx())
+    script = "def run(inputs):\n    return inputs\n"
+    declared = {"inputs": [X], "outputs": [Y, LABEL]}
+    bundle = api.post("/api/bundles/from-model", json={"model": "scaler", "entry_script": script,
+                                                       "signature": declared})
+    assert bundle.status_code == 201, bundle.text
+    assert signed(api, bundle.json())["signature"] == declared
+    wrong = api.post("/api/bundles/from-model", json={"model": "scaler", "signature": declared})
+    assert wrong.status_code == 400 and "the model has no output 'label'" in wrong.json()["detail"]
+    typo = api.post("/api/bundles/from-model", json={"model": "scaler", "signature": {"inputs": [X], "ouputs": []}})
+    assert typo.status_code == 400 and "did you mean 'outputs'" in typo.json()["detail"]

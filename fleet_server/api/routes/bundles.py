@@ -40,7 +40,8 @@ def from_model(fleet: FleetDep, request: Request, body: BundleFromModelCreate) -
     """Wrap a registered model version (default: newest) in a signed bundle."""
     note(request, model=body.model, model_version=body.version)
     bundle = bundler.build_from_model(fleet, model=body.model, version=body.version, module=body.module,
-                                      entry_script=body.entry_script, sample=body.sample, config=body.config)
+                                      entry_script=body.entry_script, sample=body.sample, config=body.config,
+                                      signature=body.signature)
     note(request, module=bundle["module"], version=bundle["version"], digest=bundle["digest"])
     return bundle
 
