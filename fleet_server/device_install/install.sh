@@ -167,6 +167,18 @@ CHANGED=0  # whether a running agent must be restarted to pick up what this run 
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null ||
     die "$PYTHON cannot make virtual environments (on Debian and Raspberry Pi OS: apt-get install python3-venv)"
 
+# A rerun repairs, it never downgrades: an agent that updated itself to a newer version (its supervisor moved
+# 'confirmed' there once it proved healthy) keeps running that version; the steps below check its environment.
+SELF_UPDATED=$(readlink "$OPT/confirmed" 2>/dev/null || true)
+SELF_UPDATED=${SELF_UPDATED#envs/}
+if [ -n "$SELF_UPDATED" ] && [ "$SELF_UPDATED" != "$AGENT_VERSION" ] && [ -f "$OPT/envs/$SELF_UPDATED/.complete" ] &&
+    "$OPT/envs/$SELF_UPDATED/bin/edgefleet" --help >/dev/null 2>&1 &&
+    "$PYTHON" -c 'import re, sys; v = [[int(n) for n in re.findall(r"[0-9]+", re.match(r"[0-9.]*", a).group())]
+for a in sys.argv[1:]]; sys.exit(v[0] <= v[1])' "$SELF_UPDATED" "$AGENT_VERSION"; then
+    step "keeping agent $SELF_UPDATED, which updated itself (newer than $AGENT_VERSION served here)"
+    AGENT_VERSION=$SELF_UPDATED
+    ENV_DIR=$OPT/envs/$AGENT_VERSION
+fi
 # An environment counts once its .complete marker exists (written last), so an interrupted install is redone.
 if [ -f "$ENV_DIR/.complete" ] && "$ENV_DIR/bin/edgefleet" --help >/dev/null 2>&1; then
     step "environment $ENV_DIR is in place"

@@ -147,3 +147,22 @@ def test_script_without_root_privileges_or_with_an_unknown_option_says_why(scrip
                                     "--token", "x.y"], input=script.read_text(), capture_output=True, text=True,
                                    cwd="/")  # as `curl ... | sh -s --` without sudo
         assert as_nobody.returncode == 1 and "run this as root" in as_nobody.stderr
+
+
+@pytest.mark.parametrize("confirmed, kept", [("9.0.0", True), ("0.0.9", False)])
+def test_rerun_keeps_an_agent_that_updated_itself_to_a_newer_version_and_never_downgrades(script, tmp_path,
+                                                                                          confirmed, kept):
+    """The supervisor moved confirmed (and current) to a version it confirmed: a rerun keeps it when it is newer
+    than the served one, and installs the served one over an older one."""
+    root, opt = tmp_path / "root", tmp_path / "root/opt/edgefleet"
+    env_in_place(root)
+    install(script, "--root", str(root), "--token", TOKEN, cwd=tmp_path)
+    shutil.copytree(opt / "envs" / __version__, opt / "envs" / confirmed)
+    for link in ("current", "confirmed"):
+        (opt / f"{link}.new").symlink_to(f"envs/{confirmed}")
+        (opt / f"{link}.new").replace(opt / link)
+    again = install(script, "--root", str(root), cwd=tmp_path)
+    expected = confirmed if kept else __version__
+    assert (opt / "current").readlink() == (opt / "confirmed").readlink() == Path("envs", expected)
+    assert (f"keeping agent {confirmed}, which updated itself (newer than {__version__} served here)"
+            in again.stdout) == kept, again.stdout
