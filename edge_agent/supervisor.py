@@ -112,10 +112,15 @@ class Supervisor:
             agent_envs.write_state(self.prefix, state)
             return None
         if trial is None:
-            if state.confirmed is not None and current != state.confirmed:  # a rollback's switch was cut short
-                agent_envs.switch(self.prefix, state.confirmed)
-            if agent_envs.current_version(self.prefix, "confirmed") is None:  # installed before any update
-                agent_envs.switch(self.prefix, state.confirmed or current, link="confirmed")
+            confirmed = agent_envs.current_version(self.prefix, "confirmed") or state.confirmed
+            if confirmed is not None and current != confirmed == state.confirmed:  # a rollback's switch was cut short
+                agent_envs.switch(self.prefix, confirmed)
+                current = confirmed
+            if state.confirmed != current:  # install.sh put it there (or a confirm's link switch was cut short)
+                state.confirmed = current
+                agent_envs.write_state(self.prefix, state)
+            if agent_envs.current_version(self.prefix, "confirmed") != current:
+                agent_envs.switch(self.prefix, current, link="confirmed")
             return None
         if trial.starts >= self.max_starts:
             self._roll_back(state, f"it exited {trial.starts} time(s) before it was healthy")

@@ -117,3 +117,22 @@ def test_trial_started_as_often_as_allowed_is_rolled_back_by_a_restarted_supervi
     state = read_state(tmp_path)
     assert current_version(tmp_path) == "0.1.0" and state.confirmed == "0.1.0" and state.trial is None
     assert state.rolled_back("ab" * 32)["reason"] == "it exited 2 time(s) before it was healthy"
+
+
+def test_version_install_sh_put_over_a_self_update_is_kept_and_recorded_as_confirmed(tmp_path):
+    fake_envs(tmp_path, "0.1.1", "0.1.2")
+    write_state(tmp_path, UpdateState(confirmed="0.1.1"))  # 0.1.1 came by self-update
+    switch(tmp_path, "0.1.2")  # then install.sh of a newer server installed 0.1.2 and moved both links
+    switch(tmp_path, "0.1.2", link="confirmed")
+    assert supervisor(tmp_path)._begin_start(read_state(tmp_path)) is None
+    assert current_version(tmp_path) == current_version(tmp_path, "confirmed") == "0.1.2"
+    assert read_state(tmp_path).confirmed == "0.1.2"
+
+
+def test_confirm_cut_short_before_its_link_switch_keeps_the_new_version(tmp_path):
+    fake_envs(tmp_path, "0.1.0", "0.1.1")
+    switch(tmp_path, "0.1.1")
+    switch(tmp_path, "0.1.0", link="confirmed")  # update.json says confirmed, the link had not moved yet
+    write_state(tmp_path, UpdateState(confirmed="0.1.1"))
+    assert supervisor(tmp_path)._begin_start(read_state(tmp_path)) is None
+    assert current_version(tmp_path) == current_version(tmp_path, "confirmed") == "0.1.1"
