@@ -29,14 +29,12 @@ chunks already fetched are kept). One worker thread then, per document:
 3. unloads and deletes modules that are no longer desired.
 
 The ``edgefleet-agent`` module (an ``agent`` bundle: a new version of this
-agent) is verified, fetched and installed the same way, then handed to
-:class:`edge_agent.self_update.AgentUpdater` instead of the runtime.
+agent) is verified, fetched and installed the same way, then handed to the
+agent's updater instead of the runtime (:mod:`edge_agent.agent_bundle`).
 
 A served module whose ``run`` crashes ``crash_limit`` times in a row is
-taken out of service and reported ``failed``/``crash_loop``; it is
-restarted after a doubling back-off and, after ``max_restarts`` loops, left
-down (``module_broken``) until a new desired state arrives. The other
-modules keep serving throughout.
+taken out of service, restarted after a back-off and at last left down
+(:mod:`edge_agent.module_restarts`); the other modules keep serving.
 
 Every step is idempotent: the same document twice is a no-op (it does not
 clear a reported refusal either: only a newer verified document does).
@@ -64,12 +62,13 @@ from fleet_protocol.trust import TrustedState
 from .clock import utc_now
 from .fetcher import FetchAborted, Fetcher
 from .fit import check_fits
-from .health import restart_delay_s
 from .installer import ActiveRecord, Installer
 from .mqtt_link import RateLimitedLog, RefusalCount
 from .outbox import Outbox
-from .runtime import LoadedModule, ModelNotFound, Runtime
+from .runtime import LoadedModule, Runtime
 from .telemetry import Telemetry
+from .agent_bundle import reconcile_agent
+from .module_restarts import on_crash_loop, restart_module
 from .variants import reconcile_variants
 
 log = logging.getLogger("edgefleet.agent.reconciler")
@@ -237,25 +236,20 @@ class Reconciler:
         self._changed()
 
     def _reconcile_module(self, module: DesiredModule, generation: int) -> None:
+        if module.name == AGENT_MODULE:
+            reconcile_agent(self, module, generation)
+            return
         name = module.name
         installed = self.installer.active(name)
         loaded = self.runtime.table.get(name)
         target = (module.version, module.bundle_digest)
-        agent = name == AGENT_MODULE
-        refused = self._agent_refusal(module.bundle_digest) if agent else None
-        if refused is not None:
-            self._fail(name, target, refused, event="install_refused")
-            return
-        if agent and installed is not None and installed.digest == module.bundle_digest:
-            self.agent_updater.settle(installed)
-            return
         if installed is not None and installed.digest == module.bundle_digest:
             if loaded is None or loaded.digest != installed.digest:
                 self._load_or_rollback(installed, target=target)
             else:
                 self._set(name, ModuleStatus("running", *target))
             return
-        if not agent and installed is not None and installed.previous is not None and \
+        if installed is not None and installed.previous is not None and \
                 installed.previous.digest == module.bundle_digest:
             try:  # the operator rolled back: the version kept on disk, signature and pin checked again
                 self.trust.verify_module(module, installed=None, now=self._now())
@@ -267,15 +261,25 @@ class Reconciler:
             if record is not None:
                 self._load_or_rollback(record, target=target)
             return
+        record = self._download(module, installed, generation, fit_profile=True)
+        if record is not None:
+            self._load_or_rollback(record, target=target)
+
+    def _download(self, module: DesiredModule, installed: ActiveRecord | None, generation: int, *,
+                  fit_profile: bool) -> ActiveRecord | None:
+        """Verify the bundle (and that it fits this device's profile), fetch what is missing and install it
+        beside the active version; None when refused or failed (then reported)."""
+        name = module.name
+        target = (module.version, module.bundle_digest)
         try:
             manifest = self.trust.verify_module(
                 module, installed=(installed.version, installed.digest) if installed else None, now=self._now())
-            if not agent:
+            if fit_profile:
                 check_fits(self.runtime.profile, manifest)
             content_key = self.fetcher.open_key(manifest, module.content_key)  # for this device, or refused
         except EdgefleetError as exc:
             self._fail(name, target, exc, event="install_refused")
-            return
+            return None
         self._set(name, ModuleStatus("installing", *target))
         self.telemetry.event("install_started", module=name, version=module.version, digest=module.bundle_digest)
         self._changed()
@@ -292,24 +296,14 @@ class Reconciler:
         self.fetcher.fetch(manifest, should_abort=lambda: self._stop.is_set() or self._newer_than(generation),
                            on_problem=on_problem, content_key=content_key, waiting=self._released)
         try:
-            record = self.installer.install(manifest, module.manifest)
+            return self.installer.install(manifest, module.manifest)
         except BadDataError as exc:
             self.installer.discard_staging(manifest.digest)  # its chunks assemble into bad files
             self._fail(name, target, exc, event="install_refused")
-            return
         except OSError as exc:
             self._fail(name, target, TransportError(f"installing {name} failed: {exc}", code="disk_error",
                                                     category="resources"), event="install_failed")
-            return
-        if agent:
-            self.agent_updater.apply(record)
-        else:
-            self._load_or_rollback(record, target=target)
-
-    def _agent_refusal(self, digest: str) -> EdgefleetError | None:
-        if self.agent_updater is None:
-            return EdgefleetError("this agent does not update itself here", code="not_supervised", category="config")
-        return self.agent_updater.refusal(digest)
+        return None
 
     def _load_or_rollback(self, record: ActiveRecord, *, target: tuple[int, str] | None) -> None:
         name = record.name
@@ -331,7 +325,7 @@ class Reconciler:
             self._fail(name, target, exc, event="install_failed",
                        rolled_back_to=previous.version if previous is not None else None)
             return
-        loaded.crashes.on_loop = lambda: self._crash_loop(loaded)
+        self._watch_crashes(loaded)
         self.runtime.activate(loaded)
         for note in loaded.notes:
             log.info("%s v%s: %s", name, loaded.version, note)
@@ -354,58 +348,12 @@ class Reconciler:
 
     # --- crash loops ----------------------------------------------------------------------------
 
-    def _crash_loop(self, loaded: LoadedModule) -> None:
-        """Called on the request thread that saw the last crash: take the version out, back off, report."""
-        name = loaded.name
-        if self.runtime.table.get(name) is not loaded:
-            return
-        self.runtime.unload(name)
-        loops = self._crash_loops[loaded.digest] = self._crash_loops.get(loaded.digest, 0) + 1
-        delay = restart_delay_s(loaded.policy, loops)
-        message = (f"{name} v{loaded.version} crashed {loaded.policy.crash_limit} times in a row "
-                   + (f"(crash loop {loops}); restarting in {delay:g}s" if delay is not None
-                      else f"in {loops} crash loops; marked broken until a new desired state"))
-        error = {"code": "crash_loop", "category": "health", "message": message}
-        log.error("%s", message)
-        self._set(name, ModuleStatus("failed", loaded.version, loaded.digest, error=error))
-        self.telemetry.event("crash_loop" if delay is not None else "module_broken", module=name,
-                             version=loaded.version, digest=loaded.digest, loops=loops, **error)
-        self._changed()
-        if delay is not None:
-            timer = threading.Timer(delay, self._restart, args=(name, loaded.digest))
-            timer.daemon = True
-            timer.start()
-
-    def _restart(self, name: str, digest: str) -> None:
-        with self._work:
-            installed = self.installer.active(name)
-            if self._stop.is_set() or installed is None or installed.digest != digest or name in self.runtime.table:
-                return  # stopped, replaced or already serving again
-            log.info("restarting %s v%s after its crash-loop back-off", name, installed.version)
-            self._load_or_rollback(installed, target=None)
+    def _watch_crashes(self, loaded: LoadedModule) -> None:
+        loaded.crashes.on_loop = lambda: on_crash_loop(self, loaded)
 
     def restart(self, name: str) -> LoadedModule:
-        """Load the installed version of ``name`` again (model, ``init``, health check) and swap it in: the
-        ``restart_module`` job. On a failure the version already served stays, untouched."""
-        with self._work:
-            installed = self.installer.active(name)
-            serving = self.runtime.table.get(name)
-            if installed is None:
-                raise ModelNotFound(f"module {name!r} is not installed on this device", code="module_not_installed",
-                                    category="job")
-            if serving is not None and serving.variants:
-                raise ModelNotFound(f"module {name!r} is served as an A/B split; restarting one version of it is "
-                                    "not supported (deploy it again instead)", code="module_split", category="job")
-            loaded = self.runtime.load(installed)
-            loaded.crashes.on_loop = lambda: self._crash_loop(loaded)
-            self.runtime.activate(loaded)
-            self._crash_loops.pop(installed.digest, None)
-            self._set(name, ModuleStatus("running", installed.version, installed.digest))
-            self.telemetry.event("module_restarted", module=name, version=installed.version, digest=installed.digest,
-                                 accelerator=loaded.accelerator)
-        log.info("%s v%s restarted by a job", name, installed.version)
-        self._changed()
-        return loaded
+        """The ``restart_module`` job (:func:`edge_agent.module_restarts.restart_module`)."""
+        return restart_module(self, name)
 
     # --- status ---------------------------------------------------------------------------------
 
