@@ -10,6 +10,7 @@ not open the state directory or the profile (the agent does, at start).
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -62,8 +63,9 @@ class AgentConfig:
     cert_renew_before_s: float = 30 * 86400.0  # renew the client certificate this long before it expires
     install_prefix: Path | None = None  # agent environments (envs/<version>, current); set: it updates itself,
     # run by `edgefleet agent supervise` (/opt/edgefleet in production)
-    agent_env_base: Path | None = None  # site-packages a new agent environment may reuse (a .pth line), so agent
-    # bundles need only carry what changed; unset: each environment is complete, from its bundle's wheels
+    agent_env_base: Path | None = None  # a site-packages the OS image provides (e.g. its onnxruntime, numpy),
+    # which new agent environments reuse through a .pth line: agent bundles then carry only what it lacks (pip
+    # still checks every requirement). Outside install_prefix. Unset: each environment is complete, from its bundle
     update_health_deadline_s: float = 120.0  # a new agent version must report healthy this soon, or it is rolled back
     update_max_starts: int = 3  # starts of a new agent version that exit before it is healthy: then rolled back
 
@@ -149,6 +151,10 @@ def validate(config: AgentConfig) -> None:
         value = getattr(config, name)
         if value is not None and not (isinstance(value, (str, Path)) and str(value)):
             raise ConfigError(f"{name} must be a directory path")
+    if config.install_prefix is not None and config.agent_env_base is not None and \
+            Path(os.path.abspath(config.agent_env_base)).is_relative_to(os.path.abspath(config.install_prefix)):
+        raise ConfigError("agent_env_base must lie outside install_prefix: the environments there are deleted "
+                          "after updates, taking the packages the newer ones reuse with them")
     if not isinstance(config.scoring_host, str) or not config.scoring_host:
         raise ConfigError("scoring_host must be a host name or address")
     for name, (low, high) in _INT_FIELDS.items():

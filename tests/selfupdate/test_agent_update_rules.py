@@ -136,3 +136,12 @@ def test_confirm_cut_short_before_its_link_switch_keeps_the_new_version(tmp_path
     write_state(tmp_path, UpdateState(confirmed="0.1.1"))
     assert supervisor(tmp_path)._begin_start(read_state(tmp_path)) is None
     assert current_version(tmp_path) == current_version(tmp_path, "confirmed") == "0.1.1"
+
+
+def test_env_base_inside_the_install_prefix_is_refused(tmp_path):
+    """Environments under the prefix are deleted after updates: newer ones reusing their packages would break."""
+    with pytest.raises(ValueError, match="agent_env_base must lie outside install_prefix"):
+        AgentConfig(device_id="d", state_dir=tmp_path / "state", trusted_keys=["00" * 32], install_prefix=tmp_path,
+                    agent_env_base=tmp_path / "envs/0.1.0/lib/python3.11/site-packages")
+    assert AgentConfig(device_id="d", state_dir=tmp_path / "state", trusted_keys=["00" * 32], install_prefix=tmp_path,
+                       agent_env_base="/usr/lib/python3/dist-packages").agent_env_base.is_absolute()
