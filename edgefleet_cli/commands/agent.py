@@ -67,6 +67,8 @@ def supervise(
         code = Supervisor(config, agent_config).run_forever()
     except SupervisorError as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:  # e.g. current points at an environment that is not there
+        raise CliError(f"the supervisor cannot run the agent: {exc}") from None
     raise typer.Exit(code)
 
 

@@ -145,3 +145,20 @@ def test_env_base_inside_the_install_prefix_is_refused(tmp_path):
                     agent_env_base=tmp_path / "envs/0.1.0/lib/python3.11/site-packages")
     assert AgentConfig(device_id="d", state_dir=tmp_path / "state", trusted_keys=["00" * 32], install_prefix=tmp_path,
                        agent_env_base="/usr/lib/python3/dist-packages").agent_env_base.is_absolute()
+
+
+def test_supervise_with_current_pointing_at_a_missing_environment_says_why_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgefleet_cli.errors import CliError
+    from edgefleet_cli.main import app
+
+    (tmp_path / "opt/envs").mkdir(parents=True)
+    (tmp_path / "opt/current").symlink_to("envs/9.9.9")
+    config = tmp_path / "agent.toml"
+    config.write_text(f'device_id = "d1"\nstate_dir = "state"\ntrusted_keys = ["{"00" * 32}"]\n'
+                      'install_prefix = "opt"\n')
+    result = CliRunner().invoke(app, ["agent", "supervise", "--config", str(config)])
+    assert isinstance(result.exception, CliError), result.exception  # main() prints it as one `error:` line
+    assert str(result.exception) == ("the supervisor cannot run the agent: there is no agent environment "
+                                     f"{tmp_path}/opt/envs/9.9.9")
