@@ -14,6 +14,7 @@ import time
 
 import httpx
 import psutil
+import pytest
 
 from edge_agent import __version__
 from edge_agent.agent_envs import current_version, read_state
@@ -141,10 +142,13 @@ def roll_out_until_rolled_back(server, agents, wheels, broken: str, device_ids: 
     return rolled_back_s
 
 
-def test_broken_agents_are_rolled_back_on_every_device_and_pause_their_rollouts(tmp_path, mosquitto, agent_wheels):
+@pytest.mark.parametrize("devices", [1, pytest.param(3, marks=pytest.mark.slow)])
+def test_broken_agents_are_rolled_back_on_every_device_and_pause_their_rollouts(tmp_path, mosquitto, agent_wheels,
+                                                                                devices):
     """First a version that crashes at start (rolled back after 2 starts), then one that cannot connect (rolled
-    back at its 15 s health deadline); each rollout pauses; the previous agent serves again every time."""
-    device_ids = ["brk-00", "brk-01"]
+    back at its 15 s health deadline); each rollout pauses; the previous agent serves again every time. One
+    device in CI (each device makes its own environments on a 2-core machine), three under ``slow``."""
+    device_ids = [f"brk-{n:02d}" for n in range(devices)]
     server, agents = prepare_fleet(tmp_path, mosquitto, agent_wheels, device_ids, update_health_deadline_s=15,
                                    update_max_starts=2)
     expected = {CRASHES: "exited 2 time(s) before it was healthy (last exit code 1: RuntimeError: this agent build "
