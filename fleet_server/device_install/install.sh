@@ -350,7 +350,8 @@ if have_systemctl; then
     fi
     STATUS=$(systemctl is-active "$UNIT_NAME" || true)
 else
-    STATUS="not started (--no-systemd): run $CURRENT/bin/edgefleet agent run --config $CONFIG"
+    # as the unit does: the supervisor, so the agent can update itself and roll a bad update back
+    STATUS="not started (--no-systemd): run $OPT/confirmed/bin/edgefleet agent supervise --config $CONFIG"
 fi
 
 # --- 4. what is installed --------------------------------------------------------------------------------

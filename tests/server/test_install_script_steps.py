@@ -164,5 +164,6 @@ def test_rerun_keeps_an_agent_that_updated_itself_to_a_newer_version_and_never_d
     again = install(script, "--root", str(root), cwd=tmp_path)
     expected = confirmed if kept else __version__
     assert (opt / "current").readlink() == (opt / "confirmed").readlink() == Path("envs", expected)
+    assert f"run {opt}/confirmed/bin/edgefleet agent supervise --config" in again.stdout  # as the unit does
     assert (f"keeping agent {confirmed}, which updated itself (newer than {__version__} served here)"
             in again.stdout) == kept, again.stdout
