@@ -122,6 +122,20 @@ def show(
         _exit_unless_all_succeeded(job)
 
 
+@app.command()
+def cancel(
+    job_id: Annotated[int, typer.Argument(help="Job id")],
+    server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Stop a job: devices not sent yet are cancelled; a device already sent it may still answer (or time out).
+    Operator or admin; audited."""
+    job = ApiClient(server, token).post(f"/api/jobs/{job_id}/cancel")
+    if json_out:
+        print_json(job)
+    else:
+        print_job(job)
+
+
 def _wait(client: ApiClient, job_id: int, timeout: float, *, quiet: bool) -> dict:
     return wait_until(lambda: client.get(f"/api/jobs/{job_id}"), finished=lambda j: j["state"] != "running",
                       describe=lambda j: f"job {job_id}: {j['state']} {_counts(j['counts'])}", show=print_job,

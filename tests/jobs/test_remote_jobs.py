@@ -163,7 +163,11 @@ def test_rate_limit_sends_in_device_order_and_holds_the_rest(fleet):
     assert [r["device_id"] for r in answered["devices"]] == ["dev-00", "dev-01", "dev-02"]
     assert answered["state"] == "running" and answered["counts"]["queued"] == 2, "one per minute: the rest wait"
     running = fingerprints(fleet.server.fleet)["jobs"]
-    cancelled = fleet.post(f"/api/jobs/{job['id']}/cancel")
+    stopped = subprocess.run([sys.executable, "-m", "edgefleet_cli.main", "job", "cancel", str(job["id"]), "--json"],
+                             capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "EDGEFLEET_SERVER": fleet.server.url, "EDGEFLEET_TOKEN": ADMIN_TOKEN})
+    assert stopped.returncode == 0, stopped.stderr
+    cancelled = json.loads(stopped.stdout)
     assert cancelled["state"] == "cancelled" and cancelled["counts"]["cancelled"] == 2
     assert fingerprints(fleet.server.fleet)["jobs"] != running, "... and its end"
 
