@@ -4,13 +4,18 @@
 #   curl -fsSL https://FLEET/install.sh | sudo sh -s -- --token ENROLLMENT_TOKEN [options]
 #
 # What it does, each step skipped when already done (running it again repairs, never duplicates):
-#   1. a Python venv /opt/edgefleet/envs/VERSION with edgefleet[agent] (pip: the configured index, or the
+#   1. the system user edgefleet, which owns /opt/edgefleet and /var/lib/edgefleet;
+#   2. a Python venv /opt/edgefleet/envs/VERSION with edgefleet[agent] (pip: the configured index, or the
 #      fleet server's wheel mirror with --offline), pointed to by the symlinks /opt/edgefleet/current (the agent
 #      runs from it) and /opt/edgefleet/confirmed (its supervisor runs from it; self-update moves it);
-#   2. enrollment: the device key is generated here and never leaves; /etc/edgefleet/agent.toml, state in
+#   3. enrollment: the device key is generated here and never leaves; /etc/edgefleet/agent.toml, state in
 #      /var/lib/edgefleet (skipped when this device is already enrolled: the token is then not used);
-#   3. the system user edgefleet and the hardened unit edgefleet-agent.service, enabled and (re)started;
-#   4. the device id and the service's status.
+#   4. the hardened unit edgefleet-agent.service, enabled and (re)started;
+#   5. the device id and the service's status.
+# Root never runs code the agent can change, nor writes where it can: the agent updates itself, so it owns
+# /opt/edgefleet, and every step that runs or writes anything there (venv, pip, the environment's own programs,
+# enrollment, the links) runs as edgefleet (runuser). Root only adds the user, creates the two directories,
+# and writes /etc/edgefleet and the unit; it reads no file of the agent's but as the agent.
 # --uninstall removes the service and /opt/edgefleet and keeps the device's identity (it says what stays).
 # The fleet server fills in FLEET_URL and AGENT_VERSION when it serves this file.
 #
@@ -45,7 +50,8 @@ usage: curl -fsSL $FLEET_URL/install.sh | sudo sh -s -- --token TOKEN [options]
   --python PATH        Python 3.11+ with the venv module to build the environment with [python3]
   --uninstall          remove the service and /opt/edgefleet; keep the device's identity and state
   --no-systemd         for containers and tests: no user, no systemctl (the unit file is still written);
-                       run the agent yourself with the command printed at the end
+                       every step runs as the caller; run the agent yourself with the command printed
+                       at the end
   --root DIR           for tests: a throwaway root, every path is prefixed with DIR (implies nothing
                        else; combine with --no-systemd)
   -h, --help           this help
@@ -161,7 +167,34 @@ fi
 
 CHANGED=0  # whether a running agent must be restarted to pick up what this run did
 
-# --- 1. the Python environment ---------------------------------------------------------------------------
+# --- 1. the service user and its directories -------------------------------------------------------------
+# as_agent runs a command as the service user: whatever the agent can write (all of $OPT, $STATE) is only
+# ever run, written or read through it. Without systemd there is no service user: commands run as the caller.
+if have_systemctl; then
+    command -v runuser >/dev/null 2>&1 ||
+        die "runuser is missing (util-linux; on Alpine: apk add runuser): it runs the agent's steps as $SERVICE_USER"
+    if ! id "$SERVICE_USER" >/dev/null 2>&1; then
+        step "adding the system user $SERVICE_USER"
+        if command -v useradd >/dev/null 2>&1; then
+            useradd --system --home-dir /var/lib/edgefleet --no-create-home --shell /usr/sbin/nologin \
+                --user-group "$SERVICE_USER"
+        else
+            addgroup -S "$SERVICE_USER" && adduser -S -D -H -h /var/lib/edgefleet -s /sbin/nologin \
+                -G "$SERVICE_USER" "$SERVICE_USER"
+        fi
+    fi
+    as_agent() { runuser -u "$SERVICE_USER" -- "$@"; }
+    # Only these two directories themselves (their parents are root's): never a walk through what the agent
+    # wrote below them, which could hold hard links to root's files.
+    mkdir -p "$OPT" "$STATE"
+    chown "$SERVICE_USER:$SERVICE_USER" "$OPT" "$STATE"
+    chmod 0755 "$OPT"
+    chmod 0700 "$STATE"
+else
+    as_agent() { "$@"; }
+fi
+
+# --- 2. the Python environment ---------------------------------------------------------------------------
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null ||
     die "$PYTHON is not Python 3.11 or newer (install python3, or pass --python PATH)"
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null ||
@@ -171,8 +204,11 @@ CHANGED=0  # whether a running agent must be restarted to pick up what this run 
 # 'confirmed' there once it proved healthy) keeps running that version; the steps below check its environment.
 SELF_UPDATED=$(readlink "$OPT/confirmed" 2>/dev/null || true)
 SELF_UPDATED=${SELF_UPDATED#envs/}
+case $SELF_UPDATED in  # the agent wrote this link: a version, or nothing this script uses
+    [0-9]*[!0-9A-Za-z.+-]* | [!0-9]*) SELF_UPDATED= ;;
+esac
 if [ -n "$SELF_UPDATED" ] && [ "$SELF_UPDATED" != "$AGENT_VERSION" ] && [ -f "$OPT/envs/$SELF_UPDATED/.complete" ] &&
-    "$OPT/envs/$SELF_UPDATED/bin/edgefleet" --help >/dev/null 2>&1 &&
+    as_agent "$OPT/envs/$SELF_UPDATED/bin/edgefleet" --help >/dev/null 2>&1 &&
     "$PYTHON" -c 'import re, sys; v = [[int(n) for n in re.findall(r"[0-9]+", re.match(r"[0-9.]*", a).group())]
 for a in sys.argv[1:]]; sys.exit(v[0] <= v[1])' "$SELF_UPDATED" "$AGENT_VERSION"; then
     step "keeping agent $SELF_UPDATED, which updated itself (newer than $AGENT_VERSION served here)"
@@ -180,13 +216,13 @@ for a in sys.argv[1:]]; sys.exit(v[0] <= v[1])' "$SELF_UPDATED" "$AGENT_VERSION"
     ENV_DIR=$OPT/envs/$AGENT_VERSION
 fi
 # An environment counts once its .complete marker exists (written last), so an interrupted install is redone.
-if [ -f "$ENV_DIR/.complete" ] && "$ENV_DIR/bin/edgefleet" --help >/dev/null 2>&1; then
+if [ -f "$ENV_DIR/.complete" ] && as_agent "$ENV_DIR/bin/edgefleet" --help >/dev/null 2>&1; then
     step "environment $ENV_DIR is in place"
 else
     step "installing edgefleet[agent]==$AGENT_VERSION into $ENV_DIR"
-    rm -rf "$ENV_DIR"
-    mkdir -p "$OPT/envs"
-    "$PYTHON" -m venv "$ENV_DIR"
+    as_agent rm -rf "$ENV_DIR"
+    as_agent mkdir -p "$OPT/envs"
+    as_agent "$PYTHON" -m venv "$ENV_DIR"
     if [ "$OFFLINE" = 1 ]; then
         # Only the mirror: none of the find-links, indexes or constraints pip is configured with elsewhere.
         unset PIP_FIND_LINKS PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_CONSTRAINT PIP_NO_INDEX
@@ -198,36 +234,36 @@ else
     else
         set -- --find-links "$FLEET_URL/wheels/"
     fi
-    "$ENV_DIR/bin/pip" install --disable-pip-version-check --no-input --progress-bar off "$@" \
+    as_agent "$ENV_DIR/bin/pip" install --disable-pip-version-check --no-input --no-cache-dir --progress-bar off "$@" \
         "edgefleet[agent]==$AGENT_VERSION" ||
         die "pip could not install edgefleet[agent]==$AGENT_VERSION (with --offline every wheel must be in the server's mirror: edgefleet server run --wheels-dir DIR)"
-    "$ENV_DIR/bin/python" -c 'import edge_agent.agent' ||
+    as_agent "$ENV_DIR/bin/python" -c 'import edge_agent.agent' ||
         die "the new environment cannot import the agent"
-    : >"$ENV_DIR/.complete"
+    as_agent touch "$ENV_DIR/.complete"
     CHANGED=1
 fi
 # Switch 'current' with one rename (a relative link, so it also holds under --root).
 if [ "$(readlink "$CURRENT" 2>/dev/null || true)" != "envs/$AGENT_VERSION" ]; then
-    ln -sfn "envs/$AGENT_VERSION" "$OPT/current.new"
-    "$PYTHON" -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$OPT/current.new" "$CURRENT"
+    as_agent ln -sfn "envs/$AGENT_VERSION" "$OPT/current.new"
+    as_agent "$PYTHON" -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$OPT/current.new" "$CURRENT"
     CHANGED=1
     SWITCHED=1
 fi
 # 'confirmed' is where the service starts `edgefleet agent supervise` from: the last version that proved healthy
 # (the supervisor moves it after a self-update); a version this script installed counts as confirmed.
 if [ "${SWITCHED:-0}" = 1 ] || [ ! -L "$OPT/confirmed" ]; then
-    ln -sfn "$(readlink "$CURRENT")" "$OPT/confirmed.new"
-    "$PYTHON" -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$OPT/confirmed.new" "$OPT/confirmed"
+    as_agent ln -sfn "envs/$AGENT_VERSION" "$OPT/confirmed.new"
+    as_agent "$PYTHON" -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$OPT/confirmed.new" "$OPT/confirmed"
     CHANGED=1
 fi
 
-# --- 2. enrollment ---------------------------------------------------------------------------------------
+# --- 3. enrollment ---------------------------------------------------------------------------------------
 config_device() {
-    "$PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["device_id"])' "$CONFIG"
+    "$PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["device_id"])' "$1"
 }
 
 if enrolled; then
-    DEVICE_ID=$(config_device) || die "$CONFIG is not a valid agent config; move it away and run this again"
+    DEVICE_ID=$(config_device "$CONFIG") || die "$CONFIG is not a valid agent config; move it away and run this again"
     step "already enrolled as $DEVICE_ID: keeping its key and $CONFIG (no token used)"
     if [ -n "$TOKEN" ] && [ "${TOKEN%.*}" != "$DEVICE_ID" ]; then
         say "    the token given is for ${TOKEN%.*}; to enroll as that device, run --uninstall, remove $CONFIG_DIR and $STATE, then install"
@@ -237,36 +273,34 @@ if enrolled; then
     fi
 else
     step "enrolling with $FLEET_URL (the device key is made here and stays here)"
-    set -- --server "$FLEET_URL" --state-dir "$STATE" --config "$CONFIG" --install-prefix "$OPT"
+    # The agent enrolls as itself and writes its config among its state; root then copies it to /etc, where
+    # the agent can read it but not change it, reading it as the agent (a link there must not show root's files).
+    ENROLLED=$STATE/agent.toml.enrolled
+    set -- --server "$FLEET_URL" --state-dir "$STATE" --config "$ENROLLED" --install-prefix "$OPT"
     [ -z "$PROFILE" ] || set -- "$@" --profile "$PROFILE"
     [ -z "$TAGS" ] || set -- "$@" --tags "$TAGS"
     [ -z "$SCORING_PORT" ] || set -- "$@" --scoring-port "$SCORING_PORT"
     [ -z "$CLOUD_URL" ] || set -- "$@" --cloud-url "$CLOUD_URL"
+    # The token goes by the environment (readable by root and the agent only), never by a command line others
+    # can read.
+    EDGEFLEET_ENROLL_TOKEN=$TOKEN
+    export EDGEFLEET_ENROLL_TOKEN
+    as_agent "$CURRENT/bin/edgefleet" agent enroll "$@" --json >/dev/null || die "enrollment failed (see above)"
+    unset EDGEFLEET_ENROLL_TOKEN
     mkdir -p "$CONFIG_DIR"
-    # The token goes by the environment (readable by root only), never by a command line others can read.
-    EDGEFLEET_ENROLL_TOKEN=$TOKEN "$CURRENT/bin/edgefleet" agent enroll "$@" --json >/dev/null ||
-        die "enrollment failed (see above)"
-    DEVICE_ID=$(config_device) || die "enrollment wrote no valid $CONFIG"
+    (umask 077 && as_agent cat "$ENROLLED" >"$CONFIG.new") || die "enrollment wrote no $ENROLLED"
+    DEVICE_ID=$(config_device "$CONFIG.new") || die "enrollment wrote no valid config ($ENROLLED)"
+    mv -f "$CONFIG.new" "$CONFIG"
+    as_agent rm -f "$ENROLLED"
     CHANGED=1
 fi
 
-# --- 3. user, unit, service ------------------------------------------------------------------------------
+# --- 4. unit, service ------------------------------------------------------------------------------------
 if have_systemctl; then
-    if ! id "$SERVICE_USER" >/dev/null 2>&1; then
-        step "adding the system user $SERVICE_USER"
-        if command -v useradd >/dev/null 2>&1; then
-            useradd --system --home-dir /var/lib/edgefleet --no-create-home --shell /usr/sbin/nologin \
-                --user-group "$SERVICE_USER"
-        else
-            addgroup -S "$SERVICE_USER" && adduser -S -D -H -h /var/lib/edgefleet -s /sbin/nologin \
-                -G "$SERVICE_USER" "$SERVICE_USER"
-        fi
-    fi
-    # The agent reads its config, owns its state, and writes new environments there when it updates itself.
+    # The agent reads its config and cannot change it.
     chown root:"$SERVICE_USER" "$CONFIG_DIR" "$CONFIG"
     chmod 0750 "$CONFIG_DIR"
     chmod 0640 "$CONFIG"
-    chown -R "$SERVICE_USER:$SERVICE_USER" "$STATE" "$OPT"
 fi
 
 mkdir -p "$(dirname "$UNIT")"
@@ -290,7 +324,9 @@ Group=$SERVICE_USER
 Environment=PYTHONUNBUFFERED=1
 StateDirectory=edgefleet
 StateDirectoryMode=0700
-# Self-update installs new environments next to the running one.
+# Self-update installs new environments next to the running one. What the agent can write (this, its state
+# directory, its private /tmp) holds nothing that root runs: every command here runs as User= (no ExecStartPre=,
+# no '+' or '!' prefix), and install.sh runs what lives there only as $SERVICE_USER.
 ReadWritePaths=/opt/edgefleet
 Restart=on-failure
 RestartSec=5
@@ -354,7 +390,7 @@ else
     STATUS="not started (--no-systemd): run $OPT/confirmed/bin/edgefleet agent supervise --config $CONFIG"
 fi
 
-# --- 4. what is installed --------------------------------------------------------------------------------
+# --- 5. what is installed --------------------------------------------------------------------------------
 say "edgefleet agent $AGENT_VERSION installed"
 say "  device:  $DEVICE_ID"
 say "  server:  $FLEET_URL"

@@ -1,10 +1,14 @@
 """install.sh's own rules, in seconds: it lints clean, its unit verifies, it refuses what it cannot do, the token
 stays out of every command line, a relative --root stays under the current directory, no file it writes is
-writable by others whatever the caller's umask, and a download cut short runs nothing.
+writable by others whatever the caller's umask, a download cut short runs nothing, and root runs nothing the
+agent user can change.
 
 The script runs for real (``sh``, in a throwaway ``--root`` with ``--no-systemd``) over an environment already
 in place whose ``bin/edgefleet`` records how it was called and writes what enrollment would. That is a stand-in
 for the agent, not for the script: the real venv, pip and enrollment are ``tests/e2e/test_install_script.py``.
+A test is not root and has no edgefleet user, so the systemd host (``runuser``, ``systemctl``, ``chown``, ``id``)
+is a set of stand-ins on ``PATH`` too: ``runuser`` records the user it was asked for and runs the command, and
+every program of the stand-in environment logs which user it ran as.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from fleet_server.device_install import render_install_script
 
 TOKEN = "pi-1.s3cret-enrollment-token"
 RECORDING_AGENT = """#!/bin/sh
-[ "$1" = --help ] && exit 0
+printf '%s %s %s\\n' "${RUNUSER_AS:-caller}" "${0##*/}" "$1" >>"$RECORD/runs"
+[ "${0##*/}" = edgefleet ] && [ "$1" != --help ] || exit 0
 printf '%s\\n' "$0" "$@" >"$RECORD/argv"
 printf '%s' "${EDGEFLEET_ENROLL_TOKEN-}" >"$RECORD/token"
 while [ $# -gt 0 ]; do
@@ -51,12 +56,53 @@ def env_in_place(root: Path) -> None:
     (env / ".complete").touch()
 
 
-def install(script: Path, *args: str, cwd: Path, umask: int = 0o022) -> subprocess.CompletedProcess:
+# What a systemd host has and a test lacks, each recording what it was asked (bin/NAME: script).
+SYSTEMD_HOST = {
+    "runuser": """#!/bin/sh
+[ "$1" = -u ] && [ "$3" = -- ] || { echo "runuser: unexpected $*" >&2; exit 2; }
+RUNUSER_AS=$2 && export RUNUSER_AS && shift 3 && exec "$@"
+""",
+    "id": '#!/bin/sh\n[ "$1" = edgefleet ]\n',  # the user exists: only `id edgefleet` is asked under --root
+    "chown": '#!/bin/sh\nprintf "%s\\n" "$*" >>"$RECORD/chown"\n',
+    "systemctl": '#!/bin/sh\n[ "$1" != is-active ] || [ "$2" = --quiet ] || echo active\n',
+    # --python: python -m venv makes the stand-in environment, anything else is the real Python
+    "python3": f"""#!/bin/sh
+if [ "$1" = -m ] && [ "$2" = venv ]; then
+    printf '%s python -m\\n' "${{RUNUSER_AS:-caller}}" >>"$RECORD/runs"
+    mkdir -p "$3/bin" && for name in edgefleet pip python; do cp "$RECORD/../agent" "$3/bin/$name"; done
+    exit 0
+fi
+exec {sys.executable} "$@"
+""",
+}
+
+
+@pytest.fixture
+def systemd_host(tmp_path) -> Path:
+    """A directory of stand-ins for a root shell on a systemd host, to put first on PATH."""
+    host = tmp_path / "host"
+    host.mkdir()
+    for name, text in SYSTEMD_HOST.items():
+        (host / name).write_text(text)
+        (host / name).chmod(0o755)
+    (tmp_path / "agent").write_text(RECORDING_AGENT)
+    (tmp_path / "agent").chmod(0o755)
+    return host
+
+
+def install(script: Path, *args: str, cwd: Path, umask: int = 0o022,
+            host: Path | None = None) -> subprocess.CompletedProcess:
+    """The script under --no-systemd, or with ``host``'s stand-ins as a root shell on a systemd host."""
     record = cwd / "record"
     record.mkdir(exist_ok=True)
-    result = subprocess.run(["sh", str(script), "--no-systemd", "--python", sys.executable, *args], cwd=cwd,
-                            capture_output=True, text=True, timeout=60, env=os.environ | {"RECORD": str(record)},
-                            preexec_fn=lambda: os.umask(umask))
+    env = os.environ | {"RECORD": str(record)}
+    if host is None:
+        args = ("--no-systemd", "--python", sys.executable, *args)
+    else:
+        args = ("--python", str(host / "python3"), *args)
+        env["PATH"] = f"{host}{os.pathsep}{env['PATH']}"
+    result = subprocess.run(["sh", str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=60,
+                            env=env, preexec_fn=lambda: os.umask(umask))
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -98,7 +144,7 @@ def test_script_cut_short_in_transit_runs_nothing(script, tmp_path):
     root = tmp_path / "root"
     env_in_place(root)
     text = script.read_text()
-    script.write_text(text[:text.index("# --- 3. user, unit, service")])  # curl | sh after a dropped connection
+    script.write_text(text[:text.index("# --- 4. unit, service")])  # curl | sh after a dropped connection
     result = subprocess.run(["sh", str(script), "--root", str(root), "--no-systemd", "--python", sys.executable,
                              "--token", TOKEN], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                             env=os.environ | {"RECORD": str(tmp_path)})
@@ -167,3 +213,37 @@ def test_rerun_keeps_an_agent_that_updated_itself_to_a_newer_version_and_never_d
     assert f"run {opt}/confirmed/bin/edgefleet agent supervise --config" in again.stdout  # as the unit does
     assert (f"keeping agent {confirmed}, which updated itself (newer than {__version__} served here)"
             in again.stdout) == kept, again.stdout
+
+
+def test_root_runs_nothing_the_agent_user_can_change(script, tmp_path, systemd_host):
+    """The agent owns /opt/edgefleet (it updates itself there): every program there, and the venv and pip that
+    build it, runs as edgefleet, on the first install and on a repair over a version it updated itself to;
+    root's chown touches the directories it makes, never a walk through what the agent wrote below them."""
+    root, opt = tmp_path / "root", tmp_path / "root/opt/edgefleet"
+    first = install(script, "--root", str(root), "--token", TOKEN, cwd=tmp_path, host=systemd_host)
+    assert "device:  pi-1" in first.stdout and "service: edgefleet-agent.service active" in first.stdout
+    shutil.copytree(opt / "envs" / __version__, opt / "envs/9.0.0")
+    for link in ("current", "confirmed"):
+        (opt / f"{link}.new").symlink_to("envs/9.0.0")
+        (opt / f"{link}.new").replace(opt / link)
+    again = install(script, "--root", str(root), cwd=tmp_path, host=systemd_host)
+    assert "keeping agent 9.0.0, which updated itself" in again.stdout, again.stdout
+    runs = (tmp_path / "record/runs").read_text().splitlines()
+    assert {run.split(" ", 1)[1] for run in runs} == {"python -m", "pip install", "python -c", "edgefleet --help",
+                                                      "edgefleet agent"}, runs  # every kind of step ran
+    assert [run for run in runs if not run.startswith("edgefleet ")] == []
+    chowns = (tmp_path / "record/chown").read_text().splitlines()
+    assert chowns and not [c for c in chowns if "-R" in c.split()], chowns
+
+
+def test_unit_runs_nothing_as_root(script, tmp_path):
+    """The agent can write its ExecStart's directory: every command the unit runs drops to User=, none is marked
+    to keep root's privileges ('+', '!', '!!') and nothing runs before User= applies (PermissionsStartOnly=)."""
+    root = tmp_path / "root"
+    env_in_place(root)
+    install(script, "--root", str(root), "--token", TOKEN, cwd=tmp_path)
+    lines = (root / "etc/systemd/system/edgefleet-agent.service").read_text().splitlines()
+    assert "User=edgefleet" in lines and not [line for line in lines if line.startswith("PermissionsStartOnly=")]
+    commands = [line.split("=", 1)[1] for line in lines if line.startswith("Exec")]
+    prefixes = [c[:len(c) - len(c.lstrip("-@:+!|"))] for c in commands]  # systemd.service(5): "Command lines"
+    assert commands and not [p for p in prefixes if set(p) & {"+", "!"}], commands
