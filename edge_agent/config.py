@@ -50,7 +50,7 @@ class AgentConfig:
     feedback_max_requests: int = 10_000  # scored requests remembered for feedback (labels); older ones are forgotten
     feedback_max_rows: int = 100_000  # ... and their predicted rows in all; in memory: a restart forgets them all
     cloud_url: str | None = None  # fleet server for cloud scoring: http(s)://host:port (OIP v2 REST at /v2)
-    # or grpc://host:port (its gRPC port; needs edgefleet[grpc]); None: no cloud fallback
+    # or grpc(s)://host:port (its gRPC port; needs edgefleet[grpc]); None: no cloud fallback
     cloud_token: str | None = None  # bearer token for cloud_url
     cloud_timeout_s: float = 5.0
     cloud_retries: int = 1  # extra tries of a failed cloud call (fleet_protocol.retry: back-off with jitter)
