@@ -20,7 +20,7 @@ from fleet_protocol import drift
 from fleet_protocol.errors import BadDataError
 from fleet_protocol.oip import DATATYPES
 
-from ..pipeline.samples import load_samples
+from ..pipeline.samples import check_shape, load_samples
 
 MAX_CSV_ROWS = 1_000_000
 
@@ -29,7 +29,9 @@ def reference_from_baseline(model: bytes, runtime: str, inputs: list[dict], base
                             filename: str) -> drift.Reference:
     """The reference of ``baseline`` for a model whose registry ``inputs`` are given."""
     if filename.lower().endswith(".csv"):
-        arrays = {_only_input(inputs)["name"]: _csv(baseline, _only_input(inputs))}
+        spec = _only_input(inputs)
+        arrays = {spec["name"]: _csv(baseline, spec)}
+        check_shape(arrays[spec["name"]], spec, "drift baseline")
     else:
         arrays = load_samples(baseline, inputs, what="drift baseline")
     return reference_from_arrays(model, runtime, arrays)

@@ -165,3 +165,15 @@ def test_a_deleted_version_takes_its_windows_along_so_a_version_registered_under
     report = api.get("/api/models/scaler/versions/1/drift")
     assert report.status_code == 200, report.text
     assert report.json()["groups"] == [] and report.json()["alerts"] == []
+
+
+def test_a_baseline_that_is_no_array_file_or_has_other_columns_is_refused_naming_the_file_kind_or_both_shapes(api):
+    text = register(api, ("b.npy", b"hello"))
+    assert text.status_code == 400 and "not a .npy or .npz array file" in text.json()["detail"]
+    assert "pickle" not in text.json()["detail"]  # numpy's own message told users to load it unsafely
+    columns = np.random.default_rng(5).normal(size=(200, 3)).astype(np.float32)
+    for baseline in (("b.npy", npy(columns)), ("b.csv", "\n".join("1,2,3" for _ in range(200)).encode())):
+        response = register(api, baseline)
+        assert response.status_code == 400, response.text
+        assert "has shape [200, 3]; the model's input takes [-1, 4]" in response.json()["detail"], response.text
+    assert api.get("/api/models/scaler").status_code == 404
