@@ -3,7 +3,10 @@ feature with the alert threshold drawn."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
+
+from tests.server.builders import tiny_onnx
 
 from .conftest import ADMIN_TOKEN, screenshot, sign_in
 from .drift_data import populate_drift
@@ -39,3 +42,21 @@ def test_the_drift_view_shows_the_open_alerts_and_psi_over_time_for_every_featur
     expect(north.get_by_role("img", name="x[1]: PSI over time")).to_be_visible()
     assert not page.console_log.unexpected()
     screenshot(page, "drift", full_page=True)
+
+
+def test_a_version_registered_without_a_baseline_says_why_it_has_no_drift_and_its_properties_read_as_words(
+        page, server):
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert httpx.post(f"{server.url}/api/models/plain", headers=headers,
+                      files={"file": ("plain.onnx", tiny_onnx())}).status_code == 201
+    assert httpx.patch(f"{server.url}/api/models/plain/versions/1", headers=headers,
+                       json={"properties": {"dataset": {"rows": 2000}}}).status_code == 200
+    sign_in(page)
+    page.goto("/#/models/plain")
+    expect(page.locator("tbody")).to_contain_text("dataset=rows: 2000")
+    expect(page.locator("main")).not_to_contain_text("{")  # no raw JSON
+    page.get_by_role("link", name="drift").click()
+    expect(page.get_by_role("heading", name="Drift of plain:1")).to_be_visible()
+    expect(page.locator("p.empty")).to_contain_text("registered without a baseline")
+    expect(page.locator(".load-error")).to_have_count(0)
+    assert not page.console_log.unexpected("404")

@@ -94,7 +94,16 @@ export function duration(seconds) {
 }
 
 export function tagText(tags) {
-  return Object.entries(tags || {}).map(([k, v]) => `${k}=${v}`);
+  return Object.entries(tags || {}).map(([k, v]) => `${k}=${plainValue(v)}`);
+}
+
+/** A value of free-form JSON (properties, event fields) as words, never raw JSON: {"1":50} reads "1: 50". */
+export function plainValue(value) {
+  if (Array.isArray(value)) return value.map(plainValue).join(", ");
+  if (value !== null && typeof value === "object") {
+    return Object.entries(value).map(([k, v]) => `${k}: ${plainValue(v)}`).join(", ");
+  }
+  return String(value);
 }
 
 export function tagList(tags) {

@@ -5,7 +5,7 @@
 import { apiGet, enc } from "../api.js";
 import { errorBlock } from "../alerts.js";
 import { lineChart } from "../charts.js";
-import { ago, badge, bytes, duration, fill, h, link, section, table, tagList } from "../dom.js";
+import { ago, badge, bytes, duration, fill, h, link, section, table, tagList, tagText } from "../dom.js";
 
 const HEARTBEATS = 120;
 const MODEL_STATS = 400;
@@ -44,8 +44,7 @@ function eventDetails(data) {
   const parts = [];
   if (module) parts.push(`${module}${version ? ` v${version}` : ""}`);
   if (code) parts.push(h("span", {}, h("code", {}, code), ` (${category}) ${message || ""}`));
-  const extra = Object.entries(rest).filter(([k]) => k !== "digest").map(([k, v]) =>
-    `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`);
+  const extra = tagText(Object.fromEntries(Object.entries(rest).filter(([k]) => k !== "digest")));
   if (extra.length) parts.push(extra.join(" "));
   return parts.length ? h("span", { class: "event-details" }, parts.flatMap((p, i) => (i ? [" · ", p] : [p]))) : "–";
 }

@@ -37,7 +37,16 @@ export function mount(main, params, [name, version]) {
   async function refresh() {
     const query = new URLSearchParams({ since: params.get("since") || "6h", bucket_s: params.get("bucket_s") || "60",
       ...(by ? { by } : {}) });
-    const report = await apiGet(`models/${enc(name)}/versions/${enc(version)}/drift?${query}`);
+    let report;
+    try {
+      report = await apiGet(`models/${enc(name)}/versions/${enc(version)}/drift?${query}`);
+    } catch (error) {
+      if (!/^404: .*no drift reference/.test(error.message)) throw error;
+      fill(root, h("p", { class: "empty" }, `No drift is followed for ${name}:${version}: it was registered without `
+        + "a baseline, so there is nothing to compare its inputs with. Register the next version with "
+        + "`edgefleet model register FILE --name NAME --baseline BASELINE.npy` to follow its drift."));
+      return;
+    }
     const t = report.thresholds;
     const open = report.alerts.filter((a) => !a.cleared);
     fill(root,

@@ -19,7 +19,7 @@ export function mountList(main) {
     fill(root, table("Models", ["Model", "Newest version", "Runtime", "Inputs", "Outputs", "Tags", "Registered"],
       models.map((m) => [link(`#/models/${enc(m.name)}`, m.name), `v${m.version}`, m.runtime, tensors(m.inputs),
         tensors(m.outputs), tagList(m.tags), ago(m.created)]),
-      "No models registered yet: push one with `edgefleet model push`."));
+      "No models registered yet: register one with `edgefleet model register FILE --name NAME`."));
   }
 
   return { topics: [], refresh };
@@ -35,7 +35,7 @@ export function mountModel(main, params, [name]) {
       ["Version", "Runtime", "Size", "SHA-256", "Inputs", "Outputs", "Tags", "Properties", "Registered", "Drift"],
       [...versions].reverse().map((v) => [`v${v.version}`, v.runtime, bytes(v.size),
         h("code", { title: v.sha256 }, `${v.sha256.slice(0, 12)}…`), tensors(v.inputs), tensors(v.outputs),
-        tagList(v.tags), Object.keys(v.properties).length ? h("code", {}, JSON.stringify(v.properties)) : "–",
+        tagList(v.tags), tagList(v.properties),
         ago(v.created), link(`#/models/${enc(name)}/versions/${v.version}/drift`, "drift")]))),
     section("Field accuracy", fieldAccuracy(name, labels)));
   }
