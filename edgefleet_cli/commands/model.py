@@ -131,7 +131,7 @@ def list_models(
     if json_out:
         print_json(records)
         return
-    print_table("Models", ["name", "latest", "runtime", "size", "tags", "created"],
+    print_table("Models", ["name", "latest", "runtime", "bytes", "tags", "created"],
                 [(r["name"], r["version"], r["runtime"], r["size"], format_tags(r.get("tags")), r["created"])
                  for r in records])
 
@@ -149,7 +149,7 @@ def show(
         if json_out:
             print_json(records)
             return
-        print_table(f"Model {name}", ["version", "runtime", "size", "sha256", "tags", "created"],
+        print_table(f"Model {name}", ["version", "runtime", "bytes", "sha256", "tags", "created"],
                     [(r["version"], r["runtime"], r["size"], r["sha256"][:12], format_tags(r.get("tags")),
                       r["created"]) for r in records])
         return
