@@ -28,6 +28,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from fleet_protocol.retry import LOST, NOT_SENT, RetryPolicy, is_idempotent, retry_after_s
 
 from .errors import CliError
+from .output import err_console
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 RETRY = RetryPolicy(attempts=4, base_delay_s=0.2, max_delay_s=5.0)
@@ -87,10 +88,12 @@ class ApiClient:
 
     def upload(self, path: str, file: Path, *, fields: dict[str, str] | None = None, label: str,
                extra: dict[str, Path] | None = None) -> Any:
-        """POST ``file`` as multipart ``file`` with a progress bar; ``extra``: more files by form field."""
+        """POST ``file`` as multipart ``file`` with a progress bar on stderr (stdout is the answer, --json's too);
+        ``extra``: more files by form field."""
         size = file.stat().st_size
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn(), transient=True) as progress, file.open("rb") as handle:
+                      TransferSpeedColumn(), transient=True, console=err_console) as progress, \
+                file.open("rb") as handle:
             task = progress.add_task(label, total=size)
             reader = _ProgressReader(handle, lambda n: progress.advance(task, n))
             files = {"file": (file.name, reader), **{k: (p.name, p.read_bytes()) for k, p in (extra or {}).items()}}

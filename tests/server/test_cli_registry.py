@@ -5,6 +5,7 @@ Each command runs as its own process with stdin not a terminal, as in CI.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,3 +42,12 @@ def test_model_delete_without_a_terminal_refuses_and_names_yes(server, tmp_path)
     assert refused.stderr.strip() == "error: refusing to delete without confirmation: pass --yes"
     assert edgefleet(server, "model", "show", "scaler:1").returncode == 0
     assert edgefleet(server, "model", "delete", "scaler:1", "--yes").returncode == 0
+
+
+def test_register_with_json_prints_only_the_json_document_on_stdout(server, tmp_path):
+    model = tmp_path / "scaler.onnx"
+    model.write_bytes(tiny_onnx())
+    registered = edgefleet(server, "model", "register", str(model), "--name", "scaler", "--json")
+    assert registered.returncode == 0, registered.stderr
+    assert registered.stdout.startswith("{"), repr(registered.stdout[:40])  # the upload bar went to stdout
+    assert json.loads(registered.stdout)["name"] == "scaler"
