@@ -52,7 +52,8 @@ def show(
     if json_out:
         print_json(device)
         return
-    print_fields(f"device {device_id}", {k: v for k, v in device.items() if k != "modules"})
+    fields = {k: "–" if v is None else v for k, v in device.items() if k != "modules"}
+    print_fields(f"device {device_id}", {**fields, "tags": format_tags(device.get("tags")) or "–"})
     print_table("Modules", ["name", "state", "version", "accelerator", "error"],
                 [(m["name"], m["state"], m.get("version"), m.get("accelerator"),
                   (m.get("error") or {}).get("message", "")) for m in device.get("modules") or []])
