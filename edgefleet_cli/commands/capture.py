@@ -35,6 +35,10 @@ def list_captures(model: ModelOpt = None, version: VersionOpt = None,
     if json_out:
         print_json(records)
         return
+    if not records:
+        console.print("no captures match: a module captures when its config has a \"capture\" block "
+                      "(fraction_percent) or joint inference finds rows it is unsure of", highlight=False)
+        return
     print_table("Captures", ["id", "model", "version", "device", "scored on", "reason", "bytes", "ts"],
                 [(c["id"], c["model"], c["version"], c["device_id"], c["scored_on"], c.get("reason") or "sampled",
                   c["size"], c["ts"]) for c in records])
