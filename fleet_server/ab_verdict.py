@@ -158,7 +158,8 @@ def _without_labels(base: dict, other: dict, alpha: float, module: str) -> dict:
         else:
             parts.append(f"errors {rates}: no significant difference ({_p(error_p)})")
     else:
-        parts.append("no requests counted yet for both")
+        idle = " and ".join(f"v{r['version']}" for r in (a, b) if not r["requests"])
+        parts.append(f"no requests counted yet for {idle}, so their errors cannot be compared")
     shift_p = class_shift(a.get("outputs") or {}, b.get("outputs") or {})
     if shift_p is not None:
         parts.append(f"answers by class differ ({_p(shift_p)}): a shift only labels can judge" if shift_p < alpha

@@ -114,6 +114,13 @@ def test_without_labels_the_page_says_what_it_can_and_cannot_decide():
     assert one_side["comparisons"][0]["better"] is None
 
 
+def test_without_requests_the_sentence_names_the_versions_that_have_none():
+    one_idle = verdict([row(2, 50), row(3, 50, requests=0)], 2, "iris")["sentence"]
+    assert "no requests counted yet for v3, so their errors cannot be compared" in one_idle, one_idle
+    both_idle = verdict([row(2, 50, requests=0), row(3, 50, requests=0)], 2, "iris")["sentence"]
+    assert "no requests counted yet for v3 and v2," in both_idle, both_idle
+
+
 def test_a_deployment_without_variants_has_nothing_to_decide():
     assert verdict([row(1, 100)], 1, "iris")["sentence"].startswith("nothing to compare")
     assert ab_verdict.CONFIDENCE == 0.95
