@@ -76,18 +76,20 @@ def demo(
                   agents)
         first_device = DEVICES[0][0]
         prediction = _sample_prediction(client, first_device, modules_dir / module_names[0], module_names[0])
+        fleet = client.get("/api/devices")
         print_table("Devices", ["device", "profile", "status", "modules (version, accelerator)"],
                     [(d["id"], d.get("profile"), d["status"],
                       ", ".join(f"{m['name']} v{m.get('version')} on {m.get('accelerator')}" for m in d["modules"]))
-                     for d in client.get("/api/devices")])
+                     for d in fleet])
+        scoring = ", ".join(f"{d['id']} {d.get('scoring_url')}" for d in fleet)
         console.print(f"\n[bold green]edgefleet demo is running[/bold green]\n"
                       f"  API and dashboard  {server.url}   (OpenAPI: {server.url}/docs)\n"
                       f"  admin token        {server.admin_token}\n"
                       f"  MQTT broker        {server.broker_url}\n"
-                      f"  devices            {', '.join(d for d, _, _ in DEVICES[:devices])}\n"
+                      f"  devices            {scoring}   (their scoring APIs: /v2/models/..., /metrics)\n"
                       f"  try                EDGEFLEET_TOKEN={server.admin_token} edgefleet device list "
                       f"--server {server.url}\n"
-                      f"\nsample prediction from {first_device} ({module_names[0]}):\n{prediction}")
+                      f"\nsample prediction from {first_device} ({module_names[0]}):\n{prediction}", soft_wrap=True)
         if once:
             return
         console.print("\npress Ctrl-C to stop")

@@ -17,6 +17,7 @@ def test_demo_runs_server_broker_and_devices_and_prints_a_prediction(tmp_path):
     out = result.stdout
     assert "edgefleet demo is running" in out
     assert "admin token" in out
+    assert "demo-cpu-1 http://127.0.0.1:" in out  # its scoring API, where feedback and /metrics go
     assert "sample prediction from demo-cpu-1 (iris-classifier)" in out
     assert "['setosa', 'versicolor', 'virginica']" in out
     assert out.count("online") == 3
