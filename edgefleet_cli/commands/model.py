@@ -263,9 +263,19 @@ def accuracy(
                       "the scored request", highlight=False, markup=False)
         return
     print_table(f"Field accuracy of {name}", ["version", "labelled", "correct", "accuracy", "95 % CI"],
-                [(v["version"], v["labelled"], v["correct"], f"{v['accuracy']:.1%}",
-                  f"{v['accuracy_low']:.1%}–{v['accuracy_high']:.1%}") for v in versions])
+                [(v["version"], v["labelled"], v["correct"], _percent(v["accuracy"]),
+                  f"{_percent(v['accuracy_low'])}–{_percent(v['accuracy_high'])}") for v in versions])
     for v in versions:
-        predicted = sorted({p for row in v["confusion"].values() for p in row})
-        print_table(f"v{v['version']} confusion matrix", ["true \\ predicted", *predicted],
-                    [(label, *(row.get(p, 0) for p in predicted)) for label, row in sorted(v["confusion"].items())])
+        classes, rows = confusion_table(v["confusion"])
+        print_table(f"v{v['version']} confusion matrix", ["true \\ predicted", *classes], rows)
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:.1f} %"  # as the verdict and the dashboard write it
+
+
+def confusion_table(confusion: dict[str, dict[str, int]]) -> tuple[list[str], list[tuple]]:
+    """``(classes, rows)`` of a square matrix: every class seen as a label or a prediction is a row and a column,
+    so a class never predicted (or never labelled) still shows, with its zeros."""
+    classes = sorted(set(confusion) | {p for row in confusion.values() for p in row})
+    return classes, [(label, *(confusion.get(label, {}).get(p, 0) for p in classes)) for label in classes]

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgefleet_cli.client import ApiClient
-from edgefleet_cli.commands.model import split_ref
+from edgefleet_cli.commands.model import confusion_table, split_ref
 from edgefleet_cli.commands.module import pack_module_folder
 from edgefleet_cli.errors import CliError
 from edgefleet_cli.main import app
@@ -46,6 +46,12 @@ def test_model_reference_with_non_numeric_version_is_refused():
 
 
 SPEC = {"name": "m", "runtime": "onnx", "model": "model.onnx", "files": ["model.onnx"]}
+
+
+def test_confusion_matrix_is_square_over_every_class_labelled_or_predicted():
+    classes, rows = confusion_table({"0": {"0": 1}, "2": {"1": 1}})  # class 2 never predicted, 1 never labelled
+    assert classes == ["0", "1", "2"]
+    assert rows == [("0", 1, 0, 0), ("1", 0, 0, 0), ("2", 0, 1, 0)]
 
 
 def test_module_folder_packs_module_json_and_only_the_listed_files(tmp_path):

@@ -30,10 +30,12 @@ export function fieldAccuracy(name, versions) {
     table(`Field accuracy of ${name}`, ["Version", "Labelled rows", "Correct", "Accuracy (95 % CI)"],
       versions.map((v) => [`v${v.version}`, String(v.labelled), String(v.correct), accuracyText(v)])),
     h("div", { class: "charts" }, versions.map((v) => {
-      const predicted = [...new Set(Object.values(v.confusion).flatMap((row) => Object.keys(row)))].sort();
+      // square: a class never predicted (or never labelled) still gets its row and column of zeros
+      const classes = [...new Set([...Object.keys(v.confusion),
+        ...Object.values(v.confusion).flatMap((row) => Object.keys(row))])].sort();
       return h("figure", { class: "confusion" }, h("figcaption", {}, `v${v.version}: confusion matrix`),
-        table(`v${v.version} confusion matrix`, ["label \\ predicted", ...predicted],
-          Object.keys(v.confusion).sort().map((label) => [h("strong", {}, label),
-            ...predicted.map((p) => String(v.confusion[label][p] || 0))])));
+        table(`v${v.version} confusion matrix`, ["label \\ predicted", ...classes],
+          classes.map((label) => [h("strong", {}, label),
+            ...classes.map((p) => String(v.confusion[label]?.[p] || 0))])));
     })));
 }
