@@ -7,6 +7,7 @@ optional dependency names the extra to install.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -15,32 +16,48 @@ import typer
 
 from fleet_protocol.errors import EdgefleetError
 
-from .commands import agent, bundle, capture, demo, deploy, device, model, module, profile, score, server
-from .commands import audit, job, keys, simulate, token
 from .errors import CliError, missing_extra
 from .output import print_error
 
-app = typer.Typer(
-    help="edgefleet: push ML models to a fleet of devices and score them on the device.\n\n"
-         "Server commands read --server/EDGEFLEET_SERVER and --token/EDGEFLEET_TOKEN.",
-    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
-)
-app.add_typer(server.app, name="server")
-app.add_typer(agent.app, name="agent")
-app.add_typer(model.app, name="model")
-app.add_typer(module.app, name="module")
-app.add_typer(bundle.app, name="bundle")
-app.add_typer(deploy.app, name="deploy")
-app.add_typer(device.app, name="device")
-app.add_typer(profile.app, name="profile")
-app.add_typer(score.app, name="score")
-app.add_typer(capture.app, name="capture")
-app.add_typer(job.app, name="job")
-app.add_typer(token.app, name="token")
-app.add_typer(audit.app, name="audit")
-app.add_typer(keys.app, name="keys")
-app.command(name="demo")(demo.demo)
-app.command(name="simulate")(simulate.simulate)
+# Each subcommand: the module of edgefleet_cli.commands that defines it and the attribute there, a Typer group
+# (``app``) or a command function. In the order `edgefleet --help` lists them.
+SUBCOMMANDS = {
+    "server": "app", "agent": "app", "model": "app", "module": "app", "bundle": "app", "deploy": "app",
+    "device": "app", "profile": "app", "score": "app", "capture": "app", "job": "app", "token": "app",
+    "audit": "app", "keys": "app", "demo": "demo", "simulate": "simulate",
+}
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The ``edgefleet`` app with every subcommand, or with just ``only``.
+
+    A command line that names its subcommand gets only that one, so ``edgefleet agent run`` imports neither the
+    server, nor httpx, nor the other commands: the agent's process holds what it runs.
+    """
+    app = typer.Typer(
+        help="edgefleet: push ML models to a fleet of devices and score them on the device.\n\n"
+             "Server commands read --server/EDGEFLEET_SERVER and --token/EDGEFLEET_TOKEN.",
+        no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    )
+    app.callback()(_group)  # a group even when it holds one command, which Typer would otherwise run bare
+    for name, attribute in SUBCOMMANDS.items():
+        if only in (None, name):
+            target = getattr(importlib.import_module(f".commands.{name}", __package__), attribute)
+            if isinstance(target, typer.Typer):
+                app.add_typer(target, name=name)
+            else:
+                app.command(name=name)(target)
+    return app
+
+
+def _group() -> None:
+    pass
+
+
+def __getattr__(name: str):
+    if name == "app":  # `from edgefleet_cli.main import app`: every subcommand, as tests and embedders expect
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
@@ -48,7 +65,8 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise for CLI users
     try:
-        code = app(standalone_mode=False)  # usage errors come here too, to be printed as one line
+        named = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS else None
+        code = build_app(named)(standalone_mode=False)  # usage errors come here too, to be printed as one line
     except CliError as exc:
         print_error(str(exc))
         sys.exit(exc.exit_code)
