@@ -1,24 +1,37 @@
-"""Printing for the CLI: JSON for scripts, rich tables for people."""
+"""Printing for the CLI: JSON for scripts, rich tables for people.
+
+rich is imported at the first table, console or error, not with this module: `edgefleet agent run` imports
+:func:`print_json` and :func:`parse_tags` from here and runs for months without printing a table.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from typing import Any, Iterable, Sequence
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-console = Console()
-err_console = Console(stderr=True)
+@functools.cache
+def _consoles() -> dict:
+    from rich.console import Console
+
+    return {"console": Console(), "err_console": Console(stderr=True)}
+
+
+def __getattr__(name: str):  # ``console`` and ``err_console``, made at first use
+    if name in ("console", "err_console"):
+        return _consoles()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def print_error(message: str) -> None:
     """``error: message`` as exactly one line on stderr: no wrapping at any width, no markup read from it."""
+    from rich.text import Text
+
     text = Text("error:", style="red")
     text.append(" " + " ".join(message.split()))
-    err_console.print(text, soft_wrap=True, highlight=False)
+    _consoles()["err_console"].print(text, soft_wrap=True, highlight=False)
 
 
 def print_json(value: Any) -> None:
@@ -26,15 +39,18 @@ def print_json(value: Any) -> None:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column)
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
-    console.print(table)
+    _consoles()["console"].print(table)
 
 
 def print_fields(title: str, fields: dict[str, Any]) -> None:
+    console = _consoles()["console"]
     console.print(f"[bold]{title}[/bold]")
     width = max((len(k) for k in fields), default=0)
     for key, value in fields.items():
