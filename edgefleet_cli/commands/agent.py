@@ -8,8 +8,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from fleet_protocol.errors import EdgefleetError
-
 from ..errors import CliError, require_extra
 from ..options import JsonOpt
 from ..output import parse_tags, print_json
@@ -25,20 +23,15 @@ def run(
 ) -> None:
     """Connect to the broker, install what the server wants here, and serve predictions locally."""
     require_extra("agent")
-    from edge_agent.agent import Agent
     from edge_agent.config import load_config
 
+    from ..agent_process import exec_agent
+
     try:
-        agent_config = load_config(config)
+        load_config(config)
     except (ValueError, OSError) as exc:
         raise CliError(f"{config}: {exc}") from None
-    agent = Agent(agent_config)
-    try:
-        agent.run_forever()
-    except (EdgefleetError, ValueError, OSError) as exc:  # e.g. port taken, state dir not writable, bad root file
-        raise CliError(f"the agent could not start: {exc}") from None
-    if agent.exit_code:  # a new agent version is current: the supervisor (or systemd) starts it
-        raise typer.Exit(agent.exit_code)
+    exec_agent(config)  # the agent runs in this process, without the CLI's libraries (agent_process.py)
 
 
 @app.command()
