@@ -13,7 +13,6 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -83,6 +82,8 @@ def flush_outbox(job: JobDocument, ctx: JobContext, now: datetime) -> dict:
 
 
 def _version(distribution: str) -> str | None:
+    from importlib import metadata  # email, zipfile, csv: for the diagnostics job only, not the idle agent
+
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
