@@ -28,16 +28,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from .errors import BadDataError, ExpiredError, MessageError, RollbackError
 from .fields import count_field, field, is_valid_name
 from .signing import PublicKey, SigningKey, sign_envelope, verify_envelope
+
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
 from .timestamps import from_iso, to_iso
 
 ROOT_TYPE = "root"
@@ -186,14 +187,19 @@ def make_csr(device_id: str, key_pem: bytes) -> bytes:
     key = serialization.load_pem_private_key(key_pem, password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise MessageError("a device key must be an EC private key")
+    from cryptography import x509  # certificates: at enrolment and renewal, not in every agent (1.5 MB, B5)
+    from cryptography.x509.oid import NameOID
+
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
            .sign(key, hashes.SHA256()))
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
-def load_certificate(cert_pem: bytes) -> x509.Certificate:
+def load_certificate(cert_pem: bytes) -> Certificate:
     """Parse one PEM certificate, or raise :class:`MessageError`."""
+    from cryptography import x509
+
     try:
         return x509.load_pem_x509_certificate(cert_pem)
     except (TypeError, ValueError) as exc:
