@@ -20,13 +20,13 @@ app = typer.Typer(help="Register models and browse the registry (name, auto-incr
                   no_args_is_help=True)
 
 
-def split_ref(ref: str) -> tuple[str, int | None]:
-    """``iris`` → ``("iris", None)``; ``iris:3`` → ``("iris", 3)``."""
+def split_ref(ref: str, *, takes: str = "NAME or NAME:VERSION") -> tuple[str, int | None]:
+    """``iris`` → ``("iris", None)``; ``iris:3`` → ``("iris", 3)``; ``takes`` is what the command's error names."""
     name, sep, version = ref.partition(":")
     if not sep:
         return name, None
     if not is_ascii_decimal(version):
-        raise CliError(f"{ref!r} is not NAME or NAME:VERSION (VERSION is a number)", exit_code=2)
+        raise CliError(f"{ref!r} is not {takes} (VERSION is a number)", exit_code=2)
     return name, int(version)
 
 
@@ -222,7 +222,7 @@ def profile(
 
 
 def _exact(ref: str) -> tuple[str, int]:
-    name, version = split_ref(ref)
+    name, version = split_ref(ref, takes="NAME:VERSION")
     if version is None:
         raise CliError(f"give the version as NAME:VERSION, not {ref!r}", exit_code=2)
     return name, version
@@ -235,7 +235,7 @@ def delete(
     server: ServerOpt = None, token: TokenOpt = None,
 ) -> None:
     """Delete a model version (refused while a deployment uses it)."""
-    name, version = split_ref(ref)
+    name, version = split_ref(ref, takes="NAME:VERSION")
     if version is None:
         raise CliError("give the version to delete as NAME:VERSION", exit_code=2)
     if not yes and not sys.stdin.isatty():

@@ -45,6 +45,13 @@ def test_model_reference_with_non_numeric_version_is_refused():
         split_ref("iris:latest")
 
 
+@pytest.mark.parametrize("command", [["model", "drift"], ["model", "delete", "--yes"]])
+def test_bad_version_error_names_the_form_the_command_takes(command):
+    result = runner.invoke(app, [*command, "iris-classifier:x", "--server", "http://127.0.0.1:9"])
+    assert isinstance(result.exception, CliError) and result.exception.exit_code == 2
+    assert str(result.exception) == "'iris-classifier:x' is not NAME:VERSION (VERSION is a number)"
+
+
 SPEC = {"name": "m", "runtime": "onnx", "model": "model.onnx", "files": ["model.onnx"]}
 
 
