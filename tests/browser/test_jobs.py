@@ -27,6 +27,7 @@ class JobData:
     api: httpx.Client
     diagnostics_id: int
     aborted_id: int
+    all_failed_id: int
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,8 @@ def job_data(server, tmp_path_factory):
 
         yield JobData(api, run({"kind": "diagnostics", "selector": {"site": "lab"}}),
                       run({"kind": "restart_module", "params": {"module": "absent"}, "selector": {"site": "lab"},
-                           "rate_per_minute": 1, "abort_after_failures": 1}))
+                           "rate_per_minute": 1, "abort_after_failures": 1}),
+                      run({"kind": "restart_module", "params": {"module": "absent"}, "selector": {"site": "lab"}}))
     finally:
         for agent in agents:
             agent.stop()
@@ -61,7 +63,7 @@ def job_data(server, tmp_path_factory):
 def test_job_pages_show_each_devices_progress_and_result(page, job_data):
     sign_in(page)
     page.get_by_role("link", name="Jobs").click()
-    expect(page.locator("main tbody tr")).to_have_count(2)
+    expect(page.locator("main tbody tr")).to_have_count(3)
     page.get_by_role("link", name=f"#{job_data.diagnostics_id}", exact=True).click()
     expect(page.get_by_role("heading", name=f"Job #{job_data.diagnostics_id}: diagnostics")).to_be_visible()
     devices = page.get_by_role("region", name="Devices")
@@ -81,4 +83,23 @@ def test_job_pages_show_each_devices_progress_and_result(page, job_data):
     rows = page.get_by_role("region", name="Devices").locator("tbody tr")
     expect(rows.nth(0)).to_contain_text("module_not_installed")
     expect(rows.nth(1)).to_contain_text("cancelled")
+    assert page.console_log.unexpected() == []
+
+
+def test_completed_job_where_every_device_failed_does_not_look_like_success(page, job_data):
+    assert job_data.api.get(f"/api/jobs/{job_data.all_failed_id}").json()["state"] == "completed"
+    sign_in(page)
+    page.goto(f"/#/jobs/{job_data.all_failed_id}")
+    title_badge = page.get_by_role("heading", name=f"Job #{job_data.all_failed_id}").locator(".badge")
+    expect(title_badge).to_have_text("completed, 2 of 2 failed")
+    expect(title_badge).to_have_class(re.compile(r"\bbadge-failed\b"))
+    expect(page.get_by_role("region", name="Summary").locator(".badge").first).to_have_class(
+        re.compile(r"\bbadge-failed\b"))
+    page.goto("/#/jobs")
+    row = page.locator("main tbody tr", has=page.get_by_role("link", name=f"#{job_data.all_failed_id}", exact=True))
+    expect(row.locator(".badge").first).to_have_text("completed, 2 of 2 failed")
+    expect(row.locator(".badge").first).not_to_have_class(re.compile(r"\bbadge-completed\b"))
+    page.goto(f"/#/jobs/{job_data.diagnostics_id}")
+    expect(page.get_by_role("heading", name=f"Job #{job_data.diagnostics_id}").locator(".badge")).to_have_class(
+        re.compile(r"\bbadge-completed\b"))
     assert page.console_log.unexpected() == []

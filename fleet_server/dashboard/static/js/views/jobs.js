@@ -13,6 +13,15 @@ function plain(state) {
   return state.replace("_", " ");
 }
 
+/** The job's state as a badge that shows its outcome: a completed job with failed devices is not a success. */
+export function stateBadge(job) {
+  if (job.state !== "completed") return badge(plain(job.state), job.state);
+  const failed = (job.counts.failed || 0) + (job.counts.timed_out || 0);
+  if (!failed) return badge("completed", "completed");
+  const devices = Object.values(job.counts).reduce((a, b) => a + b, 0);
+  return badge(`completed, ${failed} of ${devices} failed`, job.counts.succeeded ? "partial" : "failed");
+}
+
 function kindText(job) {
   const params = Object.entries(job.params || {}).map(([k, v]) => `${k}=${v}`).join(", ");
   return params ? `${job.kind} (${params})` : job.kind;
@@ -70,7 +79,7 @@ export function mountList(main) {
   async function refresh() {
     const jobs = (await apiGet("jobs")).reverse();
     fill(root, table("Jobs", ["Job", "Kind", "Target", "State", "Devices", "Reason", "Created"],
-      jobs.map((j) => [link(`#/jobs/${j.id}`, `#${j.id}`), kindText(j), targetText(j.target), badge(plain(j.state), j.state),
+      jobs.map((j) => [link(`#/jobs/${j.id}`, `#${j.id}`), kindText(j), targetText(j.target), stateBadge(j),
         jobProgress(j.counts), j.reason || h("span", { class: "muted" }, "–"), ago(j.created)]),
       "No jobs yet: run one with `edgefleet job run SELECTOR diagnostics` (or restart_module, health_check, "
       + "collect_logs, flush_outbox)."));
@@ -100,14 +109,14 @@ export function mountOne(main, params, [id]) {
     cancel ? h("div", { class: "toolbar", role: "group", "aria-label": "Job actions" }, cancel, status) : null, root);
 
   function render(job) {
-    title.replaceChildren(`Job #${job.id}: ${kindText(job)} `, badge(plain(job.state), job.state));
+    title.replaceChildren(`Job #${job.id}: ${kindText(job)} `, stateBadge(job));
     if (cancel) {
       cancel.disabled = job.state !== "running";
       cancel.title = cancel.disabled ? "Only a running job can be cancelled." : "";
     }
     fill(root,
       section("Summary", h("dl", { class: "facts" }, [
-        ["State", badge(plain(job.state), job.state)], ["Reason", job.reason || "–"],
+        ["State", stateBadge(job)], ["Reason", job.reason || "–"],
         ["Target", targetText(job.target)], ["Delivery", planText(job.plan)],
         ["Started by", job.created_by || "–"], ["Created", ago(job.created)], ["Last change", ago(job.updated)],
         ["Job id on devices", h("code", {}, job.wire_id)],
