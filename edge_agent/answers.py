@@ -5,7 +5,10 @@ A module may declare its answer in its ``config``: ``"answers":
 ``{"probability_output": NAME}`` (each row counts under the index of its
 largest value); :func:`declared_output` parses it, here and at build
 (:mod:`edge_agent.module_config`). A declared output missing from a result
-is not counted. Without a declaration the agent decides from the result
+is not counted. Beside it (or alone) ``"class_names": ["setosa", ...]`` names
+the classes of a model that answers class indices, index 0 first
+(:func:`declared_class_names`): feedback then takes a label as the index or
+as its name (:mod:`edge_agent.feedback`). Without a declaration the agent decides from the result
 itself (outputs in the order the model or entry script returns them), once
 per module and again only if that output goes missing:
 
@@ -45,21 +48,41 @@ MAX_LABEL_CHARS = feedback.MAX_LABEL_CHARS  # classes are cut here, as labels th
 OTHER = "other"
 _LABEL, _SCORES = "label", "scores"
 DECLARATIONS = {"label_output": _LABEL, "probability_output": _SCORES}
+CLASS_NAMES = "class_names"
 
 
 def declared_output(config: dict) -> tuple[str, str] | None:
-    """``(output name, "label" | "scores")`` from ``config["answers"]``, None without one; BadDataError if bad."""
+    """``(output name, "label" | "scores")`` from ``config["answers"]``, None without one; BadDataError if bad
+    (the class names included: :func:`declared_class_names`)."""
     section = config.get("answers")
     if section is None:
         return None
     if not isinstance(section, dict):
         raise BadDataError(f"config.answers must be an object, e.g. {{\"label_output\": \"label\"}}, got {section!r}")
-    refuse_unknown_keys(section, DECLARATIONS, where="config.answers", error=BadDataError)
-    if len(section) != 1 or not all(isinstance(v, str) and v for v in section.values()):
+    refuse_unknown_keys(section, [*DECLARATIONS, CLASS_NAMES], where="config.answers", error=BadDataError)
+    declared_class_names(config)
+    outputs = {key: value for key, value in section.items() if key != CLASS_NAMES}
+    if not outputs and CLASS_NAMES in section:
+        return None
+    if len(outputs) != 1 or not all(isinstance(v, str) and v for v in outputs.values()):
         raise BadDataError("config.answers must name one output: label_output or probability_output, "
                            f"as a non-empty string, got {section!r}")
-    (key, name), = section.items()
+    (key, name), = outputs.items()
     return name, DECLARATIONS[key]
+
+
+def declared_class_names(config: dict) -> tuple[str, ...] | None:
+    """``config["answers"]["class_names"]``: the name of class index 0, 1, ...; None without; BadDataError if bad."""
+    section = config.get("answers")
+    names = section.get(CLASS_NAMES) if isinstance(section, dict) else None
+    if names is None:
+        return None
+    if (not isinstance(names, list) or not 2 <= len(names) <= MAX_LABELS or len(set(names)) != len(names)
+            or not all(isinstance(n, str) and 0 < len(n) <= MAX_LABEL_CHARS and not n.isdigit() for n in names)):
+        raise BadDataError(f"config.answers.class_names must list the name of each class index, 0 first: 2.."
+                           f"{MAX_LABELS} different strings of 1..{MAX_LABEL_CHARS} characters, not numbers, "
+                           f"got {names!r:.120}")
+    return tuple(names)
 
 
 def choose(outputs: dict) -> tuple[str | None, str | None]:
@@ -79,10 +102,11 @@ def choose(outputs: dict) -> tuple[str | None, str | None]:
 class AnswerCounts:
     """Answers by class of one version since the last :meth:`take` (no lock: a rare lost count is accepted)."""
 
-    __slots__ = ("counts", "output", "_mode", "_declared")
+    __slots__ = ("counts", "output", "class_names", "_mode", "_declared")
 
-    def __init__(self, declared: tuple[str, str] | None = None) -> None:
+    def __init__(self, declared: tuple[str, str] | None = None, class_names: tuple[str, ...] | None = None) -> None:
         self.counts: dict[str, int] = {}
+        self.class_names = class_names  # the name of each class index, when the module declares them
         self._declared = declared is not None
         # the output counted, as the module declared it or the rule chose it
         self.output, self._mode = declared if declared is not None else (None, None)

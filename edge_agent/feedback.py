@@ -21,7 +21,13 @@ in the outbox (agent) or the store (server).
 
 :meth:`RecentRequests.join` turns a feedback request into the telemetry
 record of :mod:`fleet_protocol.feedback` once per id: a second label for the
-same id is a duplicate and yields no record. The server uses the same class
+same id is a duplicate and yields no record; its answer counts the labels
+stored the first time, not the ones it sent. A model that answers class
+indices (integers) takes each label as an index; a class name only when the
+module declares its class names (``config.answers.class_names``,
+:func:`edge_agent.answers.declared_class_names`), and then the index is what
+is stored. Any other label is refused naming the form expected and the
+classes, never compared with an index it cannot equal. The server uses the same class
 for the requests it scores itself. :func:`receive` joins and writes (the
 agent's record goes to its outbox, the server's to its store);
 :func:`new_request_id` names a request that came without an id.
@@ -65,11 +71,38 @@ class Scored:
     scored_on: str
     split: bool
     classes: np.ndarray  # the class of every row, as the model answered it (AnswerCounts.classes)
-    labelled: bool = False
+    class_names: tuple[str, ...] | None = None  # the name of each class index, when the module declares them
+    record: dict | None = None  # the feedback record stored for this id: it is labelled
+
+    @property
+    def labelled(self) -> bool:
+        return self.record is not None
 
     def predicted(self) -> list[str]:
         """Each row's class as text, as labels are compared (:func:`fleet_protocol.feedback.label_text`)."""
         return [feedback.label_text(value) for value in self.classes.tolist()]
+
+    def as_answered(self, model: str, labels: list[str]) -> list[str]:
+        """``labels`` in the form the model answers: a class index as its decimal text for a model that answers
+        indices (a declared class name mapped to its index); MessageError naming the form and the classes."""
+        if self.classes.dtype.kind not in "iu":  # text or booleans: compared as they are
+            return labels
+        names = self.class_names
+        taken = []
+        for i, label in enumerate(labels):
+            if label.isascii() and label.isdigit() and (names is None or int(label) < len(names)):
+                taken.append(str(int(label)))
+            elif names is not None and label in names:
+                taken.append(str(names.index(label)))
+            elif names is not None:
+                listed = ", ".join(f"{index} = {name}" for index, name in enumerate(names))
+                raise MessageError(f"feedback: labels[{i}] is {label!r}, not a class of model {model!r}: send each "
+                                   f"label as the index or the name of its class ({listed})")
+            else:
+                raise MessageError(f"feedback: labels[{i}] is {label!r}, not a class index: model {model!r} answers "
+                                   f"class indices (0, 1, ...), so send each label as its class's index; it declares "
+                                   f"no class names (config.answers.class_names) to take names by")
+        return taken
 
 
 class RecentRequests:
@@ -90,7 +123,7 @@ class RecentRequests:
         return len(self._by_id)
 
     def remember(self, request_id: str, *, model: str, version: int, scored_on: str, split: bool,
-                 classes: np.ndarray | None) -> None:
+                 classes: np.ndarray | None, class_names: tuple[str, ...] | None = None) -> None:
         """Keep ``request_id``'s answer, ``classes`` as it is.
 
         An id used again replaces the older request's answer, but an id of a model labelled once stays labelled:
@@ -100,12 +133,12 @@ class RecentRequests:
         rows = 0 if classes is None else len(classes)
         if not 0 < rows <= min(feedback.MAX_ROWS, self.max_rows):
             return
-        entry = Scored(model, version, scored_on, split, classes)
+        entry = Scored(model, version, scored_on, split, classes, class_names)
         with self._lock:
             old = self._by_id.pop(request_id, None)
             if old is not None:
                 self._rows -= len(old.classes)
-                entry.labelled = old.labelled and old.model == model
+                entry.record = old.record if old.model == model else None
             self._by_id[request_id] = entry
             self._rows += rows
             while len(self._by_id) > self.max_requests or self._rows > self.max_rows:
@@ -114,10 +147,10 @@ class RecentRequests:
 
     def join(self, model: str, request_id: str, labels: list[str]) -> tuple[Scored, list[str], dict | None]:
         """``(the scored request, its predicted classes as text, its feedback record)``; the record is None for a
-        duplicate label.
+        duplicate label (the one stored is ``scored.record``).
 
         :class:`UnknownRequest` if no request of ``model`` with this id is held; :class:`MessageError` if the
-        labels are not one per row.
+        labels are not one per row or not in the form the model answers (:meth:`Scored.as_answered`).
         """
         with self._lock:
             entry = self._by_id.get(request_id)
@@ -130,13 +163,14 @@ class RecentRequests:
             if len(labels) != len(entry.classes):
                 raise MessageError(f"feedback: request {request_id!r} had {len(entry.classes)} row(s); send one "
                                    f"label per row, got {len(labels)}")
-            duplicate, entry.labelled = entry.labelled, True
-        predicted = entry.predicted()
-        if duplicate:
-            return entry, predicted, None
-        return entry, predicted, feedback.encode_record(model=model, version=entry.version, request_id=request_id,
-                                                        scored_on=entry.scored_on, split=entry.split,
-                                                        predicted=predicted, labels=labels)
+            labels = entry.as_answered(model, labels)
+            predicted = entry.predicted()
+            if entry.record is not None:
+                return entry, predicted, None
+            entry.record = feedback.encode_record(model=model, version=entry.version, request_id=request_id,
+                                                  scored_on=entry.scored_on, split=entry.split,
+                                                  predicted=predicted, labels=labels)
+        return entry, predicted, entry.record
 
 
 def receive(recent: RecentRequests, write: Callable[[dict], None], model: str, body: dict) -> dict:
@@ -147,13 +181,14 @@ def receive(recent: RecentRequests, write: Callable[[dict], None], model: str, b
     (the id stays unlabelled, so the client may send the label again).
     """
     request_id, labels = feedback.parse_request(body)
-    scored, predicted, record = recent.join(model, request_id, labels)
+    scored, _, record = recent.join(model, request_id, labels)
+    stored = record or scored.record
     if record is not None:
         try:
             write(record)
         except Exception as exc:
-            scored.labelled = False
+            scored.record = None
             raise OSError(f"the record was not stored ({exc})") from exc
-    correct = sum(p == label for p, label in zip(predicted, labels))
-    return {"id": request_id, "model_name": model, "model_version": str(scored.version), "rows": len(labels),
-            "correct": correct, "duplicate": record is None}
+    pairs = stored["pairs"]  # a duplicate answers what was stored, not the labels it sent
+    return {"id": request_id, "model_name": model, "model_version": str(scored.version), "rows": len(pairs),
+            "correct": sum(p == label for p, label in pairs), "duplicate": record is None}

@@ -54,7 +54,8 @@ class FeedbackRoute:
         answered = module.variants.get(result.model_version, module.primary) if module.variants else module
         self.recent.remember(request_id, model=module.name, version=result.model_version, scored_on=scored_on,
                              split=bool(module.variants),
-                             classes=answered.answers.classes({**result.outputs, **outputs}))
+                             classes=answered.answers.classes({**result.outputs, **outputs}),
+                             class_names=answered.answers.class_names)
         return request_id
 
     def cloud_answered(self, name: str, module: LoadedModule | None, request_id: str | None, response: dict) -> None:
@@ -70,7 +71,7 @@ class FeedbackRoute:
         request_id = request_id or response.get("id") or new_request_id()
         response["id"] = request_id
         self.recent.remember(request_id, model=name, version=version, scored_on="cloud", split=False,
-                             classes=counter.classes(outputs))
+                             classes=counter.classes(outputs), class_names=counter.class_names)
 
     def post(self, name: str, body: dict) -> Reply:
         """``POST /v2/models/{name}/feedback``: the status and JSON body to answer (see the module docstring)."""

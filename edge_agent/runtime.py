@@ -49,7 +49,7 @@ from fleet_protocol.errors import BadDataError, EdgefleetError, MessageError
 from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.profiles import FirmwareProfile
 
-from .answers import AnswerCounts
+from .answers import AnswerCounts, declared_class_names
 from .drift import DriftCounter, counter_for
 from .fallback import FallbackPolicy
 from .health import CrashWatch, HealthCheckError, HealthPolicy, check_latency, gate
@@ -231,7 +231,7 @@ class Runtime:
         loaded = LoadedModule(record, manifest, model, accelerator, list(notes), entry_run, policy, health_check,
                               context)
         loaded.accelerator_failed = list(getattr(notes, "failed", ()))
-        loaded.answers = AnswerCounts(declared)
+        loaded.answers = AnswerCounts(declared, declared_class_names(manifest.config))
         if manifest.sample or health_check is not None:
             loaded.health_attempts = gate(lambda: self._health_check(loaded), policy)
         if manifest.drift_reference:

@@ -8,7 +8,9 @@ server for a request the server scored) with::
 
 one label per row of the request, in row order; a label is a string of at
 most :data:`MAX_LABEL_CHARS` characters or an integer (counted as its
-decimal text, as the A/B answers count classes: :mod:`edge_agent.answers`).
+decimal text, as the A/B answers count classes: :mod:`edge_agent.answers`),
+in the form the model answers: a class index for a model that answers
+indices, or a class name its module declares (:mod:`edge_agent.feedback`).
 :func:`parse_request` checks it. A request of more than :data:`MAX_ROWS`
 rows is not kept for feedback.
 

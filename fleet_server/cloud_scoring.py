@@ -112,7 +112,7 @@ class CloudModel:
         if recent is not None and recent.enabled:
             request_id = request_id or new_request_id()
             recent.remember(request_id, model=self.name, version=self.version, scored_on="cloud", split=False,
-                            classes=self.answers.classes(outputs))
+                            classes=self.answers.classes(outputs), class_names=self.answers.class_names)
         return Scored(self.name, str(self.version), outputs, request_id,
                       {"scored_on": "cloud", "accelerator": self.accelerator, "model_version": str(self.version)})
 
@@ -228,5 +228,6 @@ class CloudScoring:
         specs = [{"name": n, "datatype": d, "shape": list(sh)} for n, d, sh in loaded.inputs]
         outs = [{"name": n, "datatype": d, "shape": list(sh)} for n, d, sh in loaded.outputs]
         return CloudModel(manifest.module, manifest.version, manifest.runtime, loaded.accelerator, specs, outs,
-                          loaded, list(loaded.notes), check=loaded.checks_inputs, module_dir=target)
+                          loaded, list(loaded.notes), check=loaded.checks_inputs, module_dir=target,
+                          answers=loaded.answers)
 

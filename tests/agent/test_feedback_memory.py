@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from edge_agent.answers import AnswerCounts
+from edge_agent.answers import AnswerCounts, declared_class_names, declared_output
 from edge_agent.feedback import RecentRequests, UnknownRequest, new_request_id, receive
 from edge_agent.feedback_route import FeedbackRoute
 from fleet_protocol import feedback
-from fleet_protocol.errors import MessageError
+from fleet_protocol.errors import BadDataError, MessageError
 
 
 def remember(recent: RecentRequests, request_id: str, predicted: list[str] | None, model: str = "iris") -> None:
@@ -115,9 +115,62 @@ def test_a_joined_request_predicts_the_classes_the_answers_count(outputs):
     recent = RecentRequests()
     recent.remember("r1", model="iris", version=1, scored_on="local", split=True,
                     classes=AnswerCounts().classes(outputs))
-    _, predicted, record = recent.join("iris", "r1", ["x", "x", "x"])
+    _, predicted, record = recent.join("iris", "r1", ["1", "1", "1"])
     assert {label: predicted.count(label) for label in predicted} == counted.counts
     assert [pair[0] for pair in feedback.parse_record(record)["pairs"]] == predicted
+
+
+IRIS = ("setosa", "versicolor", "virginica")
+
+
+def test_a_duplicate_label_answers_what_was_stored_not_a_recount_of_the_labels_it_sent():
+    recent = RecentRequests()
+    recent.remember("order-1", model="iris", version=1, scored_on="local", split=False,
+                    classes=np.array([0, 2], np.int64), class_names=IRIS)
+    written = []
+    first = receive(recent, written.append, "iris", {"id": "order-1", "labels": [0, 2]})
+    again = receive(recent, written.append, "iris", {"id": "order-1", "labels": [1, 1]})
+    assert (first["correct"], first["duplicate"]) == (2, False)
+    assert (again["correct"], again["rows"], again["duplicate"]) == (2, 2, True)
+    assert len(written) == 1
+
+
+def test_a_class_name_is_stored_as_its_index_when_the_module_declares_its_class_names():
+    recent = RecentRequests()
+    recent.remember("order-1", model="iris", version=1, scored_on="local", split=False,
+                    classes=np.array([0, 2], np.int64), class_names=IRIS)
+    written = []
+    answer = receive(recent, written.append, "iris", {"id": "order-1", "labels": ["setosa", "virginica"]})
+    assert (answer["correct"], answer["duplicate"]) == (2, False)
+    assert written[0]["pairs"] == [["0", "0"], ["2", "2"]]
+
+
+@pytest.mark.parametrize(("class_names", "labels", "message"), [
+    (IRIS, ["setosa", "rose"], r"labels\[1\] is 'rose', not a class of model 'iris': send each label as the index "
+                               r"or the name of its class \(0 = setosa, 1 = versicolor, 2 = virginica\)"),
+    (IRIS, [0, 3], r"labels\[1\] is '3', not a class of model 'iris'.*0 = setosa"),
+    (None, ["setosa", "virginica"], r"labels\[0\] is 'setosa', not a class index: model 'iris' answers class "
+                                    r"indices \(0, 1, ...\).*declares no class names \(config.answers.class_names\)"),
+])
+def test_a_label_not_in_the_form_the_model_answers_is_refused_naming_the_form_and_the_classes(class_names, labels,
+                                                                                              message):
+    recent = RecentRequests()
+    recent.remember("order-1", model="iris", version=1, scored_on="local", split=False,
+                    classes=np.array([0, 2], np.int64), class_names=class_names)
+    written = []
+    with pytest.raises(MessageError, match=message):
+        receive(recent, written.append, "iris", {"id": "order-1", "labels": labels})
+    assert written == []
+    assert receive(recent, written.append, "iris", {"id": "order-1", "labels": [0, 2]})["duplicate"] is False
+
+
+def test_class_names_are_declared_beside_the_answer_output_and_checked():
+    config = {"answers": {"label_output": "label", "class_names": list(IRIS)}}
+    assert declared_output(config) == ("label", "label") and declared_class_names(config) == IRIS
+    assert declared_output({"answers": {"class_names": ["cat", "dog"]}}) is None
+    for bad in (["cat"], ["cat", "cat"], ["0", "dog"], "cat,dog"):
+        with pytest.raises(BadDataError, match="class_names must list the name of each class index"):
+            declared_output({"answers": {"class_names": bad}})
 
 
 def test_assigned_request_ids_are_unique_and_never_repeat_after_a_restart():

@@ -101,3 +101,23 @@ def test_a_module_whose_fallback_policy_is_misspelt_fails_to_install_with_bad_fa
         load(tmp_path, make_bundle(KEY, module="linear", config={"fallback": {"max_bach": 64}}))
     assert refused.value.code == "bad_fallback_policy"
     assert "'max_bach'" in str(refused.value) and "'max_batch'" in str(refused.value)
+
+
+def test_the_iris_module_takes_a_label_as_its_class_name_or_index_and_a_duplicate_answers_what_was_stored(tmp_path):
+    from edge_agent.feedback_route import FeedbackRoute
+    from edge_agent.outbox import Outbox
+
+    runtime, loaded = load(tmp_path / "modules", module_bundle(MODULES / "iris-classifier"))
+    runtime.activate(loaded)
+    module = runtime.table["iris-classifier"]
+    rows = np.array([[5.1, 3.5, 1.4, 0.2], [7.7, 3.0, 6.1, 2.3]], np.float32)  # setosa, virginica
+    result = module.score({"float_input": rows})
+    outbox = Outbox(tmp_path / "outbox.db")
+    route = FeedbackRoute.create(max_requests=10, max_rows=100, outbox=outbox)
+    route.scored(module, result, result.outputs, "local", "order-1")
+    status, first = route.post("iris-classifier", {"id": "order-1", "labels": ["setosa", "virginica"]})
+    assert (status, first["correct"], first["duplicate"]) == (200, 2, False)
+    status, again = route.post("iris-classifier", {"id": "order-1", "labels": [1, 1]})
+    assert (status, again["correct"], again["duplicate"]) == (200, 2, True)
+    status, refused = route.post("iris-classifier", {"id": "order-1", "labels": ["setosa", "Virginica"]})
+    assert status == 400 and "0 = setosa, 1 = versicolor, 2 = virginica" in refused["error"]
