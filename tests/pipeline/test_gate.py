@@ -146,12 +146,16 @@ def test_promoting_an_ab_variant_keeps_the_gate_so_refused_devices_stay_refused(
     measured = profiled_mlp(api, mlp_pickle, iris)
     api.post("/api/models/iris-mlp/from-sklearn", files={"file": ("m.pkl", mlp_pickle)},
              data={"allow_duplicate": "true"})
-    api.post("/api/models/iris-mlp/versions/2/profile", data={"runs": "20"},
-             files={"sample": ("s.npy", npy(iris[0][:1]))})
+    # v2 is the same network, so it carries v1's measurement: two measurements taken under load can differ
+    # many times over (one preempted run moves a p95 of 20 runs), and then no limit both admits every version
+    # on the fast device and refuses v2 on the slow one.
+    profile = api.get("/api/models/iris-mlp/versions/1").json()["properties"]["profile"]
+    v2 = api.get("/api/models/iris-mlp/versions/2").json()
+    assert api.patch("/api/models/iris-mlp/versions/2",
+                     json={"properties": {**v2["properties"], "profile": profile}}).status_code == 200
     assert api.post("/api/bundles/from-model", json={"model": "iris-mlp", "version": 2}).status_code == 201
     add_device(fleet, "fast", "generic-cpu")
-    limit = max(measured["p95_us"], api.get("/api/models/iris-mlp/versions/2").json()["properties"]["profile"][
-        "providers"]["CPUExecutionProvider"]["p95_us"]) / 1000 * 2
+    limit = measured["p95_us"] / 1000 * 2  # generic-cpu (100 %) passes, coral (15 %) takes 6.7x as long
     split = api.post("/api/deployments", json={"module": "iris-mlp", "version": 1, "selector": {"site": "lab"},
                                                "split": {"1": 50, "2": 50}, "gate": {"p95_ms": limit}})
     assert split.status_code == 201, split.text
