@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from contextlib import closing
 
 import httpx
 import pytest
@@ -58,11 +59,18 @@ def test_status_and_reported_messages_update_the_device(server, http, device):
 def test_deployment_publishes_a_retained_signed_desired_state_for_late_subscribers(server, http):
     bundle = build(http)
     assert http.post("/api/devices", json={"id": "cam-7"}).status_code == 201
-    http.post("/api/deployments", json={"module": "scaler", "devices": ["cam-7"]})
-    late = FakeDevice(server.broker_url, "cam-7")  # connects only after the deployment was published
+    topic = topics.device_topic("cam-7", "desired")
+    # The API answers once the publish is queued, not once the broker has it: a device that subscribed before
+    # the server's network thread sent it would get it live, not retained. So the late device connects only
+    # after an earlier subscriber saw the document, which the broker routes only after it kept the copy.
+    with closing(FakeDevice(server.broker_url, "observer")) as observer:
+        observer.subscribe(topic)
+        assert http.post("/api/deployments", json={"module": "scaler", "devices": ["cam-7"]}).status_code == 201
+        observer.wait_message(topic)
+    late = FakeDevice(server.broker_url, "cam-7")
     try:
-        late.subscribe(topics.device_topic("cam-7", "desired"))
-        [message] = late.wait_message(topics.device_topic("cam-7", "desired"))
+        late.subscribe(topic)
+        [message] = late.wait_message(topic)
         assert message.retain
         keys = [PublicKey.from_hex(k["public_key"]) for k in http.get("/api/keys").json()["signing_keys"]]
         trust = TrustedState("cam-7", keys)
