@@ -58,6 +58,7 @@ from .clock import utc_now
 from .deployments import resolve_target
 from .errors import ConflictError, NotFoundError
 from .store import jobs as job_store
+from .tick_loop import TickLoop
 
 log = logging.getLogger(__name__)
 
@@ -86,31 +87,17 @@ class JobController:
     def __init__(self, fleet, *, tick_s: float = 1.0, answer_settle_s: float = 30.0):
         self._fleet = fleet
         self._db = fleet.db
-        self._tick_s = tick_s
         self._answer_settle_s = answer_settle_s
         self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = TickLoop(self.step_all, tick_s=tick_s, name="edgefleet-jobs", log=log,
+                              failure="advancing jobs failed")
         self._schedules: dict[int, _Schedule] = {}  # per running job; missing: start again (see the docstring)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="edgefleet-jobs", daemon=True)
-            self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._tick_s):
-            try:
-                self.step_all()
-            except Exception:  # noqa: BLE001 - the controller must outlive any one bad step
-                log.exception("advancing jobs failed")
+        self._loop.stop()
 
     # --- operations ---------------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ from .errors import ConflictError, NotFoundError
 from .store import deployments as deployment_store
 from .store import devices as device_store
 from .store import rollouts as rollout_store
+from .tick_loop import TickLoop
 
 log = logging.getLogger(__name__)
 
@@ -96,31 +97,17 @@ class RolloutController:
     def __init__(self, fleet, *, tick_s: float = 1.0):
         self._fleet = fleet
         self._db = fleet.db
-        self._tick_s = tick_s
         self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = TickLoop(self.step_all, tick_s=tick_s, name="edgefleet-rollouts", log=log,
+                              failure="advancing rollouts failed")
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="edgefleet-rollouts", daemon=True)
-            self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._tick_s):
-            try:
-                self.step_all()
-            except Exception:  # noqa: BLE001 - the controller must outlive any one bad step
-                log.exception("advancing rollouts failed")
+        self._loop.stop()
 
     # --- operations ---------------------------------------------------------------------------
 
