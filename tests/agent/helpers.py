@@ -19,6 +19,9 @@ from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.messages import DesiredModule, DesiredState
 from fleet_protocol.signing import SigningKey, sign_envelope
 from edge_agent.clock import utc_now
+from edge_agent.installer import Installer
+from edge_agent.runtime import Runtime
+from firmware_profiles import load_profile
 from fleet_protocol.timestamps import to_iso
 from fleet_server.keys import new_signing_key
 from tests.support.net import wait_for
@@ -204,3 +207,11 @@ def stage(state_dir: Path, bundle: Bundle) -> Path:
     for sha, data in bundle.chunks().items():
         (chunks / sha).write_bytes(data)
     return chunks
+
+
+def serving_runtime(state_dir: Path, bundle: Bundle) -> Runtime:
+    """A generic-CPU runtime serving ``bundle``, staged, verified and installed under ``state_dir`` as the agent does."""
+    stage(state_dir, bundle)
+    runtime = Runtime(load_profile("generic-cpu"))
+    runtime.activate(runtime.load(Installer(state_dir).install(bundle.manifest, bundle.envelope)))
+    return runtime

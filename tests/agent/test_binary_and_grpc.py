@@ -23,14 +23,11 @@ from edge_agent import grpc_extra
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
 from edge_agent.grpc_api import AgentBackend, GrpcServer
-from edge_agent.installer import Installer
-from edge_agent.runtime import Runtime
 from edge_agent.scoring_api import ScoringServer
 from edge_agent.scoring_service import ScoringService
-from firmware_profiles import load_profile
 from fleet_protocol import oip, oip_grpc
 from fleet_server.keys import new_signing_key
-from tests.agent.helpers import make_bundle, stage
+from tests.agent.helpers import make_bundle, serving_runtime
 
 MAX_BYTES = 65_536
 
@@ -40,9 +37,7 @@ def served(tmp_path_factory):
     """The REST endpoint and the gRPC one over one serving table, as the agent runs them."""
     state = tmp_path_factory.mktemp("state")
     bundle = make_bundle(new_signing_key(), version=3)
-    stage(state, bundle)
-    runtime = Runtime(load_profile("generic-cpu"))
-    runtime.activate(runtime.load(Installer(state).install(bundle.manifest, bundle.envelope)))
+    runtime = serving_runtime(state, bundle)
     rest = ScoringServer(host="127.0.0.1", port=0, table=runtime.table, ready=lambda: True,
                          max_request_bytes=MAX_BYTES)
     grpc_server = GrpcServer(AgentBackend(rest.service), host="127.0.0.1", port=0, max_request_bytes=MAX_BYTES)

@@ -11,12 +11,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge_agent.installer import Installer
-from edge_agent.runtime import Runtime
 from edge_agent.scoring_api import ScoringServer
-from firmware_profiles import load_profile
 from fleet_server.keys import new_signing_key
-from tests.agent.helpers import make_bundle, stage
+from tests.agent.helpers import make_bundle, serving_runtime
 from tests.support.entry_scripts import entry_script
 
 MAX_BYTES = 4096
@@ -26,9 +23,7 @@ MAX_BYTES = 4096
 def served(tmp_path_factory):
     state = tmp_path_factory.mktemp("state")
     bundle = make_bundle(new_signing_key(), version=3)
-    stage(state, bundle)
-    runtime = Runtime(load_profile("generic-cpu"))
-    runtime.activate(runtime.load(Installer(state).install(bundle.manifest, bundle.envelope)))
+    runtime = serving_runtime(state, bundle)
     server = ScoringServer(host="127.0.0.1", port=0, table=runtime.table, ready=lambda: True,
                            max_request_bytes=MAX_BYTES)
     server.start()
@@ -183,9 +178,7 @@ ENTRY = entry_script('''
 def served_entry(tmp_path_factory):
     state = tmp_path_factory.mktemp("state-entry")
     bundle = make_bundle(new_signing_key(), module="scripted", entry=ENTRY)
-    stage(state, bundle)
-    runtime = Runtime(load_profile("generic-cpu"))
-    runtime.activate(runtime.load(Installer(state).install(bundle.manifest, bundle.envelope)))
+    runtime = serving_runtime(state, bundle)
     server = ScoringServer(host="127.0.0.1", port=0, table=runtime.table, ready=lambda: True)
     server.start()
     host, port = server.address

@@ -11,15 +11,12 @@ import httpx
 import numpy as np
 import pytest
 
-from edge_agent.installer import Installer
 from edge_agent.offload import Offload
 from edge_agent.outbox import Outbox
-from edge_agent.runtime import Runtime
 from edge_agent.scoring_api import ScoringServer
-from firmware_profiles import load_profile
 from fleet_protocol import captures, oip
 from fleet_server.keys import new_signing_key
-from tests.agent.helpers import make_bundle, stage
+from tests.agent.helpers import make_bundle, serving_runtime
 from tests.support.entry_scripts import entry_script
 
 WINDOWS = entry_script('return {"probabilities": inputs["x"].reshape(-1, 3)}')  # one answer row per window
@@ -31,9 +28,7 @@ SURE, UNSURE = [0.9, 0.05, 0.05], [0.4, 0.3, 0.3]
 @pytest.fixture
 def served(tmp_path):
     bundle = make_bundle(new_signing_key(), module="windows", entry=WINDOWS, config=CONFIG)
-    stage(tmp_path, bundle)
-    runtime = Runtime(load_profile("generic-cpu"))
-    runtime.activate(runtime.load(Installer(tmp_path).install(bundle.manifest, bundle.envelope)))
+    runtime = serving_runtime(tmp_path, bundle)
     outbox = Outbox(tmp_path / "outbox.db")
     server = ScoringServer(host="127.0.0.1", port=0, table=runtime.table, ready=lambda: True,
                            offload=Offload(client=None, outbox=outbox))
