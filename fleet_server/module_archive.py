@@ -53,14 +53,19 @@ class ModuleSpec:
     signature: Signature | None = None
 
 
-def read_module_archive(data: bytes, *, max_total_bytes: int) -> tuple[ModuleSpec, dict[str, bytes]]:
-    """Return the module spec and the listed files' contents."""
+def _open_archive(data: bytes, max_total_bytes: int) -> tuple[tarfile.TarFile, dict[str, tarfile.TarInfo]]:
+    """The uploaded archive and its members by name, checked by :func:`_safe_members`; ``bad_archive`` if unreadable."""
     try:
         tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
-        members = _safe_members(tar, max_total_bytes)
+        return tar, _safe_members(tar, max_total_bytes)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         reason = str(exc).splitlines()[0].rstrip(":") if str(exc) else type(exc).__name__
         raise BadDataError(f"the upload is not a readable .tar.gz archive ({reason})", code="bad_archive") from None
+
+
+def read_module_archive(data: bytes, *, max_total_bytes: int) -> tuple[ModuleSpec, dict[str, bytes]]:
+    """Return the module spec and the listed files' contents."""
+    tar, members = _open_archive(data, max_total_bytes)
     prefix = _root_prefix(members)
     if prefix + SPEC_FILE not in members:
         raise BadDataError(f"the archive has no {SPEC_FILE} at its top level", code="bad_module")
@@ -81,12 +86,7 @@ def read_wheel_archive(data: bytes, *, max_total_bytes: int) -> dict[str, bytes]
 
     Anything else in the archive is refused: an agent bundle holds wheels only.
     """
-    try:
-        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
-        members = _safe_members(tar, max_total_bytes)
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        reason = str(exc).splitlines()[0].rstrip(":") if str(exc) else type(exc).__name__
-        raise BadDataError(f"the upload is not a readable .tar.gz archive ({reason})", code="bad_archive") from None
+    tar, members = _open_archive(data, max_total_bytes)
     tops = {name.split("/", 1)[0] for name in members}
     prefix = tops.pop() + "/" if len(tops) == 1 and all("/" in name for name in members) else ""
     wheels = {}
