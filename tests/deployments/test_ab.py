@@ -86,7 +86,9 @@ def label_first_classifier(kind: str) -> bytes:
     return onnx.SerializeToString()
 
 
-def test_answers_by_class_count_every_row_of_the_label_output_errors_count_and_promote_freezes_the_comparison(fleet):
+def churn_split(fleet) -> tuple:
+    """One agent serving ``churn`` v1 (gradient boosting) and v2 (logistic regression) half and half; the agent
+    and the A/B deployment."""
     (agent,) = fleet.start_agents(1)
     for kind in ("boosting", "logistic"):
         files = module_files("churn", model=label_first_classifier(kind))
@@ -96,6 +98,11 @@ def test_answers_by_class_count_every_row_of_the_label_output_errors_count_and_p
     ab = fleet.post("/api/deployments", {"module": "churn", "version": 2, "devices": [agent.device_id],
                                          "split": {"1": 50, "2": 50}}, expect=201)
     wait_for(lambda: serves(agent, "churn", 1) and serves(agent, "churn", 2), what="the split to be served")
+    return agent, ab
+
+
+def test_answers_by_class_count_every_row_of_the_label_output_errors_count_and_promote_freezes_the_comparison(fleet):
+    agent, ab = churn_split(fleet)
     batch = np.zeros((10, 4), np.float32)
     batch[:, 0] = [2, -2, -2, 2, -2, -2, -2, 2, -2, -2]  # 3 rows of class 1, 7 of class 0, in every request
     for _ in range(200):

@@ -9,9 +9,9 @@ import json
 import httpx
 import numpy as np
 
-from tests.deployments.test_ab import label_first_classifier, serves
+from tests.deployments.test_ab import churn_split
 from tests.deployments.test_cli import edgefleet
-from tests.server.builders import module_files, tar_gz, tiny_onnx
+from tests.server.builders import tiny_onnx
 from tests.support.net import wait_for
 
 ROW_CLASS_1 = [2.0, 0.0, 0.0, 0.0]  # the classifiers answer 1 exactly when x[0] > 0
@@ -33,15 +33,7 @@ def send_labels(agent, request_id: str, labels: list) -> httpx.Response:
 
 
 def test_labels_reach_the_server_through_the_outbox_once_per_request_and_decide_the_comparison(fleet):
-    (agent,) = fleet.start_agents(1)
-    for kind in ("boosting", "logistic"):
-        files = module_files("churn", model=label_first_classifier(kind))
-        assert fleet.api.post("/api/bundles/from-module", files={"file": ("m.tar.gz", tar_gz(files))}).status_code == 201
-    fleet.post("/api/deployments", {"module": "churn", "version": 1, "devices": [agent.device_id]}, expect=201)
-    fleet.wait_models({"churn": 1})
-    ab = fleet.post("/api/deployments", {"module": "churn", "version": 2, "devices": [agent.device_id],
-                                         "split": {"1": 50, "2": 50}}, expect=201)
-    wait_for(lambda: serves(agent, "churn", 1) and serves(agent, "churn", 2), what="the split to be served")
+    agent, ab = churn_split(fleet)
 
     # Every answer carries an id (assigned when the request had none); the label says v2 is always right and
     # v1 wrong on every other request it answered.
