@@ -34,9 +34,10 @@ class Fleet:
     api: httpx.Client | None = None
     agents: dict[str, Agent] = field(default_factory=dict)
 
-    def start_server(self) -> None:
+    def start_server(self, **settings: object) -> None:
+        """Start the server in threads, its rollout controller ticking every 0.1 s; ``settings``: more ServerConfig."""
         config = ServerConfig(data_dir=self.workdir / "server", port=0, embedded_broker_port=0,
-                              broker_url=self.broker_url, rollout_tick_s=0.1)
+                              broker_url=self.broker_url, rollout_tick_s=0.1, **settings)
         self.server = ServerThread(config).start()
         self.api = httpx.Client(base_url=self.server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
                                 timeout=30)
@@ -101,10 +102,15 @@ class Fleet:
             self.stop_server()
 
 
-@pytest.fixture
-def fleet(tmp_path, mosquitto, monkeypatch) -> Fleet:
+def running_fleet(fleet_class: type[Fleet], tmp_path: Path, broker_url: str, monkeypatch):
+    """The body of a ``fleet`` fixture: a started ``fleet_class`` (Fleet or a subclass), closed after the test."""
     monkeypatch.setenv("EDGEFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
-    running = Fleet(tmp_path, mosquitto.url)
+    running = fleet_class(tmp_path, broker_url)
     running.start_server()
     yield running
     running.close()
+
+
+@pytest.fixture
+def fleet(tmp_path, mosquitto, monkeypatch) -> Fleet:
+    yield from running_fleet(Fleet, tmp_path, mosquitto.url, monkeypatch)

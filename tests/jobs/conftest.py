@@ -3,12 +3,9 @@ agents, with the job controller ticking every 0.1 s and judging timeouts as soon
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
-from fleet_server.config import ServerConfig
-from fleet_server.runner import ServerThread
-from tests.deployments.conftest import ADMIN_TOKEN, Fleet
+from tests.deployments.conftest import Fleet, running_fleet
 from tests.support.net import wait_for
 
 FINAL = ("completed", "aborted", "cancelled")
@@ -16,12 +13,7 @@ FINAL = ("completed", "aborted", "cancelled")
 
 class JobFleet(Fleet):
     def start_server(self, *, job_answer_settle_s: float = 0.0) -> None:
-        config = ServerConfig(data_dir=self.workdir / "server", port=0, embedded_broker_port=0,
-                              broker_url=self.broker_url, rollout_tick_s=0.1, job_tick_s=0.1,
-                              job_answer_settle_s=job_answer_settle_s)
-        self.server = ServerThread(config).start()
-        self.api = httpx.Client(base_url=self.server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                                timeout=30)
+        super().start_server(job_tick_s=0.1, job_answer_settle_s=job_answer_settle_s)
 
     def job(self, job_id: int) -> dict:
         return self.api.get(f"/api/jobs/{job_id}").json()
@@ -42,8 +34,4 @@ class JobFleet(Fleet):
 
 @pytest.fixture
 def fleet(tmp_path, mosquitto, monkeypatch) -> JobFleet:
-    monkeypatch.setenv("EDGEFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
-    running = JobFleet(tmp_path, mosquitto.url)
-    running.start_server()
-    yield running
-    running.close()
+    yield from running_fleet(JobFleet, tmp_path, mosquitto.url, monkeypatch)

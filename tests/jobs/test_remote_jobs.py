@@ -20,7 +20,7 @@ from fleet_protocol.timestamps import to_iso
 from fleet_server.clock import utc_now
 from fleet_server.dashboard.router import fingerprints
 from fleet_server.store import jobs as job_store
-from tests.jobs.conftest import ADMIN_TOKEN
+from tests.deployments.conftest import ADMIN_TOKEN
 from tests.support.net import wait_for
 from tests.support.redelivery import publish_once
 
