@@ -22,7 +22,7 @@ import pytest
 from edge_agent import __version__
 from edge_agent.agent_envs import install_env, switch
 from simulators.devices import DeviceSpec, write_agent_config
-from tests.support.fleet import AgentProcess, cli
+from tests.support.fleet import FAST_AGENT_SETTINGS, AgentProcess, cli, wait_all_serving
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,18 +91,11 @@ def start_supervised(workdir: Path, device_ids: list[str], *, broker_url: str, k
     for device_id, prefix in zip(device_ids, prefixes):
         port = free_port()
         spec = DeviceSpec(device_id, broker_url, [key_hex], port, "generic-cpu", dict(tags),
-                          {"heartbeat_interval_s": 1, "telemetry_flush_interval_s": 0.5, "fetch_timeout_s": 3,
-                           "install_prefix": str(prefix), "agent_env_base": str(BASE_SITE_PACKAGES), **settings})
+                          {**FAST_AGENT_SETTINGS, "install_prefix": str(prefix),
+                           "agent_env_base": str(BASE_SITE_PACKAGES), **settings})
         config = write_agent_config(workdir / device_id, spec)
         log = workdir / device_id / "supervisor.log"
         agents.append(AgentProcess(device_id, cli("agent", "supervise", "--config", str(config), log=log), log,
                                    device_id=device_id, config=config, scoring_url=f"http://127.0.0.1:{port}",
                                    state_dir=workdir / device_id / "state"))
-    try:
-        for agent in agents:
-            agent.wait_ready()
-    except BaseException:
-        for agent in agents:
-            agent.kill()
-        raise
-    return agents
+    return wait_all_serving(agents)

@@ -118,6 +118,10 @@ class AgentProcess(Process):
         wait_for(ready, timeout=30, what=f"agent {self.device_id} to serve")
 
 
+FAST_AGENT_SETTINGS = {"heartbeat_interval_s": 1, "telemetry_flush_interval_s": 0.5, "fetch_timeout_s": 3}
+"""Agent settings for tests: heartbeats, telemetry and fetch timeouts on a test's time scale."""
+
+
 def start_agent(workdir: Path, device_id: str, *, broker_url: str, key_hex: str, profile: str = "generic-cpu",
                 tags: dict[str, str] | None = None, **settings: object) -> AgentProcess:
     return start_agents(workdir, [device_id], broker_url=broker_url, key_hex=key_hex, profile=profile, tags=tags,
@@ -135,13 +139,17 @@ def start_agents(workdir: Path, device_ids: list[str], *, broker_url: str, key_h
     for device_id in device_ids:
         port = free_port()
         spec = DeviceSpec(device_id, broker_url, [key_hex], port, profile, dict(tags or {}),
-                          {"heartbeat_interval_s": 1, "telemetry_flush_interval_s": 0.5, "fetch_timeout_s": 3,
-                           **settings})
+                          {**FAST_AGENT_SETTINGS, **settings})
         device_dir = workdir / device_id
         config = write_agent_config(device_dir, spec)
         log = device_dir / "agent.log"
         agents.append(AgentProcess(device_id, spawn_agent(config, log), log, device_id=device_id, config=config,
                                    scoring_url=f"http://127.0.0.1:{port}", state_dir=device_dir / "state"))
+    return wait_all_serving(agents)
+
+
+def wait_all_serving(agents: list[AgentProcess]) -> list[AgentProcess]:
+    """Wait until every started agent serves; if one never does, kill them all (no process outlives the test)."""
     try:
         for agent in agents:
             agent.wait_ready()
