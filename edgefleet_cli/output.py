@@ -1,7 +1,9 @@
 """Printing for the CLI: JSON for scripts, rich tables for people.
 
 rich is imported at the first table, console or error, not with this module: `edgefleet agent run` imports
-:func:`print_json` and :func:`parse_tags` from here and runs for months without printing a table.
+:func:`print_json` and :func:`parse_tags` from here and runs for months without printing a table. The consoles
+read the terminal's width (COLUMNS, else the terminal) at each print, not once when they are made: the commands
+hold them from import, and a process's COLUMNS can change after that (an xdist worker, CliRunner's env).
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from typing import Any, Iterable, Sequence
 def _consoles() -> dict:
     from rich.console import Console
 
-    return {"console": Console(), "err_console": Console(stderr=True)}
+    consoles = {"console": Console(), "err_console": Console(stderr=True)}
+    for console in consoles.values():
+        console.width = None  # Console() fixed COLUMNS as its width; without one, rich reads it at each print
+    return consoles
 
 
 def __getattr__(name: str):  # ``console`` and ``err_console``, made at first use

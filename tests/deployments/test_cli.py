@@ -6,7 +6,6 @@ import json
 
 from typer.testing import CliRunner
 
-from edgefleet_cli import output
 from edgefleet_cli.errors import CliError
 from edgefleet_cli.main import app
 from tests.deployments.conftest import ADMIN_TOKEN
@@ -16,9 +15,6 @@ COLUMNS = 200
 
 def invoke(fleet, *args: str) -> tuple[int, str]:
     """Exit code and output (stdout, then the one-line error ``edgefleet`` prints for a CliError)."""
-    # The process's console took its width from COLUMNS when the commands were imported (an xdist worker has
-    # COLUMNS=80), so the COLUMNS given here alone would not widen it and wide tables would wrap.
-    output.console.width = COLUMNS
     result = CliRunner().invoke(app, list(args), env={"EDGEFLEET_SERVER": fleet.server.url,
                                                       "EDGEFLEET_TOKEN": ADMIN_TOKEN, "COLUMNS": str(COLUMNS)})
     if isinstance(result.exception, CliError):

@@ -145,6 +145,20 @@ def test_an_error_is_exactly_one_line_whatever_the_terminal_width(tmp_path):
         assert result.stderr.startswith("error: ") and "'[bold]entyr[/bold]'" in result.stderr
 
 
+def test_tables_take_the_width_of_the_terminal_when_printed_not_when_the_console_was_made():
+    """A process whose COLUMNS changes after the console exists (an xdist worker has COLUMNS=80) prints at the new width."""
+    script = (
+        "import os\n"
+        "from edgefleet_cli import output\n"
+        "output.console.print('made')\n"  # the shared console exists now, made at 30 columns
+        "os.environ['COLUMNS'] = '200'\n"
+        "output.print_table('variants', ['variant', 'accuracy (95 % CI) on the labelled samples'], [['b', '0.91']])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            env={**os.environ, "COLUMNS": "30"})
+    assert "accuracy (95 % CI) on the labelled samples" in result.stdout, result.stdout
+
+
 @pytest.mark.parametrize(("args", "help_of"), [
     (["model", "shw"], "model"),
     (["agent", "enroll", "--server", "x", "--token", "a.b", "--scoring-port", "70000"], "agent enroll"),
