@@ -12,8 +12,8 @@ from ...store import deployments as deployment_store
 from ...store import rollouts as rollout_store
 from ..deps import FleetDep
 from ...variants import promote as promote_variant, variant_stats, verdict_of
-from ..schemas import (DeploymentCreate, DeploymentDetail, DeploymentPublic, GroupCreate, GroupPublic, PromoteRequest,
-                       RolloutCreate, RolloutEvent, RolloutPublic, VariantStats, Verdict)
+from ..deployment_schemas import (DeploymentCreate, DeploymentDetail, DeploymentPublic, GroupCreate, GroupPublic,
+                                  PromoteRequest, RolloutCreate, RolloutEvent, RolloutPublic, VariantStats, Verdict)
 
 router = APIRouter(tags=["deployments"])
 
