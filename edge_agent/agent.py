@@ -37,18 +37,13 @@ from fleet_protocol.errors import EdgefleetError, MessageError
 from fleet_protocol.manifest import AGENT_MODULE
 from firmware_profiles import load_profile
 from fleet_protocol.signing import PublicKey
-from fleet_protocol.retry import RetryPolicy
 from fleet_protocol.timestamps import to_iso
 from fleet_protocol.trust import TrustedState
 
-from . import __version__
+from . import __version__, local_servers
 from .agent_envs import RESTART_EXIT_CODE
 from .clock import utc_now
-from . import grpc_extra
-from .cloud_client import CloudClient
 from .config import AgentConfig
-from .fallback import CircuitBreaker
-from .feedback_route import FeedbackRoute
 from .fetcher import Fetcher
 from .freshness import Freshness
 from .identity import CertificateRenewer, finish_interrupted_switch
@@ -89,7 +84,7 @@ class Agent:
         self._scoring_url: str | None = None
         self.grpc = None  # edge_agent.grpc_api.GrpcServer when grpc_port is set; .address is host:port
         self.refusals = RefusalCount()  # messages refused by a trust check, in the telemetry
-        self._metrics = None  # edge_agent.metrics.AgentMetrics, made at the first scrape
+        self._metrics = local_servers.MetricsOnFirstScrape(self)  # GET /metrics
         self.logs = LogRing()  # the recent log lines a collect_logs job returns
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -119,45 +114,28 @@ class Agent:
         self.runtime = Runtime(self.profile)
         self._table = self.runtime.table
         self._scorers = self.runtime.scorers
-        client = None
-        if config.cloud_url:
-            try:
-                client = CloudClient(config.cloud_url, token=config.cloud_token, timeout_s=config.cloud_timeout_s,
-                                     retry=RetryPolicy(attempts=config.cloud_retries + 1, base_delay_s=0.1,
-                                                       max_delay_s=2.0),
-                                     max_connections=config.cloud_max_connections,
-                                     breaker=CircuitBreaker(failure_threshold=config.cloud_breaker_failures,
-                                                            cooldown_s=config.cloud_breaker_cooldown_s))
-            except ValueError:  # e.g. a grpc:// cloud without edgefleet[grpc]
-                self.outbox.close()
-                raise
+        try:
+            client = local_servers.cloud_client(config)
+        except ValueError:  # e.g. a grpc:// cloud without edgefleet[grpc]
+            self.outbox.close()
+            raise
         self.offload = Offload(client=client, outbox=self.outbox,
                                overrides=lambda: self.reconciler.desired_config.get("fallback", {}))
         try:
-            self.scoring = ScoringServer(host=config.scoring_host, port=config.scoring_port,
-                                         table=self.runtime.table, ready=self._ready.is_set,
-                                         max_request_bytes=config.max_request_bytes, agent_version=__version__,
-                                         request_timeout_s=config.request_timeout_s,
-                                         offload=self.offload, metrics=self._metrics_text,
-                                         feedback=FeedbackRoute.create(max_requests=config.feedback_max_requests,
-                                                                       max_rows=config.feedback_max_rows,
-                                                                       outbox=self.outbox))
-        except OSError as exc:
+            self.scoring = local_servers.scoring_server(config, table=self.runtime.table, ready=self._ready.is_set,
+                                                        offload=self.offload, metrics=self._metrics,
+                                                        outbox=self.outbox)
+        except OSError:
             self.outbox.close()
-            raise OSError(f"cannot serve predictions on {config.scoring_host}:{config.scoring_port}: "
-                          f"{exc.strerror or exc} (set scoring_port, or 0 for any free port)") from None
-        host, port = self.scoring.address
-        self._scoring_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+            raise
+        self._scoring_url = local_servers.reachable_url(self.scoring.address)
         self.grpc = None
-        if config.grpc_port is not None:
-            try:
-                grpc_api = grpc_extra.load("grpc_port")
-                self.grpc = grpc_api.GrpcServer(grpc_api.AgentBackend(self.scoring.service), host=config.scoring_host,
-                                                port=config.grpc_port, max_request_bytes=config.max_request_bytes)
-            except (ValueError, OSError):
-                self.scoring.stop()
-                self.outbox.close()
-                raise
+        try:
+            self.grpc = local_servers.grpc_server(config, self.scoring)
+        except (ValueError, OSError):
+            self.scoring.stop()
+            self.outbox.close()
+            raise
 
         broker_host, broker_port, tls = config.broker_host_port
         self._status_topic = topics.device_topic(self.device_id, "status")
@@ -267,15 +245,6 @@ class Agent:
             self.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-    def _metrics_text(self) -> tuple[bytes, str]:
-        """``GET /metrics``: the text and its content type. prometheus-client is imported at the first scrape,
-        so an agent nobody scrapes does not carry it (+1.7 MB RSS)."""
-        if self._metrics is None:
-            from .metrics import AgentMetrics
-
-            self._metrics = AgentMetrics(self)
-        return self._metrics.render(), self._metrics.content_type
 
     def alive(self) -> bool:
         """Whether the agent's own worker threads (reconciler, telemetry, freshness, scoring API) all still run."""
