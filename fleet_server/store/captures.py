@@ -21,11 +21,8 @@ def insert_captures(*, db: Database, device_id: str, outbox_id: str, records: li
         text = dumps(r["data"])
         rows.append((device_id, outbox_id, r["seq"], r["ts"], r["data"]["model"], r["data"].get("version"),
                      r["data"].get("scored_on", "local"), r["data"].get("reason"), len(text), text, received))
-    with db.transaction() as tx:
-        before = tx.conn.total_changes
-        tx.conn.executemany("INSERT OR IGNORE INTO captures (device_id, outbox_id, seq, ts, model, version, scored_on,"
-                            " reason, size, data, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        return tx.conn.total_changes - before
+    return db.insert_new("captures", ("device_id", "outbox_id", "seq", "ts", "model", "version", "scored_on", "reason",
+                                      "size", "data", "received"), rows)
 
 
 def list_captures(*, db: Database, model: str | None = None, version: int | None = None,

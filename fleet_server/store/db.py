@@ -311,6 +311,16 @@ class Database:
                 raise
             db.conn.execute("COMMIT")
 
+    def insert_new(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> int:
+        """Insert ``rows`` in one transaction, skipping any whose key is already stored (redelivered telemetry,
+        captures, drift windows, labels); return how many were new."""
+        sql = (f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
+               f"VALUES ({', '.join('?' * len(columns))})")
+        with self.transaction() as tx:
+            before = tx.conn.total_changes
+            tx.conn.executemany(sql, rows)
+            return tx.conn.total_changes - before
+
     def close(self) -> None:
         with self._connections_lock:
             for conn in self._connections:

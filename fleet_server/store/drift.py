@@ -39,11 +39,8 @@ def insert_windows(*, db: Database, device_id: str, outbox_id: str, windows: lis
     were new."""
     rows = [(device_id, outbox_id, w["seq"], w["ts"], w["model"], w["version"], w["rows"], dumps(w["counts"]),
              received) for w in windows]
-    with db.transaction() as tx:
-        before = tx.conn.total_changes
-        tx.conn.executemany("INSERT OR IGNORE INTO drift_windows (device_id, outbox_id, seq, ts, model, version, rows,"
-                            " counts, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        return tx.conn.total_changes - before
+    return db.insert_new("drift_windows", ("device_id", "outbox_id", "seq", "ts", "model", "version", "rows", "counts",
+                                           "received"), rows)
 
 
 def windows(*, db: Database, model: str, version: int, since: str | None = None, until: str | None = None,

@@ -18,11 +18,8 @@ def insert(*, db: Database, source: str, records: list[dict], received: str) -> 
     """Insert checked feedback records (:func:`fleet_protocol.feedback.parse_record`); return how many were new."""
     rows = [(source, r["model"], r["version"], r["request_id"], r["scored_on"], int(r["split"]), dumps(r["pairs"]),
              received) for r in records]
-    with db.transaction() as tx:
-        before = tx.conn.total_changes
-        tx.conn.executemany("INSERT OR IGNORE INTO feedback (source, model, version, request_id, scored_on, split, "
-                            "pairs, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        return tx.conn.total_changes - before
+    return db.insert_new("feedback", ("source", "model", "version", "request_id", "scored_on", "split", "pairs",
+                                      "received"), rows)
 
 
 def pairs_by_version(*, db: Database, model: str, sources: list[str] | None = None, since: str | None = None,

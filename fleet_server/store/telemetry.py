@@ -20,11 +20,7 @@ _encode_data = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 def insert_records(*, db: Database, device_id: str, outbox_id: str, records: list[dict], received: str) -> int:
     """Insert a batch in one transaction, ignoring records already stored; return how many were new."""
     rows = [(device_id, outbox_id, r["seq"], r["ts"], r["kind"], _encode_data(r["data"]), received) for r in records]
-    with db.transaction() as tx:
-        before = tx.conn.total_changes
-        tx.conn.executemany("INSERT OR IGNORE INTO telemetry (device_id, outbox_id, seq, ts, kind, data, received) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        return tx.conn.total_changes - before
+    return db.insert_new("telemetry", ("device_id", "outbox_id", "seq", "ts", "kind", "data", "received"), rows)
 
 
 def query(*, db: Database, device_id: str | None = None, kind: str | None = None, limit: int = 100) -> list[dict]:
