@@ -17,6 +17,11 @@
                                           documents (:mod:`fleet_protocol.root`), oldest first, so a
                                           device offline through several key rotations can catch up
 
+Several server replicas on one broker subscribe through the shared group
+``$share/edgefleet/<filter>`` (:func:`server_subscriptions`): the broker hands each
+message to one member of the group (Mosquitto round-robins; amqtt has no shared
+subscriptions). Messages keep their plain topic on delivery.
+
 Device ids are lowercase names (see :data:`fleet_protocol.fields.NAME`), so they
 never contain MQTT wildcards or separators.
 """
@@ -49,6 +54,14 @@ def bundle_chunks_topic(bundle_digest: str) -> str:
 
 SERVER_SUBSCRIPTIONS = tuple(f"{PREFIX}/devices/+/{kind}" for kind in ("reported", "status", "telemetry", "fetch",
                                                                           "renew"))
+SHARE_GROUP = "edgefleet"
+
+
+def server_subscriptions(*, shared: bool) -> tuple[str, ...]:
+    """The server's topic filters; shared: each wrapped as ``$share/edgefleet/<filter>`` (one replica gets each)."""
+    if not shared:
+        return SERVER_SUBSCRIPTIONS
+    return tuple(f"$share/{SHARE_GROUP}/{topic_filter}" for topic_filter in SERVER_SUBSCRIPTIONS)
 
 
 def parse_device_topic(topic: str) -> tuple[str, str]:

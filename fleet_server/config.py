@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,9 @@ class ServerConfig:
     public_url: str | None = None  # the URL devices reach this server at (GET /install.sh names it);
     # default: the URL each request came in on
     wheels_dir: Path | None = None  # Python wheels served at /wheels/ (pip --find-links) for air-gapped installs
+    shared_subscriptions: bool = False  # device topics through $share/edgefleet/...: several replicas on one broker
+    # each get a share of the messages (each handled once); needs an external broker with shared subscriptions
+    server_id: str | None = None  # this replica's name (default <hostname>-<port>): its MQTT client id when shared
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -50,10 +54,30 @@ class ServerConfig:
             self.public_url = check_fleet_url(self.public_url)
         if self.broker_url is not None:
             parse_broker_url(self.broker_url)  # fail early on a typo
+        if self.shared_subscriptions and self.broker_url is None:
+            raise ValueError("shared subscriptions need an external broker (--broker mqtt://HOST:PORT, e.g. "
+                             "Mosquitto 2): the embedded one (amqtt) has no $share/... subscriptions, so the server "
+                             "would receive no device messages at all")
+        if self.server_id is not None and not _SERVER_ID.fullmatch(self.server_id):
+            raise ValueError(f"server id {self.server_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
         if not self.job_answer_settle_s >= 0:
             raise ValueError(f"job_answer_settle_s must be 0 or more seconds, got {self.job_answer_settle_s!r}")
         if not self.desired_ttl_s > 0:
             raise ValueError(f"desired_ttl_s must be a positive number of seconds, got {self.desired_ttl_s!r}")
+
+    @property
+    def replica_id(self) -> str:
+        """This replica's name: ``server_id``, else ``<hostname>-<port>`` (stable across restarts on one host)."""
+        if self.server_id is not None:
+            return self.server_id
+        host = re.sub(r"[^a-z0-9.-]+", "-", socket.gethostname().lower()).strip("-.") or "server"
+        return f"{host}-{self.port}"
+
+    @property
+    def mqtt_client_id(self) -> str:
+        """``edgefleet-server`` alone; ``edgefleet-server-<replica id>`` when replicas share the broker: each
+        replica then keeps its own persistent session (its share of messages waits there while it restarts)."""
+        return f"edgefleet-server-{self.replica_id}" if self.shared_subscriptions else "edgefleet-server"
 
     def derived_public_broker_url(self, embedded_port: int | None = None) -> str:
         """The broker URL agents should use: explicit, else the external broker, else the embedded one."""
@@ -63,6 +87,9 @@ class ServerConfig:
             return self.broker_url
         host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
         return f"mqtt://{host}:{embedded_port or self.embedded_broker_port}"
+
+
+_SERVER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:

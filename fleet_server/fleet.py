@@ -117,7 +117,9 @@ class Fleet:
             url = self.broker.url
         tls = BrokerConfigFiles.in_directory(self.config.broker_tls_dir).server_tls() if self.config.broker_tls_dir \
             else None
-        self.link = MqttLink(url, on_message=self.handlers.handle, on_connected=self._on_connected, tls=tls)
+        self.link = MqttLink(url, on_message=self.handlers.handle, on_connected=self._on_connected, tls=tls,
+                             client_id=self.config.mqtt_client_id,
+                             subscriptions=topics.server_subscriptions(shared=self.config.shared_subscriptions))
         self.link.start()
         self.desired.start()
         if self.crl_refresher is not None:

@@ -15,6 +15,10 @@
                    current desired state (main version or A/B variant): any other request is
                    refused, counted as ``fetch_refused``, logged and answered with nothing
 
+Every message that reaches a handler is counted by kind (:attr:`MessageHandlers.handled`, refused ones
+too): with several replicas on shared subscriptions the counts of all replicas add up to the messages
+devices sent, each handled by one replica.
+
 The device id inside a payload must equal the one in the topic. A malformed
 payload is counted and logged (at most one line per topic every few
 seconds) and changes nothing; a handler never raises into the network
@@ -90,6 +94,8 @@ class MessageHandlers:
         self._fleet = fleet
         self._db = fleet.db
         self.malformed = MalformedCounter()
+        self._handled: Counter[str] = Counter()  # messages that reached a handler, by topic kind
+        self._handled_lock = threading.Lock()
         self.telemetry_received = 0  # telemetry records (captures too) the broker delivered, duplicates included
         self.telemetry_duplicates = 0  # of those, records already stored (a redelivery), not stored again
         self.chunk_sender = ChunkSender(fleet, content_key=fleet.desired.content_keys.bundle_key)
@@ -107,12 +113,19 @@ class MessageHandlers:
         handler = self._by_kind.get(kind)
         if handler is None:
             return  # e.g. a desired state of ours, echoed by a broker
+        with self._handled_lock:
+            self._handled[kind] += 1
         try:
             handler(device_id, payload, retained)
         except BadDataError as exc:
             self.malformed.add(topic, kind, str(exc))
         except Exception:  # noqa: BLE001 - a bug here must not stop message handling
             log.exception("handling a %s message from %s", kind, device_id)
+
+    def handled(self) -> dict[str, int]:
+        """Device messages this server handled since it started, by topic kind (refused ones included)."""
+        with self._handled_lock:
+            return dict(self._handled)
 
     def stop(self) -> None:
         self.chunk_sender.stop()

@@ -73,6 +73,9 @@ FAMILIES: tuple[Family["Fleet"], ...] = (
     Family("edgefleet_mqtt_messages_refused_total", "counter", "Device messages refused (malformed, wrong device, "
            "a fetch for a bundle not assigned), by topic kind", ("kind",),
            lambda fleet: {(kind,): n for kind, n in fleet.handlers.malformed.by_kind().items()}),
+    Family("edgefleet_mqtt_messages_handled_total", "counter", "Device messages this server handled (refused "
+           "ones too), by topic kind; with shared subscriptions each message reaches one replica", ("kind",),
+           lambda fleet: {(kind,): n for kind, n in fleet.handlers.handled().items()}),
     Family("edgefleet_broker_connected", "gauge", "1 while the server's MQTT link to the broker is up, else 0", (),
            lambda fleet: {(): float(fleet.broker_connected)}),
     Family("edgefleet_broker_connects_total", "counter", "Times the server's MQTT link connected to the broker "

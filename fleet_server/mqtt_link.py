@@ -1,8 +1,11 @@
 """The server's one MQTT connection (paho-mqtt 2.x, MQTT 3.1.1).
 
-Client id ``edgefleet-server`` with a persistent session (clean_session
-False), QoS 1 subscriptions to :data:`fleet_protocol.topics.SERVER_SUBSCRIPTIONS`,
-automatic reconnects; mutual TLS when given ``tls`` (CA certificate, client
+Client id ``edgefleet-server`` (``edgefleet-server-<replica id>`` when
+several replicas share the broker: :attr:`ServerConfig.mqtt_client_id`) with a
+persistent session (clean_session False), QoS 1 subscriptions to the given
+topic filters (:func:`fleet_protocol.topics.server_subscriptions`: plain, or
+``$share/edgefleet/...`` so the broker hands each device message to one
+replica), automatic reconnects; mutual TLS when given ``tls`` (CA certificate, client
 certificate, client key: the files ``edgefleet server broker-config`` wrote). Every incoming message goes to one ``on_message``
 callback; an exception there is logged and never stops the network thread.
 ``on_connected`` runs after every (re)connect and subscribe, which is where
@@ -34,11 +37,14 @@ CLIENT_ID = "edgefleet-server"
 class MqttLink:
     def __init__(self, broker_url: str, *, on_message: Callable[[str, bytes, bool], None],
                  on_connected: Callable[[], None], client_id: str = CLIENT_ID, keepalive_s: int = 30,
-                 tls: tuple[Path, Path, Path] | None = None):
+                 tls: tuple[Path, Path, Path] | None = None,
+                 subscriptions: tuple[str, ...] = topics.SERVER_SUBSCRIPTIONS):
         self.broker_url = broker_url
         self._host, self._port = parse_broker_url(broker_url)
         self._on_message = on_message
         self._on_connected = on_connected
+        self.client_id = client_id
+        self.subscriptions = subscriptions
         self._keepalive_s = keepalive_s
         self._connected = threading.Event()
         self._connected_at = 0.0  # time.monotonic() of the last (re)connect
@@ -87,7 +93,7 @@ class MqttLink:
         if reason_code.is_failure:
             log.warning("the broker at %s refused the connection: %s", self.broker_url, reason_code)
             return
-        client.subscribe([(topic, 1) for topic in topics.SERVER_SUBSCRIPTIONS])
+        client.subscribe([(topic_filter, 1) for topic_filter in self.subscriptions])
         self.connects += 1
         self._connected_at = time.monotonic()
         self._connected.set()

@@ -39,6 +39,14 @@ def run(
     grpc_port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Also serve cloud scoring over gRPC "
                                                      "(Open Inference Protocol) on this port; needs "
                                                      "edgefleet[grpc] [default: no gRPC]")] = None,
+    shared_subscriptions: Annotated[bool, typer.Option(
+        "--shared-subscriptions", help="Several server replicas on one external broker: subscribe to device topics "
+        "through $share/edgefleet/... so each message goes to one replica (Mosquitto 2; not the embedded broker)")]
+    = False,
+    server_id: Annotated[Optional[str], typer.Option(help="This replica's name, unique among replicas and stable "
+                                                     "across its restarts (its MQTT client id is "
+                                                     "edgefleet-server-NAME when shared) [default: HOSTNAME-PORT]")]
+    = None,
 ) -> None:
     """Start the server; at the first start of a data dir it prints the admin token once."""
     require_extra("server")
@@ -49,7 +57,8 @@ def run(
         run_server(ServerConfig(data_dir=data_dir, host=host, port=port, broker_url=broker,
                                 embedded_broker_port=broker_port, broker_tls_dir=broker_tls_dir,
                                 broker_pid_file=broker_pid_file, public_broker_url=public_broker,
-                                public_url=public_url, wheels_dir=wheels_dir, grpc_port=grpc_port))
+                                public_url=public_url, wheels_dir=wheels_dir, grpc_port=grpc_port,
+                                shared_subscriptions=shared_subscriptions, server_id=server_id))
     except (EdgefleetError, RuntimeError, ValueError, OSError) as exc:  # a port taken, a bad broker URL or TLS dir
         raise CliError(f"the server stopped: {exc}") from None
 

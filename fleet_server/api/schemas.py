@@ -23,6 +23,12 @@ class HealthPublic(BaseModel):
     malformed_by_kind: dict[str, int]
     telemetry_records_received: int = 0  # since the server started, redeliveries included (at-least-once)
     telemetry_records_duplicate: int = 0  # of those, already stored and not stored again (exactly-once storage)
+    messages_handled_by_kind: dict[str, int] = {}  # device messages this replica handled (shared: its share)
+
+
+class ReadyPublic(BaseModel):
+    database: Literal["ok", "unreachable"]
+    broker: Literal["ok", "disconnected"]
 
 
 class SigningKeyPublic(BaseModel):

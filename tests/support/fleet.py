@@ -62,6 +62,7 @@ class ServerProcess(Process):
     data_dir: Path = Path()
     port: int = 0
     broker_url: str = ""
+    args: tuple[str, ...] = ()  # more `edgefleet server run` options (e.g. --shared-subscriptions)
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
@@ -72,12 +73,13 @@ class ServerProcess(Process):
 
     def restart(self) -> None:
         self.stop()
-        self.popen = _server_popen(self.data_dir, self.port, self.broker_url, self.log)
+        self.popen = _server_popen(self.data_dir, self.port, self.broker_url, self.log, self.args)
         _wait_healthy(self)
 
 
-def _server_popen(data_dir: Path, port: int, broker_url: str, log: Path) -> subprocess.Popen:
-    return cli("server", "run", "--data-dir", str(data_dir), "--port", str(port), "--broker", broker_url, log=log)
+def _server_popen(data_dir: Path, port: int, broker_url: str, log: Path, args: tuple[str, ...] = ()) -> subprocess.Popen:
+    return cli("server", "run", "--data-dir", str(data_dir), "--port", str(port), "--broker", broker_url, *args,
+               log=log)
 
 
 def _wait_healthy(server: ServerProcess) -> None:
@@ -89,11 +91,14 @@ def _wait_healthy(server: ServerProcess) -> None:
     wait_for(healthy, timeout=30, what="the fleet server to answer and connect to the broker")
 
 
-def start_server(workdir: Path, broker_url: str) -> ServerProcess:
+def start_server(workdir: Path, broker_url: str, *args: str, data_dir: Path | None = None,
+                 name: str = "server") -> ServerProcess:
+    """A server process (``--data-dir workdir/server`` unless given: replicas share one); ``args``: more options."""
     port = free_port()
-    data_dir, log = workdir / "server", workdir / "server.log"
-    server = ServerProcess("server", _server_popen(data_dir, port, broker_url, log), log,
-                           url=f"http://127.0.0.1:{port}", data_dir=data_dir, port=port, broker_url=broker_url)
+    data_dir, log = data_dir or workdir / "server", workdir / f"{name}.log"
+    server = ServerProcess(name, _server_popen(data_dir, port, broker_url, log, args), log,
+                           url=f"http://127.0.0.1:{port}", data_dir=data_dir, port=port, broker_url=broker_url,
+                           args=args)
     _wait_healthy(server)
     return server
 
