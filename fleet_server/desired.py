@@ -7,7 +7,13 @@ one, a :class:`~fleet_protocol.messages.DesiredState` is signed and stored,
 and published retained at QoS 1 on the device's ``desired`` topic.
 Computation, storing and publishing happen under one lock, so an older
 generation can never be published after a newer one; on every (re)connect of
-the MQTT link the stored documents are published again.
+the MQTT link the stored documents are published again. Replicas sharing one
+database each have their own lock, so a generation is stored only over the
+one it was computed from (:func:`~.store.devices.set_desired` with
+``replaces``): when another replica stored one first, this one re-reads the
+device and computes again (a re-issue is then simply dropped). Two different
+documents never carry one generation, and a device refuses a generation
+lower than its own, so a late publish from another replica cannot move it back.
 
 Freeze: every document carries an expiry ``ttl_s`` after it is issued (7 days
 by default). :meth:`DesiredStates.refresh` re-issues each document with less
@@ -62,6 +68,7 @@ log = logging.getLogger(__name__)
 Publish = Callable[..., bool]
 DEFAULT_TTL_S = 7 * 86400.0
 MAX_REFRESH_INTERVAL_S = 3600.0
+MAX_CONCURRENT_RETRIES = 5  # computing one device again after another replica stored its document first
 
 
 class DesiredStates:
@@ -109,11 +116,13 @@ class DesiredStates:
     def recompute(self, device_ids: Iterable[str] | None = None) -> list[str]:
         """Recompute the named devices (all when None); return the ids whose desired state changed."""
         with self._lock:
-            deployments = deployment_store.list_deployments(db=self._db)
             if device_ids is None:
                 devices = device_store.list_devices(db=self._db)
             else:  # one device connecting must not cost a read of the whole fleet
                 devices = [d for d in (device_store.get_device(db=self._db, device_id=i) for i in set(device_ids)) if d]
+            # deployments after devices: a document another replica stored before we read the device was computed
+            # from deployments no newer than these, so what we compute is never older than what it replaces
+            deployments = deployment_store.list_deployments(db=self._db)
             return [device["id"] for device in devices if self._update(device, deployments)]
 
     def republish_all(self) -> int:
@@ -137,6 +146,20 @@ class DesiredStates:
                          [v["bundle_digest"] for m in modules for v in m.get("variants", ())])
 
     def _update(self, device: dict, deployments: list[dict]) -> bool:
+        for _ in range(MAX_CONCURRENT_RETRIES):
+            stored = self._update_once(device, deployments)
+            if stored is not None:
+                return stored
+            device_id = device["id"]
+            device = device_store.get_device(db=self._db, device_id=device_id)  # another replica stored first
+            if device is None:
+                return False
+            deployments = deployment_store.list_deployments(db=self._db)
+        log.warning("device %s: other replicas kept storing its desired state first; left to them", device_id)
+        return False
+
+    def _update_once(self, device: dict, deployments: list[dict]) -> bool | None:
+        """True: a new document stored and published; False: nothing changed; None: another replica won the race."""
         chosen = {} if device.get("revoked") else targeting.effective_deployments(device, deployments)
         recipients = self.content_keys.recipients(device["id"]) if chosen else []
         items = sorted([name, d["bundle_digest"]] + ([d["split"]] if d.get("split") else [])
@@ -158,9 +181,10 @@ class DesiredStates:
         problem = self.content_keys.unavailable(device["id"], recipients) if modules else None
         if problem is not None:
             modules = self._held_back(device, modules, problem)
-        self._store_and_publish(device["id"], key, DesiredState(
-            device_id=device["id"], generation=device["desired_generation"] + 1, issued="", modules=tuple(modules)),
-            recipients=recipients)
+        if not self._store_and_publish(device["id"], key, DesiredState(
+                device_id=device["id"], generation=device["desired_generation"] + 1, issued="",
+                modules=tuple(modules)), recipients=recipients):
+            return None
         log.info("device %s: desired state generation %d (%s)", device["id"], device["desired_generation"] + 1,
                  ", ".join(f"{m.name} v{m.version}" for m in modules) or "no modules")
         return True
@@ -193,17 +217,18 @@ class DesiredStates:
                 keyless = keys.unavailable(device["id"], keys.recipients(device["id"])) is None
             if due is not None and old.expires is not None and from_iso(old.expires) > due and not keyless:
                 continue
-            self._store_and_publish(device["id"], device["desired_key"], DesiredState(
-                device_id=old.device_id, generation=device["desired_generation"] + 1, issued="",
-                modules=old.modules, config=old.config), publish=publish)
-            reissued.append(device["id"])
+            if self._store_and_publish(device["id"], device["desired_key"], DesiredState(
+                    device_id=old.device_id, generation=device["desired_generation"] + 1, issued="",
+                    modules=old.modules, config=old.config), publish=publish):
+                reissued.append(device["id"])  # else another replica re-issued or replaced it meanwhile
         if reissued:
             log.info("re-issued the desired state of %d device(s)", len(reissued))
         return reissued
 
     def _store_and_publish(self, device_id: str, key: str, state: DesiredState, *, publish: bool = True,
-                           recipients: list | None = None) -> None:
-        """Stamp ``state`` (issued now, expiry), re-sign foreign manifests, wrap content keys, sign, store, publish."""
+                           recipients: list | None = None) -> bool:
+        """Stamp ``state`` (issued now, expiry), re-sign foreign manifests, wrap content keys, sign, store, publish;
+        False (nothing stored or published) when the stored generation is no longer the one before ``state``'s."""
         now = utc_now()
         if recipients is None and state.modules:
             recipients = self.content_keys.recipients(device_id)
@@ -219,10 +244,12 @@ class DesiredStates:
                         for m in state.modules)
         state = replace(state, issued=to_iso(now), expires=to_iso(now + self._ttl), modules=modules)
         envelope = sign_envelope(state.to_dict(), self._key)
-        device_store.set_desired(db=self._db, device_id=device_id, generation=state.generation, key=key,
-                                 envelope=envelope)
+        if not device_store.set_desired(db=self._db, device_id=device_id, generation=state.generation, key=key,
+                                        envelope=envelope, replaces=state.generation - 1):
+            return False
         if publish:
             self._publish(topics.device_topic(device_id, "desired"), messages.encode(envelope), qos=1, retain=True)
+        return True
 
     def _signed(self, manifest: dict) -> dict:
         """``manifest`` as signed by the current key (itself when it is)."""
