@@ -106,10 +106,13 @@ class AuditMiddleware:
 
 
 class _RedactQuery(logging.Filter):
-    """uvicorn.access records carry ``(client, method, path with query, http version, status)``."""
+    """uvicorn.access records carry ``(client, method, path with query, http version, status)``: drop the query
+    string (tokens), and successful readiness checks (``GET /api/ready``) altogether."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
+        if isinstance(args, tuple) and len(args) >= 5 and args[2] == "/api/ready" and args[4] == 200:
+            return False  # a load balancer's health check, several times a second: noise
         if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
             record.args = (*args[:2], args[2].split("?", 1)[0] + "?…", *args[3:])
         return True

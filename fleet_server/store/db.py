@@ -321,6 +321,10 @@ class Database:
             tx.conn.executemany(sql, rows)
             return tx.conn.total_changes - before
 
+    def ping(self) -> None:
+        """Raise when the database cannot answer a query (the readiness check)."""
+        self.connection().execute("SELECT 1").fetchone()
+
     def close(self) -> None:
         with self._connections_lock:
             for conn in self._connections:

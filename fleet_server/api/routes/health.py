@@ -1,12 +1,24 @@
-"""``GET /api/health`` (no token) and ``GET /api/keys``."""
+"""``GET /api/health`` (liveness) and ``GET /api/ready`` (readiness), both without a token; ``GET /api/keys``.
+
+Health says the process answers, with its message counters; it stays 200
+while the broker or the database is away. Ready says whether this replica
+can do its work now: 200 ``{"database": "ok", "broker": "ok"}`` when a query
+reaches the database and the MQTT link is connected, else 503 naming what is
+missing; a load balancer takes a replica out of rotation on it (see
+``docs/haproxy.cfg.example``). Neither is written to the audit log (reads
+never are), and a successful readiness check stays out of the access log.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import logging
+
+from fastapi import APIRouter, Response
 
 from ..deps import AdminDep, FleetDep
-from ..schemas import HealthPublic, KeysPublic, SigningKeyPublic
+from ..schemas import HealthPublic, KeysPublic, ReadyPublic, SigningKeyPublic
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["server"])
 
 
@@ -17,7 +29,24 @@ def health(fleet: FleetDep) -> HealthPublic:
     return HealthPublic(broker="connected" if fleet.broker_connected else "disconnected",
                         malformed_messages=malformed.total, malformed_by_kind=malformed.by_kind(),
                         telemetry_records_received=handlers.telemetry_received,
-                        telemetry_records_duplicate=handlers.telemetry_duplicates)
+                        telemetry_records_duplicate=handlers.telemetry_duplicates,
+                        messages_handled_by_kind=handlers.handled())
+
+
+@router.get("/ready", response_model=ReadyPublic,
+            responses={503: {"model": ReadyPublic, "description": "the database or the broker is out of reach"}})
+def ready(fleet: FleetDep, response: Response) -> ReadyPublic:
+    """200 when this replica reaches the database and the broker; 503 with the one(s) it does not."""
+    try:
+        fleet.db.ping()
+        database = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; the reason goes to the log
+        log.warning("readiness: the database does not answer: %s", exc)
+        database = "unreachable"
+    state = ReadyPublic(database=database, broker="ok" if fleet.broker_connected else "disconnected")
+    if state.database != "ok" or state.broker != "ok":
+        response.status_code = 503
+    return state
 
 
 @router.get("/keys", response_model=KeysPublic)
