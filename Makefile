@@ -18,7 +18,8 @@ faults: $(VENV)/.installed system-deps
 
 # Mosquitto (the real broker the tests run), Chromium (the dashboard's browser tests), Prometheus (it scrapes
 # a server and an agent in the metrics test), ShellCheck and systemd-analyze (the device install script and its
-# unit) from the system's packages, when missing. Playwright drives that Chromium; `playwright install` is never run.
+# unit), HAProxy (the load balancer in front of server replicas) from the system's packages, when missing.
+# Playwright drives that Chromium; `playwright install` is never run.
 system-deps:
 	@missing=""; \
 	  { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || missing="$$missing mosquitto"; \
@@ -26,6 +27,7 @@ system-deps:
 	  [ -x /usr/bin/prometheus ] || missing="$$missing prometheus"; \
 	  command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	  command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	  { command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ]; } || missing="$$missing haproxy"; \
 	  [ -z "$$missing" ] || { $(SUDO) apt-get update -qq && \
 	    $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 
