@@ -8,7 +8,10 @@ issued them; the certificate's CN becomes the MQTT username (``%u`` in the
 ACL) and the client id, so a device can neither reach another device's topics
 nor kick another device off by reusing its client id. The flip side: one
 connection per certificate; a second one with the same certificate replaces
-the first (the fleet server keeps a single connection). Topic names come from
+the first (the fleet server keeps a single connection). Several server
+replicas on one broker (shared subscriptions) therefore each get their own
+identity, ``edgefleet-server.<replica>`` (``--replica``), with the server's
+rights in the ACL. Topic names come from
 :mod:`fleet_protocol.topics`.
 
 Observed with Mosquitto 2.0.11 and OpenSSL 3: SIGHUP (:func:`reload_broker`)
@@ -34,7 +37,7 @@ from pathlib import Path
 from fleet_protocol.messages import MAX_MESSAGE_BYTES
 from fleet_protocol.topics import PREFIX, ROOT_TOPIC
 
-from .ca import SERVER_IDENTITY, CertificateAuthority, write_atomic
+from .ca import SERVER_IDENTITY, CertificateAuthority, replica_identity, write_atomic
 
 DEVICE_WRITES = ("reported", "status", "telemetry", "fetch", "renew")
 DEVICE_READS = ("desired", "certificate", "jobs")
@@ -64,21 +67,33 @@ class BrokerConfigFiles:
                    acl=out_dir / "acl", client_cert=out_dir / "server-client.crt",
                    client_key=out_dir / "server-client.key")
 
-    def server_tls(self) -> tuple[Path, Path, Path]:
-        """``(CA certificate, client certificate, client key)`` for the fleet server's MQTT link."""
-        return self.ca_cert, self.client_cert, self.client_key
+    def server_tls(self, replica: str | None = None) -> tuple[Path, Path, Path]:
+        """``(CA certificate, client certificate, client key)`` for the fleet server's MQTT link: the server's
+        identity, or with ``replica`` that replica's (:class:`ValueError` when it was not written)."""
+        if replica is None:
+            return self.ca_cert, self.client_cert, self.client_key
+        cert, key = self.replica_files(replica)
+        if not (cert.exists() and key.exists()):
+            raise ValueError(f"{self.directory} holds no MQTT identity for server replica {replica!r}: each replica "
+                             "on a shared broker needs its own (the broker makes a certificate's name its client id); "
+                             f"write it with `edgefleet server broker-config --replica {replica}`")
+        return self.ca_cert, cert, key
+
+    def replica_files(self, replica: str) -> tuple[Path, Path]:
+        return (self.directory / f"server-client.{replica}.crt", self.directory / f"server-client.{replica}.key")
 
 
 def write_broker_config(out_dir: Path, ca: CertificateAuthority, *, port: int,
                         hostnames: list[str] | None = None, ips: list[str] | None = None,
-                        bind: str = "127.0.0.1", run_as: str | None = None) -> BrokerConfigFiles:
+                        bind: str = "127.0.0.1", run_as: str | None = None,
+                        replicas: tuple[str, ...] = ()) -> BrokerConfigFiles:
     """Write a complete Mosquitto TLS configuration for ``ca``'s fleet into ``out_dir`` (mode 0700).
 
     Mosquitto started as root drops to ``run_as`` and must still read these
     files on SIGHUP: by default the broker runs as the user writing them
     (``user <that user>``); with ``run_as`` (needs root) the files go to that
     user instead. Each call issues a fresh broker certificate and server
-    identity; earlier ones stay valid until they expire.
+    identity (one per name in ``replicas`` too); earlier ones stay valid until they expire.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +107,12 @@ def write_broker_config(out_dir: Path, ca: CertificateAuthority, *, port: int,
     write_atomic(files.server_cert, server_cert, mode=0o644)
     write_atomic(files.client_key, client_key, mode=0o600)
     write_atomic(files.client_cert, client_cert, mode=0o644)
-    write_atomic(files.acl, acl_text().encode(), mode=0o644)
+    for replica in replicas:
+        replica_key, replica_cert = ca.issue_client_identity(replica_identity(replica))
+        cert_path, key_path = files.replica_files(replica)
+        write_atomic(key_path, replica_key, mode=0o600)
+        write_atomic(cert_path, replica_cert, mode=0o644)
+    write_atomic(files.acl, acl_text(replicas).encode(), mode=0o644)
     write_crl(files, ca)
     user = run_as or pwd.getpwuid(os.geteuid()).pw_name
     write_atomic(files.config, mosquitto_conf(files, port=port, bind=bind, user=user).encode(), mode=0o644)
@@ -108,7 +128,7 @@ def write_crl(files: BrokerConfigFiles, ca: CertificateAuthority) -> None:
     write_atomic(files.crl, ca.crl_pem(), mode=0o644)
 
 
-def acl_text() -> str:
+def acl_text(replicas: tuple[str, ...] = ()) -> str:
     """Pattern rules: a device (``%u`` = its certificate CN) reaches only its own topics and bundle chunks.
 
     Every device may read every bundle's chunk topic (one publish fans out to all its listeners); what keeps a
@@ -118,8 +138,9 @@ def acl_text() -> str:
     lines = ["# Generated by fleet_server.broker_config; %u is the client certificate's CN.", ""]
     lines += [f"pattern write {PREFIX}/devices/%u/{kind}" for kind in DEVICE_WRITES]
     lines += [f"pattern read {PREFIX}/devices/%u/{kind}" for kind in DEVICE_READS]
-    lines += [f"pattern read {PREFIX}/bundles/+/chunks", f"pattern read {ROOT_TOPIC}", "", f"user {SERVER_IDENTITY}",
-              f"topic readwrite {PREFIX}/#", ""]
+    lines += [f"pattern read {PREFIX}/bundles/+/chunks", f"pattern read {ROOT_TOPIC}", ""]
+    for user in (SERVER_IDENTITY, *map(replica_identity, replicas)):
+        lines += [f"user {user}", f"topic readwrite {PREFIX}/#", ""]
     return "\n".join(lines)
 
 

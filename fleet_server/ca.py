@@ -53,6 +53,16 @@ WEAK_DIGESTS = (hashes.MD5, hashes.SHA1, hashes.SHA224)
 RESERVED_NAMES = frozenset({SERVER_IDENTITY})
 
 
+def replica_identity(replica: str) -> str:
+    """The client certificate CN (the MQTT username and client id) of one server replica."""
+    return f"{SERVER_IDENTITY}.{replica}"
+
+
+def is_reserved_name(name: str) -> bool:
+    """The server's identities (``edgefleet-server`` and its replicas' ``edgefleet-server.<name>``): no device's."""
+    return name in RESERVED_NAMES or name.startswith(f"{SERVER_IDENTITY}.")
+
+
 class CertificateRequestError(BadDataError):
     """A CSR the CA will not sign: bad signature, wrong name, weak or unsupported key."""
 
@@ -108,7 +118,7 @@ class CertificateAuthority:
     def sign_csr(self, csr_pem: bytes, *, device_id: str, valid_days: int = 90,
                  now: datetime | None = None) -> bytes:
         """A PEM client certificate for ``device_id`` from its CSR, or :class:`CertificateRequestError`."""
-        if not is_valid_name(device_id) or device_id in RESERVED_NAMES:
+        if not is_valid_name(device_id) or is_reserved_name(device_id):
             raise CertificateRequestError(f"{device_id!r} is not a valid device id")
         try:
             csr = x509.load_pem_x509_csr(csr_pem)

@@ -58,8 +58,8 @@ class ServerConfig:
             raise ValueError("shared subscriptions need an external broker (--broker mqtt://HOST:PORT, e.g. "
                              "Mosquitto 2): the embedded one (amqtt) has no $share/... subscriptions, so the server "
                              "would receive no device messages at all")
-        if self.server_id is not None and not _SERVER_ID.fullmatch(self.server_id):
-            raise ValueError(f"server id {self.server_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        if self.server_id is not None:
+            check_server_id(self.server_id)
         if not self.job_answer_settle_s >= 0:
             raise ValueError(f"job_answer_settle_s must be 0 or more seconds, got {self.job_answer_settle_s!r}")
         if not self.desired_ttl_s > 0:
@@ -90,6 +90,13 @@ class ServerConfig:
 
 
 _SERVER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_server_id(value: str) -> str:
+    """A replica's name as given (``--server-id``, ``broker-config --replica``), or :class:`ValueError`."""
+    if not _SERVER_ID.fullmatch(value):
+        raise ValueError(f"server id {value!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    return value
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:

@@ -33,7 +33,7 @@ from fleet_protocol.fields import NAME, refuse_unknown_keys
 from fleet_protocol.root import load_certificate
 from fleet_protocol.timestamps import from_iso, to_iso
 
-from .ca import RESERVED_NAMES, CertificateAuthority
+from .ca import CertificateAuthority, is_reserved_name
 from .clock import utc_now
 from .content_keys import certificate_public_key
 from .store import Database
@@ -93,7 +93,7 @@ def parse_enrollment_request(raw: bytes) -> EnrollmentRequest:
 
 def create_enrollment(db: Database, *, device_id: str, tags: dict[str, str], ttl_s: int) -> tuple[str, str]:
     """Register the device (if new) and mint its one-time token; ``(token, expires)``."""
-    if not NAME.fullmatch(device_id) or device_id in RESERVED_NAMES:
+    if not NAME.fullmatch(device_id) or is_reserved_name(device_id):
         raise BadDataError(f"device id {device_id!r} must be lowercase letters, digits, '.', '_' or '-' "
                            "(up to 64, starting with a letter or digit)")
     if ttl_s < 1:

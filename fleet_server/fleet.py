@@ -115,8 +115,9 @@ class Fleet:
                                    f"{self.config.embedded_broker_port} ({exc.strerror or exc}); pick another "
                                    "port or use an external broker") from None
             url = self.broker.url
-        tls = BrokerConfigFiles.in_directory(self.config.broker_tls_dir).server_tls() if self.config.broker_tls_dir \
-            else None
+        replica = self.config.replica_id if self.config.shared_subscriptions else None  # own identity when shared
+        tls = BrokerConfigFiles.in_directory(self.config.broker_tls_dir).server_tls(replica) \
+            if self.config.broker_tls_dir else None
         self.link = MqttLink(url, on_message=self.handlers.handle, on_connected=self._on_connected, tls=tls,
                              client_id=self.config.mqtt_client_id,
                              subscriptions=topics.server_subscriptions(shared=self.config.shared_subscriptions))

@@ -74,18 +74,28 @@ def broker_config(
     ip: Annotated[Optional[list[str]], typer.Option("--ip", help="IP devices use, repeatable (default 127.0.0.1)")]
     = None,
     bind: Annotated[str, typer.Option(help="Address the broker listens on")] = "127.0.0.1",
+    replica: Annotated[Optional[list[str]], typer.Option("--replica", help="Also write an MQTT identity for this "
+                                                         "server replica (its --server-id), repeatable: replicas "
+                                                         "sharing the broker each need their own")] = None,
 ) -> None:
     """Write a Mosquitto config (mutual TLS, per-device ACL, CRL) signed by the server's CA; print how to run both."""
     from fleet_server.broker_config import write_broker_config
     from fleet_server.ca import CertificateAuthority
+    from fleet_server.config import check_server_id
 
+    try:
+        replicas = tuple(check_server_id(name) for name in replica or ())
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     ca = CertificateAuthority.load_or_create(data_dir / "ca")
-    files = write_broker_config(out, ca, port=port, hostnames=hostname, ips=ip, bind=bind)
+    files = write_broker_config(out, ca, port=port, hostnames=hostname, ips=ip, bind=bind, replicas=replicas)
     host = (hostname or ip or ["localhost"])[0]
     typer.echo(f"wrote {files.config} (CA {files.ca_cert}, CRL {files.crl}, ACL {files.acl})\n"
                f"start Mosquitto:\n  mosquitto -c {files.config} & echo $! > {out}/mosquitto.pid\n"
                f"start the server against it:\n  edgefleet server run --data-dir {data_dir} "
                f"--broker mqtts://127.0.0.1:{port} --broker-tls-dir {out} --broker-pid-file {out}/mosquitto.pid "
-               f"--public-broker mqtts://{host}:{port}\n"
+               f"--public-broker mqtts://{host}:{port}"
+               + (" --shared-subscriptions --server-id NAME (NAME: one of " + ", ".join(replicas) + ")"
+                  if replicas else "") + "\n"
                "revocations rewrite the CRL and SIGHUP the broker: new connections with a revoked certificate are "
                "refused; open ones stay up until they drop (restart the broker to cut them at once)")

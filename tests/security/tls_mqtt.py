@@ -74,11 +74,11 @@ class TlsBroker:
         return Probe(self, identity, **kwargs)
 
 
-def start_tls_broker(workdir: Path) -> TlsBroker:
+def start_tls_broker(workdir: Path, *, replicas: tuple[str, ...] = ()) -> TlsBroker:
     workdir.mkdir(parents=True, exist_ok=True)
     ca = CertificateAuthority.load_or_create(workdir / "ca")
     port = free_port()
-    files = write_broker_config(workdir / "broker", ca, port=port)
+    files = write_broker_config(workdir / "broker", ca, port=port, replicas=replicas)
     process = Mosquitto("127.0.0.1", port, None, files.config, workdir / "mosquitto.log")
     process.start()
     return TlsBroker(ca, files, process, workdir)
