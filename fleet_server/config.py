@@ -45,6 +45,8 @@ class ServerConfig:
     shared_subscriptions: bool = False  # device topics through $share/edgefleet/...: several replicas on one broker
     # each get a share of the messages (each handled once); needs an external broker with shared subscriptions
     server_id: str | None = None  # this replica's name (default <hostname>-<port>): its MQTT client id when shared
+    leader_lease_s: float = 5.0  # replicas on PostgreSQL: the leader's lease (a dead leader is replaced this soon)
+    leader_renew_s: float = 1.5  # ... renewed this often (about a third of the lease); unused on SQLite
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -62,6 +64,9 @@ class ServerConfig:
             check_server_id(self.server_id)
         if not self.job_answer_settle_s >= 0:
             raise ValueError(f"job_answer_settle_s must be 0 or more seconds, got {self.job_answer_settle_s!r}")
+        if not 0 < self.leader_renew_s < self.leader_lease_s:
+            raise ValueError(f"leader_renew_s ({self.leader_renew_s!r}) must be positive and shorter than "
+                             f"leader_lease_s ({self.leader_lease_s!r})")
         if not self.desired_ttl_s > 0:
             raise ValueError(f"desired_ttl_s must be a positive number of seconds, got {self.desired_ttl_s!r}")
 

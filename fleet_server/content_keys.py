@@ -71,12 +71,16 @@ class ContentKeys:
         return key
 
     def recipients(self, device_id: str) -> list[ec.EllipticCurvePublicKey]:
-        """The device's keys a content key is wrapped for (newest first); empty: it gets the key in the clear."""
+        """The device's keys a content key is wrapped for (newest first, each once: two certificates for one key,
+        a renewal answered twice, wrap for it once); empty: it gets the key in the clear."""
         now = utc_now()
-        keys = []
+        keys, seen = [], set()
         for cert in enrollment_store.certificates(db=self._db, device_id=device_id):
             if cert["revoked"] is not None or from_iso(cert["not_after"]) <= now or not cert.get("public_key"):
                 continue
+            if cert["public_key"] in seen:
+                continue
+            seen.add(cert["public_key"])
             key = serialization.load_pem_public_key(cert["public_key"].encode("ascii"))
             if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, bundle_crypto.CURVES):
                 keys.append(key)

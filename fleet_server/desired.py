@@ -22,7 +22,10 @@ versions still only go up and an older copy cannot be replayed over it), a new
 expiry, signed again. A background thread (:meth:`start`) calls it every
 quarter lifetime (at most hourly), and every (re)connect calls it before
 republishing, so a server that was down past the expiry sends fresh documents
-at once. A device that stops receiving them reports itself ``stale``.
+at once. A device that stops receiving them reports itself ``stale``. Among
+server replicas only the leader re-issues (:mod:`.leadership`): the thread
+idles elsewhere, and each re-issued document is stored in a fenced
+transaction and published only after it committed.
 
 Key rotation: :meth:`DesiredStates.rotate` swaps the signing key and re-issues
 every stored document with it. Bundle manifests embedded in a document are
@@ -47,6 +50,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -59,6 +63,7 @@ from fleet_protocol.timestamps import from_iso, to_iso
 from . import targeting
 from .clock import utc_now
 from .content_keys import ContentKeys
+from .leadership import Leadership, NotLeader
 from .store import Database
 from .store import bundles as bundle_store
 from .store import deployments as deployment_store
@@ -72,8 +77,10 @@ MAX_CONCURRENT_RETRIES = 5  # computing one device again after another replica s
 
 
 class DesiredStates:
-    def __init__(self, *, db: Database, key: SigningKey, publish: Publish, ttl_s: float = DEFAULT_TTL_S):
+    def __init__(self, *, db: Database, key: SigningKey, publish: Publish, leadership: Leadership,
+                 ttl_s: float = DEFAULT_TTL_S):
         self._db = db
+        self._leadership = leadership
         self._key = key
         self._publish = publish
         self.content_keys = ContentKeys(db)
@@ -97,15 +104,20 @@ class DesiredStates:
     def _refresh_loop(self) -> None:
         interval = min(self._ttl.total_seconds() / 4, MAX_REFRESH_INTERVAL_S)
         while not self._stop.wait(interval):
+            if not self._leadership.is_leader:
+                continue
             try:
                 self.refresh()
+            except NotLeader as exc:
+                log.info("refreshing desired states stopped: %s", exc)
             except Exception:  # noqa: BLE001 - the refresher must survive a bad row or a closed database
                 log.exception("refreshing desired states failed")
 
     def refresh(self) -> list[str]:
-        """Re-issue (next generation, new expiry) every document with less than half its lifetime left."""
+        """Re-issue (next generation, new expiry) every document with less than half its lifetime left; fenced:
+        :class:`~fleet_server.leadership.NotLeader` on a replica that does not lead."""
         with self._lock:
-            return self._reissue(due=utc_now() + self._ttl / 2)
+            return self._reissue(due=utc_now() + self._ttl / 2, fenced=True)
 
     def rotate(self, key: SigningKey) -> list[str]:
         """Sign with ``key`` from now on, and re-issue every stored document with it."""
@@ -126,9 +138,10 @@ class DesiredStates:
             return [device["id"] for device in devices if self._update(device, deployments)]
 
     def republish_all(self) -> int:
-        """Publish every stored desired state again, re-issuing those close to expiry (the link (re)connected)."""
+        """Publish every stored desired state again, re-issuing those close to expiry (the link (re)connected, or
+        this replica became leader); the re-issue is fenced like :meth:`refresh`."""
         with self._lock:
-            self._reissue(due=utc_now() + self._ttl / 2, publish=False)
+            self._reissue(due=utc_now() + self._ttl / 2, publish=False, fenced=True)
             published = device_store.published_desired(db=self._db)
             for device_id, envelope in published:
                 self._publish(topics.device_topic(device_id, "desired"), messages.encode(envelope), qos=1, retain=True)
@@ -203,8 +216,9 @@ class DesiredStates:
                         ", ".join(f"{m.name} v{m.version}" for m in held), problem["message"])
         return [current[m.name] for m in modules if m.name in current]
 
-    def _reissue(self, *, due: datetime | None, publish: bool = True) -> list[str]:
-        """Re-sign, under the next generation, every stored document expiring before ``due`` (all: None)."""
+    def _reissue(self, *, due: datetime | None, publish: bool = True, fenced: bool = False) -> list[str]:
+        """Re-sign, under the next generation, every stored document expiring before ``due`` (all: None); each
+        one ``fenced`` (committed only while this replica leads, published only once committed) when asked."""
         reissued = []
         for device in device_store.list_devices(db=self._db):
             envelope = device["desired_envelope"]
@@ -217,18 +231,34 @@ class DesiredStates:
                 keyless = keys.unavailable(device["id"], keys.recipients(device["id"])) is None
             if due is not None and old.expires is not None and from_iso(old.expires) > due and not keyless:
                 continue
-            if self._store_and_publish(device["id"], device["desired_key"], DesiredState(
+            with self._leadership.fenced() if fenced else nullcontext():
+                envelope = self._store(device["id"], device["desired_key"], DesiredState(
                     device_id=old.device_id, generation=device["desired_generation"] + 1, issued="",
-                    modules=old.modules, config=old.config), publish=publish):
-                reissued.append(device["id"])  # else another replica re-issued or replaced it meanwhile
+                    modules=old.modules, config=old.config))
+            if envelope is None:
+                continue  # another replica re-issued or replaced it meanwhile
+            if publish:
+                self._publish_envelope(device["id"], envelope)
+            reissued.append(device["id"])
         if reissued:
             log.info("re-issued the desired state of %d device(s)", len(reissued))
         return reissued
 
-    def _store_and_publish(self, device_id: str, key: str, state: DesiredState, *, publish: bool = True,
+    def _store_and_publish(self, device_id: str, key: str, state: DesiredState, *,
                            recipients: list | None = None) -> bool:
-        """Stamp ``state`` (issued now, expiry), re-sign foreign manifests, wrap content keys, sign, store, publish;
-        False (nothing stored or published) when the stored generation is no longer the one before ``state``'s."""
+        """:meth:`_store`, then publish; False (nothing stored or published) when :meth:`_store` stored nothing."""
+        envelope = self._store(device_id, key, state, recipients=recipients)
+        if envelope is not None:
+            self._publish_envelope(device_id, envelope)
+        return envelope is not None
+
+    def _publish_envelope(self, device_id: str, envelope: dict) -> None:
+        self._publish(topics.device_topic(device_id, "desired"), messages.encode(envelope), qos=1, retain=True)
+
+    def _store(self, device_id: str, key: str, state: DesiredState, *, recipients: list | None = None) -> dict | None:
+        """Stamp ``state`` (issued now, expiry), re-sign foreign manifests, wrap content keys, sign, store; return
+        the signed envelope, or None (nothing stored) when the stored generation is no longer the one before
+        ``state``'s."""
         now = utc_now()
         if recipients is None and state.modules:
             recipients = self.content_keys.recipients(device_id)
@@ -246,10 +276,8 @@ class DesiredStates:
         envelope = sign_envelope(state.to_dict(), self._key)
         if not device_store.set_desired(db=self._db, device_id=device_id, generation=state.generation, key=key,
                                         envelope=envelope, replaces=state.generation - 1):
-            return False
-        if publish:
-            self._publish(topics.device_topic(device_id, "desired"), messages.encode(envelope), qos=1, retain=True)
-        return True
+            return None
+        return envelope
 
     def _signed(self, manifest: dict) -> dict:
         """``manifest`` as signed by the current key (itself when it is)."""

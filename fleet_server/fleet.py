@@ -8,6 +8,8 @@ configured and connects the MQTT link; on every (re)connect the root chain is
 published retained on :data:`fleet_protocol.topics.ROOT_TOPIC`, then the desired
 states. :meth:`Fleet.rotate_signing_key` is ``edgefleet keys rotate``. The HTTP app
 (:func:`fleet_server.api.app.create_app`) and the runner sit on top.
+:attr:`Fleet.leadership` says whether this replica runs the once-only work
+(:mod:`.leadership`; always on SQLite).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .desired import DesiredStates
 from .handlers import MessageHandlers
 from .jobs import JobController
 from .keys import KeyRing, ensure_admin_token, signing_key_path
+from .leadership import Leadership
 from .metrics import ServerMetrics
 from .mqtt_link import MqttLink
 from .revocation import CrlRefresher
@@ -41,6 +44,8 @@ class Fleet:
         if not config.data_dir.exists():
             config.data_dir.mkdir(parents=True, mode=0o700)
         self.db = Database(config.data_dir / "fleet.db")
+        self.leadership = Leadership(transaction=self.db.transaction, backend=None, lease_s=config.leader_lease_s,
+                                     renew_s=config.leader_renew_s)
         self.blobs = BlobStore(config.data_dir / "blobs")
         self.chunks = BlobStore(config.data_dir / "chunks")
         self.keys = KeyRing(config.data_dir, root_valid_days=config.root_valid_days)
@@ -52,13 +57,15 @@ class Fleet:
         self.crl_refresher = CrlRefresher(self) if config.broker_tls_dir else None
         self.chunk_index = ChunkIndex(self)
         self.desired = DesiredStates(db=self.db, key=self.signing_key, publish=self.publish,
-                                     ttl_s=config.desired_ttl_s)
+                                     leadership=self.leadership, ttl_s=config.desired_ttl_s)
         self.metrics = ServerMetrics(self)  # read at scrape time; the handlers and the API observe into it
         self.handlers = MessageHandlers(self)
         self.cloud = CloudScoring(self, profile=load_profile(config.cloud_profile),
                                   max_loaded=config.cloud_max_loaded_models)
         self.rollouts = RolloutController(self, tick_s=config.rollout_tick_s)
         self.jobs = JobController(self, tick_s=config.job_tick_s, answer_settle_s=config.job_answer_settle_s)
+        self.leadership.on_elected(self.jobs.forget_schedules)  # a new leader: what the old one would have done
+        self.leadership.on_elected(self.desired.republish_all)  # (the rollouts resume at their next tick)
         self.broker: EmbeddedBroker | None = None
         self.link: MqttLink | None = None
 
@@ -81,7 +88,8 @@ class Fleet:
 
     def _on_connected(self) -> None:
         self.publish_roots()  # before the desired states signed under the newest root
-        self.desired.republish_all()
+        if self.leadership.is_leader:  # a follower could publish an older copy over the leader's newer one
+            self.desired.republish_all()
 
     @property
     def broker_connected(self) -> bool:
@@ -118,6 +126,7 @@ class Fleet:
         replica = self.config.replica_id if self.config.shared_subscriptions else None  # own identity when shared
         tls = BrokerConfigFiles.in_directory(self.config.broker_tls_dir).server_tls(replica) \
             if self.config.broker_tls_dir else None
+        self.leadership.start()  # asks for the lease now (replicas on PostgreSQL), before the link's first connect
         self.link = MqttLink(url, on_message=self.handlers.handle, on_connected=self._on_connected, tls=tls,
                              client_id=self.config.mqtt_client_id,
                              subscriptions=topics.server_subscriptions(shared=self.config.shared_subscriptions))
@@ -138,6 +147,7 @@ class Fleet:
         self.rollouts.stop()
         self.jobs.stop()
         self.desired.stop()
+        self.leadership.stop()  # hands the lease back, so another replica takes over at its next renewal
         if self.link is not None:
             self.link.stop()
         self.handlers.stop()

@@ -34,7 +34,8 @@ answered from the device's store) is only counted, and a telemetry record
 delivered again (the same ``outbox_id`` and ``seq``) is not counted again. An operator may cancel a
 running job (queued devices are cancelled). Creation goes through the API (and
 its audit log); an abort by the controller is written to the audit log too.
-Everything is in SQLite and each step reads it afresh, so a restarted server continues.
+Everything is in the database and each step reads it afresh, so a restarted server continues; among
+replicas only the leader steps jobs (:mod:`.leadership`), and a new leader starts the rate schedules again.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from . import audit
 from .clock import utc_now
 from .deployments import resolve_target
 from .errors import ConflictError, NotFoundError
+from .leadership import NotLeader
 from .store import jobs as job_store
 from .tick_loop import TickLoop
 
@@ -88,9 +90,10 @@ class JobController:
         self._fleet = fleet
         self._db = fleet.db
         self._answer_settle_s = answer_settle_s
+        self._leadership = fleet.leadership
         self._lock = threading.RLock()
         self._loop = TickLoop(self.step_all, tick_s=tick_s, name="edgefleet-jobs", log=log,
-                              failure="advancing jobs failed")
+                              failure="advancing jobs failed", gate=lambda: self._leadership.is_leader)
         self._schedules: dict[int, _Schedule] = {}  # per running job; missing: start again (see the docstring)
 
     def start(self) -> None:
@@ -115,7 +118,7 @@ class JobController:
                 db=self._db, wire_id=f"job-{secrets.token_hex(6)}", kind=kind, params=params,
                 target={**target, "group": group}, plan=plan, devices=sorted(d["id"] for d in targeted),
                 created_by=created_by, created=to_iso(utc_now()))
-            self.step(job_id)
+            self._step_now(job_id)
         return self.detail(job_id)
 
     def cancel(self, job_id: int, *, actor: str) -> dict:
@@ -144,16 +147,30 @@ class JobController:
                                        finished=result.finished, result=result.result, error=result.error,
                                        from_states=("sent", "timed_out")):
                 log.info("job %d on %s: %s", job["id"], device_id, result.state)
-                self.step(job["id"])
+                self._step_now(job["id"])
 
     def step_all(self) -> None:
         with self._lock:
             for job_id in job_store.waiting_job_ids(db=self._db):
                 self.step(job_id)
 
+    def forget_schedules(self) -> None:
+        """Start every rate schedule again from its last send (a replica that becomes leader: another one sent)."""
+        with self._lock:
+            self._schedules.clear()
+
+    def _step_now(self, job_id: int) -> None:
+        """A step right after a change when this replica leads; elsewhere the leader's next tick takes it."""
+        if self._leadership.is_leader:
+            try:
+                self.step(job_id)
+            except NotLeader as exc:
+                log.info("job %d: left to the leader (%s)", job_id, exc)
+
     def step(self, job_id: int) -> None:
-        """Time out, abort, send or complete as the plan says; writes commit together."""
-        with self._lock, self._db.transaction():
+        """Time out, abort, send or complete as the plan says; writes commit together, fenced (only while this
+        replica leads: :mod:`.leadership`)."""
+        with self._lock, self._leadership.fenced():
             job = self._get(job_id)
             now = utc_now()
             silent = job_store.devices(db=self._db, job_id=job_id, states=("sent",)) if self._answers_settled() else []

@@ -78,6 +78,10 @@ FAMILIES: tuple[Family["Fleet"], ...] = (
            lambda fleet: {(kind,): n for kind, n in fleet.handlers.handled().items()}),
     Family("edgefleet_broker_connected", "gauge", "1 while the server's MQTT link to the broker is up, else 0", (),
            lambda fleet: {(): float(fleet.broker_connected)}),
+    Family("edgefleet_server_leader", "gauge", "1 while this replica is the leader (runs the controllers, "
+           "re-issues, CRL; always 1 on SQLite), else 0", (), lambda fleet: {(): float(fleet.leadership.is_leader)}),
+    Family("edgefleet_server_leader_epoch", "gauge", "The leader epoch (fencing token) this replica leads at; "
+           "0 while it follows", (), lambda fleet: {(): float(fleet.leadership.epoch or 0)}),
     Family("edgefleet_broker_connects_total", "counter", "Times the server's MQTT link connected to the broker "
            "(more than one: it reconnected)", (),
            lambda fleet: {(): fleet.link.connects if fleet.link is not None else 0}),

@@ -11,6 +11,16 @@ reach the broker anyway, and must re-enroll with a new token). The CSR must
 name the device (the CA checks CN = topic id). The old certificate stays
 valid until it expires; it is not revoked, so a device that misses the answer
 asks again at its next connect.
+
+Among server replicas, the replica the broker hands the request to answers
+it (the ``renew`` topic is a shared subscription: one replica gets each
+message), leader or not: a follower cannot pass the request on, and the
+answer needs no leader because it is idempotent in effect. A request
+delivered twice (a replica died before its PUBACK) signs a second
+certificate for the same public key: both are valid, the device installs
+whichever comes last, and the content keys are wrapped per public key
+(:meth:`.content_keys.ContentKeys.recipients` lists a key once), so the
+device's desired state does not change again.
 """
 
 from __future__ import annotations

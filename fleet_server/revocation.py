@@ -8,7 +8,7 @@ Mosquitto it configured (``broker_tls_dir``), writes the new CRL there and
 SIGHUPs the broker (its pid from ``broker_pid_file``). :class:`CrlRefresher`
 does the same hourly when the CA has re-issued its CRL (past half of its
 7-day validity), since a CRL past ``nextUpdate`` makes Mosquitto refuse
-every client.
+every client; among server replicas only the leader does (:mod:`.leadership`).
 
 What a reload does, as tests/security observed with Mosquitto 2.0: the
 revoked certificate is refused at its *next* TLS handshake; a connection
@@ -28,6 +28,7 @@ from fleet_protocol.timestamps import to_iso
 from .broker_config import BrokerConfigFiles, reload_broker, write_crl
 from .clock import utc_now
 from .errors import NotFoundError
+from .leadership import NotLeader
 from .store import devices as device_store
 from .store import enrollments as enrollment_store
 
@@ -56,7 +57,11 @@ class CrlRefresher:
     def _run(self) -> None:
         while True:
             try:
-                publish_crl(self._fleet)  # the CA re-issues its CRL past half its validity
+                if self._fleet.leadership.is_leader:  # among replicas, the leader alone re-issues and reloads
+                    with self._fleet.leadership.fenced():
+                        publish_crl(self._fleet)  # the CA re-issues its CRL past half its validity
+            except NotLeader as exc:
+                log.info("the CRL is left to the leader: %s", exc)
             except Exception:  # noqa: BLE001 - keep trying: a lapsed CRL takes the whole fleet offline
                 log.exception("refreshing the broker's CRL")
             if self._stop.wait(self._interval_s):

@@ -30,7 +30,8 @@ States: running → paused ⇄ running → completed | aborted | rolled_back.
 Operators pause, resume, abort (stop letting devices in; what runs stays)
 and roll back (withdraw the deployment: devices go back to whatever the
 other deployments say, normally the previous version). Everything is in
-SQLite and every step reads it afresh, so a restarted server continues
+the database and every step reads it afresh, so a restarted server (or a
+new leader among replicas: only the leader advances rollouts) continues
 where it was. Each creation, wave transition and operator action is
 appended to the rollout's history (never updated).
 """
@@ -49,6 +50,7 @@ from . import deployments as deployment_service
 from . import targeting
 from .clock import utc_now
 from .errors import ConflictError, NotFoundError
+from .leadership import NotLeader
 from .store import deployments as deployment_store
 from .store import devices as device_store
 from .store import rollouts as rollout_store
@@ -97,9 +99,10 @@ class RolloutController:
     def __init__(self, fleet, *, tick_s: float = 1.0):
         self._fleet = fleet
         self._db = fleet.db
+        self._leadership = fleet.leadership
         self._lock = threading.RLock()
         self._loop = TickLoop(self.step_all, tick_s=tick_s, name="edgefleet-rollouts", log=log,
-                              failure="advancing rollouts failed")
+                              failure="advancing rollouts failed", gate=lambda: self._leadership.is_leader)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -122,7 +125,7 @@ class RolloutController:
             now = to_iso(utc_now())
             rollout = rollout_store.insert_rollout(db=self._db, deployment_id=deployment["id"], plan=plan, created=now)
             self._event(rollout["id"], "created", "operator", deployment=deployment, plan=plan)
-            self._step(rollout["id"])
+            self._step_now(rollout["id"])
         return self.detail(rollout["id"])
 
     def act(self, rollout_id: int, action: str) -> dict:
@@ -150,7 +153,7 @@ class RolloutController:
             if action == "rollback":
                 self._fleet.desired.recompute([d for wave in rollout["waves"] for d in wave] or None)
             if action == "resume":
-                self._step(rollout_id)
+                self._step_now(rollout_id)
         return self.detail(rollout_id)
 
     def step_all(self) -> None:
@@ -214,10 +217,19 @@ class RolloutController:
             counts[row["state"]] += 1
         return {"devices": rows, "waiting": waiting, "counts": counts, "failed": counts["failed"]}
 
+    def _step_now(self, rollout_id: int) -> None:
+        """A step right after an operator's change when this replica leads; elsewhere the leader's next tick."""
+        if self._leadership.is_leader:
+            try:
+                self._step(rollout_id)
+            except NotLeader as exc:
+                log.info("rollout %d: left to the leader (%s)", rollout_id, exc)
+
     def _step(self, rollout_id: int) -> None:
-        """One controller step. Its writes (rollout, history events, admitted devices) commit together, so a
-        crash leaves all or none of a transition; the newly admitted devices' desired state goes out after."""
-        with self._db.transaction():
+        """One controller step. Its writes (rollout, history events, admitted devices) commit together, fenced
+        (only while this replica leads: :mod:`.leadership`), so a crash leaves all or none of a transition and a
+        deposed leader none; the newly admitted devices' desired state goes out after."""
+        with self._leadership.fenced():
             admitted = self._transition(rollout_id)
         if admitted:
             self._fleet.desired.recompute(admitted)

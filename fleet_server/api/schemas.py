@@ -24,6 +24,9 @@ class HealthPublic(BaseModel):
     telemetry_records_received: int = 0  # since the server started, redeliveries included (at-least-once)
     telemetry_records_duplicate: int = 0  # of those, already stored and not stored again (exactly-once storage)
     messages_handled_by_kind: dict[str, int] = {}  # device messages this replica handled (shared: its share)
+    role: Literal["leader", "follower"] = Field("leader", description="leader: this replica runs the once-only work "
+                                                "(controllers, re-issues); always leader on SQLite")
+    leader_epoch: int | None = Field(None, description="The epoch (fencing token) it leads at; null while it follows")
 
 
 class ReadyPublic(BaseModel):

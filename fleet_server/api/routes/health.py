@@ -30,7 +30,8 @@ def health(fleet: FleetDep) -> HealthPublic:
                         malformed_messages=malformed.total, malformed_by_kind=malformed.by_kind(),
                         telemetry_records_received=handlers.telemetry_received,
                         telemetry_records_duplicate=handlers.telemetry_duplicates,
-                        messages_handled_by_kind=handlers.handled())
+                        messages_handled_by_kind=handlers.handled(),
+                        role=fleet.leadership.role, leader_epoch=fleet.leadership.epoch)
 
 
 @router.get("/ready", response_model=ReadyPublic,
