@@ -107,9 +107,40 @@ class LockedLease(Protocol):
 
 
 class LeaseBackend(Protocol):
-    """Where the lease lives: ``locked(fence=False)`` for a renewal, ``locked(fence=True)`` for fenced work."""
+    """Where the lease lives: ``locked()`` opens a transaction holding the lease row's lock (renewals, fenced work)."""
 
-    def locked(self, *, fence: bool) -> AbstractContextManager[LockedLease]: ...
+    def locked(self) -> AbstractContextManager[LockedLease]: ...
+
+
+@dataclass
+class _PostgresLocked:
+    conn: Any
+    row: Lease | None
+    now: datetime
+    _save: Callable[[Lease], None]
+
+    def save(self, lease: Lease) -> None:
+        self._save(lease)
+
+
+class PostgresLeases:
+    """The ``leases`` row of a PostgreSQL database (:mod:`.store.leases`); every transaction that locks it may stall
+    at most ``timeout_s`` per statement, idle gap or lock wait before PostgreSQL ends it (and releases the row)."""
+
+    def __init__(self, db, *, name: str = LEASE_NAME, timeout_s: float):
+        from .store import leases as lease_store  # imported here: the SQLite-only path never needs it
+
+        self._db, self._name, self._timeout_s, self._store = db, name, timeout_s, lease_store
+        lease_store.ensure(db=db, name=name)
+
+    @contextmanager
+    def locked(self) -> Iterator[_PostgresLocked]:
+        store, name = self._store, self._name
+        with self._db.transaction() as conn:
+            row = store.lock(db=self._db, name=name, timeout_s=self._timeout_s)
+            current = Lease(row["holder"], row["epoch"], row["expires"]) if row["holder"] else None
+            yield _PostgresLocked(conn, current, row["now"], lambda lease: store.save(
+                db=self._db, name=name, holder=lease.holder, epoch=lease.epoch, expires=lease.expires))
 
 
 def new_replica_id() -> str:
@@ -174,7 +205,7 @@ class Leadership:
         if epoch is None:
             raise NotLeader(f"replica {self.replica_id} is not the leader")
         try:
-            with self._backend.locked(fence=True) as locked:
+            with self._backend.locked() as locked:
                 if not holds(locked.row, holder=self.replica_id, epoch=epoch, now=locked.now):
                     raise NotLeader(f"replica {self.replica_id} lost the lease of epoch {epoch} "
                                     f"(now {_describe(locked.row)})")
@@ -210,7 +241,7 @@ class Leadership:
         if epoch is None:
             return
         try:
-            with self._backend.locked(fence=False) as locked:
+            with self._backend.locked() as locked:
                 if holds(locked.row, holder=self.replica_id, epoch=epoch, now=locked.now):
                     locked.save(Lease(self.replica_id, epoch, locked.now))
             log.info("replica %s handed back the lease of epoch %d", self.replica_id, epoch)
@@ -220,7 +251,7 @@ class Leadership:
     def renew(self) -> bool:
         """Ask for the lease once; True when this replica leads afterwards."""
         asked = self._monotonic()
-        with self._backend.locked(fence=False) as locked:
+        with self._backend.locked() as locked:
             lease = claim(locked.row, holder=self.replica_id, now=locked.now, lease_s=self._lease_s)
             if lease is not None:
                 locked.save(lease)

@@ -47,6 +47,11 @@ def run(
                                                      "across its restarts (its MQTT client id is "
                                                      "edgefleet-server-NAME when shared) [default: HOSTNAME-PORT]")]
     = None,
+    leader_lease_s: Annotated[float, typer.Option(min=0.1, help="Replicas on PostgreSQL: the leader's lease in "
+                                                  "seconds; a dead leader is replaced about this soon")] = 5.0,
+    leader_renew_s: Annotated[float, typer.Option(min=0.05, help="How often the leader renews its lease (and the "
+                                                  "others ask for it), in seconds; under --leader-lease-s, "
+                                                  "about a third of it")] = 1.5,
 ) -> None:
     """Start the server; at the first start of a data dir it prints the admin token once."""
     require_extra("server")
@@ -58,7 +63,8 @@ def run(
                                 embedded_broker_port=broker_port, broker_tls_dir=broker_tls_dir,
                                 broker_pid_file=broker_pid_file, public_broker_url=public_broker,
                                 public_url=public_url, wheels_dir=wheels_dir, grpc_port=grpc_port,
-                                shared_subscriptions=shared_subscriptions, server_id=server_id))
+                                shared_subscriptions=shared_subscriptions, server_id=server_id,
+                                leader_lease_s=leader_lease_s, leader_renew_s=leader_renew_s))
     except (EdgefleetError, RuntimeError, ValueError, OSError) as exc:  # a port taken, a bad broker URL or TLS dir
         raise CliError(f"the server stopped: {exc}") from None
 

@@ -74,7 +74,7 @@ class ServerProcess(Process):
     def restart(self) -> None:
         self.stop()
         self.popen = _server_popen(self.data_dir, self.port, self.broker_url, self.log, self.args)
-        _wait_healthy(self)
+        wait_healthy(self)
 
 
 def _server_popen(data_dir: Path, port: int, broker_url: str, log: Path, args: tuple[str, ...] = ()) -> subprocess.Popen:
@@ -82,7 +82,7 @@ def _server_popen(data_dir: Path, port: int, broker_url: str, log: Path, args: t
                log=log)
 
 
-def _wait_healthy(server: ServerProcess) -> None:
+def wait_healthy(server: ServerProcess) -> None:
     def healthy() -> bool:
         if server.popen.poll() is not None:
             raise AssertionError(f"server exited ({server.popen.returncode}):\n{server.tail()}")
@@ -91,15 +91,22 @@ def _wait_healthy(server: ServerProcess) -> None:
     wait_for(healthy, timeout=30, what="the fleet server to answer and connect to the broker")
 
 
-def start_server(workdir: Path, broker_url: str, *args: str, data_dir: Path | None = None,
+def spawn_server(workdir: Path, broker_url: str, *args: str, data_dir: Path | None = None,
                  name: str = "server") -> ServerProcess:
-    """A server process (``--data-dir workdir/server`` unless given: replicas share one); ``args``: more options."""
+    """Start a server process (``--data-dir workdir/server`` unless given: replicas share one; ``args``: more
+    options) without waiting for it: :func:`wait_healthy` (several start faster side by side)."""
     port = free_port()
     data_dir, log = data_dir or workdir / "server", workdir / f"{name}.log"
-    server = ServerProcess(name, _server_popen(data_dir, port, broker_url, log, args), log,
-                           url=f"http://127.0.0.1:{port}", data_dir=data_dir, port=port, broker_url=broker_url,
-                           args=args)
-    _wait_healthy(server)
+    return ServerProcess(name, _server_popen(data_dir, port, broker_url, log, args), log,
+                         url=f"http://127.0.0.1:{port}", data_dir=data_dir, port=port, broker_url=broker_url,
+                         args=args)
+
+
+def start_server(workdir: Path, broker_url: str, *args: str, data_dir: Path | None = None,
+                 name: str = "server") -> ServerProcess:
+    """:func:`spawn_server`, then wait until it answers and is connected to the broker."""
+    server = spawn_server(workdir, broker_url, *args, data_dir=data_dir, name=name)
+    wait_healthy(server)
     return server
 
 

@@ -51,7 +51,7 @@ class FakeLeaseTable:
         self._lock = threading.Lock()
 
     @contextmanager
-    def locked(self, *, fence: bool):
+    def locked(self):
         with self._lock:
             self.clock.t += self.answer_delay_s
             locked = _Locked(self.row, self.clock.now())
