@@ -111,6 +111,13 @@ def test_refused_device_messages_are_counted_by_topic_kind(api, fleet):
     assert value(samples, "edgefleet_mqtt_messages_refused_total", kind="telemetry") == 1
 
 
+def test_a_single_sqlite_server_is_the_leader_at_epoch_one(api):
+    samples = scrape(api)
+    assert (value(samples, "edgefleet_server_leader"), value(samples, "edgefleet_server_leader_epoch")) == (1, 1)
+    assert {k: api.get("/api/health").json()[k] for k in ("role", "leader_epoch")} == {"role": "leader",
+                                                                                       "leader_epoch": 1}
+
+
 def test_broker_link_state_shows_connected_and_how_often_it_connected(server, mosquitto):
     api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     samples = scrape(api)
