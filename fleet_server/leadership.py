@@ -25,14 +25,16 @@ database's clock; otherwise it raises :class:`NotLeader` (nothing commits)
 and the replica steps down. A takeover must lock the same row, so every
 write made under ``fenced()`` commits before the next epoch begins, never
 after. A leader frozen inside a fenced transaction (SIGSTOP, a VM pause)
-would hold that row lock for ever and block the takeover: its fenced
-transactions therefore run with ``idle_in_transaction_session_timeout`` and
-``statement_timeout`` of ``fence_timeout_s`` (lease/2), so PostgreSQL ends
-such a session, rolling it back, and a resumed old leader cannot commit;
-lease checks wait at most ``lock_timeout`` for the row. No advisory lock is
-used: a session-level lock lives as long as the connection, so a frozen
-leader with a healthy TCP connection keeps it for ever, and it carries no
-epoch to fence writes with; the row lock does both jobs.
+would hold that row lock for ever and block the takeover: every transaction
+that locks the row (fenced work and renewals) therefore runs with
+``idle_in_transaction_session_timeout``, ``statement_timeout`` and
+``lock_timeout`` of one lease, so PostgreSQL ends such a session, rolling it
+back: a resumed old leader cannot commit. With one lease as the bound, the
+takeover comes at most a lease (plus a renewal) after the freeze, as after a
+leader's death, and a healthy leader's steps get the most room.
+No advisory lock is used: a session-level lock lives as long as the
+connection, so a frozen leader with a healthy TCP connection keeps it for
+ever, and it carries no epoch to fence writes with; the row lock does both jobs.
 
 On SQLite (one server by construction) there is no lease: the process is
 always the leader at epoch 1, runs no thread, and ``fenced()`` is a plain
