@@ -14,6 +14,7 @@ states. :meth:`Fleet.rotate_signing_key` is ``edgefleet keys rotate``. The HTTP 
 
 from __future__ import annotations
 
+import secrets
 import threading
 
 from fleet_protocol import messages, topics
@@ -45,7 +46,8 @@ class Fleet:
             config.data_dir.mkdir(parents=True, mode=0o700)
         self.db = Database(config.data_dir / "fleet.db")
         self.leadership = Leadership(transaction=self.db.transaction, backend=None, lease_s=config.leader_lease_s,
-                                     renew_s=config.leader_renew_s)
+                                     renew_s=config.leader_renew_s,
+                                     replica_id=f"{config.replica_id}-{secrets.token_hex(3)}")
         self.blobs = BlobStore(config.data_dir / "blobs")
         self.chunks = BlobStore(config.data_dir / "chunks")
         self.keys = KeyRing(config.data_dir, root_valid_days=config.root_valid_days)

@@ -52,9 +52,6 @@ work does, and the API, MQTT handlers and scoring, which run on every replica.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -145,20 +142,15 @@ class PostgresLeases:
                 db=self._db, name=name, holder=lease.holder, epoch=lease.epoch, expires=lease.expires))
 
 
-def new_replica_id() -> str:
-    """``host-pid-random``: unique per process start, readable in ``pg_stat_activity`` and the logs."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
 class Leadership:
     """This replica's view of the lease: ``is_leader``, ``epoch``, ``fenced()``, and the renewal thread."""
 
     def __init__(self, *, transaction: Callable[[], AbstractContextManager[Any]], backend: LeaseBackend | None,
-                 replica_id: str | None = None, lease_s: float = 5.0, renew_s: float = 1.5,
+                 replica_id: str, lease_s: float = 5.0, renew_s: float = 1.5,
                  monotonic: Callable[[], float] = time.monotonic):
         if backend is not None and not 0 < renew_s < lease_s:
             raise ValueError(f"renew_s ({renew_s}) must be positive and shorter than lease_s ({lease_s})")
-        self.replica_id = replica_id or new_replica_id()
+        self.replica_id = replica_id  # the lease's holder: unique per process start (a restart is a new holder)
         self._transaction = transaction  # db.transaction: what fenced() is on SQLite
         self._backend = backend  # None: SQLite, always the leader
         self._lease_s = lease_s

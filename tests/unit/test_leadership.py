@@ -172,7 +172,7 @@ def test_sqlite_server_always_leads_at_epoch_one():
     def transaction():
         yield writes
 
-    only = Leadership(transaction=transaction, backend=None)
+    only = Leadership(transaction=transaction, backend=None, replica_id="only")
     only.start()
     with only.fenced() as conn:
         conn.append("row")
