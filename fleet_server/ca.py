@@ -10,13 +10,20 @@ CA certificate (``ca.crt``, 10 years), created at first use. The CA signs
 - the broker's TLS server certificate (serverAuth, DNS and IP SANs);
 - the fleet server's own MQTT client identity (CN ``edgefleet-server``).
 
-Revocations live in ``revoked.json`` (temp file + fsync + ``os.replace``) and
-the current CRL in ``crl.pem``; a revoke re-issues the CRL at once. A CRL
-expires (``nextUpdate``): the broker then refuses *every* client, so callers
-must fetch :meth:`CertificateAuthority.crl_pem` regularly (it re-issues a CRL
-past half its lifetime) and hand it to the broker. The class is not safe for
-two processes at once; the fleet server owns it. The device side (key, CSR,
-renewal check) lives in :mod:`fleet_protocol.root`.
+A revoke re-issues the CRL at once. A CRL expires (``nextUpdate``): the
+broker then refuses *every* client, so callers must fetch
+:meth:`CertificateAuthority.crl_pem` regularly (it re-issues a CRL past half
+its lifetime) and hand it to the broker. The device side (key, CSR, renewal
+check) lives in :mod:`fleet_protocol.root`.
+
+Where the key, certificate, revocations and CRL live is a :class:`CaStorage`:
+
+- :class:`CaFiles` (the SQLite default): ``ca.key``, ``ca.crt``,
+  ``revoked.json`` and ``crl.pem`` in one directory (temp file + fsync +
+  ``os.replace``); one process owns it.
+- :class:`fleet_server.shared_secrets.SharedCaStorage` (``--database-url``):
+  sealed rows in the shared database, created once however many replicas
+  start at once; revocations from two replicas at once both land.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ import json
 import logging
 import os
 import stat
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from ipaddress import ip_address
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -69,46 +78,42 @@ class CertificateRequestError(BadDataError):
     code = "bad_csr"
 
 
-class CertificateAuthority:
-    """Issues and revokes the fleet's X.509 certificates; files under one directory."""
+class CaStorage(Protocol):
+    """Where a :class:`CertificateAuthority` keeps its key, certificate, revocations and CRL."""
 
-    def __init__(self, directory: Path, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate):
-        self.directory = directory
+    where: str
+
+    def load_or_create(self, name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """The CA key and certificate, made (:func:`self_signed_ca`) at first use."""
+
+    def crl(self) -> bytes | None:
+        """The CRL last issued (PEM), None before the first."""
+
+    def update_crl(self, issue: Callable[[dict, bytes | None], bytes | None]) -> bytes:
+        """Call ``issue(state, crl)`` on the current revocation state (``{"crl_number", "revoked"}``, changed in
+        place) and CRL; store both when it returns a new CRL. Returns the CRL now stored."""
+
+
+class CertificateAuthority:
+    """Issues and revokes the fleet's X.509 certificates; its state in a :class:`CaStorage`."""
+
+    def __init__(self, storage: CaStorage, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate):
+        self.storage = storage
         self._key = key
         self.certificate = cert
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
-        return f"CertificateAuthority({self.directory}, {self.certificate.subject.rfc4514_string()})"
+        return f"CertificateAuthority({self.storage.where}, {self.certificate.subject.rfc4514_string()})"
 
-    # --- files ---------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, storage: CaStorage, *, name: str = "edgefleet fleet CA") -> "CertificateAuthority":
+        """The CA in ``storage``, creating its key and certificate at first use."""
+        return cls(storage, *storage.load_or_create(name))
 
     @classmethod
     def load_or_create(cls, directory: Path, *, name: str = "edgefleet fleet CA") -> "CertificateAuthority":
-        """Load the CA from ``directory``, creating its key and certificate at first use."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(directory, 0o700)
-        key_path, cert_path = directory / "ca.key", directory / "ca.crt"
-        if key_path.exists():
-            if stat.S_IMODE(key_path.stat().st_mode) & 0o077:
-                log.warning("CA key %s is readable by others; setting it to 0600", key_path)
-                os.chmod(key_path, 0o600)
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-            if not isinstance(key, ec.EllipticCurvePrivateKey):
-                raise EdgefleetError(f"{key_path} does not hold an EC private key", code="ca_key_invalid")
-        elif cert_path.exists():
-            raise EdgefleetError(f"{cert_path} exists but its key {key_path} is missing", code="ca_key_missing")
-        else:
-            key = ec.generate_private_key(ec.SECP256R1())
-            write_atomic(key_path, private_key_pem(key), mode=0o600)
-        if cert_path.exists():
-            cert = load_certificate(cert_path.read_bytes())
-            if cert.public_key() != key.public_key():
-                raise EdgefleetError(f"{cert_path} does not belong to {key_path}", code="ca_key_invalid")
-        else:  # first start, or a crash between writing the key and the certificate
-            cert = _self_signed(key, name)
-            write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-        return cls(directory, key, cert)
+        """The CA in the files of ``directory`` (:class:`CaFiles`)."""
+        return cls.open(CaFiles(directory), name=name)
 
     def certificate_pem(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
@@ -191,22 +196,31 @@ class CertificateAuthority:
             raise ValueError(f"unknown revocation reason {reason!r}; one of {[f.name for f in x509.ReasonFlags]}") \
                 from None
         now = now or utc_now()
-        state = self._load_revocations()
-        if all(entry["serial"] != serial for entry in state["revoked"]):
-            state["revoked"].append({"serial": serial, "reason": flag.name, "revoked_at": to_iso(now)})
-        self._issue_crl(state, now)
+
+        def issue(state: dict, _crl: bytes | None) -> bytes:
+            if all(entry["serial"] != serial for entry in state["revoked"]):
+                state["revoked"].append({"serial": serial, "reason": flag.name, "revoked_at": to_iso(now)})
+            return self._issue_crl(state, now)
+
+        self.storage.update_crl(issue)
 
     def crl_pem(self, *, now: datetime | None = None) -> bytes:
         """The current CRL (PEM), re-issued when missing or past half its validity."""
         now = now or utc_now()
-        path = self.directory / "crl.pem"
-        if path.exists():
-            crl = x509.load_pem_x509_crl(path.read_bytes())
-            if now < crl.next_update_utc - CRL_VALID / 2 and crl.last_update_utc <= now:
-                return path.read_bytes()
-        return self._issue_crl(self._load_revocations(), now)
+
+        def fresh(pem: bytes | None) -> bool:
+            if pem is None:
+                return False
+            crl = x509.load_pem_x509_crl(pem)
+            return now < crl.next_update_utc - CRL_VALID / 2 and crl.last_update_utc <= now
+
+        pem = self.storage.crl()
+        if fresh(pem):
+            return pem
+        return self.storage.update_crl(lambda state, crl: None if fresh(crl) else self._issue_crl(state, now))
 
     def _issue_crl(self, state: dict, now: datetime) -> bytes:
+        """The next CRL for ``state`` (its ``crl_number`` goes up); the caller's storage keeps both."""
         state["crl_number"] += 1
         builder = (
             x509.CertificateRevocationListBuilder()
@@ -223,19 +237,70 @@ class CertificateAuthority:
             if entry["reason"] != x509.ReasonFlags.unspecified.name:  # RFC 5280 §5.3.1: omit "unspecified"
                 revoked = revoked.add_extension(x509.CRLReason(x509.ReasonFlags[entry["reason"]]), critical=False)
             builder = builder.add_revoked_certificate(revoked.build())
-        pem = builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-        write_atomic(self.directory / "revoked.json", json.dumps(state, indent=1).encode(), mode=0o600)
+        return builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+class CaFiles:
+    """The CA in one directory (0700): ``ca.key`` (0600), ``ca.crt``, ``revoked.json`` (0600), ``crl.pem``."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.where = str(self.directory)
+
+    def load_or_create(self, name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        directory = self.directory
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        key_path, cert_path = directory / "ca.key", directory / "ca.crt"
+        if key_path.exists():
+            if stat.S_IMODE(key_path.stat().st_mode) & 0o077:
+                log.warning("CA key %s is readable by others; setting it to 0600", key_path)
+                os.chmod(key_path, 0o600)
+            key = load_ca_key(key_path.read_bytes(), where=str(key_path))
+        elif cert_path.exists():
+            raise EdgefleetError(f"{cert_path} exists but its key {key_path} is missing", code="ca_key_missing")
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+            write_atomic(key_path, private_key_pem(key), mode=0o600)
+        if cert_path.exists():
+            cert = load_certificate(cert_path.read_bytes())
+            if cert.public_key() != key.public_key():
+                raise EdgefleetError(f"{cert_path} does not belong to {key_path}", code="ca_key_invalid")
+        else:  # first start, or a crash between writing the key and the certificate
+            cert = self_signed_ca(key, name)
+            write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+        return key, cert
+
+    def crl(self) -> bytes | None:
+        path = self.directory / "crl.pem"
+        return path.read_bytes() if path.exists() else None
+
+    def update_crl(self, issue: Callable[[dict, bytes | None], bytes | None]) -> bytes:
+        path = self.directory / "revoked.json"
+        state = json.loads(path.read_bytes()) if path.exists() else new_revocations()
+        current = self.crl()
+        pem = issue(state, current)
+        if pem is None:
+            return current
+        write_atomic(path, json.dumps(state, indent=1).encode(), mode=0o600)
         write_atomic(self.directory / "crl.pem", pem, mode=0o644)
         return pem
 
-    def _load_revocations(self) -> dict:
-        path = self.directory / "revoked.json"
-        if not path.exists():
-            return {"crl_number": 0, "revoked": []}
-        return json.loads(path.read_bytes())
+
+def new_revocations() -> dict:
+    """The revocation state of a CA that has revoked nothing and issued no CRL."""
+    return {"crl_number": 0, "revoked": []}
 
 
-def _self_signed(key: ec.EllipticCurvePrivateKey, name: str) -> x509.Certificate:
+def load_ca_key(pem: bytes, *, where: str) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise EdgefleetError(f"{where} does not hold an EC private key", code="ca_key_invalid")
+    return key
+
+
+def self_signed_ca(key: ec.EllipticCurvePrivateKey, name: str) -> x509.Certificate:
+    """A new CA certificate for ``key`` (10 years, path length 0)."""
     now = utc_now()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     return (

@@ -55,6 +55,7 @@ from . import registry
 from .errors import NotFoundError
 from .store import bundles as bundle_store
 from .store import models as model_store
+from .store.blobs import BlobNotFound
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "tflite": "tensorflow_lite"}
 MODULE_KEY = "module:"  # cache keys of modules, apart from models of the same name
@@ -191,10 +192,11 @@ class CloudScoring:
         from edge_agent import accelerators
         from edge_agent.model_runners import OnnxModel, TfliteModel
 
-        path = self._fleet.blobs.path(record["sha256"])
-        if not path.is_file():
+        try:
+            path = self._fleet.blobs.file(record["sha256"])  # a shared backend copies it here, digest checked
+        except BlobNotFound:
             raise NotFoundError(f"the file of model {record['name']}:{record['version']} is missing from the "
-                                "blob store")
+                                "blob store") from None
         if record["runtime"] == "onnx":
             session, accelerator, notes = accelerators.create_onnx_session(path, self.profile)
             runner: Any = OnnxModel(session)

@@ -27,8 +27,9 @@ server replicas only the leader re-issues (:mod:`.leadership`): the thread
 idles elsewhere, and each re-issued document is stored in a fenced
 transaction and published only after it committed.
 
-Key rotation: :meth:`DesiredStates.rotate` swaps the signing key and re-issues
-every stored document with it. Bundle manifests embedded in a document are
+Key rotation: every signature takes the key ring's current key (a rotation
+on another replica included); :meth:`DesiredStates.rotate` re-issues every
+stored document with it. Bundle manifests embedded in a document are
 signed again with the current key when another key signed them (the stored
 bundle keeps its original envelope), so a rotated-out key signs nothing a
 device is sent.
@@ -77,11 +78,11 @@ MAX_CONCURRENT_RETRIES = 5  # computing one device again after another replica s
 
 
 class DesiredStates:
-    def __init__(self, *, db: Database, key: SigningKey, publish: Publish, leadership: Leadership,
-                 ttl_s: float = DEFAULT_TTL_S):
+    def __init__(self, *, db: Database, signing_key: Callable[[], SigningKey], publish: Publish,
+                 leadership: Leadership, ttl_s: float = DEFAULT_TTL_S):
         self._db = db
         self._leadership = leadership
-        self._key = key
+        self._signing_key = signing_key  # read at each signature: a rotation (here or on another replica) applies
         self._publish = publish
         self.content_keys = ContentKeys(db)
         self._ttl = timedelta(seconds=ttl_s)
@@ -119,10 +120,9 @@ class DesiredStates:
         with self._lock:
             return self._reissue(due=utc_now() + self._ttl / 2, fenced=True)
 
-    def rotate(self, key: SigningKey) -> list[str]:
-        """Sign with ``key`` from now on, and re-issue every stored document with it."""
+    def rotate(self) -> list[str]:
+        """After a key rotation: re-issue every stored document with the current signing key."""
         with self._lock:
-            self._key = key
             return self._reissue(due=None)
 
     def recompute(self, device_ids: Iterable[str] | None = None) -> list[str]:
@@ -273,7 +273,7 @@ class DesiredStates:
                                                for v in m.variants))
                         for m in state.modules)
         state = replace(state, issued=to_iso(now), expires=to_iso(now + self._ttl), modules=modules)
-        envelope = sign_envelope(state.to_dict(), self._key)
+        envelope = sign_envelope(state.to_dict(), self._signing_key())
         if not device_store.set_desired(db=self._db, device_id=device_id, generation=state.generation, key=key,
                                         envelope=envelope, replaces=state.generation - 1):
             return None
@@ -281,7 +281,7 @@ class DesiredStates:
 
     def _signed(self, manifest: dict) -> dict:
         """``manifest`` as signed by the current key (itself when it is)."""
-        keyid = self._key.public_key.keyid
-        if [s.get("keyid") for s in manifest.get("signatures", ())] == [keyid]:
+        key = self._signing_key()
+        if [s.get("keyid") for s in manifest.get("signatures", ())] == [key.public_key.keyid]:
             return manifest
-        return sign_envelope(manifest["signed"], self._key)
+        return sign_envelope(manifest["signed"], key)

@@ -30,13 +30,13 @@ from .config import ServerConfig
 from .desired import DesiredStates
 from .handlers import MessageHandlers
 from .jobs import JobController
-from .keys import KeyRing, ensure_admin_token, signing_key_path
+from .keys import KeyFiles, KeyRing, ensure_admin_token
 from .leadership import Leadership
 from .metrics import ServerMetrics
 from .mqtt_link import MqttLink
 from .revocation import CrlRefresher
 from .rollouts import RolloutController
-from .store import BlobStore, Database
+from .store import Database, LocalBlobs
 
 
 class Fleet:
@@ -48,17 +48,16 @@ class Fleet:
         self.leadership = Leadership(transaction=self.db.transaction, backend=None, lease_s=config.leader_lease_s,
                                      renew_s=config.leader_renew_s,
                                      replica_id=f"{config.replica_id}-{secrets.token_hex(3)}")
-        self.blobs = BlobStore(config.data_dir / "blobs")
-        self.chunks = BlobStore(config.data_dir / "chunks")
-        self.keys = KeyRing(config.data_dir, root_valid_days=config.root_valid_days)
+        self.blobs = LocalBlobs(config.data_dir / "blobs")
+        self.chunks = LocalBlobs(config.data_dir / "chunks")
+        self.keys = KeyRing(KeyFiles(config.data_dir), root_valid_days=config.root_valid_days)
         self.signing_key_created = self.keys.signing_key_created
-        self.signing_key_path = signing_key_path(config.data_dir)
         self._rotation = threading.Lock()
         self.created_admin_token = ensure_admin_token(self.db)  # plaintext only when created now
         self.ca = CertificateAuthority.load_or_create(config.data_dir / "ca")  # device certificates, CRL
         self.crl_refresher = CrlRefresher(self) if config.broker_tls_dir else None
         self.chunk_index = ChunkIndex(self)
-        self.desired = DesiredStates(db=self.db, key=self.signing_key, publish=self.publish,
+        self.desired = DesiredStates(db=self.db, signing_key=lambda: self.signing_key, publish=self.publish,
                                      leadership=self.leadership, ttl_s=config.desired_ttl_s)
         self.metrics = ServerMetrics(self)  # read at scrape time; the handlers and the API observe into it
         self.handlers = MessageHandlers(self)
@@ -81,7 +80,7 @@ class Fleet:
         with self._rotation:
             root = self.keys.rotate()
             self.publish_roots()
-            self.desired.rotate(self.keys.signing_key)
+            self.desired.rotate()
             return root
 
     def publish_roots(self) -> bool:

@@ -133,7 +133,7 @@ def _banner(fleet: Fleet, url: str, grpc_server=None) -> str:
         lines += ["  First start of this data dir. Admin API token (shown once, stored only as a hash):",
                   f"    {fleet.created_admin_token}",
                   "  Use it as EDGEFLEET_TOKEN or --token."]
-    lines.append(f"  signing key: {fleet.signing_key_path} (private, mode 0600); public key "
+    lines.append(f"  signing key: {fleet.keys.where}; public key "
                  f"{fleet.signing_key.public_key.to_hex()}")
     lines.append(f"  install a device: curl -fsSL {fleet.config.public_url or url}/install.sh | sudo sh -s -- "
                  "--token TOKEN  (TOKEN: `edgefleet device enroll --name DEVICE_ID`)")

@@ -5,7 +5,7 @@ never write SQL. Values go in and come out as plain dicts with JSON columns
 already decoded. Nothing here publishes, signs or decides policy.
 """
 
-from .blobs import BlobStore
+from .blobs import BlobNotFound, BlobStore, LocalBlobs
 from .db import Database
 
-__all__ = ["BlobStore", "Database"]
+__all__ = ["BlobNotFound", "BlobStore", "Database", "LocalBlobs"]

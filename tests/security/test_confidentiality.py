@@ -200,7 +200,7 @@ def test_an_enrolled_device_whose_certificate_key_the_server_lacks_never_gets_a_
                                            "devices": ["cam-a"]}).raise_for_status()
         explained = api.get("/api/devices/cam-a/explain").json()
     fleet.desired.refresh()
-    fleet.desired.rotate(fleet.signing_key)  # every re-issue path too
+    fleet.desired.rotate()  # every re-issue path too
     modules = device_store.get_device(db=fleet.db, device_id="cam-a")["desired_envelope"]["signed"]["modules"]
     assert [(m["bundle_digest"], m["content_key"]["alg"]) for m in modules] == [
         (old["digest"], bundle_crypto.WRAP_ALG)]  # the new bundle held back; nothing in the clear

@@ -11,7 +11,7 @@ from datetime import timedelta
 from fleet_protocol.root import make_root, sign_root
 from fleet_protocol.signing import sign_envelope
 from fleet_server.clock import utc_now
-from fleet_server.keys import KeyRing, signing_key_path
+from fleet_server.keys import KeyFiles, KeyRing, signing_key_path
 from fleet_server.keys import new_signing_key
 from tests.security.trust_fleet import MODULE, TrustFleet
 from tests.support.fleet import run_cli
@@ -139,7 +139,7 @@ def test_keys_show_and_rotate_need_an_admin_token_and_rotation_is_audited(trust_
 
 
 def test_root_and_signing_keys_are_private_and_a_crash_mid_rotation_is_finished_at_restart(tmp_path):
-    ring = KeyRing(tmp_path)
+    ring = KeyRing(KeyFiles(tmp_path))
     keys_dir = tmp_path / "keys"
     for path in [signing_key_path(tmp_path), *keys_dir.glob("root-*.pem")]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
@@ -149,10 +149,10 @@ def test_root_and_signing_keys_are_private_and_a_crash_mid_rotation_is_finished_
     # Crash after root 2 was written but before its key replaced signing.pem: the restart finishes the switch.
     (keys_dir / "signing.next.pem").write_bytes(new_key)
     signing_key_path(tmp_path).write_bytes(new_signing_key().to_pem())
-    again = KeyRing(tmp_path)
+    again = KeyRing(KeyFiles(tmp_path))
     assert again.version == 2 and signing_key_path(tmp_path).read_bytes() == new_key
     assert not (keys_dir / "signing.next.pem").exists()
     # Crash before the root was written: the half-made key is dropped, the current one stays.
     (keys_dir / "signing.next.pem").write_bytes(new_signing_key().to_pem())
-    assert KeyRing(tmp_path).signing_key.public_key == again.signing_key.public_key
+    assert KeyRing(KeyFiles(tmp_path)).signing_key.public_key == again.signing_key.public_key
     assert not (keys_dir / "signing.next.pem").exists()

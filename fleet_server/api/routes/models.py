@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
+from fastapi.responses import StreamingResponse
 
 from ... import registry
 from ...audit import note
 from ...errors import NotFoundError
 from ...store import models as model_store
+from ...store.blobs import BlobNotFound
 from ..deps import FleetDep
 from ..schemas import ModelVersionPublic, ModelVersionUpdate
 from ._params import drift_note, parse_json_form, parse_tag_filters, read_baseline, read_upload
@@ -75,8 +77,13 @@ def update_version(fleet: FleetDep, name: str, version: int, body: ModelVersionU
 def download(fleet: FleetDep, name: str, version: int) -> Response:
     record = registry.get_model_version(fleet, name=name, version=version)
     extension = "onnx" if record["runtime"] == "onnx" else "tflite"
-    return Response(fleet.blobs.get(record["sha256"]), media_type="application/octet-stream",
-                    headers={"Content-Disposition": f'attachment; filename="{name}-{version}.{extension}"'})
+    try:  # streamed: a large model is never all in memory
+        size, pieces = fleet.blobs.size(record["sha256"]), fleet.blobs.iter_bytes(record["sha256"])
+    except BlobNotFound:
+        raise NotFoundError(f"the file of model {name}:{version} is missing from the blob store") from None
+    return StreamingResponse(pieces, media_type="application/octet-stream",
+                             headers={"Content-Disposition": f'attachment; filename="{name}-{version}.{extension}"',
+                                      **({"Content-Length": str(size)} if size is not None else {})})
 
 
 @router.delete("/{name}/versions/{version}", status_code=status.HTTP_204_NO_CONTENT)
