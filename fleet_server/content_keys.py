@@ -4,8 +4,10 @@ The chunk sender encrypts every chunk it publishes with its bundle's key
 (:func:`fleet_protocol.bundle_crypto.encrypt_chunk`); the desired state of a
 device the bundle is assigned to carries that key wrapped for the device's
 certificate keys (:meth:`ContentKeys.for_device`). A key is made on first use
-(``secrets``) and kept in the database (:mod:`.store.bundle_keys`); it is
-never logged and never leaves in an API model.
+(``secrets``) and kept in the database (:mod:`.store.bundle_keys`), sealed
+under the server's secret key when the database is shared by replicas
+(:mod:`.secret_box`, as the signing keys are); it is never logged and never
+leaves in an API model.
 
 Whom a key is wrapped for: the EC keys (P-256, P-384) of the device's newest
 :data:`MAX_RECIPIENTS` unrevoked, unexpired certificates, so the old and the
@@ -36,6 +38,7 @@ from fleet_protocol import bundle_crypto
 from fleet_protocol.timestamps import from_iso, to_iso
 
 from .clock import utc_now
+from .secret_box import KEY_BYTES, SecretBox, SecretKeyError, TamperedSecretError
 from .store import Database
 from .store import bundle_keys as bundle_key_store
 from .store import enrollments as enrollment_store
@@ -51,8 +54,9 @@ def certificate_public_key(cert: Certificate) -> str:
 
 
 class ContentKeys:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, box: SecretBox | None = None):
         self._db = db
+        self._box = box  # with a shared database: keys are stored sealed, like the signing keys
         self._keys: dict[str, bytes] = {}  # bundle digest -> key (a key never changes once made)
         self._lock = threading.Lock()
 
@@ -64,11 +68,26 @@ class ContentKeys:
         with self._lock:
             key = self._keys.get(digest)
         if key is None:
-            key = bundle_key_store.get_or_add(db=self._db, digest=digest, new_key=secrets.token_bytes(32),
-                                              created=to_iso(utc_now()))
+            stored = bundle_key_store.get_or_add(db=self._db, digest=digest,
+                                                 new_key=self._seal(digest, secrets.token_bytes(32)),
+                                                 created=to_iso(utc_now()))
+            key = self._open(digest, stored)
             with self._lock:
                 self._keys[digest] = key
         return key
+
+    def _seal(self, digest: str, key: bytes) -> bytes:
+        return key if self._box is None else self._box.seal(f"bundle_keys/{digest}", key)
+
+    def _open(self, digest: str, stored: bytes) -> bytes:
+        if self._box is None:
+            if len(stored) != KEY_BYTES:
+                raise SecretKeyError(f"the content key of bundle {digest} is sealed: start the server with the "
+                                     "database's secret key")
+            return stored
+        if len(stored) == KEY_BYTES:  # never written sealed: a database writer could choose the key
+            raise TamperedSecretError(f"the content key of bundle {digest} is stored unsealed")
+        return self._box.open(f"bundle_keys/{digest}", stored, key_id=self._box.key_id)
 
     def recipients(self, device_id: str) -> list[ec.EllipticCurvePublicKey]:
         """The device's keys a content key is wrapped for (newest first, each once: two certificates for one key,

@@ -65,6 +65,7 @@ from . import targeting
 from .clock import utc_now
 from .content_keys import ContentKeys
 from .leadership import Leadership, NotLeader
+from .secret_box import SecretBox
 from .store import Database
 from .store import bundles as bundle_store
 from .store import deployments as deployment_store
@@ -79,12 +80,12 @@ MAX_CONCURRENT_RETRIES = 5  # computing one device again after another replica s
 
 class DesiredStates:
     def __init__(self, *, db: Database, signing_key: Callable[[], SigningKey], publish: Publish,
-                 leadership: Leadership, ttl_s: float = DEFAULT_TTL_S):
+                 leadership: Leadership, ttl_s: float = DEFAULT_TTL_S, secret_box: SecretBox | None = None):
         self._db = db
         self._leadership = leadership
         self._signing_key = signing_key  # read at each signature: a rotation (here or on another replica) applies
         self._publish = publish
-        self.content_keys = ContentKeys(db)
+        self.content_keys = ContentKeys(db, secret_box)  # sealed in a shared database
         self._ttl = timedelta(seconds=ttl_s)
         self._lock = threading.Lock()
         self._stop = threading.Event()

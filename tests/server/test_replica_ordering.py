@@ -56,7 +56,7 @@ def test_a_reported_state_with_a_lower_generation_but_a_later_time_is_stored(fle
 
 def test_two_replicas_never_store_two_documents_under_one_generation(fleet, api):
     published: list[tuple[str, bytes]] = []
-    other = DesiredStates(db=fleet.db, key=fleet.signing_key, leadership=fleet.leadership,
+    other = DesiredStates(db=fleet.db, signing_key=lambda: fleet.signing_key, leadership=fleet.leadership,
                           publish=lambda topic, payload, **kw: published.append((topic, payload)) or True)
     feed(fleet, "dev-1", "status", msg.status("dev-1"))
     seen_by_other = _device(fleet)  # the other replica read the device (no desired state yet) ...
