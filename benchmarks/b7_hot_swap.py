@@ -39,7 +39,7 @@ from benchmarks.harness import BenchFleet, bench_fleet
 from benchmarks.models import cnn_onnx, random_forest_onnx
 from benchmarks.report import update_readme_rows, write_result
 from benchmarks.wrk import WrkRun, wrk_binary
-from edge_agent import accelerators
+from edgefleet_runtime import accelerators
 from fleet_protocol import oip
 from fleet_protocol.manifest import BundleManifest
 

@@ -3,7 +3,7 @@
 The 50-tree iris forest of B1 with a drift reference from 1,000 baseline rows
 (4 input columns, the label and 3 probabilities: 8 features). Per request:
 the same onnxruntime score function, bare and wrapped by
-:class:`edge_agent.drift.DriftCounter` (interleaved in rounds; p50: the
+:class:`edgefleet_runtime.drift.DriftCounter` (interleaved in rounds; p50: the
 append and copy every request pays), and the binning of 256 pending
 requests that one request in 256 pays, divided by 256 (the fastest of 50
 repeats: on a shared machine a mean mostly measures the neighbours).
@@ -24,7 +24,7 @@ import onnxruntime as ort
 
 from benchmarks.models import random_forest_onnx
 from benchmarks.report import write_result
-from edge_agent.drift import DriftCounter
+from edgefleet_runtime.drift import DriftCounter
 from fleet_protocol import drift
 from fleet_protocol.canonical import canonical_json
 from fleet_server.drift.baseline import reference_from_arrays

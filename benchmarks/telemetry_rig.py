@@ -34,8 +34,8 @@ import paho.mqtt.client as mqtt
 
 from edge_agent.mqtt_link import MqttLink
 from edge_agent.outbox import Outbox
-from edge_agent.runtime import Runtime
 from edge_agent.telemetry import Telemetry
+from edgefleet_runtime.runtime import Runtime
 from fleet_protocol import messages, topics
 from firmware_profiles import load_profile
 from fleet_server.config import ServerConfig

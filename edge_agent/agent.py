@@ -32,6 +32,7 @@ import threading
 
 import numpy as np
 
+from edgefleet_runtime.runtime import ModelNotFound, Runtime, ScoreResult
 from fleet_protocol import messages, oip, topics
 from fleet_protocol.errors import EdgefleetError, MessageError
 from fleet_protocol.manifest import AGENT_MODULE
@@ -56,7 +57,6 @@ from .offload import CloudScoreResult, Offload
 from .outbox import Outbox
 from .reconciler import GENERATION_KEY, ModuleStatus, Reconciler
 from .root_keeper import RootKeeper
-from .runtime import ModelNotFound, Runtime, ScoreResult
 from .scoring_api import ScoringServer
 from .sd_notify import Notifier
 from .self_update import AgentUpdater
@@ -82,7 +82,7 @@ class Agent:
         self._publish_lock = threading.Lock()
         self.scoring: ScoringServer | None = None
         self._scoring_url: str | None = None
-        self.grpc = None  # edge_agent.grpc_api.GrpcServer when grpc_port is set; .address is host:port
+        self.grpc = None  # edgefleet_runtime.grpc_api.GrpcServer when grpc_port is set; .address is host:port
         self.refusals = RefusalCount()  # messages refused by a trust check, in the telemetry
         self._metrics = local_servers.MetricsOnFirstScrape(self)  # GET /metrics
         self.logs = LogRing()  # the recent log lines a collect_logs job returns
@@ -298,7 +298,7 @@ class Agent:
 
     def infer_with_fallback(self, model: str, inputs: dict[str, np.ndarray], version: int | None = None, *,
                             prefer: str | None = None) -> ScoreResult:
-        """:meth:`infer` with the scoring API's cloud fallback (see :mod:`edge_agent.fallback`).
+        """:meth:`infer` with the scoring API's cloud fallback (see :mod:`edgefleet_runtime.fallback`).
 
         Opt-in, so that :meth:`infer` stays as fast as a bare onnxruntime call. ``result.scored_on``
         says where it was scored. Raises ModelNotFound, ``CloudRefused`` (the cloud refused the

@@ -15,7 +15,7 @@ trust store (``SSL_CERT_FILE`` overrides it). Retries follow the one
 idempotent (scoring changes nothing), so a lost connection and a 502/503/504
 (after its Retry-After) are tried again, a 500 is not. The socket timeout is
 ``timeout_s``; a response over ``max_response_bytes`` is refused. A
-:class:`~edge_agent.fallback.CircuitBreaker` guards it: while open, calls fail
+:class:`~edgefleet_runtime.fallback.CircuitBreaker` guards it: while open, calls fail
 at once without touching the network; a whole call that failed counts once.
 
 Errors, converted here at the boundary:
@@ -35,13 +35,13 @@ import time
 from typing import Callable
 from urllib.parse import quote, urlsplit
 
+from edgefleet_runtime import grpc_extra
+from edgefleet_runtime.fallback import CircuitBreaker
 from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, MessageError, TransportError
 from fleet_protocol.retry import LOST, RetryPolicy, retry_after_s
 
-from . import grpc_extra
 from .clock import utc_now
-from .fallback import CircuitBreaker
 from .http_pool import ConnectionFailed, HttpPool
 
 
@@ -69,7 +69,7 @@ class CloudClient:
         self._grpc = None
         self._pool = None
         if parts.scheme.startswith("grpc"):
-            self._grpc = grpc_extra.load("cloud_url " + url, "cloud_grpc").GrpcTransport(
+            self._grpc = grpc_extra.load("cloud_url " + url, "edge_agent.cloud_grpc").GrpcTransport(
                 parts.netloc, tls=parts.scheme == "grpcs", token=token, timeout_s=timeout_s,
                 max_response_bytes=max_response_bytes)
         else:

@@ -6,7 +6,7 @@ the one retry policy and circuit breaker. :meth:`GrpcTransport.send` answers
 ``(HTTP-like status, payload)`` like the HTTP transport: 200 and the response
 bytes, or the status REST would have given with ``{"error": ...}``; a
 connection that fails (UNAVAILABLE, DEADLINE_EXCEEDED) is a TransportError.
-Loaded through :func:`edge_agent.grpc_extra.load` (needs grpcio).
+Loaded through :func:`edgefleet_runtime.grpc_extra.load` (needs grpcio).
 """
 
 from __future__ import annotations

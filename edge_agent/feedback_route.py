@@ -7,12 +7,12 @@ when the agent turns feedback on (``feedback_max_requests`` and
 
 - :meth:`~FeedbackRoute.scored`: a request answered here (joint rows
   included) is remembered under its own ``id``, or one assigned here
-  (:func:`edge_agent.feedback.new_request_id`) that the response carries;
+  (:func:`edgefleet_runtime.feedback.new_request_id`) that the response carries;
   :meth:`~FeedbackRoute.cloud_answered` does the same for a request the cloud
   answered for the agent. Both run on the scoring path, so they keep the
   class of every row as an array and nothing more (about 2 µs a request).
 - :meth:`~FeedbackRoute.post` serves ``POST /v2/models/{name}/feedback``:
-  joins the labels (:func:`edge_agent.feedback.receive`) and writes one
+  joins the labels (:func:`edgefleet_runtime.feedback.receive`) and writes one
   ``feedback`` record to the outbox per id; a second label for the same id
   answers ``"duplicate": true`` and writes nothing. Its answer is an HTTP
   status and a JSON body: 400 bad labels, 404 an id not held (never scored,
@@ -25,13 +25,13 @@ It reads no HTTP itself: the REST endpoint parses the body and sends the answer.
 
 from __future__ import annotations
 
+from edgefleet_runtime.answers import AnswerCounts
+from edgefleet_runtime.feedback import RecentRequests, UnknownRequest, new_request_id, receive
+from edgefleet_runtime.runtime import LoadedModule, ScoreResult
 from fleet_protocol import feedback, oip
 from fleet_protocol.errors import MessageError
 
-from .answers import AnswerCounts
-from .feedback import RecentRequests, UnknownRequest, new_request_id, receive
 from .outbox import Outbox
-from .runtime import LoadedModule, ScoreResult
 
 Reply = tuple[int, dict] | tuple[int, dict, dict[str, str]]
 

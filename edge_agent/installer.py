@@ -31,9 +31,9 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
+from edgefleet_runtime.installed import ActiveRecord, version_dir_name
 from fleet_protocol.errors import BadDataError, DigestMismatchError, UnsafePathError
 from fleet_protocol.manifest import BundleManifest, check_relative_path
 from fleet_protocol.trust import check_file
@@ -41,33 +41,6 @@ from fleet_protocol.trust import check_file
 log = logging.getLogger("edgefleet.agent.installer")
 
 ACTIVE = "active.json"
-
-
-@dataclass(frozen=True)
-class ActiveRecord:
-    """What ``active.json`` says runs for one module."""
-
-    name: str
-    version: int
-    digest: str
-    dir: Path
-    manifest: dict  # the signed envelope
-    previous: "ActiveRecord | None" = None
-
-    def to_dict(self, *, with_previous: bool = True) -> dict:
-        doc = {"name": self.name, "version": self.version, "digest": self.digest, "dir": self.dir.name,
-               "manifest": self.manifest}
-        if with_previous:
-            doc["previous"] = self.previous.to_dict(with_previous=False) if self.previous else None
-        return doc
-
-    @property
-    def signed(self) -> dict:
-        return self.manifest["signed"]
-
-
-def version_dir_name(version: int, digest: str) -> str:
-    return f"{version}-{digest[:12]}"
 
 
 def fsync_dir(path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Callable
 
 import psutil
 
+from edgefleet_runtime.runtime import Runtime
 from fleet_protocol.jobs import JobDocument
 from fleet_protocol.timestamps import from_iso
 
@@ -25,7 +26,6 @@ from . import __version__
 from .log_ring import LogRing
 from .outbox import Outbox
 from .reconciler import Reconciler
-from .runtime import Runtime
 from .telemetry import Telemetry
 
 _VERSIONS_OF = ("onnxruntime", "numpy", "paho-mqtt", "ai-edge-litert", "cryptography")

@@ -1,6 +1,6 @@
 """Joint inference, the pure part: which rows of a local answer are hard, and the answer with the cloud's rows in.
 
-A module with ``fallback.confidence_below`` (see :mod:`edge_agent.fallback`)
+A module with ``fallback.confidence_below`` (see :mod:`edgefleet_runtime.fallback`)
 has each row of its local answer checked after scoring: a row whose largest
 value of the declared probability output is below the threshold (or is not
 a number) is *hard*. Only the hard rows go to the cloud (:func:`take_rows`
@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgefleet_runtime.fallback import LOW_CONFIDENCE
 from fleet_protocol.errors import MessageError
 
-from .fallback import LOW_CONFIDENCE
 
 
 def hard_rows(outputs: dict[str, np.ndarray], probability_output: str, below: float) -> tuple[np.ndarray, int]:

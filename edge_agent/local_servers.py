@@ -17,16 +17,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from edgefleet_runtime import grpc_extra
+from edgefleet_runtime.fallback import CircuitBreaker
 from fleet_protocol.retry import RetryPolicy
 
-from . import __version__, grpc_extra
+from . import __version__
 from .cloud_client import CloudClient
 from .config import AgentConfig
-from .fallback import CircuitBreaker
 from .feedback_route import FeedbackRoute
 from .offload import Offload
 from .outbox import Outbox
 from .scoring_api import ScoringServer
+from .scoring_service import AgentBackend
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -81,12 +83,12 @@ class MetricsOnFirstScrape:
 
 
 def grpc_server(config: AgentConfig, scoring: ScoringServer):
-    """The gRPC server (``edge_agent.grpc_api.GrpcServer``) on the REST API's scoring service, bound, not
+    """The gRPC server (``edgefleet_runtime.grpc_api.GrpcServer``) on the REST API's scoring service, bound, not
     started; None without ``grpc_port``. Raises ValueError without edgefleet[grpc], OSError for a port in use."""
     if config.grpc_port is None:
         return None
     grpc_api = grpc_extra.load("grpc_port")
-    return grpc_api.GrpcServer(grpc_api.AgentBackend(scoring.service), host=config.scoring_host,
+    return grpc_api.GrpcServer(AgentBackend(scoring.service), host=config.scoring_host,
                                port=config.grpc_port, max_request_bytes=config.max_request_bytes)
 
 

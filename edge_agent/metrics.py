@@ -3,7 +3,7 @@
 Everything is read at scrape time from counters the agent already keeps for
 its telemetry; nothing here runs per scoring request (B1/B2 stay where they
 were). Per served module version, requests, errors and latencies come from
-the version's :class:`~edge_agent.request_stats.Stats` (the telemetry's latency
+the version's :class:`~edgefleet_runtime.request_stats.Stats` (the telemetry's latency
 sketch, totalled since the version was loaded); fallbacks, outbox drops and
 refused messages from the running totals that
 :class:`~edge_agent.offload.Offload`, :class:`~edge_agent.outbox.Outbox`
@@ -25,7 +25,7 @@ Series of a replaced version last until the next heartbeat has reported
 its final counts. Not here: serving the text format (the scoring API does
 that) and anything about other devices.
 
-A new metric is one :class:`~edge_agent.metric_families.Family` line in :data:`FAMILIES`.
+A new metric is one :class:`~edgefleet_runtime.metric_families.Family` line in :data:`FAMILIES`.
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from edgefleet_runtime.metric_families import CONTENT_TYPE, Family, Series, collect_table, new_registry, render
 from fleet_protocol import sketch
 
 from . import __version__
-from .metric_families import CONTENT_TYPE, Family, Series, collect_table, new_registry, render
 
 if TYPE_CHECKING:
     from .agent import Agent
-    from .runtime import LoadedModule
+    from edgefleet_runtime.runtime import LoadedModule
 
 __all__ = ["AgentMetrics", "FAMILIES"]
 LATENCY_BUCKETS_S = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,

@@ -3,11 +3,11 @@ that takes a crashing version out of service and brings it back.
 
 :func:`on_crash_loop` runs on the request thread that saw a module's ``crash_limit``-th crash in a row: the
 version is unloaded and reported ``failed``/``crash_loop``, then loaded again after a doubling back-off
-(:func:`edge_agent.health.restart_delay_s`); after ``max_restarts`` loops it stays down (``module_broken``)
+(:func:`edgefleet_runtime.health.restart_delay_s`); after ``max_restarts`` loops it stays down (``module_broken``)
 until a new desired state. :func:`restart_module` is the ``restart_module`` job: load the installed version
 again and swap it in, or leave the served one untouched when that fails.
 
-It does not count crashes (:mod:`edge_agent.runtime` does) or decide back-off delays (:mod:`edge_agent.health`).
+It does not count crashes (:mod:`edgefleet_runtime.runtime` does) or decide back-off delays (:mod:`edgefleet_runtime.health`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from .health import restart_delay_s
-from .runtime import LoadedModule, ModelNotFound
+from edgefleet_runtime.health import restart_delay_s
+from edgefleet_runtime.runtime import LoadedModule, ModelNotFound
 
 if TYPE_CHECKING:
     from .reconciler import Reconciler

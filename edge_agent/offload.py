@@ -4,7 +4,7 @@
 only; the in-process :meth:`Agent.infer` never goes through it, so local
 scoring costs nothing extra there. Per request it
 
-- asks the module's :class:`~edge_agent.fallback.FallbackPolicy` where to
+- asks the module's :class:`~edgefleet_runtime.fallback.FallbackPolicy` where to
   score (rows, body bytes, requests in flight, recent latency with a probe
   request now and then, a present accelerator that failed, the caller's
   ``parameters.prefer``);
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from collections import Counter
@@ -45,57 +44,21 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from edgefleet_runtime.answers import declared_output
+from edgefleet_runtime.capture import CaptureSampler
+from edgefleet_runtime.fallback import (BATCH_TOO_LARGE, LOCAL, LOW_CONFIDENCE, REQUEST_TOO_LARGE, Decision,
+                                        FallbackPolicy, LatencyAverage)
+from edgefleet_runtime.runtime import LoadedModule, ScoreResult
 from fleet_protocol import captures, oip
 from fleet_protocol.errors import MessageError, TransportError
-from fleet_protocol.fields import is_ascii_decimal, refuse_unknown_keys
+from fleet_protocol.fields import is_ascii_decimal
 
 from . import joint
-from .answers import declared_output
 from .cloud_client import CloudClient, CloudRefused
-from .fallback import (BATCH_TOO_LARGE, LOCAL, LOW_CONFIDENCE, REQUEST_TOO_LARGE, Decision, FallbackPolicy,
-                       LatencyAverage)
 from .mqtt_link import RateLimitedLog
 from .outbox import Outbox
-from .runtime import LoadedModule, ScoreResult
 
 log = logging.getLogger("edgefleet.agent.offload")
-
-MAX_CAPTURE_BYTES = 1024 * 1024  # one capture always fits in one telemetry batch
-
-
-class CaptureSampler:
-    """Takes ``fraction_percent`` of requests, at most ``max_per_minute``, each at most ``max_bytes``.
-
-    No lock: under concurrent requests the per-minute count may be off by one or two, which sampling allows.
-    """
-
-    def __init__(self, config: dict, *, rng: Callable[[], float] = random.random,
-                 clock: Callable[[], float] = time.monotonic):
-        refuse_unknown_keys(config, ("fraction_percent", "max_per_minute", "max_bytes"), where="config.capture")
-        self.percent = _int(config, "fraction_percent", 0, 100, 0)
-        self.max_per_minute = _int(config, "max_per_minute", 0, 1_000_000, 60)
-        self.max_bytes = _int(config, "max_bytes", 1, MAX_CAPTURE_BYTES, 65_536)
-        self._rng, self._clock = rng, clock
-        self._window_start, self._taken = clock(), 0
-
-    def sample(self) -> bool:
-        """Whether this request is captured (its size is checked by :meth:`fits`)."""
-        if not self.percent or self._rng() * 100 >= self.percent:
-            return False
-        return self.admit()
-
-    def admit(self) -> bool:
-        """Whether one more capture fits in this minute (a hard example skips the sampling, not this)."""
-        now = self._clock()
-        if now - self._window_start >= 60:
-            self._window_start, self._taken = now, 0
-        if self._taken >= self.max_per_minute:
-            return False
-        self._taken += 1
-        return True
-
-    def fits(self, size: int) -> bool:
-        return size <= self.max_bytes
 
 
 class CloudScoreResult(ScoreResult):
@@ -341,10 +304,3 @@ class Offload:
         with self._lock:
             self._policies[key] = (policy, sampler)
         return policy, sampler
-
-
-def _int(config: dict, key: str, low: int, high: int, default: int) -> int:
-    value = config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise MessageError(f"capture.{key} must be an integer from {low} to {high}, got {value!r}")
-    return value

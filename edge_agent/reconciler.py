@@ -18,9 +18,9 @@ chunks already fetched are kept). One worker thread then, per document:
    one: verifies the manifest (rollback refused), copies the chunks an
    installed version already holds, fetches the rest (:mod:`edge_agent.fetcher`), installs atomically
    (:mod:`edge_agent.installer`), loads the new version completely and only
-   then swaps it into the serving table (:mod:`edge_agent.runtime`); a
+   then swaps it into the serving table (:mod:`edgefleet_runtime.runtime`); a
    version that fails to load or to pass its health check within its
-   window (:mod:`edge_agent.health`) is rolled back to the previous one
+   window (:mod:`edgefleet_runtime.health`) is rolled back to the previous one
    by the device itself, and reported with an error code and category;
    a desired version equal to the installed ``previous`` (an operator's
    rollback) switches back to it without a download; then its A/B variants
@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
+from edgefleet_runtime.runtime import LoadedModule, Runtime
 from fleet_protocol.canonical import canonical_json, sha256_hex
 from fleet_protocol.errors import BadDataError, EdgefleetError, TransportError
 from fleet_protocol.manifest import AGENT_MODULE
@@ -65,7 +66,6 @@ from .fit import check_fits
 from .installer import ActiveRecord, Installer
 from .mqtt_link import RateLimitedLog, RefusalCount
 from .outbox import Outbox
-from .runtime import LoadedModule, Runtime
 from .telemetry import Telemetry
 from .agent_bundle import reconcile_agent
 from .module_restarts import on_crash_loop, restart_module

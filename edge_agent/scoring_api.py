@@ -61,6 +61,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
+from edgefleet_runtime.runtime import LoadedModule
+from edgefleet_runtime.scored import Scored, ScoringError, asks_binary, request_json
 from fleet_protocol import oip, oip_binary
 from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import MessageError
@@ -68,8 +70,7 @@ from fleet_protocol.fields import is_ascii_decimal
 
 from .feedback_route import FeedbackRoute
 from .offload import Offload
-from .runtime import LoadedModule
-from .scoring_service import Scored, ScoringError, ScoringService, asks_binary, request_json
+from .scoring_service import ScoringService
 
 log = logging.getLogger("edgefleet.agent.scoring")
 

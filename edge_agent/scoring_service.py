@@ -4,48 +4,28 @@
 metadata, readiness, and inference, local or through the
 :class:`~edge_agent.offload.Offload` (cloud fallback, capture). It takes a
 decoded :class:`~fleet_protocol.oip.InferenceRequest` and returns a
-:class:`Scored` with the output arrays; encoding them (JSON, binary, gRPC) is
-the caller's. It does no I/O of its own. Failures are :class:`ScoringError`
-with the HTTP status that :mod:`edge_agent.scoring_api` documents (gRPC maps
-it to a status code, see :mod:`edge_agent.grpc_api`).
+:class:`~edgefleet_runtime.scored.Scored` with the output arrays; encoding them (JSON, binary, gRPC)
+is the caller's. It does no I/O of its own. Failures are
+:class:`~edgefleet_runtime.scored.ScoringError` with the HTTP status that
+:mod:`edge_agent.scoring_api` documents (gRPC maps it to a status code, see
+:mod:`edgefleet_runtime.grpc_api`, whose backend :class:`AgentBackend` is).
 """
 
 from __future__ import annotations
 
-import json
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
+from edgefleet_runtime.inputs import ModuleError, mismatch
+from edgefleet_runtime.runtime import LoadedModule
+from edgefleet_runtime.scored import Scored, ScoringError, request_json
 from fleet_protocol import oip
 from fleet_protocol.errors import BadDataError, MessageError, TransportError
 from fleet_protocol.fields import is_ascii_decimal
 
 from .cloud_client import CloudRefused
 from .feedback_route import FeedbackRoute
-from .inputs import ModuleError, mismatch
 from .offload import Offload
-from .runtime import LoadedModule
-
-
-class ScoringError(Exception):
-    """A request that fails with HTTP ``status`` (and ``headers``, e.g. Retry-After)."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.headers = headers or {}
-
-
-@dataclass
-class Scored:
-    model_name: str
-    model_version: str | None
-    outputs: dict[str, np.ndarray]
-    id: str | None
-    parameters: dict
 
 
 class ScoringService:
@@ -156,17 +136,27 @@ class ScoringService:
         return Scored(module.name, str(result.model_version), outputs, request_id, parameters)
 
 
-def asks_binary(request: oip.InferenceRequest) -> bool:
-    """Whether any output is to go back as raw bytes (then the cloud gets :func:`request_json` instead)."""
-    return request.parameters.get("binary_data_output") is True or any(
-        p.get("binary_data") is True for p in request.output_parameters.values())
+class AgentBackend:
+    """The agent's answers (no token: the endpoint is local, as the REST one)."""
 
+    def __init__(self, service: ScoringService):
+        self.service = service
 
-def request_json(request: oip.InferenceRequest) -> bytes:
-    """``request`` as a plain JSON body with JSON outputs: what the agent sends the cloud when the client's
-    body was binary or gRPC (the agent encodes the answer as the client asked)."""
-    parameters = {k: v for k, v in request.parameters.items() if k != "binary_data_output"}
-    body = oip.encode_request(request.inputs, id=request.id, parameters=parameters)
-    if request.outputs is not None:
-        body["outputs"] = [{"name": n} for n in request.outputs]
-    return json.dumps(body, separators=(",", ":")).encode()
+    def authorize(self, metadata: dict[str, str]) -> None:
+        pass
+
+    def ready(self) -> bool:
+        return self.service.ready()
+
+    def server_metadata(self) -> dict:
+        return self.service.server_metadata()
+
+    def model_metadata(self, name: str, version: str) -> dict:
+        return self.service.model_metadata(self.service.module(name, self.service.version(version)))
+
+    def model_ready(self, name: str, version: str) -> None:
+        self.service.module(name, self.service.version(version))
+
+    def infer(self, name: str, version: str, request: oip.InferenceRequest, request_bytes: int) -> Scored:
+        return self.service.infer(name, self.service.version(version), request, request_bytes=request_bytes,
+                                  body=lambda: request_json(request))

@@ -4,7 +4,7 @@ For a container image or a bench: the bundle is verified against the given
 public key (:func:`fleet_protocol.bundle_file.read_bundle`: signature,
 digests, sizes), its chunks are staged exactly as the fetcher would stage
 them, and the agent's real :class:`~edge_agent.installer.Installer` installs
-it atomically into ``state_dir``. The agent's :class:`~edge_agent.runtime.Runtime`
+it atomically into ``state_dir``. The agent's :class:`~edgefleet_runtime.runtime.Runtime`
 then loads it (providers from the firmware profile, entry script, health
 check on the bundle's sample) and the local Open Inference Protocol server
 serves it. No MQTT, no telemetry, no updates: a new version is a new image.
@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edgefleet_runtime.runtime import Runtime
 from fleet_protocol.bundle_file import read_bundle
 from firmware_profiles import load_profile
 from fleet_protocol.signing import PublicKey
 
 from .installer import ActiveRecord, Installer
-from .runtime import Runtime
 from .scoring_api import ScoringServer
 
 

@@ -10,9 +10,9 @@ One background thread does both halves:
   the answered requests' latencies as a :mod:`fleet_protocol.sketch`
   (1 % relative error, mergeable across devices), ``latency_us``: its
   p50/p95/p99, and under an A/B split ``outputs``: answers by class, with
-  ``answer_output`` naming the output counted, see :mod:`edge_agent.answers`),
+  ``answer_output`` naming the output counted, see :mod:`edgefleet_runtime.answers`),
   and one ``drift`` record per version that ships a drift reference and
-  scored rows (:mod:`edge_agent.drift`);
+  scored rows (:mod:`edgefleet_runtime.drift`);
 - every ``telemetry_flush_interval_s``, and at once after a reconnect, it
   publishes up to 500 outbox records per :class:`TelemetryBatch` (QoS 1) in
   seq order, at most 8 batches in flight. A record leaves the outbox only
@@ -44,12 +44,12 @@ from typing import Callable
 
 import psutil
 
+from edgefleet_runtime.drift import window_record
+from edgefleet_runtime.runtime import LoadedModule, Runtime
 from fleet_protocol import drift, messages, sketch, topics
 
-from .drift import window_record
 from .mqtt_link import MqttLink, RateLimitedLog
 from .outbox import Outbox, StoredRecord
-from .runtime import LoadedModule, Runtime
 
 log = logging.getLogger("edgefleet.agent.telemetry")
 

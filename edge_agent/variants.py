@@ -10,7 +10,7 @@ variant waiting for disk space is reported at once and cleared when space is fre
 while the main version is not the desired one, the split ends and stored variants are dropped.
 
 It does not pick weights or decide promotion (the server does) and does not route requests
-(:meth:`edge_agent.runtime.Runtime.set_split` does).
+(:meth:`edgefleet_runtime.runtime.Runtime.set_split` does).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-_ROOT = Path(__file__).resolve().parents[1]  # the folder holding edgefleet_cli, edge_agent, fleet_protocol
+_ROOT = Path(__file__).resolve().parents[1]  # the folder holding edgefleet_cli, edge_agent, edgefleet_runtime, ...
 
 
 def exec_agent(config: Path) -> NoReturn:

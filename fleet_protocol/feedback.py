@@ -8,9 +8,9 @@ server for a request the server scored) with::
 
 one label per row of the request, in row order; a label is a string of at
 most :data:`MAX_LABEL_CHARS` characters or an integer (counted as its
-decimal text, as the A/B answers count classes: :mod:`edge_agent.answers`),
+decimal text, as the A/B answers count classes: :mod:`edgefleet_runtime.answers`),
 in the form the model answers: a class index for a model that answers
-indices, or a class name its module declares (:mod:`edge_agent.feedback`).
+indices, or a class name its module declares (:mod:`edgefleet_runtime.feedback`).
 :func:`parse_request` checks it. A request of more than :data:`MAX_ROWS`
 rows is not kept for feedback.
 
@@ -23,7 +23,7 @@ The join of a label to the prediction travels as a telemetry record of kind
      "pairs": [[predicted, label], ...]}
 
 It does no I/O and keeps no state: who remembers scored requests is
-:mod:`edge_agent.feedback`; who stores and counts records, :mod:`fleet_server.feedback`.
+:mod:`edgefleet_runtime.feedback`; who stores and counts records, :mod:`fleet_server.feedback`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .fields import field, name_field, refuse_unknown_keys
 
 KIND = "feedback"
 MAX_ROWS = 1_024  # rows of one request kept for feedback (and labels one feedback request may carry)
-MAX_LABEL_CHARS = 64  # as edge_agent.answers.MAX_LABEL_CHARS: a longer class is cut there, so here it is refused
+MAX_LABEL_CHARS = 64  # as edgefleet_runtime.answers.MAX_LABEL_CHARS: a longer class is cut there, so here it is refused
 MAX_ID_CHARS = 128
 SCORED_ON = ("local", "cloud", "joint")  # joint: some rows answered by the cloud model (edge_agent.joint)
 

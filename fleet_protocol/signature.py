@@ -13,10 +13,10 @@ plain model's own tensors; :func:`check_against_model` refuses, at build, a
 signature that disagrees with the model (:class:`SignatureMismatch`). The
 signature is signed in the bundle manifest; the agent and the cloud read it
 for ``/v2/models/<m>`` metadata and for checking a request's inputs
-(:func:`edge_agent.inputs.mismatch` words the refusal). A bundle without one
+(:func:`edgefleet_runtime.inputs.mismatch` words the refusal). A bundle without one
 (built before signatures) is described by its model, as before.
 
-Pure, no I/O; not here: the checks of a request (``edge_agent.inputs``).
+Pure, no I/O; not here: the checks of a request (``edgefleet_runtime.inputs``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ MAX_TENSORS = 64
 MAX_DIMS = 32
 MAX_NAME_CHARS = 256
 
-TensorSpec = tuple[str, str, list[int]]  # (name, datatype, shape), as edge_agent.inputs reads them
+TensorSpec = tuple[str, str, list[int]]  # (name, datatype, shape), as edgefleet_runtime.inputs reads them
 
 
 class SignatureMismatch(BadDataError):

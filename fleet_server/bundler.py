@@ -28,8 +28,8 @@ import json
 import tarfile
 import threading
 
-from edge_agent.fallback import FallbackPolicy
-from edge_agent.module_config import check_answer_output, check_module_config
+from edgefleet_runtime.fallback import FallbackPolicy
+from edgefleet_runtime.module_config import check_answer_output, check_module_config
 from fleet_protocol import bundle_file, drift, oip
 from fleet_protocol.chunking import content_defined_chunks
 from fleet_protocol.errors import BadDataError

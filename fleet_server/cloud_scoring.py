@@ -4,7 +4,7 @@
 ``cloud_max_loaded_models``): a request for a version not loaded opens its
 file from the blob store on the best accelerator of the server's firmware
 profile (``cloud_profile``; the same chooser the agent uses, see
-:mod:`edge_agent.accelerators`), and the least recently used version is
+:mod:`edgefleet_runtime.accelerators`), and the least recently used version is
 dropped when the cache is full. Requests already holding a dropped model
 finish on it. Thread safe: the cache has one lock, and each version loads
 at most once at a time (its own lock), so a burst of requests for a cold
@@ -15,7 +15,7 @@ or TFLite file). :meth:`CloudScoring.module` scores one version of a
 module's bundle exactly as an agent runs it: the bundle is rebuilt from the
 chunk store (digests and sizes checked against the stored manifest),
 written to ``data_dir/cloud-modules/``, and loaded by the agent's own
-:class:`edge_agent.runtime.Runtime` (accelerator chain, entry script
+:class:`edgefleet_runtime.runtime.Runtime` (accelerator chain, entry script
 ``init``, sample health check), so a device's cloud fallback answers with
 the same outputs and the module's name. That runs the module's entry script
 in the server process: whoever may build a module may run code here.
@@ -42,10 +42,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge_agent.answers import AnswerCounts
-from edge_agent.feedback import RecentRequests, new_request_id
-from edge_agent.inputs import ModuleError, mismatch
-from edge_agent.scoring_service import Scored
+from edgefleet_runtime.answers import AnswerCounts
+from edgefleet_runtime.feedback import RecentRequests, new_request_id
+from edgefleet_runtime.inputs import ModuleError, mismatch
+from edgefleet_runtime.scored import Scored
 from fleet_protocol import bundle_file
 from fleet_protocol.oip import InferenceRequest
 from fleet_protocol.errors import EdgefleetError, MessageError
@@ -71,7 +71,7 @@ class CloudModel:
     accelerator: str
     inputs: list[dict]
     outputs: list[dict]
-    runner: Any  # edge_agent.model_runners.OnnxModel or TfliteModel, or a module's LoadedModule
+    runner: Any  # edgefleet_runtime.model_runners.OnnxModel or TfliteModel, or a module's LoadedModule
     notes: list[str] = field(default_factory=list)
     check: bool = True  # False for a module with an entry script: the script decides what it takes
     module_dir: Any = None  # a module's unpacked bundle, removed when the module leaves the cache
@@ -189,8 +189,8 @@ class CloudScoring:
             return list(self._cache)
 
     def _load(self, record: dict) -> CloudModel:
-        from edge_agent import accelerators
-        from edge_agent.model_runners import OnnxModel, TfliteModel
+        from edgefleet_runtime import accelerators
+        from edgefleet_runtime.model_runners import OnnxModel, TfliteModel
 
         try:
             path = self._fleet.blobs.file(record["sha256"])  # a shared backend copies it here, digest checked
@@ -207,8 +207,8 @@ class CloudScoring:
                           record["outputs"], runner, list(notes))
 
     def _load_module(self, bundle: dict) -> CloudModel:
-        from edge_agent.installer import ActiveRecord, version_dir_name
-        from edge_agent.runtime import Runtime
+        from edgefleet_runtime.installed import ActiveRecord, version_dir_name
+        from edgefleet_runtime.runtime import Runtime
 
         from .bundler import bundle_file_bytes
 

@@ -3,11 +3,11 @@
 Feedback reaches the server two ways, both ending in :mod:`fleet_server.store.feedback`:
 
 - devices send ``feedback`` telemetry records (joined on the device, see
-  :mod:`edge_agent.feedback`); :func:`ingest` checks each one
+  :mod:`edgefleet_runtime.feedback`); :func:`ingest` checks each one
   (:func:`fleet_protocol.feedback.parse_record`) and stores it under the device;
 - a client of the server's own cloud scoring sends
   ``POST /v2/models/{name}/feedback``; :func:`receive` joins it to the
-  request the server scored (the same :class:`~edge_agent.feedback.RecentRequests`
+  request the server scored (the same :class:`~edgefleet_runtime.feedback.RecentRequests`
   the agent uses, kept by :class:`~fleet_server.cloud_scoring.CloudScoring`)
   and stores it under :data:`~fleet_server.store.feedback.SERVER`.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from edge_agent.feedback import UnknownRequest, receive as join_and_write
+from edgefleet_runtime.feedback import UnknownRequest, receive as join_and_write
 from fleet_protocol import feedback as feedback_format
 from fleet_protocol.errors import MessageError
 from fleet_protocol.timestamps import to_iso

@@ -2,7 +2,7 @@
 
 The same models as the REST ``/v2`` routes (:mod:`fleet_server.api.routes.inference`),
 answered by the same :meth:`~fleet_server.cloud_scoring.CloudModel.answer`; the
-service itself is the agent's (:mod:`edge_agent.grpc_api`). Every RPC but
+service itself is the agent's (:mod:`edgefleet_runtime.grpc_api`). Every RPC but
 ServerLive and ServerReady needs the metadata ``authorization: Bearer <token>``
 of any role (UNAUTHENTICATED / PERMISSION_DENIED otherwise). A device's
 fallback asks for a module's bundle (entry script included, as REST's
@@ -19,9 +19,9 @@ from typing import Callable, TypeVar
 from fastapi import HTTPException
 from fastapi.security import HTTPAuthorizationCredentials
 
-from edge_agent import grpc_extra
-from edge_agent.inputs import ModuleError
-from edge_agent.scoring_service import Scored, ScoringError
+from edgefleet_runtime import grpc_extra
+from edgefleet_runtime.inputs import ModuleError
+from edgefleet_runtime.scored import Scored, ScoringError
 from fleet_protocol.errors import BadDataError, EdgefleetError
 from fleet_protocol.fields import is_ascii_decimal
 from fleet_protocol.oip import InferenceRequest
@@ -36,7 +36,7 @@ T = TypeVar("T")
 
 
 class CloudBackend:
-    """What :class:`edge_agent.grpc_api.GrpcServer` asks, answered from the fleet's cloud scoring."""
+    """What :class:`edgefleet_runtime.grpc_api.GrpcServer` asks, answered from the fleet's cloud scoring."""
 
     def __init__(self, fleet, *, version: str):
         self.fleet = fleet
@@ -76,7 +76,7 @@ class CloudBackend:
 
 
 def start(fleet, *, host: str, port: int, version: str):
-    """The started :class:`~edge_agent.grpc_api.GrpcServer`; GrpcUnavailable without the extra, OSError."""
+    """The started :class:`~edgefleet_runtime.grpc_api.GrpcServer`; GrpcUnavailable without the extra, OSError."""
     grpc_api = grpc_extra.load("grpc_port")
     server = grpc_api.GrpcServer(CloudBackend(fleet, version=version), host=host, port=port,
                                  max_request_bytes=fleet.config.cloud_max_request_bytes)

@@ -20,7 +20,7 @@ token like every other read (Prometheus sends it with ``authorization:
 replicas each reports the same fleet gauges from the shared database:
 aggregate them with ``max``, not ``sum``.
 
-A new fleet metric is one :class:`~edge_agent.metric_families.Family` line
+A new fleet metric is one :class:`~edgefleet_runtime.metric_families.Family` line
 in :data:`FAMILIES` (the agent's metrics use the same table). Not here: the HTTP route (:mod:`.api.routes.metrics`) and
 the middleware that times requests (:mod:`.api.http_metrics`).
 """
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from prometheus_client import Histogram
 from prometheus_client.metrics_core import Metric
 
-from edge_agent.metric_families import CONTENT_TYPE, Family, Series, collect_table, new_registry, render
+from edgefleet_runtime.metric_families import CONTENT_TYPE, Family, Series, collect_table, new_registry, render
 from fleet_protocol.errors import MessageError
 from fleet_protocol.timestamps import from_iso
 

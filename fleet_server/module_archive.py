@@ -6,7 +6,7 @@ absolute paths, ``..`` and other unsafe names are refused with
 files it lists are read; anything else in the archive is ignored. A key of
 ``module.json`` or of its ``config`` that nothing reads (a typo such as
 ``entyr``) is refused, naming the nearest valid key
-(:func:`edge_agent.module_config.check_module_config`). An optional
+(:func:`edgefleet_runtime.module_config.check_module_config`). An optional
 ``signature`` (:mod:`fleet_protocol.signature`) is parsed here and checked
 against the model by the bundle builder. An archive
 with a single top-level folder (``tar czf m.tgz iris/``) is read as if that
@@ -24,7 +24,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field, fields
 
-from edge_agent.module_config import check_module_config
+from edgefleet_runtime.module_config import check_module_config
 from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, UnsafePathError
 from fleet_protocol.fields import NAME, name_list_field, refuse_unknown_keys

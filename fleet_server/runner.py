@@ -52,7 +52,7 @@ class ServerThread:
         self.admin_token: str | None = None
         self.signing_public_key_hex: str | None = None
         self.fleet: Fleet | None = None
-        self.grpc = None  # edge_agent.grpc_api.GrpcServer when config.grpc_port is set (.address: host:port)
+        self.grpc = None  # edgefleet_runtime.grpc_api.GrpcServer when config.grpc_port is set (.address: host:port)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 

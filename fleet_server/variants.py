@@ -11,7 +11,7 @@ sums them over the devices it targets, from its creation on, per version:
   within 1 % (relative) of the true quantile of every latency the devices
   measured, however many devices and reports;
 - ``outputs``: answers by class over every row of the requests the split
-  routed, counted on the device by the rule in :mod:`edge_agent.answers`
+  routed, counted on the device by the rule in :mod:`edgefleet_runtime.answers`
   (the label output when there is one, else the argmax of a score per
   class); ``answer_output`` names the output counted;
 - ``unreadable_records``: reports left out because they were malformed;

@@ -3,7 +3,7 @@
 A :class:`SimulatedDevice` is :meth:`edge_agent.agent.Agent.start` without a
 thread of its own: the same :class:`~edge_agent.outbox.Outbox`,
 :class:`~fleet_protocol.trust.TrustedState`, :class:`~edge_agent.installer.Installer`,
-:class:`~edge_agent.runtime.Runtime`, :class:`~edge_agent.mqtt_link.MqttLink`,
+:class:`~edgefleet_runtime.runtime.Runtime`, :class:`~edge_agent.mqtt_link.MqttLink`,
 :class:`~edge_agent.telemetry.Telemetry`, :class:`~edge_agent.fetcher.Fetcher` and
 :class:`~edge_agent.reconciler.Reconciler`, in its own state directory, but
 
@@ -43,8 +43,8 @@ from edge_agent.installer import Installer
 from edge_agent.mqtt_link import MqttLink, RateLimitedLog, RefusalCount
 from edge_agent.outbox import Outbox
 from edge_agent.reconciler import GENERATION_KEY, Reconciler
-from edge_agent.runtime import ModelNotFound, Runtime, ScoreResult
 from edge_agent.telemetry import Telemetry
+from edgefleet_runtime.runtime import ModelNotFound, Runtime, ScoreResult
 from fleet_protocol import messages, topics
 from fleet_protocol.errors import MessageError
 from firmware_profiles import load_profile

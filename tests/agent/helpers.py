@@ -13,6 +13,7 @@ import onnx
 import paho.mqtt.client as mqtt
 from onnx import TensorProto, helper
 
+from edgefleet_runtime.runtime import Runtime
 from fleet_protocol import messages, topics
 from fleet_protocol.bundle_file import build_manifest
 from fleet_protocol.manifest import BundleManifest
@@ -20,7 +21,6 @@ from fleet_protocol.messages import DesiredModule, DesiredState
 from fleet_protocol.signing import SigningKey, sign_envelope
 from edge_agent.clock import utc_now
 from edge_agent.installer import Installer
-from edge_agent.runtime import Runtime
 from firmware_profiles import load_profile
 from fleet_protocol.timestamps import to_iso
 from fleet_server.keys import new_signing_key

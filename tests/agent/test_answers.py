@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.answers import MAX_LABEL_CHARS, MAX_LABELS, AnswerCounts, declared_output
+from edgefleet_runtime.answers import MAX_LABEL_CHARS, MAX_LABELS, AnswerCounts, declared_output
 
 
 def counted(*results: dict) -> tuple[str | None, dict[str, int]]:

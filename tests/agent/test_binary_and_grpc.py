@@ -19,12 +19,12 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
-from edge_agent import grpc_extra
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
-from edge_agent.grpc_api import AgentBackend, GrpcServer
 from edge_agent.scoring_api import ScoringServer
-from edge_agent.scoring_service import ScoringService
+from edge_agent.scoring_service import AgentBackend, ScoringService
+from edgefleet_runtime import grpc_extra
+from edgefleet_runtime.grpc_api import GrpcServer
 from fleet_protocol import oip, oip_grpc
 from fleet_server.keys import new_signing_key
 from tests.agent.helpers import make_bundle, serving_runtime
@@ -139,7 +139,7 @@ def test_grpc_errors_carry_the_status_code_and_the_reason(served, model, version
 
 def test_a_grpc_port_without_the_grpc_extra_is_refused_naming_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "grpc", None)  # what an agent installed without edgefleet[grpc] sees
-    monkeypatch.delitem(sys.modules, "edge_agent.grpc_api")
+    monkeypatch.delitem(sys.modules, "edgefleet_runtime.grpc_api")
     with pytest.raises(grpc_extra.GrpcUnavailable, match=r"grpc_port needs gRPC .*pip install 'edgefleet\[grpc\]'"):
         grpc_extra.load("grpc_port")
     config = AgentConfig(device_id="dev-1", state_dir=tmp_path / "agent", trusted_keys=[new_signing_key()

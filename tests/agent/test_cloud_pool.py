@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from edge_agent.cloud_client import CloudClient
-from edge_agent.fallback import CircuitBreaker
+from edgefleet_runtime.fallback import CircuitBreaker
 from fleet_protocol.errors import TransportError
 from fleet_protocol.retry import RetryPolicy
 from tests.support.https_server import CountingHttpsServer

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from edge_agent.answers import AnswerCounts, declared_class_names, declared_output
-from edge_agent.feedback import RecentRequests, UnknownRequest, new_request_id, receive
 from edge_agent.feedback_route import FeedbackRoute
+from edgefleet_runtime.answers import AnswerCounts, declared_class_names, declared_output
+from edgefleet_runtime.feedback import RecentRequests, UnknownRequest, new_request_id, receive
 from fleet_protocol import feedback
 from fleet_protocol.errors import BadDataError, MessageError
 
@@ -175,7 +175,7 @@ def test_class_names_are_declared_beside_the_answer_output_and_checked():
 
 def test_assigned_request_ids_are_unique_and_never_repeat_after_a_restart():
     assert len({new_request_id() for _ in range(10_000)}) == 10_000
-    code = "from edge_agent.feedback import new_request_id; print(new_request_id())"
+    code = "from edgefleet_runtime.feedback import new_request_id; print(new_request_id())"
     first, second = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
                      for _ in range(2))
     assert first.strip() and first != second, "a restarted agent must not assign the ids of the one before"

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge_agent.inputs import InferenceError
 from edge_agent.installer import Installer
 from edge_agent.metrics import Version, latency_histogram
 from edge_agent.offload import Offload
 from edge_agent.outbox import Outbox
-from edge_agent.request_stats import Stats
-from edge_agent.runtime import Runtime
+from edgefleet_runtime.inputs import InferenceError
+from edgefleet_runtime.request_stats import Stats
+from edgefleet_runtime.runtime import Runtime
 from fleet_protocol import sketch
 from firmware_profiles import load_profile
 from fleet_server.keys import new_signing_key

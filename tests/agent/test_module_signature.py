@@ -15,8 +15,8 @@ import pytest
 
 from edge_agent.clock import utc_now
 from edge_agent.installer import Installer
-from edge_agent.runtime import HealthCheckError, Runtime
 from edge_agent.scoring_api import ScoringServer
+from edgefleet_runtime.runtime import HealthCheckError, Runtime
 from firmware_profiles import load_profile
 from fleet_protocol.bundle_file import build_manifest
 from fleet_protocol.errors import ManifestError

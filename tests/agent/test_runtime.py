@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edge_agent.installer import Installer
-from edge_agent.inputs import InferenceError
-from edge_agent.runtime import HealthCheckError, LoadError, Runtime
+from edgefleet_runtime.inputs import InferenceError
+from edgefleet_runtime.runtime import HealthCheckError, LoadError, Runtime
 from fleet_protocol import oip
 from fleet_protocol.bundle_file import build_manifest
 from firmware_profiles import load_profile

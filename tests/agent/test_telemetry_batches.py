@@ -8,8 +8,8 @@ import sqlite3
 import pytest
 
 from edge_agent.outbox import Outbox
-from edge_agent.runtime import Runtime
 from edge_agent.telemetry import MAX_INFLIGHT_BATCHES, PENDING_EXPIRY_S, Telemetry, encode_batch
+from edgefleet_runtime.runtime import Runtime
 from fleet_protocol import messages
 from fleet_protocol.errors import MessageError
 from firmware_profiles import load_profile

@@ -1,6 +1,6 @@
 """Drift data for the dashboard: a model registered with a baseline and two devices' windows over 30 minutes.
 
-The windows are counted by the agent's own :class:`edge_agent.drift.DriftCounter` from seeded rows and published
+The windows are counted by the agent's own :class:`edgefleet_runtime.drift.DriftCounter` from seeded rows and published
 over MQTT as telemetry, as agents send them: ``edge-a`` sees the baseline for 20 minutes, then ``x[1]`` shifted by
 two standard deviations; ``edge-b`` sees the baseline throughout.
 """
@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import numpy as np
 
-from edge_agent.drift import DriftCounter
+from edgefleet_runtime.drift import DriftCounter
 from fleet_protocol import drift, messages, topics
 from fleet_protocol.messages import TelemetryBatch, TelemetryRecord
 from fleet_protocol.timestamps import to_iso

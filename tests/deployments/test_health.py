@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from edge_agent.health import CrashWatch, HealthCheckError, HealthPolicy, gate, restart_delay_s
-from edge_agent.runtime import ModelNotFound, ModuleError
+from edgefleet_runtime.health import CrashWatch, HealthCheckError, HealthPolicy, gate, restart_delay_s
+from edgefleet_runtime.runtime import ModelNotFound, ModuleError
 from tests.server.builders import module_files, tar_gz, tiny_onnx
 from tests.support.net import wait_for
 

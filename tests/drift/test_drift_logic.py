@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from edge_agent.drift import DriftCounter
+from edgefleet_runtime.drift import DriftCounter
 from fleet_protocol import drift
 from fleet_protocol.errors import BadDataError, MessageError
 from fleet_server.drift import stats

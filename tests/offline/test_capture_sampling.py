@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.offload import CaptureSampler
+from edgefleet_runtime.capture import CaptureSampler
 from fleet_protocol.captures import decode_capture, encode_capture
 from fleet_protocol.errors import MessageError
 

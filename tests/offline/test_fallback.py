@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent import fallback
-from edge_agent.fallback import CLOUD, LOCAL, CircuitBreaker, FallbackPolicy
+from edgefleet_runtime import fallback
+from edgefleet_runtime.fallback import CLOUD, LOCAL, CircuitBreaker, FallbackPolicy
 from fleet_protocol.errors import MessageError
 from fleet_server.keys import new_signing_key
 
@@ -138,7 +138,7 @@ def _offload_decision(tmp_path, profile, config: dict, *, rows: int = 1, overrid
     from edge_agent.installer import Installer
     from edge_agent.offload import Offload
     from edge_agent.outbox import Outbox
-    from edge_agent.runtime import Runtime
+    from edgefleet_runtime.runtime import Runtime
     from tests.agent.helpers import make_bundle, stage
 
     bundle = make_bundle(new_signing_key(), config=config)

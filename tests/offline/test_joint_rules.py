@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_agent import joint
-from edge_agent.fallback import FallbackPolicy
+from edgefleet_runtime.fallback import FallbackPolicy
 from fleet_protocol.errors import MessageError
 
 ANSWERS = {"answers": {"probability_output": "probabilities"}}
@@ -127,7 +127,7 @@ def test_marks_say_per_row_where_each_answer_came_from():
 
 def test_a_signed_bundle_with_confidence_below_but_no_probability_output_fails_to_load(tmp_path):
     from edge_agent.installer import Installer
-    from edge_agent.runtime import LoadError, Runtime
+    from edgefleet_runtime.runtime import LoadError, Runtime
     from firmware_profiles import load_profile
     from fleet_server.keys import new_signing_key
     from tests.agent.helpers import make_bundle, stage
@@ -170,7 +170,7 @@ def test_a_cloud_label_longer_than_the_local_labels_is_not_cut():
 
 def test_every_in_process_result_has_parameters_empty_when_no_row_was_hard():
     from edge_agent.offload import JointScoreResult
-    from edge_agent.runtime import ScoreResult
+    from edgefleet_runtime.runtime import ScoreResult
 
     sure = ScoreResult({"probabilities": PROBABILITIES[:1]}, "regression", 1, "CPUExecutionProvider")
     assert dict(sure.parameters) == {} and sure.scored_on == "local"

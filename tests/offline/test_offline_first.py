@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from edge_agent.fallback import CircuitBreaker
+from edgefleet_runtime.fallback import CircuitBreaker
 from fleet_protocol import oip
 from fleet_protocol.captures import decode_capture
 from fleet_protocol.errors import TransportError

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.accelerators import (
+from edgefleet_runtime.accelerators import (
     ModelLoadError,
     choose_onnx_providers,
     create_onnx_session,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.request_stats import Stats
+from edgefleet_runtime.request_stats import Stats
 from fleet_protocol import sketch
 from fleet_protocol.errors import MessageError
 

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 from edge_agent.config import ConfigError, load_config
-from edge_agent.module_config import SECTIONS, check_answer_output, check_module_config
+from edgefleet_runtime.module_config import SECTIONS, check_answer_output, check_module_config
 from fleet_protocol.errors import BadDataError
 from firmware_profiles import load_profile
 from fleet_protocol.profiles import ProfileError, parse_profile
 from fleet_server.keys import new_signing_key
 from fleet_server.module_archive import parse_module_spec
 
-AGENT = Path(__file__).resolve().parents[2] / "edge_agent"
+REPO = Path(__file__).resolve().parents[2]
+READERS = (REPO / "edge_agent", REPO / "edgefleet_runtime")  # the agent and its scoring runtime
 SPEC = {"name": "m", "runtime": "onnx", "model": "model.onnx", "entry": "main.py", "files": ["model.onnx", "main.py"]}
 
 
@@ -63,7 +64,7 @@ def test_module_config_keys_belong_to_the_entry_script_only_when_there_is_one():
 def test_every_section_the_agent_reads_from_a_module_config_is_checked_at_build():
     """A section the agent starts reading without a build-time check would let its typos through again."""
     read = set()
-    for source in AGENT.glob("*.py"):
+    for source in (path for package in READERS for path in package.glob("*.py")):
         if source.name != "module_config.py":
             read |= set(re.findall(r'config(?:\.get\(|\[)"(\w+)"', source.read_text()))
     assert read and read <= set(SECTIONS)

@@ -40,13 +40,13 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
+from edgefleet_runtime.feedback import RecentRequests
+from edgefleet_runtime.inputs import ModuleError
 from fleet_protocol import oip, oip_binary
 from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError, EdgefleetError
 from fleet_protocol.fields import is_ascii_decimal
 
-from edge_agent.feedback import RecentRequests
-from edge_agent.inputs import ModuleError
 
 from ... import feedback
 from ...cloud_scoring import CloudModel

@@ -1,15 +1,15 @@
 """Open Inference Protocol over gRPC (``inference.GRPCInferenceService``): the agent's and the server's.
 
 :func:`serve` starts a grpcio server on ``host:port`` for a backend: the
-agent's :class:`AgentBackend` (around :class:`~edge_agent.scoring_service.ScoringService`,
-the same answers as the REST endpoint) or the server's cloud scoring
+agent's :class:`~edge_agent.scoring_service.AgentBackend` (the same answers as the REST
+endpoint) or the server's cloud scoring
 (:mod:`fleet_server.grpc_scoring`). Backends take decoded requests
 (:mod:`fleet_protocol.oip_grpc`) and raise
-:class:`~edge_agent.scoring_service.ScoringError` with an HTTP status, which
+:class:`~edgefleet_runtime.scored.ScoringError` with an HTTP status, which
 becomes a gRPC status code here (:data:`STATUS_CODES`) with the same message.
 Messages over ``max_request_bytes`` are refused by grpcio (RESOURCE_EXHAUSTED).
-Importing this module needs grpcio: import it through :func:`edge_agent.grpc_extra.load`.
-It does not speak REST (see :mod:`edge_agent.scoring_api`).
+Importing this module needs grpcio: import it through :func:`edgefleet_runtime.grpc_extra.load`.
+It does not speak REST (see :mod:`edge_agent.scoring_api`), and knows no agent or server: the backend does.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import grpc
 from fleet_protocol import oip, oip_grpc
 from fleet_protocol.errors import MessageError
 
-from .scoring_service import Scored, ScoringError, ScoringService, request_json
+from .scored import Scored, ScoringError
 
 log = logging.getLogger("edgefleet.grpc")
 
@@ -40,32 +40,6 @@ class Backend(Protocol):
     def model_metadata(self, name: str, version: str) -> dict: ...
     def model_ready(self, name: str, version: str) -> None: ...  # raises ScoringError 404
     def infer(self, name: str, version: str, request: oip.InferenceRequest, request_bytes: int) -> Scored: ...
-
-
-class AgentBackend:
-    """The agent's answers (no token: the endpoint is local, as the REST one)."""
-
-    def __init__(self, service: ScoringService):
-        self.service = service
-
-    def authorize(self, metadata: dict[str, str]) -> None:
-        pass
-
-    def ready(self) -> bool:
-        return self.service.ready()
-
-    def server_metadata(self) -> dict:
-        return self.service.server_metadata()
-
-    def model_metadata(self, name: str, version: str) -> dict:
-        return self.service.model_metadata(self.service.module(name, self.service.version(version)))
-
-    def model_ready(self, name: str, version: str) -> None:
-        self.service.module(name, self.service.version(version))
-
-    def infer(self, name: str, version: str, request: oip.InferenceRequest, request_bytes: int) -> Scored:
-        return self.service.infer(name, self.service.version(version), request, request_bytes=request_bytes,
-                                  body=lambda: request_json(request))
 
 
 class GrpcServer:

@@ -4,9 +4,9 @@
 LiteRT interpreter (one call at a time: the interpreter is not thread safe).
 Both give ``inputs`` and ``outputs`` as ``(name, OIP datatype, shape)`` with
 -1 for a dimension the model leaves open. The agent's runtime
-(:mod:`edge_agent.runtime`) and the server's cloud scoring use them alike.
+(:mod:`edgefleet_runtime.runtime`) and the server's cloud scoring use them alike.
 Not here: opening the session or interpreter on an accelerator
-(:mod:`edge_agent.accelerators`), input checks, statistics.
+(:mod:`edgefleet_runtime.accelerators`), input checks, statistics.
 """
 
 from __future__ import annotations

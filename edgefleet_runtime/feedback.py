@@ -2,7 +2,7 @@
 
 :class:`RecentRequests` remembers, per request id, the model, the version that
 answered, where it was scored, whether an A/B split routed it, and the class
-of every row as :meth:`edge_agent.answers.AnswerCounts.classes` reads it (an
+of every row as :meth:`edgefleet_runtime.answers.AnswerCounts.classes` reads it (an
 array: the text a label is compared with is made only when a label arrives;
 remembering costs scoring about 2 µs of CPU a request). It is bounded twice: at most
 ``max_requests`` requests and ``max_rows`` predicted rows in all (the agent's
@@ -25,7 +25,7 @@ same id is a duplicate and yields no record; its answer counts the labels
 stored the first time, not the ones it sent. A model that answers class
 indices (integers) takes each label as an index; a class name only when the
 module declares its class names (``config.answers.class_names``,
-:func:`edge_agent.answers.declared_class_names`), and then the index is what
+:func:`edgefleet_runtime.answers.declared_class_names`), and then the index is what
 is stored. Any other label is refused naming the form expected and the
 classes, never compared with an index it cannot equal. The server uses the same class
 for the requests it scores itself. :func:`receive` joins and writes (the

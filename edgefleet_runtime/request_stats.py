@@ -1,6 +1,6 @@
 """Per-version request counters of a loaded module: what the hot path writes, the telemetry takes, the metrics read.
 
-The scoring closure (:mod:`edge_agent.runtime`) adds to :attr:`Stats.buckets`
+The scoring closure (:mod:`edgefleet_runtime.runtime`) adds to :attr:`Stats.buckets`
 (latencies by :mod:`fleet_protocol.sketch` key) and :attr:`Stats.errors`
 without a lock; :meth:`Stats.take` hands the telemetry what is new since its
 last report, and :meth:`Stats.totals` gives the metrics the counts since the

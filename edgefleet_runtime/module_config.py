@@ -7,11 +7,11 @@ built (``edgefleet module build``, ``POST /api/bundles/from-module`` and
 ``/from-model``), so a bad section never gets signed:
 
 ============== ============================================================
-``fallback``   :meth:`edge_agent.fallback.FallbackPolicy.from_configs`
-``health``     :meth:`edge_agent.health.HealthPolicy.from_config`
-``capture``    :class:`edge_agent.offload.CaptureSampler`
-``accelerators`` a list of provider or delegate names (:mod:`edge_agent.runtime`)
-``answers``    :func:`edge_agent.answers.declared_output`
+``fallback``   :meth:`edgefleet_runtime.fallback.FallbackPolicy.from_configs`
+``health``     :meth:`edgefleet_runtime.health.HealthPolicy.from_config`
+``capture``    :class:`edgefleet_runtime.capture.CaptureSampler`
+``accelerators`` a list of provider or delegate names (:mod:`edgefleet_runtime.runtime`)
+``answers``    :func:`edgefleet_runtime.answers.declared_output`
 ============== ============================================================
 
 Every other top-level key belongs to the entry script
@@ -43,7 +43,7 @@ def _health(config: dict) -> None:
 
 
 def _capture(config: dict) -> None:
-    from .offload import CaptureSampler
+    from .capture import CaptureSampler
 
     if config["capture"] is None:  # as the agent reads it: no capture
         return
@@ -93,7 +93,7 @@ def check_module_config(config: object, *, has_entry: bool, where: str = "config
 
 def check_answer_output(config: dict, outputs: list[str], *, has_entry: bool,
                         where: str = "config") -> tuple[str, str] | None:
-    """The declared answer output (:func:`~edge_agent.answers.declared_output`); refused if not among ``outputs``.
+    """The declared answer output (:func:`~edgefleet_runtime.answers.declared_output`); refused if not among ``outputs``.
 
     An entry script returns what outputs it likes, so its module's declaration
     is checked only by the agent, against each result.

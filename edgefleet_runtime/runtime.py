@@ -2,13 +2,13 @@
 
 :meth:`Runtime.load` turns an installed version into a :class:`LoadedModule`
 without touching what is served: the model opens on the best accelerator of
-the firmware profile (:mod:`edge_agent.accelerators`), the entry script is
+the firmware profile (:mod:`edgefleet_runtime.accelerators`), the entry script is
 imported from the installed directory under a unique module name, its
 ``init(context)`` runs once, and the manifest's sample request (if any) runs
 through the module as a health check (an entry script's answer must be the
 manifest's signature, when it has one), with the manifest's health policy
 (latency budget, the entry script's ``health_check(context)``, a window to
-pass in: :mod:`edge_agent.health`). Only then does :meth:`Runtime.activate`
+pass in: :mod:`edgefleet_runtime.health`). Only then does :meth:`Runtime.activate`
 put it in the serving table with a single dict assignment, so requests never
 see a half-loaded module and never fail during a switch.
 
@@ -20,10 +20,10 @@ HTTP API) is a closure built at load time: no locks, logging or dict
 building beyond the outputs dict; per-request statistics are a latency
 sketch (:mod:`fleet_protocol.sketch`, 1 % relative error) updated without a
 lock (a rare lost increment under concurrent requests is accepted: they are
-statistics, :mod:`edge_agent.request_stats`). Under an A/B split, answers
-by class are counted as :mod:`edge_agent.answers` says. Not here: the
+statistics, :mod:`edgefleet_runtime.request_stats`). Under an A/B split, answers
+by class are counted as :mod:`edgefleet_runtime.answers` says. Not here: the
 wrappers that run an onnxruntime session or a LiteRT interpreter
-(:mod:`edge_agent.model_runners`).
+(:mod:`edgefleet_runtime.model_runners`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from .drift import DriftCounter, counter_for
 from .fallback import FallbackPolicy
 from .health import CrashWatch, HealthCheckError, HealthPolicy, check_latency, gate
 from .inputs import ModuleError, TensorSpec, failure_of
-from .installer import ActiveRecord
+from .installed import ActiveRecord
 from .model_runners import OnnxModel, TfliteModel
 from .module_config import check_answer_output
 from .request_stats import Stats

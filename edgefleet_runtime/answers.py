@@ -4,11 +4,11 @@ A module may declare its answer in its ``config``: ``"answers":
 {"label_output": NAME}`` (each row counts under its value) or
 ``{"probability_output": NAME}`` (each row counts under the index of its
 largest value); :func:`declared_output` parses it, here and at build
-(:mod:`edge_agent.module_config`). A declared output missing from a result
+(:mod:`edgefleet_runtime.module_config`). A declared output missing from a result
 is not counted. Beside it (or alone) ``"class_names": ["setosa", ...]`` names
 the classes of a model that answers class indices, index 0 first
 (:func:`declared_class_names`): feedback then takes a label as the index or
-as its name (:mod:`edge_agent.feedback`). Without a declaration the agent decides from the result
+as its name (:mod:`edgefleet_runtime.feedback`). Without a declaration the agent decides from the result
 itself (outputs in the order the model or entry script returns them), once
 per module and again only if that output goes missing:
 

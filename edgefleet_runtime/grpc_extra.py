@@ -1,6 +1,6 @@
 """The optional gRPC side (``pip install 'edgefleet[grpc]'``): loaded only when a gRPC port or URL is configured.
 
-:func:`load` imports :mod:`edge_agent.grpc_api` or :mod:`edge_agent.cloud_grpc` (grpcio, protobuf), or
+:func:`load` imports :mod:`edgefleet_runtime.grpc_api` or :mod:`edge_agent.cloud_grpc` (grpcio, protobuf), or
 raises :class:`GrpcUnavailable` saying which extra to install, so a device
 that never asks for gRPC never imports grpcio.
 """
@@ -15,10 +15,11 @@ class GrpcUnavailable(ValueError):
     """gRPC was asked for (a setting), but grpcio or protobuf is not installed."""
 
 
-def load(what: str, module: str = "grpc_api") -> ModuleType:
-    """:mod:`edge_agent.grpc_api` (or ``cloud_grpc``, the client); ``what`` names the setting that asked."""
+def load(what: str, module: str = "edgefleet_runtime.grpc_api") -> ModuleType:
+    """:mod:`edgefleet_runtime.grpc_api` (or ``edge_agent.cloud_grpc``, the client); ``what`` names the setting
+    that asked."""
     try:
-        return importlib.import_module(f"{__package__}.{module}")
+        return importlib.import_module(module)
     except ImportError as exc:
         raise GrpcUnavailable(f"{what} needs gRPC support, which is not installed ({exc.name or exc} is missing): "
                               "pip install 'edgefleet[grpc]'") from None

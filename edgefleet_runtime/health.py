@@ -8,7 +8,7 @@ A module declares its health check in its manifest, ``config["health"]``::
 (integers only: signed documents hold no floats).
 
 and may define ``health_check(context)`` in its entry script (the same
-:class:`~edge_agent.runtime.ModuleContext` ``init`` gets; returning
+:class:`~edgefleet_runtime.runtime.ModuleContext` ``init`` gets; returning
 ``False`` or raising means unhealthy). One check is: the manifest's sample
 request scores within ``latency_budget_ms``, then ``health_check`` passes.
 A newly loaded version must pass one check within ``window_ms`` (tried every
