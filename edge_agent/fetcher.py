@@ -54,8 +54,6 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Callable
 
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
 from fleet_protocol import bundle_crypto, messages, topics
 from fleet_protocol.errors import BadDataError, DigestMismatchError, EdgefleetError, TransportError
 from fleet_protocol.manifest import BundleManifest
@@ -141,6 +139,8 @@ class Fetcher:
             return None
         private_key = None
         if self.key_file is not None:
+            from cryptography.hazmat.primitives.serialization import load_pem_private_key  # on first use (B5)
+
             try:
                 private_key = load_pem_private_key(self.key_file.read_bytes(), password=None)
             except (OSError, ValueError, TypeError) as exc:

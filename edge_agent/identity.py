@@ -15,6 +15,9 @@ safety: the new key is saved as ``device.key.new`` first, the certificate replac
 :func:`finish_interrupted_switch` (called by the agent before it opens the link) completes or drops a
 half-done switch. A device offline past expiry
 cannot connect to ask, and must re-enroll with a new token.
+
+``cryptography`` is imported by the functions that use it, so an agent
+without TLS files never loads it for this module (B5, the idle footprint).
 """
 
 from __future__ import annotations
@@ -24,11 +27,6 @@ import os
 import threading
 from datetime import timedelta
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from fleet_protocol import renewal, topics
 from fleet_protocol.errors import MessageError
@@ -47,6 +45,8 @@ def finish_interrupted_switch(cert: Path, key: Path) -> None:
     pending = key.with_name(key.name + ".new")
     if not pending.exists():
         return
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
     new_public = load_pem_private_key(pending.read_bytes(), password=None).public_key()
     if load_certificate(cert.read_bytes()).public_key() == new_public:
         os.replace(pending, key)
@@ -101,6 +101,9 @@ class CertificateRenewer:
         return sent is not None
 
     def on_certificate(self, topic: str, payload: bytes) -> None:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
         try:
             cert_pem = renewal.parse_certificate(payload)
             cert = load_certificate(cert_pem)
@@ -146,6 +149,9 @@ def new_device_key_and_csr(device_id: str) -> tuple[bytes, bytes]:
 
     The key is made here, on the device, and never leaves it; the CSR is :func:`fleet_protocol.root.make_csr`.
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     key_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return key_pem, make_csr(device_id, key_pem)

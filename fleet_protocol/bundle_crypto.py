@@ -55,18 +55,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import TYPE_CHECKING
 
 from .errors import BadDataError, DigestMismatchError
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+# cryptography is imported in the functions that seal or open (see fleet_protocol.signing for why): an agent
+# that has fetched no encrypted bundle yet does not hold it. Chunk ids and headers need only hashlib.
+
 KEY_BYTES = 32
 WRAP_ALG = "ecdh-hkdf-sha256-a256gcm"
-CURVES = (ec.SECP256R1, ec.SECP384R1)  # the EC curves the fleet CA accepts for device keys
+CURVE_NAMES = ("secp256r1", "secp384r1")  # the EC curves the fleet CA accepts for device keys (curve.name)
 PLAIN_ALG = "plain"
 MAX_WRAPS = 8
 CHUNK_MAGIC = b"EFE2"
@@ -109,6 +110,8 @@ def _chunk_aad(bundle_digest: str, cid: bytes) -> bytes:
 
 def encrypt_chunk(key: bytes, bundle_digest: str, data: bytes) -> bytes:
     """The payload for the bundle's chunk topic: header (magic, keyed chunk id) and the sealed chunk."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     cid = chunk_id(key, hashlib.sha256(data).hexdigest())
     return CHUNK_MAGIC + cid + AESGCM(key).encrypt(_chunk_nonce(cid), data, _chunk_aad(bundle_digest, cid))
 
@@ -126,6 +129,9 @@ def decrypt_chunk(key: bytes, bundle_digest: str, cid: bytes, sealed: bytes) -> 
     The caller still checks the plaintext against the manifest (size and SHA-256) under the digest it mapped
     ``cid`` to.
     """
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         return AESGCM(key).decrypt(_chunk_nonce(cid), sealed, _chunk_aad(bundle_digest, cid))
     except InvalidTag:
@@ -138,16 +144,23 @@ def decrypt_chunk(key: bytes, bundle_digest: str, cid: bytes, sealed: bytes) -> 
 
 def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
     """The id a wrap names its recipient by: SHA-256 of the SubjectPublicKeyInfo (DER), hex."""
+    from cryptography.hazmat.primitives import serialization
+
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
 
 
 def _point(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
 
 
 def _kek(shared: bytes, *, device_id: str, bundle_digest: str, kid: str, epk: bytes) -> tuple[bytes, bytes]:
     """The one-time key and nonce that seal a content key: HKDF-SHA256 bound to device, bundle and both keys."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     info = b"edgefleet content key v1\0" + device_id.encode() + b"\0" + bundle_digest.encode("ascii") + b"\0" + \
         kid.encode("ascii") + b"\0" + epk
     out = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES + 12, salt=None, info=info).derive(shared)
@@ -161,9 +174,12 @@ def _wrap_aad(device_id: str, bundle_digest: str) -> bytes:
 def wrap_content_key(content_key: bytes, *, device_id: str, bundle_digest: str,
                      recipient: ec.EllipticCurvePublicKey, ephemeral: ec.EllipticCurvePrivateKey) -> Wrap:
     """Seal ``content_key`` for the holder of ``recipient``'s private key (``ephemeral``: fresh, used once)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     if len(content_key) != KEY_BYTES:
         raise ValueError("a content key is 32 bytes")
-    if not isinstance(recipient.curve, CURVES) or type(recipient.curve) is not type(ephemeral.curve):
+    if recipient.curve.name not in CURVE_NAMES or type(recipient.curve) is not type(ephemeral.curve):
         raise ValueError("content keys are wrapped for P-256 or P-384 keys, with an ephemeral key on that curve")
     kid, epk = key_id(recipient), _point(ephemeral.public_key())
     kek, nonce = _kek(ephemeral.exchange(ec.ECDH(), recipient), device_id=device_id, bundle_digest=bundle_digest,
@@ -209,6 +225,10 @@ def open_content_key(doc: object, *, device_id: str, bundle_digest: str,
         raise ContentKeyError(f"{where}: no wrap is for this device's key ({kid[:12]}): it was sealed for another "
                               "device or an older certificate", code="content_key_not_for_device")
     epk, ct = _hex(mine[0].get("epk"), where, "epk"), _hex(mine[0].get("ct"), where, "ct")
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         peer = ec.EllipticCurvePublicKey.from_encoded_point(private_key.curve, epk)
         kek, nonce = _kek(private_key.exchange(ec.ECDH(), peer), device_id=device_id, bundle_digest=bundle_digest,

@@ -30,9 +30,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterable
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from .errors import BadDataError, ExpiredError, MessageError, RollbackError
 from .fields import count_field, field, is_valid_name
 from .signing import PublicKey, SigningKey, sign_envelope, verify_envelope
@@ -184,12 +181,14 @@ def make_csr(device_id: str, key_pem: bytes) -> bytes:
     (``edge_agent.identity.new_device_key_and_csr``) to enroll and renew."""
     if not is_valid_name(device_id):
         raise MessageError(f"invalid device id {device_id!r}")
+    from cryptography import x509  # certificates: at enrolment and renewal, not in every agent (B5)
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = serialization.load_pem_private_key(key_pem, password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise MessageError("a device key must be an EC private key")
-    from cryptography import x509  # certificates: at enrolment and renewal, not in every agent (1.5 MB, B5)
-    from cryptography.x509.oid import NameOID
-
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
            .sign(key, hashes.SHA256()))

@@ -5,45 +5,69 @@ the signature covers the canonical JSON of ``signed``. A key id is the SHA-256
 of the raw 32-byte public key. Reading and writing key files is the caller's
 job (with mode 0600), and so is generating a key (a random seed); this module
 only turns bytes into keys and back.
+
+``cryptography`` is imported at the first key operation (:func:`_ed25519`),
+not with this module: its Rust extension is about 7 MB resident, and an agent
+that has no signed document to check yet (idle, no module) need not hold it.
+A :class:`PublicKey` is its 32 raw bytes until it first verifies.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from functools import cached_property
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from .canonical import canonical_json, sha256_hex
 from .errors import SignatureError
 from .fields import field
 
-_RAW = serialization.Encoding.Raw
-_RAW_PUB = serialization.PublicFormat.Raw
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+PUBLIC_KEY_BYTES = 32
+
+
+def _ed25519() -> ModuleType:
+    """``cryptography``'s Ed25519 module, imported on first use (see the module docstring)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519
 
 
 @dataclass(frozen=True)
 class PublicKey:
-    """An Ed25519 public key that verifies signatures."""
+    """An Ed25519 public key (its raw 32 bytes) that verifies signatures."""
 
-    key: Ed25519PublicKey
+    raw: bytes
+
+    def __post_init__(self):
+        if len(self.raw) != PUBLIC_KEY_BYTES:  # all cryptography checks when it loads a raw Ed25519 public key
+            raise SignatureError(f"not an Ed25519 public key: it is {PUBLIC_KEY_BYTES} bytes long, "
+                                 f"not {len(self.raw)}")
 
     @classmethod
     def from_hex(cls, value: str) -> "PublicKey":
         try:
-            return cls(Ed25519PublicKey.from_public_bytes(bytes.fromhex(value)))
+            return cls(bytes.fromhex(value))
         except ValueError as exc:
             raise SignatureError(f"not an Ed25519 public key: {exc}") from None
 
     def to_hex(self) -> str:
-        return self.key.public_bytes(_RAW, _RAW_PUB).hex()
+        return self.raw.hex()
 
     @property
     def keyid(self) -> str:
-        return sha256_hex(self.key.public_bytes(_RAW, _RAW_PUB))
+        return sha256_hex(self.raw)
+
+    @cached_property
+    def key(self) -> "Ed25519PublicKey":
+        return _ed25519().Ed25519PublicKey.from_public_bytes(self.raw)
 
     def verify(self, signature: bytes, data: bytes) -> None:
+        from cryptography.exceptions import InvalidSignature
+
         try:
             self.key.verify(signature, data)
         except InvalidSignature:
@@ -54,7 +78,7 @@ class PublicKey:
 class SigningKey:
     """An Ed25519 private key; never logged, never sent."""
 
-    key: Ed25519PrivateKey
+    key: "Ed25519PrivateKey"
 
     @classmethod
     def from_seed(cls, seed: bytes) -> "SigningKey":
@@ -62,23 +86,30 @@ class SigningKey:
         caller's job (``fleet_server.keys.new_signing_key``): this package holds no randomness."""
         if len(seed) != 32:
             raise ValueError(f"an Ed25519 seed is 32 bytes, got {len(seed)}")
-        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+        return cls(_ed25519().Ed25519PrivateKey.from_private_bytes(seed))
 
     @classmethod
     def from_pem(cls, data: bytes) -> "SigningKey":
+        from cryptography.hazmat.primitives import serialization
+
         key = serialization.load_pem_private_key(data, password=None)
-        if not isinstance(key, Ed25519PrivateKey):
+        if not isinstance(key, _ed25519().Ed25519PrivateKey):
             raise SignatureError("signing key file does not hold an Ed25519 private key")
         return cls(key)
 
     def to_pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
         return self.key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
 
     @property
     def public_key(self) -> PublicKey:
-        return PublicKey(self.key.public_key())
+        from cryptography.hazmat.primitives import serialization
+
+        raw = self.key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return PublicKey(raw)
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
         return f"SigningKey(keyid={self.public_key.keyid[:12]}…)"

@@ -101,7 +101,7 @@ class ContentKeys:
                 continue
             seen.add(cert["public_key"])
             key = serialization.load_pem_public_key(cert["public_key"].encode("ascii"))
-            if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, bundle_crypto.CURVES):
+            if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in bundle_crypto.CURVE_NAMES:
                 keys.append(key)
             if len(keys) == MAX_RECIPIENTS:
                 break
