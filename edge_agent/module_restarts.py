@@ -7,7 +7,8 @@ version is unloaded and reported ``failed``/``crash_loop``, then loaded again af
 until a new desired state. :func:`restart_module` is the ``restart_module`` job: load the installed version
 again and swap it in, or leave the served one untouched when that fails.
 
-It does not count crashes (:mod:`edgefleet_runtime.runtime` does) or decide back-off delays (:mod:`edgefleet_runtime.health`).
+It does not count crashes (:mod:`edgefleet_runtime.runtime` does) or decide back-off delays
+(:mod:`edgefleet_runtime.health`).
 """
 
 from __future__ import annotations

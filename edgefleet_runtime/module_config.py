@@ -93,7 +93,8 @@ def check_module_config(config: object, *, has_entry: bool, where: str = "config
 
 def check_answer_output(config: dict, outputs: list[str], *, has_entry: bool,
                         where: str = "config") -> tuple[str, str] | None:
-    """The declared answer output (:func:`~edgefleet_runtime.answers.declared_output`); refused if not among ``outputs``.
+    """The declared answer output (:func:`~edgefleet_runtime.answers.declared_output`); refused if not among
+    ``outputs``.
 
     An entry script returns what outputs it likes, so its module's declaration
     is checked only by the agent, against each result.

@@ -26,7 +26,8 @@ from tests.support.fleet import FAST_AGENT_SETTINGS, AgentProcess, cli, wait_all
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("fleet_protocol", "edge_agent", "edgefleet_runtime", "fleet_server", "edgefleet_cli", "simulators", "firmware_profiles")
+PACKAGES = ("fleet_protocol", "edge_agent", "edgefleet_runtime", "fleet_server", "edgefleet_cli", "simulators",
+            "firmware_profiles")
 BASE_SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 
 

@@ -25,7 +25,8 @@ from tests.unit.test_protocol_bundles import FILES, make_manifest
 
 NOW = "2026-01-01T00:00:00Z"
 REPO = Path(__file__).resolve().parents[2]
-PRODUCT = ("fleet_protocol", "edge_agent", "edgefleet_runtime", "fleet_server", "edgefleet_cli", "simulators", "firmware_profiles")
+PRODUCT = ("fleet_protocol", "edge_agent", "edgefleet_runtime", "fleet_server", "edgefleet_cli", "simulators",
+           "firmware_profiles")
 
 
 @pytest.mark.parametrize("value", ["cam-1\n", "cam-1\n\n", "cam-1\r", " cam-1", "cam-1 "])
