@@ -25,7 +25,7 @@ module turns that wish list into a loaded session or interpreter:
    delegates) need no library and end every chain.
 
 Every fallback is recorded in the returned notes and logged on
-``edgefleet.agent.accelerators``, so a device that silently runs on the CPU
+``edgefleet.runtime.accelerators``, so a device that silently runs on the CPU
 is visible in its reported state. The notes' :attr:`LoadNotes.failed` names
 the accelerators that are present on this device, came before the one in
 use in the wished order (the module's ``config.accelerators`` or the
@@ -48,7 +48,7 @@ from fleet_protocol.profiles import BUILTIN_DELEGATES, CPU_PROVIDER, Delegate, E
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import onnxruntime
 
-log = logging.getLogger("edgefleet.agent.accelerators")
+log = logging.getLogger("edgefleet.runtime.accelerators")
 
 _DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
 _RECORD_ASSIGNMENT = "session.record_ep_graph_assignment_info"

@@ -59,7 +59,7 @@ from .model_runners import OnnxModel, TfliteModel
 from .module_config import check_answer_output
 from .request_stats import Stats
 
-log = logging.getLogger("edgefleet.agent.runtime")
+log = logging.getLogger("edgefleet.runtime")
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "tflite": "tensorflow_lite"}
 

@@ -139,7 +139,7 @@ def test_jetson_profile_on_a_cpu_only_machine_runs_on_cpu_with_a_note_per_skippe
 
     if set(ort.get_available_providers()) & {TRT, CUDA}:
         pytest.skip("this machine has CUDA/TensorRT; the test is about a CPU-only device")
-    with caplog.at_level(logging.WARNING, logger="edgefleet.agent.accelerators"):
+    with caplog.at_level(logging.WARNING, logger="edgefleet.runtime.accelerators"):
         session, accelerator, notes = create_onnx_session(tiny_onnx, load_profile("jetson-orin-nano"))
     assert accelerator == CPU
     assert session.get_providers() == [CPU]
