@@ -44,6 +44,17 @@ def record(db: Database, *, actor: str, action: str, target: str, status: int = 
                        object=object or {})
 
 
+class AuditLog:
+    """Reading the audit log (oldest first, paged by id); entries are only ever appended, by :func:`record` and
+    :class:`AuditMiddleware`. Built by the fleet."""
+
+    def __init__(self, *, db: Database):
+        self._db = db
+
+    def entries(self, *, after_id: int, actor: str | None, limit: int) -> list[dict]:
+        return audit_store.list_entries(db=self._db, after_id=after_id, actor=actor, limit=limit)
+
+
 def note(request, **fields) -> None:
     """Add ``fields`` (ids, names, versions; no secrets) to the object of the request's audit entry."""
     state = request.scope.setdefault("state", {})

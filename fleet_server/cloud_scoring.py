@@ -51,7 +51,6 @@ from fleet_protocol.oip import InferenceRequest
 from fleet_protocol.errors import EdgefleetError, MessageError
 from fleet_protocol.profiles import FirmwareProfile
 
-from . import registry
 from .errors import NotFoundError
 from .store import bundles as bundle_store
 from .store import models as model_store
@@ -150,7 +149,7 @@ class CloudScoring:
             bundle = bundle_store.get_by_version(db=self._fleet.db, module=name)
             if bundle is not None and bundle["envelope"]["signed"].get("entry"):
                 return self._cached((MODULE_KEY + name, bundle["version"]), lambda: self._load_module(bundle))
-        record = registry.get_model_version(self._fleet, name=name, version=version)
+        record = self._fleet.registry.get_model_version(name=name, version=version)
         return self._cached((record["name"], record["version"]), lambda: self._load(record))
 
     def module(self, name: str, version: int) -> CloudModel:
@@ -210,10 +209,9 @@ class CloudScoring:
         from edgefleet_runtime.installed import ActiveRecord, version_dir_name
         from edgefleet_runtime.runtime import Runtime
 
-        from .bundler import bundle_file_bytes
-
         # The envelope comes from the database, the bytes from the chunk store: digests and sizes are checked.
-        envelope, manifest, files = bundle_file.read_bundle(bundle_file_bytes(self._fleet, bundle["digest"]), None)
+        envelope, manifest, files = bundle_file.read_bundle(self._fleet.bundler.bundle_file_bytes(bundle["digest"]),
+                                                            None)
         # A folder per load, removed with it: an eviction never pulls files from under a new load of the same bundle.
         self._modules_dir.mkdir(parents=True, exist_ok=True)
         prefix = f"{manifest.module}-{version_dir_name(manifest.version, manifest.digest)}-"

@@ -5,7 +5,7 @@ a one-time token ``<device id>.<random>``, stored as a hash, valid
 ``enrollment_ttl_s``; the device id in it tells the agent what to put in its
 CSR (the random part is what authenticates). The
 device generates its key pair itself and sends only a CSR with the token
-(``POST /api/enroll``). :func:`enroll` checks the token (known, unused, not
+(``POST /api/enroll``). :meth:`Enrollments.enroll` checks the token (known, unused, not
 expired), has the CA sign the CSR (CN must be the enrolled device id), claims
 the token atomically (one caller wins), records the certificate's serial and
 hands back what the device needs to run: its certificate, the CA certificate,
@@ -24,6 +24,7 @@ different exception). Refused tokens are :class:`EnrollmentRefused`.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -33,9 +34,13 @@ from fleet_protocol.fields import NAME, refuse_unknown_keys
 from fleet_protocol.root import load_certificate
 from fleet_protocol.timestamps import from_iso, to_iso
 
+from . import audit
 from .ca import CertificateAuthority, is_reserved_name
 from .clock import utc_now
+from .config import ServerConfig
 from .content_keys import certificate_public_key
+from .desired import DesiredStates
+from .keys import KeyRing
 from .store import Database
 from .store import devices as device_store
 from .store import enrollments as enrollment_store
@@ -91,50 +96,79 @@ def parse_enrollment_request(raw: bytes) -> EnrollmentRequest:
     return EnrollmentRequest(token=token, csr_pem=csr_pem, tags=tags)
 
 
-def create_enrollment(db: Database, *, device_id: str, tags: dict[str, str], ttl_s: int) -> tuple[str, str]:
-    """Register the device (if new) and mint its one-time token; ``(token, expires)``."""
-    if not NAME.fullmatch(device_id) or is_reserved_name(device_id):
-        raise BadDataError(f"device id {device_id!r} must be lowercase letters, digits, '.', '_' or '-' "
-                           "(up to 64, starting with a letter or digit)")
-    if ttl_s < 1:
-        raise BadDataError("an enrollment token must be valid for at least one second")
-    now = utc_now()
-    with db.transaction():
-        if not device_store.create_device(db=db, device_id=device_id, name=None, tags=tags, created=to_iso(now)) \
-                and tags:
-            device_store.update_device(db=db, device_id=device_id, tags=tags)
-        token = f"{device_id}.{secrets.token_urlsafe(32)}"  # the device learns its id from the token
-        expires = to_iso(now + timedelta(seconds=ttl_s))
-        enrollment_store.add_enrollment(db=db, token=token, device_id=device_id, tags=tags, created=to_iso(now),
-                                        expires=expires)
-    return token, expires
+class Enrollments:
+    """Enrollment tokens in the store, signed by the device CA; built by the fleet.
 
+    ``public_broker_url`` is asked at each enrollment (the embedded broker's port is known only once it runs);
+    the keys and root handed out are the :class:`~fleet_server.keys.KeyRing`'s current ones; ``config`` gives
+    ``enrollment_ttl_s`` and ``device_cert_valid_days``, read at use.
+    """
 
-def enroll(db: Database, ca: CertificateAuthority, request: EnrollmentRequest, *, broker_url: str,
-           trusted_keys: list[str], root: dict, valid_days: int) -> Enrollment:
-    """Sign the device's CSR if its token is good, and use the token up."""
-    record = enrollment_store.get_enrollment(db=db, token=request.token)
-    now = utc_now()
-    if record is None:
-        raise EnrollmentRefused("unknown enrollment token; ask an operator for one (`edgefleet device enroll`)")
-    if record["used"] is not None:
-        raise EnrollmentRefused(f"this enrollment token was already used (at {record['used']}); "
-                                "ask an operator for a new one")
-    if from_iso(record["expires"]) <= now:
-        raise EnrollmentRefused(f"this enrollment token expired at {record['expires']}; ask an operator for a new one")
-    device_id = record["device_id"]
-    cert_pem = ca.sign_csr(request.csr_pem, device_id=device_id, valid_days=valid_days, now=now)
-    if not enrollment_store.claim_enrollment(db=db, token=request.token, now=to_iso(now)):
-        raise EnrollmentRefused("this enrollment token was used by another request just now")
-    cert = load_certificate(cert_pem)
-    enrollment_store.add_certificate(db=db, serial=cert.serial_number, device_id=device_id,
-                                     not_after=to_iso(cert.not_valid_after_utc), issued=to_iso(now),
-                                     public_key=certificate_public_key(cert))
-    device_store.set_revoked(db=db, device_id=device_id, revoked=None)  # a new token is how a revoked device returns
-    _add_device_tags(db, device_id, request.tags)
-    return Enrollment(device_id=device_id, certificate_pem=cert_pem.decode("ascii"),
-                      ca_certificate_pem=ca.certificate_pem().decode("ascii"), broker_url=broker_url,
-                      trusted_keys=trusted_keys, root=root)
+    def __init__(self, *, db: Database, ca: CertificateAuthority, keys: KeyRing, desired: DesiredStates,
+                 public_broker_url: Callable[[], str], config: ServerConfig):
+        self._db = db
+        self._ca = ca
+        self._keys = keys
+        self._desired = desired
+        self._public_broker_url = public_broker_url
+        self._config = config
+
+    def create(self, *, device_id: str, tags: dict[str, str], ttl_s: int | None = None) -> dict:
+        """Register the device (if new) and mint its one-time token (valid ``ttl_s``, default the server's);
+        ``{"device_id", "token", "expires"}``."""
+        ttl_s = self._config.enrollment_ttl_s if ttl_s is None else ttl_s
+        if not NAME.fullmatch(device_id) or is_reserved_name(device_id):
+            raise BadDataError(f"device id {device_id!r} must be lowercase letters, digits, '.', '_' or '-' "
+                               "(up to 64, starting with a letter or digit)")
+        if ttl_s < 1:
+            raise BadDataError("an enrollment token must be valid for at least one second")
+        now = utc_now()
+        db = self._db
+        with db.transaction():
+            if not device_store.create_device(db=db, device_id=device_id, name=None, tags=tags,
+                                              created=to_iso(now)) and tags:
+                device_store.update_device(db=db, device_id=device_id, tags=tags)
+            token = f"{device_id}.{secrets.token_urlsafe(32)}"  # the device learns its id from the token
+            expires = to_iso(now + timedelta(seconds=ttl_s))
+            enrollment_store.add_enrollment(db=db, token=token, device_id=device_id, tags=tags,
+                                            created=to_iso(now), expires=expires)
+        return {"device_id": device_id, "token": token, "expires": expires}
+
+    def enroll(self, raw: bytes) -> Enrollment:
+        """``POST /api/enroll``: parse the body, sign the device's CSR if its token is good (using the token up),
+        give a device re-enrolled after a revocation its modules back, and audit it as ``enrollment:<id>``."""
+        result = self._sign(parse_enrollment_request(raw))
+        self._desired.recompute([result.device_id])
+        audit.record(self._db, actor=f"enrollment:{result.device_id}", action="POST /api/enroll",
+                     target=f"/api/devices/{result.device_id}", status=200, object={"device_id": result.device_id})
+        return result
+
+    def _sign(self, request: EnrollmentRequest) -> Enrollment:
+        db = self._db
+        record = enrollment_store.get_enrollment(db=db, token=request.token)
+        now = utc_now()
+        if record is None:
+            raise EnrollmentRefused("unknown enrollment token; ask an operator for one (`edgefleet device enroll`)")
+        if record["used"] is not None:
+            raise EnrollmentRefused(f"this enrollment token was already used (at {record['used']}); "
+                                    "ask an operator for a new one")
+        if from_iso(record["expires"]) <= now:
+            raise EnrollmentRefused(f"this enrollment token expired at {record['expires']}; ask an operator for a "
+                                    "new one")
+        device_id = record["device_id"]
+        cert_pem = self._ca.sign_csr(request.csr_pem, device_id=device_id, valid_days=self._config.device_cert_valid_days, now=now)
+        if not enrollment_store.claim_enrollment(db=db, token=request.token, now=to_iso(now)):
+            raise EnrollmentRefused("this enrollment token was used by another request just now")
+        cert = load_certificate(cert_pem)
+        enrollment_store.add_certificate(db=db, serial=cert.serial_number, device_id=device_id,
+                                         not_after=to_iso(cert.not_valid_after_utc), issued=to_iso(now),
+                                         public_key=certificate_public_key(cert))
+        device_store.set_revoked(db=db, device_id=device_id, revoked=None)  # a new token: a revoked device returns
+        _add_device_tags(db, device_id, request.tags)
+        return Enrollment(device_id=device_id, certificate_pem=cert_pem.decode("ascii"),
+                          ca_certificate_pem=self._ca.certificate_pem().decode("ascii"),
+                          broker_url=self._public_broker_url(),
+                          trusted_keys=[self._keys.signing_key.public_key.to_hex()], root=self._keys.root)
 
 
 def _add_device_tags(db: Database, device_id: str, tags: dict[str, str]) -> None:

@@ -3,15 +3,15 @@
 Feedback reaches the server two ways, both ending in :mod:`fleet_server.store.feedback`:
 
 - devices send ``feedback`` telemetry records (joined on the device, see
-  :mod:`edgefleet_runtime.feedback`); :func:`ingest` checks each one
-  (:func:`fleet_protocol.feedback.parse_record`) and stores it under the device;
+  :mod:`edgefleet_runtime.feedback`); :meth:`Feedback.ingest` stores each one checked
+  (:func:`fleet_protocol.feedback.parse_record`) under the device;
 - a client of the server's own cloud scoring sends
-  ``POST /v2/models/{name}/feedback``; :func:`receive` joins it to the
+  ``POST /v2/models/{name}/feedback``; :meth:`Feedback.receive` joins it to the
   request the server scored (the same :class:`~edgefleet_runtime.feedback.RecentRequests`
   the agent uses, kept by :class:`~fleet_server.cloud_scoring.CloudScoring`)
   and stores it under :data:`~fleet_server.store.feedback.SERVER`.
 
-:func:`field_accuracy` counts every label of a model, per version:
+:meth:`Feedback.field_accuracy` counts every label of a model, per version:
 labelled rows, correct rows, accuracy with its Wilson interval, and the
 confusion matrix (true label → predicted class → rows; the
 :data:`MAX_CLASSES` most frequent true labels and predicted classes, the
@@ -30,6 +30,7 @@ from fleet_protocol.timestamps import to_iso
 from .ab_verdict import wilson
 from .clock import utc_now
 from .errors import NotFoundError
+from .store import Database
 from .store import feedback as feedback_store
 
 MAX_CLASSES = 50
@@ -45,23 +46,6 @@ def valid_records(records: list[dict], refuse) -> list[dict]:
         except MessageError as exc:
             refuse(str(exc))
     return good
-
-
-def ingest(fleet, *, device_id: str, records: list[dict], received: str) -> int:
-    """Store checked feedback records from ``device_id``; return how many were new (a repeat counts once)."""
-    return feedback_store.insert(db=fleet.db, source=device_id, records=records, received=received) if records else 0
-
-
-def receive(fleet, model: str, body: dict) -> dict:
-    """``POST /v2/models/{model}/feedback`` on the server: labels for a request its cloud scoring answered."""
-    def write(record: dict) -> None:
-        feedback_store.insert(db=fleet.db, source=feedback_store.SERVER, records=[record],
-                              received=to_iso(utc_now()))
-
-    try:
-        return join_and_write(fleet.cloud.recent, write, model, body)
-    except UnknownRequest as exc:
-        raise NotFoundError(str(exc)) from None
 
 
 def tally(pairs: list[list[str]]) -> dict:
@@ -88,8 +72,36 @@ def _kept(counts: Counter) -> set[str]:
     return {name for name, _ in counts.most_common(MAX_CLASSES if len(counts) <= MAX_CLASSES else MAX_CLASSES - 1)}
 
 
-def field_accuracy(fleet, model: str) -> list[dict]:
-    """Per version of ``model`` with labels: :func:`tally` and the :func:`confusion` matrix, newest first."""
-    by_version = feedback_store.pairs_by_version(db=fleet.db, model=model)
-    return [{"version": version, **tally(pairs), "confusion": confusion(pairs)}
-            for version, pairs in sorted(by_version.items(), reverse=True)]
+class Feedback:
+    """Labels in the store, from devices and from the server's cloud scoring; built by the fleet.
+
+    ``recent``: the requests the cloud scoring answered lately
+    (:attr:`fleet_server.cloud_scoring.CloudScoring.recent`), which server-side labels are joined to.
+    """
+
+    def __init__(self, *, db: Database, recent):
+        self._db = db
+        self._recent = recent
+
+    def ingest(self, *, device_id: str, records: list[dict], received: str) -> int:
+        """Store checked feedback records from ``device_id``; return how many were new (a repeat counts once)."""
+        if not records:
+            return 0
+        return feedback_store.insert(db=self._db, source=device_id, records=records, received=received)
+
+    def receive(self, model: str, body: dict) -> dict:
+        """``POST /v2/models/{model}/feedback`` on the server: labels for a request its cloud scoring answered."""
+        def write(record: dict) -> None:
+            feedback_store.insert(db=self._db, source=feedback_store.SERVER, records=[record],
+                                  received=to_iso(utc_now()))
+
+        try:
+            return join_and_write(self._recent, write, model, body)
+        except UnknownRequest as exc:
+            raise NotFoundError(str(exc)) from None
+
+    def field_accuracy(self, model: str) -> list[dict]:
+        """Per version of ``model`` with labels: :func:`tally` and the :func:`confusion` matrix, newest first."""
+        by_version = feedback_store.pairs_by_version(db=self._db, model=model)
+        return [{"version": version, **tally(pairs), "confusion": confusion(pairs)}
+                for version, pairs in sorted(by_version.items(), reverse=True)]

@@ -6,37 +6,57 @@ database, the model blob and chunk stores, the root and signing keys
 :meth:`Fleet.start_mqtt` starts the embedded broker when no external one is
 configured and connects the MQTT link; on every (re)connect the root chain is
 published retained on :data:`fleet_protocol.topics.ROOT_TOPIC`, then the desired
-states. :meth:`Fleet.rotate_signing_key` is ``edgefleet keys rotate``. The HTTP app
+states; ``edgefleet keys rotate`` is :meth:`fleet_server.trust.TrustRoot.rotate`. The HTTP app
 (:func:`fleet_server.api.app.create_app`) and the runner sit on top.
 :attr:`Fleet.leadership` says whether this replica runs the once-only work
 (:mod:`.leadership`; always on SQLite).
+
+:class:`Fleet` is the composition root (:meth:`Fleet._build_services`): the
+services the API calls (registry, bundler, deployments, devices, ...) get
+only the collaborators they use (the database, the blob stores, the desired
+states, the key ring, limits from the config), and the API reaches them
+through the typed dependencies of :mod:`fleet_server.api.deps`. The
+controllers with threads (rollouts, jobs), the MQTT handlers, the metrics
+and cloud scoring still take the fleet.
 """
 
 from __future__ import annotations
 
 import secrets
-import threading
 
-from fleet_protocol import messages, topics
 from firmware_profiles import load_profile
+from fleet_protocol import topics
 from fleet_protocol.signing import SigningKey
 
+from .audit import AuditLog
 from .broker import EmbeddedBroker
 from .broker_config import BrokerConfigFiles
-from .bundler import ChunkIndex
+from .bundler import Bundler, ChunkIndex
 from .ca import CertificateAuthority
 from .cloud_scoring import CloudScoring
 from .config import ServerConfig
+from .deployments import Deployments
 from .desired import DesiredStates
+from .device_install.wheel_mirror import WheelMirror
+from .devices import Devices
+from .drift.service import Drift
+from .enrollment import Enrollments
+from .feedback import Feedback
 from .handlers import MessageHandlers
 from .jobs import JobController
 from .keys import KeyFiles, KeyRing, ensure_admin_token
 from .leadership import Leadership
 from .metrics import ServerMetrics
 from .mqtt_link import MqttLink
-from .revocation import CrlRefresher
+from .pipeline.service import ModelPipeline
+from .registry import Registry
+from .revocation import CrlRefresher, Revocation
 from .rollouts import RolloutController
 from .store import Database, LocalBlobs
+from .telemetry import Telemetry
+from .tokens import Tokens
+from .trust import TrustRoot
+from .variants import Variants
 
 
 class Fleet:
@@ -52,17 +72,18 @@ class Fleet:
         self.chunks = LocalBlobs(config.data_dir / "chunks")
         self.keys = KeyRing(KeyFiles(config.data_dir), root_valid_days=config.root_valid_days)
         self.signing_key_created = self.keys.signing_key_created
-        self._rotation = threading.Lock()
         self.created_admin_token = ensure_admin_token(self.db)  # plaintext only when created now
         self.ca = CertificateAuthority.load_or_create(config.data_dir / "ca")  # device certificates, CRL
-        self.crl_refresher = CrlRefresher(self) if config.broker_tls_dir else None
-        self.chunk_index = ChunkIndex(self)
+        self.chunk_index = ChunkIndex(self.db)
         self.desired = DesiredStates(db=self.db, signing_key=lambda: self.signing_key, publish=self.publish,
                                      leadership=self.leadership, ttl_s=config.desired_ttl_s)
+        self._build_services()
+        self.crl_refresher = CrlRefresher(self.revocation, self.leadership) if config.broker_tls_dir else None
         self.metrics = ServerMetrics(self)  # read at scrape time; the handlers and the API observe into it
         self.handlers = MessageHandlers(self)
         self.cloud = CloudScoring(self, profile=load_profile(config.cloud_profile),
                                   max_loaded=config.cloud_max_loaded_models)
+        self.feedback = Feedback(db=self.db, recent=self.cloud.recent)
         self.rollouts = RolloutController(self, tick_s=config.rollout_tick_s)
         self.jobs = JobController(self, tick_s=config.job_tick_s, answer_settle_s=config.job_answer_settle_s)
         self.leadership.on_elected(self.jobs.forget_schedules)  # a new leader: what the old one would have done
@@ -70,25 +91,33 @@ class Fleet:
         self.broker: EmbeddedBroker | None = None
         self.link: MqttLink | None = None
 
+    def _build_services(self) -> None:
+        """The services the API and the MQTT side call, each given only what it uses."""
+        config, db = self.config, self.db
+        self.audit = AuditLog(db=db)
+        self.tokens = Tokens(db=db)
+        self.trust = TrustRoot(keys=self.keys, desired=self.desired, publish=self.publish)
+        self.drift = Drift(db=db, config=config)
+        self.registry = Registry(db=db, blobs=self.blobs, drift=self.drift)
+        self.pipeline = ModelPipeline(registry=self.registry, drift=self.drift, blobs=self.blobs)
+        self.bundler = Bundler(db=db, blobs=self.blobs, chunks=self.chunks, keys=self.keys, registry=self.registry,
+                               drift=self.drift, config=config)
+        self.devices = Devices(db=db, desired=self.desired)
+        self.telemetry = Telemetry(db=db)
+        self.wheels = WheelMirror(config)
+        self.deployments = Deployments(db=db, desired=self.desired)
+        self.variants = Variants(db=db, deployments=self.deployments)
+        self.enrollments = Enrollments(db=db, ca=self.ca, keys=self.keys, desired=self.desired,
+                                       public_broker_url=lambda: self.public_broker_url, config=config)
+        self.revocation = Revocation(db=db, ca=self.ca, desired=self.desired, config=config)
+
     @property
     def signing_key(self) -> SigningKey:
         """The key bundles and desired state are signed with now (it changes on a rotation)."""
         return self.keys.signing_key
 
-    def rotate_signing_key(self) -> dict:
-        """New signing key and root N+1; publish the root chain, then re-issue every desired state with the key."""
-        with self._rotation:
-            root = self.keys.rotate()
-            self.publish_roots()
-            self.desired.rotate()
-            return root
-
-    def publish_roots(self) -> bool:
-        """Publish every root (oldest first) retained, so devices at any version can walk to the newest."""
-        return self.publish(topics.ROOT_TOPIC, messages.encode_root_chain(self.keys.roots), qos=1, retain=True)
-
     def _on_connected(self) -> None:
-        self.publish_roots()  # before the desired states signed under the newest root
+        self.trust.publish_roots()  # before the desired states signed under the newest root
         if self.leadership.is_leader:  # a follower could publish an older copy over the leader's newer one
             self.desired.republish_all()
 

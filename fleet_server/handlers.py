@@ -43,7 +43,6 @@ from fleet_protocol.timestamps import from_iso, to_iso
 from . import feedback
 from .chunk_sender import ChunkSender
 from .clock import utc_now
-from .drift import service as drift_service
 from .renewal import handle_renew
 from .store import captures as capture_store
 from .store import deployments as deployment_store
@@ -176,10 +175,10 @@ class MessageHandlers:
             if captures:
                 new += capture_store.insert_captures(db=self._db, device_id=device_id, outbox_id=batch.outbox_id,
                                                      records=captures, received=now)
-            new += feedback.ingest(self._fleet, device_id=device_id, records=labels, received=now)
+            new += self._fleet.feedback.ingest(device_id=device_id, records=labels, received=now)
             if windows:
-                new += drift_service.ingest(self._fleet, device_id=device_id, outbox_id=batch.outbox_id,
-                                            records=windows, received=now, refuse=refuse_window)
+                new += self._fleet.drift.ingest(device_id=device_id, outbox_id=batch.outbox_id, records=windows,
+                                                received=now, refuse=refuse_window)
             if not retained:
                 device_store.touch(db=self._db, device_id=device_id, seen=now)
         kept = len(records) + len(captures) + len(labels) + len(windows) - len(refused)

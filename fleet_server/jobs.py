@@ -2,7 +2,7 @@
 
 :meth:`JobController.create` checks the kind and params
 (:func:`fleet_protocol.jobs.check_params`), resolves the target as deployments
-do (devices, tag selector or group, :func:`.deployments.resolve_target`: the
+do (devices, tag selector or group, :meth:`.deployments.Deployments.resolve_target`: the
 devices matching *now*, in id order) and stores one queued row per device.
 The controller (one background thread, plus a step after every change) then,
 for each running job:
@@ -56,7 +56,6 @@ from fleet_protocol.timestamps import from_iso, to_iso
 
 from . import audit
 from .clock import utc_now
-from .deployments import resolve_target
 from .errors import ConflictError, NotFoundError
 from .leadership import NotLeader
 from .store import jobs as job_store
@@ -108,7 +107,8 @@ class JobController:
                group: str | None, rate_per_minute: float | None, abort_after_failures: int | None,
                ttl_s: int = DEFAULT_TTL_S, created_by: str | None = None) -> dict:
         params = check_params(kind, params, where="job")
-        target, targeted = resolve_target(self._fleet, devices=devices, selector=selector, group=group, what="a job")
+        target, targeted = self._fleet.deployments.resolve_target(devices=devices, selector=selector, group=group,
+                                                                  what="a job")
         if not targeted:
             raise BadDataError("no device matches the job's target, so it would run nowhere; check the tags with "
                                "`edgefleet device list`")

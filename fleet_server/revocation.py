@@ -1,6 +1,6 @@
 """Revoking a device: its certificates into the CRL, the broker told, its desired state emptied.
 
-:func:`revoke_device` marks every certificate the CA issued to the device
+:meth:`Revocation.revoke_device` marks every certificate the CA issued to the device
 revoked (``ca.revoke``, which re-issues the CRL), marks the device revoked
 (the desired state is recomputed to no modules, so a device still connected
 is told to stop serving fleet modules), and, when the server runs against a
@@ -26,9 +26,13 @@ from pathlib import Path
 from fleet_protocol.timestamps import to_iso
 
 from .broker_config import BrokerConfigFiles, reload_broker, write_crl
+from .ca import CertificateAuthority
 from .clock import utc_now
+from .config import ServerConfig
+from .desired import DesiredStates
 from .errors import NotFoundError
-from .leadership import NotLeader
+from .leadership import Leadership, NotLeader
+from .store import Database
 from .store import devices as device_store
 from .store import enrollments as enrollment_store
 
@@ -39,8 +43,9 @@ _ca_lock = threading.RLock()  # the CA is not safe for concurrent revocations an
 class CrlRefresher:
     """Hands the broker a fresh CRL well before the old one expires (an expired CRL locks out every client)."""
 
-    def __init__(self, fleet, *, interval_s: float = 3600.0):
-        self._fleet = fleet
+    def __init__(self, revocation: Revocation, leadership: Leadership, *, interval_s: float = 3600.0):
+        self._revocation = revocation
+        self._leadership = leadership
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -57,9 +62,9 @@ class CrlRefresher:
     def _run(self) -> None:
         while True:
             try:
-                if self._fleet.leadership.is_leader:  # among replicas, the leader alone re-issues and reloads
-                    with self._fleet.leadership.fenced():
-                        publish_crl(self._fleet)  # the CA re-issues its CRL past half its validity
+                if self._leadership.is_leader:  # among replicas, the leader alone re-issues and reloads
+                    with self._leadership.fenced():
+                        self._revocation.publish_crl()  # the CA re-issues its CRL past half its validity
             except NotLeader as exc:
                 log.info("the CRL is left to the leader: %s", exc)
             except Exception:  # noqa: BLE001 - keep trying: a lapsed CRL takes the whole fleet offline
@@ -68,39 +73,51 @@ class CrlRefresher:
                 return
 
 
-def revoke_device(fleet, device_id: str) -> dict:
-    """Revoke ``device_id``; ``{"device_id", "serials", "broker_reloaded"}``."""
-    if device_store.get_device(db=fleet.db, device_id=device_id) is None:
-        raise NotFoundError(f"there is no device {device_id!r}")
-    now = to_iso(utc_now())
-    serials = enrollment_store.mark_revoked(db=fleet.db, device_id=device_id, now=now)
-    with _ca_lock:
-        for serial in serials:
-            fleet.ca.revoke(serial, reason="cessation_of_operation")
-    device_store.set_revoked(db=fleet.db, device_id=device_id, revoked=now)
-    fleet.desired.recompute([device_id])
-    reloaded = publish_crl(fleet)
-    log.info("device %s revoked (%d certificate(s)); broker reloaded: %s", device_id, len(serials), reloaded)
-    return {"device_id": device_id, "serials": [str(s) for s in serials], "broker_reloaded": reloaded}
+class Revocation:
+    """Revokes devices and keeps the broker's CRL current; built by the fleet.
 
+    ``config``: its ``broker_tls_dir`` / ``broker_pid_file``, where the broker the server configured reads its
+    CRL and its pid (None: no such broker; the CA's CRL is then the operator's to hand out).
+    """
 
-def publish_crl(fleet) -> bool:
-    """Give the broker the CA's current CRL if it changed, and SIGHUP it; True when the broker was signalled."""
-    if fleet.config.broker_tls_dir is None:
-        return False
-    files = BrokerConfigFiles.in_directory(fleet.config.broker_tls_dir)
-    with _ca_lock:
-        if files.crl.exists() and files.crl.read_bytes() == fleet.ca.crl_pem():
+    def __init__(self, *, db: Database, ca: CertificateAuthority, desired: DesiredStates, config: ServerConfig):
+        self._db = db
+        self._ca = ca
+        self._desired = desired
+        self._config = config
+
+    def revoke_device(self, device_id: str) -> dict:
+        """Revoke ``device_id``; ``{"device_id", "serials", "broker_reloaded"}``."""
+        if device_store.get_device(db=self._db, device_id=device_id) is None:
+            raise NotFoundError(f"there is no device {device_id!r}")
+        now = to_iso(utc_now())
+        serials = enrollment_store.mark_revoked(db=self._db, device_id=device_id, now=now)
+        with _ca_lock:
+            for serial in serials:
+                self._ca.revoke(serial, reason="cessation_of_operation")
+        device_store.set_revoked(db=self._db, device_id=device_id, revoked=now)
+        self._desired.recompute([device_id])
+        reloaded = self.publish_crl()
+        log.info("device %s revoked (%d certificate(s)); broker reloaded: %s", device_id, len(serials), reloaded)
+        return {"device_id": device_id, "serials": [str(s) for s in serials], "broker_reloaded": reloaded}
+
+    def publish_crl(self) -> bool:
+        """Give the broker the CA's current CRL if it changed, and SIGHUP it; True when the broker was signalled."""
+        if self._config.broker_tls_dir is None:
             return False
-        write_crl(files, fleet.ca)
-    pid_file = fleet.config.broker_pid_file
-    if pid_file is None:
-        log.warning("wrote a new CRL to %s but do not know the broker's pid (--broker-pid-file): reload the "
-                    "broker yourself (kill -HUP) for it to take effect", fleet.config.broker_tls_dir)
-        return False
-    try:
-        reload_broker(int(Path(pid_file).read_text().strip()))
-    except (OSError, ValueError) as exc:
-        log.error("could not signal the broker (pid file %s): %s; reload it yourself", pid_file, exc)
-        return False
-    return True
+        files = BrokerConfigFiles.in_directory(self._config.broker_tls_dir)
+        with _ca_lock:
+            if files.crl.exists() and files.crl.read_bytes() == self._ca.crl_pem():
+                return False
+            write_crl(files, self._ca)
+        pid_file = self._config.broker_pid_file
+        if pid_file is None:
+            log.warning("wrote a new CRL to %s but do not know the broker's pid (--broker-pid-file): reload the "
+                        "broker yourself (kill -HUP) for it to take effect", self._config.broker_tls_dir)
+            return False
+        try:
+            reload_broker(int(Path(pid_file).read_text().strip()))
+        except (OSError, ValueError) as exc:
+            log.error("could not signal the broker (pid file %s): %s; reload it yourself", pid_file, exc)
+            return False
+        return True

@@ -46,7 +46,7 @@ from datetime import timedelta
 from fleet_protocol.errors import BadDataError
 from fleet_protocol.timestamps import from_iso, to_iso
 
-from . import deployments as deployment_service
+from .deployments import describe_target
 from . import targeting
 from .clock import utc_now
 from .errors import ConflictError, NotFoundError
@@ -119,8 +119,8 @@ class RolloutController:
                gate: dict | None = None, allow_empty: bool = False) -> dict:
         plan = normalise_plan(plan)
         with self._lock:
-            deployment = deployment_service.create_deployment(
-                self._fleet, module=module, version=version, bundle_digest=bundle_digest, devices=devices,
+            deployment = self._fleet.deployments.create_deployment(
+                module=module, version=version, bundle_digest=bundle_digest, devices=devices,
                 selector=selector, group=group, priority=priority, admitted=[], gate=gate, allow_empty=allow_empty)
             now = to_iso(utc_now())
             rollout = rollout_store.insert_rollout(db=self._db, deployment_id=deployment["id"], plan=plan, created=now)
@@ -259,7 +259,7 @@ class RolloutController:
         waves = [list(w) for w in rollout["waves"]]
         if not waves and not total:  # created with allow_empty: wait for a device, never claim completion
             reason = (f"waiting for a device: none that it may run on matches "
-                      f"{deployment_service.describe_target(deployment['target'])} yet")
+                      f"{describe_target(deployment['target'])} yet")
             if rollout["reason"] != reason:
                 self._set(rollout, reason=reason)
                 self._event(rollout_id, "waiting", "controller", reason=reason)

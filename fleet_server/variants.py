@@ -20,11 +20,11 @@ sums them over the devices it targets, from its creation on, per version:
   (:mod:`fleet_server.feedback`) for requests the split routed to the version
   on the targeted devices since the deployment was created.
 
-:func:`verdict_of` decides between the versions (:mod:`fleet_server.ab_verdict`).
+:meth:`Variants.verdict_of` decides between the versions (:mod:`fleet_server.ab_verdict`).
 
-A comparison ends at promote: :func:`promote` stores the rows as they stand
+A comparison ends at promote: :meth:`Variants.promote` stores the rows as they stand
 with the winning version and the new deployment, and from then on
-:func:`variant_stats` returns that record, unchanged by later telemetry, and
+:meth:`Variants.variant_stats` returns that record, unchanged by later telemetry, and
 a second promote is refused (409). Nothing here writes telemetry.
 """
 
@@ -36,12 +36,13 @@ from fleet_protocol import sketch
 from fleet_protocol.errors import MessageError
 from fleet_protocol.timestamps import to_iso
 
-from . import deployments as deployment_service
 from . import targeting
 from .ab_verdict import verdict
 from .feedback import tally
 from .clock import utc_now
+from .deployments import Deployments
 from .errors import ConflictError, NotFoundError
+from .store import Database
 from .store import deployments as deployment_store
 from .store import devices as device_store
 from .store import feedback as feedback_store
@@ -51,65 +52,70 @@ log = logging.getLogger("edgefleet.server.variants")
 MAX_CLASSES = 100  # classes kept per variant, the largest; the rest are summed under "other"
 
 
-def variant_stats(fleet, deployment_id: int) -> list[dict]:
-    """The comparison's rows: frozen once decided, else live from telemetry."""
-    deployment = _get(fleet, deployment_id)
-    if deployment.get("decided"):
-        return deployment["decided"]["variants"]
-    return _live(fleet, deployment)
+class Variants:
+    """A/B comparisons of split deployments, from telemetry and labels in the store; built by the fleet."""
 
+    def __init__(self, *, db: Database, deployments: Deployments):
+        self._db = db
+        self._deployments = deployments
 
-def verdict_of(fleet, deployment_id: int) -> dict:
-    """The decision between the versions (:func:`fleet_server.ab_verdict.verdict`), the main version as baseline."""
-    deployment = _get(fleet, deployment_id)
-    rows = deployment["decided"]["variants"] if deployment.get("decided") else _live(fleet, deployment)
-    rows = [{"labelled": 0, "correct": 0, **row} for row in rows]  # frozen before labels were counted
-    return verdict(rows, deployment["version"], deployment["module"])
+    def variant_stats(self, deployment_id: int) -> list[dict]:
+        """The comparison's rows: frozen once decided, else live from telemetry."""
+        deployment = self._get(deployment_id)
+        if deployment.get("decided"):
+            return deployment["decided"]["variants"]
+        return self._live(deployment)
 
+    def verdict_of(self, deployment_id: int) -> dict:
+        """The decision between the versions (:func:`fleet_server.ab_verdict.verdict`), the main version as
+        baseline."""
+        deployment = self._get(deployment_id)
+        rows = deployment["decided"]["variants"] if deployment.get("decided") else self._live(deployment)
+        rows = [{"labelled": 0, "correct": 0, **row} for row in rows]  # frozen before labels were counted
+        return verdict(rows, deployment["version"], deployment["module"])
 
-def promote(fleet, deployment_id: int, version: int) -> dict:
-    """End the comparison and promote ``version`` (:func:`fleet_server.deployments.promote`); 409 the second time."""
-    decided = _claim(fleet, deployment_id, version)
-    try:
-        created = deployment_service.promote(fleet, deployment_id, version)
-    except BaseException:
-        deployment_store.set_decision(db=fleet.db, deployment_id=deployment_id, decided=None)  # nothing promoted
-        raise
-    deployment_store.set_decision(db=fleet.db, deployment_id=deployment_id,
-                                  decided={**decided, "deployment_id": created["id"]})
-    return created
+    def promote(self, deployment_id: int, version: int) -> dict:
+        """End the comparison and promote ``version`` (:meth:`fleet_server.deployments.Deployments.promote`); 409
+        the second time."""
+        decided = self._claim(deployment_id, version)
+        try:
+            created = self._deployments.promote(deployment_id, version)
+        except BaseException:
+            deployment_store.set_decision(db=self._db, deployment_id=deployment_id, decided=None)  # nothing promoted
+            raise
+        deployment_store.set_decision(db=self._db, deployment_id=deployment_id,
+                                      decided={**decided, "deployment_id": created["id"]})
+        return created
 
+    def _claim(self, deployment_id: int, version: int) -> dict:
+        """Record the end of the comparison before promoting ``version`` (once: a second promote finds it)."""
+        deployment = self._get(deployment_id)
+        decided = {"version": version, "deployment_id": None, "at": to_iso(utc_now()),
+                   "variants": self._live(deployment)}
+        if deployment.get("decided") or not deployment_store.claim_decision(
+                db=self._db, deployment_id=deployment_id, decided=decided):
+            done = self._get(deployment_id)["decided"] or decided
+            as_what = f"as deployment {done['deployment_id']}" if done["deployment_id"] else "(in progress)"
+            raise ConflictError(f"deployment {deployment_id}'s A/B comparison has ended: v{done['version']} was "
+                                f"promoted at {done['at']} {as_what}")
+        return decided
 
-def _claim(fleet, deployment_id: int, version: int) -> dict:
-    """Record the end of the comparison before promoting ``version`` (once: a second promote finds it)."""
-    deployment = _get(fleet, deployment_id)
-    decided = {"version": version, "deployment_id": None, "at": to_iso(utc_now()), "variants": _live(fleet, deployment)}
-    if deployment.get("decided") or not deployment_store.claim_decision(db=fleet.db, deployment_id=deployment_id,
-                                                                        decided=decided):
-        done = _get(fleet, deployment_id)["decided"] or decided
-        as_what = f"as deployment {done['deployment_id']}" if done["deployment_id"] else "(in progress)"
-        raise ConflictError(f"deployment {deployment_id}'s A/B comparison has ended: v{done['version']} was promoted "
-                            f"at {done['at']} {as_what}")
-    return decided
+    def _get(self, deployment_id: int) -> dict:
+        deployment = deployment_store.get_deployment(db=self._db, deployment_id=deployment_id)
+        if deployment is None:
+            raise NotFoundError(f"there is no deployment {deployment_id}")
+        return deployment
 
-
-def _get(fleet, deployment_id: int) -> dict:
-    deployment = deployment_store.get_deployment(db=fleet.db, deployment_id=deployment_id)
-    if deployment is None:
-        raise NotFoundError(f"there is no deployment {deployment_id}")
-    return deployment
-
-
-def _live(fleet, deployment: dict) -> list[dict]:
-    split = deployment.get("split") or {"weight": 100, "variants": []}
-    weights = {deployment["version"]: split["weight"], **{v["version"]: v["weight"] for v in split["variants"]}}
-    devices = [d["id"] for d in device_store.list_devices(db=fleet.db) if targeting.targets(deployment, d)]
-    records = deployment_store.model_stats_since(db=fleet.db, module=deployment["module"], device_ids=devices,
-                                                 since=deployment["created"])
-    labels = feedback_store.pairs_by_version(db=fleet.db, model=deployment["module"], sources=devices,
-                                             since=deployment["created"], split_only=True)
-    return [_row(version, weight, [r for r in records if r.get("version") == version], labels.get(version, []))
-            for version, weight in sorted(weights.items())]
+    def _live(self, deployment: dict) -> list[dict]:
+        split = deployment.get("split") or {"weight": 100, "variants": []}
+        weights = {deployment["version"]: split["weight"], **{v["version"]: v["weight"] for v in split["variants"]}}
+        devices = [d["id"] for d in device_store.list_devices(db=self._db) if targeting.targets(deployment, d)]
+        records = deployment_store.model_stats_since(db=self._db, module=deployment["module"], device_ids=devices,
+                                                     since=deployment["created"])
+        labels = feedback_store.pairs_by_version(db=self._db, model=deployment["module"], sources=devices,
+                                                 since=deployment["created"], split_only=True)
+        return [_row(version, weight, [r for r in records if r.get("version") == version], labels.get(version, []))
+                for version, weight in sorted(weights.items())]
 
 
 def _row(version: int, weight: int, records: list[dict], labels: list[list[str]]) -> dict:

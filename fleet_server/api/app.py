@@ -23,10 +23,10 @@ from ..config import ServerConfig
 from ..dashboard import install as install_dashboard
 from ..errors import ConflictError, NotFoundError, TooLargeError
 from ..fleet import Fleet
-from .deps import authorize, require_admin, require_operator
+from .deps import authorize, require_admin
 from .http_metrics import HttpMetrics
-from .routes import (audit, bundles, captures, deployments, devices, drift, enroll, feedback, health, inference,
-                     install, jobs, keys, metrics, models, pipeline, telemetry, tokens, wheels)
+from .routes import (audit, bundles, captures, deployments, devices, drift, enroll, enrollments, feedback, groups,
+                     health, inference, install, jobs, keys, metrics, models, rollouts, telemetry, tokens, wheels)
 
 log = logging.getLogger(__name__)
 _STATUS = ((NotFoundError, 404), (ConflictError, 409), (TooLargeError, 413), (BadDataError, 400))
@@ -58,14 +58,11 @@ def create_app(config: ServerConfig, *, fleet: Fleet | None = None) -> FastAPI:
     redact_access_log()
     _add_error_handlers(app)
     app.include_router(health.router, prefix="/api")
-    for module in (models, bundles, devices, deployments, jobs, telemetry, audit, feedback, drift):
+    for module in (models, bundles, devices, deployments, rollouts, groups, jobs, telemetry, audit, feedback, drift,
+                   captures, enrollments):
         app.include_router(module.router, prefix="/api", dependencies=[Depends(authorize)])
-    app.include_router(captures.router, prefix="/api", dependencies=[Depends(authorize)])
-    app.include_router(pipeline.router, prefix="/api", dependencies=[Depends(require_operator)])
     app.include_router(tokens.router, prefix="/api", dependencies=[Depends(require_admin)])
     app.include_router(keys.router, prefix="/api", dependencies=[Depends(require_admin)])
-    app.include_router(enroll.router, prefix="/api", dependencies=[Depends(authorize)])
-    app.include_router(enroll.devices_router, prefix="/api", dependencies=[Depends(authorize)])
     app.include_router(enroll.public, prefix="/api")  # the one-time enrollment token is its authentication
     app.include_router(inference.public)  # Open Inference Protocol v2 at /v2 (cloud scoring)
     app.include_router(inference.router)

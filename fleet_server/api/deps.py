@@ -1,4 +1,9 @@
-"""Typed dependencies for the routes: the fleet core and who may do what.
+"""Typed dependencies for the routes: the services they call and who may do what.
+
+A route declares each service it uses as a parameter typed with one of the
+aliases below (``registry: RegistryDep``); each is the instance the
+:class:`~fleet_server.fleet.Fleet` of the app built (the composition root),
+so a route never sees the fleet, the store or another service's parts.
 
 Every route under ``/api`` except ``GET /api/health`` and ``POST /api/enroll``
 needs ``Authorization: Bearer <token>``: no token or an unknown one is 401, a
@@ -25,10 +30,27 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..audit import SAFE_METHODS, note, path_object
+from ..audit import SAFE_METHODS, AuditLog, note, path_object
+from ..bundler import Bundler
+from ..cloud_scoring import CloudScoring
+from ..config import ServerConfig
+from ..deployments import Deployments
+from ..device_install.wheel_mirror import WheelMirror
+from ..devices import Devices
+from ..drift.service import Drift
+from ..enrollment import Enrollments
+from ..feedback import Feedback
 from ..fleet import Fleet
-from ..store import tokens as token_store
-from ..tokens import ADMIN, OPERATOR, VIEWER, role_allows
+from ..jobs import JobController
+from ..trust import TrustRoot
+from ..metrics import ServerMetrics
+from ..pipeline.service import ModelPipeline
+from ..registry import Registry
+from ..revocation import Revocation
+from ..rollouts import RolloutController
+from ..telemetry import Telemetry
+from ..tokens import ADMIN, OPERATOR, VIEWER, Tokens, role_allows
+from ..variants import Variants
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: the admin token printed at the server's first "
                                                    "start, or one made with `edgefleet token create`")
@@ -42,20 +64,120 @@ class Principal:
     role: str
 
 
-def get_fleet(request: Request) -> Fleet:
+def _fleet(request: Request) -> Fleet:
     return request.app.state.fleet
 
 
-FleetDep = Annotated[Fleet, Depends(get_fleet)]
+def _audit(request: Request) -> AuditLog:
+    return _fleet(request).audit
+
+
+def _bundler(request: Request) -> Bundler:
+    return _fleet(request).bundler
+
+
+def _cloud(request: Request) -> CloudScoring:
+    return _fleet(request).cloud
+
+
+def _config(request: Request) -> ServerConfig:
+    return _fleet(request).config
+
+
+def _deployments(request: Request) -> Deployments:
+    return _fleet(request).deployments
+
+
+def _devices(request: Request) -> Devices:
+    return _fleet(request).devices
+
+
+def _drift(request: Request) -> Drift:
+    return _fleet(request).drift
+
+
+def _enrollments(request: Request) -> Enrollments:
+    return _fleet(request).enrollments
+
+
+def _feedback(request: Request) -> Feedback:
+    return _fleet(request).feedback
+
+
+def _jobs(request: Request) -> JobController:
+    return _fleet(request).jobs
+
+
+def _metrics(request: Request) -> ServerMetrics:
+    return _fleet(request).metrics
+
+
+def _pipeline(request: Request) -> ModelPipeline:
+    return _fleet(request).pipeline
+
+
+def _registry(request: Request) -> Registry:
+    return _fleet(request).registry
+
+
+def _revocation(request: Request) -> Revocation:
+    return _fleet(request).revocation
+
+
+def _rollouts(request: Request) -> RolloutController:
+    return _fleet(request).rollouts
+
+
+def _telemetry(request: Request) -> Telemetry:
+    return _fleet(request).telemetry
+
+
+def _tokens(request: Request) -> Tokens:
+    return _fleet(request).tokens
+
+
+def _trust(request: Request) -> TrustRoot:
+    return _fleet(request).trust
+
+
+def _variants(request: Request) -> Variants:
+    return _fleet(request).variants
+
+
+def _wheels(request: Request) -> WheelMirror:
+    return _fleet(request).wheels
+
+
+FleetDep = Annotated[Fleet, Depends(_fleet)]  # the server itself: only for its own health, which no service owns
+AuditDep = Annotated[AuditLog, Depends(_audit)]
+BundlerDep = Annotated[Bundler, Depends(_bundler)]
+CloudDep = Annotated[CloudScoring, Depends(_cloud)]
+ConfigDep = Annotated[ServerConfig, Depends(_config)]
+DeploymentsDep = Annotated[Deployments, Depends(_deployments)]
+DevicesDep = Annotated[Devices, Depends(_devices)]
+DriftDep = Annotated[Drift, Depends(_drift)]
+EnrollmentsDep = Annotated[Enrollments, Depends(_enrollments)]
+FeedbackDep = Annotated[Feedback, Depends(_feedback)]
+JobsDep = Annotated[JobController, Depends(_jobs)]
+MetricsDep = Annotated[ServerMetrics, Depends(_metrics)]
+PipelineDep = Annotated[ModelPipeline, Depends(_pipeline)]
+RegistryDep = Annotated[Registry, Depends(_registry)]
+RevocationDep = Annotated[Revocation, Depends(_revocation)]
+RolloutsDep = Annotated[RolloutController, Depends(_rollouts)]
+TelemetryDep = Annotated[Telemetry, Depends(_telemetry)]
+TokensDep = Annotated[Tokens, Depends(_tokens)]
+TrustDep = Annotated[TrustRoot, Depends(_trust)]
+VariantsDep = Annotated[Variants, Depends(_variants)]
+WheelsDep = Annotated[WheelMirror, Depends(_wheels)]
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def authenticate(fleet: Fleet, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+def authenticate(tokens: Tokens, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     """The token's principal; 401 when there is no token or it is not known."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "an API token is required: send "
                             "'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
-    identity = token_store.token_identity(db=fleet.db, token=credentials.credentials)
+    identity = tokens.identity(credentials.credentials)
     if identity is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "the API token is not valid",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -70,8 +192,8 @@ def check_role(principal: Principal, needed: str) -> Principal:
     return principal
 
 
-def _require(request: Request, fleet: Fleet, credentials, needed: str) -> Principal:
-    principal = authenticate(fleet, credentials)
+def _require(request: Request, tokens: Tokens, credentials, needed: str) -> Principal:
+    principal = authenticate(tokens, credentials)
     request.state.principal = principal
     request.state.route_template = route_template(request.scope) or request.url.path
     note(request, **path_object(request.state.route_template, request.path_params))
@@ -93,22 +215,22 @@ def route_template(scope) -> str | None:
     return "/" + "/".join(concrete[:len(concrete) - len(own)] + own)
 
 
-def authorize(request: Request, fleet: FleetDep, credentials: CredentialsDep) -> Principal:
+def authorize(request: Request, tokens: TokensDep, credentials: CredentialsDep) -> Principal:
     """Reads need viewer; changes need operator."""
-    return _require(request, fleet, credentials, VIEWER if request.method in SAFE_METHODS else OPERATOR)
+    return _require(request, tokens, credentials, VIEWER if request.method in SAFE_METHODS else OPERATOR)
 
 
-def require_viewer(request: Request, fleet: FleetDep, credentials: CredentialsDep) -> Principal:
+def require_viewer(request: Request, tokens: TokensDep, credentials: CredentialsDep) -> Principal:
     """Any valid token, whatever the method (e.g. scoring: a POST that changes nothing)."""
-    return _require(request, fleet, credentials, VIEWER)
+    return _require(request, tokens, credentials, VIEWER)
 
 
-def require_operator(request: Request, fleet: FleetDep, credentials: CredentialsDep) -> Principal:
-    return _require(request, fleet, credentials, OPERATOR)
+def require_operator(request: Request, tokens: TokensDep, credentials: CredentialsDep) -> Principal:
+    return _require(request, tokens, credentials, OPERATOR)
 
 
-def require_admin(request: Request, fleet: FleetDep, credentials: CredentialsDep) -> Principal:
-    return _require(request, fleet, credentials, ADMIN)
+def require_admin(request: Request, tokens: TokensDep, credentials: CredentialsDep) -> Principal:
+    return _require(request, tokens, credentials, ADMIN)
 
 
 AuthorizedDep = Annotated[Principal, Depends(authorize)]

@@ -75,8 +75,8 @@ def whoami(principal: Annotated[Principal, Depends(require_viewer)]) -> dict[str
 def events(fleet: FleetDep,
            token: Annotated[str, Query(description="An API token (viewer or higher)")] = "") -> StreamingResponse:
     """Server-sent ``change`` events when devices, deployments, rollouts or telemetry change (checked once a second)."""
-    check_role(authenticate(fleet, HTTPAuthorizationCredentials(scheme="Bearer", credentials=token) if token else None),
-               VIEWER)
+    credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token) if token else None
+    check_role(authenticate(fleet.tokens, credentials), VIEWER)
     return StreamingResponse(_stream(fleet), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 

@@ -9,7 +9,7 @@ made of characters that mean nothing to a shell (and the template quotes it
 anyway). What the script does on a device is documented in the script.
 
 This module does not serve anything (:mod:`fleet_server.api.routes.install`
-does) and does not mirror wheels (:mod:`fleet_server.api.routes.wheels`).
+does) and does not mirror wheels (:mod:`.wheel_mirror`).
 """
 
 from __future__ import annotations

@@ -120,9 +120,8 @@ def test_profile_is_stored_with_the_version_per_local_provider(api, mlp_pickle, 
 
 def test_tflite_model_is_not_profiled(api, fleet):
     from fleet_server.modelinfo import ModelInfo
-    from fleet_server.registry import insert_model_record
 
-    insert_model_record(fleet, name="lite", info=ModelInfo("tflite", [], []), sha256=fleet.blobs.put(b"x" * 8),
-                        size=8, tags={}, properties={})
+    fleet.registry.insert_model_record(name="lite", info=ModelInfo("tflite", [], []),
+                                       sha256=fleet.blobs.put(b"x" * 8), size=8, tags={}, properties={})
     response = api.post("/api/models/lite/versions/1/profile", files={"sample": ("s.npy", npy(np.zeros((1, 4))))})
     assert response.status_code == 400 and "only ONNX" in response.json()["detail"]

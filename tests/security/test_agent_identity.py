@@ -17,7 +17,6 @@ from edge_agent.identity import new_device_key_and_csr
 from fleet_protocol.root import load_certificate
 from fleet_server.broker_config import BrokerConfigFiles
 from fleet_server.ca import CertificateAuthority
-from fleet_server.revocation import publish_crl
 from fleet_server.store import enrollments as enrollment_store
 from simulators.devices import spawn_agent
 from tests.security.tls_mqtt import TlsBroker
@@ -159,7 +158,7 @@ def test_agent_renews_its_certificate_before_expiry_over_mqtt(tls_fleet, tmp_pat
     # the renewed identity is what the agent connects with from now on: the old certificate can go
     fleet.ca.revoke(first.serial_number, reason="superseded")
     reloads = tls_fleet.broker.reloads()
-    assert publish_crl(fleet)
+    assert fleet.revocation.publish_crl()
     wait_for(lambda: tls_fleet.broker.reloads() > reloads, what="Mosquitto to reload its CRL")
     with tls_fleet.api() as api:
         wait_for(lambda: api.get("/api/devices/cam-1").json()["status"] == "offline", what="the agent to go offline")

@@ -19,7 +19,6 @@ from fleet_protocol.root import load_certificate
 from fleet_protocol.timestamps import to_iso
 from fleet_server.clock import utc_now
 from fleet_server.enrollment import MAX_REQUEST_BYTES, EnrollmentRequest, parse_enrollment_request
-from fleet_server.revocation import publish_crl
 from fleet_server.store import devices as device_store
 from fleet_server.store import enrollments as enrollment_store
 from tests.server.builders import module_files, tar_gz, tiny_onnx
@@ -241,9 +240,9 @@ def test_enrollment_request_parser_round_trips_and_refuses_extra_fields(token, e
 
 def test_broker_gets_the_new_crl_when_the_ca_reissues_it(tls_fleet):
     fleet = tls_fleet.server.fleet
-    assert publish_crl(fleet) is False  # unchanged: the broker is left alone
+    assert fleet.revocation.publish_crl() is False  # unchanged: the broker is left alone
     (fleet.config.data_dir / "ca" / "crl.pem").unlink()  # as past half its life: the CA issues a new one
     reloads = tls_fleet.broker.reloads()
-    assert publish_crl(fleet) is True
+    assert fleet.revocation.publish_crl() is True
     wait_for(lambda: tls_fleet.broker.reloads() > reloads, what="Mosquitto to reload its CRL")
     assert tls_fleet.broker.files.crl.read_bytes() == fleet.ca.crl_pem()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from fleet_protocol import feedback, messages, topics
 from fleet_protocol.messages import TelemetryBatch, TelemetryRecord
-from fleet_server.feedback import field_accuracy
 
 TS = "2026-01-01T00:00:00Z"
 
@@ -32,7 +31,7 @@ def test_feedback_for_the_same_request_counts_once_and_a_malformed_record_loses_
     fleet.handlers.handle(topic, batch("box-2", record(1, "r1", ["setosa", "virginica"], ["virginica", "virginica"])))
 
     assert fleet.handlers.malformed.by_kind() == {"feedback": 2}, "the bad record, in each delivery"
-    by_version = {v["version"]: v for v in field_accuracy(fleet, "iris")}
+    by_version = {v["version"]: v for v in fleet.feedback.field_accuracy("iris")}
     assert (by_version[2]["labelled"], by_version[2]["correct"]) == (2, 1)
     assert by_version[2]["confusion"] == {"setosa": {"setosa": 1, "virginica": 1}}
     assert (by_version[1]["labelled"], by_version[1]["correct"]) == (1, 1)

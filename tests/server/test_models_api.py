@@ -134,12 +134,10 @@ def test_an_upload_over_the_limit_is_refused_with_413(config, fleet, api):
 def test_concurrent_registrations_never_share_a_version(fleet):
     from concurrent.futures import ThreadPoolExecutor
 
-    from fleet_server import registry
-
     data = [tiny_onnx(float(i)) for i in range(12)]
     with ThreadPoolExecutor(max_workers=6) as pool:
-        records = list(pool.map(lambda d: registry.register_model(fleet, name="race", data=d, tags={},
-                                                                  properties={}), data))
+        records = list(pool.map(lambda d: fleet.registry.register_model(name="race", data=d, tags={},
+                                                                        properties={}), data))
     assert sorted(r["version"] for r in records) == list(range(1, 13))
 
 

@@ -1,4 +1,4 @@
-"""Query and form values shared by several routes, parsed into clear 400s."""
+"""What several route modules share: query and form values parsed into clear 400s, and audit notes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import UploadFile
 from fleet_protocol.canonical import parse_json_object
 from fleet_protocol.errors import BadDataError
 
+from ...audit import note
 from ...errors import TooLargeError
 
 
@@ -39,13 +40,19 @@ def read_upload(upload: UploadFile, *, limit_bytes: int) -> bytes:
     return data
 
 
-def read_baseline(fleet, upload: UploadFile | None) -> tuple[str, bytes] | None:
+def read_baseline(upload: UploadFile | None, *, limit_bytes: int) -> tuple[str, bytes] | None:
     """A drift baseline upload as ``(file name, bytes)`` (its name says its format), or None."""
     if upload is None:
         return None
-    return upload.filename or "baseline", read_upload(upload, limit_bytes=fleet.config.max_upload_bytes)
+    return upload.filename or "baseline", read_upload(upload, limit_bytes=limit_bytes)
 
 
 def drift_note(record: dict) -> dict:
     """What the audit log notes of a registration's drift reference (nothing without one)."""
     return {"drift_reference": record["drift_reference"]["id"]} if record.get("drift_reference") else {}
+
+
+def note_target(request, body) -> None:
+    """What a deployment or rollout request aims at, in its audit entry (refused ones too)."""
+    note(request, module=body.module, version=body.version, devices=body.devices, selector=body.selector,
+         group=body.group)

@@ -6,15 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from ...store import audit as audit_store
-from ..deps import FleetDep
+from ..deps import AuditDep
 from ..schemas import AuditEntryPublic
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
 @router.get("", response_model=list[AuditEntryPublic])
-def list_audit(fleet: FleetDep, actor: str | None = None,
+def list_audit(audit: AuditDep, actor: str | None = None,
                after_id: Annotated[int, Query(ge=0, description="Page: ids greater than this")] = 0,
                limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[dict]:
-    return audit_store.list_entries(db=fleet.db, after_id=after_id, actor=actor, limit=limit)
+    return audit.entries(after_id=after_id, actor=actor, limit=limit)

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ...feedback import field_accuracy
-from ..deps import FleetDep
+from ..deps import FeedbackDep
 from ..schemas import FieldAccuracy
 
 router = APIRouter(prefix="/feedback", tags=["feedback"])
 
 
 @router.get("/{name}", response_model=list[FieldAccuracy])
-def accuracy(fleet: FleetDep, name: str) -> list[dict]:
+def accuracy(feedback: FeedbackDep, name: str) -> list[dict]:
     """Per version of model ``name`` (the name scoring requests use) with labels, newest first: labelled rows,
     accuracy with its Wilson 95 % interval, and the confusion matrix (true label → predicted class → rows).
     Empty until a label comes back."""
-    return field_accuracy(fleet, name)
+    return feedback.field_accuracy(name)

@@ -1,4 +1,4 @@
-"""``GET /api/health`` (liveness) and ``GET /api/ready`` (readiness), both without a token; ``GET /api/keys``.
+"""``GET /api/health`` (liveness) and ``GET /api/ready`` (readiness), both without a token.
 
 Health says the process answers, with its message counters; it stays 200
 while the broker or the database is away. Ready says whether this replica
@@ -7,6 +7,8 @@ reaches the database and the MQTT link is connected, else 503 naming what is
 missing; a load balancer takes a replica out of rotation on it (see
 ``docs/haproxy.cfg.example``). Neither is written to the audit log (reads
 never are), and a successful readiness check stays out of the access log.
+Both read the :class:`~fleet_server.fleet.Fleet` itself (``FleetDep``): the
+server's own health is the one thing no service owns.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import logging
 
 from fastapi import APIRouter, Response
 
-from ..deps import AdminDep, FleetDep
-from ..schemas import HealthPublic, KeysPublic, ReadyPublic, SigningKeyPublic
+from ..deps import FleetDep
+from ..schemas import HealthPublic, ReadyPublic
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["server"])
@@ -49,8 +51,3 @@ def ready(fleet: FleetDep, response: Response) -> ReadyPublic:
         response.status_code = 503
     return state
 
-
-@router.get("/keys", response_model=KeysPublic)
-def keys(fleet: FleetDep, _: AdminDep) -> KeysPublic:
-    public = fleet.signing_key.public_key
-    return KeysPublic(signing_keys=[SigningKeyPublic(keyid=public.keyid, public_key=public.to_hex())])

@@ -48,11 +48,12 @@ from fleet_protocol.errors import BadDataError, EdgefleetError
 from fleet_protocol.fields import is_ascii_decimal
 
 
-from ... import feedback
-from ...cloud_scoring import CloudModel
+from ...cloud_scoring import CloudModel, CloudScoring
+from ...config import ServerConfig
 from ...errors import NotFoundError, TooLargeError
 from ...tokens import VIEWER
-from ..deps import CredentialsDep, FleetDep, Principal, authenticate, check_role
+from ..deps import CloudDep, ConfigDep, CredentialsDep, FeedbackDep, FleetDep, Principal, TokensDep, authenticate, \
+    check_role
 
 SERVER_NAME = "edgefleet-server"
 
@@ -83,9 +84,9 @@ class OipRoute(APIRoute):
         return route
 
 
-def require_scoring(request: Request, fleet: FleetDep, credentials: CredentialsDep) -> Principal:
+def require_scoring(request: Request, tokens: TokensDep, credentials: CredentialsDep) -> Principal:
     """Any known token: scoring reads the registry and changes nothing, so viewer is enough."""
-    principal = authenticate(fleet, credentials)
+    principal = authenticate(tokens, credentials)
     request.state.principal = principal
     return check_role(principal, VIEWER)
 
@@ -118,60 +119,61 @@ def _version(version: str | None) -> int | None:
     return int(version)
 
 
-def _model(fleet, name: str, version: str | None) -> CloudModel:
-    return fleet.cloud.model(name, _version(version))
+def _model(cloud: CloudScoring, name: str, version: str | None) -> CloudModel:
+    return cloud.model(name, _version(version))
 
 
 @router.get("/models/{name}")
 @router.get("/models/{name}/versions/{version}")
-def model_metadata(fleet: FleetDep, name: str, version: str | None = None) -> dict:
-    model = _model(fleet, name, version)
-    return model.metadata(fleet.cloud.versions(model))
+def model_metadata(cloud: CloudDep, name: str, version: str | None = None) -> dict:
+    model = _model(cloud, name, version)
+    return model.metadata(cloud.versions(model))
 
 
 @router.get("/models/{name}/ready")
 @router.get("/models/{name}/versions/{version}/ready")
-def model_ready(fleet: FleetDep, name: str, version: str | None = None) -> dict:
-    model = _model(fleet, name, version)
+def model_ready(cloud: CloudDep, name: str, version: str | None = None) -> dict:
+    model = _model(cloud, name, version)
     return {"name": model.name, "version": str(model.version), "ready": True}
 
 
 @router.post("/models/{name}/infer")
 @router.post("/models/{name}/versions/{version}/infer")
-async def infer(fleet: FleetDep, request: Request, name: str, version: str | None = None) -> Response:
-    body = await _body(fleet, request)
-    return await run_in_threadpool(_score, lambda: _model(fleet, name, version), body,
-                                   request.headers.get(oip_binary.HEADER), fleet.cloud.recent)
+async def infer(cloud: CloudDep, config: ConfigDep, request: Request, name: str,
+                version: str | None = None) -> Response:
+    body = await _body(config, request)
+    return await run_in_threadpool(_score, lambda: _model(cloud, name, version), body,
+                                   request.headers.get(oip_binary.HEADER), cloud.recent)
 
 
 @router.post("/models/{name}/feedback")
-async def model_feedback(fleet: FleetDep, request: Request, name: str) -> dict:
-    body = await _body(fleet, request)
+async def model_feedback(feedback: FeedbackDep, config: ConfigDep, request: Request, name: str) -> dict:
+    body = await _body(config, request)
     return await run_in_threadpool(
-        feedback.receive, fleet, name, parse_json_object(body, what="request body", max_bytes=len(body)))
+        feedback.receive, name, parse_json_object(body, what="request body", max_bytes=len(body)))
 
 
 @router.get("/modules/{name}/versions/{version}")
-def module_metadata(fleet: FleetDep, name: str, version: str) -> dict:
-    module = _module(fleet, name, version)
+def module_metadata(cloud: CloudDep, name: str, version: str) -> dict:
+    module = _module(cloud, name, version)
     return module.metadata([module.version])
 
 
 @router.post("/modules/{name}/versions/{version}/infer")
-async def infer_module(fleet: FleetDep, request: Request, name: str, version: str) -> Response:
-    body = await _body(fleet, request)
-    return await run_in_threadpool(_score, lambda: _module(fleet, name, version), body,
+async def infer_module(cloud: CloudDep, config: ConfigDep, request: Request, name: str, version: str) -> Response:
+    body = await _body(config, request)
+    return await run_in_threadpool(_score, lambda: _module(cloud, name, version), body,
                                    request.headers.get(oip_binary.HEADER))
 
 
-def _module(fleet, name: str, version: str) -> CloudModel:
+def _module(cloud: CloudScoring, name: str, version: str) -> CloudModel:
     if not is_ascii_decimal(version):
         raise NotFoundError(f"module version {version!r} is not a bundle version number")
-    return fleet.cloud.module(name, int(version))
+    return cloud.module(name, int(version))
 
 
-async def _body(fleet, request: Request) -> bytes:
-    limit = fleet.config.cloud_max_request_bytes
+async def _body(config: ServerConfig, request: Request) -> bytes:
+    limit = config.cloud_max_request_bytes
     length = request.headers.get("content-length")
     if length is not None and is_ascii_decimal(length) and int(length) > limit:
         raise TooLargeError(f"request body of {length} bytes is more than the {limit} allowed")

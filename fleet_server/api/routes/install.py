@@ -14,16 +14,16 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import PlainTextResponse
 
 from ...device_install import render_install_script
-from ..deps import FleetDep
+from ..deps import ConfigDep
 
 router = APIRouter(tags=["install"])
 
 
 @router.get("/install.sh", response_class=PlainTextResponse,
             responses={200: {"content": {"text/x-shellscript": {}}}, 400: {"description": "unusable Host header"}})
-def install_script(fleet: FleetDep, request: Request) -> PlainTextResponse:
+def install_script(config: ConfigDep, request: Request) -> PlainTextResponse:
     """The device install script: `curl -fsSL URL/install.sh | sudo sh -s -- --token TOKEN` (`--help` for more)."""
-    fleet_url = fleet.config.public_url or str(request.base_url)
+    fleet_url = config.public_url or str(request.base_url)
     try:
         script = render_install_script(fleet_url)
     except ValueError as exc:

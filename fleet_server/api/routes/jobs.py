@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from fleet_protocol.jobs import KINDS
 
 from ...audit import note
-from ..deps import FleetDep
+from ..deps import JobsDep
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"])
 JobKind = Literal[KINDS]  # type: ignore[valid-type]
 
 
@@ -69,13 +69,13 @@ class JobPublic(JobSummary):
     devices: list[JobDeviceState]
 
 
-@router.post("/jobs", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
-def create(fleet: FleetDep, request: Request, body: JobCreate) -> dict:
+@router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
+def create(jobs: JobsDep, request: Request, body: JobCreate) -> dict:
     """Run a job on the devices a list, tag selector or group names now; staged by the rate, stopped by the
     abort threshold."""
     note(request, kind=body.kind, devices=body.devices, selector=body.selector, group=body.group)
     principal = getattr(request.state, "principal", None)
-    job = fleet.jobs.create(kind=body.kind, params=body.params, devices=body.devices, selector=body.selector,
+    job = jobs.create(kind=body.kind, params=body.params, devices=body.devices, selector=body.selector,
                             group=body.group, rate_per_minute=body.rate_per_minute,
                             abort_after_failures=body.abort_after_failures, ttl_s=body.ttl_s,
                             created_by=principal.name if principal else None)
@@ -83,19 +83,19 @@ def create(fleet: FleetDep, request: Request, body: JobCreate) -> dict:
     return job
 
 
-@router.get("/jobs", response_model=list[JobSummary])
-def list_jobs(fleet: FleetDep) -> list[dict]:
-    return fleet.jobs.list()
+@router.get("", response_model=list[JobSummary])
+def list_jobs(jobs: JobsDep) -> list[dict]:
+    return jobs.list()
 
 
-@router.get("/jobs/{job_id}", response_model=JobPublic)
-def get_job(fleet: FleetDep, job_id: int) -> dict:
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(jobs: JobsDep, job_id: int) -> dict:
     """The job with each device's state and result (logs, diagnostics, …) or error."""
-    return fleet.jobs.detail(job_id)
+    return jobs.detail(job_id)
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
-def cancel(fleet: FleetDep, request: Request, job_id: int) -> dict:
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel(jobs: JobsDep, request: Request, job_id: int) -> dict:
     """Cancel the devices not sent yet; what was sent still reports."""
     principal = getattr(request.state, "principal", None)
-    return fleet.jobs.cancel(job_id, actor=principal.name if principal else "an operator")
+    return jobs.cancel(job_id, actor=principal.name if principal else "an operator")

@@ -1,9 +1,9 @@
-"""The root of trust: ``GET /api/keys/root`` and ``POST /api/keys/rotate`` (admin, like ``GET /api/keys``).
+"""The root of trust: ``GET /api/keys``, ``GET /api/keys/root`` and ``POST /api/keys/rotate`` (admin).
 
 A rotation makes a new signing key and root version N+1 signed by the root
 keys, publishes the root chain retained on :data:`fleet_protocol.topics.ROOT_TOPIC`
 and re-issues every device's desired state signed with the new key
-(:meth:`fleet_server.fleet.Fleet.rotate_signing_key`); devices refuse the old
+(:meth:`fleet_server.trust.TrustRoot.rotate`); devices refuse the old
 key once they hold the new root. The audit log records the rotation as
 ``POST /api/keys/rotate``. Only public keys are ever returned.
 """
@@ -15,12 +15,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from fleet_protocol.root import RootDocument
-from fleet_protocol.signing import PublicKey
-
 from ...audit import note
-from ...fleet import Fleet
-from ..deps import FleetDep
+from ..deps import TrustDep
+from ..schemas import KeysPublic, SigningKeyPublic
 
 router = APIRouter(prefix="/keys", tags=["server"])
 
@@ -36,25 +33,21 @@ class RootPublic(BaseModel):
     chain_length: int = Field(description="Root documents published for devices to walk, version 1 first")
 
 
-def _public(fleet: Fleet) -> RootPublic:
-    doc = RootDocument.from_dict(fleet.keys.root["signed"])
-    return RootPublic(version=doc.version, expires=doc.expires,
-                      root_keyids=[PublicKey.from_hex(k).keyid for k in doc.root_keys],
-                      root_threshold=doc.root_threshold,
-                      signing_keyids=[PublicKey.from_hex(k).keyid for k in doc.signing_keys],
-                      signing_keys=list(doc.signing_keys), root=fleet.keys.root, chain_length=len(fleet.keys.roots))
+@router.get("", response_model=KeysPublic)
+def keys(trust: TrustDep) -> KeysPublic:
+    public = trust.signing_key()
+    return KeysPublic(signing_keys=[SigningKeyPublic(keyid=public.keyid, public_key=public.to_hex())])
 
 
 @router.get("/root", response_model=RootPublic)
-def root(fleet: FleetDep) -> RootPublic:
+def root(trust: TrustDep) -> RootPublic:
     """The current root of trust."""
-    return _public(fleet)
+    return RootPublic(**trust.root())
 
 
 @router.post("/rotate", response_model=RootPublic)
-def rotate(fleet: FleetDep, request: Request) -> RootPublic:
+def rotate(trust: TrustDep, request: Request) -> RootPublic:
     """New signing key under root N+1; from now on bundles and desired state are signed with it."""
-    fleet.rotate_signing_key()
-    public = _public(fleet)
+    public = RootPublic(**trust.rotate())
     note(request, root_version=public.version, signing_keyids=public.signing_keyids)
     return public

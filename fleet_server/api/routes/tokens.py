@@ -4,28 +4,26 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from ... import tokens as token_service
 from ...audit import note
-from ...store import tokens as token_store
-from ..deps import FleetDep
+from ..deps import TokensDep
 from ..schemas import TokenCreate, TokenCreated, TokenPublic
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
 
 @router.post("", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
-def create_token(fleet: FleetDep, request: Request, body: TokenCreate) -> dict:
+def create_token(tokens: TokensDep, request: Request, body: TokenCreate) -> dict:
     note(request, token=body.name, role=body.role)
-    plaintext, record = token_service.create_token(fleet.db, name=body.name, role=body.role)
+    plaintext, record = tokens.create_token(name=body.name, role=body.role)
     return {**record, "token": plaintext}
 
 
 @router.get("", response_model=list[TokenPublic])
-def list_tokens(fleet: FleetDep) -> list[dict]:
-    return token_store.list_tokens(db=fleet.db)
+def list_tokens(tokens: TokensDep) -> list[dict]:
+    return tokens.list_tokens()
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_token(fleet: FleetDep, name: str) -> None:
+def delete_token(tokens: TokensDep, name: str) -> None:
     """Revoke a token at once (its next request is 401). The last admin token cannot be deleted."""
-    token_service.delete_token(fleet.db, name=name)
+    tokens.delete_token(name=name)
