@@ -46,7 +46,7 @@ class CloudBackend:
         scheme, _, token = metadata.get("authorization", "").partition(" ")
         credentials = HTTPAuthorizationCredentials(scheme=scheme, credentials=token.strip()) if token else None
         try:
-            check_role(authenticate(self.fleet, credentials), VIEWER)
+            check_role(authenticate(self.fleet.tokens, credentials), VIEWER)
         except HTTPException as exc:
             raise ScoringError(exc.status_code, str(exc.detail)) from None
 
