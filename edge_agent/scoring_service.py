@@ -7,8 +7,8 @@ decoded :class:`~fleet_protocol.oip.InferenceRequest` and returns a
 :class:`~edgefleet_runtime.scored.Scored` with the output arrays; encoding them (JSON, binary, gRPC)
 is the caller's. It does no I/O of its own. Failures are
 :class:`~edgefleet_runtime.scored.ScoringError` with the HTTP status that
-:mod:`edge_agent.scoring_api` documents (gRPC maps it to a status code, see
-:mod:`edgefleet_runtime.grpc_api`, whose backend :class:`AgentBackend` is).
+:mod:`edge_agent.scoring_api` documents; gRPC maps it to a status code in
+:mod:`edgefleet_runtime.grpc_api`, whose backend for the agent is :class:`AgentBackend`.
 """
 
 from __future__ import annotations
