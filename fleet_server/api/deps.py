@@ -3,17 +3,18 @@
 A route declares each service it uses as a parameter typed with one of the
 aliases below (``registry: RegistryDep``); each is the instance the
 :class:`~fleet_server.fleet.Fleet` of the app built (the composition root),
-so a route never sees the fleet, the store or another service's parts.
+so a route never sees the fleet, the store or another service's parts (only
+the server's own health checks take :data:`FleetDep`).
 
-Every route under ``/api`` except ``GET /api/health`` and ``POST /api/enroll``
+Every route under ``/api`` except ``GET /api/health``, ``GET /api/ready`` and ``POST /api/enroll``
 needs ``Authorization: Bearer <token>``: no token or an unknown one is 401, a
 token whose role is too low is 403. Roles (:mod:`fleet_server.tokens`):
 
 - :func:`authorize`: the default for resource routers: reads (GET, HEAD)
   need ``viewer``, anything that changes the fleet needs ``operator``;
 - :func:`require_viewer`: any valid token for any method (POSTs that change nothing);
-- :func:`require_operator` / :data:`OperatorDep`: operator for any method;
-- :func:`require_admin` / :data:`AdminDep`: admin (keys, tokens).
+- :func:`require_operator`: operator for any method;
+- :func:`require_admin`: admin (keys, tokens).
 
 Each check puts the caller's :class:`Principal`, the route template and the
 path parameters (the start of the entry's object) in ``request.state`` for the
@@ -232,7 +233,3 @@ def require_operator(request: Request, tokens: TokensDep, credentials: Credentia
 def require_admin(request: Request, tokens: TokensDep, credentials: CredentialsDep) -> Principal:
     return _require(request, tokens, credentials, ADMIN)
 
-
-AuthorizedDep = Annotated[Principal, Depends(authorize)]
-OperatorDep = Annotated[Principal, Depends(require_operator)]
-AdminDep = Annotated[Principal, Depends(require_admin)]
