@@ -51,7 +51,7 @@ class CloudBackend:
             raise ScoringError(exc.status_code, str(exc.detail)) from None
 
     def ready(self) -> bool:
-        self.fleet.db.connection().execute("SELECT 1").fetchone()
+        self.fleet.db.ping()
         return True
 
     def server_metadata(self) -> dict:

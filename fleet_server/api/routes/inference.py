@@ -102,7 +102,7 @@ def live() -> dict:
 
 @public.get("/health/ready")
 def ready(fleet: FleetDep) -> dict:
-    fleet.db.connection().execute("SELECT 1").fetchone()
+    fleet.db.ping()
     return {"ready": True}
 
 
