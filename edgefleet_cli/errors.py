@@ -15,14 +15,14 @@ from itertools import takewhile
 
 # The top-level module each extra brings (pyproject.toml's [project.optional-dependencies]).
 EXTRA_MODULES = {
-    "server": ("fastapi", "uvicorn", "sqlite_utils", "onnx", "amqtt", "starlette", "pydantic", "multipart",
+    "server": ("fastapi", "uvicorn", "sqlalchemy", "alembic", "psycopg", "onnx", "amqtt", "starlette", "pydantic", "multipart",
                "python_multipart", "sklearn", "skl2onnx"),
     "agent": ("paho", "onnxruntime", "ai_edge_litert", "psutil"),
     "container": ("docker",),
     "grpc": ("grpc",),
 }
 # What a command of each extra imports before it can do anything (checked by require_extra).
-_NEEDED_AT_START = {"server": ("fastapi", "uvicorn", "sqlite_utils", "onnx"), "agent": ("paho", "onnxruntime"),
+_NEEDED_AT_START = {"server": ("fastapi", "uvicorn", "sqlalchemy", "alembic", "onnx"), "agent": ("paho", "onnxruntime"),
                     "container": ("docker",)}
 
 

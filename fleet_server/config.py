@@ -9,11 +9,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .device_install import check_fleet_url
+from .store.db import engine_url
 
 
 @dataclass
 class ServerConfig:
-    data_dir: Path
+    data_dir: Path  # keys, blobs, chunks; and the SQLite store when database_url is None
+    database_url: str | None = None  # postgresql://USER@HOST:PORT/DB: the tables live there (replicas share it)
     host: str = "127.0.0.1"
     port: int = 8080
     broker_url: str | None = None  # None: start the embedded broker
@@ -50,6 +52,8 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
+        if self.database_url is not None:
+            self.database_url = engine_url(self.database_url)  # fail early on a typo or another engine
         if self.wheels_dir is not None:
             self.wheels_dir = Path(self.wheels_dir)
         if self.public_url is not None:

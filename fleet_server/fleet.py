@@ -1,7 +1,7 @@
 """The server's core: storage, keys, desired state and the MQTT side, without HTTP.
 
-:class:`Fleet` opens (or at first start creates) a data dir: the SQLite
-database, the model blob and chunk stores, the root and signing keys
+:class:`Fleet` opens (or at first start creates) a data dir and the database
+(SQLite in the data dir, or PostgreSQL at ``database_url``), the model blob and chunk stores, the root and signing keys
 (:class:`~fleet_server.keys.KeyRing`), the admin token and the device CA.
 :meth:`Fleet.start_mqtt` starts the embedded broker when no external one is
 configured and connects the MQTT link; on every (re)connect the root chain is
@@ -64,7 +64,7 @@ class Fleet:
         self.config = config
         if not config.data_dir.exists():
             config.data_dir.mkdir(parents=True, mode=0o700)
-        self.db = Database(config.data_dir / "fleet.db")
+        self.db = Database(config.database_url) if config.database_url else Database.for_data_dir(config.data_dir)
         self.leadership = Leadership(transaction=self.db.transaction, backend=None, lease_s=config.leader_lease_s,
                                      renew_s=config.leader_renew_s,
                                      replica_id=f"{config.replica_id}-{secrets.token_hex(3)}")

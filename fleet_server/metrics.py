@@ -1,6 +1,6 @@
 """The fleet server's Prometheus metrics, served at ``GET /metrics`` (any valid API token).
 
-Fleet gauges are read from the store at scrape time, each one grouped
+Fleet gauges are read from the store at scrape time (store functions), each one grouped
 query whose result is bounded by its labels (device status x firmware
 profile, rollout state), never a scan whose result grows with telemetry;
 ingest and refusal counts are the running totals :class:`~fleet_server.handlers.MessageHandlers`
@@ -28,16 +28,17 @@ the middleware that times requests (:mod:`.api.http_metrics`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from prometheus_client import Histogram
 from prometheus_client.metrics_core import Metric
 
-from edgefleet_runtime.metric_families import CONTENT_TYPE, Family, Series, collect_table, new_registry, render
+from edgefleet_runtime.metric_families import CONTENT_TYPE, Family, collect_table, new_registry, render
 from fleet_protocol.errors import MessageError
 from fleet_protocol.timestamps import from_iso
 
 from .rollouts import STATES as ROLLOUT_STATES
+from .store import devices as device_store, rollouts as rollout_store
 
 if TYPE_CHECKING:
     from .fleet import Fleet
@@ -48,23 +49,14 @@ LAG_BUCKETS_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def _grouped(sql: str) -> Callable[["Fleet"], Series]:
-    """A query whose rows are label values then a number: one series per row."""
-    def read(fleet: "Fleet") -> Series:
-        return {tuple(str(v) for v in row[:-1]): row[-1] for row in fleet.db.connection().execute(sql).fetchall()}
-    return read
-
-
-_rollouts_by_state = _grouped("SELECT state, COUNT(*) FROM rollouts GROUP BY state")
-
 FAMILIES: tuple[Family["Fleet"], ...] = (
     Family("edgefleet_devices", "gauge", "Devices the server knows, by last status (online, offline, unknown: "
            "never seen; revoked: its certificates are revoked) and firmware profile", ("status", "profile"),
-           _grouped("SELECT CASE WHEN revoked IS NOT NULL THEN 'revoked' ELSE status END, profile, COUNT(*) "
-                    "FROM devices GROUP BY 1, 2")),
+           lambda fleet: device_store.count_by_status(db=fleet.db)),
     Family("edgefleet_rollouts", "gauge", "Staged rollouts by state (running, paused, completed, aborted, "
            "rolled_back); 0 for a state none is in", ("state",),
-           lambda fleet: {(state,): 0 for state in ROLLOUT_STATES} | _rollouts_by_state(fleet)),
+           lambda fleet: {(state,): 0 for state in ROLLOUT_STATES}
+           | {(state,): n for state, n in rollout_store.count_by_state(db=fleet.db).items()}),
     Family("edgefleet_telemetry_records_received_total", "counter", "Telemetry records (captures too) the broker "
            "delivered to this server, a redelivered record again", (),
            lambda fleet: {(): fleet.handlers.telemetry_received}),

@@ -128,7 +128,8 @@ def _banner(fleet: Fleet, url: str, grpc_server=None) -> str:
     lines = [f"edgefleet server: API {url} (OpenAPI {url}/docs), MQTT {fleet.broker_url}"
              + (" (embedded broker)" if fleet.broker else "")
              + (f", gRPC scoring {grpc_server.address}" if grpc_server is not None else ""),
-             f"  agents connect to {fleet.public_broker_url}; data in {fleet.config.data_dir}"]
+             f"  agents connect to {fleet.public_broker_url}; data in {fleet.config.data_dir}"
+             + (f", tables in {fleet.db.display_url}" if fleet.config.database_url else "")]
     if fleet.created_admin_token is not None:
         lines += ["  First start of this data dir. Admin API token (shown once, stored only as a hash):",
                   f"    {fleet.created_admin_token}",

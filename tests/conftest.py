@@ -10,6 +10,10 @@ from fleet_server.config import ServerConfig
 from fleet_server.runner import ServerThread
 from tests.support.fleet import ADMIN_TOKEN
 from tests.support.mosquitto import Mosquitto, start_mosquitto
+from tests.support.postgres import Postgres, start_postgres
+
+# Run a test module's server tests on both store engines: `pytestmark = BOTH_ENGINES` (it parametrises `engine`).
+BOTH_ENGINES = pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
 
 
 @pytest.fixture
@@ -22,10 +26,42 @@ def mosquitto(tmp_path) -> Mosquitto:
     broker.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Postgres:
+    """A real PostgreSQL cluster for this test session (each xdist worker has its own), stopped at the end."""
+    try:
+        cluster = start_postgres()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def server_thread(tmp_path, mosquitto, monkeypatch) -> ServerThread:
+def database_url(postgres) -> str:
+    """The URL of a new, empty PostgreSQL database."""
+    return postgres.create_database()
+
+
+@pytest.fixture
+def engine() -> str:
+    """The store engine the server fixtures use: "sqlite", unless the module parametrises it (BOTH_ENGINES)."""
+    return "sqlite"
+
+
+@pytest.fixture
+def store_url(engine, request) -> str | None:
+    """``ServerConfig.database_url`` for ``engine``: None (SQLite in the data dir) or a new PostgreSQL database
+    at the newest schema."""
+    if engine == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").create_database(migrated=True)
+
+
+@pytest.fixture
+def server_thread(tmp_path, mosquitto, monkeypatch, store_url) -> ServerThread:
     """A fleet server in this process's threads on the test's Mosquitto; admin token ``tests.support.fleet.ADMIN_TOKEN``."""
     monkeypatch.setenv("EDGEFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
-    config = ServerConfig(data_dir=tmp_path / "server", port=0, broker_url=mosquitto.url)
+    config = ServerConfig(data_dir=tmp_path / "server", database_url=store_url, port=0, broker_url=mosquitto.url)
     with ServerThread(config) as running:
         yield running

@@ -17,8 +17,13 @@ app = typer.Typer(help="Run the fleet server.", no_args_is_help=True)
 
 @app.command()
 def run(
-    data_dir: Annotated[Path, typer.Option(envvar="EDGEFLEET_DATA_DIR", help="Where the SQLite store, keys, "
-                                           "model files and chunks live")] = Path("edgefleet-data"),
+    data_dir: Annotated[Path, typer.Option(envvar="EDGEFLEET_DATA_DIR", help="Where the SQLite store (unless "
+                                           "--database-url), keys, model files and chunks live")]
+    = Path("edgefleet-data"),
+    database_url: Annotated[Optional[str], typer.Option(envvar="EDGEFLEET_DATABASE_URL", help="Keep the fleet's "
+                                                        "tables in PostgreSQL, e.g. postgresql://edgefleet@db:5432/"
+                                                        "fleet (several servers may share it); default: SQLite in "
+                                                        "--data-dir. Migrated to the newest schema at start")] = None,
     host: Annotated[str, typer.Option(help="Address the API binds to")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API and dashboard port")] = 8080,
     broker: Annotated[Optional[str], typer.Option(help="External broker, e.g. mqtt://127.0.0.1:1883; "
@@ -57,9 +62,10 @@ def run(
     require_extra("server")
     from fleet_server.config import ServerConfig
     from fleet_server.runner import run_server
+    from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        run_server(ServerConfig(data_dir=data_dir, host=host, port=port, broker_url=broker,
+        run_server(ServerConfig(data_dir=data_dir, database_url=database_url, host=host, port=port, broker_url=broker,
                                 embedded_broker_port=broker_port, broker_tls_dir=broker_tls_dir,
                                 broker_pid_file=broker_pid_file, public_broker_url=public_broker,
                                 public_url=public_url, wheels_dir=wheels_dir, grpc_port=grpc_port,
@@ -67,6 +73,9 @@ def run(
                                 leader_lease_s=leader_lease_s, leader_renew_s=leader_renew_s))
     except (EdgefleetError, RuntimeError, ValueError, OSError) as exc:  # a port taken, a bad broker URL or TLS dir
         raise CliError(f"the server stopped: {exc}") from None
+    except SQLAlchemyError as exc:  # the database is unreachable or refused us
+        raise CliError(f"the server stopped: the database failed: {str(exc.orig or exc).strip().splitlines()[0]}") \
+            from None
 
 
 @app.command("broker-config")

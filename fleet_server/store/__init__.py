@@ -1,7 +1,8 @@
-"""Storage: SQLite tables (one module per table) and content-addressed files.
+"""Storage: the database's tables (one module per table; SQLite or PostgreSQL) and content-addressed files.
 
 Every function here is keyword-only and takes the :class:`Database`; callers
-never write SQL. Values go in and come out as plain dicts with JSON columns
+never write SQL (the tables: :mod:`.schema`; connections and
+migrations: :mod:`.db`, :mod:`.migrate`). Values go in and come out as plain dicts with JSON columns
 already decoded. Nothing here publishes, signs or decides policy.
 """
 

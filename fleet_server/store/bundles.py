@@ -6,8 +6,11 @@ files themselves are chunks in the chunk store.
 
 from __future__ import annotations
 
+from sqlalchemy import func, insert, select
+
 from ._json import dumps, loads
 from .db import Database
+from .schema import bundles
 
 
 def _decode(row: dict) -> dict:
@@ -23,8 +26,12 @@ def _decode(row: dict) -> dict:
 
 
 def next_version(*, db: Database, module: str) -> int:
-    (current,) = db.connection().execute(
-        "SELECT COALESCE(MAX(version), 0) FROM bundles WHERE module = ?", [module]).fetchone()
+    """The version the next bundle of ``module`` gets; call it in the transaction that inserts that bundle (it
+    locks the module's numbering until that transaction ends)."""
+    with db.transaction() as conn:
+        db.lock(conn, "bundles", module)
+        current = conn.execute(select(func.coalesce(func.max(bundles.c.version), 0))
+                               .where(bundles.c.module == module)).scalar_one()
     return current + 1
 
 
@@ -32,28 +39,32 @@ def insert_bundle(*, db: Database, digest: str, module: str, version: int, model
                   model_version: int | None, size: int, envelope: dict, created: str) -> dict:
     row = {"digest": digest, "module": module, "version": version, "model_name": model_name,
            "model_version": model_version, "size": size, "envelope": dumps(envelope), "created": created}
-    with db.transaction() as tx:
-        tx["bundles"].insert(row)
+    with db.transaction() as conn:
+        conn.execute(insert(bundles).values(row))
     return _decode(row)
 
 
 def get_bundle(*, db: Database, digest: str) -> dict | None:
-    rows = list(db.connection()["bundles"].rows_where("digest = ?", [digest]))
-    return _decode(rows[0]) if rows else None
+    row = db.row(select(bundles).where(bundles.c.digest == digest))
+    return _decode(row) if row else None
 
 
 def get_by_version(*, db: Database, module: str, version: int | None = None) -> dict | None:
     """Bundle ``version`` of ``module``, or its newest when ``version`` is None."""
-    where, params = ("module = ?", [module]) if version is None else ("module = ? AND version = ?", [module, version])
-    rows = list(db.connection()["bundles"].rows_where(where, params, order_by="version DESC", limit=1))
-    return _decode(rows[0]) if rows else None
+    query = select(bundles).where(bundles.c.module == module)
+    if version is not None:
+        query = query.where(bundles.c.version == version)
+    row = db.row(query.order_by(bundles.c.version.desc()).limit(1))
+    return _decode(row) if row else None
 
 
 def list_bundles(*, db: Database, module: str | None = None) -> list[dict]:
-    where, params = ("module = ?", [module]) if module else (None, [])
-    return [_decode(r) for r in db.connection()["bundles"].rows_where(where, params, order_by="module, version")]
+    query = select(bundles)
+    if module:
+        query = query.where(bundles.c.module == module)
+    return [_decode(r) for r in db.rows(query.order_by(bundles.c.module, bundles.c.version))]
 
 
 def digests_built_from(*, db: Database, model_name: str, model_version: int) -> list[str]:
-    return [r["digest"] for r in db.connection()["bundles"].rows_where(
-        "model_name = ? AND model_version = ?", [model_name, model_version], select="digest")]
+    return [r["digest"] for r in db.rows(select(bundles.c.digest).where(
+        bundles.c.model_name == model_name, bundles.c.model_version == model_version))]

@@ -1,354 +1,178 @@
-"""The SQLite database: schema, one connection per thread, serialised writes.
+"""The server's database on SQLAlchemy Core: SQLite (the embedded default) or PostgreSQL, one code path.
 
-Reads use the calling thread's own connection (WAL lets them run beside a
-writer). Every write goes through :meth:`Database.transaction`, which holds
-one process-wide lock and a ``BEGIN IMMEDIATE`` transaction, so the paho
-callback thread and FastAPI's worker threads never interleave half-done
-writes and "next version" numbers are allocated atomically. JSON columns
-are stored as text and decoded by the table modules, never here.
+:class:`Database` opens the engine, brings the schema to the newest Alembic
+revision (:mod:`.migrate`, under a lock, so replicas starting together
+migrate once) and hands out connections:
+
+- :meth:`Database.transaction`: one write transaction; nested calls on the
+  same thread join the outer one, and :meth:`Database.after_commit` callbacks
+  run once the outermost one commits. On SQLite every write transaction holds
+  one process-wide lock and ``BEGIN IMMEDIATE``, so the paho callback thread
+  and FastAPI's worker threads never interleave half-done writes and a
+  read-then-write ("next version") is atomic. On PostgreSQL transactions run
+  side by side (READ COMMITTED): a read-then-write takes :meth:`Database.lock`
+  (a transaction-scoped advisory lock) or a row lock first.
+- :meth:`Database.read`: a connection for reads (this thread's open
+  transaction if there is one; otherwise autocommit, as SQLite reads were).
+
+Where the engines' SQL differs, the one construct that compiles on both is
+chosen here (:meth:`Database.insert_ignoring`, :meth:`Database.upsert`,
+:meth:`Database.lock`); store modules never branch on the engine. JSON
+columns are text, decoded by the store modules, never here.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-import sqlite_utils
+from sqlalchemy import Connection, Table, create_engine, event, func, literal_column, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.sql.dml import Insert
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_tokens (
-    token_hash TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    role TEXT NOT NULL,
-    created TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS api_tokens_name ON api_tokens (name);
-CREATE TABLE IF NOT EXISTS audit_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    object TEXT
-);
-CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TABLE IF NOT EXISTS enrollments (
-    token_hash TEXT PRIMARY KEY,
-    device_id TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    created TEXT NOT NULL,
-    expires TEXT NOT NULL,
-    used TEXT
-);
-CREATE TABLE IF NOT EXISTS device_certificates (
-    serial TEXT PRIMARY KEY,
-    device_id TEXT NOT NULL,
-    not_after TEXT NOT NULL,
-    issued TEXT NOT NULL,
-    revoked TEXT,
-    public_key TEXT
-);
-CREATE INDEX IF NOT EXISTS device_certificates_device ON device_certificates (device_id);
-CREATE TABLE IF NOT EXISTS model_versions (
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    runtime TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    inputs TEXT NOT NULL,
-    outputs TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    properties TEXT NOT NULL,
-    created TEXT NOT NULL,
-    PRIMARY KEY (name, version)
-);
-CREATE INDEX IF NOT EXISTS model_versions_sha256 ON model_versions (sha256);
-CREATE TABLE IF NOT EXISTS bundles (
-    digest TEXT PRIMARY KEY,
-    module TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    model_name TEXT,
-    model_version INTEGER,
-    size INTEGER NOT NULL,
-    envelope TEXT NOT NULL,
-    created TEXT NOT NULL,
-    UNIQUE (module, version)
-);
-CREATE INDEX IF NOT EXISTS bundles_model ON bundles (model_name, model_version);
-CREATE TABLE IF NOT EXISTS devices (
-    id TEXT PRIMARY KEY,
-    name TEXT,
-    tags TEXT NOT NULL DEFAULT '{}',
-    profile TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL DEFAULT 'unknown',
-    last_seen TEXT,
-    agent_version TEXT NOT NULL DEFAULT '',
-    scoring_url TEXT,
-    reported TEXT,
-    desired_generation INTEGER NOT NULL DEFAULT 0,
-    desired_key TEXT,
-    desired_envelope TEXT,
-    created TEXT NOT NULL,
-    revoked TEXT
-);
-CREATE TABLE IF NOT EXISTS deployments (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    module TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    bundle_digest TEXT NOT NULL REFERENCES bundles (digest),
-    devices TEXT,
-    selector TEXT,
-    created TEXT NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0,
-    admitted TEXT,
-    withdrawn INTEGER NOT NULL DEFAULT 0,
-    split TEXT,
-    fit TEXT,
-    decided TEXT
-);
-CREATE INDEX IF NOT EXISTS deployments_bundle ON deployments (bundle_digest);
-CREATE TABLE IF NOT EXISTS rollouts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    deployment_id INTEGER NOT NULL UNIQUE REFERENCES deployments (id),
-    plan TEXT NOT NULL,
-    state TEXT NOT NULL,
-    waves TEXT NOT NULL DEFAULT '[]',
-    wave_started TEXT,
-    acknowledged_failures INTEGER NOT NULL DEFAULT 0,
-    reason TEXT,
-    created TEXT NOT NULL,
-    updated TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rollout_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    rollout_id INTEGER NOT NULL REFERENCES rollouts (id),
-    ts TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS rollout_events_no_update BEFORE UPDATE ON rollout_events
-BEGIN SELECT RAISE(ABORT, 'rollout history is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS rollout_events_no_delete BEFORE DELETE ON rollout_events
-BEGIN SELECT RAISE(ABORT, 'rollout history is append-only'); END;
-CREATE TABLE IF NOT EXISTS bundle_transfers (
-    bundle_digest TEXT NOT NULL,
-    device_id TEXT NOT NULL,
-    chunk TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    PRIMARY KEY (bundle_digest, device_id, chunk)
-);
-CREATE TABLE IF NOT EXISTS device_groups (
-    name TEXT PRIMARY KEY,
-    devices TEXT,
-    selector TEXT,
-    created TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS telemetry (
-    device_id TEXT NOT NULL,
-    outbox_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    ts TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    data TEXT NOT NULL,
-    received TEXT NOT NULL,
-    PRIMARY KEY (device_id, outbox_id, seq)
-);
-CREATE INDEX IF NOT EXISTS telemetry_received ON telemetry (received);
-CREATE INDEX IF NOT EXISTS telemetry_device_kind ON telemetry (device_id, kind, received);
-CREATE TABLE IF NOT EXISTS captures (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    device_id TEXT NOT NULL,
-    outbox_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    ts TEXT NOT NULL,
-    model TEXT NOT NULL,
-    version INTEGER,
-    scored_on TEXT NOT NULL,
-    reason TEXT,
-    size INTEGER NOT NULL,
-    data TEXT NOT NULL,
-    received TEXT NOT NULL,
-    UNIQUE (device_id, outbox_id, seq)
-);
-CREATE INDEX IF NOT EXISTS captures_model ON captures (model, version, id);
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    source TEXT NOT NULL,
-    model TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    request_id TEXT NOT NULL,
-    scored_on TEXT NOT NULL,
-    split INTEGER NOT NULL,
-    pairs TEXT NOT NULL,
-    received TEXT NOT NULL,
-    UNIQUE (source, model, request_id)
-);
-CREATE INDEX IF NOT EXISTS feedback_model ON feedback (model, version);
-CREATE TABLE IF NOT EXISTS drift_references (
-    model TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    reference_id TEXT NOT NULL,
-    reference TEXT NOT NULL,
-    source TEXT NOT NULL,
-    created TEXT NOT NULL,
-    PRIMARY KEY (model, version)
-);
-CREATE TABLE IF NOT EXISTS drift_windows (
-    device_id TEXT NOT NULL,
-    outbox_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    ts TEXT NOT NULL,
-    model TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    rows INTEGER NOT NULL,
-    counts TEXT NOT NULL,
-    received TEXT NOT NULL,
-    PRIMARY KEY (device_id, outbox_id, seq)
-);
-CREATE INDEX IF NOT EXISTS drift_windows_version ON drift_windows (model, version, ts);
-CREATE TABLE IF NOT EXISTS drift_alerts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    model TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    device_id TEXT NOT NULL,
-    feature TEXT NOT NULL,
-    raised TEXT NOT NULL,
-    cleared TEXT,
-    statistics TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS drift_alerts_version ON drift_alerts (model, version, device_id, feature);
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    wire_id TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    params TEXT NOT NULL,
-    target TEXT NOT NULL,
-    plan TEXT NOT NULL,
-    state TEXT NOT NULL,
-    reason TEXT,
-    created_by TEXT,
-    created TEXT NOT NULL,
-    updated TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS job_devices (
-    job_id INTEGER NOT NULL REFERENCES jobs (id),
-    device_id TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    envelope TEXT,
-    sent TEXT,
-    expires TEXT,
-    finished TEXT,
-    answers INTEGER NOT NULL DEFAULT 0,
-    result TEXT,
-    error TEXT,
-    PRIMARY KEY (job_id, device_id)
-);
-CREATE TABLE IF NOT EXISTS job_answers (
-    job_id INTEGER NOT NULL,
-    device_id TEXT NOT NULL,
-    outbox_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (job_id, device_id, outbox_id, seq)
-);
-CREATE TABLE IF NOT EXISTS bundle_keys (
-    digest TEXT PRIMARY KEY,
-    key TEXT NOT NULL,
-    created TEXT NOT NULL
-);
-"""
+from . import migrate
+from .schema import metadata
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+POSTGRES_POOL_SIZE = 10
+POSTGRES_POOL_OVERFLOW = 20
+
+
+def engine_url(url: str) -> str:
+    """``url`` with the driver this package uses: psycopg 3 for ``postgresql://`` (``postgres://`` too)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+                         "use postgresql://USER@HOST:PORT/DB (or sqlite:///PATH)")
+    return parsed.render_as_string(hide_password=False)
 
 
 class Database:
-    """The server's SQLite file, shared safely by every thread of the process."""
+    """The fleet's database, shared safely by every thread of the process (and, on PostgreSQL, by replicas)."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self, url: str):
+        self.url = engine_url(url)
+        self.dialect = make_url(self.url).get_backend_name()
+        self.display_url = make_url(self.url).render_as_string(hide_password=True)
         self._local = threading.local()
-        self._write_lock = threading.RLock()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
-        db = self.connection()
-        db.enable_wal()
-        _add_missing_columns(db.conn)
-        db.conn.executescript(SCHEMA)
+        if self.dialect == "sqlite":
+            self.engine = create_engine(self.url, pool_size=8, max_overflow=-1,
+                                        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+            self._write_lock = threading.RLock()
+            self._reader = self.engine
+        else:
+            self.engine = create_engine(self.url, pool_size=POSTGRES_POOL_SIZE, max_overflow=POSTGRES_POOL_OVERFLOW)
+            self._write_lock = nullcontext()
+            self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        migrate.upgrade(self.engine)
 
-    def connection(self) -> sqlite_utils.Database:
-        """This thread's connection (opened on first use)."""
-        db = getattr(self._local, "db", None)
-        if db is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            db = sqlite_utils.Database(conn)
-            self._local.db = db
-            with self._connections_lock:
-                self._connections.append(conn)
-        return db
+    @classmethod
+    def for_data_dir(cls, data_dir: Path) -> "Database":
+        """The embedded default: ``<data_dir>/fleet.db``."""
+        return cls(f"sqlite:///{Path(data_dir) / 'fleet.db'}")
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite_utils.Database]:
-        """One write transaction; nested calls join the outer one."""
-        db = self.connection()
-        with self._write_lock:
-            if db.conn.in_transaction:
-                with db.atomic():
-                    yield db
-                return
-            db.conn.execute("BEGIN IMMEDIATE")
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction; nested calls on the same thread join the outer one."""
+        outer = getattr(self._local, "tx", None)
+        if outer is not None:
+            yield outer
+            return
+        with self._write_lock, self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            self._local.tx, self._local.callbacks = conn, []
             try:
-                yield db
+                yield conn
+                conn.commit()
             except BaseException:
-                db.rollback()
+                conn.rollback()
                 raise
-            db.conn.execute("COMMIT")
+            else:
+                callbacks = self._local.callbacks
+            finally:
+                self._local.tx, self._local.callbacks = None, []
+        for callback in callbacks:
+            callback()
 
-    def insert_new(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> int:
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads: this thread's open transaction if any, else a pooled autocommit one."""
+        outer = getattr(self._local, "tx", None)
+        if outer is not None:
+            yield outer
+            return
+        with self._reader.connect() as conn:
+            yield conn
+
+    def rows(self, statement) -> list[dict]:
+        """Every row of a query, as dicts."""
+        with self.read() as conn:
+            return [dict(row) for row in conn.execute(statement).mappings()]
+
+    def row(self, statement) -> dict | None:
+        """The first row of a query as a dict, or None."""
+        with self.read() as conn:
+            found = conn.execute(statement).mappings().first()
+        return None if found is None else dict(found)
+
+    def scalar(self, statement):
+        """The first column of the first row of a query (None when there is none)."""
+        with self.read() as conn:
+            return conn.execute(statement).scalar()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once this thread's outermost transaction commits (never when it rolls back)."""
+        if getattr(self._local, "tx", None) is None:
+            raise RuntimeError("after_commit() outside a transaction")
+        self._local.callbacks.append(callback)
+
+    def insert_ignoring(self, table: Table) -> Insert:
+        """``INSERT`` that skips rows whose primary or unique key is already stored."""
+        return self._insert(table).on_conflict_do_nothing()
+
+    def upsert(self, table: Table, keys: tuple[str, ...]) -> Insert:
+        """``INSERT`` that replaces the other columns of a row whose ``keys`` are already stored."""
+        statement = self._insert(table)
+        return statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys})
+
+    def _insert(self, table: Table):
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    def insert_new(self, table: Table | str, rows: list[dict]) -> int:
         """Insert ``rows`` in one transaction, skipping any whose key is already stored (redelivered telemetry,
         captures, drift windows, labels); return how many were new."""
-        sql = (f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
-               f"VALUES ({', '.join('?' * len(columns))})")
-        with self.transaction() as tx:
-            before = tx.conn.total_changes
-            tx.conn.executemany(sql, rows)
-            return tx.conn.total_changes - before
+        if not rows:
+            return 0
+        table = metadata.tables[table] if isinstance(table, str) else table
+        statement = self.insert_ignoring(table).returning(literal_column("1"))  # executemany's rowcount is -1 on
+        with self.transaction() as conn:  # psycopg: count the rows RETURNING gives back (none for a skipped one)
+            return len(conn.execute(statement, rows).all())
+
+    def lock(self, conn: Connection, *key: object) -> None:
+        """Serialise read-then-write sequences on ``key`` (e.g. ``"model_versions", name``) until the transaction
+        ends: an advisory lock on PostgreSQL; nothing on SQLite, whose write transactions are serial already."""
+        if self.dialect == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended("\x1f".join(map(str, key)), 0))))
 
     def ping(self) -> None:
-        """Raise when the database cannot answer a query (the readiness check)."""
-        self.connection().execute("SELECT 1").fetchone()
+        """Raise (a ``sqlalchemy.exc.OperationalError``) when the database cannot be reached."""
+        with self._reader.connect() as conn:
+            conn.execute(select(1)).one()
 
     def close(self) -> None:
-        with self._connections_lock:
-            for conn in self._connections:
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    pass
-            self._connections.clear()
-        self._local = threading.local()
+        self.engine.dispose()
 
 
-_ADDED_COLUMNS = {"devices": (("revoked", "TEXT"),), "audit_log": (("object", "TEXT"),), "device_certificates": (("public_key", "TEXT"),), "captures": (("reason", "TEXT"),),
-                  "deployments": (("priority", "INTEGER NOT NULL DEFAULT 0"), ("admitted", "TEXT"),
-                                  ("withdrawn", "INTEGER NOT NULL DEFAULT 0"), ("split", "TEXT"), ("fit", "TEXT"),
-                                  ("decided", "TEXT"))}
-
-
-def _add_missing_columns(conn: sqlite3.Connection) -> None:
-    """Bring a data dir made by an older version up to the current schema (columns added since)."""
-    for table, columns in _ADDED_COLUMNS.items():
-        existing = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if not existing:
-            continue  # a new database: SCHEMA creates the table whole
-        for name, decl in columns:
-            if name not in existing:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
-    conn.commit()
+def _sqlite_on_connect(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None  # no implicit BEGIN: transaction() says BEGIN IMMEDIATE itself
+    dbapi_conn.execute("PRAGMA foreign_keys = ON")
+    dbapi_conn.execute("PRAGMA synchronous = NORMAL")

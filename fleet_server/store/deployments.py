@@ -12,8 +12,11 @@ the gate's limits and, per firmware profile, what stops the model running there)
 
 from __future__ import annotations
 
-from ._json import dumps, loads
+from sqlalchemy import func, insert, select, update
+
+from ._json import dumps, field_text, loads
 from .db import Database
+from .schema import bundle_transfers, deployments, telemetry
 
 
 def _decode(row: dict) -> dict:
@@ -31,73 +34,76 @@ def insert_deployment(*, db: Database, module: str, version: int, bundle_digest:
     row = {"module": module, "version": version, "bundle_digest": bundle_digest, "devices": dumps(devices),
            "selector": dumps(selector), "created": created, "priority": priority, "admitted": dumps(admitted),
            "withdrawn": 0, "split": dumps(split), "fit": dumps(fit)}
-    with db.transaction() as tx:
-        row["id"] = tx["deployments"].insert(row).last_pk
+    with db.transaction() as conn:
+        row["id"] = conn.execute(insert(deployments).values(row)).inserted_primary_key[0]
     return _decode(row)
 
 
 def get_deployment(*, db: Database, deployment_id: int) -> dict | None:
-    rows = list(db.connection()["deployments"].rows_where("id = ?", [deployment_id]))
-    return _decode(rows[0]) if rows else None
+    row = db.row(select(deployments).where(deployments.c.id == deployment_id))
+    return _decode(row) if row else None
 
 
 def list_deployments(*, db: Database, module: str | None = None) -> list[dict]:
-    where, params = ("module = ?", [module]) if module else (None, [])
-    return [_decode(r) for r in db.connection()["deployments"].rows_where(where, params, order_by="id")]
+    query = select(deployments)
+    if module:
+        query = query.where(deployments.c.module == module)
+    return [_decode(r) for r in db.rows(query.order_by(deployments.c.id))]
 
 
 def deployments_of_bundles(*, db: Database, digests: list[str]) -> list[dict]:
     if not digests:
         return []
-    marks = ", ".join("?" for _ in digests)
-    return [_decode(r) for r in db.connection()["deployments"].rows_where(
-        f"bundle_digest IN ({marks})", digests, order_by="id")]
+    return [_decode(r) for r in db.rows(select(deployments).where(deployments.c.bundle_digest.in_(digests))
+                                        .order_by(deployments.c.id))]
+
+
+def _set(db: Database, deployment_id: int, **values) -> None:
+    with db.transaction() as conn:
+        conn.execute(update(deployments).where(deployments.c.id == deployment_id).values(**values))
 
 
 def set_admitted(*, db: Database, deployment_id: int, admitted: list[str] | None) -> None:
     """The devices a rollout lets in so far (None: every targeted device)."""
-    with db.transaction() as tx:
-        tx.execute("UPDATE deployments SET admitted = ? WHERE id = ?", [dumps(admitted), deployment_id])
+    _set(db, deployment_id, admitted=dumps(admitted))
 
 
 def withdraw(*, db: Database, deployment_id: int) -> None:
-    with db.transaction() as tx:
-        tx.execute("UPDATE deployments SET withdrawn = 1 WHERE id = ?", [deployment_id])
+    _set(db, deployment_id, withdrawn=1)
 
 
 def model_stats_since(*, db: Database, module: str, device_ids: list[str], since: str) -> list[dict]:
     """``model_stats`` telemetry of ``module`` from these devices, recorded at or after ``since`` (for A/B)."""
     if not device_ids:
         return []
-    marks = ", ".join("?" for _ in device_ids)
-    rows = db.connection().execute(
-        f"SELECT device_id, data FROM telemetry WHERE kind = 'model_stats' AND received >= ? "
-        f"AND device_id IN ({marks}) AND json_extract(data, '$.model') = ?", [since, *device_ids, module]).fetchall()
-    return [{"device_id": device_id, **loads(data)} for device_id, data in rows]
+    rows = db.rows(select(telemetry.c.device_id, telemetry.c.data).where(
+        telemetry.c.kind == "model_stats", telemetry.c.received >= since, telemetry.c.device_id.in_(device_ids),
+        field_text(telemetry.c.data, "model") == module))
+    return [{"device_id": row["device_id"], **loads(row["data"])} for row in rows]
 
 
 def claim_decision(*, db: Database, deployment_id: int, decided: dict) -> bool:
     """Record the end of an A/B comparison unless one is recorded already (then False)."""
-    with db.transaction() as tx:
-        return tx.execute("UPDATE deployments SET decided = ? WHERE id = ? AND decided IS NULL",
-                          [dumps(decided), deployment_id]).rowcount == 1
+    with db.transaction() as conn:
+        return conn.execute(update(deployments).where(deployments.c.id == deployment_id,
+                                                      deployments.c.decided.is_(None))
+                            .values(decided=dumps(decided))).rowcount == 1
 
 
 def set_decision(*, db: Database, deployment_id: int, decided: dict | None) -> None:
-    with db.transaction() as tx:
-        tx.execute("UPDATE deployments SET decided = ? WHERE id = ?", [dumps(decided), deployment_id])
+    _set(db, deployment_id, decided=dumps(decided))
 
 
 def record_transfer(*, db: Database, bundle_digest: str, device_id: str, chunks: dict[str, int]) -> None:
     """Chunks a device asked for (each counted once, however often it asks again)."""
-    if chunks:
-        with db.transaction() as tx:
-            tx.conn.executemany("INSERT OR IGNORE INTO bundle_transfers (bundle_digest, device_id, chunk, size) "
-                           "VALUES (?, ?, ?, ?)", [(bundle_digest, device_id, c, size) for c, size in chunks.items()])
+    db.insert_new(bundle_transfers, [{"bundle_digest": bundle_digest, "device_id": device_id, "chunk": c,
+                                      "size": size} for c, size in chunks.items()])
 
 
 def bytes_requested(*, db: Database, bundle_digest: str) -> dict[str, int]:
     """Bytes of ``bundle_digest`` each device asked for, by device id."""
-    rows = db.connection().execute("SELECT device_id, SUM(size) FROM bundle_transfers WHERE bundle_digest = ? "
-                                   "GROUP BY device_id", [bundle_digest]).fetchall()
-    return dict(rows)
+    with db.read() as conn:
+        rows = conn.execute(select(bundle_transfers.c.device_id, func.sum(bundle_transfers.c.size))
+                            .where(bundle_transfers.c.bundle_digest == bundle_digest)
+                            .group_by(bundle_transfers.c.device_id)).all()
+    return {device_id: int(total) for device_id, total in rows}

@@ -9,11 +9,16 @@ conditional on the generation it replaces.
 
 from __future__ import annotations
 
+from sqlalchemy import Text, case, func, literal, or_, select, update
+
 from fleet_protocol.errors import MessageError
 from fleet_protocol.timestamps import from_iso
 
-from ._json import dumps, loads, tag_filter_sql
+from ._json import dumps, loads, tag_filter
 from .db import Database
+from .schema import devices
+
+_d = devices.c
 
 
 def _decode(row: dict) -> dict:
@@ -21,30 +26,39 @@ def _decode(row: dict) -> dict:
             "desired_envelope": loads(row["desired_envelope"])}
 
 
-def get_device(*, db: Database, device_id: str) -> dict | None:
-    rows = list(db.connection()["devices"].rows_where("id = ?", [device_id]))
-    return _decode(rows[0]) if rows else None
+def get_device(*, db: Database, device_id: str, for_update: bool = False) -> dict | None:
+    """``for_update``: lock the row until the caller's transaction ends (a read-then-write)."""
+    query = select(devices).where(_d.id == device_id)
+    row = db.row(query.with_for_update() if for_update else query)
+    return _decode(row) if row else None
 
 
 def list_devices(*, db: Database, status: str | None = None, tags: dict[str, str] | None = None) -> list[dict]:
-    clauses, params = tag_filter_sql("tags", tags or {})
+    query = select(devices).where(*tag_filter(_d.tags, tags or {}))
     if status is not None:
-        clauses.append("status = ?")
-        params.append(status)
-    return [_decode(r) for r in db.connection()["devices"].rows_where(" AND ".join(clauses) or None, params,
-                                                                      order_by="id")]
+        query = query.where(_d.status == status)
+    return [_decode(r) for r in db.rows(query.order_by(_d.id))]
 
 
 def create_device(*, db: Database, device_id: str, name: str | None, tags: dict[str, str], created: str) -> bool:
     """Insert a device; False when one with this id already exists."""
-    with db.transaction() as tx:
-        cursor = tx.execute("INSERT OR IGNORE INTO devices (id, name, tags, created) VALUES (?, ?, ?, ?)",
-                            [device_id, name, dumps(tags), created])
-        return cursor.rowcount == 1
+    with db.transaction() as conn:
+        return conn.execute(db.insert_ignoring(devices).values(id=device_id, name=name, tags=dumps(tags),
+                                                               created=created)).rowcount == 1
 
 
-# last_seen only moves forward: a replica handling an older message (or with a clock behind) cannot move it back
-_LATER_SEEN = "CASE WHEN last_seen IS NULL OR ? > last_seen THEN ? ELSE last_seen END"
+def _later_seen(seen: str | None):
+    """``last_seen`` moved forward to ``seen``, never back: a replica handling an older message (or with a clock
+    behind) cannot move it back."""
+    seen_value = literal(seen, Text)
+    return case((or_(_d.last_seen.is_(None), seen_value > _d.last_seen), seen_value), else_=_d.last_seen)
+
+
+def _seen_values(seen: str | None, profile: str, agent_version: str) -> dict:
+    """A status or report's columns: each kept as it was when the message leaves it empty."""
+    return {"last_seen": _later_seen(seen),
+            "profile": func.coalesce(func.nullif(profile, ""), _d.profile),
+            "agent_version": func.coalesce(func.nullif(agent_version, ""), _d.agent_version)}
 
 
 def record_status(*, db: Database, device_id: str, status: str, seen: str | None, profile: str,
@@ -56,17 +70,15 @@ def record_status(*, db: Database, device_id: str, status: str, seen: str | None
     server's tags (``PATCH /api/devices/{id}``) are the truth. Tags already
     set on a device registered through the API win over the device's own.
     """
-    with db.transaction():
+    with db.transaction() as conn:
         new = create_device(db=db, device_id=device_id, name=None, tags={}, created=created)
-        device = get_device(db=db, device_id=device_id)
+        device = get_device(db=db, device_id=device_id, for_update=True)
         tags = device["tags"]
         if device["last_seen"] is None and seen is not None:
             tags = {**device_tags, **tags}
-        db.connection().execute(
-            f"UPDATE devices SET status = ?, last_seen = {_LATER_SEEN}, profile = COALESCE(NULLIF(?, ''), "
-            "profile), agent_version = COALESCE(NULLIF(?, ''), agent_version), scoring_url = COALESCE(?, "
-            "scoring_url), tags = ? WHERE id = ?",
-            [status, seen, seen, profile, agent_version, scoring_url, dumps(tags), device_id])
+        conn.execute(update(devices).where(_d.id == device_id).values(
+            status=status, scoring_url=func.coalesce(scoring_url, _d.scoring_url), tags=dumps(tags),
+            **_seen_values(seen, profile, agent_version)))
     return new or tags != device["tags"] or bool(profile) and profile != device["profile"]
 
 
@@ -74,16 +86,14 @@ def record_reported(*, db: Database, device_id: str, reported: dict, seen: str |
                     agent_version: str, created: str) -> bool:
     """Store a device's reported state (creating the device); True when the device is new or its firmware profile
     changed. A report older than the stored one (:func:`is_older_report`) only moves ``last_seen``."""
-    with db.transaction():
+    with db.transaction() as conn:
         new = create_device(db=db, device_id=device_id, name=None, tags={}, created=created)
-        before = get_device(db=db, device_id=device_id)
+        before = get_device(db=db, device_id=device_id, for_update=True)
         if is_older_report(reported, before["reported"]):
             touch(db=db, device_id=device_id, seen=seen)
             return False
-        db.connection().execute(
-            f"UPDATE devices SET reported = ?, last_seen = {_LATER_SEEN}, profile = COALESCE(NULLIF(?, ''), "
-            "profile), agent_version = COALESCE(NULLIF(?, ''), agent_version) WHERE id = ?",
-            [dumps(reported), seen, seen, profile, agent_version, device_id])
+        conn.execute(update(devices).where(_d.id == device_id).values(
+            reported=dumps(reported), **_seen_values(seen, profile, agent_version)))
     return new or bool(profile) and profile != before["profile"]
 
 
@@ -99,43 +109,50 @@ def is_older_report(reported: dict, stored: dict | None) -> bool:
         return False
 
 
+def _set(db: Database, device_id: str, **values) -> None:
+    with db.transaction() as conn:
+        conn.execute(update(devices).where(_d.id == device_id).values(**values))
+
+
 def touch(*, db: Database, device_id: str, seen: str | None) -> None:
     """Move ``last_seen`` forward to ``seen`` (never back)."""
-    with db.transaction() as tx:
-        tx.execute(f"UPDATE devices SET last_seen = {_LATER_SEEN} WHERE id = ?", [seen, seen, device_id])
+    _set(db, device_id, last_seen=_later_seen(seen))
 
 
 def update_device(*, db: Database, device_id: str, name: str | None = None,
                   tags: dict[str, str] | None = None) -> dict | None:
-    with db.transaction() as tx:
-        if name is not None:
-            tx.execute("UPDATE devices SET name = ? WHERE id = ?", [name, device_id])
-        if tags is not None:
-            tx.execute("UPDATE devices SET tags = ? WHERE id = ?", [dumps(tags), device_id])
+    values = {k: v for k, v in (("name", name), ("tags", dumps(tags))) if v is not None}
+    if values:
+        _set(db, device_id, **values)
     return get_device(db=db, device_id=device_id)
 
 
 def set_revoked(*, db: Database, device_id: str, revoked: str | None) -> None:
     """Mark the device revoked (its certificates are in the CRL; it is given no modules) or not."""
-    with db.transaction() as tx:
-        tx.execute("UPDATE devices SET revoked = ? WHERE id = ?", [revoked, device_id])
+    _set(db, device_id, revoked=revoked)
 
 
 def set_desired(*, db: Database, device_id: str, generation: int, key: str, envelope: dict,
                 replaces: int | None = None) -> bool:
     """Store a signed desired state; with ``replaces``, only over that generation (False, nothing stored, when
     another replica stored a different one first: two documents never share a generation)."""
-    sql = "UPDATE devices SET desired_generation = ?, desired_key = ?, desired_envelope = ? WHERE id = ?"
-    params = [generation, key, dumps(envelope), device_id]
+    statement = update(devices).where(_d.id == device_id)
     if replaces is not None:
-        sql += " AND desired_generation = ?"
-        params.append(replaces)
-    with db.transaction() as tx:
-        return tx.execute(sql, params).rowcount == 1
+        statement = statement.where(_d.desired_generation == replaces)
+    with db.transaction() as conn:
+        return conn.execute(statement.values(desired_generation=generation, desired_key=key,
+                                             desired_envelope=dumps(envelope))).rowcount == 1
 
 
 def published_desired(*, db: Database) -> list[tuple[str, dict]]:
     """``(device id, signed desired-state envelope)`` for every device that has one."""
-    rows = db.connection().execute(
-        "SELECT id, desired_envelope FROM devices WHERE desired_envelope IS NOT NULL ORDER BY id").fetchall()
-    return [(device_id, loads(envelope)) for device_id, envelope in rows]
+    rows = db.rows(select(_d.id, _d.desired_envelope).where(_d.desired_envelope.is_not(None)).order_by(_d.id))
+    return [(row["id"], loads(row["desired_envelope"])) for row in rows]
+
+
+def count_by_status(*, db: Database) -> dict[tuple[str, str], int]:
+    """``{(status, firmware profile): devices}``; a revoked device counts as status ``revoked`` (for /metrics)."""
+    status = case((_d.revoked.is_not(None), "revoked"), else_=_d.status)
+    with db.read() as conn:
+        rows = conn.execute(select(status, _d.profile, func.count()).group_by(status, _d.profile))
+        return {(s, profile): n for s, profile, n in rows}

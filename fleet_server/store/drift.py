@@ -7,92 +7,91 @@ one open alert exists per (model, version, device, feature).
 
 from __future__ import annotations
 
+from sqlalchemy import delete, insert, select, update
+
 from ._json import dumps, loads
 from .db import Database
+from .schema import devices, drift_alerts, drift_references, drift_windows
 
 
 def put_reference(*, db: Database, model: str, version: int, reference_id: str, reference: dict, source: str,
                   created: str) -> None:
-    with db.transaction() as tx:
-        tx.execute("INSERT OR REPLACE INTO drift_references (model, version, reference_id, reference, source, created)"
-                   " VALUES (?, ?, ?, ?, ?, ?)", [model, version, reference_id, dumps(reference), source, created])
+    with db.transaction() as conn:
+        conn.execute(db.upsert(drift_references, ("model", "version")).values(
+            model=model, version=version, reference_id=reference_id, reference=dumps(reference), source=source,
+            created=created))
 
 
 def get_reference(*, db: Database, model: str, version: int) -> dict | None:
-    row = db.connection().execute("SELECT reference_id, reference, source, created FROM drift_references "
-                                  "WHERE model = ? AND version = ?", [model, version]).fetchone()
-    if row is None:
-        return None
-    return {"reference_id": row[0], "reference": loads(row[1]), "source": row[2], "created": row[3]}
+    row = db.row(select(drift_references.c.reference_id, drift_references.c.reference, drift_references.c.source,
+                        drift_references.c.created)
+                 .where(drift_references.c.model == model, drift_references.c.version == version))
+    return None if row is None else {**row, "reference": loads(row["reference"])}
 
 
 def delete_version(*, db: Database, model: str, version: int) -> None:
     """Forget a deleted model version's reference, windows and alerts: without the reference nothing reads them,
     and the next version registered may take the same number (windows of another reference must not merge)."""
-    with db.transaction() as tx:
-        for table in ("drift_references", "drift_windows", "drift_alerts"):
-            tx.execute(f"DELETE FROM {table} WHERE model = ? AND version = ?", [model, version])
+    with db.transaction() as conn:
+        for table in (drift_references, drift_windows, drift_alerts):
+            conn.execute(delete(table).where(table.c.model == model, table.c.version == version))
 
 
 def insert_windows(*, db: Database, device_id: str, outbox_id: str, windows: list[dict], received: str) -> int:
     """Insert validated windows (``seq``, ``ts``, ``model``, ``version``, ``rows``, ``counts``); return how many
     were new."""
-    rows = [(device_id, outbox_id, w["seq"], w["ts"], w["model"], w["version"], w["rows"], dumps(w["counts"]),
-             received) for w in windows]
-    return db.insert_new("drift_windows", ("device_id", "outbox_id", "seq", "ts", "model", "version", "rows", "counts",
-                                           "received"), rows)
+    return db.insert_new(drift_windows, [
+        {"device_id": device_id, "outbox_id": outbox_id, "seq": w["seq"], "ts": w["ts"], "model": w["model"],
+         "version": w["version"], "rows": w["rows"], "counts": dumps(w["counts"]), "received": received}
+        for w in windows])
 
 
 def windows(*, db: Database, model: str, version: int, since: str | None = None, until: str | None = None,
             device_id: str | None = None) -> list[dict]:
     """Windows of a version (``since <= ts <= until``), oldest first, each with the tags its device has now."""
-    clauses, params = ["w.model = ?", "w.version = ?"], [model, version]
-    for clause, value in (("w.ts >= ?", since), ("w.ts <= ?", until)):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
+    w = drift_windows.c
+    query = (select(w.device_id, w.ts, w.rows, w.counts, devices.c.tags)
+             .select_from(drift_windows.outerjoin(devices, devices.c.id == w.device_id))
+             .where(w.model == model, w.version == version))
+    if since is not None:
+        query = query.where(w.ts >= since)
+    if until is not None:
+        query = query.where(w.ts <= until)
     if device_id is not None:
-        clauses.append("w.device_id = ?")
-        params.append(device_id)
-    cursor = db.connection().execute(
-        "SELECT w.device_id, w.ts, w.rows, w.counts, d.tags FROM drift_windows w LEFT JOIN devices d ON d.id = "
-        f"w.device_id WHERE {' AND '.join(clauses)} ORDER BY w.ts, w.seq", params)
-    return [{"device_id": r[0], "ts": r[1], "rows": r[2], "counts": loads(r[3]), "tags": loads(r[4], {})}
-            for r in cursor.fetchall()]
+        query = query.where(w.device_id == device_id)
+    return [{**r, "counts": loads(r["counts"]), "tags": loads(r["tags"], {})}
+            for r in db.rows(query.order_by(w.ts, w.seq))]
 
 
 def open_alerts(*, db: Database, model: str, version: int, device_id: str) -> dict[str, int]:
     """``{feature: alert id}`` of the open alerts of one device's version."""
-    cursor = db.connection().execute("SELECT feature, id FROM drift_alerts WHERE model = ? AND version = ? AND "
-                                     "device_id = ? AND cleared IS NULL", [model, version, device_id])
-    return dict(cursor.fetchall())
+    a = drift_alerts.c
+    with db.read() as conn:
+        return dict(conn.execute(select(a.feature, a.id).where(a.model == model, a.version == version,
+                                                               a.device_id == device_id, a.cleared.is_(None))).all())
 
 
 def raise_alert(*, db: Database, model: str, version: int, device_id: str, feature: str, raised: str,
                 statistics: dict) -> None:
-    with db.transaction() as tx:
-        tx.execute("INSERT INTO drift_alerts (model, version, device_id, feature, raised, statistics) "
-                   "VALUES (?, ?, ?, ?, ?, ?)", [model, version, device_id, feature, raised, dumps(statistics)])
+    with db.transaction() as conn:
+        conn.execute(insert(drift_alerts).values(model=model, version=version, device_id=device_id, feature=feature,
+                                                 raised=raised, statistics=dumps(statistics)))
 
 
 def clear_alert(*, db: Database, alert_id: int, cleared: str) -> None:
-    with db.transaction() as tx:
-        tx.execute("UPDATE drift_alerts SET cleared = ? WHERE id = ? AND cleared IS NULL", [cleared, alert_id])
+    with db.transaction() as conn:
+        conn.execute(update(drift_alerts).where(drift_alerts.c.id == alert_id, drift_alerts.c.cleared.is_(None))
+                     .values(cleared=cleared))
 
 
 def list_alerts(*, db: Database, model: str | None = None, version: int | None = None, open_only: bool = False,
                 limit: int = 500) -> list[dict]:
     """Newest first."""
-    clauses, params = [], []
+    query = select(drift_alerts)
     for column, value in (("model", model), ("version", version)):
         if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
+            query = query.where(drift_alerts.c[column] == value)
     if open_only:
-        clauses.append("cleared IS NULL")
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    cursor = db.connection().execute(
-        f"SELECT id, model, version, device_id, feature, raised, cleared, statistics FROM drift_alerts {where} "
-        "ORDER BY id DESC LIMIT ?", [*params, min(max(limit, 1), 1000)])
-    names = [c[0] for c in cursor.description]
-    return [{**dict(zip(names, row)), "statistics": loads(row[-1])} for row in cursor.fetchall()]
+        query = query.where(drift_alerts.c.cleared.is_(None))
+    rows = db.rows(query.order_by(drift_alerts.c.id.desc()).limit(min(max(limit, 1), 1000)))
+    return [{**row, "statistics": loads(row["statistics"])} for row in rows]

@@ -3,14 +3,17 @@
 A rollout row holds its plan, its state, the device ids let in wave by wave
 (``waves``, a list of lists) and when the current wave started; the
 controller rewrites it as it advances. ``rollout_events`` only ever gets
-inserts: SQLite triggers refuse an UPDATE or DELETE, so the history is
+inserts: triggers (both engines) refuse an UPDATE or DELETE, so the history is
 immutable.
 """
 
 from __future__ import annotations
 
+from sqlalchemy import func, insert, select, update
+
 from ._json import dumps, loads
 from .db import Database
+from .schema import device_groups, rollout_events, rollouts
 
 
 def _decode(row: dict) -> dict:
@@ -20,40 +23,46 @@ def _decode(row: dict) -> dict:
 def insert_rollout(*, db: Database, deployment_id: int, plan: dict, created: str) -> dict:
     row = {"deployment_id": deployment_id, "plan": dumps(plan), "state": "running", "waves": "[]",
            "wave_started": None, "acknowledged_failures": 0, "reason": None, "created": created, "updated": created}
-    with db.transaction() as tx:
-        row["id"] = tx["rollouts"].insert(row).last_pk
+    with db.transaction() as conn:
+        row["id"] = conn.execute(insert(rollouts).values(row)).inserted_primary_key[0]
     return _decode(row)
 
 
 def get_rollout(*, db: Database, rollout_id: int) -> dict | None:
-    rows = list(db.connection()["rollouts"].rows_where("id = ?", [rollout_id]))
-    return _decode(rows[0]) if rows else None
+    row = db.row(select(rollouts).where(rollouts.c.id == rollout_id))
+    return _decode(row) if row else None
 
 
 def list_rollouts(*, db: Database, states: tuple[str, ...] | None = None) -> list[dict]:
-    where, params = None, []
+    query = select(rollouts)
     if states:
-        where, params = f"state IN ({', '.join('?' for _ in states)})", list(states)
-    return [_decode(r) for r in db.connection()["rollouts"].rows_where(where, params, order_by="id")]
+        query = query.where(rollouts.c.state.in_(states))
+    return [_decode(r) for r in db.rows(query.order_by(rollouts.c.id))]
+
+
+def count_by_state(*, db: Database) -> dict[str, int]:
+    """``{state: rollouts}`` for the states some rollout is in (for /metrics)."""
+    with db.read() as conn:
+        return dict(conn.execute(select(rollouts.c.state, func.count()).group_by(rollouts.c.state)).all())
 
 
 def update_rollout(*, db: Database, rollout_id: int, updated: str, **values) -> None:
     """Set any of ``state``, ``waves``, ``wave_started``, ``acknowledged_failures``, ``reason``."""
     if "waves" in values:
         values["waves"] = dumps(values["waves"])
-    columns = ", ".join(f"{k} = ?" for k in values)
-    with db.transaction() as tx:
-        tx.execute(f"UPDATE rollouts SET {columns}, updated = ? WHERE id = ?", [*values.values(), updated, rollout_id])
+    with db.transaction() as conn:
+        conn.execute(update(rollouts).where(rollouts.c.id == rollout_id).values(**values, updated=updated))
 
 
 def add_event(*, db: Database, rollout_id: int, ts: str, kind: str, actor: str, detail: dict) -> None:
-    with db.transaction() as tx:
-        tx["rollout_events"].insert({"rollout_id": rollout_id, "ts": ts, "kind": kind, "actor": actor,
-                                     "detail": dumps(detail)})
+    with db.transaction() as conn:
+        conn.execute(insert(rollout_events).values(rollout_id=rollout_id, ts=ts, kind=kind, actor=actor,
+                                                   detail=dumps(detail)))
 
 
 def events(*, db: Database, rollout_id: int) -> list[dict]:
-    rows = db.connection()["rollout_events"].rows_where("rollout_id = ?", [rollout_id], order_by="id")
+    rows = db.rows(select(rollout_events).where(rollout_events.c.rollout_id == rollout_id)
+                   .order_by(rollout_events.c.id))
     return [{**r, "detail": loads(r["detail"], {})} for r in rows]
 
 
@@ -63,21 +72,20 @@ def events(*, db: Database, rollout_id: int) -> list[dict]:
 def put_group(*, db: Database, name: str, devices: list[str] | None, selector: dict[str, str] | None,
               created: str) -> bool:
     """Create a group; False when one with this name exists."""
-    with db.transaction() as tx:
-        cursor = tx.execute("INSERT OR IGNORE INTO device_groups (name, devices, selector, created) VALUES (?, ?, ?, ?)",
-                            [name, dumps(devices), dumps(selector), created])
-        return cursor.rowcount == 1
+    with db.transaction() as conn:
+        return conn.execute(db.insert_ignoring(device_groups).values(
+            name=name, devices=dumps(devices), selector=dumps(selector), created=created)).rowcount == 1
 
 
-def get_group(*, db: Database, name: str) -> dict | None:
-    rows = list(db.connection()["device_groups"].rows_where("name = ?", [name]))
-    if not rows:
-        return None
-    row = rows[0]
+def _group(row: dict) -> dict:
     return {"name": row["name"], "devices": loads(row["devices"]), "selector": loads(row["selector"]),
             "created": row["created"]}
 
 
+def get_group(*, db: Database, name: str) -> dict | None:
+    row = db.row(select(device_groups).where(device_groups.c.name == name))
+    return _group(row) if row else None
+
+
 def list_groups(*, db: Database) -> list[dict]:
-    names = [r["name"] for r in db.connection()["device_groups"].rows_where(order_by="name")]
-    return [get_group(db=db, name=n) for n in names]
+    return [_group(r) for r in db.rows(select(device_groups).order_by(device_groups.c.name))]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from .db import Database
+from sqlalchemy import delete, func, select
 
-_PUBLIC = "name, role, created"
+from .db import Database
+from .schema import api_tokens
+
+_PUBLIC = (api_tokens.c.name, api_tokens.c.role, api_tokens.c.created)
 
 
 def hash_token(token: str) -> str:
@@ -15,42 +18,36 @@ def hash_token(token: str) -> str:
 
 
 def count_tokens(*, db: Database, role: str) -> int:
-    return db.connection()["api_tokens"].count_where("role = ?", [role])
+    return db.scalar(select(func.count()).select_from(api_tokens).where(api_tokens.c.role == role))
 
 
 def add_token(*, db: Database, token: str, name: str, role: str, created: str) -> bool:
-    """Store a token's hash; False when the name is taken."""
-    with db.transaction() as tx:
-        if tx.execute("SELECT 1 FROM api_tokens WHERE name = ?", [name]).fetchone():
-            return False
-        tx["api_tokens"].insert({"token_hash": hash_token(token), "name": name, "role": role, "created": created})
-    return True
+    """Store a token's hash; False when the name is taken (the unique name index decides between racers)."""
+    with db.transaction() as conn:
+        return conn.execute(db.insert_ignoring(api_tokens).values(
+            token_hash=hash_token(token), name=name, role=role, created=created)).rowcount == 1
 
 
 def get_token(*, db: Database, name: str) -> dict | None:
     """A token's public record (name, role, created); never its hash."""
-    row = db.connection().execute(f"SELECT {_PUBLIC} FROM api_tokens WHERE name = ?", [name]).fetchone()
-    return dict(zip(("name", "role", "created"), row)) if row else None
+    return db.row(select(*_PUBLIC).where(api_tokens.c.name == name))
 
 
 def list_tokens(*, db: Database) -> list[dict]:
-    rows = db.connection().execute(f"SELECT {_PUBLIC} FROM api_tokens ORDER BY created, name").fetchall()
-    return [dict(zip(("name", "role", "created"), row)) for row in rows]
+    return db.rows(select(*_PUBLIC).order_by(api_tokens.c.created, api_tokens.c.name))
 
 
 def delete_token(*, db: Database, name: str) -> None:
-    with db.transaction() as tx:
-        tx.execute("DELETE FROM api_tokens WHERE name = ?", [name])
+    with db.transaction() as conn:
+        conn.execute(delete(api_tokens).where(api_tokens.c.name == name))
 
 
 def token_identity(*, db: Database, token: str) -> tuple[str, str] | None:
     """``(name, role)`` of ``token``, or None when it is not a known token."""
     wanted = hash_token(token)
-    rows = db.connection().execute("SELECT token_hash, name, role FROM api_tokens WHERE token_hash = ?",
-                                   [wanted]).fetchall()
-    for token_hash, name, role in rows:
-        if hmac.compare_digest(token_hash, wanted):
-            return name, role
+    for row in db.rows(select(api_tokens.c.token_hash, *_PUBLIC[:2]).where(api_tokens.c.token_hash == wanted)):
+        if hmac.compare_digest(row["token_hash"], wanted):
+            return row["name"], row["role"]
     return None
 
 

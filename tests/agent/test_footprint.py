@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 # libraries, and the optional extras nobody asked it for.
 NOT_FOR_THE_AGENT = ("typer", "click", "pydantic", "rich", "pygments", "fleet_server", "simulators", "fastapi",
                      "starlette", "uvicorn", "httpx", "sklearn", "skl2onnx", "scipy", "onnx", "grpc",
-                     "prometheus_client", "docker", "sqlite_utils", "amqtt")
+                     "prometheus_client", "docker", "sqlalchemy", "alembic", "psycopg", "amqtt")
 
 LIST_MODULES_AT_EXIT = """
 import atexit, json, os, sys

@@ -30,14 +30,15 @@ class Fleet:
 
     workdir: Path
     broker_url: str
+    database_url: str | None = None  # None: SQLite in the server's data dir (the `store_url` fixture)
     server: ServerThread | None = None
     api: httpx.Client | None = None
     agents: dict[str, Agent] = field(default_factory=dict)
 
     def start_server(self, **settings: object) -> None:
         """Start the server in threads, its rollout controller ticking every 0.1 s; ``settings``: more ServerConfig."""
-        config = ServerConfig(data_dir=self.workdir / "server", port=0, embedded_broker_port=0,
-                              broker_url=self.broker_url, rollout_tick_s=0.1, **settings)
+        config = ServerConfig(data_dir=self.workdir / "server", database_url=self.database_url, port=0,
+                              embedded_broker_port=0, broker_url=self.broker_url, rollout_tick_s=0.1, **settings)
         self.server = ServerThread(config).start()
         self.api = httpx.Client(base_url=self.server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
                                 timeout=30)
@@ -102,15 +103,16 @@ class Fleet:
             self.stop_server()
 
 
-def running_fleet(fleet_class: type[Fleet], tmp_path: Path, broker_url: str, monkeypatch):
+def running_fleet(fleet_class: type[Fleet], tmp_path: Path, broker_url: str, monkeypatch,
+                  database_url: str | None = None):
     """The body of a ``fleet`` fixture: a started ``fleet_class`` (Fleet or a subclass), closed after the test."""
     monkeypatch.setenv("EDGEFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
-    running = fleet_class(tmp_path, broker_url)
+    running = fleet_class(tmp_path, broker_url, database_url)
     running.start_server()
     yield running
     running.close()
 
 
 @pytest.fixture
-def fleet(tmp_path, mosquitto, monkeypatch) -> Fleet:
-    yield from running_fleet(Fleet, tmp_path, mosquitto.url, monkeypatch)
+def fleet(tmp_path, mosquitto, monkeypatch, store_url) -> Fleet:
+    yield from running_fleet(Fleet, tmp_path, mosquitto.url, monkeypatch, store_url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from fleet_server.api.app import create_app
 from fleet_server.config import ServerConfig
@@ -15,10 +16,10 @@ TOKEN = "targeting-admin-token"
 
 
 @pytest.fixture
-def api(tmp_path, monkeypatch):
+def api(tmp_path, monkeypatch, store_url):
     """The API over a real server core whose publishing goes nowhere (no broker needed for targeting)."""
     monkeypatch.setenv("EDGEFLEET_ADMIN_TOKEN", TOKEN)
-    config = ServerConfig(data_dir=tmp_path / "server", port=0, embedded_broker_port=0)
+    config = ServerConfig(data_dir=tmp_path / "server", database_url=store_url, port=0, embedded_broker_port=0)
     core = Fleet(config)
     client = TestClient(create_app(config, fleet=core), headers={"Authorization": f"Bearer {TOKEN}"})
     client.core = core
@@ -99,5 +100,5 @@ def test_rollout_history_is_append_only(api):
     for statement in ("UPDATE rollout_events SET kind = 'x'", "DELETE FROM rollout_events"):
         with pytest.raises(Exception, match="append-only"):
             with db.transaction() as tx:
-                tx.execute(statement)
+                tx.execute(text(statement))
     assert len(rollout_store.events(db=db, rollout_id=rollout["id"])) == 4

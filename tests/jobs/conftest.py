@@ -33,5 +33,5 @@ class JobFleet(Fleet):
 
 
 @pytest.fixture
-def fleet(tmp_path, mosquitto, monkeypatch) -> JobFleet:
-    yield from running_fleet(JobFleet, tmp_path, mosquitto.url, monkeypatch)
+def fleet(tmp_path, mosquitto, monkeypatch, store_url) -> JobFleet:
+    yield from running_fleet(JobFleet, tmp_path, mosquitto.url, monkeypatch, store_url)

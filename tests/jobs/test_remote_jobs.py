@@ -10,6 +10,7 @@ import sys
 from datetime import timedelta
 
 import onnxruntime
+from sqlalchemy import update
 
 from edge_agent.agent import Agent
 from fleet_protocol import messages, topics
@@ -20,6 +21,7 @@ from fleet_protocol.timestamps import to_iso
 from fleet_server.clock import utc_now
 from fleet_server.dashboard.router import fingerprints
 from fleet_server.store import jobs as job_store
+from fleet_server.store.schema import job_devices
 from tests.deployments.conftest import ADMIN_TOKEN
 from tests.support.net import wait_for
 from tests.support.redelivery import publish_once
@@ -222,8 +224,8 @@ def test_a_device_sent_a_job_before_it_was_cancelled_times_out_if_it_never_answe
     cancelled = fleet.post(f"/api/jobs/{job['id']}/cancel")
     assert [r["state"] for r in cancelled["devices"]] == ["sent", "cancelled"]
     with fleet.server.fleet.db.transaction() as db:  # its hour is up
-        db.execute("UPDATE job_devices SET expires = ? WHERE job_id = ? AND device_id = ?",
-                   [to_iso(utc_now() - timedelta(seconds=1)), job["id"], silent.device_id])
+        db.execute(update(job_devices).where(job_devices.c.job_id == job["id"], job_devices.c.device_id ==
+                                             silent.device_id).values(expires=to_iso(utc_now() - timedelta(seconds=1))))
     before = fingerprints(fleet.server.fleet)["jobs"]
     fleet.server.fleet.jobs.step_all()
     assert fingerprints(fleet.server.fleet)["jobs"] != before, "the dashboard's event stream reports it"

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import httpx
 import numpy as np
+from sqlalchemy import select
 
-from fleet_server.store import feedback as feedback_store
+from fleet_server.store import feedback as feedback_store, schema
 from tests.offline.fleet import DEVICE, running_fleet, until
 from tests.offline.test_offline_first import infer
 from tests.server.builders import tiny_onnx
@@ -24,5 +25,5 @@ def test_a_label_for_a_request_the_cloud_answered_for_the_agent_reaches_the_serv
 
         (version,) = until(lambda: fleet.api.get("/api/feedback/cloud-only").json(), "the label at the server")
         assert (version["version"], version["labelled"], version["correct"]) == (1, 2, 1)
-        (row,) = fleet.server.fleet.db.connection().execute("SELECT source, scored_on FROM feedback").fetchall()
-        assert row == (DEVICE, "cloud") and row[0] != feedback_store.SERVER
+        (row,) = fleet.server.fleet.db.rows(select(schema.feedback.c.source, schema.feedback.c.scored_on))
+        assert row == {"source": DEVICE, "scored_on": "cloud"} and row["source"] != feedback_store.SERVER

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from sqlalchemy import update
 
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig, load_config
@@ -25,6 +26,7 @@ from fleet_protocol.bundle_crypto import ContentKeyError
 from fleet_protocol.signing import sign_envelope
 from fleet_server.renewal import handle_renew
 from fleet_server.store import devices as device_store
+from fleet_server.store.schema import device_certificates
 from tests.security.tls_mqtt import Identity
 from tests.server.builders import module_files, tar_gz, tiny_onnx
 from tests.support.net import wait_for
@@ -193,7 +195,8 @@ def test_an_enrolled_device_whose_certificate_key_the_server_lacks_never_gets_a_
         api.post("/api/deployments", json={"module": MODULE, "version": old["version"],
                                            "devices": ["cam-a"]}).raise_for_status()
     with fleet.db.transaction() as tx:  # as the migration leaves a certificate row from before the upgrade
-        tx.execute("UPDATE device_certificates SET public_key = NULL WHERE device_id = ?", ["cam-a"])
+        tx.execute(update(device_certificates).where(device_certificates.c.device_id == "cam-a")
+                   .values(public_key=None))
     new = build(tls_fleet, os.urandom(50_000), 8.0)
     with tls_fleet.api() as api:
         api.post("/api/deployments", json={"module": MODULE, "version": new["version"],

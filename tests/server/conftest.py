@@ -14,9 +14,9 @@ ADMIN_TOKEN = "test-admin-token"
 
 
 @pytest.fixture
-def config(tmp_path, monkeypatch) -> ServerConfig:
+def config(tmp_path, monkeypatch, store_url) -> ServerConfig:
     monkeypatch.setenv("EDGEFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
-    return ServerConfig(data_dir=tmp_path / "server", port=0, embedded_broker_port=0)
+    return ServerConfig(data_dir=tmp_path / "server", database_url=store_url, port=0, embedded_broker_port=0)
 
 
 @pytest.fixture

@@ -9,8 +9,10 @@ import subprocess
 import sys
 
 import httpx
+from sqlalchemy import func, select
 
 from fleet_server.store import Database
+from fleet_server.store.schema import api_tokens
 from tests.support.net import free_port, wait_for
 
 SCRIPT = ("import sys; from pathlib import Path; from fleet_server.config import ServerConfig; "
@@ -64,8 +66,8 @@ def test_first_start_prints_the_token_once_and_keeps_only_its_hash(tmp_path):
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
     assert token not in (data_dir / "fleet.db").read_bytes().decode("latin-1")
-    db = Database(data_dir / "fleet.db")
-    assert db.connection().execute("SELECT COUNT(*) FROM api_tokens").fetchone() == (1,)
+    db = Database.for_data_dir(data_dir)
+    assert db.scalar(select(func.count()).select_from(api_tokens)) == 1
     db.close()
     process, _ = start(data_dir)
     assert token not in stop(process)

@@ -177,7 +177,7 @@ def test_no_arguments_shows_the_help():
 @pytest.mark.parametrize(("block", "args", "extra"), [
     ("uvicorn", ["server", "run", "--data-dir", "{tmp}/data"], "server"),
     ("fastapi", ["server", "run", "--data-dir", "{tmp}/data"], "server"),
-    ("sqlite_utils", ["server", "run", "--data-dir", "{tmp}/data"], "server"),
+    ("sqlalchemy", ["server", "run", "--data-dir", "{tmp}/data"], "server"),
     ("amqtt", ["server", "run", "--data-dir", "{tmp}/data", "--port", "0", "--broker-port", "0"], "server"),
     ("fastapi", ["demo", "--workdir", "{tmp}/demo"], "server"),
     ("paho", ["agent", "run", "--config", "{tmp}/agent.toml"], "agent"),
