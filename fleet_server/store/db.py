@@ -134,8 +134,9 @@ class Database:
         self._local.callbacks.append(callback)
 
     def insert_ignoring(self, table: Table) -> Insert:
-        """``INSERT`` that skips rows whose primary or unique key is already stored."""
-        return self._insert(table).on_conflict_do_nothing()
+        """``INSERT`` that skips rows whose primary or unique key is already stored (its ``rowcount``: 1 when the
+        row was new, 0 when skipped)."""
+        return self._insert(table).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
 
     def upsert(self, table: Table, keys: tuple[str, ...]) -> Insert:
         """``INSERT`` that replaces the other columns of a row whose ``keys`` are already stored."""
