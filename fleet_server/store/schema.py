@@ -10,7 +10,7 @@ A new feature's tables are appended at the end under a comment naming it.
 
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Column, ForeignKey, Index, Integer, MetaData, PrimaryKeyConstraint, Table, Text,
+from sqlalchemy import (BigInteger, Column, ForeignKey, Index, Integer, LargeBinary, MetaData, PrimaryKeyConstraint, Table, Text,
                         UniqueConstraint, text)
 
 metadata = MetaData()
@@ -309,4 +309,34 @@ bundle_keys = Table(
     Column("digest", Text, primary_key=True),
     Column("key", Text, nullable=False),
     Column("created", Text, nullable=False),
+)
+
+# Shared state for replicas (issue 14, "shared"): model files and chunks as rows (fleet_server/store/blob_rows.py),
+# and the key ring, CA and CRL sealed under the server's secret key (fleet_server/store/secrets.py).
+blob_objects = Table(
+    "blob_objects", metadata,
+    Column("store", Text, nullable=False),  # "blobs" (model files) or "chunks" (bundle chunks)
+    Column("sha256", Text, nullable=False),
+    Column("size", Big, nullable=False),
+    Column("pieces", Integer, nullable=False),
+    Column("created", Text, nullable=False),
+    PrimaryKeyConstraint("store", "sha256"),
+)
+
+blob_pieces = Table(
+    "blob_pieces", metadata,
+    Column("store", Text, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("store", "sha256", "seq"),
+)
+
+server_secrets = Table(
+    "server_secrets", metadata,
+    Column("name", Text, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("key_id", Text, nullable=False),  # which secret key sealed it (a keyed hash, not the key)
+    Column("sealed", LargeBinary, nullable=False),  # AES-256-GCM: nonce, ciphertext, tag
+    Column("updated", Text, nullable=False),
 )
