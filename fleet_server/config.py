@@ -16,6 +16,10 @@ from .store.db import engine_url
 class ServerConfig:
     data_dir: Path  # keys, blobs, chunks; and the SQLite store when database_url is None
     database_url: str | None = None  # postgresql://USER@HOST:PORT/DB: the tables live there (replicas share it)
+    blob_dir: Path | None = None  # model files and chunks in DIR/blobs, DIR/chunks (e.g. a shared mount) instead of
+    # the default: data_dir on SQLite, the database with database_url (fleet_server/storage.py)
+    secret_key_file: Path | None = None  # with database_url: the key sealing the keys and the CA stored there
+    # (default: EDGEFLEET_SECRET_KEY; fleet_server/secret_box.py)
     host: str = "127.0.0.1"
     port: int = 8080
     broker_url: str | None = None  # None: start the embedded broker
@@ -54,6 +58,10 @@ class ServerConfig:
         self.data_dir = Path(self.data_dir)
         if self.database_url is not None:
             self.database_url = engine_url(self.database_url)  # fail early on a typo or another engine
+        if self.blob_dir is not None:
+            self.blob_dir = Path(self.blob_dir)
+        if self.secret_key_file is not None:
+            self.secret_key_file = Path(self.secret_key_file)
         if self.wheels_dir is not None:
             self.wheels_dir = Path(self.wheels_dir)
         if self.public_url is not None:

@@ -44,7 +44,7 @@ from .enrollment import Enrollments
 from .feedback import Feedback
 from .handlers import MessageHandlers
 from .jobs import JobController
-from .keys import KeyFiles, KeyRing, ensure_admin_token
+from .keys import KeyRing, ensure_admin_token
 from .leadership import Leadership
 from .metrics import ServerMetrics
 from .mqtt_link import MqttLink
@@ -52,7 +52,8 @@ from .pipeline.service import ModelPipeline
 from .registry import Registry
 from .revocation import CrlRefresher, Revocation
 from .rollouts import RolloutController
-from .store import Database, LocalBlobs
+from .storage import open_storage
+from .store import Database
 from .telemetry import Telemetry
 from .tokens import Tokens
 from .trust import TrustRoot
@@ -68,15 +69,16 @@ class Fleet:
         self.leadership = Leadership(transaction=self.db.transaction, backend=None, lease_s=config.leader_lease_s,
                                      renew_s=config.leader_renew_s,
                                      replica_id=f"{config.replica_id}-{secrets.token_hex(3)}")
-        self.blobs = LocalBlobs(config.data_dir / "blobs")
-        self.chunks = LocalBlobs(config.data_dir / "chunks")
-        self.keys = KeyRing(KeyFiles(config.data_dir), root_valid_days=config.root_valid_days)
+        storage = open_storage(config, self.db)  # data dir files, or the shared database (see storage.py)
+        self.blobs, self.chunks = storage.blobs, storage.chunks
+        self.keys = KeyRing(storage.keys, root_valid_days=config.root_valid_days)
         self.signing_key_created = self.keys.signing_key_created
         self.created_admin_token = ensure_admin_token(self.db)  # plaintext only when created now
-        self.ca = CertificateAuthority.load_or_create(config.data_dir / "ca")  # device certificates, CRL
+        self.ca = CertificateAuthority.open(storage.ca)  # device certificates, CRL
         self.chunk_index = ChunkIndex(self.db)
         self.desired = DesiredStates(db=self.db, signing_key=lambda: self.signing_key, publish=self.publish,
-                                     leadership=self.leadership, ttl_s=config.desired_ttl_s)
+                                     leadership=self.leadership, ttl_s=config.desired_ttl_s,
+                                     secret_box=storage.box)
         self._build_services()
         self.crl_refresher = CrlRefresher(self.revocation, self.leadership) if config.broker_tls_dir else None
         self.metrics = ServerMetrics(self)  # read at scrape time; the handlers and the API observe into it

@@ -8,7 +8,7 @@ import pytest
 
 from fleet_server.config import ServerConfig
 from fleet_server.runner import ServerThread
-from tests.support.fleet import ADMIN_TOKEN
+from tests.support.fleet import ADMIN_TOKEN, SECRET_KEY
 from tests.support.mosquitto import Mosquitto, start_mosquitto
 from tests.support.postgres import Postgres, start_postgres
 
@@ -38,8 +38,9 @@ def postgres() -> Postgres:
 
 
 @pytest.fixture
-def database_url(postgres) -> str:
-    """The URL of a new, empty PostgreSQL database."""
+def database_url(postgres, monkeypatch) -> str:
+    """The URL of a new, empty PostgreSQL database (and the secret key a server on it needs, in the environment)."""
+    monkeypatch.setenv("EDGEFLEET_SECRET_KEY", SECRET_KEY)
     return postgres.create_database()
 
 
@@ -55,6 +56,7 @@ def store_url(engine, request) -> str | None:
     at the newest schema."""
     if engine == "sqlite":
         return None
+    request.getfixturevalue("monkeypatch").setenv("EDGEFLEET_SECRET_KEY", SECRET_KEY)  # keys and CA are sealed there
     return request.getfixturevalue("postgres").create_database(migrated=True)
 
 

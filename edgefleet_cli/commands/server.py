@@ -24,6 +24,15 @@ def run(
                                                         "tables in PostgreSQL, e.g. postgresql://edgefleet@db:5432/"
                                                         "fleet (several servers may share it); default: SQLite in "
                                                         "--data-dir. Migrated to the newest schema at start")] = None,
+    blob_dir: Annotated[Optional[Path], typer.Option(envvar="EDGEFLEET_BLOB_DIR", help="Keep model files and "
+                                                     "chunks in DIR/blobs and DIR/chunks (e.g. a mount every replica "
+                                                     "shares) [default: --data-dir; with --database-url: the "
+                                                     "database, so replicas need no shared disk]")] = None,
+    secret_key_file: Annotated[Optional[Path], typer.Option(envvar="EDGEFLEET_SECRET_KEY_FILE", help="With "
+                                                            "--database-url: the key (base64, 32 bytes) that seals "
+                                                            "the signing keys and the CA in the database [default: "
+                                                            "$EDGEFLEET_SECRET_KEY]; the same on every replica")]
+    = None,
     host: Annotated[str, typer.Option(help="Address the API binds to")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API and dashboard port")] = 8080,
     broker: Annotated[Optional[str], typer.Option(help="External broker, e.g. mqtt://127.0.0.1:1883; "
@@ -65,7 +74,8 @@ def run(
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        run_server(ServerConfig(data_dir=data_dir, database_url=database_url, host=host, port=port, broker_url=broker,
+        run_server(ServerConfig(data_dir=data_dir, database_url=database_url, blob_dir=blob_dir,
+                                secret_key_file=secret_key_file, host=host, port=port, broker_url=broker,
                                 embedded_broker_port=broker_port, broker_tls_dir=broker_tls_dir,
                                 broker_pid_file=broker_pid_file, public_broker_url=public_broker,
                                 public_url=public_url, wheels_dir=wheels_dir, grpc_port=grpc_port,
@@ -84,6 +94,12 @@ def broker_config(
     port: Annotated[int, typer.Option(help="The broker's TLS port")] = 8883,
     data_dir: Annotated[Path, typer.Option(envvar="EDGEFLEET_DATA_DIR", help="The server's data dir (its CA)")]
     = Path("edgefleet-data"),
+    database_url: Annotated[Optional[str], typer.Option(envvar="EDGEFLEET_DATABASE_URL", help="The servers' "
+                                                        "shared database, which holds the CA (sealed) instead of "
+                                                        "--data-dir")] = None,
+    secret_key_file: Annotated[Optional[Path], typer.Option(envvar="EDGEFLEET_SECRET_KEY_FILE", help="With "
+                                                            "--database-url: the key that seals the CA [default: "
+                                                            "$EDGEFLEET_SECRET_KEY]")] = None,
     hostname: Annotated[Optional[list[str]], typer.Option("--hostname", help="DNS name devices use for the broker, "
                                                           "repeatable (default localhost)")] = None,
     ip: Annotated[Optional[list[str]], typer.Option("--ip", help="IP devices use, repeatable (default 127.0.0.1)")]
@@ -102,12 +118,26 @@ def broker_config(
         replicas = tuple(check_server_id(name) for name in replica or ())
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    ca = CertificateAuthority.load_or_create(data_dir / "ca")
+    if database_url is None:
+        ca = CertificateAuthority.load_or_create(data_dir / "ca")
+    else:  # the CA every replica uses, from the database (made there if this runs before the first server start)
+        from fleet_server.config import ServerConfig
+        from fleet_server.storage import open_storage
+        from fleet_server.store import Database
+
+        db = Database(database_url)
+        shown_url = db.display_url  # never a password on the terminal
+        try:
+            config = ServerConfig(data_dir=data_dir, database_url=database_url, secret_key_file=secret_key_file)
+            ca = CertificateAuthority.open(open_storage(config, db).ca)
+        finally:
+            db.close()
     files = write_broker_config(out, ca, port=port, hostnames=hostname, ips=ip, bind=bind, replicas=replicas)
     host = (hostname or ip or ["localhost"])[0]
     typer.echo(f"wrote {files.config} (CA {files.ca_cert}, CRL {files.crl}, ACL {files.acl})\n"
                f"start Mosquitto:\n  mosquitto -c {files.config} & echo $! > {out}/mosquitto.pid\n"
                f"start the server against it:\n  edgefleet server run --data-dir {data_dir} "
+               + (f"--database-url {shown_url} " if database_url else "") +
                f"--broker mqtts://127.0.0.1:{port} --broker-tls-dir {out} --broker-pid-file {out}/mosquitto.pid "
                f"--public-broker mqtts://{host}:{port}"
                + (" --shared-subscriptions --server-id NAME (NAME: one of " + ", ".join(replicas) + ")"

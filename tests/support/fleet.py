@@ -16,6 +16,9 @@ from simulators.devices import DeviceSpec, spawn_agent, write_agent_config
 from .net import free_port, wait_for
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
+# The key sealing keys and CA in a shared database (fleet_server/secret_box.py): every server a test starts on
+# PostgreSQL gets it (the environment of the test wins when it sets its own).
+SECRET_KEY = "ZWRnZWZsZWV0IHRlc3Qgc2VjcmV0IGtleSwgMzIgYnk="
 
 
 @dataclass
@@ -42,7 +45,8 @@ class Process:
 
 
 def cli(*args: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "EDGEFLEET_ADMIN_TOKEN": ADMIN_TOKEN}
+    env = {"EDGEFLEET_SECRET_KEY": SECRET_KEY, **os.environ, "PYTHONUNBUFFERED": "1",
+           "EDGEFLEET_ADMIN_TOKEN": ADMIN_TOKEN}
     return subprocess.Popen([sys.executable, "-m", "edgefleet_cli.main", *args], stdout=log.open("ab"),
                             stderr=subprocess.STDOUT, env=env)
 
