@@ -137,7 +137,8 @@ def broker_config(
     typer.echo(f"wrote {files.config} (CA {files.ca_cert}, CRL {files.crl}, ACL {files.acl})\n"
                f"start Mosquitto:\n  mosquitto -c {files.config} & echo $! > {out}/mosquitto.pid\n"
                f"start the server against it:\n  edgefleet server run --data-dir {data_dir} "
-               + (f"--database-url {shown_url} " if database_url else "") +
+               + (f"--database-url {shown_url} " if database_url else "")
+               + (f"--secret-key-file {secret_key_file} " if database_url and secret_key_file else "") +
                f"--broker mqtts://127.0.0.1:{port} --broker-tls-dir {out} --broker-pid-file {out}/mosquitto.pid "
                f"--public-broker mqtts://{host}:{port}"
                + (" --shared-subscriptions --server-id NAME (NAME: one of " + ", ".join(replicas) + ")"
