@@ -11,13 +11,19 @@ its production settings (``debug`` off) from its own virtual environment,
 with the project's). Both answer the same request body before timing, and
 must give the same prediction. Load: ``wrk`` with a POST script, ``c``
 threads and ``c`` keep-alive connections for each concurrency, the servers
-taking turns. MLServer is measured with ``parallel_workers`` 1 (its default:
+taking turns in ``runs`` rounds (the order flips every round; each row is
+the median of the rounds, with the 1-minute load average at each round). MLServer is measured with ``parallel_workers`` 1 (its default:
 inference in a worker process) and 0 (in the server's process), and the agent
 is compared with the faster of the two at each concurrency. Targets: ≥ 1.5x
 MLServer's requests/s and ≤ 0.67x its p99 latency. Responses over 399 and
 socket errors are counted, not hidden.
 
-    python -m benchmarks.b2_serving [--duration S] [--concurrency 1 8] [--parallel-workers 1 0]
+With ``grpc`` (B2-gRPC) the agent also serves OIP over gRPC and the same
+rounds load the agent's and each MLServer's gRPC endpoint with the closed-loop
+client of :mod:`benchmarks.grpc_load` (c processes, one channel each; no
+``ghz`` here), the same client for every server.
+
+    python -m benchmarks.b2_serving [--duration S] [--concurrency 1 8] [--parallel-workers 1 0] [--runs 3] [--grpc]
 """
 
 from __future__ import annotations
@@ -28,16 +34,18 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 import numpy as np
 
+from benchmarks.grpc_load import run_grpc_load
 from benchmarks.harness import bench_fleet
 from benchmarks.models import random_forest_onnx
 from benchmarks.report import update_readme_rows, write_result
@@ -80,8 +88,8 @@ def ensure_mlserver(venv: Path = MLSERVER_VENV) -> Path:
 
 @contextlib.contextmanager
 def mlserver(executable: Path, model: bytes, workdir: Path, *, parallel_workers: int = 1,
-             timeout_s: float = 120) -> Iterator[str]:
-    """Serve ``model`` as ``MODEL`` with MLServer; yield its base URL."""
+             timeout_s: float = 120) -> Iterator[tuple[str, str]]:
+    """Serve ``model`` as ``MODEL`` with MLServer; yield its base URL and its gRPC address."""
     root = workdir / "mlserver"
     (root / MODEL).mkdir(parents=True, exist_ok=True)
     (root / MODEL / "model.onnx").write_bytes(model)
@@ -100,7 +108,7 @@ def mlserver(executable: Path, model: bytes, workdir: Path, *, parallel_workers:
     url = f"http://127.0.0.1:{http_port}"
     try:
         _wait_ready(process, f"{url}/v2/models/{MODEL}/ready", log_path, "mlserver", timeout_s, MlserverUnavailable)
-        yield url
+        yield url, f"127.0.0.1:{grpc_port}"
     finally:
         _end(process)
 
@@ -171,12 +179,13 @@ def same_prediction(body: bytes, urls: dict[str, str]) -> dict:
 
 def run(duration_s: float = 10, concurrency: tuple[int, ...] = (1, 8), *, warmup_s: float = 2,
         workdir: Path | None = None, publish: bool = True, mlserver_venv: Path = MLSERVER_VENV,
-        parallel_workers: tuple[int, ...] = (1, 0)) -> dict:
-    """Measure the agent and MLServer (once per ``parallel_workers`` setting); compare with the fastest MLServer."""
+        parallel_workers: tuple[int, ...] = (1, 0), runs: int = 3, grpc: bool = False) -> dict:
+    """Measure the agent and MLServer (once per ``parallel_workers`` setting) in ``runs`` interleaved rounds;
+    compare medians with the fastest MLServer. With ``grpc``, the same over gRPC (rows ``grpc-c{c}``)."""
     wrk_binary()
     model, feed = random_forest_onnx()
     body = json.dumps(oip.encode_request(feed)).encode()
-    results: dict = {"model": "50-tree random forest (iris, ZipMap off)", "duration_s": duration_s,
+    results: dict = {"model": "50-tree random forest (iris, ZipMap off)", "duration_s": duration_s, "runs": runs,
                      "agent": "deployed through the fleet, then restarted alone in its own process",
                      "load_generator": "wrk, POST script, threads = connections = concurrency",
                      "request_bytes": len(body), "targets": {"throughput_ratio": TARGET_THROUGHPUT,
@@ -184,6 +193,8 @@ def run(duration_s: float = 10, concurrency: tuple[int, ...] = (1, 8), *, warmup
                      "mlserver": {"version": "1.7.1", "debug": False, "requirements": MLSERVER_REQUIREMENTS,
                                   "runtime": "benchmarks.mlserver_runtime.OnnxRuntime",
                                   "configs": {f"mlserver-pw{n}": {"parallel_workers": n} for n in parallel_workers}}}
+    if grpc:
+        results["grpc_load_generator"] = "benchmarks.grpc_load: c spawned Python processes, one grpcio channel each"
     with tempfile.TemporaryDirectory() as tmp:
         work = workdir or Path(tmp)
         try:
@@ -193,10 +204,13 @@ def run(duration_s: float = 10, concurrency: tuple[int, ...] = (1, 8), *, warmup
         with bench_fleet(work / "fleet") as fleet, contextlib.ExitStack() as stack:
             fleet.deploy_model(MODEL, model)
             fleet.agent.stop()  # the same agent and state, alone in its own process from here on
-            urls = {"agent": stack.enter_context(agent_process(fleet.agent.config, work / "agent"))}
+            agent_grpc = f"127.0.0.1:{_free_ports(1)[0]}"
+            grpc_settings = {"grpc_port": int(agent_grpc.rsplit(":", 1)[1])} if grpc else {}
+            urls = {"agent": stack.enter_context(agent_process(fleet.agent.config, work / "agent", **grpc_settings))}
+            grpc_addresses = {"agent": agent_grpc}
             for workers in parallel_workers if executable is not None else ():
                 try:
-                    urls[f"mlserver-pw{workers}"] = stack.enter_context(
+                    urls[f"mlserver-pw{workers}"], grpc_addresses[f"mlserver-pw{workers}"] = stack.enter_context(
                         mlserver(executable, model, work / f"pw{workers}", parallel_workers=workers))
                 except MlserverUnavailable as exc:
                     results["mlserver_unavailable"] = str(exc)
@@ -207,39 +221,70 @@ def run(duration_s: float = 10, concurrency: tuple[int, ...] = (1, 8), *, warmup
             for url in urls.values():  # warm every server: first connections, caches, the forest's trees
                 run_wrk(f"{url}/v2/models/{MODEL}/infer", body, workdir=work / "wrk", connections=max(concurrency),
                         duration_s=warmup_s)
+
+            def rest(side: str, c: int) -> dict:
+                return run_wrk(f"{urls[side]}/v2/models/{MODEL}/infer", body, workdir=work / "wrk", connections=c,
+                               duration_s=duration_s).as_dict()
+
+            def over_grpc(side: str, c: int) -> dict:
+                return run_grpc_load(grpc_addresses[side], MODEL, feed, connections=c, duration_s=duration_s)
+
             for c in concurrency:
-                row: dict = {}
-                for side, url in urls.items():
-                    row[side] = run_wrk(f"{url}/v2/models/{MODEL}/infer", body, workdir=work / "wrk",
-                                        connections=c, duration_s=duration_s).as_dict()
-                references = [side for side in row if side.startswith("mlserver")]
-                if references:
-                    best = max(references, key=lambda side: row[side]["requests_per_s"])
-                    row["reference"] = best
-                    row["throughput_ratio"] = row["agent"]["requests_per_s"] / row[best]["requests_per_s"]
-                    row["p99_ratio"] = row["agent"]["p99_ms"] / row[best]["p99_ms"]
-                results[f"c{c}"] = row
+                results[f"c{c}"] = _compare(rest, list(urls), c, runs)
+                if grpc:
+                    results[f"grpc-c{c}"] = _compare(over_grpc, list(urls), c, runs)
     if publish:
         write_result("B2", results)
-        update_readme_rows({f"B2-c{c}": _row(c, results) for c in concurrency})
+        rows = {f"B2-c{c}": _row(f"c{c}", results) for c in concurrency}
+        if grpc:
+            rows.update({f"B2-grpc-c{c}": _row(f"grpc-c{c}", results) for c in concurrency})
+        update_readme_rows(rows)
     return results
 
 
-def _row(c: int, results: dict) -> str:
-    row = results[f"c{c}"]
+def _compare(measure: Callable[[str, int], dict], sides: list[str], c: int, runs: int) -> dict:
+    """``runs`` rounds of ``measure(side, c)`` over ``sides`` (the order flips every round); medians and ratios
+    against the MLServer setting with the highest median requests/s."""
+    raw: dict[str, list[dict]] = {side: [] for side in sides}
+    loads = []
+    for r in range(runs):
+        loads.append(round(os.getloadavg()[0], 2))
+        for side in sides if r % 2 == 0 else reversed(sides):
+            raw[side].append(measure(side, c))
+    row: dict = {side: {"requests_per_s": statistics.median(x["requests_per_s"] for x in rows),
+                        "p50_ms": statistics.median(x["p50_ms"] for x in rows),
+                        "p99_ms": statistics.median(x["p99_ms"] for x in rows),
+                        "requests": sum(x["requests"] for x in rows), "failed": sum(x["failed"] for x in rows),
+                        "runs_requests_per_s": [round(x["requests_per_s"]) for x in rows],
+                        "runs_p99_ms": [round(x["p99_ms"], 3) for x in rows]} for side, rows in raw.items()}
+    row["load_average_1m"] = loads
+    references = [side for side in sides if side.startswith("mlserver")]
+    if references:
+        best = max(references, key=lambda side: row[side]["requests_per_s"])
+        row["reference"] = best
+        row["throughput_ratio"] = row["agent"]["requests_per_s"] / row[best]["requests_per_s"]
+        row["p99_ratio"] = row["agent"]["p99_ms"] / row[best]["p99_ms"]
+    return row
+
+
+def _row(key: str, results: dict) -> str:
+    """The README row of ``results[key]`` (``c1``, ``grpc-c8``...): medians of the runs."""
+    row, c = results[key], key.rsplit("c", 1)[1]
     agent = row["agent"]
     mine = f"{agent['requests_per_s']:,.0f} req/s, p99 {agent['p99_ms']:.2f} ms" + _failed(agent)
-    what = f"OIP REST on loopback, 50-tree forest, wrk c={c}: req/s, p99"
+    how = "gRPC, grpcio client processes" if key.startswith("grpc") else "REST, wrk"
+    name = f"B2-{key}"
+    what = f"OIP {how} on loopback, 50-tree forest, c={c}, median of {results['runs']} runs: req/s, p99"
     target = f"≥ {TARGET_THROUGHPUT}x req/s, ≤ {TARGET_P99}x p99"
     if "reference" not in row:
         reason = results.get("mlserver_unavailable", "not run")
-        return f"| B2-c{c} | {what} | {mine} | MLServer unavailable: {reason[:80]} | n/a | {target} | n/a |"
+        return f"| {name} | {what} | {mine} | MLServer unavailable: {reason[:80]} | n/a | {target} | n/a |"
     ref = row[row["reference"]]
     workers = results["mlserver"]["configs"][row["reference"]]["parallel_workers"]
     theirs = (f"{ref['requests_per_s']:,.0f} req/s, p99 {ref['p99_ms']:.2f} ms" + _failed(ref)
               + f" MLServer 1.7.1 (parallel_workers={workers}, its faster setting here)")
     met = row["throughput_ratio"] >= TARGET_THROUGHPUT and row["p99_ratio"] <= TARGET_P99 and not agent["failed"]
-    return (f"| B2-c{c} | {what} | {mine} | {theirs} | {row['throughput_ratio']:.2f}x req/s, "
+    return (f"| {name} | {what} | {mine} | {theirs} | {row['throughput_ratio']:.2f}x req/s, "
             f"{row['p99_ratio']:.2f}x p99 | {target} | {'yes' if met else 'no'} |")
 
 
@@ -269,15 +314,19 @@ if __name__ == "__main__":
     parser.add_argument("--parallel-workers", type=int, nargs="+", default=[1, 0],
                         help="MLServer parallel_workers settings to measure (1, its default: inference in a "
                              "worker process; 0: in the server's process); the faster is the reference")
+    parser.add_argument("--runs", type=int, default=3, help="interleaved rounds; rows are their medians")
+    parser.add_argument("--grpc", action="store_true", help="also B2-gRPC: the agent's and MLServer's gRPC endpoints")
     args = parser.parse_args()
-    out = run(args.duration, tuple(args.concurrency), parallel_workers=tuple(args.parallel_workers))
+    out = run(args.duration, tuple(args.concurrency), parallel_workers=tuple(args.parallel_workers), runs=args.runs,
+              grpc=args.grpc)
     if "mlserver_unavailable" in out:
         print(f"MLServer unavailable: {out['mlserver_unavailable']}")
-    for c in args.concurrency:
-        row = out[f"c{c}"]
+    for key in [k for k in out if k.startswith(("c", "grpc-c")) and isinstance(out[k], dict)]:
+        row = out[key]
         for side, r in row.items():
             if isinstance(r, dict):
-                print(f"c={c} {side:12s} {r['requests_per_s']:8.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
-                      f"p99 {r['p99_ms']:.2f} ms  failed {r['failed']}")
+                print(f"{key} {side:12s} {r['requests_per_s']:8.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
+                      f"p99 {r['p99_ms']:.2f} ms  failed {r['failed']}  runs p99 {r['runs_p99_ms']}")
         if "reference" in row:
-            print(f"c={c} vs {row['reference']}: {row['throughput_ratio']:.2f}x req/s, {row['p99_ratio']:.2f}x p99")
+            print(f"{key} vs {row['reference']}: {row['throughput_ratio']:.2f}x req/s, {row['p99_ratio']:.2f}x p99"
+                  f"  (load average {row['load_average_1m']})")

@@ -14,9 +14,11 @@ Python client times each request on the same clock, so the slowest 1 % can be
 matched against the pauses: the share of p99 outliers that overlap a
 collection or a flush is what explains the tail, independent of machine load.
 
-Measures only; it changes nothing and publishes nothing (``benchmarks/b2_serving.py`` is the published row).
+Measures only; it changes nothing and publishes no README row (``benchmarks/b2_serving.py`` is the published
+row); ``--save NAME`` writes the result to ``benchmarks/results/NAME.json``. An A/A run (``--baseline-root`` an
+unpacked copy of this worktree's own commit) gives the noise the A/B ratios must beat.
 
-    python -m benchmarks.tail_ab --baseline-root /tmp/base [--rounds 5] [--duration 5] [--concurrency 1 8]
+    python -m benchmarks.tail_ab --baseline-root /tmp/base [--rounds 5] [--duration 5] [--concurrency 1 8] [--save N]
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Iterator
 
 from benchmarks.b2_serving import MODEL, _end, _free_ports, _wait_ready
 from benchmarks.models import random_forest_onnx
+from benchmarks.report import write_result
 from benchmarks.wrk import run_wrk
 from edge_agent.clock import utc_now
 from edge_agent.standalone import install_bundle_file
@@ -179,11 +182,14 @@ def run(roots: dict[str, Path], *, rounds: int, duration_s: float, concurrency: 
                 for side in order:
                     raw[side].append(run_wrk(f"{sides[side][0]}/v2/models/{MODEL}/infer", body, workdir=work / "wrk",
                                              connections=c, duration_s=duration_s).as_dict())
-            results[f"c{c}"] = {side: {"p99_ms": statistics.median(x["p99_ms"] for x in rows),
+            results[f"c{c}"] = {"load_average_1m": round(os.getloadavg()[0], 2)} | {side: {"p99_ms": statistics.median(x["p99_ms"] for x in rows),
                                        "requests_per_s": statistics.median(x["requests_per_s"] for x in rows),
                                        "failed": sum(x["failed"] for x in rows),
                                        "rounds_p99_ms": [round(x["p99_ms"], 3) for x in rows]}
                                 for side, rows in raw.items()}
+            results[f"c{c}"]["ratio_this_to_baseline"] = {
+                k: round(results[f"c{c}"]["this"][k] / results[f"c{c}"]["baseline"][k], 3)
+                for k in ("p99_ms", "requests_per_s")}
         spans = {side: timed_requests(url, body, probe_requests) for side, (url, _) in sides.items()}
         agents.close()  # each probe is written as its agent stops
         probes = {side: json.loads(probe_path.read_text()) for side, (_, probe_path) in sides.items()}
@@ -199,7 +205,11 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--probe-requests", type=int, default=20_000, help="timed requests per side for the outliers")
     parser.add_argument("--telemetry-interval", type=float, default=1.0, help="heartbeat and flush interval, s")
+    parser.add_argument("--save", metavar="NAME", help="also write benchmarks/results/NAME.json")
     args = parser.parse_args()
-    print(json.dumps(run({"baseline": args.baseline_root.resolve(), "this": ROOT}, rounds=args.rounds,
-                         duration_s=args.duration, concurrency=tuple(args.concurrency),
-                         probe_requests=args.probe_requests, interval_s=args.telemetry_interval), indent=1))
+    out = run({"baseline": args.baseline_root.resolve(), "this": ROOT}, rounds=args.rounds, duration_s=args.duration,
+              concurrency=tuple(args.concurrency), probe_requests=args.probe_requests,
+              interval_s=args.telemetry_interval)
+    if args.save:
+        write_result(args.save, out)
+    print(json.dumps(out, indent=1))

@@ -16,11 +16,12 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench-deps)")]
 
 
-def test_b2_agent_and_mlserver_give_the_same_prediction_and_answer_every_request(tmp_path):
-    result = b2_serving.run(1, (1, 2), warmup_s=1, workdir=tmp_path, publish=False, parallel_workers=(0,))
+def test_b2_agent_and_mlserver_give_the_same_prediction_and_answer_every_request_over_rest_and_grpc(tmp_path):
+    result = b2_serving.run(1, (1, 2), warmup_s=1, workdir=tmp_path, publish=False, parallel_workers=(0,), runs=1,
+                            grpc=True)
     assert result["prediction"]["same"], result["prediction"]
-    for c in (1, 2):
-        row = result[f"c{c}"]
+    for key in ("c1", "c2", "grpc-c1", "grpc-c2"):
+        row = result[key]
         assert row["agent"]["requests"] > 0 and row["agent"]["failed"] == 0, row["agent"]
         if "mlserver_unavailable" not in result:
             assert row["mlserver-pw0"]["failed"] == 0, row["mlserver-pw0"]
