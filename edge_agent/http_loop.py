@@ -28,6 +28,7 @@ It knows no routes (the handler's) and does no TLS (loopback by default).
 
 from __future__ import annotations
 
+import collections
 import email.utils
 import json
 import logging
@@ -80,41 +81,98 @@ class _Connection:
 
 
 class HttpLoopServer:
-    """Bound on construction (OSError for a port in use); serves from :meth:`start` until :meth:`stop`."""
+    """Bound on construction (OSError for a port in use); serves from :meth:`start` until :meth:`stop`.
+
+    ``threads`` loops, each owning the connections handed to it (round robin, by the first loop, which
+    accepts); one loop serves one connection from its first request to its last.
+    """
 
     def __init__(self, address: tuple[str, int], handler: Callable[[Request], Response], *, max_body_bytes: int,
-                 timeout_s: float, server_name: str):
+                 timeout_s: float, server_name: str, threads: int = 1):
         host, port = address
         self.socket = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
                                            backlog=128)  # the listening socket (socketserver's name for it)
         self.socket.setblocking(False)
-        self._handler, self._max_body, self._timeout = handler, max_body_bytes, timeout_s
-        self._server_name = server_name
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()  # stop() wakes the loop through it
-        self._selector.register(self.socket, _READ, None)
-        self._selector.register(self._wake_r, _READ, _WAKE)
-        self._connections: set[_Connection] = set()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._loops = [_Loop(handler, max_body_bytes=max_body_bytes, timeout_s=timeout_s, server_name=server_name)
+                       for _ in range(max(1, threads))]
+        self._loops[0].listen(self.socket, self._hand_out)
+        self._turn = 0
 
     @property
     def address(self) -> tuple[str, int]:
         host, port = self.socket.getsockname()[:2]
         return str(host), int(port)
 
+    @property
+    def _thread(self) -> threading.Thread | None:
+        """The first loop's thread (it accepts: while it runs, the server serves)."""
+        return self._loops[0].thread
+
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="scoring-http", daemon=True)
-        self._thread.start()
+        for index, loop in enumerate(self._loops):
+            loop.start(f"scoring-http-{index}" if index else "scoring-http")
 
     def stop(self) -> None:
         """Close the listener and every connection (answers not yet sent are dropped)."""
+        for loop in self._loops:
+            loop.stop()
+        self.socket.close()
+
+    def _hand_out(self, sock: socket.socket, peer: str) -> None:
+        loop = self._loops[self._turn]
+        self._turn = (self._turn + 1) % len(self._loops)
+        loop.adopt(sock, peer)
+
+
+class _Loop:
+    """One thread, its selector and the connections it owns."""
+
+    def __init__(self, handler: Callable[[Request], Response], *, max_body_bytes: int, timeout_s: float,
+                 server_name: str):
+        self._handler, self._max_body, self._timeout = handler, max_body_bytes, timeout_s
+        self._server_name = server_name
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, _READ, _WAKE)
+        self._incoming: collections.deque[tuple[socket.socket, str]] = collections.deque()  # from other threads
+        self._listener: socket.socket | None = None
+        self._hand_out: Callable[[socket.socket, str], None] | None = None
+        self._connections: set[_Connection] = set()
+        self._stopping = False
+        self.thread: threading.Thread | None = None
+
+    def listen(self, listener: socket.socket, hand_out: Callable[[socket.socket, str], None]) -> None:
+        """Accept on ``listener`` and give each connection to ``hand_out`` (before :meth:`start`)."""
+        self._listener, self._hand_out = listener, hand_out
+        self._selector.register(listener, _READ, None)
+
+    def start(self, name: str) -> None:
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
         self._stopping = True
-        if self._thread is not None and self._thread.is_alive():
-            self._wake_w.send(b"x")
-            self._thread.join(timeout=5)
+        if self.thread is not None and self.thread.is_alive():
+            self._wake()
+            self.thread.join(timeout=5)
         else:
             self._close_all()
+
+    def adopt(self, sock: socket.socket, peer: str) -> None:
+        """Serve ``sock`` on this loop; called from any thread."""
+        if self.thread is not None and threading.current_thread() is self.thread:
+            self._register(sock, peer)
+        else:
+            self._incoming.append((sock, peer))
+            self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except (BlockingIOError, InterruptedError):  # already woken and not yet drained
+            pass
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -127,7 +185,9 @@ class HttpLoopServer:
                     conn = key.data
                     if conn is None:
                         self._accept()
-                    elif conn is not _WAKE:
+                    elif conn is _WAKE:
+                        self._adopt_incoming()
+                    else:
                         try:
                             if mask & _WRITE:
                                 self._on_writable(conn)
@@ -146,9 +206,10 @@ class HttpLoopServer:
             self._close_all()
 
     def _accept(self) -> None:
+        assert self._listener is not None and self._hand_out is not None
         while True:
             try:
-                sock, peer = self.socket.accept()
+                sock, peer = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. out of file descriptors: the client waits in the backlog
@@ -156,9 +217,24 @@ class HttpLoopServer:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # answers go out in one send each
-            conn = _Connection(sock, str(peer[0]), HeadParser(self._max_body), time.monotonic() + self._timeout)
-            self._connections.add(conn)
-            self._selector.register(sock, _READ, conn)
+            self._hand_out(sock, str(peer[0]))
+
+    def _adopt_incoming(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while self._incoming:
+            self._register(*self._incoming.popleft())
+
+    def _register(self, sock: socket.socket, peer: str) -> None:
+        if self._stopping:
+            sock.close()
+            return
+        conn = _Connection(sock, peer, HeadParser(self._max_body), time.monotonic() + self._timeout)
+        self._connections.add(conn)
+        self._selector.register(sock, _READ, conn)
 
     def _on_readable(self, conn: _Connection) -> None:
         try:
@@ -302,8 +378,10 @@ class HttpLoopServer:
     def _close_all(self) -> None:
         for conn in list(self._connections):
             self._close(conn)
+        while self._incoming:
+            self._incoming.popleft()[0].close()
         self._selector.close()
-        for sock in (self.socket, self._wake_r, self._wake_w):
+        for sock in (self._wake_r, self._wake_w):
             sock.close()
 
 

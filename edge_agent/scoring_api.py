@@ -84,7 +84,7 @@ class ScoringServer:
         self.service = service
         self._server = HttpLoopServer((host, port), _Routes(service, metrics).handle,
                                       max_body_bytes=max_request_bytes, timeout_s=request_timeout_s,
-                                      server_name="edgefleet-agent")
+                                      server_name="edgefleet-agent", threads=2)
 
     @property
     def address(self) -> tuple[str, int]:
