@@ -24,7 +24,6 @@ over time.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 from fleet_protocol import drift
@@ -34,13 +33,12 @@ from fleet_protocol.timestamps import from_iso, to_iso
 from ..clock import utc_now
 from ..config import ServerConfig
 from ..errors import NotFoundError
+from ..spans import parse_since
 from ..store import Database
 from ..store import drift as drift_store
 from . import stats
 
 MAX_SERIES_BUCKETS = 500
-_AGO = re.compile(r"([0-9]{1,6})([smhd])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class Drift:
@@ -152,23 +150,6 @@ class Drift:
 def summary(reference: drift.Reference, source: str) -> dict:
     return {"rows": reference.rows, "features": [f.name for f in reference.features],
             "skipped": list(reference.skipped), "source": source, "id": reference.id}
-
-
-def parse_since(since: str | None) -> str | None:
-    """``2026-12-03T10:00:00Z`` or a span back from now (``30m``, ``6h``, ``7d``) to a timestamp."""
-    if since is None:
-        return None
-    ago = _AGO.fullmatch(since)
-    if ago:
-        try:
-            return to_iso(utc_now() - timedelta(seconds=int(ago[1]) * _UNIT_S[ago[2]]))
-        except OverflowError:  # 999999d reaches back before year 1
-            raise BadDataError(f"since {since!r} reaches back before year 1") from None
-    try:
-        return to_iso(from_iso(since))
-    except BadDataError:
-        raise BadDataError(f"since {since!r} is neither a time (2026-12-03T10:00:00Z) nor a span back from now "
-                           "(30m, 6h, 7d)") from None
 
 
 def _group(name: str, windows: list[dict], reference: drift.Reference, bucket_s: int) -> dict:
