@@ -183,8 +183,10 @@ telemetry = Table(
     Column("kind", Text, nullable=False),
     Column("data", Text, nullable=False),
     Column("received", Text, nullable=False),
+    Column("rolled", Integer, nullable=False, server_default=text("0")),  # 1 once in the rollups (retention.py)
     PrimaryKeyConstraint("device_id", "outbox_id", "seq"),
     Index("telemetry_received", "received"),
+    Index("telemetry_unrolled", "received", sqlite_where=text("rolled = 0"), postgresql_where=text("rolled = 0")),
     Index("telemetry_device_kind", "device_id", "kind", "received"),
 )
 
@@ -204,6 +206,7 @@ captures = Table(
     Column("received", Text, nullable=False),
     UniqueConstraint("device_id", "outbox_id", "seq"),
     Index("captures_model", "model", "version", "id"),
+    Index("captures_received", "received"),  # retention finds old rows by it
     sqlite_autoincrement=True,
 )
 
@@ -247,6 +250,7 @@ drift_windows = Table(
     Column("received", Text, nullable=False),
     PrimaryKeyConstraint("device_id", "outbox_id", "seq"),
     Index("drift_windows_version", "model", "version", "ts"),
+    Index("drift_windows_received", "received"),  # retention finds old rows by it
 )
 
 drift_alerts = Table(
@@ -340,3 +344,24 @@ server_secrets = Table(
     Column("sealed", LargeBinary, nullable=False),  # AES-256-GCM: nonce, ciphertext, tag
     Column("updated", Text, nullable=False),
 )
+
+# --- telemetry rollups and retention (fleet_server/telemetry_rollup.py says what each column adds up) --------------
+def _rollup_table(name: str) -> Table:
+    """One row per device, model version and bucket start (minute or hour): what its raw telemetry added up to."""
+    return Table(
+        name, metadata,
+        Column("device_id", Text, nullable=False),
+        Column("model", Text, nullable=False),  # "" for the device's own row (heartbeats, events)
+        Column("version", Integer, nullable=False),  # 0 where the records name none (fallback counts)
+        Column("bucket", Text, nullable=False),  # the bucket's start, YYYY-MM-DDTHH:MM:00Z
+        *(Column(c, Big, nullable=False, server_default=text("0")) for c in
+          ("records", "requests", "errors", "fallbacks", "heartbeats", "events", "cpu_percent_sum")),
+        *(Column(c, Big) for c in ("cpu_percent_max", "rss_bytes_max", "memory_percent_max", "disk_free_bytes_min")),
+        Column("latency_bins", Text),  # merged latency sketch (fleet_server/telemetry_rollup.py)
+        PrimaryKeyConstraint("device_id", "model", "version", "bucket"),
+        Index(f"{name}_bucket", "bucket"),
+    )
+
+
+telemetry_minute = _rollup_table("telemetry_minute")
+telemetry_hour = _rollup_table("telemetry_hour")

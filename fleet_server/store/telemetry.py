@@ -28,12 +28,14 @@ def insert_records(*, db: Database, device_id: str, outbox_id: str, records: lis
                                      for r in records])
 
 
-def query(*, db: Database, device_id: str | None = None, kind: str | None = None, limit: int = 100) -> list[dict]:
-    """Newest first."""
-    statement = select(telemetry)
-    for column, value in ((_t.device_id, device_id), (_t.kind, kind)):
+def query(*, db: Database, device_id: str | None = None, kind: str | None = None, since: str | None = None,
+          until: str | None = None, limit: int = 100) -> list[dict]:
+    """Newest first; ``since`` and ``until`` bound the record's own time (``ts``)."""
+    statement = select(*(c for c in telemetry.columns if c.name != "rolled"))  # rolled is retention's business
+    for compare, value in ((_t.device_id.__eq__, device_id), (_t.kind.__eq__, kind), (_t.ts.__ge__, since),
+                           (_t.ts.__le__, until)):
         if value is not None:
-            statement = statement.where(column == value)
+            statement = statement.where(compare(value))
     rows = db.rows(statement.order_by(_t.received.desc(), _t.ts.desc(), _t.seq.desc())
                    .limit(min(max(limit, 1), MAX_QUERY_ROWS)))
     return [{**row, "data": loads(row["data"])} for row in rows]
