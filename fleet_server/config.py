@@ -53,6 +53,10 @@ class ServerConfig:
     server_id: str | None = None  # this replica's name (default <hostname>-<port>): its MQTT client id when shared
     leader_lease_s: float = 5.0  # replicas on PostgreSQL: the leader's lease (a dead leader is replaced this soon)
     leader_renew_s: float = 1.5  # ... renewed this often (about a third of the lease); unused on SQLite
+    telemetry_retention_s: int = 7 * 86400  # raw telemetry, drift windows and captures are kept this long
+    minute_rollup_retention_s: int = 30 * 86400  # minute rollups of telemetry are kept this long
+    hour_rollup_retention_s: int | None = None  # hour rollups: this long (None: kept)
+    telemetry_rollup_tick_s: float = 10.0  # how often the leader rolls new telemetry up and prunes old rows
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -81,6 +85,10 @@ class ServerConfig:
                              f"leader_lease_s ({self.leader_lease_s!r})")
         if not self.desired_ttl_s > 0:
             raise ValueError(f"desired_ttl_s must be a positive number of seconds, got {self.desired_ttl_s!r}")
+        for name in ("telemetry_retention_s", "minute_rollup_retention_s", "hour_rollup_retention_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
 
     @property
     def replica_id(self) -> str:

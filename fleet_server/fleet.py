@@ -50,6 +50,7 @@ from .metrics import ServerMetrics
 from .mqtt_link import MqttLink
 from .pipeline.service import ModelPipeline
 from .registry import Registry
+from .retention import TelemetryRetention
 from .revocation import CrlRefresher, Revocation
 from .rollouts import RolloutController
 from .storage import open_storage
@@ -90,6 +91,7 @@ class Fleet:
         self.jobs = JobController(self, tick_s=config.job_tick_s, answer_settle_s=config.job_answer_settle_s)
         self.leadership.on_elected(self.jobs.forget_schedules)  # a new leader: what the old one would have done
         self.leadership.on_elected(self.desired.republish_all)  # (the rollouts resume at their next tick)
+        self.retention = TelemetryRetention(db=self.db, config=config, leadership=self.leadership)  # telemetry rollups
         self.broker: EmbeddedBroker | None = None
         self.link: MqttLink | None = None
 
@@ -105,7 +107,7 @@ class Fleet:
         self.bundler = Bundler(db=db, blobs=self.blobs, chunks=self.chunks, keys=self.keys, registry=self.registry,
                                drift=self.drift, config=config)
         self.devices = Devices(db=db, desired=self.desired)
-        self.telemetry = Telemetry(db=db)
+        self.telemetry = Telemetry(db=db, config=config)
         self.wheels = WheelMirror(config)
         self.deployments = Deployments(db=db, desired=self.desired)
         self.variants = Variants(db=db, deployments=self.deployments)
@@ -168,6 +170,7 @@ class Fleet:
             self.crl_refresher.start()
         self.rollouts.start()  # resumes rollouts a previous run left running
         self.jobs.start()  # and jobs
+        self.retention.start()
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
         """Publish through the link; False when there is no connected link (the DB stays the truth)."""
@@ -178,6 +181,7 @@ class Fleet:
             self.crl_refresher.stop()
         self.rollouts.stop()
         self.jobs.stop()
+        self.retention.stop()
         self.desired.stop()
         self.leadership.stop()  # hands the lease back, so another replica takes over at its next renewal
         if self.link is not None:

@@ -66,6 +66,15 @@ def run(
     leader_renew_s: Annotated[float, typer.Option(min=0.05, help="How often the leader renews its lease (and the "
                                                   "others ask for it), in seconds; under --leader-lease-s, "
                                                   "about a third of it")] = 1.5,
+    telemetry_retention: Annotated[str, typer.Option(envvar="EDGEFLEET_TELEMETRY_RETENTION",
+                                                     help="Keep raw telemetry, drift windows and captures this "
+                                                          "long (30m, 12h, 7d); older ones live on in the "
+                                                          "minute and hour rollups")] = "7d",
+    minute_rollup_retention: Annotated[str, typer.Option(envvar="EDGEFLEET_MINUTE_ROLLUP_RETENTION",
+                                                         help="Keep minute rollups of telemetry this long")] = "30d",
+    hour_rollup_retention: Annotated[Optional[str], typer.Option(envvar="EDGEFLEET_HOUR_ROLLUP_RETENTION",
+                                                                 help="Keep hour rollups this long "
+                                                                      "[default: kept]")] = None,
 ) -> None:
     """Start the server; at the first start of a data dir it prints the admin token once."""
     require_extra("server")
@@ -80,12 +89,26 @@ def run(
                                 broker_pid_file=broker_pid_file, public_broker_url=public_broker,
                                 public_url=public_url, wheels_dir=wheels_dir, grpc_port=grpc_port,
                                 shared_subscriptions=shared_subscriptions, server_id=server_id,
-                                leader_lease_s=leader_lease_s, leader_renew_s=leader_renew_s))
+                                leader_lease_s=leader_lease_s, leader_renew_s=leader_renew_s,
+                                telemetry_retention_s=_span("--telemetry-retention", telemetry_retention),
+                                minute_rollup_retention_s=_span("--minute-rollup-retention", minute_rollup_retention),
+                                hour_rollup_retention_s=None if hour_rollup_retention is None
+                                else _span("--hour-rollup-retention", hour_rollup_retention)))
     except (EdgefleetError, RuntimeError, ValueError, OSError) as exc:  # a port taken, a bad broker URL or TLS dir
         raise CliError(f"the server stopped: {exc}") from None
     except SQLAlchemyError as exc:  # the database is unreachable or refused us
         raise CliError(f"the server stopped: the database failed: {str(exc.orig or exc).strip().splitlines()[0]}") \
             from None
+
+
+def _span(option: str, text: str) -> int:
+    """Seconds in a span such as ``7d``; a one-line error naming the option otherwise."""
+    from fleet_server.spans import span_s
+
+    seconds = span_s(text)
+    if not seconds:
+        raise CliError(f"{option} {text!r} is not a span of time such as 30m, 12h or 7d")
+    return seconds
 
 
 @app.command("broker-config")
