@@ -23,8 +23,8 @@ from .output import print_error
 # (``app``) or a command function. In the order `edgefleet --help` lists them.
 SUBCOMMANDS = {
     "server": "app", "agent": "app", "model": "app", "module": "app", "bundle": "app", "deploy": "app",
-    "device": "app", "profile": "app", "score": "app", "capture": "app", "job": "app", "token": "app",
-    "audit": "app", "keys": "app", "demo": "demo", "simulate": "simulate",
+    "device": "app", "telemetry": "telemetry", "profile": "app", "score": "app", "capture": "app", "job": "app",
+    "token": "app", "audit": "app", "keys": "app", "demo": "demo", "simulate": "simulate",
 }
 
 

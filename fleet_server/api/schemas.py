@@ -155,6 +155,27 @@ class TelemetryPublic(BaseModel):
     received: str
 
 
+class TelemetryRollupPublic(BaseModel):
+    """What a device's telemetry added up to in one minute or hour (fleet_server/telemetry_rollup.py)."""
+    resolution: str  # minute or hour
+    device_id: str
+    model: str  # "" for the device's own row (heartbeats, events)
+    version: int  # 0 where records name none (fallback counts are per model)
+    bucket: str  # the bucket's start
+    records: int  # raw records rolled into this row
+    requests: int
+    errors: int
+    fallbacks: int
+    heartbeats: int
+    events: int
+    cpu_percent_avg: int | None
+    cpu_percent_max: int | None
+    rss_bytes_max: int | None
+    memory_percent_max: int | None
+    disk_free_bytes_min: int | None
+    latency_us: dict[str, int] | None  # min, p50, p95, p99, max of answered requests (within 1 %)
+
+
 class CaptureSummary(BaseModel):
     id: int
     device_id: str
