@@ -16,6 +16,7 @@ from fleet_protocol.messages import TelemetryBatch, TelemetryRecord
 from fleet_protocol.timestamps import to_iso
 from fleet_server.clock import utc_now
 from fleet_server.config import ServerConfig
+from fleet_server.leadership import Leadership, NotLeader
 from fleet_server.retention import TelemetryRetention
 from fleet_server.store import Database
 from fleet_server.store import captures as capture_store
@@ -187,3 +188,15 @@ def test_a_batch_published_twice_counts_once_in_the_rollups_the_cli_shows(server
     assert table.exit_code == 0 and "minute rollups" in table.output and "iris:1" in table.output
     refused = cli("--resolution", "minute", "--kind", "heartbeat")
     assert refused.exit_code == 1 and "kind filters raw records" in str(refused.exception)
+
+
+def test_a_replica_that_does_not_lead_rolls_up_and_prunes_nothing(db, tmp_path):
+    store(db, "cam-1", records(range(1, 13), at=NOW - 30 * DAY), received=NOW - 30 * DAY)
+    follower = Leadership(transaction=db.transaction, backend=object(), replica_id="follower", lease_s=5.0,
+                          renew_s=1.0)  # never elected: its lease backend is never reached
+    steps = TelemetryRetention(db=db, config=ServerConfig(data_dir=tmp_path / "config"), leadership=follower,
+                               clock=lambda: NOW)
+    with pytest.raises(NotLeader):
+        steps.step()
+    assert len(telemetry_store.query(db=db, limit=1000)) == 12
+    assert rollup_store.query(db=db, resolution="minute") == rollup_store.query(db=db, resolution="hour") == []
