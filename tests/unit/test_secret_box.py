@@ -59,7 +59,8 @@ def test_the_secret_key_comes_from_the_file_or_the_environment_as_base64_of_32_b
 
 
 @pytest.mark.parametrize("text, reason", [("not base64 at all!", "is not base64"),
-                                          (base64.b64encode(os.urandom(16)).decode(), "holds 16 bytes, not 32")])
+                                          (base64.b64encode(bytes(range(16))).decode(), "holds 16 bytes, not 32")],
+                         ids=["not-base64", "16-bytes"])  # fixed values: xdist workers must collect the same ids
 def test_a_malformed_secret_key_is_refused_with_how_to_make_one(text, reason):
     with pytest.raises(SecretKeyError, match=reason) as refused:
         load_secret_key(environ={SECRET_KEY_ENV: text})
