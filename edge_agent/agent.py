@@ -215,6 +215,7 @@ class Agent:
         if self.renewer is not None:
             self.renewer.stop()
         self.link.stop(last=(self._status_topic, self._status("offline", ts=True)))
+        self.fetcher.http.close()
         if self.scoring is not None:
             self.scoring.stop()
         if self.grpc is not None:

@@ -1,4 +1,11 @@
-"""Fetch a bundle's chunks over MQTT into its staging directory, resumably.
+"""Fetch a bundle's chunks into its staging directory, resumably: over HTTP(S) first when the desired state names
+content URLs (:mod:`.content_http`), over MQTT for whatever they could not give.
+
+With ``content_urls`` set (the reconciler copies them from each desired state)
+and a content key, each missing chunk is asked of those URLs in order and
+checked exactly like one from MQTT (a cache is never trusted); a chunk no URL
+gave good bytes for, and every chunk once no URL answers, comes over MQTT as
+below, so a device behind a broker-only link still updates. Over MQTT:
 
 For one verified manifest, :meth:`Fetcher.fetch` subscribes to the bundle's
 shared chunk topic (waiting for the SUBACK) *before* it publishes a
@@ -59,6 +66,7 @@ from fleet_protocol.errors import BadDataError, DigestMismatchError, EdgefleetEr
 from fleet_protocol.manifest import BundleManifest
 from fleet_protocol.trust import check_chunk
 
+from .content_http import HttpContent, NoContentUrl
 from .mqtt_link import MqttLink, RateLimitedLog, RefusalCount
 
 log = logging.getLogger("edgefleet.agent.fetch")
@@ -108,6 +116,8 @@ class Fetcher:
         self._fetch_topic = topics.device_topic(device_id, "fetch")
         self._ratelog = RateLimitedLog(log)
         self.chunks_refused = 0
+        self.content_urls: tuple[str, ...] = ()  # from the latest desired state: chunks over HTTP(S) first
+        self.http = HttpContent(timeout_s=timeout_s)
 
     def chunks_dir(self, digest: str) -> Path:
         return self.staging_dir / digest / "chunks"
@@ -167,6 +177,10 @@ class Fetcher:
         if not job.missing:
             return
         self._wait_for_space(job, should_abort, on_problem, waiting)
+        if self.content_urls and content_key is not None:
+            self._fetch_over_http(job, should_abort)
+            if not job.missing:
+                return
         topic = topics.bundle_chunks_topic(digest)
         self._jobs[digest] = job
         total = len(job.sizes)
@@ -177,6 +191,34 @@ class Fetcher:
         finally:
             self._jobs.pop(digest, None)
             self.link.unsubscribe(topic)
+
+    def _fetch_over_http(self, job: _Job, should_abort: Callable[[], bool]) -> None:
+        """Each missing chunk from the content URLs, checked as any chunk; back to the caller (MQTT for the rest)
+        when none of them answers. A chunk refused from every URL that answered is left for MQTT too."""
+        self.http.reset()
+        for sha in sorted(job.missing):
+            if should_abort():
+                raise FetchAborted()
+            cid = bundle_crypto.chunk_id(job.content_key, sha).hex()
+
+            def accept(payload: bytes) -> bool:
+                try:
+                    got, data = self._open(job, payload)
+                    if got != sha:
+                        raise DigestMismatchError(f"asked for chunk {sha[:12]} of {job.manifest.module}, got "
+                                                  f"{got[:12]}")
+                except BadDataError as exc:
+                    self._refuse(job, exc)
+                    return False
+                self._keep(job, sha, data)
+                return True
+
+            try:
+                self.http.fetch_chunk(self.content_urls, job.manifest.digest, cid, job.chunks_dir / f".{cid}.part",
+                                      accept)
+            except NoContentUrl as exc:
+                log.info("%s; fetching the rest of %s v%s over MQTT", exc, job.manifest.module, job.manifest.version)
+                return
 
     def _wait_for_space(self, job: _Job, should_abort: Callable[[], bool],
                         on_problem: Callable[[EdgefleetError | None], None],
@@ -296,13 +338,24 @@ class Fetcher:
         job = self._jobs.get(digest)
         if job is None:
             return
+        try:
+            sha, data = self._open(job, payload)
+        except BadDataError as exc:
+            if self._on_malformed is not None and getattr(exc, "damaged", True):
+                self._on_malformed(topic)  # no header, or bytes that do not match their own header: damaged in transit
+            self._refuse(job, exc)
+            return
+        with job.cond:  # only a verified chunk says the broadcast is alive (no wake-up: read on the next look)
+            job.arrived += 1
+            job.last_arrival = time.monotonic()
+        self._keep(job, sha, data)
+
+    def _open(self, job: _Job, payload: bytes) -> tuple[str, bytes]:
+        """The manifest digest and plaintext of a chunk payload (MQTT or HTTP), checked; BadDataError if it is not
+        a chunk of this bundle (its ``damaged`` says whether the bytes do not even match their own header)."""
         magic = bundle_crypto.CHUNK_MAGIC if job.content_key is not None else _CHUNK_MAGIC
         if len(payload) < _HEADER_BYTES or payload[:4] != magic:
-            if self._on_malformed is not None:
-                self._on_malformed(topic)
-            self._refuse(job, DigestMismatchError(f"corrupted chunk payload for {job.manifest.module}: "
-                                                  f"no {magic.decode()} header"))
-            return
+            raise DigestMismatchError(f"corrupted chunk payload for {job.manifest.module}: no {magic.decode()} header")
         header, data = payload[4:_HEADER_BYTES], payload[_HEADER_BYTES:]
         sha = header.hex() if job.content_key is None else job.ids.get(header, header.hex())  # keyed id -> digest
         try:
@@ -313,13 +366,13 @@ class Fetcher:
                 data = bundle_crypto.decrypt_chunk(job.content_key, job.manifest.digest, header, data)
             check_chunk(job.manifest, sha, data)  # the manifest's digest, so also the header's
         except BadDataError as exc:
-            if self._on_malformed is not None and hashlib.sha256(data).hexdigest() != sha:
-                self._on_malformed(topic)  # bytes that do not match their own header: damaged in transit
-            self._refuse(job, exc)
-            return
-        with job.cond:  # only a verified chunk says the broadcast is alive (no wake-up: read on the next look)
-            job.arrived += 1
-            job.last_arrival = time.monotonic()
+            exc.damaged = hashlib.sha256(data).hexdigest() != sha
+            raise
+        return sha, data
+
+    def _keep(self, job: _Job, sha: str, data: bytes) -> None:
+        """Store a checked chunk through a temp file and a rename, unless it is on disk already."""
+        with job.cond:
             if sha not in job.missing:
                 return  # already have it (another device asked for it, or a duplicate)
         path = job.chunks_dir / sha

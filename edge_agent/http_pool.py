@@ -13,7 +13,9 @@ policy. It does not retry otherwise, follow redirects or decompress.
 
 Errors: :class:`ConnectionFailed` (a ``TransportError``) with ``sent``,
 whether the request had gone out (:data:`fleet_protocol.retry.NOT_SENT` or
-``LOST``); an answer over ``max_response_bytes`` is a ``TransportError``.
+``LOST``), and the ``partial`` body when an answer broke off (content fetches
+resume it with ``Range``); an answer over ``max_response_bytes`` is a ``TransportError``.
+Also used for bundle content (:mod:`edge_agent.content_http`), one pool per origin.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import http.client
 import select
 import ssl
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fleet_protocol.errors import TransportError
 from fleet_protocol.retry import LOST, NOT_SENT
@@ -34,9 +36,13 @@ _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
 class ConnectionFailed(TransportError):
     """The connection failed; ``failure`` is NOT_SENT (no request went out) or LOST (it had)."""
 
-    def __init__(self, message: str, failure: str):
+    def __init__(self, message: str, failure: str, *, partial: bytes = b"", status: int | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message, code="cloud_unreachable")
         self.failure = failure
+        self.partial = partial  # the body's bytes that did arrive before the connection broke (a Range resumes)
+        self.status = status  # the answer's status, when one had come
+        self.headers = headers or {}
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class Response:
     status: int
     body: bytes
     retry_after: str | None  # the Retry-After header, as sent
+    headers: dict[str, str] = field(default_factory=dict)  # every header, names in lower case
 
 
 class HttpPool:
@@ -110,12 +117,17 @@ class HttpPool:
                 raise ConnectionFailed(f"{type(exc).__name__}: {exc}", NOT_SENT) from None
         conn.request(method, path, body=body, headers=headers)
         answer = conn.getresponse()
-        data = answer.read(self.max_response_bytes + 1)
+        headers = {name.lower(): value for name, value in answer.getheaders()}
+        try:
+            data = answer.read(self.max_response_bytes + 1)
+        except http.client.IncompleteRead as exc:
+            raise ConnectionFailed(f"the answer broke off after {len(exc.partial)} bytes", LOST,
+                                   partial=exc.partial, status=answer.status, headers=headers) from None
         if len(data) > self.max_response_bytes:
             conn.close()
             raise TransportError(f"the answer is larger than {self.max_response_bytes} bytes",
                                  code="cloud_response_too_large")
-        response = Response(answer.status, data, answer.getheader("Retry-After"))
+        response = Response(answer.status, data, answer.getheader("Retry-After"), headers)
         if answer.isclosed() and conn.sock is not None:
             with self._lock:
                 self._idle.append(conn)

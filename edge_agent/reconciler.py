@@ -214,6 +214,7 @@ class Reconciler:
 
     def _apply(self, state: DesiredState) -> None:
         wanted = {m.name for m in state.modules}
+        self.fetcher.content_urls = state.content_urls  # where its chunks come over HTTP(S) (none: MQTT)
         for module in state.modules:
             if self._stop.is_set() or self._newer_than(state.generation):
                 raise FetchAborted()

@@ -13,6 +13,7 @@ its trust checks live in :mod:`fleet_protocol.trust`.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field as dc_field
 
 from .canonical import canonical_json, parse_json_object
@@ -97,11 +98,15 @@ class DesiredState:
     modules: tuple[DesiredModule, ...]
     expires: str | None = None
     config: dict = dc_field(default_factory=dict)
+    content_urls: tuple[str, ...] = ()  # base URLs serving chunks by id over HTTP(S), tried in order; none: MQTT
 
     def to_dict(self) -> dict:
-        return {"type": "desired-state", "device_id": self.device_id, "generation": self.generation,
-                "issued": self.issued, "expires": self.expires,
-                "modules": [m.to_dict() for m in self.modules], "config": self.config}
+        doc = {"type": "desired-state", "device_id": self.device_id, "generation": self.generation,
+               "issued": self.issued, "expires": self.expires,
+               "modules": [m.to_dict() for m in self.modules], "config": self.config}
+        if self.content_urls:  # only then, so documents without HTTP content stay byte for byte as before
+            doc["content_urls"] = list(self.content_urls)
+        return doc
 
     @classmethod
     def from_dict(cls, doc: dict) -> "DesiredState":
@@ -130,7 +135,24 @@ class DesiredState:
             modules=tuple(modules),
             expires=field(doc, "expires", str, where=where, optional=True),
             config=field(doc, "config", dict, where=where, optional=True, default={}),
+            content_urls=_content_urls(doc, where),
         )
+
+
+MAX_CONTENT_URLS = 8
+_CONTENT_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~\-/]*)?")
+
+
+def _content_urls(doc: dict, where: str) -> tuple[str, ...]:
+    """The desired state's ``content_urls``: 0 to :data:`MAX_CONTENT_URLS` plain ``http(s)://host[:port][/path]``."""
+    urls = field(doc, "content_urls", list, where=where, optional=True, default=[])
+    if len(urls) > MAX_CONTENT_URLS:
+        raise MessageError(f"{where}: field 'content_urls' holds more than {MAX_CONTENT_URLS} URLs")
+    for url in urls:
+        if not isinstance(url, str) or len(url) > 2048 or not _CONTENT_URL.fullmatch(url):
+            raise MessageError(f"{where}: field 'content_urls' must list http(s)://host[:port][/path] URLs, "
+                               f"got {url!r}")
+    return tuple(url.rstrip("/") for url in urls)
 
 
 def _variants(raw: dict, where: str) -> dict:

@@ -47,6 +47,8 @@ class ServerConfig:
     drift_alert_period_s: int = 3600  # drift alerts judge each device's windows of this last period, merged
     public_url: str | None = None  # the URL devices reach this server at (GET /install.sh names it);
     # default: the URL each request came in on
+    content_urls: tuple[str, ...] = ()  # base URLs devices fetch chunks from over HTTP(S), in order (a cache
+    # first, then the servers); default: public_url when set, else none (chunks over MQTT only)
     wheels_dir: Path | None = None  # Python wheels served at /wheels/ (pip --find-links) for air-gapped installs
     shared_subscriptions: bool = False  # device topics through $share/edgefleet/...: several replicas on one broker
     # each get a share of the messages (each handled once); needs an external broker with shared subscriptions
@@ -70,6 +72,7 @@ class ServerConfig:
             self.wheels_dir = Path(self.wheels_dir)
         if self.public_url is not None:
             self.public_url = check_fleet_url(self.public_url)
+        self.content_urls = tuple(check_fleet_url(url) for url in self.content_urls)
         if self.broker_url is not None:
             parse_broker_url(self.broker_url)  # fail early on a typo
         if self.shared_subscriptions and self.broker_url is None:
@@ -89,6 +92,11 @@ class ServerConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+
+    @property
+    def device_content_urls(self) -> tuple[str, ...]:
+        """The HTTP(S) base URLs named in devices' desired state: ``content_urls``, else ``public_url``, else none."""
+        return self.content_urls or ((self.public_url,) if self.public_url else ())
 
     @property
     def replica_id(self) -> str:

@@ -80,8 +80,10 @@ MAX_CONCURRENT_RETRIES = 5  # computing one device again after another replica s
 
 class DesiredStates:
     def __init__(self, *, db: Database, signing_key: Callable[[], SigningKey], publish: Publish,
-                 leadership: Leadership, ttl_s: float = DEFAULT_TTL_S, secret_box: SecretBox | None = None):
+                 leadership: Leadership, ttl_s: float = DEFAULT_TTL_S, secret_box: SecretBox | None = None,
+                 content_urls: tuple[str, ...] = ()):
         self._db = db
+        self._content_urls = content_urls  # named in every document with modules: where chunks come over HTTP
         self._leadership = leadership
         self._signing_key = signing_key  # read at each signature: a rotation (here or on another replica) applies
         self._publish = publish
@@ -273,7 +275,8 @@ class DesiredStates:
                                 variants=tuple(replace(v, manifest=self._signed(v.manifest), content_key=sealed(v))
                                                for v in m.variants))
                         for m in state.modules)
-        state = replace(state, issued=to_iso(now), expires=to_iso(now + self._ttl), modules=modules)
+        state = replace(state, issued=to_iso(now), expires=to_iso(now + self._ttl), modules=modules,
+                        content_urls=self._content_urls if modules else ())
         envelope = sign_envelope(state.to_dict(), self._signing_key())
         if not device_store.set_desired(db=self._db, device_id=device_id, generation=state.generation, key=key,
                                         envelope=envelope, replaces=state.generation - 1):

@@ -47,6 +47,7 @@ from .jobs import JobController
 from .keys import KeyRing, ensure_admin_token
 from .leadership import Leadership
 from .metrics import ServerMetrics
+from .content import BundleContent
 from .mqtt_link import MqttLink
 from .pipeline.service import ModelPipeline
 from .registry import Registry
@@ -79,7 +80,8 @@ class Fleet:
         self.chunk_index = ChunkIndex(self.db)
         self.desired = DesiredStates(db=self.db, signing_key=lambda: self.signing_key, publish=self.publish,
                                      leadership=self.leadership, ttl_s=config.desired_ttl_s,
-                                     secret_box=storage.box)
+                                     secret_box=storage.box,
+                                     content_urls=config.device_content_urls)
         self._build_services()
         self.crl_refresher = CrlRefresher(self.revocation, self.leadership) if config.broker_tls_dir else None
         self.metrics = ServerMetrics(self)  # read at scrape time; the handlers and the API observe into it
@@ -109,6 +111,7 @@ class Fleet:
         self.devices = Devices(db=db, desired=self.desired)
         self.telemetry = Telemetry(db=db, config=config)
         self.wheels = WheelMirror(config)
+        self.content = BundleContent(db=db, chunks=self.chunks, content_keys=self.desired.content_keys)
         self.deployments = Deployments(db=db, desired=self.desired)
         self.variants = Variants(db=db, deployments=self.deployments)
         self.enrollments = Enrollments(db=db, ca=self.ca, keys=self.keys, desired=self.desired,

@@ -46,6 +46,10 @@ def run(
     public_url: Annotated[Optional[str], typer.Option(help="The URL devices reach this server at, written into "
                                                       "GET /install.sh (default: the URL each request came in on; "
                                                       "set it behind a proxy or TLS terminator)")] = None,
+    content_url: Annotated[Optional[list[str]], typer.Option(
+        "--content-url", help="Base URL devices fetch bundle chunks from over HTTP(S) (GET URL/content/...), "
+        "repeatable, tried in order: a cache or CDN first, then the servers; devices fall back to MQTT when none "
+        "answers [default: --public-url; without it, chunks go over MQTT only]")] = None,
     wheels_dir: Annotated[Optional[Path], typer.Option(exists=True, file_okay=False,
                                                        help="Python wheels to serve at /wheels/ for air-gapped "
                                                             "installs (`install.sh --offline`); fill it with "
@@ -87,7 +91,8 @@ def run(
                                 secret_key_file=secret_key_file, host=host, port=port, broker_url=broker,
                                 embedded_broker_port=broker_port, broker_tls_dir=broker_tls_dir,
                                 broker_pid_file=broker_pid_file, public_broker_url=public_broker,
-                                public_url=public_url, wheels_dir=wheels_dir, grpc_port=grpc_port,
+                                public_url=public_url, content_urls=tuple(content_url or ()),
+                                wheels_dir=wheels_dir, grpc_port=grpc_port,
                                 shared_subscriptions=shared_subscriptions, server_id=server_id,
                                 leader_lease_s=leader_lease_s, leader_renew_s=leader_renew_s,
                                 telemetry_retention_s=_span("--telemetry-retention", telemetry_retention),

@@ -25,8 +25,9 @@ from ..errors import ConflictError, NotFoundError, TooLargeError
 from ..fleet import Fleet
 from .deps import authorize, require_admin
 from .http_metrics import HttpMetrics
-from .routes import (audit, bundles, captures, deployments, devices, drift, enroll, enrollments, feedback, groups,
-                     health, inference, install, jobs, keys, metrics, models, rollouts, telemetry, tokens, wheels)
+from .routes import (audit, bundles, captures, content, deployments, devices, drift, enroll, enrollments, feedback,
+                     groups, health, inference, install, jobs, keys, metrics, models, rollouts, telemetry, tokens,
+                     wheels)
 
 log = logging.getLogger(__name__)
 _STATUS = ((NotFoundError, 404), (ConflictError, 409), (TooLargeError, 413), (BadDataError, 400))
@@ -69,6 +70,7 @@ def create_app(config: ServerConfig, *, fleet: Fleet | None = None) -> FastAPI:
     app.include_router(metrics.router)  # GET /metrics (Prometheus), any valid token
     app.include_router(install.router)  # GET /install.sh and the wheel mirror: public, like the dashboard's files
     app.include_router(wheels.router)
+    app.include_router(content.router)  # GET /content/...: encrypted chunks by keyed id, public (see the module)
     install_dashboard(app)  # last: it mounts the dashboard at "/", which catches every path not matched above
     return app
 

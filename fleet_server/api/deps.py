@@ -35,6 +35,7 @@ from ..audit import SAFE_METHODS, AuditLog, note, path_object
 from ..bundler import Bundler
 from ..cloud_scoring import CloudScoring
 from ..config import ServerConfig
+from ..content import BundleContent
 from ..deployments import Deployments
 from ..device_install.wheel_mirror import WheelMirror
 from ..devices import Devices
@@ -145,6 +146,10 @@ def _variants(request: Request) -> Variants:
     return _fleet(request).variants
 
 
+def _content(request: Request) -> BundleContent:
+    return _fleet(request).content
+
+
 def _wheels(request: Request) -> WheelMirror:
     return _fleet(request).wheels
 
@@ -153,6 +158,7 @@ FleetDep = Annotated[Fleet, Depends(_fleet)]  # the server itself: only for its 
 AuditDep = Annotated[AuditLog, Depends(_audit)]
 BundlerDep = Annotated[Bundler, Depends(_bundler)]
 CloudDep = Annotated[CloudScoring, Depends(_cloud)]
+ContentDep = Annotated[BundleContent, Depends(_content)]
 ConfigDep = Annotated[ServerConfig, Depends(_config)]
 DeploymentsDep = Annotated[Deployments, Depends(_deployments)]
 DevicesDep = Annotated[Devices, Depends(_devices)]

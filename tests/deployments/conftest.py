@@ -37,7 +37,8 @@ class Fleet:
 
     def start_server(self, **settings: object) -> None:
         """Start the server in threads, its rollout controller ticking every 0.1 s; ``settings``: more ServerConfig."""
-        config = ServerConfig(data_dir=self.workdir / "server", database_url=self.database_url, port=0,
+        settings = {"port": 0, **settings}
+        config = ServerConfig(data_dir=self.workdir / "server", database_url=self.database_url,
                               embedded_broker_port=0, broker_url=self.broker_url, rollout_tick_s=0.1, **settings)
         self.server = ServerThread(config).start()
         self.api = httpx.Client(base_url=self.server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},

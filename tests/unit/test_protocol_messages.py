@@ -210,3 +210,19 @@ def test_oip_shape_mismatch_names_the_tensor():
 def test_oip_unknown_datatype_is_refused():
     with pytest.raises(MessageError, match="datatype 'FP8'"):
         oip.decode_request({"inputs": [{"name": "x", "shape": [1], "datatype": "FP8", "data": [1]}]})
+
+
+def test_desired_state_content_urls_round_trip_and_are_left_out_when_none():
+    state = messages.DesiredState("dev-1", 3, "2026-01-01T00:00:00Z", (),
+                                  content_urls=("https://cache.example.com/edge", "http://10.0.0.5:8080"))
+    assert messages.DesiredState.from_dict(state.to_dict()) == state
+    assert "content_urls" not in messages.DesiredState("dev-1", 3, "2026-01-01T00:00:00Z", ()).to_dict()
+
+
+@pytest.mark.parametrize("urls", [["ftp://cache.example.com"], ["https://cache.example.com/a?b=c"], [7],
+                                  ["javascript:alert(1)"], "https://one.example.com",
+                                  [f"https://c{i}.example.com" for i in range(messages.MAX_CONTENT_URLS + 1)]])
+def test_desired_state_with_content_urls_that_are_not_plain_http_urls_is_refused(urls):
+    doc = messages.DesiredState("dev-1", 3, "2026-01-01T00:00:00Z", ()).to_dict()
+    with pytest.raises(MessageError, match="content_urls"):
+        messages.DesiredState.from_dict({**doc, "content_urls": urls})
