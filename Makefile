@@ -18,8 +18,8 @@ faults: $(VENV)/.installed system-deps
 
 # Mosquitto (the real broker the tests run), Chromium (the dashboard's browser tests), Prometheus (it scrapes
 # a server and an agent in the metrics test), ShellCheck and systemd-analyze (the device install script and its
-# unit), HAProxy (the load balancer in front of server replicas) and PostgreSQL (the store's tests run on it
-# too: tests/support/postgres.py) from the system's packages, when missing.
+# unit), HAProxy (the load balancer in front of server replicas), nginx (the content cache in front of them) and
+# PostgreSQL (the store's tests run on it too: tests/support/postgres.py) from the system's packages, when missing.
 # Playwright drives that Chromium; `playwright install` is never run.
 system-deps:
 	@missing=""; \
@@ -30,6 +30,7 @@ system-deps:
 	  command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	  { command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ]; } || missing="$$missing haproxy"; \
 	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	  { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } || missing="$$missing nginx-light"; \
 	  [ -z "$$missing" ] || { $(SUDO) apt-get update -qq && \
 	    $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 
