@@ -45,7 +45,7 @@ from .feedback import Feedback
 from .handlers import MessageHandlers
 from .jobs import JobController
 from .keys import KeyRing, ensure_admin_token
-from .leadership import Leadership
+from .leadership import Leadership, PostgresLeases
 from .metrics import ServerMetrics
 from .content import BundleContent
 from .mqtt_link import MqttLink
@@ -68,9 +68,11 @@ class Fleet:
         if not config.data_dir.exists():
             config.data_dir.mkdir(parents=True, mode=0o700)
         self.db = Database(config.database_url) if config.database_url else Database.for_data_dir(config.data_dir)
-        self.leadership = Leadership(transaction=self.db.transaction, backend=None, lease_s=config.leader_lease_s,
-                                     renew_s=config.leader_renew_s,
-                                     replica_id=f"{config.replica_id}-{secrets.token_hex(3)}")
+        self.leadership = Leadership(  # SQLite: one server, always the leader; PostgreSQL: one replica of several
+            transaction=self.db.transaction, lease_s=config.leader_lease_s, renew_s=config.leader_renew_s,
+            replica_id=f"{config.replica_id}-{secrets.token_hex(3)}",
+            backend=PostgresLeases(self.db, timeout_s=config.leader_lease_s) if self.db.dialect == "postgresql"
+            else None)
         storage = open_storage(config, self.db)  # data dir files, or the shared database (see storage.py)
         self.blobs, self.chunks = storage.blobs, storage.chunks
         self.keys = KeyRing(storage.keys, root_valid_days=config.root_valid_days)
@@ -96,6 +98,7 @@ class Fleet:
         self.retention = TelemetryRetention(db=self.db, config=config, leadership=self.leadership)  # telemetry rollups
         self.broker: EmbeddedBroker | None = None
         self.link: MqttLink | None = None
+        self.leadership.start()  # PostgreSQL: asks for the lease now and keeps renewing it until close()
 
     def _build_services(self) -> None:
         """The services the API and the MQTT side call, each given only what it uses."""
@@ -163,7 +166,6 @@ class Fleet:
         replica = self.config.replica_id if self.config.shared_subscriptions else None  # own identity when shared
         tls = BrokerConfigFiles.in_directory(self.config.broker_tls_dir).server_tls(replica) \
             if self.config.broker_tls_dir else None
-        self.leadership.start()  # asks for the lease now (replicas on PostgreSQL), before the link's first connect
         self.link = MqttLink(url, on_message=self.handlers.handle, on_connected=self._on_connected, tls=tls,
                              client_id=self.config.mqtt_client_id,
                              subscriptions=topics.server_subscriptions(shared=self.config.shared_subscriptions))

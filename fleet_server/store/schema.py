@@ -10,8 +10,8 @@ A new feature's tables are appended at the end under a comment naming it.
 
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Column, ForeignKey, Index, Integer, LargeBinary, MetaData, PrimaryKeyConstraint, Table, Text,
-                        UniqueConstraint, text)
+from sqlalchemy import (BigInteger, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData,
+                        PrimaryKeyConstraint, Table, Text, UniqueConstraint, text)
 
 metadata = MetaData()
 # Device-made counters and byte sizes: 64-bit on PostgreSQL (SQLite integers are 64-bit already).
@@ -365,3 +365,13 @@ def _rollup_table(name: str) -> Table:
 
 telemetry_minute = _rollup_table("telemetry_minute")
 telemetry_hour = _rollup_table("telemetry_hour")
+
+# Leadership among server replicas on PostgreSQL (fleet_server/leadership.py): one row per lease; its expiry is a
+# real timestamp, compared with the database's clock (never written on SQLite)
+leases = Table(
+    "leases", metadata,
+    Column("name", Text, primary_key=True),
+    Column("holder", Text, nullable=False),
+    Column("epoch", Big, nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=False),
+)
