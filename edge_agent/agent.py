@@ -137,14 +137,14 @@ class Agent:
             self.outbox.close()
             raise
 
-        broker_host, broker_port, tls = config.broker_host_port
         self._status_topic = topics.device_topic(self.device_id, "status")
         self._reported_topic = topics.device_topic(self.device_id, "reported")
         self._desired_topic = topics.device_topic(self.device_id, "desired")
         if config.tls_files is not None:
             finish_interrupted_switch(config.tls_files[1], config.tls_files[2])  # a crash mid-renewal
-        self.link = MqttLink(client_id=f"edgefleet-agent-{self.device_id}", host=broker_host, port=broker_port,
-                             tls=tls, tls_files=config.tls_files, keepalive_s=config.keepalive_s,
+        brokers = config.brokers
+        self.link = MqttLink(client_id=f"edgefleet-agent-{self.device_id}", brokers=brokers,
+                             tls=brokers[0].tls, tls_files=config.tls_files, keepalive_s=config.keepalive_s,
                              will=(self._status_topic, self._status("offline")),
                              on_connect=self._on_connect, on_puback=self._on_puback)
         self.telemetry = Telemetry(outbox=self.outbox, link=self.link, device_id=self.device_id,
@@ -199,7 +199,8 @@ class Agent:
         self._started = True
         log.info("agent %s started: profile %s, %d module(s) served at %s%s, broker %s", self.device_id,
                  self.profile.name, len(self.runtime.table), self.scoring_url,
-                 f" and gRPC {self.grpc.address}" if self.grpc is not None else "", config.broker_url)
+                 f" and gRPC {self.grpc.address}" if self.grpc is not None else "",
+                 ", ".join(broker.url for broker in config.brokers))
 
     def stop(self) -> None:
         """Publish the offline status, flush telemetry, close the link, the API and the database."""
@@ -268,7 +269,7 @@ class Agent:
     def _health(self) -> tuple[bool, str]:
         """Healthy (for the update supervisor): connected to the broker and every installed module serving."""
         if not self.link.connected:
-            return False, f"not connected to the broker at {self.config.broker_url}"
+            return False, f"not connected to the broker (last tried {self.link.host}:{self.link.port})"
         missing = sorted(n for n in self.installer.installed() if n != AGENT_MODULE and n not in self.runtime.table)
         if missing:
             return False, "installed modules not serving: " + ", ".join(missing)

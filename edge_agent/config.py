@@ -16,9 +16,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from fleet_protocol.broker_urls import BrokerUrl, parse_broker_url, parse_broker_urls
 from fleet_protocol.errors import MessageError, SignatureError
 from fleet_protocol.fields import is_valid_name, refuse_unknown_keys
 from fleet_protocol.signing import PublicKey
+
+
+_DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 
 
 class ConfigError(ValueError):
@@ -29,7 +33,10 @@ class ConfigError(ValueError):
 class AgentConfig:
     device_id: str
     state_dir: Path
-    broker_url: str = "mqtt://127.0.0.1:1883"
+    broker_url: str = _DEFAULT_BROKER_URL
+    broker_urls: list[str] = field(default_factory=list)  # the nodes of a broker cluster (all mqtt:// or all
+    # mqtts://): random start, failover between them (fleet_protocol.broker_urls); when set, broker_url is one
+    # of them or left out
     trusted_keys: list[str] = field(default_factory=list)  # Ed25519 public keys, hex (`edgefleet keys show`)
     trusted_root: Path | None = None  # the signed root document from enrollment (JSON); when set, the signing
     # keys come from the root (moved forward by threshold-signed rotations) and trusted_keys is not needed
@@ -84,11 +91,15 @@ class AgentConfig:
         return Path(self.tls_ca), Path(self.tls_cert), Path(self.tls_key)
 
     @property
+    def brokers(self) -> tuple[BrokerUrl, ...]:
+        """The brokers to connect to: ``broker_urls`` when set, else ``broker_url`` alone."""
+        return parse_broker_urls(self.broker_urls or [self.broker_url])
+
+    @property
     def broker_host_port(self) -> tuple[str, int, bool]:
-        """``(host, port, tls)`` from ``broker_url``."""
-        parts = urlsplit(self.broker_url)
-        tls = parts.scheme == "mqtts"
-        return parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883), tls
+        """``(host, port, tls)`` of the first broker (the simulator's shared loop reaches one broker)."""
+        first = self.brokers[0]
+        return first.host, first.port, first.tls
 
 
 _REQUIRED = ("device_id", "state_dir")
@@ -110,12 +121,10 @@ def validate(config: AgentConfig) -> None:
     if not isinstance(url, str):
         raise ConfigError("broker_url must be a string such as mqtt://host:1883")
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        parse_broker_url(url)
     except ValueError as exc:
-        raise ConfigError(f"broker_url {url!r} is not valid: {exc}") from None
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ConfigError(f"broker_url must look like mqtt://host:port or mqtts://host:port, got {url!r}")
+        raise ConfigError(f"broker_url: {exc}") from None
+    _validate_broker_urls(config)
     root = config.trusted_root
     if root is not None and not (isinstance(root, (str, Path)) and str(root)):
         raise ConfigError("trusted_root must be the path of the root document `edgefleet agent enroll` wrote")
@@ -168,6 +177,21 @@ def validate(config: AgentConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
             raise ConfigError(f"{name} must be a number of seconds >= {low}, got {value!r}")
         setattr(config, name, float(value))
+
+
+def _validate_broker_urls(config: AgentConfig) -> None:
+    urls = config.broker_urls
+    if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
+        raise ConfigError('broker_urls must be a list of strings such as ["mqtt://node1:1883", "mqtt://node2:1883"]')
+    if not urls:
+        return
+    try:
+        brokers = parse_broker_urls(urls)
+    except ValueError as exc:
+        raise ConfigError(f"broker_urls: {exc}") from None
+    if config.broker_url != _DEFAULT_BROKER_URL and config.broker_url not in {broker.url for broker in brokers}:
+        raise ConfigError(f"broker_url {config.broker_url!r} is not in broker_urls: list every node in broker_urls "
+                          "(broker_url is then not needed)")
 
 
 def looks_like_path(profile: str) -> bool:

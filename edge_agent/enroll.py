@@ -143,7 +143,9 @@ def enroll(*, server_url: str, token: str, state_dir: Path, config_out: Path, op
     write_atomic(files.cert, body["certificate_pem"].encode(), mode=0o644)
     write_atomic(files.ca, body["ca_certificate_pem"].encode(), mode=0o644)
     write_atomic(files.root, json.dumps(body["root"], indent=1).encode(), mode=0o644)
-    values = {"device_id": device_id, "state_dir": str(Path(state_dir).resolve()), "broker_url": body["broker_url"],
+    brokers = [url.strip() for url in body["broker_url"].split(",") if url.strip()]  # a cluster's nodes: URL,URL
+    broker = {"broker_url": brokers[0]} if len(brokers) == 1 else {"broker_urls": brokers}
+    values = {"device_id": device_id, "state_dir": str(Path(state_dir).resolve()), **broker,
               "trusted_root": str(files.root.resolve()), "tls_ca": str(files.ca.resolve()),
               "tls_cert": str(files.cert.resolve()), "tls_key": str(files.key.resolve()), **extra}
     config_out = Path(config_out)
@@ -161,8 +163,10 @@ def agent_toml(values: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _toml_value(value: str | int) -> str:
-    """A TOML string or integer; JSON's escapes are TOML's, except that TOML wants DEL escaped too."""
+def _toml_value(value: str | int | list) -> str:
+    """A TOML string, integer or list of them; JSON's escapes are TOML's, except that TOML wants DEL escaped too."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 

@@ -4,17 +4,20 @@ What it does: connects with a stable client id and a persistent session
 (``clean_session=False``), over TLS exactly when ``tls`` (the broker URL is
 ``mqtts://``; the client certificate in ``tls_files`` is presented only
 then: an enrolled device on a plain ``mqtt://`` broker connects without it
-and says so), reconnects with exponential backoff, sets the
+and says so), to one broker (``host``, ``port``) or to the nodes of a
+cluster (``brokers``: random start, sticky, failover with full-jitter
+back-off, :mod:`fleet_protocol.broker_urls` and :mod:`.mqtt_failover`), sets the
 retained ``offline`` last will, re-subscribes and calls the agent's
 ``on_connect`` hook on every connect, routes each incoming message to the
 handler registered for its topic, and reports PUBACKs to a listener.
 
-Who drives the socket: by default paho's own ``loop_start`` thread (with
-``reconnect_delay_set``), one thread per link, which is what a device wants.
+Who drives the socket: by default one :class:`~.mqtt_failover.FailoverThread`
+per link, which is what a device wants.
 Given a ``loop`` (a :class:`LoopLike` such as
 :class:`simulators.mqtt_loop.MqttLoop`, which drives thousands of clients
 from one thread), :meth:`MqttLink.start` attaches the client to it instead
-and :meth:`MqttLink.stop` detaches it; the loop then reconnects, and the
+and :meth:`MqttLink.stop` detaches it; the loop then reconnects (to the one broker
+picked at random from ``brokers``: the shared loop does not fail over), and the
 ``on_connect`` hook runs on the loop's thread (so it must not block there).
 An optional ``inbound`` filter sees every incoming message before its
 handler and may deliver it later or never (the simulator's faults).
@@ -32,6 +35,7 @@ refused by a trust check, counted for the telemetry, never one record each).
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import ssl
 import threading
@@ -41,7 +45,11 @@ from typing import Callable, Protocol
 
 import paho.mqtt.client as mqtt
 
+from fleet_protocol.broker_urls import BrokerFailover, BrokerUrl
 from fleet_protocol.errors import TransportError
+from fleet_protocol.retry import RetryPolicy
+
+from .mqtt_failover import FailoverThread
 
 log = logging.getLogger("edgefleet.agent.mqtt")
 
@@ -62,13 +70,21 @@ class LoopLike(Protocol):
 
 
 class MqttLink:
-    def __init__(self, *, client_id: str, host: str, port: int, tls: bool = False,
+    def __init__(self, *, client_id: str, host: str | None = None, port: int | None = None,
+                 brokers: tuple[BrokerUrl, ...] = (), tls: bool = False,
                  tls_files: tuple[Path, Path, Path] | None = None, keepalive_s: int = 30,
                  will: tuple[str, bytes] | None = None, on_connect: Callable[[], None] | None = None,
                  on_puback: Callable[[int], None] | None = None,
                  reconnect_min_s: float = 1.0, reconnect_max_s: float = 30.0, loop: LoopLike | None = None,
                  inbound: Inbound | None = None):
-        self.host, self.port = host, port
+        if not brokers:
+            if host is None or port is None:
+                raise ValueError("an MQTT link needs host and port, or brokers")
+            brokers = (BrokerUrl(f"{'mqtts' if tls else 'mqtt'}://{host}:{port}", host, port, tls),)
+        self._failover = BrokerFailover(brokers, start=random.random(),
+                                        policy=RetryPolicy(base_delay_s=reconnect_min_s, max_delay_s=reconnect_max_s))
+        self._runner: FailoverThread | None = None
+        self._client_id = client_id
         self._inbound = inbound
         self._loop = loop
         self._backoff = (reconnect_min_s, reconnect_max_s)
@@ -83,7 +99,6 @@ class MqttLink:
         self._started = False
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                              protocol=mqtt.MQTTv311)
-        client.reconnect_delay_set(min_delay=max(1, int(reconnect_min_s)), max_delay=max(1, int(reconnect_max_s)))
         client.max_inflight_messages_set(64)
         self._tls_context: ssl.SSLContext | None = None
         if tls_files is not None and not tls:
@@ -110,6 +125,20 @@ class MqttLink:
             raise TransportError("this link does not use a client certificate")
         self._tls_context.load_cert_chain(str(cert), str(key))
 
+    @property
+    def host(self) -> str:
+        """The broker connected to, or tried next."""
+        return self._failover.current.host
+
+    @property
+    def port(self) -> int:
+        return self._failover.current.port
+
+    @property
+    def reconnect_s(self) -> list[float]:
+        """Seconds from each lost broker connection to the next accepted one (this link's own thread only)."""
+        return list(self._runner.reconnect_s) if self._runner is not None else []
+
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -119,8 +148,9 @@ class MqttLink:
                 self._loop.connect(self._client, self.host, self.port, self._keepalive,
                                    reconnect_min_s=self._backoff[0], reconnect_max_s=self._backoff[1])
             else:
-                self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
-                self._client.loop_start()
+                self._runner = self._runner or FailoverThread(self._client, self._failover, keepalive_s=self._keepalive,
+                                                              name=f"mqtt-{self._client_id}")
+                self._runner.start()
         except (OSError, ValueError) as exc:
             raise TransportError(f"cannot connect to the broker at {self.host}:{self.port}: {exc}") from None
         self._started = True
@@ -144,21 +174,21 @@ class MqttLink:
                 log.info("could not publish the offline status: %s", exc)
         self._connected.clear()  # a disconnect asked for, not a drop to warn about
         try:
-            self._client.disconnect()
+            if self._runner is not None:
+                self._runner.stop(timeout_s, then=self._client.disconnect)
+            else:
+                self._client.disconnect()
         finally:
             if self._loop is not None:
                 self._loop.detach(self._client).wait(timeout_s)
-            else:
-                self._client.loop_stop()
             self._started = False
             self._connected.clear()
 
     def _stop_abruptly(self, timeout_s: float) -> None:
         if self._loop is not None:
             self._loop.detach(self._client, clean=False).wait(timeout_s)
-        else:
-            self._client.loop_stop()
-            self.drop_connection()
+        elif self._runner is not None:
+            self._runner.stop(timeout_s, then=self.drop_connection)
         self._started = False
         self._connected.clear()
 
@@ -255,6 +285,8 @@ class MqttLink:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
+        if self._runner is not None:
+            self._runner.accepted()
         log.info("connected to the broker at %s:%s (session present: %s)", self.host, self.port,
                  getattr(flags, "session_present", None))
         with self._lock:

@@ -26,6 +26,8 @@ changes nothing on the server). The back-off before retry ``n`` is "full jitter"
 failed together do not come back together; after a Retry-After it is that
 many seconds plus ``draw * base_delay_s``.
 
+MQTT links reconnect with the same full-jitter back-off (:meth:`RetryPolicy.backoff_s`), forever.
+
 A dropped keep-alive connection is not a failure here: the connection pool
 reconnects once, without asking this policy (:mod:`edge_agent.http_pool`).
 """
@@ -95,4 +97,9 @@ class RetryPolicy:
         return retry_after + draw * self.base_delay_s
 
     def _backoff(self, attempt: int, draw: float) -> float:
-        return draw * min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        return self.backoff_s(attempt, draw)
+
+    def backoff_s(self, attempt: int, draw: float) -> float:
+        """The full-jitter wait before retry ``attempt`` (from 1), with no limit on attempts: for callers that
+        never give up, such as a broker link reconnecting (:mod:`fleet_protocol.broker_urls`)."""
+        return draw * min(self.max_delay_s, self.base_delay_s * 2 ** (max(1, attempt) - 1))

@@ -6,7 +6,8 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from fleet_protocol.broker_urls import BrokerUrl, parse_broker_urls
 
 from .device_install import check_fleet_url
 from .store.db import engine_url
@@ -22,7 +23,8 @@ class ServerConfig:
     # (default: EDGEFLEET_SECRET_KEY; fleet_server/secret_box.py)
     host: str = "127.0.0.1"
     port: int = 8080
-    broker_url: str | None = None  # None: start the embedded broker
+    broker_url: str | None = None  # None: start the embedded broker; "URL,URL,...": the nodes of a cluster
+    # (failover between them, fleet_protocol.broker_urls)
     embedded_broker_port: int = 1883
     public_broker_url: str | None = None  # what agents should use; default derived
     chunk_size_bytes: int = 262_144
@@ -74,7 +76,7 @@ class ServerConfig:
             self.public_url = check_fleet_url(self.public_url)
         self.content_urls = tuple(check_fleet_url(url) for url in self.content_urls)
         if self.broker_url is not None:
-            parse_broker_url(self.broker_url)  # fail early on a typo
+            parse_broker_urls([self.broker_url])  # fail early on a typo or on mixed mqtt:// and mqtts://
         if self.shared_subscriptions and self.broker_url is None:
             raise ValueError("shared subscriptions need an external broker (--broker mqtt://HOST:PORT, e.g. "
                              "Mosquitto 2): the embedded one (amqtt) has no $share/... subscriptions, so the server "
@@ -112,6 +114,11 @@ class ServerConfig:
         replica then keeps its own persistent session (its share of messages waits there while it restarts)."""
         return f"edgefleet-server-{self.replica_id}" if self.shared_subscriptions else "edgefleet-server"
 
+    @property
+    def brokers(self) -> tuple[BrokerUrl, ...]:
+        """The external broker's nodes (``broker_url`` split at commas); empty for the embedded broker."""
+        return parse_broker_urls([self.broker_url]) if self.broker_url else ()
+
     def derived_public_broker_url(self, embedded_port: int | None = None) -> str:
         """The broker URL agents should use: explicit, else the external broker, else the embedded one."""
         if self.public_broker_url:
@@ -130,15 +137,3 @@ def check_server_id(value: str) -> str:
     if not _SERVER_ID.fullmatch(value):
         raise ValueError(f"server id {value!r} must be 1-64 letters, digits, '.', '_' or '-'")
     return value
-
-
-def parse_broker_url(url: str) -> tuple[str, int]:
-    """``mqtt://host:port`` → ``(host, port)``; the port defaults to 1883 (8883 for ``mqtts://``, TLS)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
-        raise ValueError(f"broker URL {url!r} must look like mqtt://host:port or mqtts://host:port")
-    try:
-        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-    except ValueError:
-        raise ValueError(f"broker URL {url!r} has an invalid port") from None
-    return parts.hostname, port

@@ -5,7 +5,10 @@ several replicas share the broker: :attr:`ServerConfig.mqtt_client_id`) with a
 persistent session (clean_session False), QoS 1 subscriptions to the given
 topic filters (:func:`fleet_protocol.topics.server_subscriptions`: plain, or
 ``$share/edgefleet/...`` so the broker hands each device message to one
-replica), automatic reconnects; mutual TLS when given ``tls`` (CA certificate, client
+replica), automatic reconnects: to one broker, or failing over between the
+nodes of a cluster when ``broker_url`` lists several (``URL,URL,...``:
+random start, sticky, full-jitter back-off, the agent's
+:class:`edge_agent.mqtt_failover.FailoverThread`); mutual TLS when given ``tls`` (CA certificate, client
 certificate, client key: the files ``edgefleet server broker-config`` wrote). Every incoming message goes to one ``on_message``
 callback; an exception there is logged and never stops the network thread.
 ``on_connected`` runs after every (re)connect and subscribe, which is where
@@ -19,6 +22,7 @@ in the database and is published again on reconnect.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -26,9 +30,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from edge_agent.mqtt_failover import FailoverThread
 from fleet_protocol import topics
-
-from .config import parse_broker_url
+from fleet_protocol.broker_urls import BrokerFailover, parse_broker_urls
 
 log = logging.getLogger(__name__)
 CLIENT_ID = "edgefleet-server"
@@ -39,8 +43,7 @@ class MqttLink:
                  on_connected: Callable[[], None], client_id: str = CLIENT_ID, keepalive_s: int = 30,
                  tls: tuple[Path, Path, Path] | None = None,
                  subscriptions: tuple[str, ...] = topics.SERVER_SUBSCRIPTIONS):
-        self.broker_url = broker_url
-        self._host, self._port = parse_broker_url(broker_url)
+        self._failover = BrokerFailover(parse_broker_urls([broker_url]), start=random.random())
         self._on_message = on_message
         self._on_connected = on_connected
         self.client_id = client_id
@@ -52,7 +55,6 @@ class MqttLink:
         self._stopping = False
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                                    protocol=mqtt.MQTTv311)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         if tls is not None:
             ca_cert, cert, key = tls
             self._client.tls_set(ca_certs=str(ca_cert), certfile=str(cert), keyfile=str(key))
@@ -60,6 +62,17 @@ class MqttLink:
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
+        self._runner = FailoverThread(self._client, self._failover, keepalive_s=keepalive_s, name=f"mqtt-{client_id}")
+
+    @property
+    def broker_url(self) -> str:
+        """The broker node connected to, or tried next."""
+        return self._failover.current.url
+
+    @property
+    def reconnect_s(self) -> list[float]:
+        """Seconds from each lost broker connection to the next accepted one."""
+        return list(self._runner.reconnect_s)
 
     @property
     def connected(self) -> bool:
@@ -71,8 +84,7 @@ class MqttLink:
         return time.monotonic() - self._connected_at if self._connected.is_set() else None
 
     def start(self) -> None:
-        self._client.connect_async(self._host, self._port, keepalive=self._keepalive_s)
-        self._client.loop_start()
+        self._runner.start()
 
     def wait_connected(self, timeout_s: float) -> bool:
         return self._connected.wait(timeout_s)
@@ -85,14 +97,14 @@ class MqttLink:
 
     def stop(self) -> None:
         self._stopping = True
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._runner.stop(5.0, then=self._client.disconnect)
         self._connected.clear()
 
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.warning("the broker at %s refused the connection: %s", self.broker_url, reason_code)
             return
+        self._runner.accepted()
         client.subscribe([(topic_filter, 1) for topic_filter in self.subscriptions])
         self.connects += 1
         self._connected_at = time.monotonic()

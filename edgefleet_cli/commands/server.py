@@ -35,8 +35,10 @@ def run(
     = None,
     host: Annotated[str, typer.Option(help="Address the API binds to")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API and dashboard port")] = 8080,
-    broker: Annotated[Optional[str], typer.Option(help="External broker, e.g. mqtt://127.0.0.1:1883; "
-                                                  "default: start the embedded one")] = None,
+    broker: Annotated[Optional[list[str]], typer.Option(help="External broker, e.g. mqtt://127.0.0.1:1883; "
+                                                        "repeat it (or give URL,URL,...) for the nodes of a "
+                                                        "cluster: the server and enrolled devices fail over "
+                                                        "between them; default: start the embedded one")] = None,
     broker_port: Annotated[int, typer.Option(help="Port of the embedded broker")] = 1883,
     broker_tls_dir: Annotated[Optional[Path], typer.Option(help="The directory `edgefleet server broker-config` "
                                                            "wrote: the server connects with mutual TLS")] = None,
@@ -88,7 +90,8 @@ def run(
 
     try:
         run_server(ServerConfig(data_dir=data_dir, database_url=database_url, blob_dir=blob_dir,
-                                secret_key_file=secret_key_file, host=host, port=port, broker_url=broker,
+                                secret_key_file=secret_key_file, host=host, port=port,
+                                broker_url=",".join(broker) if broker else None,
                                 embedded_broker_port=broker_port, broker_tls_dir=broker_tls_dir,
                                 broker_pid_file=broker_pid_file, public_broker_url=public_broker,
                                 public_url=public_url, content_urls=tuple(content_url or ()),
