@@ -81,7 +81,7 @@ class MqttLink:
             if host is None or port is None:
                 raise ValueError("an MQTT link needs host and port, or brokers")
             brokers = (BrokerUrl(f"{'mqtts' if tls else 'mqtt'}://{host}:{port}", host, port, tls),)
-        self._failover = BrokerFailover(brokers, start=random.random(),
+        self._failover = BrokerFailover(brokers, order=random.sample(range(len(brokers)), len(brokers)),
                                         policy=RetryPolicy(base_delay_s=reconnect_min_s, max_delay_s=reconnect_max_s))
         self._runner: FailoverThread | None = None
         self._client_id = client_id

@@ -11,14 +11,16 @@ nodes would silently drop the device certificate on some of them.
 :class:`BrokerFailover` decides, and does no I/O (the caller connects, sleeps
 and draws the jitter, uniform in [0, 1), as with :mod:`fleet_protocol.retry`):
 
-- start on a node chosen at random (``start``), so a fleet spreads over the
-  cluster instead of piling onto the first URL;
+- each link walks the nodes in its own random order (``order``, a permutation
+  the caller draws), starting with its first: a fleet spreads over the cluster
+  instead of piling onto the first URL, and the devices of a node that died
+  spread over the survivors instead of all moving to the node listed next;
 - sticky: while a node works the link stays on it; after a working
   connection drops, the first reconnect goes to the same node (the drop may
   have been the device's own network) after a jittered wait of
   ``draw * base_delay_s``, so the devices of a node that died do not all
   come back in the same instant (no thundering herd);
-- every failed attempt moves to the next URL in order and waits the full-jitter
+- every failed attempt moves to the next node in that order and waits the full-jitter
   back-off of :meth:`fleet_protocol.retry.RetryPolicy.backoff_s` for the
   failures in a row so far, up to ``max_delay_s``; a successful CONNACK resets it.
 
@@ -85,13 +87,15 @@ def parse_broker_urls(urls: Iterable[str]) -> tuple[BrokerUrl, ...]:
 class BrokerFailover:
     """Which broker of the list to try now, and how long to wait first (see the module docstring)."""
 
-    def __init__(self, brokers: tuple[BrokerUrl, ...], *, start: float,
+    def __init__(self, brokers: tuple[BrokerUrl, ...], *, order: list[int],
                  policy: RetryPolicy = RetryPolicy(base_delay_s=1.0, max_delay_s=30.0)):
         if not brokers:
             raise ValueError("a broker failover needs at least one broker")
-        self.brokers = brokers
+        if sorted(order) != list(range(len(brokers))):
+            raise ValueError(f"order must be a permutation of 0..{len(brokers) - 1}, got {order!r}")
+        self.brokers = tuple(brokers[i] for i in order)  # this link's own walk through the cluster
         self.policy = policy
-        self._index = min(int(start * len(brokers)), len(brokers) - 1)  # start: uniform in [0, 1)
+        self._index = 0
         self._failures = 0  # attempts in a row that reached no working session
 
     @property

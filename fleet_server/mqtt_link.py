@@ -43,7 +43,8 @@ class MqttLink:
                  on_connected: Callable[[], None], client_id: str = CLIENT_ID, keepalive_s: int = 30,
                  tls: tuple[Path, Path, Path] | None = None,
                  subscriptions: tuple[str, ...] = topics.SERVER_SUBSCRIPTIONS):
-        self._failover = BrokerFailover(parse_broker_urls([broker_url]), start=random.random())
+        brokers = parse_broker_urls([broker_url])
+        self._failover = BrokerFailover(brokers, order=random.sample(range(len(brokers)), len(brokers)))
         self._on_message = on_message
         self._on_connected = on_connected
         self.client_id = client_id

@@ -28,14 +28,23 @@ def test_bad_broker_lists_are_refused_with_a_reason(urls):
         parse_broker_urls(urls)
 
 
-def test_start_node_is_drawn_so_a_fleet_spreads_over_the_cluster():
+def test_each_link_walks_the_cluster_in_its_own_order_so_a_dead_nodes_devices_spread():
     brokers = parse_broker_urls(NODES)
-    starts = {BrokerFailover(brokers, start=draw).current.host for draw in (0.0, 0.34, 0.67, 0.999)}
-    assert starts == {"n1", "n2", "n3"}
+    links = [BrokerFailover(brokers, order=order) for order in ([2, 0, 1], [2, 1, 0], [0, 1, 2], [1, 2, 0])]
+    assert {link.current.host for link in links} == {"n1", "n2", "n3"}  # the first node is the link's draw
+    on_n3 = [link for link in links if link.current.host == "n3"]
+    for link in on_n3:  # n3 dies: each of its links moves to the next node of its own order
+        link.failed(draw=0.5)
+    assert {link.current.host for link in on_n3} == {"n1", "n2"}
+
+
+def test_an_order_that_is_not_a_permutation_is_refused():
+    with pytest.raises(ValueError, match="permutation"):
+        BrokerFailover(parse_broker_urls(NODES), order=[0, 0, 1])
 
 
 def test_a_failed_attempt_moves_to_the_next_node_with_growing_full_jitter_backoff():
-    failover = BrokerFailover(parse_broker_urls(NODES), start=0.0,
+    failover = BrokerFailover(parse_broker_urls(NODES), order=[0, 1, 2],
                               policy=RetryPolicy(base_delay_s=1.0, max_delay_s=8.0))
     waits, hosts = [], []
     for _ in range(6):
@@ -47,7 +56,7 @@ def test_a_failed_attempt_moves_to_the_next_node_with_growing_full_jitter_backof
 
 
 def test_a_working_node_is_sticky_and_its_drop_is_retried_after_a_jittered_short_wait():
-    failover = BrokerFailover(parse_broker_urls(NODES), start=0.5,
+    failover = BrokerFailover(parse_broker_urls(NODES), order=[1, 2, 0],
                               policy=RetryPolicy(base_delay_s=1.0, max_delay_s=30.0))
     failover.failed(draw=0.5)
     failover.failed(draw=0.5)
