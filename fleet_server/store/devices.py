@@ -66,15 +66,18 @@ def record_status(*, db: Database, device_id: str, status: str, seen: str | None
     """Apply a status message (creating the device); True when the device is new or its tags or firmware profile
     changed (either can change which deployments target it: selectors, fit checks).
 
-    The device's own tags count only until it is first seen; after that the
-    server's tags (``PATCH /api/devices/{id}``) are the truth. Tags already
-    set on a device registered through the API win over the device's own.
+    The device's own tags count only until its first status with a time has
+    been applied; after that the server's tags (``PATCH /api/devices/{id}``)
+    are the truth. Tags already set on a device registered through the API win
+    over the device's own. A reported state or telemetry seen before that
+    status does not end the device's say: a broker cluster (NATS) need not
+    deliver one device's messages on different topics in the order it sent them.
     """
     with db.transaction() as conn:
         new = create_device(db=db, device_id=device_id, name=None, tags={}, created=created)
         device = get_device(db=db, device_id=device_id, for_update=True)
         tags = device["tags"]
-        if device["last_seen"] is None and seen is not None:
+        if seen is not None and (device["last_seen"] is None or device["status"] == "unknown"):
             tags = {**device_tags, **tags}
         conn.execute(update(devices).where(_d.id == device_id).values(
             status=status, scoring_url=func.coalesce(scoring_url, _d.scoring_url), tags=dumps(tags),
