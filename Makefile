@@ -18,8 +18,9 @@ faults: $(VENV)/.installed system-deps
 
 # Mosquitto (the real broker the tests run), Chromium (the dashboard's browser tests), Prometheus (it scrapes
 # a server and an agent in the metrics test), ShellCheck and systemd-analyze (the device install script and its
-# unit), HAProxy (the load balancer in front of server replicas), nginx (the content cache in front of them) and
-# PostgreSQL (the store's tests run on it too: tests/support/postgres.py) from the system's packages, when missing.
+# unit), HAProxy (the load balancer in front of server replicas), nginx (the content cache in front of them),
+# PostgreSQL (the store's tests run on it too: tests/support/postgres.py) and NATS server (the three-node MQTT
+# broker cluster of the broker failover tests) from the system's packages, when missing.
 # Playwright drives that Chromium; `playwright install` is never run.
 system-deps:
 	@missing=""; \
@@ -31,6 +32,7 @@ system-deps:
 	  { command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ]; } || missing="$$missing haproxy"; \
 	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	  { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } || missing="$$missing nginx-light"; \
+	  { command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ]; } || missing="$$missing nats-server"; \
 	  [ -z "$$missing" ] || { $(SUDO) apt-get update -qq && \
 	    $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 
