@@ -269,7 +269,7 @@ class Agent:
     def _health(self) -> tuple[bool, str]:
         """Healthy (for the update supervisor): connected to the broker and every installed module serving."""
         if not self.link.connected:
-            return False, f"not connected to the broker (last tried {self.link.host}:{self.link.port})"
+            return False, f"not connected to the broker at {self.link.broker_url}"
         missing = sorted(n for n in self.installer.installed() if n != AGENT_MODULE and n not in self.runtime.table)
         if missing:
             return False, "installed modules not serving: " + ", ".join(missing)

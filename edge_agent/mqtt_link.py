@@ -135,6 +135,10 @@ class MqttLink:
         return self._failover.current.port
 
     @property
+    def broker_url(self) -> str:
+        return self._failover.current.url
+
+    @property
     def reconnect_s(self) -> list[float]:
         """Seconds from each lost broker connection to the next accepted one (this link's own thread only)."""
         return list(self._runner.reconnect_s) if self._runner is not None else []

@@ -11,7 +11,10 @@ random start, sticky, full-jitter back-off, the agent's
 :class:`edge_agent.mqtt_failover.FailoverThread`); mutual TLS when given ``tls`` (CA certificate, client
 certificate, client key: the files ``edgefleet server broker-config`` wrote). Every incoming message goes to one ``on_message``
 callback; an exception there is logged and never stops the network thread.
-``on_connected`` runs after every (re)connect and subscribe, which is where
+The link counts as connected only once the broker acknowledged its subscriptions
+(SUBACK): a clustered broker (NATS) may take a second or more to set up a persistent
+session's subscriptions, and a device message published before that reaches no one.
+``on_connected`` runs after every (re)connect and SUBACK, which is where
 the server republishes desired state; :attr:`MqttLink.connected_for_s` says
 how long ago that was (the job controller waits a while after it before it
 judges timeouts). Publishing while disconnected is
@@ -63,6 +66,8 @@ class MqttLink:
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
+        self._client.on_subscribe = self._handle_subscribe
+        self._subscribe_mid: int | None = None
         self._runner = FailoverThread(self._client, self._failover, keepalive_s=keepalive_s, name=f"mqtt-{client_id}")
 
     @property
@@ -106,11 +111,20 @@ class MqttLink:
             log.warning("the broker at %s refused the connection: %s", self.broker_url, reason_code)
             return
         self._runner.accepted()
-        client.subscribe([(topic_filter, 1) for topic_filter in self.subscriptions])
+        _, self._subscribe_mid = client.subscribe([(topic_filter, 1) for topic_filter in self.subscriptions])
+        log.info("connected to the broker at %s; subscribing", self.broker_url)
+
+    def _handle_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [f for f, rc in zip(self.subscriptions, reason_codes) if getattr(rc, "is_failure", False)]
+        if refused:
+            log.error("the broker at %s refused the subscription(s) %s: no message on them reaches this server",
+                      self.broker_url, ", ".join(refused))
         self.connects += 1
         self._connected_at = time.monotonic()
         self._connected.set()
-        log.info("connected to the broker at %s", self.broker_url)
+        log.info("subscribed at the broker at %s", self.broker_url)
         try:
             self._on_connected()
         except Exception:  # noqa: BLE001 - never let a callback kill the network thread

@@ -61,8 +61,8 @@ def node_of(cluster: NatsCluster, port: int) -> NatsNode:
 
 
 def server_node(cluster: NatsCluster, server: ServerProcess) -> NatsNode:
-    """The node the server's link is on, from its own log line (``connected to the broker at URL``)."""
-    lines = [line for line in server.log.read_text().splitlines() if "connected to the broker at" in line]
+    """The node the server's link is on, from its own log line (``subscribed at the broker at URL``)."""
+    lines = [line for line in server.log.read_text().splitlines() if "subscribed at the broker at" in line]
     url = lines[-1].rsplit(" ", 1)[-1]
     return next(node for node in cluster.nodes if node.url == url)
 
