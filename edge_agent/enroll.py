@@ -143,15 +143,20 @@ def enroll(*, server_url: str, token: str, state_dir: Path, config_out: Path, op
     write_atomic(files.cert, body["certificate_pem"].encode(), mode=0o644)
     write_atomic(files.ca, body["ca_certificate_pem"].encode(), mode=0o644)
     write_atomic(files.root, json.dumps(body["root"], indent=1).encode(), mode=0o644)
-    brokers = [url.strip() for url in body["broker_url"].split(",") if url.strip()]  # a cluster's nodes: URL,URL
-    broker = {"broker_url": brokers[0]} if len(brokers) == 1 else {"broker_urls": brokers}
-    values = {"device_id": device_id, "state_dir": str(Path(state_dir).resolve()), **broker,
+    values = {"device_id": device_id, "state_dir": str(Path(state_dir).resolve()), **broker_settings(body["broker_url"]),
               "trusted_root": str(files.root.resolve()), "tls_ca": str(files.ca.resolve()),
               "tls_cert": str(files.cert.resolve()), "tls_key": str(files.key.resolve()), **extra}
     config_out = Path(config_out)
     config_out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(config_out, agent_toml(values).encode(), mode=0o600)
     return config_out
+
+
+def broker_settings(broker_url: str) -> dict[str, str | list[str]]:
+    """The server's broker URL for devices as agent settings: ``broker_url``, or ``broker_urls`` for the nodes of a
+    cluster (the server gives them as ``URL,URL,...``)."""
+    brokers = [url.strip() for url in broker_url.split(",") if url.strip()]
+    return {"broker_url": brokers[0]} if len(brokers) == 1 else {"broker_urls": brokers}
 
 
 def agent_toml(values: dict) -> str:

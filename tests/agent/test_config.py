@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.config import AgentConfig, ConfigError, load_config
-from edge_agent.enroll import AgentOptions, agent_toml
+from edge_agent.enroll import AgentOptions, agent_toml, broker_settings
 from fleet_server.keys import new_signing_key
 
 KEY = new_signing_key().public_key.to_hex()
@@ -102,3 +102,26 @@ def test_an_enroll_profile_path_is_written_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert AgentOptions(profile="board.toml", tags={"a": "b"}).values() == {
         "profile": str(tmp_path / "board.toml"), "tags": {"a": "b"}}
+
+
+def test_an_enrolled_device_of_a_broker_cluster_gets_every_node_as_broker_urls(tmp_path):
+    values = {"device_id": "cam-1", "state_dir": "state", "trusted_keys": [KEY],
+              **broker_settings("mqtts://mq1:8883, mqtts://mq2:8883,mqtts://mq3:8883")}
+    path = tmp_path / "agent.toml"
+    path.write_text(agent_toml(values))
+    config = load_config(path)
+    assert [(b.host, b.port, b.tls) for b in config.brokers] == [("mq1", 8883, True), ("mq2", 8883, True),
+                                                                 ("mq3", 8883, True)]
+    assert broker_settings("mqtt://one:1883") == {"broker_url": "mqtt://one:1883"}
+
+
+def test_broker_urls_that_mix_plain_and_tls_nodes_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="broker_urls: .*mix mqtt:// and mqtts://"):
+        AgentConfig(device_id="cam-1", state_dir=tmp_path, trusted_keys=[KEY],
+                    broker_urls=["mqtts://mq1:8883", "mqtt://mq2:1883"])
+
+
+def test_a_broker_url_outside_broker_urls_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="is not in broker_urls"):
+        AgentConfig(device_id="cam-1", state_dir=tmp_path, trusted_keys=[KEY], broker_url="mqtt://other:1883",
+                    broker_urls=["mqtt://mq1:1883", "mqtt://mq2:1883"])
