@@ -161,7 +161,7 @@ def cluster_failover(tmp_path: Path, cluster: NatsCluster, rng: random.Random, *
 
 
 def test_a_killed_broker_node_loses_no_rollout_step_and_no_telemetry(tmp_path, nats_cluster, rng):
-    cluster_failover(tmp_path, nats_cluster, rng, devices=4)
+    cluster_failover(tmp_path, nats_cluster, rng, devices=3)
 
 
 @pytest.mark.slow
