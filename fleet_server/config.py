@@ -53,7 +53,8 @@ class ServerConfig:
     # first, then the servers); default: public_url when set, else none (chunks over MQTT only)
     wheels_dir: Path | None = None  # Python wheels served at /wheels/ (pip --find-links) for air-gapped installs
     shared_subscriptions: bool = False  # device topics through $share/edgefleet/...: several replicas on one broker
-    # each get a share of the messages (each handled once); needs an external broker with shared subscriptions
+    # each get a share of the messages (each handled once); needs an external broker with shared subscriptions.
+    # Implied by database_url with an external broker (see `shares_broker`)
     server_id: str | None = None  # this replica's name (default <hostname>-<port>): its MQTT client id when shared
     leader_lease_s: float = 5.0  # replicas on PostgreSQL: the leader's lease (a dead leader is replaced this soon)
     leader_renew_s: float = 1.5  # ... renewed this often (about a third of the lease); unused on SQLite
@@ -109,10 +110,15 @@ class ServerConfig:
         return f"{host}-{self.port}"
 
     @property
+    def shares_broker(self) -> bool:
+        """Subscribe through ``$share/...``: asked for, or a shared database (replicas) on an external broker."""
+        return self.shared_subscriptions or (self.database_url is not None and self.broker_url is not None)
+
+    @property
     def mqtt_client_id(self) -> str:
         """``edgefleet-server`` alone; ``edgefleet-server-<replica id>`` when replicas share the broker: each
         replica then keeps its own persistent session (its share of messages waits there while it restarts)."""
-        return f"edgefleet-server-{self.replica_id}" if self.shared_subscriptions else "edgefleet-server"
+        return f"edgefleet-server-{self.replica_id}" if self.shares_broker else "edgefleet-server"
 
     @property
     def brokers(self) -> tuple[BrokerUrl, ...]:

@@ -33,6 +33,7 @@ from .broker import EmbeddedBroker
 from .broker_config import BrokerConfigFiles
 from .bundler import Bundler, ChunkIndex
 from .ca import CertificateAuthority
+from .changes import Changes
 from .cloud_scoring import CloudScoring
 from .config import ServerConfig
 from .deployments import Deployments
@@ -68,6 +69,7 @@ class Fleet:
         if not config.data_dir.exists():
             config.data_dir.mkdir(parents=True, mode=0o700)
         self.db = Database(config.database_url) if config.database_url else Database.for_data_dir(config.data_dir)
+        self.changes = Changes.on(self.db)  # the dashboard's live updates, from every replica's writes
         self.leadership = Leadership(  # SQLite: one server, always the leader; PostgreSQL: one replica of several
             transaction=self.db.transaction, lease_s=config.leader_lease_s, renew_s=config.leader_renew_s,
             replica_id=f"{config.replica_id}-{secrets.token_hex(3)}",
@@ -163,12 +165,12 @@ class Fleet:
                                    f"{self.config.embedded_broker_port} ({exc.strerror or exc}); pick another "
                                    "port or use an external broker") from None
             url = self.broker.url
-        replica = self.config.replica_id if self.config.shared_subscriptions else None  # own identity when shared
+        replica = self.config.replica_id if self.config.shares_broker else None  # own identity when shared
         tls = BrokerConfigFiles.in_directory(self.config.broker_tls_dir).server_tls(replica) \
             if self.config.broker_tls_dir else None
         self.link = MqttLink(url, on_message=self.handlers.handle, on_connected=self._on_connected, tls=tls,
                              client_id=self.config.mqtt_client_id,
-                             subscriptions=topics.server_subscriptions(shared=self.config.shared_subscriptions))
+                             subscriptions=topics.server_subscriptions(shared=self.config.shares_broker))
         self.link.start()
         self.desired.start()
         if self.crl_refresher is not None:
@@ -194,4 +196,5 @@ class Fleet:
         self.handlers.stop()
         if self.broker is not None:
             self.broker.stop()
+        self.changes.close()
         self.db.close()

@@ -33,6 +33,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..audit import SAFE_METHODS, AuditLog, note, path_object
 from ..bundler import Bundler
+from ..changes import Changes
 from ..cloud_scoring import CloudScoring
 from ..config import ServerConfig
 from ..content import BundleContent
@@ -76,6 +77,10 @@ def _audit(request: Request) -> AuditLog:
 
 def _bundler(request: Request) -> Bundler:
     return _fleet(request).bundler
+
+
+def _changes(request: Request) -> Changes:
+    return _fleet(request).changes
 
 
 def _cloud(request: Request) -> CloudScoring:
@@ -157,6 +162,7 @@ def _wheels(request: Request) -> WheelMirror:
 FleetDep = Annotated[Fleet, Depends(_fleet)]  # the server itself: only for its own health, which no service owns
 AuditDep = Annotated[AuditLog, Depends(_audit)]
 BundlerDep = Annotated[Bundler, Depends(_bundler)]
+ChangesDep = Annotated[Changes, Depends(_changes)]
 CloudDep = Annotated[CloudScoring, Depends(_cloud)]
 ContentDep = Annotated[BundleContent, Depends(_content)]
 ConfigDep = Annotated[ServerConfig, Depends(_config)]

@@ -15,6 +15,7 @@ from fleet_protocol.errors import MessageError
 from fleet_protocol.timestamps import from_iso
 
 from ._json import dumps, loads, tag_filter
+from .changes import QUIET
 from .db import Database
 from .schema import devices
 
@@ -118,8 +119,10 @@ def _set(db: Database, device_id: str, **values) -> None:
 
 
 def touch(*, db: Database, device_id: str, seen: str | None) -> None:
-    """Move ``last_seen`` forward to ``seen`` (never back)."""
-    _set(db, device_id, last_seen=_later_seen(seen))
+    """Move ``last_seen`` forward to ``seen`` (never back). Quiet: the dashboard hears of it as telemetry."""
+    with db.transaction() as conn:
+        conn.execute(update(devices).where(_d.id == device_id).values(last_seen=_later_seen(seen))
+                     .execution_options(**{QUIET: True}))
 
 
 def update_device(*, db: Database, device_id: str, name: str | None = None,

@@ -19,12 +19,20 @@ from fleet_protocol.jobs import RESULT_KIND, JobDocument
 from fleet_protocol.signing import SigningKey, sign_envelope
 from fleet_protocol.timestamps import to_iso
 from fleet_server.clock import utc_now
-from fleet_server.dashboard.router import fingerprints
 from fleet_server.store import jobs as job_store
 from fleet_server.store.schema import job_devices
 from tests.deployments.conftest import ADMIN_TOKEN
 from tests.support.net import wait_for
 from tests.support.redelivery import publish_once
+
+
+def jobs_notified(fleet) -> int:
+    """How many ``jobs`` change notifications the dashboard's streams have had (see fleet_server.changes)."""
+    return fleet.server.fleet.changes.counts().get("jobs", 0)
+
+
+def wait_jobs_notified(fleet, after: int, what: str) -> None:
+    wait_for(lambda: jobs_notified(fleet) > after, what=what)
 
 
 def publish(broker_url: str, device_id: str, envelope: dict) -> None:
@@ -156,22 +164,22 @@ def test_abort_threshold_cancels_the_devices_not_sent_yet(fleet):
 
 def test_rate_limit_sends_in_device_order_and_holds_the_rest(fleet):
     fleet.start_agents(3)
-    before = fingerprints(fleet.server.fleet)["jobs"]
+    before = jobs_notified(fleet)
     job = fleet.post("/api/jobs", {"kind": "diagnostics", "selector": {}, "rate_per_minute": 1}, expect=201)
     assert [r["state"] for r in job["devices"]] == ["sent", "queued", "queued"]
-    assert fingerprints(fleet.server.fleet)["jobs"] != before, "the dashboard's event stream reports the new job"
+    wait_jobs_notified(fleet, before, "the dashboard's event stream to report the new job")
     answered = fleet.wait_job(job["id"], lambda j: j["devices"][0]["state"] == "succeeded",
                               what="the first device to answer")
     assert [r["device_id"] for r in answered["devices"]] == ["dev-00", "dev-01", "dev-02"]
     assert answered["state"] == "running" and answered["counts"]["queued"] == 2, "one per minute: the rest wait"
-    running = fingerprints(fleet.server.fleet)["jobs"]
+    running = jobs_notified(fleet)
     stopped = subprocess.run([sys.executable, "-m", "edgefleet_cli.main", "job", "cancel", str(job["id"]), "--json"],
                              capture_output=True, text=True, timeout=60,
                              env={**os.environ, "EDGEFLEET_SERVER": fleet.server.url, "EDGEFLEET_TOKEN": ADMIN_TOKEN})
     assert stopped.returncode == 0, stopped.stderr
     cancelled = json.loads(stopped.stdout)
     assert cancelled["state"] == "cancelled" and cancelled["counts"]["cancelled"] == 2
-    assert fingerprints(fleet.server.fleet)["jobs"] != running, "... and its end"
+    wait_jobs_notified(fleet, running, "... and its end")
 
 
 def test_a_restarted_server_sends_the_devices_it_missed_at_the_rate_not_at_once(fleet):
@@ -226,8 +234,8 @@ def test_a_device_sent_a_job_before_it_was_cancelled_times_out_if_it_never_answe
     with fleet.server.fleet.db.transaction() as db:  # its hour is up
         db.execute(update(job_devices).where(job_devices.c.job_id == job["id"], job_devices.c.device_id ==
                                              silent.device_id).values(expires=to_iso(utc_now() - timedelta(seconds=1))))
-    before = fingerprints(fleet.server.fleet)["jobs"]
+    before = jobs_notified(fleet)
     fleet.server.fleet.jobs.step_all()
-    assert fingerprints(fleet.server.fleet)["jobs"] != before, "the dashboard's event stream reports it"
+    wait_jobs_notified(fleet, before, "the dashboard's event stream to report it")
     row = by_device(fleet.job(job["id"]))[silent.device_id]
     assert row["state"] == "timed_out" and row["error"]["code"] == "no_answer", row

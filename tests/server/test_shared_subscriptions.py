@@ -62,14 +62,17 @@ def _health(server: ServerProcess) -> dict:
     return httpx.get(f"{server.url}/api/health", timeout=10).json()
 
 
-def test_two_replicas_handle_each_device_message_once(tmp_path, mosquitto):
-    shared_dir = tmp_path / "data"  # one store for both replicas
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_two_replicas_handle_each_device_message_once(tmp_path, mosquitto, engine, request):
+    """On SQLite both replicas open one data dir's file; on PostgreSQL ``--database-url`` alone implies sharing."""
+    store = ["--shared-subscriptions"] if engine == "sqlite" else \
+        ["--database-url", request.getfixturevalue("database_url")]
     replicas: list[ServerProcess] = []
     devices: list[FakeDevice] = []
     try:
         for name in ("a", "b"):
-            replicas.append(start_server(tmp_path, mosquitto.url, "--shared-subscriptions", "--server-id", name,
-                                         data_dir=shared_dir, name=name))
+            replicas.append(start_server(tmp_path, mosquitto.url, *store, "--server-id", name,
+                                         data_dir=tmp_path / "data", name=name))
         sent: Counter[str] = Counter()
         for i in range(DEVICES):
             device_id = f"dev-{i}"

@@ -92,7 +92,7 @@ def wait_healthy(server: ServerProcess) -> None:
             raise AssertionError(f"server exited ({server.popen.returncode}):\n{server.tail()}")
         return httpx.get(f"{server.url}/api/health", timeout=2).json().get("broker") == "connected"
 
-    wait_for(healthy, timeout=30, what="the fleet server to answer and connect to the broker")
+    wait_for(healthy, timeout=60, what="the fleet server to answer and connect to the broker")
 
 
 def spawn_server(workdir: Path, broker_url: str, *args: str, data_dir: Path | None = None,

@@ -22,9 +22,8 @@ ROUTES = Path(routes_package.__file__).parent
 SHARED = "_params"  # what route modules share; not a resource
 ALIASES = {"v2": "inference", "install.sh": "install", "ready": "health"}
 DASHBOARD = ("fleet_server.dashboard.router", {"/api/events", "/api/whoami"})
-# The routes that may read the fleet itself: the server's health, and the dashboard's change stream, which
-# fingerprints every resource at once.
-ON_THE_FLEET = {"/health", "/ready", "/v2/health/ready", "/events"}
+# The routes that may read the fleet itself: the server's health.
+ON_THE_FLEET = {"/health", "/ready", "/v2/health/ready"}
 STILL_ON_THE_FLEET = {"CloudScoring", "JobController", "RolloutController", "ServerMetrics"}  # threads, caches
 
 
