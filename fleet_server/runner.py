@@ -9,6 +9,7 @@ key is; neither is ever logged.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 
@@ -25,6 +26,9 @@ def run_server(config: ServerConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     fleet = Fleet(config)
     grpc_server = None
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default action that would end the
+    # process before the finally below (no lease handed back, no clean broker and database close)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         fleet.start_mqtt()
         app = create_app(config, fleet=fleet)
@@ -40,6 +44,10 @@ def run_server(config: ServerConfig) -> None:
             grpc_server.stop()
         fleet.close()
         print("edgefleet server stopped", flush=True)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(0)
 
 
 class ServerThread:

@@ -32,8 +32,8 @@ def start(data_dir, env_token: str | None = None) -> tuple[subprocess.Popen, int
     return process, port
 
 
-def stop(process: subprocess.Popen) -> str:
-    process.send_signal(signal.SIGINT)
+def stop(process: subprocess.Popen, sig: int = signal.SIGINT) -> str:
+    process.send_signal(sig)
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     return output
@@ -44,6 +44,12 @@ def _health(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/api/health").json()["broker"] == "connected"
     except httpx.TransportError:
         return False
+
+
+def test_sigterm_stops_the_server_cleanly_like_ctrl_c(tmp_path):
+    process, _ = start(tmp_path / "data")  # answering and connected
+    output = stop(process, signal.SIGTERM)
+    assert "edgefleet server stopped" in output  # the fleet was closed (a replica's lease handed back)
 
 
 def test_first_start_prints_the_token_once_and_keeps_only_its_hash(tmp_path):
