@@ -105,8 +105,8 @@ def run(
     except (EdgefleetError, RuntimeError, ValueError, OSError) as exc:  # a port taken, a bad broker URL or TLS dir
         raise CliError(f"the server stopped: {exc}") from None
     except SQLAlchemyError as exc:  # the database is unreachable or refused us
-        raise CliError(f"the server stopped: the database failed: {str(exc.orig or exc).strip().splitlines()[0]}") \
-            from None
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]  # a URL SQLAlchemy cannot parse
+        raise CliError(f"the server stopped: the database failed: {reason}") from None  # has no .orig
 
 
 def _span(option: str, text: str) -> int:

@@ -86,3 +86,11 @@ def test_the_admin_token_can_come_from_the_environment_at_first_start(tmp_path):
         assert ok.status_code == 200
     finally:
         stop(process)
+
+
+def test_a_database_url_that_does_not_parse_is_a_one_line_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "edgefleet_cli.main", "server", "run", "--data-dir",
+                             str(tmp_path / "data"), "--database-url", "postgresql://user@/db?host=/x&port=notaport"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: the server stopped:"), result.stderr
