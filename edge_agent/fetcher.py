@@ -194,9 +194,15 @@ class Fetcher:
 
     def _fetch_over_http(self, job: _Job, should_abort: Callable[[], bool]) -> None:
         """Each missing chunk from the content URLs, checked as any chunk; back to the caller (MQTT for the rest)
-        when none of them answers. A chunk refused from every URL that answered is left for MQTT too."""
+        when none of them answers. A chunk refused from every URL that answered is left for MQTT too.
+
+        Devices start at different chunks (by their id) and go round: a fleet that starts together then does not
+        ask a cold cache for the same chunk at the same moment (nginx's ``proxy_cache_lock`` makes all but one of
+        them wait about 500 ms, chunk after chunk), and each chunk's one miss overlaps other devices' hits."""
         self.http.reset()
-        for sha in sorted(job.missing):
+        wanted = sorted(job.missing)
+        start = int(hashlib.sha256(self.device_id.encode()).hexdigest()[:8], 16) % len(wanted)
+        for sha in wanted[start:] + wanted[:start]:  # each device its own starting chunk: see the docstring
             if should_abort():
                 raise FetchAborted()
             cid = bundle_crypto.chunk_id(job.content_key, sha).hex()
