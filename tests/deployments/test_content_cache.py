@@ -70,3 +70,30 @@ def test_a_chunk_corrupted_in_the_cache_is_refused_and_fetched_again_from_the_ne
     assert first.fetcher.chunks_refused == 0
     installed = second.config.state_dir / "modules" / "scaler"
     assert installed.is_dir()
+
+
+def test_server_and_agent_processes_move_content_through_the_cache_named_by_content_url(tmp_path, mosquitto):
+    from tests.server.builders import module_files, tar_gz, tiny_onnx
+    from tests.support.fleet import start_agent, start_server
+    from tests.support.net import wait_for
+
+    cache_port = free_port()
+    server = start_server(tmp_path, mosquitto.url, "--content-url", f"http://127.0.0.1:{cache_port}")
+    nginx = start_nginx(tmp_path / "nginx", [f"127.0.0.1:{server.port}"], port=cache_port)
+    agent = start_agent(tmp_path, "cache-proc-1", broker_url=mosquitto.url, key_hex=server.signing_key_hex())
+    try:
+        with server.api() as api:
+            bundle = api.post("/api/bundles/from-module", files={"file": ("m.tar.gz", tar_gz(
+                module_files(model=tiny_onnx(3.0))))}).json()
+            api.post("/api/deployments", json={"module": "scaler", "version": bundle["version"],
+                                               "devices": [agent.device_id]}).raise_for_status()
+            wait_for(lambda: any(m["name"] == "scaler" and m["state"] == "running" and
+                                 m["version"] == bundle["version"]
+                                 for m in api.get(f"/api/devices/{agent.device_id}").json()["modules"]),
+                     timeout=60, what="the agent process to run the bundle")
+        fetched = [r for r in nginx.access() if r[0].startswith(f"/content/{bundle['digest']}/")]
+        assert fetched and {status for _, _, status in fetched} == {200}
+    finally:
+        agent.stop()
+        nginx.stop()
+        server.stop()
