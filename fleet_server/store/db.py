@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from sqlalchemy import Connection, Table, create_engine, event, func, literal_column, select
+from sqlalchemy import Connection, Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql.dml import Insert
@@ -154,9 +154,8 @@ class Database:
         if not rows:
             return 0
         table = metadata.tables[table] if isinstance(table, str) else table
-        statement = self.insert_ignoring(table).returning(literal_column("1"))  # executemany's rowcount is -1 on
-        with self.transaction() as conn:  # psycopg: count the rows RETURNING gives back (none for a skipped one)
-            return len(conn.execute(statement, rows).all())
+        with self.transaction() as conn:  # one executemany; its rowcount sums the rows (sqlite3 and psycopg 3)
+            return conn.execute(self.insert_ignoring(table), rows).rowcount
 
     def lock(self, conn: Connection, *key: object) -> None:
         """Serialise read-then-write sequences on ``key`` (e.g. ``"model_versions", name``) until the transaction
