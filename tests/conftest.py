@@ -10,10 +10,13 @@ from fleet_server.config import ServerConfig
 from fleet_server.runner import ServerThread
 from tests.support.fleet import ADMIN_TOKEN, SECRET_KEY
 from tests.support.mosquitto import Mosquitto, start_mosquitto
-from tests.support.postgres import Postgres, start_postgres
+from tests.support.postgres import ENGINES, Postgres, start_postgres
 
-# Run a test module's server tests on both store engines: `pytestmark = BOTH_ENGINES` (it parametrises `engine`).
-BOTH_ENGINES = pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+
+def pytest_generate_tests(metafunc) -> None:
+    """Tests marked ``both_engines`` (``tests.support.postgres.BOTH_ENGINES``) that reach the store run on each."""
+    if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_engines"):
+        metafunc.parametrize("engine", ENGINES)
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ through the broker, as they do in production.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
 from fleet_server.config import ServerConfig
 from fleet_server.runner import ServerThread
+from fleet_server.store import Database
 from tests.server.builders import module_files, tar_gz, tiny_onnx
 from tests.support.net import wait_for
 
@@ -48,6 +51,15 @@ class Fleet:
         self.api.close()
         self.server.stop()
         self.server = self.api = None
+
+    @contextmanager
+    def store(self) -> Iterator[Database]:
+        """The server's database opened on its own, as another process would (e.g. while the server is stopped)."""
+        db = Database(self.database_url) if self.database_url else Database.for_data_dir(self.workdir / "server")
+        try:
+            yield db
+        finally:
+            db.close()
 
     def key_hex(self) -> str:
         return self.api.get("/api/keys").json()["signing_keys"][0]["public_key"]

@@ -14,6 +14,9 @@ import pytest
 from fleet_protocol.errors import EdgefleetError
 from tests.server.builders import module_files, tar_gz
 from tests.support.net import wait_for
+from tests.support.postgres import BOTH_ENGINES
+
+pytestmark = BOTH_ENGINES  # the store-touching tests run on SQLite and PostgreSQL
 
 X = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
 BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}

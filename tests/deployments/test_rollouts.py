@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.support.net import wait_for
+from tests.support.postgres import BOTH_ENGINES
 
 FLEET_TAGS = {"site": "lab"}
 
@@ -11,6 +12,7 @@ def kinds(fleet, rollout_id: int) -> list[str]:
     return [e["kind"] for e in fleet.api.get(f"/api/rollouts/{rollout_id}/history").json()]
 
 
+@BOTH_ENGINES  # one whole rollout on PostgreSQL too; the others (restarts, rollback, pause) on SQLite only
 def test_canary_of_two_passes_then_the_remaining_waves_complete(fleet):
     fleet.start_agents(10, tags=FLEET_TAGS)
     fleet.build()

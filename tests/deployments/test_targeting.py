@@ -11,6 +11,9 @@ from fleet_server.config import ServerConfig
 from fleet_server.fleet import Fleet
 from fleet_server.store import rollouts as rollout_store
 from tests.server.builders import module_files, tar_gz, tiny_onnx
+from tests.support.postgres import BOTH_ENGINES
+
+pytestmark = BOTH_ENGINES  # the store-touching tests run on SQLite and PostgreSQL
 
 TOKEN = "targeting-admin-token"
 

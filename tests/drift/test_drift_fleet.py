@@ -10,6 +10,9 @@ from tests.deployments.test_cli import edgefleet
 from tests.pipeline.conftest import npy
 from tests.server.builders import tiny_onnx
 from tests.support.net import wait_for
+from tests.support.postgres import BOTH_ENGINES
+
+pytestmark = BOTH_ENGINES  # the store-touching tests run on SQLite and PostgreSQL
 
 ROWS_PER_REQUEST, REQUESTS = 50, 24  # 1200 rows per device: over the 500 rows a judgement needs
 

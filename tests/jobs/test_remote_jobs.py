@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from datetime import timedelta
@@ -20,10 +19,13 @@ from fleet_protocol.signing import SigningKey, sign_envelope
 from fleet_protocol.timestamps import to_iso
 from fleet_server.clock import utc_now
 from fleet_server.store import jobs as job_store
-from fleet_server.store.schema import job_devices
+from fleet_server.store.schema import job_devices, jobs
 from tests.deployments.conftest import ADMIN_TOKEN
 from tests.support.net import wait_for
+from tests.support.postgres import BOTH_ENGINES
 from tests.support.redelivery import publish_once
+
+pytestmark = BOTH_ENGINES  # the store-touching tests run on SQLite and PostgreSQL
 
 
 def jobs_notified(fleet) -> int:
@@ -188,9 +190,10 @@ def test_a_restarted_server_sends_the_devices_it_missed_at_the_rate_not_at_once(
     fleet.wait_job(job["id"], lambda j: j["devices"][0]["state"] == "succeeded", what="the first device to answer")
     fleet.stop_server()
     paused = to_iso(utc_now() - timedelta(minutes=10))  # the server was down for ten minutes
-    with sqlite3.connect(fleet.workdir / "server" / "fleet.db") as db:
-        db.execute("UPDATE jobs SET created = ? WHERE id = ?", (paused, job["id"]))
-        db.execute("UPDATE job_devices SET sent = ? WHERE job_id = ? AND state != 'queued'", (paused, job["id"]))
+    with fleet.store() as db, db.transaction() as conn:
+        conn.execute(update(jobs).where(jobs.c.id == job["id"]).values(created=paused))
+        conn.execute(update(job_devices).where(job_devices.c.job_id == job["id"], job_devices.c.state != "queued")
+                     .values(sent=paused))
     fleet.start_server()
 
     fleet.server.fleet.jobs.step(job["id"])
@@ -207,9 +210,9 @@ def test_a_job_that_expired_while_the_server_was_down_waits_for_the_answers_the_
                                    "abort_after_failures": 1}, expect=201)
     assert [r["state"] for r in job["devices"]] == ["sent", "queued"]
     fleet.stop_server()
-    with sqlite3.connect(fleet.workdir / "server" / "fleet.db") as db:  # its hour passed while the server was down
-        db.execute("UPDATE job_devices SET expires = ? WHERE job_id = ? AND device_id = ?",
-                   (to_iso(utc_now() - timedelta(seconds=1)), job["id"], late.device_id))
+    with fleet.store() as db, db.transaction() as conn:  # its hour passed while the server was down
+        conn.execute(update(job_devices).where(job_devices.c.job_id == job["id"], job_devices.c.device_id ==
+                                               late.device_id).values(expires=to_iso(utc_now() - timedelta(seconds=1))))
     fleet.start_server(job_answer_settle_s=600)
 
     fleet.server.fleet.jobs.step_all()  # just after the link came back: the broker may still hold answers

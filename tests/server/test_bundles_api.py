@@ -13,6 +13,9 @@ from fleet_protocol.signing import PublicKey
 
 from .builders import SAMPLE, module_files, tar_gz, tiny_onnx, tiny_tflite
 from .conftest import register
+from tests.support.postgres import BOTH_ENGINES
+
+pytestmark = BOTH_ENGINES  # the store-touching tests run on SQLite and PostgreSQL
 
 
 def trusted_keys(api) -> list[PublicKey]:

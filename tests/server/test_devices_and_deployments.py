@@ -15,6 +15,9 @@ from fleet_server.store import devices as device_store
 
 from . import messages as msg
 from .builders import module_files, tar_gz, tiny_onnx
+from tests.support.postgres import BOTH_ENGINES
+
+pytestmark = BOTH_ENGINES  # the store-touching tests run on SQLite and PostgreSQL
 
 
 def build(api, name: str = "scaler", scale: float = 2.0) -> dict:

@@ -13,8 +13,11 @@ from fleet_protocol.messages import TelemetryBatch, TelemetryRecord
 from fleet_protocol.timestamps import to_iso
 from fleet_server.clock import utc_now
 from tests.pipeline.conftest import npy
+from tests.support.postgres import BOTH_ENGINES
 
 from .builders import tiny_onnx
+
+pytestmark = BOTH_ENGINES  # the store-touching tests run on SQLite and PostgreSQL
 
 
 def register(api, baseline: tuple[str, bytes], name: str = "scaler"):

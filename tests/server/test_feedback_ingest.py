@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from fleet_protocol import feedback, messages, topics
 from fleet_protocol.messages import TelemetryBatch, TelemetryRecord
+from tests.support.postgres import BOTH_ENGINES
+
+pytestmark = BOTH_ENGINES  # the store-touching tests run on SQLite and PostgreSQL
 
 TS = "2026-01-01T00:00:00Z"
 

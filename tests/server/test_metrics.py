@@ -14,10 +14,13 @@ from fleet_server.clock import utc_now
 from fleet_server.store import audit as audit_store
 from fleet_server.store import devices as device_store
 from tests.support.net import wait_for
+from tests.support.postgres import BOTH_ENGINES
 
 from . import messages as msg
 from .conftest import ADMIN_TOKEN
 from .test_devices_and_deployments import build
+
+pytestmark = BOTH_ENGINES  # the store-touching tests run on SQLite and PostgreSQL
 
 
 def scrape(api) -> dict[tuple[str, frozenset], float]:

@@ -10,6 +10,9 @@ from fleet_server.modelinfo import sniff_runtime
 
 from .builders import tiny_onnx, tiny_tflite
 from .conftest import register
+from tests.support.postgres import BOTH_ENGINES
+
+pytestmark = BOTH_ENGINES  # the store-touching tests run on SQLite and PostgreSQL
 
 
 def test_each_registration_of_a_name_gets_the_next_version(api):

@@ -15,12 +15,15 @@ from fleet_protocol.signing import PublicKey
 from fleet_server.clock import utc_now
 from fleet_protocol.trust import TrustedState, check_chunk
 from tests.support.net import wait_for
+from tests.support.postgres import BOTH_ENGINES
 from tests.support.sealed import open_chunks
 
 from . import messages as msg
 from .builders import module_files, tar_gz
 from .conftest import ADMIN_TOKEN
 from .mqtt_device import FakeDevice
+
+pytestmark = BOTH_ENGINES  # the store-touching tests run on SQLite and PostgreSQL
 
 
 @pytest.fixture

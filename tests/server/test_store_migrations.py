@@ -74,8 +74,9 @@ def test_a_data_dir_from_the_release_before_alembic_upgrades_in_place_and_keeps_
         conn.execute("DELETE FROM audit_log")
 
 
-def test_a_new_database_gets_exactly_the_schema_of_schema_py(tmp_path):
-    db = Database.for_data_dir(tmp_path)
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_a_new_database_gets_exactly_the_schema_of_schema_py(tmp_path, engine, request):
+    db = Database.for_data_dir(tmp_path) if engine == "sqlite" else Database(request.getfixturevalue("database_url"))
     try:
         with db.read() as conn:
             assert compare_metadata(MigrationContext.configure(conn), metadata) == []

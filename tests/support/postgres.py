@@ -23,10 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from .net import free_port
 
 SUPERUSER = "postgres"
+# A module's store-touching tests on both engines: `pytestmark = BOTH_ENGINES`; tests/conftest.py parametrises
+# `engine` for each test of it that uses the server fixtures (the others run once).
+BOTH_ENGINES = pytest.mark.both_engines
+ENGINES = ("sqlite", "postgresql")
 
 
 def binaries() -> Path | None:
