@@ -23,7 +23,14 @@ rounds load the agent's and each MLServer's gRPC endpoint with the closed-loop
 client of :mod:`benchmarks.grpc_load` (c processes, one channel each; no
 ``ghz`` here), the same client for every server.
 
+With ``--baseline NAME=ROOT`` (e.g. an unpacked ``git archive main``) another
+agent runs ``ROOT``'s code from a copy of the same installed state, connected to
+a Mosquitto of its own so that its heartbeats and flushes happen too; it is
+the side ``agent-NAME`` of the same interleaved rounds, with its own ratios to
+MLServer, so two endpoints are judged against MLServer under the same load.
+
     python -m benchmarks.b2_serving [--duration S] [--concurrency 1 8] [--parallel-workers 1 0] [--runs 3] [--grpc]
+                                    [--baseline NAME=ROOT]
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -52,6 +60,7 @@ from benchmarks.report import update_readme_rows, write_result
 from benchmarks.wrk import run_wrk, wrk_binary
 from edge_agent.config import AgentConfig
 from fleet_protocol import oip
+from tests.support.mosquitto import start_mosquitto
 
 HERE = Path(__file__).resolve().parent
 MLSERVER_VENV = HERE / ".venv-mlserver"
@@ -140,16 +149,17 @@ def _end(process: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def agent_process(config: AgentConfig, workdir: Path, *, timeout_s: float = 60, model: str = MODEL,
-                  **settings) -> Iterator[str]:
-    """Run an agent with ``config`` (another port; ``settings`` added) in a process of its own; yield its scoring
-    URL once ``model`` is ready."""
+                  root: Path | None = None, **settings) -> Iterator[str]:
+    """Run an agent with ``config`` (another port; ``settings`` added) in a process of its own, with ``root``'s code
+    first on its path when given; yield its scoring URL once ``model`` is ready."""
     settings = {"device_id": config.device_id, "state_dir": str(config.state_dir), "broker_url": config.broker_url,
                 "trusted_keys": list(config.trusted_keys), "scoring_port": _free_ports(1)[0], **settings}
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "agent.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in (root, HERE.parent) if p)}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-c", _AGENT_MAIN, json.dumps(settings)], stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen([sys.executable, "-c", _AGENT_MAIN, json.dumps(settings)], stdout=log, env=env,
+                                   cwd=root, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{settings['scoring_port']}"
     try:
         _wait_ready(process, f"{url}/v2/models/{model}/ready", log_path, "the agent", timeout_s)
@@ -179,9 +189,12 @@ def same_prediction(body: bytes, urls: dict[str, str]) -> dict:
 
 def run(duration_s: float = 10, concurrency: tuple[int, ...] = (1, 8), *, warmup_s: float = 2,
         workdir: Path | None = None, publish: bool = True, mlserver_venv: Path = MLSERVER_VENV,
-        parallel_workers: tuple[int, ...] = (1, 0), runs: int = 3, grpc: bool = False) -> dict:
+        parallel_workers: tuple[int, ...] = (1, 0), runs: int = 3, grpc: bool = False,
+        baselines: dict[str, Path] | None = None) -> dict:
     """Measure the agent and MLServer (once per ``parallel_workers`` setting) in ``runs`` interleaved rounds;
-    compare medians with the fastest MLServer. With ``grpc``, the same over gRPC (rows ``grpc-c{c}``)."""
+    compare medians with the fastest MLServer. With ``grpc``, the same over gRPC (rows ``grpc-c{c}``). Each of
+    ``baselines`` (name: code root) is one more agent side, ``agent-NAME``, REST only."""
+    baselines = baselines or {}
     wrk_binary()
     model, feed = random_forest_onnx()
     body = json.dumps(oip.encode_request(feed)).encode()
@@ -193,6 +206,8 @@ def run(duration_s: float = 10, concurrency: tuple[int, ...] = (1, 8), *, warmup
                      "mlserver": {"version": "1.7.1", "debug": False, "requirements": MLSERVER_REQUIREMENTS,
                                   "runtime": "benchmarks.mlserver_runtime.OnnxRuntime",
                                   "configs": {f"mlserver-pw{n}": {"parallel_workers": n} for n in parallel_workers}}}
+    if baselines:
+        results["baselines"] = {f"agent-{name}": str(root) for name, root in baselines.items()}
     if grpc:
         results["grpc_load_generator"] = "benchmarks.grpc_load: c spawned Python processes, one grpcio channel each"
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,6 +223,16 @@ def run(duration_s: float = 10, concurrency: tuple[int, ...] = (1, 8), *, warmup
             grpc_settings = {"grpc_port": int(agent_grpc.rsplit(":", 1)[1])} if grpc else {}
             urls = {"agent": stack.enter_context(agent_process(fleet.agent.config, work / "agent", **grpc_settings))}
             grpc_addresses = {"agent": agent_grpc}
+            if baselines:
+                broker = start_mosquitto(work / "baseline-broker")
+                stack.callback(broker.stop)
+            for name, root in baselines.items():
+                state = work / f"baseline-{name}" / "state"
+                shutil.copytree(fleet.agent.config.state_dir, state)
+                config = AgentConfig(device_id=fleet.agent.config.device_id, state_dir=state, broker_url=broker.url,
+                                     trusted_keys=list(fleet.agent.config.trusted_keys))
+                urls[f"agent-{name}"] = stack.enter_context(agent_process(config, work / f"baseline-{name}",
+                                                                          root=root))
             for workers in parallel_workers if executable is not None else ():
                 try:
                     urls[f"mlserver-pw{workers}"], grpc_addresses[f"mlserver-pw{workers}"] = stack.enter_context(
@@ -232,7 +257,7 @@ def run(duration_s: float = 10, concurrency: tuple[int, ...] = (1, 8), *, warmup
             for c in concurrency:
                 results[f"c{c}"] = _compare(rest, list(urls), c, runs)
                 if grpc:
-                    results[f"grpc-c{c}"] = _compare(over_grpc, list(urls), c, runs)
+                    results[f"grpc-c{c}"] = _compare(over_grpc, list(grpc_addresses), c, runs)
     if publish:
         write_result("B2", results)
         rows = {f"B2-c{c}": _row(f"c{c}", results) for c in concurrency}
@@ -264,6 +289,9 @@ def _compare(measure: Callable[[str, int], dict], sides: list[str], c: int, runs
         row["reference"] = best
         row["throughput_ratio"] = row["agent"]["requests_per_s"] / row[best]["requests_per_s"]
         row["p99_ratio"] = row["agent"]["p99_ms"] / row[best]["p99_ms"]
+        for side in [s for s in sides if s.startswith("agent-")]:  # baselines: judged against the same MLServer
+            row[side]["throughput_ratio"] = row[side]["requests_per_s"] / row[best]["requests_per_s"]
+            row[side]["p99_ratio"] = row[side]["p99_ms"] / row[best]["p99_ms"]
     return row
 
 
@@ -316,17 +344,24 @@ if __name__ == "__main__":
                              "worker process; 0: in the server's process); the faster is the reference")
     parser.add_argument("--runs", type=int, default=3, help="interleaved rounds; rows are their medians")
     parser.add_argument("--grpc", action="store_true", help="also B2-gRPC: the agent's and MLServer's gRPC endpoints")
+    parser.add_argument("--baseline", action="append", default=[], metavar="NAME=ROOT",
+                        help="one more agent side, agent-NAME, running the code under ROOT (e.g. an unpacked "
+                             "`git archive main`) in the same rounds; repeatable")
     args = parser.parse_args()
+    if any("=" not in b for b in args.baseline):
+        parser.error("--baseline takes NAME=ROOT, e.g. threaded=/tmp/main-code")
     out = run(args.duration, tuple(args.concurrency), parallel_workers=tuple(args.parallel_workers), runs=args.runs,
-              grpc=args.grpc)
+              grpc=args.grpc, baselines={n: Path(r).resolve() for n, r in (b.split("=", 1) for b in args.baseline)})
     if "mlserver_unavailable" in out:
         print(f"MLServer unavailable: {out['mlserver_unavailable']}")
     for key in [k for k in out if k.startswith(("c", "grpc-c")) and isinstance(out[k], dict)]:
         row = out[key]
         for side, r in row.items():
             if isinstance(r, dict):
-                print(f"{key} {side:12s} {r['requests_per_s']:8.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
-                      f"p99 {r['p99_ms']:.2f} ms  failed {r['failed']}  runs p99 {r['runs_p99_ms']}")
+                ratios = (f"  {r['throughput_ratio']:.2f}x req/s, {r['p99_ratio']:.2f}x p99"
+                          if "p99_ratio" in r else "")
+                print(f"{key} {side:15s} {r['requests_per_s']:8.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
+                      f"p99 {r['p99_ms']:.2f} ms  failed {r['failed']}  runs p99 {r['runs_p99_ms']}{ratios}")
         if "reference" in row:
             print(f"{key} vs {row['reference']}: {row['throughput_ratio']:.2f}x req/s, {row['p99_ratio']:.2f}x p99"
                   f"  (load average {row['load_average_1m']})")
