@@ -59,7 +59,7 @@ def test_telemetry_written_during_a_partition_is_stored_exactly_once(linked, rng
     server, agent, proxy = linked
     proxy.cut()
     time.sleep(rng.uniform(3.0, 5.0))
-    _, issued_during_cut = outbox_state(agent)
+    _, issued_during_cut = outbox_state(agent.state_dir)
     proxy.restore()
     last = assert_every_record_arrived_once(server, agent)
     assert last >= issued_during_cut

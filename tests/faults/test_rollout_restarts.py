@@ -19,16 +19,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.server.builders import module_files, tar_gz, tiny_onnx
 from tests.support.fleet import AgentProcess, ServerProcess, start_agents, start_server
-from tests.support.net import wait_for
 
-from .conftest import assert_every_record_arrived_once, infer_version
+from .conftest import (MODULE, assert_every_record_arrived_once, assert_rollout_completed_once_everywhere,
+                       infer_version, start_rollout_to_v2)
 
-MODULE = "scaler"
 TAGS = {"site": "faults"}
 
 
@@ -40,24 +37,6 @@ class Faults:
     agent_kills: int = 0
     during_rollout: int = 0  # faults injected while the rollout was still running
     log: list[str] = field(default_factory=list)
-
-
-def build(api: httpx.Client, scale: float) -> dict:
-    """Upload a ``scaler`` module whose model multiplies by ``scale`` (a new version each time)."""
-    archive = tar_gz(module_files(MODULE, model=tiny_onnx(scale)))
-    response = api.post("/api/bundles/from-module", files={"file": ("m.tar.gz", archive)})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def running_versions(api: httpx.Client, device_ids: list[str]) -> dict[str, int | None]:
-    """The ``scaler`` version each device reports ``running`` (None when it reports none running)."""
-    versions = {}
-    for device_id in device_ids:
-        modules = api.get(f"/api/devices/{device_id}").json()["modules"]
-        versions[device_id] = next((m["version"] for m in modules if m["name"] == MODULE
-                                    and m["state"] == "running"), None)
-    return versions
 
 
 def rollout_position(server: ServerProcess, rollout_id: int) -> str:
@@ -117,19 +96,6 @@ def inject(server: ServerProcess, agents: list[AgentProcess], rollout_id: int, r
     return done
 
 
-def assert_history_applies_each_wave_once(api: httpx.Client, rollout_id: int, device_ids: list[str]) -> list[int]:
-    history = api.get(f"/api/rollouts/{rollout_id}/history").json()
-    started = [e["detail"]["wave"] for e in history if e["kind"] == "wave_started"]
-    succeeded = [e["detail"]["wave"] for e in history if e["kind"] == "wave_succeeded"]
-    admitted = [d for e in history if e["kind"] == "devices_admitted" for d in e["detail"]["devices"]]
-    assert started == list(range(len(started))), f"a wave was started twice or out of order: {started}"
-    assert succeeded == started, f"each started wave succeeds once: started {started}, succeeded {succeeded}"
-    assert sorted(admitted) == sorted(device_ids), f"each device is admitted exactly once: {admitted}"
-    assert [e["kind"] for e in history].count("completed") == 1 and history[-1]["kind"] == "completed"
-    assert not [e for e in history if e["kind"] in ("paused", "aborted", "rolled_back")], history
-    return started
-
-
 def rollout_under_faults(tmp_path: Path, mosquitto, rng: random.Random, *, devices: int, server_restarts: int,
                          agent_kills: int, devices_per_minute: int) -> None:
     server = start_server(tmp_path, mosquitto.url)
@@ -139,30 +105,12 @@ def rollout_under_faults(tmp_path: Path, mosquitto, rng: random.Random, *, devic
         agents = start_agents(tmp_path, device_ids, broker_url=mosquitto.url, key_hex=server.signing_key_hex(),
                               tags=TAGS, heartbeat_interval_s=0.3, telemetry_flush_interval_s=0.2, keepalive_s=5)
         with server.api() as api:
-            build(api, 2.0)
-            assert api.post("/api/deployments", json={"module": MODULE, "selector": TAGS}).status_code == 201
-            wait_for(lambda: set(running_versions(api, device_ids).values()) == {1}, timeout=60,
-                     what=f"{devices} devices to run v1")
-            build(api, 3.0)
-            response = api.post("/api/rollouts", json={
-                "module": MODULE, "version": 2, "selector": TAGS,
-                "plan": {"canary": 1, "wave_size": 1, "growth": 2, "max_devices_per_minute": devices_per_minute}})
-            assert response.status_code == 201, response.text
-            rollout_id = response.json()["id"]
+            rollout_id = start_rollout_to_v2(api, device_ids, TAGS, devices_per_minute=devices_per_minute)
 
         faults = inject(server, agents, rollout_id, rng, server_restarts=server_restarts, agent_kills=agent_kills)
 
         with server.api() as api:
-            def completed() -> dict | None:
-                rollout = api.get(f"/api/rollouts/{rollout_id}").json()
-                assert rollout["state"] in ("running", "completed"), rollout
-                return rollout if rollout["state"] == "completed" else None
-
-            done = wait_for(completed, timeout=120, interval=0.5, what="the rollout to complete")
-            assert done["counts"]["running"] == devices and done["waiting"] == []
-            wait_for(lambda: set(running_versions(api, device_ids).values()) == {2}, timeout=60,
-                     what="every device to report v2 running")
-            waves = assert_history_applies_each_wave_once(api, rollout_id, device_ids)
+            done, waves = assert_rollout_completed_once_everywhere(api, rollout_id, device_ids)
         for agent in agents:
             assert infer_version(agent.scoring_url, MODULE) == 2, f"{agent.device_id} does not serve v2"
         assert faults.during_rollout == server_restarts + agent_kills, "every fault lands while the rollout runs"

@@ -8,20 +8,9 @@ from __future__ import annotations
 
 from fleet_protocol import bundle_file
 from fleet_protocol.signing import PublicKey
-from tests.support.fleet import ServerProcess, spawn_server, wait_healthy
+from tests.support.fleet import ServerProcess, start_replicas
 
 from .builders import tiny_onnx
-
-
-def start_replicas(workdir, *, count: int, broker_url: str, database_url: str) -> list[ServerProcess]:
-    """``count`` servers started at once (their first start races for the keys and the CA), each with its own
-    empty data dir, on one database and one broker (shared subscriptions, each its own client id)."""
-    replicas = [spawn_server(workdir, broker_url, "--database-url", database_url, "--shared-subscriptions",
-                             "--server-id", f"replica-{i}", data_dir=workdir / f"replica-{i}", name=f"replica-{i}")
-                for i in range(count)]
-    for replica in replicas:
-        wait_healthy(replica)
-    return replicas
 
 
 def keys_of(replica: ServerProcess) -> dict:

@@ -92,7 +92,8 @@ def wait_healthy(server: ServerProcess) -> None:
             raise AssertionError(f"server exited ({server.popen.returncode}):\n{server.tail()}")
         return httpx.get(f"{server.url}/api/health", timeout=2).json().get("broker") == "connected"
 
-    wait_for(healthy, timeout=60, what="the fleet server to answer and connect to the broker")
+    # a generous bound: on a loaded 2-core machine a server's start (imports, migrations check, broker) took 30 s
+    wait_for(healthy, timeout=90, what="the fleet server to answer and connect to the broker")
 
 
 def spawn_server(workdir: Path, broker_url: str, *args: str, data_dir: Path | None = None,
@@ -112,6 +113,23 @@ def start_server(workdir: Path, broker_url: str, *args: str, data_dir: Path | No
     server = spawn_server(workdir, broker_url, *args, data_dir=data_dir, name=name)
     wait_healthy(server)
     return server
+
+
+def start_replicas(workdir: Path, *args: str, count: int, broker_url: str, database_url: str) -> list[ServerProcess]:
+    """``count`` servers started at once (their first start races for the keys and the CA), each with its own
+    empty data dir (``workdir/replica-<i>``), on one database and one broker (shared subscriptions, each its own
+    client id); ``args``: more ``edgefleet server run`` options for every replica."""
+    replicas = [spawn_server(workdir, broker_url, "--database-url", database_url, "--shared-subscriptions",
+                             "--server-id", f"replica-{i}", *args, data_dir=workdir / f"replica-{i}",
+                             name=f"replica-{i}") for i in range(count)]
+    try:
+        for replica in replicas:
+            wait_healthy(replica)
+    except BaseException:
+        for replica in replicas:
+            replica.kill()
+        raise
+    return replicas
 
 
 @dataclass
