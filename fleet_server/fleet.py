@@ -96,7 +96,11 @@ class Fleet:
         self.rollouts = RolloutController(self, tick_s=config.rollout_tick_s)
         self.jobs = JobController(self, tick_s=config.job_tick_s, answer_settle_s=config.job_answer_settle_s)
         self.leadership.on_elected(self.jobs.forget_schedules)  # a new leader: what the old one would have done
-        self.leadership.on_elected(self.desired.republish_all)  # (the rollouts resume at their next tick)
+        # a leader killed between a committed change (a rollout admitting devices, a new deployment) and the
+        # recompute that follows it left those devices on their old document: recompute them all (unchanged ones
+        # store nothing), then republish (the rollouts resume at their next tick)
+        self.leadership.on_elected(self.desired.recompute)
+        self.leadership.on_elected(self.desired.republish_all)
         self.retention = TelemetryRetention(db=self.db, config=config, leadership=self.leadership)  # telemetry rollups
         self.broker: EmbeddedBroker | None = None
         self.link: MqttLink | None = None
