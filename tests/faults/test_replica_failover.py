@@ -60,6 +60,11 @@ class Faults:
     during_rollout: int = 0  # faults injected while the rollout was still running
     log: list[str] = field(default_factory=list)
 
+    def note(self, line: str) -> None:
+        """Log a fault, printed at once (``pytest -s``) so a failing run shows what happened before it."""
+        print(line)
+        self.log.append(line)
+
 
 def role_of(replica: ServerProcess) -> tuple[str, int | None] | None:
     """``(role, leader_epoch)`` the replica reports; None when it does not answer (dead or starting)."""
@@ -122,7 +127,7 @@ def inject(replicas: list[ServerProcess], proxy: HAProxy, agents: list[Agent], r
     done = Faults()
     straggler = Straggler(agents)
     straggler.stop()
-    done.log.append(f"{agents[-1].device_id} stopped until the end ({rollout_position(proxy, rollout_id)})")
+    done.note(f"{agents[-1].device_id} stopped until the end ({rollout_position(proxy, rollout_id)})")
     schedule = ["leader", "leader", "follower"]
     rng.shuffle(schedule)
     for kind in schedule:
@@ -135,13 +140,13 @@ def inject(replicas: list[ServerProcess], proxy: HAProxy, agents: list[Agent], r
             time.sleep(down_s)
             killed.restart()
             done.takeovers_s.append(takeover_s)
-            done.log.append(f"leader {killed.name} SIGKILL ({position}): another replica led at epoch {epoch} "
+            done.note(f"leader {killed.name} SIGKILL ({position}): another replica led at epoch {epoch} "
                             f"{takeover_s:.2f} s later; {killed.name} restarted after {down_s:.1f} s")
         else:
             leader, _ = the_leader(replicas)
             follower = rng.choice([r for r in replicas if r is not leader])
             follower.restart()  # SIGTERM, then the same data dir and port
-            done.log.append(f"follower {follower.name} restarted ({position})")
+            done.note(f"follower {follower.name} restarted ({position})")
     straggler.revive()
     return done
 
@@ -242,7 +247,6 @@ def failover_under_faults(tmp_path: Path, mosquitto, postgres, rng: random.Rando
         print(f"telemetry: {sent} records sent, {stored} stored, {duplicated} stored twice; the replicas (since "
               f"their last start) received {received}, {refused} of them already stored")
         print(f"waves {[len(w) for w in done['waves']]} ({len(waves)} started once each)")
-        print("\n".join(faults.log))
     finally:
         if cli is not None:
             cli.stop()
