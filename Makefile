@@ -53,6 +53,8 @@ bench: $(VENV)/.installed bench-deps
 	$(VENV)/bin/python -m benchmarks.b1_scoring
 	$(VENV)/bin/python -m benchmarks.b2_serving
 	$(VENV)/bin/python -m benchmarks.b3_telemetry
+	$(VENV)/bin/python -m benchmarks.b3_pg
+	$(VENV)/bin/python -m benchmarks.b3_pg --batch-records 4 --records 200
 	$(VENV)/bin/python -m benchmarks.b4_fanout --devices 1000 --mb 2
 	$(VENV)/bin/python -m benchmarks.b5_memory
 	$(VENV)/bin/python -m benchmarks.b6_capacity

@@ -69,6 +69,7 @@ class DeviceSettings:
     flush_interval_s: float = 5.0  # the agent's default telemetry_flush_interval_s
     heartbeat_interval_s: float = 30.0  # the agent's default
     bare_to_server: bool = False  # "bare" mode: publish on the devices' telemetry topics, not on BARE_TOPIC
+    batch_records: int = messages.MAX_TELEMETRY_RECORDS  # "bare" mode: records per batch (an agent's minute: ~4)
 
 
 class AgentDevice:
@@ -124,7 +125,7 @@ class BareDevice:
         self.topic = topics.device_topic(device_id, "telemetry") if s.bare_to_server else BARE_TOPIC.format(device_id)
         ts = "2026-11-23T00:00:00Z"
         records = [messages.TelemetryRecord(i + 1, ts, KIND, record_data(i)) for i in range(s.records)]
-        size = messages.MAX_TELEMETRY_RECORDS
+        size = s.batch_records
         self.payloads = [messages.encode(messages.TelemetryBatch(device_id, f"ob-{device_id}", tuple(
             records[start:start + size])).to_dict()) for start in range(0, len(records), size)]
         self.acked = 0

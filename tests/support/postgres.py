@@ -2,7 +2,9 @@
 
 :func:`start_postgres` runs ``initdb`` into a fresh temp dir and starts
 ``postgres`` on a free loopback port with its unix socket in that dir
-(durability off: a test cluster needs none), stopped by its own pid.
+(durability off: a test cluster needs none; ``durable=True`` keeps PostgreSQL's
+own defaults, for benchmarks whose CPU and WAL figures must be a production's),
+stopped by its own pid.
 :meth:`Postgres.create_database` makes a new empty database (``CREATE
 DATABASE`` from ``template0``: milliseconds) and returns its URL. As root
 (PostgreSQL refuses to run as root) the cluster runs as the ``postgres``
@@ -86,8 +88,11 @@ class Postgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_postgres() -> Postgres:
-    """initdb + postgres on a free port; raises RuntimeError when PostgreSQL is missing or does not start."""
+def start_postgres(*, durable: bool = False) -> Postgres:
+    """initdb + postgres on a free port; raises RuntimeError when PostgreSQL is missing or does not start.
+
+    ``durable``: fsync, synchronous commit and full-page writes on (PostgreSQL's defaults) and 128 MB of shared
+    buffers; off (the default) for tests, which need no durability."""
     bin_dir = binaries()
     if bin_dir is None:
         raise RuntimeError("PostgreSQL is not installed: run `make system-deps` (Debian's postgresql package)")
@@ -98,10 +103,12 @@ def start_postgres() -> Postgres:
     subprocess.run([str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", SUPERUSER, "--auth=trust",
                     "--no-sync", "-E", "UTF8", "--locale=C"], check=True, capture_output=True, preexec_fn=as_user)
     port = free_port()
+    settings = (["shared_buffers=128MB"] if durable else
+                ["fsync=off", "synchronous_commit=off", "full_page_writes=off", "shared_buffers=32MB"])
     process = subprocess.Popen(
         [str(bin_dir / "postgres"), "-D", str(root / "data"), "-p", str(port), "-k", str(root / "socket"),
-         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-         "-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=32MB"],
+         "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300",
+         *(arg for setting in settings for arg in ("-c", setting))],
         stdout=log.open("ab"), stderr=subprocess.STDOUT, preexec_fn=as_user)
     cluster = Postgres(root, port, process)
     deadline = time.monotonic() + 30
