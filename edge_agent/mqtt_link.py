@@ -6,12 +6,12 @@ What it does: connects with a stable client id and a persistent session
 then: an enrolled device on a plain ``mqtt://`` broker connects without it
 and says so), to one broker (``host``, ``port``) or to the nodes of a
 cluster (``brokers``: random start, sticky, failover with full-jitter
-back-off, :mod:`fleet_protocol.broker_urls` and :mod:`.mqtt_failover`), sets the
+back-off, :mod:`fleet_protocol.broker_urls` and :mod:`edgefleet_runtime.mqtt_failover`), sets the
 retained ``offline`` last will, re-subscribes and calls the agent's
 ``on_connect`` hook on every connect, routes each incoming message to the
 handler registered for its topic, and reports PUBACKs to a listener.
 
-Who drives the socket: by default one :class:`~.mqtt_failover.FailoverThread`
+Who drives the socket: by default one :class:`~edgefleet_runtime.mqtt_failover.FailoverThread`
 per link, which is what a device wants.
 Given a ``loop`` (a :class:`LoopLike` such as
 :class:`simulators.mqtt_loop.MqttLoop`, which drives thousands of clients
@@ -49,7 +49,7 @@ from fleet_protocol.broker_urls import BrokerFailover, BrokerUrl
 from fleet_protocol.errors import TransportError
 from fleet_protocol.retry import RetryPolicy
 
-from .mqtt_failover import FailoverThread
+from edgefleet_runtime.mqtt_failover import FailoverThread
 
 log = logging.getLogger("edgefleet.agent.mqtt")
 

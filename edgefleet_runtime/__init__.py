@@ -7,7 +7,8 @@ module's signature (:mod:`.inputs`) and answers shaped and counted
 (:mod:`.scored`, :mod:`.answers`, :mod:`.feedback`); a module's ``config``
 is checked at build with the same parsers (:mod:`.module_config`). The
 Open Inference Protocol gRPC service (:mod:`.grpc_api`, optional extra) and
-the Prometheus table (:mod:`.metric_families`) are shared the same way.
-Not here: MQTT, installing bundles, the outbox, HTTP endpoints, the fleet
+the Prometheus table (:mod:`.metric_families`) are shared the same way, and so
+is the thread that walks a broker cluster's nodes for both sides' MQTT links
+(:mod:`.mqtt_failover`). Not here: the MQTT links themselves, installing bundles, the outbox, HTTP endpoints, the fleet
 (``edge_agent`` and ``fleet_server`` import this package, never the reverse).
 """

@@ -8,7 +8,7 @@ topic filters (:func:`fleet_protocol.topics.server_subscriptions`: plain, or
 replica), automatic reconnects: to one broker, or failing over between the
 nodes of a cluster when ``broker_url`` lists several (``URL,URL,...``:
 random start, sticky, full-jitter back-off, the agent's
-:class:`edge_agent.mqtt_failover.FailoverThread`); mutual TLS when given ``tls`` (CA certificate, client
+:class:`edgefleet_runtime.mqtt_failover.FailoverThread`); mutual TLS when given ``tls`` (CA certificate, client
 certificate, client key: the files ``edgefleet server broker-config`` wrote). Every incoming message goes to one ``on_message``
 callback; an exception there is logged and never stops the network thread.
 The link counts as connected only once the broker acknowledged its subscriptions
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from edge_agent.mqtt_failover import FailoverThread
+from edgefleet_runtime.mqtt_failover import FailoverThread
 from fleet_protocol import topics
 from fleet_protocol.broker_urls import BrokerFailover, parse_broker_urls
 

@@ -41,8 +41,8 @@ GOOD, CRASHES, CANNOT_CONNECT = bumped(__version__, 1), bumped(__version__, 2), 
 # The broken builds: one line of this tree changed, so the rest is the real agent.
 CRASH_PATCH = ("edge_agent/__init__.py", "\n__version__ = ", "\nraise RuntimeError(\"this agent build crashes at "
                "start (a test's broken version)\")\n__version__ = ")
-NO_CONNECT_PATCH = ("edge_agent/agent.py", "broker_host, broker_port, tls = config.broker_host_port",
-                    "broker_host, broker_port, tls = config.broker_host_port[0], 1, False  # cannot connect")
+NO_CONNECT_PATCH = ("edge_agent/agent.py", "brokers = config.brokers",
+                    "brokers = tuple(type(b)(b.url, b.host, 1, b.tls) for b in config.brokers)  # cannot connect")
 
 
 def _build(work: Path, version: str, patch: tuple[str, str, str] | None) -> Path:

@@ -23,7 +23,7 @@ from fleet_server.store import captures as capture_store
 from fleet_server.store import drift as drift_store
 from fleet_server.store import rollups as rollup_store
 from fleet_server.store import telemetry as telemetry_store
-from tests.conftest import BOTH_ENGINES
+from tests.support.postgres import BOTH_ENGINES
 from tests.support.net import wait_for
 
 from .conftest import ADMIN_TOKEN

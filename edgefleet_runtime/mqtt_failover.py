@@ -8,8 +8,8 @@ how long to wait, connects with paho's blocking ``connect``, then runs
 The link's CONNACK callback calls :meth:`FailoverThread.accepted`, which is
 what makes a broker "working" (sticky) rather than failed.
 
-The fleet server imports this too (its extra includes the agent's), so both
-sides fail over the one way. What it does not do: publish, subscribe or
+The agent's and the fleet server's links both import it from this shared
+package, so both sides fail over the one way. What it does not do: publish, subscribe or
 queue anything (the links do; paho keeps QoS 1 messages that are in flight
 and sends them again after any reconnect, and the agent's outbox keeps every
 record until its PUBACK, whichever node sends it).
