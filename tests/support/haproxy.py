@@ -16,6 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .processes import stop_process
 from .net import free_port, wait_port
 
 CHECK_INTERVAL_MS = 300
@@ -87,13 +88,7 @@ class HAProxy:
                 and r["svname"] not in ("FRONTEND", "BACKEND")}
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
         self.process = None
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from .processes import stop_process
 from .net import free_port, wait_port
 
 CLUSTER_NAME = "edgefleet"
@@ -63,13 +64,7 @@ class NatsNode:
         self.process = None
 
     def stop(self) -> None:
-        if self.pid is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
         self.process = None
 
 

@@ -18,6 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .processes import stop_process
 from .net import free_port, wait_port
 
 
@@ -89,13 +90,7 @@ class Nginx:
         return sorted(p for p in (self.workdir / "cache").rglob("*") if p.is_file())
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
         self.process = None
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from .processes import stop_process
 from .net import free_port
 
 SUPERUSER = "postgres"
@@ -78,13 +79,7 @@ class Postgres:
         return name
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: PostgreSQL's "smart" shutdown; clients are gone by now
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=20)  # SIGTERM: PostgreSQL's "smart" shutdown; clients are gone by now
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from .processes import stop_process
 from .net import free_port, wait_for
 
 BINARY = "/usr/bin/prometheus"
@@ -51,13 +52,7 @@ class Prometheus:
         return body["data"]["result"]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
