@@ -31,8 +31,8 @@ from tests.support.fleet import ServerProcess, start_server
 from tests.support.nats import NatsCluster, NatsNode, start_nats_cluster
 from tests.support.net import wait_for
 
-from .conftest import assert_every_record_arrived_once
-from .test_rollout_restarts import MODULE, assert_history_applies_each_wave_once, build, running_versions
+from .conftest import (MODULE, assert_every_record_arrived_once, assert_history_applies_each_wave_once, build,
+                       running_versions)
 
 TAGS = {"site": "cluster"}
 
